@@ -1,0 +1,140 @@
+//! The git operations a local run needs: facts about the repository and clean checkouts.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+/// What a run needs to know about the repository it runs for.
+#[derive(Debug, Clone, Default)]
+pub struct RepoFacts {
+    pub root: PathBuf,
+    pub sha: String,
+    /// `refs/heads/<branch>`, or the sha for a detached HEAD.
+    pub git_ref: String,
+    pub branch: Option<String>,
+    /// `owner/name`, from the `origin` remote when it looks like a forge URL, else `local/<dir>`.
+    pub repository: String,
+    pub actor: String,
+    pub commit_message: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub before: String,
+    /// Files changed by HEAD (and, for working-tree runs, uncommitted changes).
+    pub changed_paths: Vec<String>,
+}
+
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e} (is git installed?)"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
+    } else {
+        Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
+pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String> {
+    let sha = git(root, &["rev-parse", "HEAD"]).await.map_err(|e| {
+        format!("{e}\n  hint: `tandem run` runs the commit at HEAD; make a first commit, or run from inside a git repository")
+    })?;
+    let branch = git(root, &["symbolic-ref", "-q", "--short", "HEAD"]).await.ok().filter(|b| !b.is_empty());
+    let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
+    let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
+    let repository = git(root, &["remote", "get-url", "origin"]).await.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));
+    let log = git(root, &["log", "-1", "--format=%an%x00%ae%x00%B"]).await.unwrap_or_default();
+    let mut parts = log.splitn(3, '\0');
+    let author_name = parts.next().unwrap_or_default().to_string();
+    let author_email = parts.next().unwrap_or_default().to_string();
+    let commit_message = parts.next().unwrap_or_default().trim().to_string();
+    let before = git(root, &["rev-parse", "HEAD~1"]).await.unwrap_or_else(|_| "0".repeat(40));
+    let mut changed_paths: Vec<String> = match git(root, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"]).await {
+        Ok(list) => list.lines().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
+    };
+    if worktree {
+        if let Ok(status) = git(root, &["status", "--porcelain", "--untracked-files=all"]).await {
+            changed_paths.extend(status.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()));
+        }
+    }
+    changed_paths.sort();
+    changed_paths.dedup();
+    let actor = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| author_name.clone());
+    Ok(RepoFacts { root: root.to_path_buf(), sha, git_ref, branch, repository, actor, commit_message, author_name, author_email, before, changed_paths })
+}
+
+/// `owner/name` from a remote URL such as `git@host:owner/name.git` or `https://host/owner/name`.
+pub fn owner_and_name(url: &str) -> Option<String> {
+    let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
+    let segments: Vec<&str> = trimmed.split(['/', ':']).filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [.., owner, name] if !owner.contains('.') && !owner.contains('@') => Some(format!("{owner}/{name}")),
+        _ => None,
+    }
+}
+
+/// Checks out `sha` of the repository at `repo` into `dest` (an empty or missing directory).
+/// With `worktree`, the working tree's uncommitted state is laid over it, untracked files
+/// included and ignored files left out.
+pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Result<(), String> {
+    let dest_str = dest.to_string_lossy().into_owned();
+    let repo_str = repo.to_string_lossy().into_owned();
+    if dest.join(".git").exists() {
+        git(dest, &["fetch", "--quiet", &repo_str, sha]).await?;
+    } else {
+        let output = Command::new("git")
+            .args(["clone", "--quiet", "--shared", "--no-checkout", &repo_str, &dest_str])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("git clone failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        }
+    }
+    git(dest, &["checkout", "--quiet", "--force", "--detach", sha]).await?;
+    if worktree {
+        let files = git(repo, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).await?;
+        for relative in files.split('\0').filter(|f| !f.is_empty()) {
+            let source = repo.join(relative);
+            let target = dest.join(relative);
+            match source.symlink_metadata() {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let link = std::fs::read_link(&source).map_err(|e| e.to_string())?;
+                    let _ = std::fs::remove_file(&target);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                    }
+                    std::os::unix::fs::symlink(link, &target).map_err(|e| e.to_string())?;
+                }
+                Ok(meta) if meta.is_file() => {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                    }
+                    std::fs::copy(&source, &target).map_err(|e| format!("cannot copy {relative}: {e}"))?;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // Deleted in the working tree.
+                    let _ = std::fs::remove_file(&target);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_and_name_from_urls() {
+        assert_eq!(owner_and_name("git@github.com:tokio-rs/tokio.git").as_deref(), Some("tokio-rs/tokio"));
+        assert_eq!(owner_and_name("https://gitea.example/org/app/").as_deref(), Some("org/app"));
+    }
+}

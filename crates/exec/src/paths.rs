@@ -1,0 +1,139 @@
+//! Resolving the path patterns of `actions/cache`, `upload-artifact` and `hashFiles` on disk.
+
+use std::path::{Component, Path, PathBuf};
+
+use ci::filter::Pattern;
+use sha2::{Digest, Sha256};
+
+/// Files and directories matching the patterns (one per line or item; `!` excludes; `~` is
+/// `home`; relative patterns are relative to `base`). Sorted, without duplicates.
+pub fn resolve(base: &Path, home: &Path, patterns: &[String]) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for line in patterns.iter().flat_map(|p| p.lines()).map(str::trim).filter(|l| !l.is_empty()) {
+        let (negated, text) = match line.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let absolute = absolutize(base, home, text);
+        let has_glob = text.contains(['*', '?', '[']);
+        let matches: Vec<PathBuf> = if has_glob {
+            let root = literal_prefix(&absolute);
+            let pattern = Pattern::new(&absolute.to_string_lossy());
+            let mut out = Vec::new();
+            walk(&root, &mut |path| {
+                if pattern.matches(&path.to_string_lossy()) {
+                    out.push(path.to_path_buf());
+                }
+            });
+            out
+        } else if absolute.exists() || absolute.symlink_metadata().is_ok() {
+            vec![absolute]
+        } else {
+            Vec::new()
+        };
+        if negated {
+            found.retain(|f| !matches.iter().any(|m| f.starts_with(m)));
+        } else {
+            found.extend(matches);
+        }
+    }
+    found.sort();
+    found.dedup();
+    // A directory already covers what lies inside it.
+    let mut out: Vec<PathBuf> = Vec::new();
+    for path in found {
+        if !out.iter().any(|kept| path.starts_with(kept) && path != *kept) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn absolutize(base: &Path, home: &Path, text: &str) -> PathBuf {
+    let path = if let Some(rest) = text.strip_prefix("~/") {
+        home.join(rest)
+    } else if text == "~" {
+        home.to_path_buf()
+    } else {
+        base.join(text)
+    };
+    normalize(&path)
+}
+
+/// Removes `.` and `..` components without touching the disk.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn literal_prefix(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        if component.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        out.push(component);
+    }
+    out
+}
+
+/// Visits every file, directory and symlink below `root` (not following symlinks).
+pub fn walk(root: &Path, visit: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        visit(&path);
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&path, visit);
+        }
+    }
+}
+
+/// Every regular file at or below the given paths.
+pub fn files_below(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for path in paths {
+        match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => walk(path, &mut |p| {
+                if p.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                    out.push(p.to_path_buf());
+                }
+            }),
+            Ok(meta) if meta.is_file() => out.push(path.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `hashFiles()`: SHA-256 over the SHA-256 of each matching file in the workspace, in path order;
+/// empty when nothing matches.
+pub fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, String> {
+    let matched = resolve(workspace, workspace, patterns);
+    let mut files: Vec<PathBuf> = files_below(&matched).into_iter().filter(|f| f.starts_with(workspace)).collect();
+    files.sort();
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    let mut outer = Sha256::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| format!("hashFiles: cannot read {}: {e}", file.display()))?;
+        outer.update(Sha256::digest(&bytes));
+    }
+    Ok(hex(&outer.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,188 @@
+//! Running one command as a local process in its own process group, streaming its output line by
+//! line, and killing the whole group on timeout or cancel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::Cancel;
+
+/// Time a process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// A command to run: argv, environment (the whole of it), working directory.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub timeout: Option<Duration>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    TimedOut,
+    Cancelled,
+    /// It could not be started (the message went to the output).
+    NotStarted,
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Process groups that are alive, so that an interrupted `tandem` can kill them all.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessGroups {
+    pgids: Arc<Mutex<Vec<i32>>>,
+}
+
+impl ProcessGroups {
+    fn add(&self, pgid: i32) {
+        if let Ok(mut pgids) = self.pgids.lock() {
+            pgids.push(pgid);
+        }
+    }
+
+    /// Kills every group registered so far with SIGKILL. Safe to call twice.
+    pub fn kill_all(&self) {
+        let pgids = match self.pgids.lock() {
+            Ok(mut pgids) => std::mem::take(&mut *pgids),
+            Err(_) => return,
+        };
+        for pgid in pgids {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+
+    /// Kills the given groups (a job's leftovers) and forgets them.
+    pub fn kill(&self, groups: &[i32]) {
+        if let Ok(mut pgids) = self.pgids.lock() {
+            pgids.retain(|p| !groups.contains(p));
+        }
+        for &pgid in groups {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs `spec` to completion. Every output line goes to `lines`. Returns the exit and the process
+/// group id (which may still hold background children the caller decides to kill later).
+pub async fn run(spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, String)>, cancel: &Cancel, groups: &ProcessGroups) -> (Exit, Option<i32>) {
+    let Some((program, args)) = spec.argv.split_first() else {
+        let _ = lines.send((Stream::Stderr, "empty command line".to_string()));
+        return (Exit::NotStarted, None);
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            let hint = if error.kind() == std::io::ErrorKind::NotFound {
+                if spec.cwd.is_dir() { format!("`{program}` was not found on PATH; install it or pick another `shell`") } else { format!("working directory {} does not exist", spec.cwd.display()) }
+            } else {
+                String::new()
+            };
+            let _ = lines.send((Stream::Stderr, format!("cannot start `{program}`: {error}. {hint}")));
+            return (Exit::NotStarted, None);
+        }
+    };
+    let pgid = child.id().map(|id| id as i32);
+    if let Some(pgid) = pgid {
+        groups.add(pgid);
+    }
+    let readers = [
+        child.stdout.take().map(|s| tokio::spawn(forward(s, Stream::Stdout, lines.clone()))),
+        child.stderr.take().map(|s| tokio::spawn(forward(s, Stream::Stderr, lines.clone()))),
+    ];
+    let timeout = async {
+        match spec.timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut cancel_watch = cancel.clone();
+    let exit = tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(signal)) => Exit::Signal(signal),
+                (None, None) => Exit::Code(-1),
+            },
+            Err(_) => Exit::Code(-1),
+        },
+        () = timeout => Exit::TimedOut,
+        () = cancel_watch.cancelled() => Exit::Cancelled,
+    };
+    if matches!(exit, Exit::TimedOut | Exit::Cancelled) {
+        if let Some(pgid) = pgid {
+            terminate_group(pgid, &mut child).await;
+        }
+    }
+    // Output still buffered in the pipes arrives shortly after exit; a background child that keeps
+    // the pipe open must not hold the step, so the readers get a short grace period only.
+    for reader in readers.into_iter().flatten() {
+        if tokio::time::timeout(Duration::from_millis(500), reader).await.is_err() {
+            // The reader is dropped (its task detached) and ends when the group is killed.
+        }
+    }
+    (exit, pgid)
+}
+
+async fn terminate_group(pgid: i32, child: &mut tokio::process::Child) {
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Whatever else lives in the group goes too.
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+}
+
+async fn forward(stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::UnboundedSender<(Stream, String)>) {
+    let mut reader = BufReader::new(stream);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buffer.pop();
+                }
+                if lines.send((which, String::from_utf8_lossy(&buffer).into_owned())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Showing a run to people: a live view of jobs and steps on a terminal, prefixed log lines
+//! otherwise, and at the end a summary table, the step summaries and where the logs are.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use exec::engine::{RunEvent, RunReport, Status};
+use exec::process::Stream;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::Format;
+
+/// Lines of a failed step shown again at the end on a terminal.
+const TAIL_LINES: usize = 25;
+
+pub struct Renderer {
+    live: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+    steps: HashMap<String, Vec<String>>,
+    /// Last lines of each (job, step), for showing failures again.
+    tails: HashMap<(String, usize), Vec<String>>,
+    logs_dir: PathBuf,
+    log_files: HashMap<String, std::fs::File>,
+    to_stderr: bool,
+}
+
+impl Renderer {
+    pub fn new(format: Format, workflow: &str, event: &str, logs_dir: &Path) -> Renderer {
+        let live = format == Format::Text && std::io::stderr().is_terminal() && std::env::var_os("TANDEM_NO_LIVE").is_none();
+        let header = format!("▶ {workflow} (on {event})");
+        if format == Format::Json { eprintln!("{header}") } else { println!("{header}") }
+        let _ = std::fs::create_dir_all(logs_dir);
+        Renderer {
+            live: live.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))),
+            bars: HashMap::new(),
+            steps: HashMap::new(),
+            tails: HashMap::new(),
+            logs_dir: logs_dir.to_path_buf(),
+            log_files: HashMap::new(),
+            to_stderr: format == Format::Json,
+        }
+    }
+
+    pub async fn consume(&mut self, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+        while let Some(event) = rx.recv().await {
+            self.event(event);
+        }
+    }
+
+    fn print(&self, line: &str) {
+        if self.to_stderr {
+            eprintln!("{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
+    fn log(&mut self, job: &str, line: &str) {
+        let file = self.log_files.entry(job.to_string()).or_insert_with(|| {
+            let slug: String = job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            std::fs::File::create(self.logs_dir.join(format!("{slug}.log"))).unwrap_or_else(|_| tempfile_sink())
+        });
+        let _ = writeln!(file, "{line}");
+    }
+
+    fn event(&mut self, event: RunEvent) {
+        match event {
+            RunEvent::JobStarted { job, steps } => {
+                let n_steps = steps.len();
+                self.steps.insert(job.clone(), steps);
+                self.log(&job, &format!("== job {job}"));
+                match &self.live {
+                    Some(multi) => {
+                        let bar = multi.add(ProgressBar::new(n_steps as u64));
+                        bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} [{pos}/{len}] {wide_msg} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_prefix(job.clone());
+                        bar.enable_steady_tick(Duration::from_millis(120));
+                        self.bars.insert(job, bar);
+                    }
+                    None => self.print(&format!("[{job}] started ({n_steps} steps)")),
+                }
+            }
+            RunEvent::StepStarted { job, step } => {
+                let name = self.step_name(&job, step);
+                self.log(&job, &format!("-- step {}: {name}", step + 1));
+                match self.bars.get(&job) {
+                    Some(bar) => bar.set_message(name),
+                    None => self.print(&format!("[{job}] ▶ {name}")),
+                }
+            }
+            RunEvent::Line { job, step, stream, text } => {
+                self.log(&job, &text);
+                let tail = self.tails.entry((job.clone(), step)).or_default();
+                tail.push(text.clone());
+                if tail.len() > TAIL_LINES {
+                    tail.remove(0);
+                }
+                match self.bars.get(&job) {
+                    Some(bar) => {
+                        let name = self.step_name(&job, step);
+                        let short: String = text.chars().take(80).collect();
+                        bar.set_message(format!("{name} · {short}"));
+                    }
+                    None => {
+                        let marker = if stream == Stream::Stderr { "!" } else { "|" };
+                        self.print(&format!("[{job}] {marker} {text}"));
+                    }
+                }
+            }
+            RunEvent::StepFinished { job, step, status, duration } => {
+                let name = self.step_name(&job, step);
+                self.log(&job, &format!("-- step {}: {name}: {} in {}", step + 1, status.as_str(), human(duration)));
+                match self.bars.get(&job) {
+                    Some(bar) => bar.inc(1),
+                    None if status == Status::Skipped => self.print(&format!("[{job}] – {name} (skipped)")),
+                    None => self.print(&format!("[{job}] {} {name} ({})", symbol(status), human(duration))),
+                }
+            }
+            RunEvent::JobFinished { job, status, duration, error } => {
+                if let Some(error) = &error {
+                    self.log(&job, &format!("error: {error}"));
+                }
+                self.log(&job, &format!("== job {job}: {}", status.as_str()));
+                let text = format!("{} {job}: {}{} ({})", symbol(status), status.as_str(), error.map(|e| format!(" — {e}")).unwrap_or_default(), human(duration));
+                match self.bars.remove(&job) {
+                    Some(bar) => {
+                        bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                        bar.finish_with_message(text);
+                    }
+                    None => self.print(&text),
+                }
+            }
+        }
+    }
+
+    fn step_name(&self, job: &str, step: usize) -> String {
+        self.steps.get(job).and_then(|s| s.get(step)).cloned().unwrap_or_else(|| format!("step {}", step + 1))
+    }
+
+    /// Prints what a person needs after the run: failures' last lines, the table, summaries.
+    pub fn finish(self, report: &RunReport) {
+        if let Some(multi) = &self.live {
+            let _ = multi.clear();
+        }
+        let mut out = String::new();
+        if self.live.is_some() {
+            for job in &report.jobs {
+                for (index, step) in job.steps.iter().enumerate() {
+                    if step.outcome == Status::Failure {
+                        out.push_str(&format!("\n── {} › {} (last lines)\n", job.name, step.name));
+                        for line in self.tails.get(&(job.name.clone(), index)).into_iter().flatten() {
+                            out.push_str(&format!("  {line}\n"));
+                        }
+                    }
+                }
+            }
+        }
+        out.push('\n');
+        out.push_str(&summary_table(report));
+        for job in report.jobs.iter().filter(|j| !j.summary.trim().is_empty()) {
+            out.push_str(&format!("\n── summary of {}\n{}", job.name, job.summary));
+        }
+        if !report.artifacts.is_empty() {
+            out.push_str(&format!("\nartifacts: {} in {}\n", report.artifacts.join(", "), report.artifacts_dir.display()));
+        }
+        out.push_str(&format!("logs: {}\n", self.logs_dir.display()));
+        let verdict = match report.status {
+            Status::Success => format!("✓ {} succeeded in {}", report.workflow, human(report.duration)),
+            Status::Failure => format!("✗ {} failed after {}", report.workflow, human(report.duration)),
+            Status::Cancelled => format!("⊘ {} was cancelled after {}", report.workflow, human(report.duration)),
+            Status::Skipped => format!("– {} was skipped", report.workflow),
+        };
+        out.push_str(&verdict);
+        if self.to_stderr {
+            eprintln!("{out}");
+        } else {
+            println!("{out}");
+        }
+    }
+}
+
+fn tempfile_sink() -> std::fs::File {
+    // Logging to a file is a convenience; when it cannot be created, write nowhere.
+    std::fs::File::options().write(true).open("/dev/null").unwrap_or_else(|_| std::process::exit(3))
+}
+
+fn symbol(status: Status) -> &'static str {
+    match status {
+        Status::Success => "✓",
+        Status::Failure => "✗",
+        Status::Cancelled => "⊘",
+        Status::Skipped => "–",
+    }
+}
+
+pub fn human(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60)
+    }
+}
+
+/// The job / step / status / duration table.
+pub fn summary_table(report: &RunReport) -> String {
+    let mut rows: Vec<[String; 4]> = vec![["JOB".into(), "STEP".into(), "STATUS".into(), "DURATION".into()]];
+    for job in &report.jobs {
+        rows.push([job.name.clone(), String::new(), format!("{} {}", symbol(job.status), job.status.as_str()), human(job.duration)]);
+        for step in &job.steps {
+            let status = if step.outcome == Status::Failure && step.status == Status::Success { "✓ success (failed, continue-on-error)".to_string() } else { format!("{} {}", symbol(step.status), step.status.as_str()) };
+            rows.push([String::new(), step.name.chars().take(60).collect(), status, human(step.duration)]);
+        }
+        if let Some(error) = &job.error {
+            rows.push([String::new(), format!("error: {error}"), String::new(), String::new()]);
+        }
+    }
+    let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

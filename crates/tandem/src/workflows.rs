@@ -1,0 +1,90 @@
+//! Finding and loading a repository's workflow files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use spec::workflow::Workflow;
+use spec::Diagnostic;
+
+/// A workflow file read from disk, checked.
+pub struct LoadedWorkflow {
+    /// Path relative to the repository root, as users see it in messages.
+    pub path: String,
+    pub source: String,
+    pub workflow: Option<Workflow>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadedWorkflow {
+    /// The name used to select it on the command line: the file name without extension.
+    pub fn stem(&self) -> &str {
+        let file = self.path.rsplit('/').next().unwrap_or(&self.path);
+        file.trim_end_matches(".yml").trim_end_matches(".yaml")
+    }
+
+    pub fn display_name(&self) -> String {
+        self.workflow.as_ref().and_then(|w| w.name.clone()).unwrap_or_else(|| self.path.clone())
+    }
+
+    pub fn n_errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn render_diagnostics(&self) -> String {
+        self.diagnostics.iter().map(|d| d.render(&self.path, &self.source)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The workflow directory of a repository: `.tandem/workflows`, else `.github/workflows`.
+pub fn workflow_dir(root: &Path) -> Option<PathBuf> {
+    [".tandem/workflows", ".github/workflows"].iter().map(|d| root.join(d)).find(|d| d.is_dir())
+}
+
+/// Lists the workflow files of a directory, sorted by name.
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and checks one file; `display` is the path shown in diagnostics.
+pub fn load_file(path: &Path, display: String) -> Result<LoadedWorkflow> {
+    let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if metadata.len() > spec::yaml::MAX_FILE_BYTES as u64 {
+        let diagnostic = Diagnostic::error("file-too-large", spec::Span::at(1, 1, 1), format!("file is {} bytes, more than the limit of {} bytes", metadata.len(), spec::yaml::MAX_FILE_BYTES))
+            .hint("workflow files are small; is this the right file?");
+        return Ok(LoadedWorkflow { path: display, source: String::new(), workflow: None, diagnostics: vec![diagnostic] });
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source = match String::from_utf8(bytes) {
+        Ok(source) => source,
+        Err(error) => {
+            let diagnostic = Diagnostic::error("not-utf8", spec::Span::at(1, 1, 1), format!("file is not UTF-8 (invalid byte at offset {})", error.utf8_error().valid_up_to()))
+                .hint("save the file as UTF-8");
+            return Ok(LoadedWorkflow { path: display, source: String::new(), workflow: None, diagnostics: vec![diagnostic] });
+        }
+    };
+    let (workflow, diagnostics) = ci::check::validate(&source);
+    Ok(LoadedWorkflow { path: display, source, workflow, diagnostics })
+}
+
+/// Loads every workflow of the repository at `root`.
+pub fn load_all(root: &Path) -> Result<Vec<LoadedWorkflow>> {
+    let Some(dir) = workflow_dir(root) else {
+        anyhow::bail!(
+            "no workflows found in {}\n  hint: put workflow files in .tandem/workflows/ or .github/workflows/",
+            root.display()
+        );
+    };
+    list_files(&dir)?
+        .iter()
+        .map(|path| {
+            let display = path.strip_prefix(root).unwrap_or(path).display().to_string();
+            load_file(path, display)
+        })
+        .collect()
+}
