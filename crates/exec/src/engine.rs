@@ -23,6 +23,8 @@ use crate::{Cancel, Executor, LocalExecutor};
 
 /// Default job timeout, as on GitHub: six hours.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
+/// Time a step that starts after its job was cancelled (an `always()` step) may take.
+pub const AFTER_CANCEL_BUDGET: Duration = Duration::from_secs(5 * 60);
 
 /// A job's or step's result, with GitHub's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -510,7 +512,8 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     let leg_dir = request.run_dir.join("jobs").join(format!("{slug}-{}", contexts.values.get("strategy").and_then(|s| s.get("job-index")).map(Value::to_text).unwrap_or_default()));
     let dirs = LegDirs { workspace: leg_dir.join("workspace"), temp: leg_dir.join("temp"), files: leg_dir.join("files") };
-    for dir in [&dirs.workspace, &dirs.temp, &dirs.files] {
+    let tool_cache = shared.config.data_dir.join("toolcache");
+    for dir in [&dirs.workspace, &dirs.temp, &dirs.files, &tool_cache] {
         if let Err(error) = std::fs::create_dir_all(dir) {
             return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display()));
         }
@@ -591,7 +594,10 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
             continue;
         }
         let _ = shared.events.send(RunEvent::StepStarted { job: name.clone(), step: index });
-        let result = run_step(shared, job, step, index, &name, &mut contexts, &mut state, &dirs, &leg_cancel, deadline).await;
+        // A step that runs although the job is cancelled (`always()`, `cancelled()`) runs to its
+        // end as on GitHub, within its own budget; a second interrupt still kills it.
+        let (step_cancel, step_deadline) = if cancelled { (Cancel::never(), Instant::now() + AFTER_CANCEL_BUDGET) } else { (leg_cancel.clone(), deadline) };
+        let result = run_step(shared, job, step, index, &name, &mut contexts, &mut state, &dirs, &step_cancel, step_deadline).await;
         let (outcome, outputs) = match result {
             Ok(outcome) => outcome,
             Err(error) => {

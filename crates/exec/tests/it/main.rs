@@ -1,0 +1,4 @@
+//! Integration tests of the `exec` crate against the real file system and real processes.
+
+mod cache;
+mod process;

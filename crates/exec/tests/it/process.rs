@@ -1,0 +1,88 @@
+//! Steps run in their own process group, which is killed whole on timeout and on cancel.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use exec::process::{self, Exit, ProcessGroups, ProcessSpec, Stream};
+use exec::{Cancel, CancelSource};
+use tokio::sync::mpsc;
+
+fn spec(script: &str, dir: &std::path::Path, timeout: Option<Duration>) -> ProcessSpec {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    ProcessSpec { argv: vec!["sh".into(), "-c".into(), script.into()], env, cwd: dir.to_path_buf(), timeout }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes; /proc tells the state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Err(_) => false,
+    }
+}
+
+fn background_pid(dir: &std::path::Path) -> i32 {
+    std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn output_lines_arrive_in_order_with_their_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (exit, _) = process::run(&spec("echo one; echo two >&2; printf 'three'; exit 4", dir.path(), None), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    drop(tx);
+    assert_eq!(exit, Exit::Code(4));
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    assert!(lines.contains(&(Stream::Stdout, "one".into())));
+    assert!(lines.contains(&(Stream::Stderr, "two".into())));
+    assert!(lines.contains(&(Stream::Stdout, "three".into())));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let script = "sleep 300 & echo $! > pid; wait";
+    let (exit, _) = process::run(&spec(script, dir.path(), Some(Duration::from_millis(500))), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    assert_eq!(exit, Exit::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let pid = background_pid(dir.path());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!alive(pid), "background child {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_group_even_when_it_ignores_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (source, cancel) = CancelSource::new();
+    let script = "trap '' TERM; sleep 300 & echo $! > pid; while true; do sleep 1; done";
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        source.cancel();
+    });
+    let started = Instant::now();
+    let (exit, _) = process::run(&spec(script, dir.path(), None), &tx, &cancel, &ProcessGroups::default()).await;
+    canceller.await.unwrap();
+    assert_eq!(exit, Exit::Cancelled);
+    assert!(started.elapsed() >= process::KILL_GRACE, "SIGKILL came before the grace period");
+    assert!(started.elapsed() < process::KILL_GRACE + Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!alive(background_pid(dir.path())));
+}
+
+#[tokio::test]
+async fn a_missing_program_is_reported_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut spec = spec("", dir.path(), None);
+    spec.argv = vec!["definitely-not-a-program-xyz".into()];
+    let (exit, _) = process::run(&spec, &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    drop(tx);
+    assert_eq!(exit, Exit::NotStarted);
+    let (_, line) = rx.recv().await.unwrap();
+    assert!(line.contains("was not found on PATH"), "{line}");
+}

@@ -1,0 +1,67 @@
+//! Hostile and random input never panics or hangs; limits are enforced with clear errors.
+
+use proptest::prelude::*;
+use spec::{expr, workflow};
+
+#[test]
+fn files_over_the_limit_are_refused() {
+    let big = format!("on: push\njobs: {{}}\n#{}", "x".repeat(spec::yaml::MAX_FILE_BYTES));
+    let (parsed, diagnostics) = workflow::parse(&big);
+    assert!(parsed.is_none());
+    assert_eq!(diagnostics[0].code, "file-too-large");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let deep = format!("on: push\njobs: {}1{}\n", "{a: ".repeat(200), "}".repeat(200));
+    let (_, diagnostics) = workflow::parse(&deep);
+    assert!(diagnostics.iter().any(|d| d.code == "yaml-too-deep" || d.code == "yaml-syntax"), "{diagnostics:?}");
+}
+
+#[test]
+fn pathological_expressions_are_refused_quickly() {
+    let started = std::time::Instant::now();
+    for text in [
+        format!("{}true{}", "(".repeat(5000), ")".repeat(5000)),
+        "!".repeat(100_000),
+        "a.".repeat(20_000) + "b",
+        format!("format('{}')", "{0}".repeat(50_000)),
+        "'".repeat(10_001),
+    ] {
+        assert!(expr::parse(&text).is_err(), "should refuse {}...", &text[..20]);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn expression_parser_never_panics(text in "[ -~]{0,80}") {
+        if let Ok(parsed) = expr::parse(&text) {
+            let _ = expr::evaluate(&parsed, &expr::Contexts::default());
+        }
+    }
+
+    #[test]
+    fn expression_tokens_never_panic(parts in prop::collection::vec(prop::sample::select(vec![
+        "github", ".", "*", "[", "]", "(", ")", "'a'", "1", "==", "!=", "&&", "||", "!", "<", ">=",
+        "contains", "format", ",", "null", "true", "fromJSON", "'{0}'", "0x1F", "matrix", "-2.5e3",
+    ]), 0..24)) {
+        let text = parts.join(" ");
+        if let Ok(parsed) = expr::parse(&text) {
+            let _ = expr::evaluate(&parsed, &expr::Contexts::default());
+        }
+    }
+
+    #[test]
+    fn workflow_parser_never_panics(text in "[a-z:{}\\[\\]\\-\\n '\"$|>&*!.0-9]{0,200}") {
+        let _ = ci::check::validate(&text);
+    }
+
+    #[test]
+    fn templates_roundtrip_literal_text(text in "[a-zA-Z0-9 _./-]{0,40}") {
+        let template = expr::Template::parse(&text).unwrap();
+        prop_assert_eq!(template.render(&expr::Contexts::default()).unwrap(), text);
+    }
+}

@@ -1,0 +1,56 @@
+//! `tandem validate` on good, bad and oversized files.
+
+use crate::Repo;
+
+const GOOD: &str = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ok\n";
+
+#[test]
+fn valid_files_exit_zero() {
+    let repo = Repo::new(&[("ok.yml", GOOD)]);
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("ok  .github/workflows/ok.yml"), "{}", run.stdout);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_place_and_hint() {
+    let bad = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    need: b\n    steps:\n      - run: echo ${{ matrix.x = 1 }}\n      - uses: someone/thing@v1\n";
+    let repo = Repo::new(&[("ok.yml", GOOD), ("bad.yml", bad)]);
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    for expected in [".github/workflows/bad.yml:5:5", "did you mean `needs`?", ".github/workflows/bad.yml:7:32", "action `someone/thing@v1` is not available here", "2 file(s), 3 error(s)"] {
+        assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);
+    }
+    let json = repo.tandem(&["validate", "--format", "json"]).json();
+    assert_eq!(json["errors"], 3);
+    let bad_file = json["files"].as_array().unwrap().iter().find(|f| f["path"] == ".github/workflows/bad.yml").unwrap();
+    assert_eq!(bad_file["valid"], false);
+    assert_eq!(bad_file["diagnostics"][0]["code"], "unknown-key");
+    assert_eq!(bad_file["diagnostics"][0]["span"]["line"], 5);
+}
+
+#[test]
+fn huge_files_are_refused_without_reading_them_whole() {
+    let repo = Repo::new(&[("ok.yml", GOOD)]);
+    let big = format!("on: push\n#{}\n", "x".repeat(11 * 1024 * 1024));
+    repo.write(".github/workflows/big.yml", &big);
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("file-too-large"), "{}", run.stdout);
+}
+
+#[test]
+fn a_repository_without_workflows_gets_a_hint() {
+    let repo = Repo::new(&[]);
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("hint: put workflow files in .tandem/workflows/"), "{}", run.stderr);
+}
+
+#[test]
+fn tandem_workflows_take_precedence_over_github_ones() {
+    let repo = Repo::new(&[("gh.yml", GOOD)]);
+    repo.write(".tandem/workflows/own.yaml", GOOD);
+    let run = repo.tandem(&["validate"]);
+    assert!(run.stdout.contains(".tandem/workflows/own.yaml") && !run.stdout.contains("gh.yml"), "{}", run.stdout);
+}
