@@ -1,1 +1,85 @@
-fn main() {}
+//! Project tasks: `cargo xtask test` (everything CI runs) and `cargo xtask bench` (benchmarks
+//! against baselines run side by side on this machine).
+
+mod bench;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("self-check") => self_check(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n  test        install what the tests need, then run every test (what CI runs)\n  bench       run the benchmarks and print a Markdown table (add --quick for a short run)\n  self-check  run Tandem's own workflow (.tandem/workflows/ci.yml) with `tandem run`"
+            );
+            bail!("no task given")
+        }
+    }
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Makes sure the programs the tests use are installed: installs missing ones with apt-get where
+/// possible (idempotent), and fails under CI when something cannot be had.
+fn ensure_prerequisites() -> Result<()> {
+    let needed = [("git", "git"), ("bash", "bash"), ("python3", "python3"), ("make", "make")];
+    let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    if have("apt-get") {
+        eprintln!("installing {}", packages.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&packages))?;
+    }
+    let still: Vec<&str> = missing.iter().map(|(program, _)| *program).filter(|program| !have(program)).collect();
+    if !still.is_empty() {
+        let message = format!("the tests need {} and they could not be installed", still.join(", "));
+        if ci() {
+            bail!(message);
+        }
+        eprintln!("warning: {message}");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    ensure_prerequisites()?;
+    if ci() && !std::path::Path::new("../shared/corpus/workflows").is_dir() {
+        bail!("the shared corpus is missing at ../shared/corpus; CI lays it beside the clone");
+    }
+    run(Command::new("cargo").args(["test", "--workspace", "--all-targets", "--locked"]))?;
+    Ok(())
+}
+
+fn self_check() -> Result<()> {
+    run(Command::new("cargo").args(["build", "--release", "-p", "tandem"]))?;
+    run(Command::new("target/release/tandem").args(["run", "ci", "--worktree"]))
+}

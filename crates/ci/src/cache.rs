@@ -61,8 +61,14 @@ mod tests {
     #[test]
     fn exact_then_prefixes_newest_first() {
         let restore = vec!["linux-cargo-".to_string(), "linux-".to_string()];
-        assert_eq!(select(&entries(), "linux-cargo-aaa", &restore), Some(Selection { key: "linux-cargo-aaa".into(), exact: true }));
-        assert_eq!(select(&entries(), "linux-cargo-zzz", &restore), Some(Selection { key: "linux-cargo-bbb".into(), exact: false }));
+        assert_eq!(
+            select(&entries(), "linux-cargo-aaa", &restore),
+            Some(Selection { key: "linux-cargo-aaa".into(), exact: true })
+        );
+        assert_eq!(
+            select(&entries(), "linux-cargo-zzz", &restore),
+            Some(Selection { key: "linux-cargo-bbb".into(), exact: false })
+        );
         assert_eq!(select(&entries(), "mac-x", &["mac-".to_string()]), None);
         assert_eq!(select(&entries(), "linux-go", &["linux-n".to_string()]).unwrap().key, "linux-npm-ccc");
     }

@@ -1,6 +1,6 @@
 //! Checks that need the whole workflow: the `needs` graph and static matrix sizes.
 
-use spec::diag::{did_you_mean, Diagnostic};
+use spec::diag::{Diagnostic, did_you_mean};
 use spec::workflow::{self, Workflow};
 
 use crate::matrix;
@@ -8,7 +8,8 @@ use crate::plan::{Graph, GraphError};
 
 /// The job graph of a workflow, with diagnostics for unknown needs and cycles.
 pub fn graph(workflow: &Workflow) -> (Graph, Vec<Diagnostic>) {
-    let (graph, errors) = Graph::build(workflow.jobs.iter().map(|j| (j.id.as_str(), j.needs.iter().map(|(n, _)| n.as_str()).collect())));
+    let (graph, errors) =
+        Graph::build(workflow.jobs.iter().map(|j| (j.id.as_str(), j.needs.iter().map(|(n, _)| n.as_str()).collect())));
     let mut diagnostics = Vec::new();
     for error in errors {
         if let GraphError::UnknownNeed { job, missing } = error {
@@ -17,15 +18,26 @@ pub fn graph(workflow: &Workflow) -> (Graph, Vec<Diagnostic>) {
             let hint = did_you_mean(&missing, workflow.jobs.iter().map(|j| j.id.as_str()))
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| format!("jobs in this file: {}", graph.ids.join(", ")));
-            diagnostics.push(Diagnostic::error("unknown-need", span, format!("job `{}` needs `{missing}`, which is not a job in this workflow", job.id)).hint(hint));
+            diagnostics.push(
+                Diagnostic::error(
+                    "unknown-need",
+                    span,
+                    format!("job `{}` needs `{missing}`, which is not a job in this workflow", job.id),
+                )
+                .hint(hint),
+            );
         }
     }
     if let Err(GraphError::Cycle(cycle)) = graph.topological_order() {
         let first = &workflow.jobs[cycle[0]];
         let span = first.needs.first().map_or(first.span, |(_, s)| *s);
         diagnostics.push(
-            Diagnostic::error("needs-cycle", span, format!("jobs need each other in a cycle: {}", graph.describe_cycle(&cycle)))
-                .hint("remove one of these `needs` so the jobs can start"),
+            Diagnostic::error(
+                "needs-cycle",
+                span,
+                format!("jobs need each other in a cycle: {}", graph.describe_cycle(&cycle)),
+            )
+            .hint("remove one of these `needs` so the jobs can start"),
         );
     }
     (graph, diagnostics)
@@ -45,7 +57,8 @@ pub fn check(workflow: &Workflow) -> Vec<Diagnostic> {
                 matrix::MatrixError::TooLarge(_) => "split the job, or use `exclude` to drop combinations",
                 _ => "see the `strategy.matrix` syntax in the documentation",
             };
-            diagnostics.push(Diagnostic::error("invalid-matrix", node.span, format!("job `{}`: {error}", job.id)).hint(hint));
+            diagnostics
+                .push(Diagnostic::error("invalid-matrix", node.span, format!("job `{}`: {error}", job.id)).hint(hint));
         }
     }
     diagnostics

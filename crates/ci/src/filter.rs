@@ -9,7 +9,10 @@ enum Atom {
     Star,
     /// `**`: anything.
     DoubleStar,
-    Class { chars: Vec<(char, char)>, negated: bool },
+    Class {
+        chars: Vec<(char, char)>,
+        negated: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +197,11 @@ pub fn fires(trigger: &Trigger, facts: &EventFacts<'_>) -> Result<(), Skip> {
             "pull_request" | "pull_request_target" => &["opened", "synchronize", "reopened"],
             _ => &[],
         };
-        let listed = if trigger.types.is_empty() { default_types.iter().any(|t| *t == action) || default_types.is_empty() } else { trigger.types.iter().any(|t| t == action) };
+        let listed = if trigger.types.is_empty() {
+            default_types.contains(&action) || default_types.is_empty()
+        } else {
+            trigger.types.iter().any(|t| t == action)
+        };
         if !listed {
             return Err(Skip::ActivityType(action.to_string()));
         }
@@ -208,43 +215,44 @@ pub fn fires(trigger: &Trigger, facts: &EventFacts<'_>) -> Result<(), Skip> {
             if has_branch_filter && !has_tag_filter {
                 return Err(Skip::Tag(tag.to_string()));
             }
-            if let Some(tags) = &trigger.tags {
-                if !list_matches(tags, tag) {
-                    return Err(Skip::Tag(tag.to_string()));
-                }
+            if let Some(tags) = &trigger.tags
+                && !list_matches(tags, tag)
+            {
+                return Err(Skip::Tag(tag.to_string()));
             }
-            if let Some(ignore) = &trigger.tags_ignore {
-                if list_matches(ignore, tag) {
-                    return Err(Skip::Tag(tag.to_string()));
-                }
+            if let Some(ignore) = &trigger.tags_ignore
+                && list_matches(ignore, tag)
+            {
+                return Err(Skip::Tag(tag.to_string()));
             }
         } else {
             let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
             if has_tag_filter && !has_branch_filter {
                 return Err(Skip::Branch(branch.to_string()));
             }
-            if let Some(branches) = &trigger.branches {
-                if !list_matches(branches, branch) {
-                    return Err(Skip::Branch(branch.to_string()));
-                }
+            if let Some(branches) = &trigger.branches
+                && !list_matches(branches, branch)
+            {
+                return Err(Skip::Branch(branch.to_string()));
             }
-            if let Some(ignore) = &trigger.branches_ignore {
-                if list_matches(ignore, branch) {
-                    return Err(Skip::Branch(branch.to_string()));
-                }
+            if let Some(ignore) = &trigger.branches_ignore
+                && list_matches(ignore, branch)
+            {
+                return Err(Skip::Branch(branch.to_string()));
             }
         }
     }
     if let (Some(paths), false) = (facts.changed_paths, is_tag) {
-        if let Some(filter) = &trigger.paths {
-            if !paths.iter().any(|p| list_matches(filter, p)) {
-                return Err(Skip::Paths);
-            }
+        if let Some(filter) = &trigger.paths
+            && !paths.iter().any(|p| list_matches(filter, p))
+        {
+            return Err(Skip::Paths);
         }
-        if let Some(ignore) = &trigger.paths_ignore {
-            if !paths.is_empty() && paths.iter().all(|p| list_matches(ignore, p)) {
-                return Err(Skip::Paths);
-            }
+        if let Some(ignore) = &trigger.paths_ignore
+            && !paths.is_empty()
+            && paths.iter().all(|p| list_matches(ignore, p))
+        {
+            return Err(Skip::Paths);
         }
     }
     Ok(())
@@ -307,7 +315,8 @@ mod tests {
 
         let paths = vec!["README.md".to_string()];
         let t = trigger(|t| t.paths_ignore = Some(vec!["**.md".into()]));
-        let facts = EventFacts { event: "push", git_ref: Some("refs/heads/main"), changed_paths: Some(&paths), action: None };
+        let facts =
+            EventFacts { event: "push", git_ref: Some("refs/heads/main"), changed_paths: Some(&paths), action: None };
         assert_eq!(fires(&t, &facts), Err(Skip::Paths));
         let t = trigger(|t| t.paths = Some(vec!["src/**".into()]));
         assert_eq!(fires(&t, &facts), Err(Skip::Paths));

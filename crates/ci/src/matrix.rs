@@ -54,7 +54,9 @@ impl std::fmt::Display for MatrixError {
             MatrixError::NotAMapping => f.write_str("the matrix must be a mapping of variables to lists"),
             MatrixError::NotAList(key) => write!(f, "matrix variable `{key}` must be a list"),
             MatrixError::EntryNotAMapping(which) => write!(f, "every entry of `{which}` must be a mapping"),
-            MatrixError::TooLarge(n) => write!(f, "the matrix expands to {n} jobs, more than the limit of {MAX_COMBINATIONS}"),
+            MatrixError::TooLarge(n) => {
+                write!(f, "the matrix expands to {n} jobs, more than the limit of {MAX_COMBINATIONS}")
+            }
         }
     }
 }
@@ -95,14 +97,16 @@ pub fn expand(matrix: &Value, key_order: &[String]) -> Result<Vec<Combination>, 
     }
     if let Some(exclude) = map.get("exclude") {
         let entries = entries(exclude, "exclude")?;
-        combinations.retain(|c| !entries.iter().any(|e| e.iter().all(|(k, v)| c.get(k).is_some_and(|cv| partial_match(cv, v)))));
+        combinations.retain(|c| {
+            !entries.iter().any(|e| e.iter().all(|(k, v)| c.get(k).is_some_and(|cv| partial_match(cv, v))))
+        });
     }
     if let Some(include) = map.get("include") {
         let n_base = combinations.len();
         for entry in entries(include, "include")? {
             let mut matched = false;
             for combination in combinations.iter_mut().take(n_base) {
-                let fits = entry.iter().all(|(k, v)| !base_keys.contains(&k) || combination.get(k) == Some(v));
+                let fits = entry.iter().all(|(k, v)| !base_keys.contains(k) || combination.get(k) == Some(v));
                 if fits {
                     matched = true;
                     for (k, v) in entry.iter().filter(|(k, _)| !base_keys.contains(k)) {
@@ -152,9 +156,11 @@ mod tests {
 
     fn labels(matrix: serde_json::Value, order: &[&str]) -> Vec<String> {
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
-        expand(&value(matrix), &order).unwrap().iter().map(|c| {
-            c.0.iter().map(|(k, v)| format!("{k}={}", v.to_text())).collect::<Vec<_>>().join(",")
-        }).collect()
+        expand(&value(matrix), &order)
+            .unwrap()
+            .iter()
+            .map(|c| c.0.iter().map(|(k, v)| format!("{k}={}", v.to_text())).collect::<Vec<_>>().join(","))
+            .collect()
     }
 
     #[test]
@@ -178,14 +184,17 @@ mod tests {
             ]
         });
         let got = labels(matrix, &["fruit", "animal", "include"]);
-        assert_eq!(got, [
-            "fruit=apple,animal=cat,color=pink,shape=circle",
-            "fruit=apple,animal=dog,color=green,shape=circle",
-            "fruit=pear,animal=cat,color=pink",
-            "fruit=pear,animal=dog,color=green",
-            "fruit=banana",
-            "fruit=banana,animal=cat",
-        ]);
+        assert_eq!(
+            got,
+            [
+                "fruit=apple,animal=cat,color=pink,shape=circle",
+                "fruit=apple,animal=dog,color=green,shape=circle",
+                "fruit=pear,animal=cat,color=pink",
+                "fruit=pear,animal=dog,color=green",
+                "fruit=banana",
+                "fruit=banana,animal=cat",
+            ]
+        );
     }
 
     #[test]

@@ -28,8 +28,14 @@ impl ArtifactStore {
     }
 
     fn valid_name(name: &str) -> Result<(), String> {
-        if name.is_empty() || name.contains(['/', '\\', '\0', ':', '"', '<', '>', '|', '*', '?']) || name == "." || name == ".." {
-            return Err(format!("artifact name `{name}` is not valid: it must be non-empty and hold none of / \\ : \" < > | * ?"));
+        if name.is_empty()
+            || name.contains(['/', '\\', '\0', ':', '"', '<', '>', '|', '*', '?'])
+            || name == "."
+            || name == ".."
+        {
+            return Err(format!(
+                "artifact name `{name}` is not valid: it must be non-empty and hold none of / \\ : \" < > | * ?"
+            ));
         }
         Ok(())
     }
@@ -41,7 +47,9 @@ impl ArtifactStore {
         let target = self.root.join(name);
         if target.exists() {
             if !overwrite {
-                return Err(format!("an artifact named `{name}` was already uploaded in this run; give each upload its own name (e.g. with the matrix values) or set `overwrite: true`"));
+                return Err(format!(
+                    "an artifact named `{name}` was already uploaded in this run; give each upload its own name (e.g. with the matrix values) or set `overwrite: true`"
+                ));
             }
             fs::remove_dir_all(&target).map_err(|e| e.to_string())?;
         }
@@ -49,7 +57,11 @@ impl ArtifactStore {
         let mut size = 0;
         for file in &files {
             let relative = file.strip_prefix(&base).unwrap_or(file);
-            let relative = if relative.as_os_str().is_empty() { Path::new(file.file_name().unwrap_or_default()) } else { relative };
+            let relative = if relative.as_os_str().is_empty() {
+                Path::new(file.file_name().unwrap_or_default())
+            } else {
+                relative
+            };
             let dest = target.join(relative);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -68,7 +80,10 @@ impl ArtifactStore {
                 let source = self.root.join(name);
                 if !source.is_dir() {
                     let known = self.list().join(", ");
-                    return Err(format!("no artifact named `{name}` in this run (uploaded so far: {})", if known.is_empty() { "none" } else { &known }));
+                    return Err(format!(
+                        "no artifact named `{name}` in this run (uploaded so far: {})",
+                        if known.is_empty() { "none" } else { &known }
+                    ));
                 }
                 copy_tree(&source, dest).map_err(|e| e.to_string())
             }
@@ -84,7 +99,12 @@ impl ArtifactStore {
 
     pub fn list(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.root)
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -94,7 +114,8 @@ impl ArtifactStore {
 fn common_ancestor(paths: &[PathBuf]) -> PathBuf {
     let mut iter = paths.iter();
     let Some(first) = iter.next() else { return PathBuf::new() };
-    let mut base = if first.is_dir() { first.clone() } else { first.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let mut base =
+        if first.is_dir() { first.clone() } else { first.parent().map(Path::to_path_buf).unwrap_or_default() };
     for path in iter {
         while !path.starts_with(&base) {
             if !base.pop() {

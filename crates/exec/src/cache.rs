@@ -62,7 +62,11 @@ pub struct Restored {
 /// What a save did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Saved {
-    Stored { n_files: usize, size: u64, n_evicted: usize },
+    Stored {
+        n_files: usize,
+        size: u64,
+        n_evicted: usize,
+    },
     /// An entry with this key exists already; entries are immutable.
     Exists,
     NothingToSave,
@@ -97,15 +101,27 @@ impl CacheStore {
     }
 
     /// Restores the best entry for `key` / `restore_keys` into place.
-    pub fn restore(&self, scope: &str, version: &str, key: &str, restore_keys: &[String], workspace: &Path) -> io::Result<Option<Restored>> {
+    pub fn restore(
+        &self,
+        scope: &str,
+        version: &str,
+        key: &str,
+        restore_keys: &[String],
+        workspace: &Path,
+    ) -> io::Result<Option<Restored>> {
         let lock = self.lock()?;
         lock.lock_shared()?;
-        let entries: Vec<(PathBuf, Entry)> = self.entries().into_iter().filter(|(_, e)| e.scope == scope && e.version == version).collect();
-        let infos: Vec<ci::cache::EntryInfo> = entries.iter().map(|(_, e)| ci::cache::EntryInfo { key: e.key.clone(), created: e.created }).collect();
+        let entries: Vec<(PathBuf, Entry)> =
+            self.entries().into_iter().filter(|(_, e)| e.scope == scope && e.version == version).collect();
+        let infos: Vec<ci::cache::EntryInfo> =
+            entries.iter().map(|(_, e)| ci::cache::EntryInfo { key: e.key.clone(), created: e.created }).collect();
         let Some(selection) = ci::cache::select(&infos, key, restore_keys) else { return Ok(None) };
-        let Some((path, mut entry)) = entries.into_iter().find(|(_, e)| e.key == selection.key) else { return Ok(None) };
+        let Some((path, mut entry)) = entries.into_iter().find(|(_, e)| e.key == selection.key) else {
+            return Ok(None);
+        };
         for record in &entry.files {
-            let target = if record.path.starts_with('/') { PathBuf::from(&record.path) } else { workspace.join(&record.path) };
+            let target =
+                if record.path.starts_with('/') { PathBuf::from(&record.path) } else { workspace.join(&record.path) };
             match &record.kind {
                 FileKind::Dir => fs::create_dir_all(&target)?,
                 FileKind::File { blob, mode, .. } => {
@@ -135,7 +151,14 @@ impl CacheStore {
     }
 
     /// Saves the given paths under `key`, then evicts least-recently-used entries over the limit.
-    pub fn save(&self, scope: &str, version: &str, key: &str, paths: &[PathBuf], workspace: &Path) -> io::Result<Saved> {
+    pub fn save(
+        &self,
+        scope: &str,
+        version: &str,
+        key: &str,
+        paths: &[PathBuf],
+        workspace: &Path,
+    ) -> io::Result<Saved> {
         let entry_path = self.entry_path(scope, version, key);
         if entry_path.exists() {
             return Ok(Saved::Exists);
@@ -175,10 +198,10 @@ impl CacheStore {
             if path.symlink_metadata()?.is_dir() {
                 let mut failure = None;
                 walk(path, &mut |p| {
-                    if failure.is_none() {
-                        if let Err(e) = add(p) {
-                            failure = Some(e);
-                        }
+                    if failure.is_none()
+                        && let Err(e) = add(p)
+                    {
+                        failure = Some(e);
                     }
                 });
                 if let Some(error) = failure {
@@ -195,7 +218,15 @@ impl CacheStore {
             return Ok(Saved::Exists);
         }
         let now = now_micros();
-        let entry = Entry { scope: scope.to_string(), version: version.to_string(), key: key.to_string(), created: now, last_used: now, size, files };
+        let entry = Entry {
+            scope: scope.to_string(),
+            version: version.to_string(),
+            key: key.to_string(),
+            created: now,
+            last_used: now,
+            size,
+            files,
+        };
         let n_files = entry.files.len();
         write_atomically(&self.root.join("tmp"), &entry_path, &serde_json::to_vec(&entry)?)?;
         let n_evicted = self.evict()?;
@@ -206,7 +237,8 @@ impl CacheStore {
     /// The caller holds the exclusive lock.
     fn evict(&self) -> io::Result<usize> {
         let entries = self.entries();
-        let sizes: Vec<(String, u64, u64)> = entries.iter().map(|(p, e)| (p.to_string_lossy().into_owned(), e.size, e.last_used)).collect();
+        let sizes: Vec<(String, u64, u64)> =
+            entries.iter().map(|(p, e)| (p.to_string_lossy().into_owned(), e.size, e.last_used)).collect();
         let evicted = ci::cache::evictions(&sizes, self.limit);
         for path in &evicted {
             fs::remove_file(path)?;
@@ -217,7 +249,12 @@ impl CacheStore {
         let live: std::collections::HashSet<String> = entries
             .iter()
             .filter(|(p, _)| !evicted.contains(&p.to_string_lossy().into_owned()))
-            .flat_map(|(_, e)| e.files.iter().filter_map(|f| match &f.kind { FileKind::File { blob, .. } => Some(blob.clone()), _ => None }))
+            .flat_map(|(_, e)| {
+                e.files.iter().filter_map(|f| match &f.kind {
+                    FileKind::File { blob, .. } => Some(blob.clone()),
+                    _ => None,
+                })
+            })
             .collect();
         let mut stale = Vec::new();
         walk(&self.root.join("blobs"), &mut |p| {
@@ -234,7 +271,9 @@ impl CacheStore {
     /// Total bytes of stored blobs.
     pub fn disk_usage(&self) -> u64 {
         let mut total = 0;
-        walk(&self.root.join("blobs"), &mut |p| total += p.metadata().map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0));
+        walk(&self.root.join("blobs"), &mut |p| {
+            total += p.metadata().map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0)
+        });
         total
     }
 }

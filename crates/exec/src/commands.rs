@@ -26,7 +26,10 @@ pub fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, String> {
                 value.push(body);
             }
             if !closed {
-                return Err(format!("line {}: the value of `{name}` is never closed by a line `{delimiter}`", number + 1));
+                return Err(format!(
+                    "line {}: the value of `{name}` is never closed by a line `{delimiter}`",
+                    number + 1
+                ));
             }
             out.push((name.to_string(), value.join("\n")));
         } else if let Some((name, value)) = line.split_once('=') {
@@ -48,8 +51,14 @@ pub enum WorkflowCommand {
     Group(String),
     EndGroup,
     /// `error`, `warning`, `notice` or `debug`, with the message.
-    Annotation { level: String, message: String },
-    SetOutput { name: String, value: String },
+    Annotation {
+        level: String,
+        message: String,
+    },
+    SetOutput {
+        name: String,
+        value: String,
+    },
 }
 
 /// Recognises a workflow command line. Returns `None` for ordinary output.
@@ -98,7 +107,15 @@ mod tests {
     fn key_values_and_heredocs() {
         let text = "a=1\nb=x=y\nmulti<<EOF\nline 1\nline 2\nEOF\nempty=\n";
         let got = parse_key_values(text).unwrap();
-        assert_eq!(got, [("a".into(), "1".into()), ("b".into(), "x=y".into()), ("multi".into(), "line 1\nline 2".into()), ("empty".into(), String::new())]);
+        assert_eq!(
+            got,
+            [
+                ("a".into(), "1".into()),
+                ("b".into(), "x=y".into()),
+                ("multi".into(), "line 1\nline 2".into()),
+                ("empty".into(), String::new())
+            ]
+        );
         assert!(parse_key_values("x<<EOF\nnever closed\n").unwrap_err().contains("never closed"));
         assert!(parse_key_values("just text\n").unwrap_err().contains("line 1"));
     }
@@ -106,8 +123,14 @@ mod tests {
     #[test]
     fn commands() {
         assert_eq!(parse_command("::add-mask::hunter2"), Some(WorkflowCommand::AddMask("hunter2".into())));
-        assert_eq!(parse_command("::error file=a.rs,line=1::bad%0Athing"), Some(WorkflowCommand::Annotation { level: "error".into(), message: "bad\nthing".into() }));
-        assert_eq!(parse_command("::set-output name=x::1"), Some(WorkflowCommand::SetOutput { name: "x".into(), value: "1".into() }));
+        assert_eq!(
+            parse_command("::error file=a.rs,line=1::bad%0Athing"),
+            Some(WorkflowCommand::Annotation { level: "error".into(), message: "bad\nthing".into() })
+        );
+        assert_eq!(
+            parse_command("::set-output name=x::1"),
+            Some(WorkflowCommand::SetOutput { name: "x".into(), value: "1".into() })
+        );
         assert_eq!(parse_command("plain :: text"), None);
     }
 

@@ -11,7 +11,7 @@ use ci::matrix::Combination;
 use serde::Serialize;
 use spec::expr::{self, Host, Value};
 use spec::workflow::{BuiltinAction, Condition, Job, Step, StepAction, Text, Workflow};
-use tokio::sync::{mpsc, Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::artifacts::ArtifactStore;
@@ -145,6 +145,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     groups: ProcessGroups,
     concurrency: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    workspaces: WorkspacePool,
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
     executor: Arc<dyn Executor>,
@@ -153,7 +154,13 @@ struct Shared {
 
 /// Runs the workflow and reports every job. Never panics on user input: problems become job
 /// failures with an error message.
-pub async fn run(request: RunRequest, config: EngineConfig, events: mpsc::UnboundedSender<RunEvent>, cancel: Cancel, groups: ProcessGroups) -> RunReport {
+pub async fn run(
+    request: RunRequest,
+    config: EngineConfig,
+    events: mpsc::UnboundedSender<RunEvent>,
+    cancel: Cancel,
+    groups: ProcessGroups,
+) -> RunReport {
     let started = Instant::now();
     let workflow = request.workflow.clone();
     let (graph, _) = ci::check::graph(&workflow);
@@ -172,6 +179,7 @@ pub async fn run(request: RunRequest, config: EngineConfig, events: mpsc::Unboun
         events,
         groups,
         concurrency: Mutex::new(HashMap::new()),
+        workspaces: WorkspacePool::default(),
         artifacts,
         cache,
         executor: Arc::new(LocalExecutor),
@@ -187,7 +195,8 @@ pub async fn run(request: RunRequest, config: EngineConfig, events: mpsc::Unboun
                 continue;
             }
             started_jobs.insert(index);
-            let needs: BTreeMap<String, JobResult> = graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
+            let needs: BTreeMap<String, JobResult> =
+                graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
             let shared = shared.clone();
             let cancel = cancel.clone();
             let job = workflow.jobs[index].clone();
@@ -317,7 +326,9 @@ impl Contexts {
 
     fn condition(&self, condition: Option<&Condition>) -> Result<bool, String> {
         match condition {
-            Some(c) => expr::evaluate(&c.expr, self).map(|v| v.is_truthy()).map_err(|e| format!("condition `{}`: {e}", c.raw)),
+            Some(c) => {
+                expr::evaluate(&c.expr, self).map(|v| v.is_truthy()).map_err(|e| format!("condition `{}`: {e}", c.raw))
+            }
             None => Ok(!self.status.failed && !self.status.cancelled && !self.status.blocked),
         }
     }
@@ -327,7 +338,12 @@ fn string_map(map: &BTreeMap<String, String>) -> Value {
     Value::Object(map.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect())
 }
 
-async fn run_job(shared: &Arc<Shared>, job: &Job, needs: BTreeMap<String, JobResult>, cancel: Cancel) -> (JobResult, Vec<JobReport>) {
+async fn run_job(
+    shared: &Arc<Shared>,
+    job: &Job,
+    needs: BTreeMap<String, JobResult>,
+    cancel: Cancel,
+) -> (JobResult, Vec<JobReport>) {
     let request = &shared.request;
     let mut contexts = Contexts::default();
     contexts.set("github", shared.github.clone());
@@ -338,7 +354,14 @@ async fn run_job(shared: &Arc<Shared>, job: &Job, needs: BTreeMap<String, JobRes
         .iter()
         .map(|(id, r)| {
             let outputs = Value::Object(r.outputs.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect());
-            (id.clone(), Value::Object([("result".to_string(), Value::str(r.status.as_str())), ("outputs".to_string(), outputs)].into_iter().collect()))
+            (
+                id.clone(),
+                Value::Object(
+                    [("result".to_string(), Value::str(r.status.as_str())), ("outputs".to_string(), outputs)]
+                        .into_iter()
+                        .collect(),
+                ),
+            )
         })
         .collect();
     contexts.set("needs", Value::Object(needs_value));
@@ -349,8 +372,22 @@ async fn run_job(shared: &Arc<Shared>, job: &Job, needs: BTreeMap<String, JobRes
     };
     let display = job.name.as_ref().and_then(|n| contexts.render(n).ok()).unwrap_or_else(|| job.id.clone());
     let finish = |status: Status, error: Option<String>| {
-        let _ = shared.events.send(RunEvent::JobFinished { job: display.clone(), status, duration: Duration::ZERO, error: error.clone() });
-        let report = JobReport { id: job.id.clone(), name: display.clone(), status, duration: Duration::ZERO, steps: Vec::new(), summary: String::new(), error, outputs: BTreeMap::new() };
+        let _ = shared.events.send(RunEvent::JobFinished {
+            job: display.clone(),
+            status,
+            duration: Duration::ZERO,
+            error: error.clone(),
+        });
+        let report = JobReport {
+            id: job.id.clone(),
+            name: display.clone(),
+            status,
+            duration: Duration::ZERO,
+            steps: Vec::new(),
+            summary: String::new(),
+            error,
+            outputs: BTreeMap::new(),
+        };
         (JobResult { status, outputs: BTreeMap::new() }, vec![report])
     };
     match contexts.condition(job.condition.as_ref()) {
@@ -467,9 +504,59 @@ struct PostAction {
     version: String,
 }
 
+/// Job directories, reused from one job to the next as a runner reuses its work folder:
+/// creating and deleting directories for every job is the largest cost of short jobs.
+#[derive(Debug, Default)]
+struct WorkspacePool {
+    free: std::sync::Mutex<Vec<PathBuf>>,
+    n_made: std::sync::atomic::AtomicUsize,
+}
+
+impl WorkspacePool {
+    /// A clean directory for one job; `keep` gives each job its own, named after it, to inspect later.
+    fn take(&self, run_dir: &Path, name: &str, keep: bool) -> PathBuf {
+        if keep {
+            let slug: String =
+                name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return run_dir.join("jobs").join(format!("{slug}-{n}"));
+        }
+        if let Some(slot) = self.free.lock().ok().and_then(|mut free| free.pop()) {
+            return slot;
+        }
+        let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run_dir.join("slots").join(n.to_string())
+    }
+
+    /// Empties a job's directories and makes them available to the next job.
+    fn give_back(&self, slot: PathBuf) {
+        for dir in ["workspace", "temp"] {
+            let dir = slot.join(dir);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    if removed.is_err() {
+                        // Something the job left cannot be removed; do not hand it to another job.
+                        return;
+                    }
+                }
+            }
+        }
+        if let Ok(mut free) = self.free.lock() {
+            free.push(slot);
+        }
+    }
+}
+
 struct LegDirs {
     workspace: PathBuf,
     temp: PathBuf,
+    /// Where a step's script and its talk-back files live (not `RUNNER_TEMP`, which is the user's).
     files: PathBuf,
 }
 
@@ -478,12 +565,26 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     let request = &shared.request;
     let step_names: Vec<String> = job.steps.iter().enumerate().map(|(i, s)| step_name(s, i, &contexts)).collect();
     let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() });
-    let mut report = JobReport { id: job.id.clone(), name: name.clone(), status: Status::Success, duration: Duration::ZERO, steps: Vec::new(), summary: String::new(), error: None, outputs: BTreeMap::new() };
+    let mut report = JobReport {
+        id: job.id.clone(),
+        name: name.clone(),
+        status: Status::Success,
+        duration: Duration::ZERO,
+        steps: Vec::new(),
+        summary: String::new(),
+        error: None,
+        outputs: BTreeMap::new(),
+    };
     let fail = |mut report: JobReport, status: Status, error: String| {
         report.status = status;
         report.error = Some(error.clone());
         report.duration = started.elapsed();
-        let _ = shared.events.send(RunEvent::JobFinished { job: report.name.clone(), status, duration: report.duration, error: Some(error) });
+        let _ = shared.events.send(RunEvent::JobFinished {
+            job: report.name.clone(),
+            status,
+            duration: report.duration,
+            error: Some(error),
+        });
         report
     };
     if let Err(error) = check_executor(job, &contexts) {
@@ -509,11 +610,10 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         },
         None => None,
     };
-    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    let leg_dir = request.run_dir.join("jobs").join(format!("{slug}-{}", contexts.values.get("strategy").and_then(|s| s.get("job-index")).map(Value::to_text).unwrap_or_default()));
-    let dirs = LegDirs { workspace: leg_dir.join("workspace"), temp: leg_dir.join("temp"), files: leg_dir.join("files") };
+    let slot = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
+    let dirs = LegDirs { workspace: slot.join("workspace"), temp: slot.join("temp"), files: slot.clone() };
     let tool_cache = shared.config.data_dir.join("toolcache");
-    for dir in [&dirs.workspace, &dirs.temp, &dirs.files, &tool_cache] {
+    for dir in [&dirs.workspace, &dirs.temp, &tool_cache] {
         if let Err(error) = std::fs::create_dir_all(dir) {
             return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display()));
         }
@@ -539,7 +639,14 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     contexts.status = expr::Status::default();
 
     // Environment: workflow, then job; each level may use what the previous defined.
-    let mut state = LegState { env: BTreeMap::new(), path_prepend: Vec::new(), masks: request.secrets.values().filter(|s| !s.is_empty()).cloned().collect(), summary: String::new(), post: Vec::new(), pgids: Vec::new() };
+    let mut state = LegState {
+        env: BTreeMap::new(),
+        path_prepend: Vec::new(),
+        masks: request.secrets.values().filter(|s| !s.is_empty()).cloned().collect(),
+        summary: String::new(),
+        post: Vec::new(),
+        pgids: Vec::new(),
+    };
     state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for (key, text) in request.workflow.env.iter().chain(job.env.iter()) {
         contexts.set("env", string_map(&state.env));
@@ -555,7 +662,13 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     let job_timeout = match &job.timeout_minutes {
         Some(text) => match contexts.evaluate(text) {
             Ok(v) if v.to_number() > 0.0 => Duration::from_secs_f64(v.to_number() * 60.0),
-            Ok(v) => return fail(report, Status::Failure, format!("timeout-minutes must be a positive number, found `{}`", v.to_text())),
+            Ok(v) => {
+                return fail(
+                    report,
+                    Status::Failure,
+                    format!("timeout-minutes must be a positive number, found `{}`", v.to_text()),
+                );
+            }
             Err(error) => return fail(report, Status::Failure, error),
         },
         None => DEFAULT_JOB_TIMEOUT,
@@ -576,7 +689,13 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         let cancelled = leg_cancel.is_cancelled();
         contexts.status = expr::Status { failed, cancelled, blocked: false };
         if let Some(Value::Object(job_ctx)) = contexts.values.get_mut("job") {
-            let status = if cancelled { "cancelled" } else if failed { "failure" } else { "success" };
+            let status = if cancelled {
+                "cancelled"
+            } else if failed {
+                "failure"
+            } else {
+                "success"
+            };
             job_ctx.insert("status".to_string(), Value::str(status));
         }
         contexts.set("env", string_map(&state.env));
@@ -585,19 +704,47 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
             Err(error) => {
                 emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks);
                 failed = true;
-                record_step(shared, &mut report, &mut contexts, step, index, &step_names[index], Status::Failure, Status::Failure, step_started, BTreeMap::new());
+                record_step(
+                    shared,
+                    &mut report,
+                    &mut contexts,
+                    step,
+                    index,
+                    &step_names[index],
+                    Status::Failure,
+                    Status::Failure,
+                    step_started,
+                    BTreeMap::new(),
+                );
                 continue;
             }
         };
         if !run_it {
-            record_step(shared, &mut report, &mut contexts, step, index, &step_names[index], Status::Skipped, Status::Skipped, step_started, BTreeMap::new());
+            record_step(
+                shared,
+                &mut report,
+                &mut contexts,
+                step,
+                index,
+                &step_names[index],
+                Status::Skipped,
+                Status::Skipped,
+                step_started,
+                BTreeMap::new(),
+            );
             continue;
         }
         let _ = shared.events.send(RunEvent::StepStarted { job: name.clone(), step: index });
         // A step that runs although the job is cancelled (`always()`, `cancelled()`) runs to its
         // end as on GitHub, within its own budget; a second interrupt still kills it.
-        let (step_cancel, step_deadline) = if cancelled { (Cancel::never(), Instant::now() + AFTER_CANCEL_BUDGET) } else { (leg_cancel.clone(), deadline) };
-        let result = run_step(shared, job, step, index, &name, &mut contexts, &mut state, &dirs, &step_cancel, step_deadline).await;
+        let (step_cancel, step_deadline) = if cancelled {
+            (Cancel::never(), Instant::now() + AFTER_CANCEL_BUDGET)
+        } else {
+            (leg_cancel.clone(), deadline)
+        };
+        let result =
+            run_step(shared, job, step, index, &name, &mut contexts, &mut state, &dirs, &step_cancel, step_deadline)
+                .await;
         let (outcome, outputs) = match result {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -613,7 +760,18 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         if conclusion == Status::Failure {
             failed = true;
         }
-        record_step(shared, &mut report, &mut contexts, step, index, &step_names[index], outcome, conclusion, step_started, outputs);
+        record_step(
+            shared,
+            &mut report,
+            &mut contexts,
+            step,
+            index,
+            &step_names[index],
+            outcome,
+            conclusion,
+            step_started,
+            outputs,
+        );
     }
 
     // Post steps: cache saves, only when the job succeeded, in reverse order.
@@ -628,9 +786,15 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
             let PostAction { step, key, patterns, version } = action;
             let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
             let paths = crate::paths::resolve(&workspace, &home, &patterns);
-            let saved = tokio::task::spawn_blocking(move || cache.save(&scope, &version, &key, &paths, &workspace).map(|s| (s, key))).await;
+            let saved = tokio::task::spawn_blocking(move || {
+                cache.save(&scope, &version, &key, &paths, &workspace).map(|s| (s, key))
+            })
+            .await;
             let message = match saved {
-                Ok(Ok((Saved::Stored { n_files, size, n_evicted }, key))) => format!("cache saved with key `{key}`: {n_files} entries, {size} bytes{}", if n_evicted > 0 { format!(", {n_evicted} old entries evicted") } else { String::new() }),
+                Ok(Ok((Saved::Stored { n_files, size, n_evicted }, key))) => format!(
+                    "cache saved with key `{key}`: {n_files} entries, {size} bytes{}",
+                    if n_evicted > 0 { format!(", {n_evicted} old entries evicted") } else { String::new() }
+                ),
                 Ok(Ok((Saved::Exists, key))) => format!("cache entry `{key}` exists already; not saved again"),
                 Ok(Ok((Saved::NothingToSave, _))) => "cache not saved: none of the paths exist".to_string(),
                 Ok(Err(error)) => format!("warning: cache not saved: {error}"),
@@ -648,13 +812,20 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
             Ok(value) => {
                 report.outputs.insert(key.clone(), commands::mask(&value, &state.masks));
             }
-            Err(error) => emit_line(shared, &name, job.steps.len().saturating_sub(1), Stream::Stderr, &format!("warning: output `{key}`: {error}"), &state.masks),
+            Err(error) => emit_line(
+                shared,
+                &name,
+                job.steps.len().saturating_sub(1),
+                Stream::Stderr,
+                &format!("warning: output `{key}`: {error}"),
+                &state.masks,
+            ),
         }
     }
     // Whatever the steps left running in the background dies with the job.
     shared.groups.kill(&state.pgids);
     if !shared.config.keep_workspaces {
-        let _ = std::fs::remove_dir_all(&leg_dir);
+        shared.workspaces.give_back(slot);
     }
     let timed_out = timeout_source.token().is_cancelled() && !cancel.is_cancelled();
     report.status = if timed_out {
@@ -669,7 +840,12 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     };
     report.summary = state.summary;
     report.duration = started.elapsed();
-    let _ = shared.events.send(RunEvent::JobFinished { job: name, status: report.status, duration: report.duration, error: report.error.clone() });
+    let _ = shared.events.send(RunEvent::JobFinished {
+        job: name,
+        status: report.status,
+        duration: report.duration,
+        error: report.error.clone(),
+    });
     report
 }
 
@@ -682,7 +858,10 @@ fn check_executor(job: &Job, contexts: &Contexts) -> Result<(), String> {
         let label = contexts.render(label)?;
         let lower = label.to_ascii_lowercase();
         if lower.starts_with("windows") || lower.starts_with("macos") {
-            return Err(format!("runs-on `{label}`: no executor here runs {}; Tandem runs jobs on Linux (e.g. `ubuntu-latest`, `self-hosted`)", if lower.starts_with("windows") { "Windows" } else { "macOS" }));
+            return Err(format!(
+                "runs-on `{label}`: no executor here runs {}; Tandem runs jobs on Linux (e.g. `ubuntu-latest`, `self-hosted`)",
+                if lower.starts_with("windows") { "Windows" } else { "macOS" }
+            ));
         }
     }
     Ok(())
@@ -706,9 +885,25 @@ fn step_name(step: &Step, index: usize, contexts: &Contexts) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn record_step(shared: &Shared, report: &mut JobReport, contexts: &mut Contexts, step: &Step, index: usize, name: &str, outcome: Status, conclusion: Status, started: Instant, outputs: BTreeMap<String, String>) {
+fn record_step(
+    shared: &Shared,
+    report: &mut JobReport,
+    contexts: &mut Contexts,
+    step: &Step,
+    index: usize,
+    name: &str,
+    outcome: Status,
+    conclusion: Status,
+    started: Instant,
+    outputs: BTreeMap<String, String>,
+) {
     let duration = started.elapsed();
-    let _ = shared.events.send(RunEvent::StepFinished { job: report.name.clone(), step: index, status: conclusion, duration });
+    let _ = shared.events.send(RunEvent::StepFinished {
+        job: report.name.clone(),
+        step: index,
+        status: conclusion,
+        duration,
+    });
     report.steps.push(StepReport { name: name.to_string(), status: conclusion, outcome, duration });
     if let Some(id) = &step.id {
         let entry: BTreeMap<String, Value> = [
@@ -723,11 +918,23 @@ fn record_step(shared: &Shared, report: &mut JobReport, contexts: &mut Contexts,
 }
 
 fn emit_line(shared: &Shared, job: &str, step: usize, stream: Stream, text: &str, masks: &[String]) {
-    let _ = shared.events.send(RunEvent::Line { job: job.to_string(), step, stream, text: commands::mask(text, masks) });
+    let _ =
+        shared.events.send(RunEvent::Line { job: job.to_string(), step, stream, text: commands::mask(text, masks) });
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_step(shared: &Arc<Shared>, job: &Job, step: &Step, index: usize, leg: &str, contexts: &mut Contexts, state: &mut LegState, dirs: &LegDirs, cancel: &Cancel, deadline: Instant) -> Result<(Status, BTreeMap<String, String>), String> {
+async fn run_step(
+    shared: &Arc<Shared>,
+    job: &Job,
+    step: &Step,
+    index: usize,
+    leg: &str,
+    contexts: &mut Contexts,
+    state: &mut LegState,
+    dirs: &LegDirs,
+    cancel: &Cancel,
+    deadline: Instant,
+) -> Result<(Status, BTreeMap<String, String>), String> {
     // Step environment on top of the job's.
     let mut env = state.env.clone();
     for (key, text) in &step.env {
@@ -749,8 +956,15 @@ async fn run_step(shared: &Arc<Shared>, job: &Job, step: &Step, index: usize, le
     match &step.action {
         StepAction::Run { script, shell, working_directory } => {
             let script = contexts.render(script)?;
-            let shell = shell.clone().or_else(|| job.defaults.shell.clone()).or_else(|| shared.request.workflow.defaults.shell.clone());
-            let working_directory = match working_directory.as_ref().or(job.defaults.working_directory.as_ref()).or(shared.request.workflow.defaults.working_directory.as_ref()) {
+            let shell = shell
+                .clone()
+                .or_else(|| job.defaults.shell.clone())
+                .or_else(|| shared.request.workflow.defaults.shell.clone());
+            let working_directory = match working_directory
+                .as_ref()
+                .or(job.defaults.working_directory.as_ref())
+                .or(shared.request.workflow.defaults.working_directory.as_ref())
+            {
                 Some(text) => Some(contexts.render(text)?),
                 None => None,
             };
@@ -758,7 +972,8 @@ async fn run_step(shared: &Arc<Shared>, job: &Job, step: &Step, index: usize, le
                 Some(dir) => dirs.workspace.join(dir),
                 None => dirs.workspace.clone(),
             };
-            run_script(shared, step, index, leg, &script, shell.as_deref(), &cwd, env, state, dirs, cancel, timeout).await
+            run_script(shared, step, index, leg, &script, shell.as_deref(), &cwd, env, state, dirs, cancel, timeout)
+                .await
         }
         StepAction::Uses { action, with, .. } => {
             let mut inputs = BTreeMap::new();
@@ -777,7 +992,20 @@ async fn run_step(shared: &Arc<Shared>, job: &Job, step: &Step, index: usize, le
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_script(shared: &Arc<Shared>, step: &Step, index: usize, leg: &str, script: &str, shell: Option<&str>, cwd: &Path, step_env: BTreeMap<String, String>, state: &mut LegState, dirs: &LegDirs, cancel: &Cancel, timeout: Duration) -> Result<(Status, BTreeMap<String, String>), String> {
+async fn run_script(
+    shared: &Arc<Shared>,
+    step: &Step,
+    index: usize,
+    leg: &str,
+    script: &str,
+    shell: Option<&str>,
+    cwd: &Path,
+    step_env: BTreeMap<String, String>,
+    state: &mut LegState,
+    dirs: &LegDirs,
+    cancel: &Cancel,
+    timeout: Duration,
+) -> Result<(Status, BTreeMap<String, String>), String> {
     let request = &shared.request;
     let (extension, template): (&str, String) = match shell {
         None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
@@ -786,19 +1014,28 @@ async fn run_script(shared: &Arc<Shared>, step: &Step, index: usize, leg: &str, 
         Some("python") => (".py", if which("python") { "python {0}".into() } else { "python3 {0}".into() }),
         Some(custom) => ("", custom.to_string()),
     };
-    let script_path = dirs.temp.join(format!("step-{index}{extension}"));
-    std::fs::write(&script_path, script).map_err(|e| format!("cannot write the step's script: {e}"))?;
-    let argv: Vec<String> = template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
+    // One script file per job and shell, rewritten in place for each step: steps run one after
+    // the other, and reusing the inode spares the file system an allocation per step (the
+    // largest cost of a trivial step on ext4).
+    let script_path = dirs.files.join(format!("step{extension}"));
+    overwrite(&script_path, script.as_bytes()).map_err(|e| format!("cannot write the step's script: {e}"))?;
+    let mut argv: Vec<String> =
+        template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
+    // Resolving the program once here spares the child a search of every PATH entry per step.
+    if let Some(resolved) = argv.first().and_then(|program| resolve_program(program)) {
+        argv[0] = resolved;
+    }
     if !cwd.is_dir() {
-        return Err(format!("working directory `{}` does not exist in the workspace", cwd.strip_prefix(&dirs.workspace).unwrap_or(cwd).display()));
+        return Err(format!(
+            "working directory `{}` does not exist in the workspace",
+            cwd.strip_prefix(&dirs.workspace).unwrap_or(cwd).display()
+        ));
     }
 
     // Files the step writes to talk back, fresh for each step.
     let file = |name: &str| dirs.files.join(format!("{name}-{index}"));
+    // Steps append to these with `>>`, which creates them; a missing file means nothing written.
     let (output_file, env_file, path_file, summary_file) = (file("output"), file("env"), file("path"), file("summary"));
-    for f in [&output_file, &env_file, &path_file, &summary_file] {
-        std::fs::write(f, "").map_err(|e| format!("cannot create {}: {e}", f.display()))?;
-    }
     let event_path = request.run_dir.join("event.json");
     if !event_path.exists() {
         let _ = std::fs::write(&event_path, serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default());
@@ -873,9 +1110,13 @@ async fn run_script(shared: &Arc<Shared>, step: &Step, index: usize, leg: &str, 
                         state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
                     }
                 }
-                Some(WorkflowCommand::Group(title)) => emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks),
+                Some(WorkflowCommand::Group(title)) => {
+                    emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks)
+                }
                 Some(WorkflowCommand::EndGroup) => {}
-                Some(WorkflowCommand::Annotation { level, message }) => emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks),
+                Some(WorkflowCommand::Annotation { level, message }) => {
+                    emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks)
+                }
                 Some(WorkflowCommand::SetOutput { name, value }) => {
                     step_outputs.insert(name, value);
                 }
@@ -920,15 +1161,39 @@ async fn run_script(shared: &Arc<Shared>, step: &Step, index: usize, leg: &str, 
         Exit::Code(0) if problems.is_empty() => Status::Success,
         Exit::Code(0) => Status::Failure,
         Exit::Code(code) => {
-            emit_line(shared, leg, index, Stream::Stderr, &format!("error: the step exited with code {code}"), &state.masks);
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!("error: the step exited with code {code}"),
+                &state.masks,
+            );
             Status::Failure
         }
         Exit::Signal(signal) => {
-            emit_line(shared, leg, index, Stream::Stderr, &format!("error: the step was killed by signal {signal}"), &state.masks);
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!("error: the step was killed by signal {signal}"),
+                &state.masks,
+            );
             Status::Failure
         }
         Exit::TimedOut => {
-            emit_line(shared, leg, index, Stream::Stderr, &format!("error: the step timed out after {:.1} minutes and was killed with its process group", timeout.as_secs_f64() / 60.0), &state.masks);
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!(
+                    "error: the step timed out after {:.1} minutes and was killed with its process group",
+                    timeout.as_secs_f64() / 60.0
+                ),
+                &state.masks,
+            );
             Status::Failure
         }
         Exit::Cancelled => {
@@ -940,13 +1205,50 @@ async fn run_script(shared: &Arc<Shared>, step: &Step, index: usize, leg: &str, 
     Ok((status, step_outputs))
 }
 
+/// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that
+/// was truncated to zero forces a flush to disk (`auto_da_alloc`), which costs more than the step.
+fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)
+}
+
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    resolve_program(program).is_some()
+}
+
+/// The absolute path of a program on Tandem's own PATH, remembered for the process's lifetime.
+fn resolve_program(program: &str) -> Option<String> {
+    use std::sync::{Mutex, OnceLock};
+    static RESOLVED: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    if program.contains('/') {
+        return None;
+    }
+    let cache = RESOLVED.get_or_init(Mutex::default);
+    if let Some(found) = cache.lock().ok()?.get(program) {
+        return found.clone();
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+            .map(|path| path.to_string_lossy().into_owned())
+    });
+    cache.lock().ok()?.insert(program.to_string(), found.clone());
+    found
 }
 
 type BuiltinResult = Result<(Status, BTreeMap<String, String>, Option<PostAction>), String>;
 
-async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTreeMap<String, String>, index: usize, dirs: &LegDirs, log: &(dyn Fn(&str) + Sync)) -> BuiltinResult {
+async fn run_builtin(
+    shared: &Arc<Shared>,
+    action: BuiltinAction,
+    inputs: &BTreeMap<String, String>,
+    index: usize,
+    dirs: &LegDirs,
+    log: &(dyn Fn(&str) + Sync),
+) -> BuiltinResult {
     let request = &shared.request;
     let input = |key: &str| inputs.get(key).map(String::as_str).unwrap_or("");
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
@@ -954,7 +1256,10 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
     match action {
         BuiltinAction::Checkout => {
             if !input("repository").is_empty() && input("repository") != request.repo.repository {
-                return Err(format!("checkout of another repository (`{}`) is not supported; only this run's repository can be checked out", input("repository")));
+                return Err(format!(
+                    "checkout of another repository (`{}`) is not supported; only this run's repository can be checked out",
+                    input("repository")
+                ));
             }
             let dest = crate::paths::normalize(&dirs.workspace.join(input("path")));
             if !dest.starts_with(&dirs.workspace) {
@@ -966,14 +1271,21 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
                 resolve_ref(&request.repo.root, input("ref")).await?
             };
             let worktree = request.worktree && input("ref").is_empty();
-            log(&format!("checking out {} at {}{}", request.repo.repository, &sha[..sha.len().min(12)], if worktree { " with the working tree's changes" } else { "" }));
+            log(&format!(
+                "checking out {} at {}{}",
+                request.repo.repository,
+                &sha[..sha.len().min(12)],
+                if worktree { " with the working tree's changes" } else { "" }
+            ));
             git::checkout(&request.repo.root, &sha, &dest, worktree).await?;
             outputs.insert("commit".to_string(), sha);
             outputs.insert("ref".to_string(), request.repo.git_ref.clone());
             Ok((Status::Success, outputs, None))
         }
         BuiltinAction::Cache | BuiltinAction::CacheRestore | BuiltinAction::CacheSave => {
-            let Some(cache) = shared.cache.clone() else { return Err("the cache directory could not be opened".to_string()) };
+            let Some(cache) = shared.cache.clone() else {
+                return Err("the cache directory could not be opened".to_string());
+            };
             let key = input("key").to_string();
             if key.is_empty() {
                 return Err("the cache `key` is empty".to_string());
@@ -981,7 +1293,8 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
             if key.contains(',') {
                 return Err(format!("cache key `{key}` contains a comma, which is not allowed"));
             }
-            let patterns: Vec<String> = input("path").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+            let patterns: Vec<String> =
+                input("path").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
             use sha2::Digest;
             let version = crate::paths::hex(&sha2::Sha256::digest(patterns.join("\n").as_bytes()));
             let save_version = version.clone();
@@ -989,18 +1302,33 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
                 let resolved = crate::paths::resolve(&dirs.workspace, &home, &patterns);
                 let scope = request.repo.repository.clone();
                 let workspace = dirs.workspace.clone();
-                let saved = tokio::task::spawn_blocking(move || cache.save(&scope, &version, &key, &resolved, &workspace)).await.map_err(|e| e.to_string())?.map_err(|e| format!("cache save failed: {e}"))?;
+                let saved =
+                    tokio::task::spawn_blocking(move || cache.save(&scope, &version, &key, &resolved, &workspace))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("cache save failed: {e}"))?;
                 log(&format!("cache save: {saved:?}"));
                 return Ok((Status::Success, outputs, None));
             }
-            let restore_keys: Vec<String> = input("restore-keys").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+            let restore_keys: Vec<String> =
+                input("restore-keys").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
             let scope = request.repo.repository.clone();
             let workspace = dirs.workspace.clone();
             let lookup_key = key.clone();
-            let found = tokio::task::spawn_blocking(move || cache.restore(&scope, &version, &lookup_key, &restore_keys, &workspace)).await.map_err(|e| e.to_string())?.map_err(|e| format!("cache restore failed: {e}"))?;
+            let found = tokio::task::spawn_blocking(move || {
+                cache.restore(&scope, &version, &lookup_key, &restore_keys, &workspace)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cache restore failed: {e}"))?;
             let exact = found.as_ref().is_some_and(|f| f.exact);
             match &found {
-                Some(restored) => log(&format!("cache restored from key `{}` ({} entries){}", restored.key, restored.n_files, if restored.exact { "" } else { ", a partial match" })),
+                Some(restored) => log(&format!(
+                    "cache restored from key `{}` ({} entries){}",
+                    restored.key,
+                    restored.n_files,
+                    if restored.exact { "" } else { ", a partial match" }
+                )),
                 None => log(&format!("cache not found for key `{key}`")),
             }
             outputs.insert("cache-hit".to_string(), exact.to_string());
@@ -1009,7 +1337,12 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
             if found.is_none() && input("fail-on-cache-miss") == "true" {
                 return Err(format!("no cache entry for key `{key}` and `fail-on-cache-miss` is set"));
             }
-            let post = (action == BuiltinAction::Cache && !exact).then(|| PostAction { step: index, key, patterns, version: save_version });
+            let post = (action == BuiltinAction::Cache && !exact).then_some(PostAction {
+                step: index,
+                key,
+                patterns,
+                version: save_version,
+            });
             Ok((Status::Success, outputs, post))
         }
         BuiltinAction::UploadArtifact => {
@@ -1028,7 +1361,12 @@ async fn run_builtin(shared: &Arc<Shared>, action: BuiltinAction, inputs: &BTree
                 };
             }
             let uploaded = shared.artifacts.upload(name, &resolved, input("overwrite") == "true")?;
-            log(&format!("artifact `{name}` uploaded: {} files, {} bytes, stored in {}", uploaded.n_files, uploaded.size, uploaded.location.display()));
+            log(&format!(
+                "artifact `{name}` uploaded: {} files, {} bytes, stored in {}",
+                uploaded.n_files,
+                uploaded.size,
+                uploaded.location.display()
+            ));
             outputs.insert("artifact-id".to_string(), name.to_string());
             Ok((Status::Success, outputs, None))
         }

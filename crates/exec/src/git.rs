@@ -40,32 +40,52 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
 pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String> {
-    let sha = git(root, &["rev-parse", "HEAD"]).await.map_err(|e| {
+    // Independent questions, asked at once: each git call costs a process start.
+    let (log, branch, remote, changed, status) = tokio::join!(
+        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%B", "HEAD"]),
+        git(root, &["symbolic-ref", "-q", "--short", "HEAD"]),
+        git(root, &["remote", "get-url", "origin"]),
+        git(root, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"]),
+        async {
+            if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
+        },
+    );
+    let log = log.map_err(|e| {
         format!("{e}\n  hint: `tandem run` runs the commit at HEAD; make a first commit, or run from inside a git repository")
     })?;
-    let branch = git(root, &["symbolic-ref", "-q", "--short", "HEAD"]).await.ok().filter(|b| !b.is_empty());
-    let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
-    let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
-    let repository = git(root, &["remote", "get-url", "origin"]).await.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));
-    let log = git(root, &["log", "-1", "--format=%an%x00%ae%x00%B"]).await.unwrap_or_default();
-    let mut parts = log.splitn(3, '\0');
+    let mut parts = log.splitn(5, '\0');
+    let sha = parts.next().unwrap_or_default().to_string();
+    let before = parts.next().and_then(|p| p.split_whitespace().next()).map_or_else(|| "0".repeat(40), str::to_string);
     let author_name = parts.next().unwrap_or_default().to_string();
     let author_email = parts.next().unwrap_or_default().to_string();
     let commit_message = parts.next().unwrap_or_default().trim().to_string();
-    let before = git(root, &["rev-parse", "HEAD~1"]).await.unwrap_or_else(|_| "0".repeat(40));
-    let mut changed_paths: Vec<String> = match git(root, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"]).await {
-        Ok(list) => list.lines().map(str::to_string).collect(),
-        Err(_) => Vec::new(),
-    };
-    if worktree {
-        if let Ok(status) = git(root, &["status", "--porcelain", "--untracked-files=all"]).await {
-            changed_paths.extend(status.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()));
-        }
+    let branch = branch.ok().filter(|b| !b.is_empty());
+    let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
+    let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
+    let repository = remote.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));
+    let mut changed_paths: Vec<String> =
+        changed.map(|list| list.lines().map(str::to_string).collect()).unwrap_or_default();
+    if let Some(status) = status {
+        changed_paths.extend(
+            status.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()),
+        );
     }
     changed_paths.sort();
     changed_paths.dedup();
     let actor = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| author_name.clone());
-    Ok(RepoFacts { root: root.to_path_buf(), sha, git_ref, branch, repository, actor, commit_message, author_name, author_email, before, changed_paths })
+    Ok(RepoFacts {
+        root: root.to_path_buf(),
+        sha,
+        git_ref,
+        branch,
+        repository,
+        actor,
+        commit_message,
+        author_name,
+        author_email,
+        before,
+        changed_paths,
+    })
 }
 
 /// `owner/name` from a remote URL such as `git@host:owner/name.git` or `https://host/owner/name`.

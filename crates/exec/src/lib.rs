@@ -26,7 +26,13 @@ use tokio::sync::mpsc;
 /// panics on a command that fails to start: that is `Exit::NotStarted` with a line saying why.
 /// Implementations are shared between concurrent jobs.
 pub trait Executor: Send + Sync {
-    fn run<'a>(&'a self, spec: &'a ProcessSpec, lines: &'a mpsc::UnboundedSender<(Stream, String)>, cancel: &'a Cancel, groups: &'a ProcessGroups) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>>;
+    fn run<'a>(
+        &'a self,
+        spec: &'a ProcessSpec,
+        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &'a Cancel,
+        groups: &'a ProcessGroups,
+    ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>>;
 }
 
 /// Runs steps as processes on this machine, each in its own process group.
@@ -34,7 +40,13 @@ pub trait Executor: Send + Sync {
 pub struct LocalExecutor;
 
 impl Executor for LocalExecutor {
-    fn run<'a>(&'a self, spec: &'a ProcessSpec, lines: &'a mpsc::UnboundedSender<(Stream, String)>, cancel: &'a Cancel, groups: &'a ProcessGroups) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
+    fn run<'a>(
+        &'a self,
+        spec: &'a ProcessSpec,
+        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &'a Cancel,
+        groups: &'a ProcessGroups,
+    ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
         Box::pin(process::run(spec, lines, cancel, groups))
     }
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -88,7 +88,12 @@ impl ProcessGroups {
 
 /// Runs `spec` to completion. Every output line goes to `lines`. Returns the exit and the process
 /// group id (which may still hold background children the caller decides to kill later).
-pub async fn run(spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, String)>, cancel: &Cancel, groups: &ProcessGroups) -> (Exit, Option<i32>) {
+pub async fn run(
+    spec: &ProcessSpec,
+    lines: &mpsc::UnboundedSender<(Stream, String)>,
+    cancel: &Cancel,
+    groups: &ProcessGroups,
+) -> (Exit, Option<i32>) {
     let Some((program, args)) = spec.argv.split_first() else {
         let _ = lines.send((Stream::Stderr, "empty command line".to_string()));
         return (Exit::NotStarted, None);
@@ -108,7 +113,11 @@ pub async fn run(spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, Stri
         Ok(child) => child,
         Err(error) => {
             let hint = if error.kind() == std::io::ErrorKind::NotFound {
-                if spec.cwd.is_dir() { format!("`{program}` was not found on PATH; install it or pick another `shell`") } else { format!("working directory {} does not exist", spec.cwd.display()) }
+                if spec.cwd.is_dir() {
+                    format!("`{program}` was not found on PATH; install it or pick another `shell`")
+                } else {
+                    format!("working directory {} does not exist", spec.cwd.display())
+                }
             } else {
                 String::new()
             };
@@ -143,10 +152,10 @@ pub async fn run(spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, Stri
         () = timeout => Exit::TimedOut,
         () = cancel_watch.cancelled() => Exit::Cancelled,
     };
-    if matches!(exit, Exit::TimedOut | Exit::Cancelled) {
-        if let Some(pgid) = pgid {
-            terminate_group(pgid, &mut child).await;
-        }
+    if matches!(exit, Exit::TimedOut | Exit::Cancelled)
+        && let Some(pgid) = pgid
+    {
+        terminate_group(pgid, &mut child).await;
     }
     // Output still buffered in the pipes arrives shortly after exit; a background child that keeps
     // the pipe open must not hold the step, so the readers get a short grace period only.

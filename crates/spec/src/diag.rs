@@ -148,8 +148,8 @@ mod tests {
 
     #[test]
     fn renders_caret_under_the_span() {
-        let diagnostic = Diagnostic::error("unknown-key", Span::at(2, 5, 4), "unknown key `need`")
-            .hint("did you mean `needs`?");
+        let diagnostic =
+            Diagnostic::error("unknown-key", Span::at(2, 5, 4), "unknown key `need`").hint("did you mean `needs`?");
         let text = diagnostic.render("ci.yml", "jobs:\n    need: a\n");
         assert!(text.contains("--> ci.yml:2:5"), "{text}");
         assert!(text.contains("2 |     need: a\n  |     ^^^^\n"), "{text}");

@@ -66,9 +66,9 @@ impl Value {
     /// Property lookup; keys match case-insensitively as on GitHub.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Object(map) => map
-                .get(key)
-                .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)),
+            Value::Object(map) => {
+                map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+            }
             _ => None,
         }
     }
@@ -91,10 +91,14 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => serde_json::Value::from(*n as i64),
-            Value::Number(n) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Number(n) => {
+                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
-            Value::Object(map) => serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Value::Object(map) => {
+                serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -208,12 +212,19 @@ pub enum BinaryOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Literal(Value),
-    Context { name: String, offset: usize },
+    Context {
+        name: String,
+        offset: usize,
+    },
     Property(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
     /// `.*` or `[*]`: an object filter.
     Star(Box<Expr>),
-    Call { name: String, args: Vec<Expr>, offset: usize },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+        offset: usize,
+    },
     Not(Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
 }
@@ -316,9 +327,16 @@ fn lex(text: &str) -> Result<Vec<(Token, usize, usize)>, ExprError> {
             return Err(ExprError::new(i, 1, "double quotes are not string delimiters in expressions")
                 .hint("use single quotes: 'text'"));
         }
-        if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) || c == b'-' && bytes.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == b'.') {
+        if c.is_ascii_digit()
+            || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+            || c == b'-' && bytes.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == b'.')
+        {
             i += 1;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || ((bytes[i] == b'-' || bytes[i] == b'+') && matches!(bytes[i - 1], b'e' | b'E'))) {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric()
+                    || bytes[i] == b'.'
+                    || ((bytes[i] == b'-' || bytes[i] == b'+') && matches!(bytes[i - 1], b'e' | b'E')))
+            {
                 i += 1;
             }
             let literal = &text[start..i];
@@ -388,8 +406,12 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let expr = parser.expression(0)?;
     let (token, offset, len) = parser.peek_full();
     if *token != Token::End {
-        return Err(ExprError::new(offset, len.max(1), format!("unexpected {} after the end of the expression", describe(token)))
-            .hint("join conditions with `&&` or `||`"));
+        return Err(ExprError::new(
+            offset,
+            len.max(1),
+            format!("unexpected {} after the end of the expression", describe(token)),
+        )
+        .hint("join conditions with `&&` or `||`"));
     }
     Ok(expr)
 }
@@ -546,7 +568,11 @@ impl ExprParser {
                         Token::Punct("*") => Expr::Star(Box::new(expr)),
                         Token::Number(n) if n.fract() == 0.0 => Expr::Property(Box::new(expr), format_number(n)),
                         other => {
-                            return Err(ExprError::new(offset, len.max(1), format!("expected a property name after `.`, found {}", describe(&other))));
+                            return Err(ExprError::new(
+                                offset,
+                                len.max(1),
+                                format!("expected a property name after `.`, found {}", describe(&other)),
+                            ));
                         }
                     };
                 }
@@ -576,8 +602,18 @@ fn check_call(name: String, args: Vec<Expr>, offset: usize, len: usize) -> Resul
         return Err(ExprError::new(offset, len, format!("unknown function `{name}`")).hint(hint));
     };
     if args.len() < min || args.len() > max {
-        let expected = if min == max { format!("{min}") } else if max == usize::MAX { format!("at least {min}") } else { format!("{min} to {max}") };
-        return Err(ExprError::new(offset, len, format!("`{canonical}` takes {expected} argument(s), found {}", args.len())));
+        let expected = if min == max {
+            format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(ExprError::new(
+            offset,
+            len,
+            format!("`{canonical}` takes {expected} argument(s), found {}", args.len()),
+        ));
     }
     Ok(Expr::Call { name: canonical.to_string(), args, offset })
 }
@@ -691,10 +727,18 @@ fn eval(expr: &Expr, host: &dyn Host) -> Result<Eval, ExprError> {
             let l = eval(left, host)?.value;
             match op {
                 BinaryOp::And => {
-                    if !l.is_truthy() { Eval::plain(l) } else { Eval::plain(eval(right, host)?.value) }
+                    if !l.is_truthy() {
+                        Eval::plain(l)
+                    } else {
+                        Eval::plain(eval(right, host)?.value)
+                    }
                 }
                 BinaryOp::Or => {
-                    if l.is_truthy() { Eval::plain(l) } else { Eval::plain(eval(right, host)?.value) }
+                    if l.is_truthy() {
+                        Eval::plain(l)
+                    } else {
+                        Eval::plain(eval(right, host)?.value)
+                    }
                 }
                 _ => {
                     let r = eval(right, host)?.value;
@@ -705,7 +749,9 @@ fn eval(expr: &Expr, host: &dyn Host) -> Result<Eval, ExprError> {
                         BinaryOp::Lt => ordering == Some(std::cmp::Ordering::Less),
                         BinaryOp::Le => matches!(ordering, Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)),
                         BinaryOp::Gt => ordering == Some(std::cmp::Ordering::Greater),
-                        BinaryOp::Ge => matches!(ordering, Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)),
+                        BinaryOp::Ge => {
+                            matches!(ordering, Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal))
+                        }
                         BinaryOp::And | BinaryOp::Or => unreachable_op(),
                     }))
                 }
@@ -753,16 +799,17 @@ fn call(name: &str, args: &[Expr], offset: usize, host: &dyn Host) -> Result<Val
         "join" => {
             let separator = if values.len() > 1 { text(1) } else { ",".to_string() };
             match &values[0] {
-                Value::Array(items) => Value::String(items.iter().map(Value::to_text).collect::<Vec<_>>().join(&separator)),
+                Value::Array(items) => {
+                    Value::String(items.iter().map(Value::to_text).collect::<Vec<_>>().join(&separator))
+                }
                 other => Value::String(other.to_text()),
             }
         }
         "toJSON" => Value::String(serde_json::to_string_pretty(&values[0].to_json()).unwrap_or_default()),
         "fromJSON" => {
             let source = text(0);
-            let json: serde_json::Value = serde_json::from_str(&source).map_err(|e| {
-                ExprError::new(offset, 8, format!("fromJSON: the argument is not valid JSON: {e}"))
-            })?;
+            let json: serde_json::Value = serde_json::from_str(&source)
+                .map_err(|e| ExprError::new(offset, 8, format!("fromJSON: the argument is not valid JSON: {e}")))?;
             Value::from_json(&json)
         }
         "hashFiles" => {
@@ -792,7 +839,9 @@ fn format_string(template: &str, args: &[Value]) -> Result<String, String> {
                 let index: usize = rest[..end]
                     .parse()
                     .map_err(|_| format!("format: `{{{}}}` is not an argument index", &rest[..end]))?;
-                let arg = args.get(index).ok_or_else(|| format!("format: no argument {index} (only {} given)", args.len()))?;
+                let arg = args
+                    .get(index)
+                    .ok_or_else(|| format!("format: no argument {index} (only {} given)", args.len()))?;
                 out.push_str(&arg.to_text());
                 for _ in 0..=end {
                     chars.next();
@@ -935,7 +984,13 @@ mod tests {
             "matrix": {"os": "Ubuntu", "version": 3},
             "env": {"EMPTY": ""},
         });
-        Contexts { values: match Value::from_json(&json) { Value::Object(m) => m, _ => BTreeMap::new() }, status: Status::default() }
+        Contexts {
+            values: match Value::from_json(&json) {
+                Value::Object(m) => m,
+                _ => BTreeMap::new(),
+            },
+            status: Status::default(),
+        }
     }
 
     fn check(text: &str, expected: serde_json::Value) {

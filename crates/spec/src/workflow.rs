@@ -1,7 +1,7 @@
 //! Workflow files in GitHub Actions syntax: the typed model and the checker that builds it while
 //! collecting every problem of the file as a [`Diagnostic`].
 
-use crate::diag::{did_you_mean, Diagnostic, Span};
+use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::expr::{self, Expr, ExprError, Host, Template, Value};
 use crate::yaml::{self, Node, NodeKind};
 
@@ -15,7 +15,11 @@ pub struct Text {
 
 impl Text {
     pub fn literal(raw: &str) -> Text {
-        Text { raw: raw.to_string(), template: Template { segments: vec![expr::Segment::Text(raw.to_string())] }, span: Span::default() }
+        Text {
+            raw: raw.to_string(),
+            template: Template { segments: vec![expr::Segment::Text(raw.to_string())] },
+            span: Span::default(),
+        }
     }
 
     pub fn render(&self, host: &dyn Host) -> Result<String, ExprError> {
@@ -197,10 +201,50 @@ impl BuiltinAction {
     /// The inputs (`with:` keys) the built-in accepts.
     pub fn inputs(self) -> &'static [&'static str] {
         match self {
-            BuiltinAction::Checkout => &["repository", "ref", "path", "fetch-depth", "clean", "submodules", "lfs", "token", "persist-credentials", "fetch-tags", "show-progress", "sparse-checkout", "sparse-checkout-cone-mode", "filter", "set-safe-directory", "ssh-key", "ssh-known-hosts", "ssh-strict", "ssh-user", "github-server-url"],
-            BuiltinAction::Cache | BuiltinAction::CacheRestore | BuiltinAction::CacheSave => &["path", "key", "restore-keys", "enableCrossOsArchive", "fail-on-cache-miss", "lookup-only", "upload-chunk-size", "save-always"],
-            BuiltinAction::UploadArtifact => &["name", "path", "if-no-files-found", "retention-days", "compression-level", "overwrite", "include-hidden-files"],
-            BuiltinAction::DownloadArtifact => &["name", "artifact-ids", "path", "pattern", "merge-multiple", "github-token", "repository", "run-id"],
+            BuiltinAction::Checkout => &[
+                "repository",
+                "ref",
+                "path",
+                "fetch-depth",
+                "clean",
+                "submodules",
+                "lfs",
+                "token",
+                "persist-credentials",
+                "fetch-tags",
+                "show-progress",
+                "sparse-checkout",
+                "sparse-checkout-cone-mode",
+                "filter",
+                "set-safe-directory",
+                "ssh-key",
+                "ssh-known-hosts",
+                "ssh-strict",
+                "ssh-user",
+                "github-server-url",
+            ],
+            BuiltinAction::Cache | BuiltinAction::CacheRestore | BuiltinAction::CacheSave => &[
+                "path",
+                "key",
+                "restore-keys",
+                "enableCrossOsArchive",
+                "fail-on-cache-miss",
+                "lookup-only",
+                "upload-chunk-size",
+                "save-always",
+            ],
+            BuiltinAction::UploadArtifact => &[
+                "name",
+                "path",
+                "if-no-files-found",
+                "retention-days",
+                "compression-level",
+                "overwrite",
+                "include-hidden-files",
+            ],
+            BuiltinAction::DownloadArtifact => {
+                &["name", "artifact-ids", "path", "pattern", "merge-multiple", "github-token", "repository", "run-id"]
+            }
         }
     }
 
@@ -214,18 +258,94 @@ impl BuiltinAction {
 }
 
 const WORKFLOW_KEYS: &[&str] = &["name", "run-name", "on", "env", "defaults", "concurrency", "jobs", "permissions"];
-const JOB_KEYS: &[&str] = &["name", "needs", "if", "runs-on", "timeout-minutes", "continue-on-error", "strategy", "outputs", "env", "defaults", "environment", "container", "services", "steps", "concurrency", "permissions", "uses", "with", "secrets"];
-const STEP_KEYS: &[&str] = &["id", "name", "if", "run", "uses", "shell", "working-directory", "env", "with", "continue-on-error", "timeout-minutes"];
-const FILTER_KEYS: &[&str] = &["branches", "branches-ignore", "tags", "tags-ignore", "paths", "paths-ignore", "types", "inputs", "workflows", "secrets", "outputs"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "if",
+    "runs-on",
+    "timeout-minutes",
+    "continue-on-error",
+    "strategy",
+    "outputs",
+    "env",
+    "defaults",
+    "environment",
+    "container",
+    "services",
+    "steps",
+    "concurrency",
+    "permissions",
+    "uses",
+    "with",
+    "secrets",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "run",
+    "uses",
+    "shell",
+    "working-directory",
+    "env",
+    "with",
+    "continue-on-error",
+    "timeout-minutes",
+];
+const FILTER_KEYS: &[&str] = &[
+    "branches",
+    "branches-ignore",
+    "tags",
+    "tags-ignore",
+    "paths",
+    "paths-ignore",
+    "types",
+    "inputs",
+    "workflows",
+    "secrets",
+    "outputs",
+];
 const CONTAINER_KEYS: &[&str] = &["image", "credentials", "env", "ports", "volumes", "options"];
 /// Events Tandem produces itself.
 pub const SUPPORTED_EVENTS: &[&str] = &["push", "pull_request", "pull_request_target", "schedule", "workflow_dispatch"];
 /// Events GitHub knows that Tandem does not produce: accepted with a warning.
-const GITHUB_EVENTS: &[&str] = &["branch_protection_rule", "check_run", "check_suite", "create", "delete", "deployment", "deployment_status", "discussion", "discussion_comment", "fork", "gollum", "issue_comment", "issues", "label", "merge_group", "milestone", "page_build", "project", "project_card", "project_column", "public", "pull_request_review", "pull_request_review_comment", "registry_package", "release", "repository_dispatch", "status", "watch", "workflow_call", "workflow_run"];
+const GITHUB_EVENTS: &[&str] = &[
+    "branch_protection_rule",
+    "check_run",
+    "check_suite",
+    "create",
+    "delete",
+    "deployment",
+    "deployment_status",
+    "discussion",
+    "discussion_comment",
+    "fork",
+    "gollum",
+    "issue_comment",
+    "issues",
+    "label",
+    "merge_group",
+    "milestone",
+    "page_build",
+    "project",
+    "project_card",
+    "project_column",
+    "public",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "registry_package",
+    "release",
+    "repository_dispatch",
+    "status",
+    "watch",
+    "workflow_call",
+    "workflow_run",
+];
 
 /// Diagnostic codes that name a feature Tandem does not support, as opposed to a mistake in the
 /// file. Real-world workflows may carry these and nothing else.
-pub const UNSUPPORTED_CODES: &[&str] = &["unsupported-action", "unsupported-reusable-workflow", "unsupported-event", "unsupported-shell"];
+pub const UNSUPPORTED_CODES: &[&str] =
+    &["unsupported-action", "unsupported-reusable-workflow", "unsupported-event", "unsupported-shell"];
 
 /// Parses and checks a workflow file. Returns the workflow (as much of it as could be read) and
 /// every problem found. A workflow with error diagnostics must not be run.
@@ -233,7 +353,13 @@ pub fn parse(source: &str) -> (Option<Workflow>, Vec<Diagnostic>) {
     let root = match yaml::parse(source) {
         Ok(Some(root)) => root,
         Ok(None) => {
-            return (None, vec![Diagnostic::error("empty-file", Span::at(1, 1, 1), "the file is empty").hint("a workflow needs at least `on:` and `jobs:`")]);
+            return (
+                None,
+                vec![
+                    Diagnostic::error("empty-file", Span::at(1, 1, 1), "the file is empty")
+                        .hint("a workflow needs at least `on:` and `jobs:`"),
+                ],
+            );
         }
         Err(diagnostic) => return (None, vec![diagnostic]),
     };
@@ -274,13 +400,17 @@ impl Checker {
                 continue;
             };
             if out.iter().any(|(seen, ..)| *seen == name) {
-                self.error("duplicate-key", key.span, format!("`{name}` appears twice in {what}")).hint = Some("remove one of them; YAML keeps only the last".to_string());
+                self.error("duplicate-key", key.span, format!("`{name}` appears twice in {what}")).hint =
+                    Some("remove one of them; YAML keeps only the last".to_string());
                 continue;
             }
             if !known.is_empty() && !known.contains(&name) {
                 let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
                 let diagnostic = Diagnostic::error("unknown-key", key.span, format!("unknown key `{name}` in {what}"))
-                    .expected(format!("one of {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")))
+                    .expected(format!(
+                        "one of {}",
+                        known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ))
                     .maybe_hint(hint);
                 self.diagnostics.push(diagnostic);
                 continue;
@@ -307,8 +437,9 @@ impl Checker {
 
     fn expr_error(&mut self, node: &Node, raw: &str, error: &ExprError, what: &str) {
         let span = locate(node, raw, error.offset, error.len);
-        let diagnostic = Diagnostic::error("expression", span, format!("invalid expression in {what}: {}", error.message))
-            .maybe_hint(error.hint.clone());
+        let diagnostic =
+            Diagnostic::error("expression", span, format!("invalid expression in {what}: {}", error.message))
+                .maybe_hint(error.hint.clone());
         self.diagnostics.push(diagnostic);
     }
 
@@ -350,7 +481,8 @@ impl Checker {
                 _ => false,
             };
             if !ok {
-                self.error("wrong-type", node.span, format!("{what} must be {expected}, found `{}`", text.raw)).expected = Some(expected.to_string());
+                self.error("wrong-type", node.span, format!("{what} must be {expected}, found `{}`", text.raw))
+                    .expected = Some(expected.to_string());
                 return None;
             }
         }
@@ -358,12 +490,12 @@ impl Checker {
     }
 
     fn env(&mut self, node: &Node, what: &str) -> Vec<(String, Text)> {
-        if let Some(raw) = node.as_scalar() {
-            if raw.contains("${{") {
-                // `env: ${{ fromJSON(...) }}` is legal but rare; the keys are unknown until run time.
-                self.text(node, what);
-                return Vec::new();
-            }
+        if let Some(raw) = node.as_scalar()
+            && raw.contains("${{")
+        {
+            // `env: ${{ fromJSON(...) }}` is legal but rare; the keys are unknown until run time.
+            self.text(node, what);
+            return Vec::new();
         }
         let mut out = Vec::new();
         for (name, value, _) in self.map(node, what, &[]) {
@@ -416,10 +548,12 @@ impl Checker {
         }
         let whole = root.span;
         if !entries.iter().any(|(k, ..)| *k == "on") {
-            self.error("missing-key", Span::at(whole.line, whole.col, 1), "the workflow has no `on:`").hint = Some("add the events that start it, e.g. `on: [push, pull_request]`".to_string());
+            self.error("missing-key", Span::at(whole.line, whole.col, 1), "the workflow has no `on:`").hint =
+                Some("add the events that start it, e.g. `on: [push, pull_request]`".to_string());
         }
         if !entries.iter().any(|(k, ..)| *k == "jobs") {
-            self.error("missing-key", Span::at(whole.line, whole.col, 1), "the workflow has no `jobs:`").hint = Some("add at least one job with `runs-on` and `steps`".to_string());
+            self.error("missing-key", Span::at(whole.line, whole.col, 1), "the workflow has no `jobs:`").hint =
+                Some("add at least one job with `runs-on` and `steps`".to_string());
         }
         workflow
     }
@@ -447,11 +581,16 @@ impl Checker {
     fn event(&mut self, name: &str, span: Span, config: Option<&Node>) -> Option<Trigger> {
         if !SUPPORTED_EVENTS.contains(&name) {
             if GITHUB_EVENTS.contains(&name) {
-                let diagnostic = Diagnostic::warning("unsupported-event", span, format!("event `{name}` is not produced by Tandem; the workflow will not start on it"))
-                    .hint(format!("Tandem starts workflows on {}", SUPPORTED_EVENTS.join(", ")));
+                let diagnostic = Diagnostic::warning(
+                    "unsupported-event",
+                    span,
+                    format!("event `{name}` is not produced by Tandem; the workflow will not start on it"),
+                )
+                .hint(format!("Tandem starts workflows on {}", SUPPORTED_EVENTS.join(", ")));
                 self.diagnostics.push(diagnostic);
             } else {
-                let hint = did_you_mean(name, SUPPORTED_EVENTS.iter().chain(GITHUB_EVENTS).copied()).map(|s| format!("did you mean `{s}`?"));
+                let hint = did_you_mean(name, SUPPORTED_EVENTS.iter().chain(GITHUB_EVENTS).copied())
+                    .map(|s| format!("did you mean `{s}`?"));
                 let diagnostic = Diagnostic::error("unknown-event", span, format!("unknown event `{name}`"))
                     .expected(format!("one of {}", SUPPORTED_EVENTS.join(", ")))
                     .maybe_hint(hint);
@@ -470,12 +609,14 @@ impl Checker {
                     Some(cron) => {
                         let n_fields = cron.split_whitespace().count();
                         if n_fields != 5 {
-                            self.error("invalid-cron", item.span, format!("cron `{cron}` has {n_fields} fields")).expected = Some("5 fields: minute hour day-of-month month day-of-week".to_string());
+                            self.error("invalid-cron", item.span, format!("cron `{cron}` has {n_fields} fields"))
+                                .expected = Some("5 fields: minute hour day-of-month month day-of-week".to_string());
                         }
                         trigger.crons.push(cron.to_string());
                     }
                     None => {
-                        self.error("missing-key", item.span, "a schedule entry needs `cron`").hint = Some("write `- cron: '30 5 * * 1'`".to_string());
+                        self.error("missing-key", item.span, "a schedule entry needs `cron`").hint =
+                            Some("write `- cron: '30 5 * * 1'`".to_string());
                     }
                 }
             }
@@ -507,7 +648,8 @@ impl Checker {
                 _ => trigger.paths.is_some() && trigger.paths_ignore.is_some(),
             };
             if both {
-                self.error("conflicting-filters", span, format!("`{a}` and `{b}` cannot both be set for `{name}`")).hint = Some(format!("use `{a}` with `!` patterns to exclude"));
+                self.error("conflicting-filters", span, format!("`{a}` and `{b}` cannot both be set for `{name}`"))
+                    .hint = Some(format!("use `{a}` with `!` patterns to exclude"));
             }
         }
         Some(trigger)
@@ -516,10 +658,19 @@ impl Checker {
     fn inputs(&mut self, node: &Node) -> Vec<Input> {
         let mut inputs = Vec::new();
         for (name, value, span) in self.map(node, "`workflow_dispatch.inputs`", &[]) {
-            let mut input = Input { name: name.to_string(), description: None, required: false, default: None, kind: InputKind::String, span };
+            let mut input = Input {
+                name: name.to_string(),
+                description: None,
+                required: false,
+                default: None,
+                kind: InputKind::String,
+                span,
+            };
             let mut options = Vec::new();
             let mut kind = "string".to_string();
-            for (key, v, _) in self.map(value, &format!("input `{name}`"), &["description", "required", "default", "type", "options"]) {
+            for (key, v, _) in
+                self.map(value, &format!("input `{name}`"), &["description", "required", "default", "type", "options"])
+            {
                 match key {
                     "description" => input.description = v.as_scalar().map(str::to_string),
                     "required" => input.required = v.to_value().is_truthy(),
@@ -541,8 +692,9 @@ impl Checker {
                     InputKind::Choice(options)
                 }
                 other => {
-                    let diagnostic = Diagnostic::error("wrong-type", span, format!("input `{name}` has unknown type `{other}`"))
-                        .expected("string, boolean, number, choice or environment");
+                    let diagnostic =
+                        Diagnostic::error("wrong-type", span, format!("input `{name}` has unknown type `{other}`"))
+                            .expected("string, boolean, number, choice or environment");
                     self.diagnostics.push(diagnostic);
                     InputKind::String
                 }
@@ -572,9 +724,10 @@ impl Checker {
         match shell.as_str() {
             "bash" | "sh" | "python" => Some(shell),
             "pwsh" | "powershell" | "cmd" => {
-                let diagnostic = Diagnostic::error("unsupported-shell", node.span, format!("shell `{shell}` is not available here"))
-                    .expected("bash, sh, python, or a command line with `{0}`")
-                    .hint("Tandem runs steps on Linux; rewrite the step for bash");
+                let diagnostic =
+                    Diagnostic::error("unsupported-shell", node.span, format!("shell `{shell}` is not available here"))
+                        .expected("bash, sh, python, or a command line with `{0}`")
+                        .hint("Tandem runs steps on Linux; rewrite the step for bash");
                 self.diagnostics.push(diagnostic);
                 None
             }
@@ -620,7 +773,9 @@ impl Checker {
             if !id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                self.error("invalid-job-id", span, format!("job id `{id}` is not valid")).hint = Some("a job id starts with a letter or `_` and holds only letters, digits, `-` and `_`".to_string());
+                self.error("invalid-job-id", span, format!("job id `{id}` is not valid")).hint = Some(
+                    "a job id starts with a letter or `_` and holds only letters, digits, `-` and `_`".to_string(),
+                );
             }
             if let Some(job) = self.job(id, value, span) {
                 jobs.push(job);
@@ -653,8 +808,12 @@ impl Checker {
         let entries = self.map(node, &what, JOB_KEYS);
         if let Some((_, uses, _)) = entries.iter().find(|(k, ..)| *k == "uses") {
             let name = uses.as_scalar().unwrap_or_default();
-            let diagnostic = Diagnostic::error("unsupported-reusable-workflow", uses.span, format!("job `{id}` calls the reusable workflow `{name}`, which is not available here"))
-                .hint("copy the called workflow's jobs into this file");
+            let diagnostic = Diagnostic::error(
+                "unsupported-reusable-workflow",
+                uses.span,
+                format!("job `{id}` calls the reusable workflow `{name}`, which is not available here"),
+            )
+            .hint("copy the called workflow's jobs into this file");
             self.diagnostics.push(diagnostic);
             return None;
         }
@@ -665,7 +824,9 @@ impl Checker {
                 "needs" => {
                     job.needs = match &value.kind {
                         NodeKind::Scalar { text, .. } => vec![(text.clone(), value.span)],
-                        NodeKind::Seq(items) => items.iter().filter_map(|i| self.plain_string(i, &field).map(|s| (s, i.span))).collect(),
+                        NodeKind::Seq(items) => {
+                            items.iter().filter_map(|i| self.plain_string(i, &field).map(|s| (s, i.span))).collect()
+                        }
                         NodeKind::Map(_) => {
                             self.type_error(value, &field, "a job id or a list of job ids");
                             Vec::new()
@@ -726,13 +887,19 @@ impl Checker {
                 "steps" => job.steps = self.steps(value, &field),
                 "concurrency" => job.concurrency = self.concurrency(value, &field),
                 "with" | "secrets" => {
-                    self.error("unknown-key", *key_span, format!("`{key}` only applies to jobs that call a reusable workflow with `uses`"));
+                    self.error(
+                        "unknown-key",
+                        *key_span,
+                        format!("`{key}` only applies to jobs that call a reusable workflow with `uses`"),
+                    );
                 }
                 _ => {}
             }
         }
         if !entries.iter().any(|(k, ..)| *k == "runs-on") {
-            self.error("missing-key", span, format!("job `{id}` has no `runs-on`")).hint = Some("add `runs-on: ubuntu-latest` to run on this machine, or `container:` to run in an image".to_string());
+            self.error("missing-key", span, format!("job `{id}` has no `runs-on`")).hint = Some(
+                "add `runs-on: ubuntu-latest` to run on this machine, or `container:` to run in an image".to_string(),
+            );
         }
         if !entries.iter().any(|(k, ..)| *k == "steps") {
             self.error("missing-key", span, format!("job `{id}` has no `steps`"));
@@ -778,7 +945,12 @@ impl Checker {
                         },
                         _ => match &value.kind {
                             NodeKind::Seq(items) if items.is_empty() => {
-                                self.error("empty-matrix", value.span, format!("matrix variable `{key}` has no values")).hint = Some("an empty list makes the matrix produce no jobs".to_string());
+                                self.error(
+                                    "empty-matrix",
+                                    value.span,
+                                    format!("matrix variable `{key}` has no values"),
+                                )
+                                .hint = Some("an empty list makes the matrix produce no jobs".to_string());
                             }
                             NodeKind::Seq(_) => {}
                             NodeKind::Scalar { text, .. } if text.contains("${{") => {}
@@ -805,10 +977,26 @@ impl Checker {
     fn container(&mut self, node: &Node, what: &str) -> Option<Container> {
         if node.as_scalar().is_some() {
             let image = self.text(node, what)?;
-            return Some(Container { image, credentials: None, env: Vec::new(), ports: Vec::new(), volumes: Vec::new(), options: None, span: node.span });
+            return Some(Container {
+                image,
+                credentials: None,
+                env: Vec::new(),
+                ports: Vec::new(),
+                volumes: Vec::new(),
+                options: None,
+                span: node.span,
+            });
         }
         let mut image = None;
-        let mut container = Container { image: Text::literal(""), credentials: None, env: Vec::new(), ports: Vec::new(), volumes: Vec::new(), options: None, span: node.span };
+        let mut container = Container {
+            image: Text::literal(""),
+            credentials: None,
+            env: Vec::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            options: None,
+            span: node.span,
+        };
         for (key, value, _) in self.map(node, what, CONTAINER_KEYS) {
             match key {
                 "image" => image = self.text(value, &format!("{what}.image")),
@@ -816,7 +1004,11 @@ impl Checker {
                     let mut user = None;
                     let mut password = None;
                     for (k, v, _) in self.map(value, "`credentials`", &["username", "password"]) {
-                        if k == "username" { user = self.text(v, "`username`") } else { password = self.text(v, "`password`") }
+                        if k == "username" {
+                            user = self.text(v, "`username`")
+                        } else {
+                            password = self.text(v, "`password`")
+                        }
                     }
                     container.credentials = user.zip(password);
                 }
@@ -841,7 +1033,8 @@ impl Checker {
             return Vec::new();
         };
         if items.is_empty() {
-            self.error("missing-key", node.span, format!("{what} is empty")).hint = Some("a job needs at least one step".to_string());
+            self.error("missing-key", node.span, format!("{what} is empty")).hint =
+                Some("a job needs at least one step".to_string());
         }
         let mut ids: Vec<String> = Vec::new();
         let mut steps = Vec::new();
@@ -861,17 +1054,27 @@ impl Checker {
     fn step(&mut self, node: &Node, index: usize) -> Option<Step> {
         let what = format!("step {}", index + 1);
         let entries = self.map(node, &what, STEP_KEYS);
-        if node.as_map().is_none() {
-            return None;
-        }
+        node.as_map()?;
         let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
-        let mut step = Step { id: None, name: None, condition: None, action: StepAction::Run { script: Text::literal(""), shell: None, working_directory: None }, env: Vec::new(), continue_on_error: None, timeout_minutes: None, span: node.span };
+        let mut step = Step {
+            id: None,
+            name: None,
+            condition: None,
+            action: StepAction::Run { script: Text::literal(""), shell: None, working_directory: None },
+            env: Vec::new(),
+            continue_on_error: None,
+            timeout_minutes: None,
+            span: node.span,
+        };
         if let Some(v) = field("id") {
             step.id = self.plain_string(v, "`id`");
-            if let Some(id) = &step.id {
-                if !id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    self.error("invalid-step-id", v.span, format!("step id `{id}` is not valid")).hint = Some("a step id starts with a letter or `_` and holds only letters, digits, `-` and `_`".to_string());
-                }
+            if let Some(id) = &step.id
+                && (!id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                self.error("invalid-step-id", v.span, format!("step id `{id}` is not valid")).hint = Some(
+                    "a step id starts with a letter or `_` and holds only letters, digits, `-` and `_`".to_string(),
+                );
             }
         }
         if let Some(v) = field("name") {
@@ -891,11 +1094,13 @@ impl Checker {
         }
         match (field("run"), field("uses")) {
             (Some(_), Some(uses)) => {
-                self.error("conflicting-keys", uses.span, format!("{what} has both `run` and `uses`")).hint = Some("split it into two steps".to_string());
+                self.error("conflicting-keys", uses.span, format!("{what} has both `run` and `uses`")).hint =
+                    Some("split it into two steps".to_string());
                 None
             }
             (None, None) => {
-                self.error("missing-key", node.span, format!("{what} has neither `run` nor `uses`")).hint = Some("add `run: <command>`".to_string());
+                self.error("missing-key", node.span, format!("{what} has neither `run` nor `uses`")).hint =
+                    Some("add `run: <command>`".to_string());
                 None
             }
             (Some(run), None) => {
@@ -925,7 +1130,12 @@ impl Checker {
                     } else {
                         "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact and actions/download-artifact; replace the step with a `run:` step".to_string()
                     };
-                    let diagnostic = Diagnostic::error("unsupported-action", uses.span, format!("action `{reference}` is not available here")).hint(hint);
+                    let diagnostic = Diagnostic::error(
+                        "unsupported-action",
+                        uses.span,
+                        format!("action `{reference}` is not available here"),
+                    )
+                    .hint(hint);
                     self.diagnostics.push(diagnostic);
                     return None;
                 };
@@ -933,14 +1143,23 @@ impl Checker {
                 if let Some(v) = field("with") {
                     for (key, value, key_span) in self.map(v, "`with`", &[]) {
                         if !action.inputs().contains(&key) {
-                            let hint = did_you_mean(key, action.inputs().iter().copied()).map(|s| format!("did you mean `{s}`?"));
-                            let diagnostic = Diagnostic::error("unknown-input", key_span, format!("`{reference}` has no input `{key}`"))
-                                .expected(format!("one of {}", action.inputs().join(", ")))
-                                .maybe_hint(hint);
+                            let hint = did_you_mean(key, action.inputs().iter().copied())
+                                .map(|s| format!("did you mean `{s}`?"));
+                            let diagnostic = Diagnostic::error(
+                                "unknown-input",
+                                key_span,
+                                format!("`{reference}` has no input `{key}`"),
+                            )
+                            .expected(format!("one of {}", action.inputs().join(", ")))
+                            .maybe_hint(hint);
                             self.diagnostics.push(diagnostic);
                             continue;
                         }
-                        let text = if value.is_null() { Some(Text::literal("")) } else { self.text(value, &format!("`with.{key}`")) };
+                        let text = if value.is_null() {
+                            Some(Text::literal(""))
+                        } else {
+                            self.text(value, &format!("`with.{key}`"))
+                        };
                         if let Some(text) = text {
                             with.push((key.to_string(), text));
                         }
@@ -948,7 +1167,8 @@ impl Checker {
                 }
                 for required in action.required_inputs() {
                     if !with.iter().any(|(k, _)| k == required) {
-                        self.error("missing-input", uses.span, format!("`{reference}` needs the input `{required}`")).hint = Some(format!("add `with: {{ {required}: ... }}`"));
+                        self.error("missing-input", uses.span, format!("`{reference}` needs the input `{required}`"))
+                            .hint = Some(format!("add `with: {{ {required}: ... }}`"));
                     }
                 }
                 step.action = StepAction::Uses { action, reference, with };
@@ -964,7 +1184,8 @@ fn locate(node: &Node, raw: &str, offset: usize, len: usize) -> Span {
     let before = &raw[..offset];
     let n_lines = before.matches('\n').count() as u32;
     let len = raw[offset..].chars().take(len.max(1)).count() as u32;
-    let quote = u32::from(matches!(&node.kind, NodeKind::Scalar { quoted: true, .. }) && node.span.line == node.span.end_line);
+    let quote =
+        u32::from(matches!(&node.kind, NodeKind::Scalar { quoted: true, .. }) && node.span.line == node.span.end_line);
     if n_lines == 0 {
         let col = node.span.col + quote + before.chars().count() as u32;
         Span::at(node.span.line, col, len)

@@ -26,7 +26,10 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// A scalar; `quoted` is true for every style but plain, so `'true'` stays a string.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -84,10 +87,7 @@ impl Node {
             NodeKind::Scalar { text, quoted: false } => resolve_plain(text),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_value).collect()),
             NodeKind::Map(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), v.to_value()))
-                    .collect(),
+                entries.iter().map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), v.to_value())).collect(),
             ),
         }
     }
@@ -102,26 +102,23 @@ fn resolve_plain(text: &str) -> Value {
         "-.inf" | "-.Inf" | "-.INF" => Value::Number(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => Value::Number(f64::NAN),
         _ => {
-            let looks_numeric = text
-                .trim_start_matches(['-', '+'])
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || c == '.');
+            let looks_numeric =
+                text.trim_start_matches(['-', '+']).chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.');
             if looks_numeric {
-                if let Some(hex) = text.strip_prefix("0x") {
-                    if let Ok(n) = i64::from_str_radix(hex, 16) {
-                        return Value::Number(n as f64);
-                    }
+                if let Some(hex) = text.strip_prefix("0x")
+                    && let Ok(n) = i64::from_str_radix(hex, 16)
+                {
+                    return Value::Number(n as f64);
                 }
-                if let Some(octal) = text.strip_prefix("0o") {
-                    if let Ok(n) = i64::from_str_radix(octal, 8) {
-                        return Value::Number(n as f64);
-                    }
+                if let Some(octal) = text.strip_prefix("0o")
+                    && let Ok(n) = i64::from_str_radix(octal, 8)
+                {
+                    return Value::Number(n as f64);
                 }
-                if let Ok(n) = text.parse::<f64>() {
-                    if !text.contains(['_', ' ']) {
-                        return Value::Number(n);
-                    }
+                if let Ok(n) = text.parse::<f64>()
+                    && !text.contains(['_', ' '])
+                {
+                    return Value::Number(n);
                 }
             }
             Value::String(text.to_string())
@@ -177,8 +174,12 @@ impl Builder {
             Event::DocumentStart(_) => {
                 self.n_documents += 1;
                 if self.n_documents > 1 {
-                    return Err(Diagnostic::error("yaml-multiple-documents", span, "more than one YAML document in the file")
-                        .hint("a workflow file holds exactly one document; remove the `---` separator"));
+                    return Err(Diagnostic::error(
+                        "yaml-multiple-documents",
+                        span,
+                        "more than one YAML document in the file",
+                    )
+                    .hint("a workflow file holds exactly one document; remove the `---` separator"));
                 }
             }
             Event::Scalar(text, style, anchor, _) => {
@@ -192,8 +193,12 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 let frame = self.stack.pop();
                 let (node, anchor) = match frame {
-                    Some(Frame::Seq { items, span: start, anchor }) => (Node { kind: NodeKind::Seq(items), span: close(start, span) }, anchor),
-                    Some(Frame::Map { entries, span: start, anchor, .. }) => (Node { kind: NodeKind::Map(entries), span: close(start, span) }, anchor),
+                    Some(Frame::Seq { items, span: start, anchor }) => {
+                        (Node { kind: NodeKind::Seq(items), span: close(start, span) }, anchor)
+                    }
+                    Some(Frame::Map { entries, span: start, anchor, .. }) => {
+                        (Node { kind: NodeKind::Map(entries), span: close(start, span) }, anchor)
+                    }
                     None => return Ok(()),
                 };
                 self.push(node, anchor, 0)?;
@@ -223,8 +228,12 @@ impl Builder {
     fn push(&mut self, node: Node, anchor: usize, n_new_nodes: usize) -> Result<(), Diagnostic> {
         self.n_nodes += n_new_nodes.max(1);
         if self.n_nodes > MAX_NODES {
-            return Err(Diagnostic::error("yaml-too-large", node.span, format!("document expands to more than {MAX_NODES} nodes"))
-                .hint("aliases that refer to aliases multiply the size of a document; expand fewer of them"));
+            return Err(Diagnostic::error(
+                "yaml-too-large",
+                node.span,
+                format!("document expands to more than {MAX_NODES} nodes"),
+            )
+            .hint("aliases that refer to aliases multiply the size of a document; expand fewer of them"));
         }
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
@@ -287,7 +296,9 @@ mod tests {
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let p = i - 1;
-            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         assert_eq!(parse(&bomb).unwrap_err().code, "yaml-too-large");
     }

@@ -32,7 +32,9 @@ enum Command {
     /// Run the repository's workflows on this machine, as the server will.
     Run(run::RunArgs),
     /// Check every workflow file and print all diagnostics.
-    #[command(after_help = "Examples:\n  tandem validate\n  tandem validate --format json\n  tandem validate path/to/workflow.yml other/dir/")]
+    #[command(
+        after_help = "Examples:\n  tandem validate\n  tandem validate --format json\n  tandem validate path/to/workflow.yml other/dir/"
+    )]
     Validate {
         /// Files or directories to check instead of the repository's workflows.
         paths: Vec<PathBuf>,
@@ -66,7 +68,8 @@ fn repo_root(repo: Option<PathBuf>) -> Result<PathBuf> {
         Some(path) => path,
         None => std::env::current_dir()?,
     };
-    let output = std::process::Command::new("git").arg("-C").arg(&start).args(["rev-parse", "--show-toplevel"]).output();
+    let output =
+        std::process::Command::new("git").arg("-C").arg(&start).args(["rev-parse", "--show-toplevel"]).output();
     match output {
         Ok(output) if output.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())),
         _ => Ok(start),

@@ -23,15 +23,20 @@ pub struct Renderer {
     /// Last lines of each (job, step), for showing failures again.
     tails: HashMap<(String, usize), Vec<String>>,
     logs_dir: PathBuf,
-    log_files: HashMap<String, std::fs::File>,
+    log_files: HashMap<String, std::io::BufWriter<std::fs::File>>,
     to_stderr: bool,
 }
 
 impl Renderer {
     pub fn new(format: Format, workflow: &str, event: &str, logs_dir: &Path) -> Renderer {
-        let live = format == Format::Text && std::io::stderr().is_terminal() && std::env::var_os("TANDEM_NO_LIVE").is_none();
+        let live =
+            format == Format::Text && std::io::stderr().is_terminal() && std::env::var_os("TANDEM_NO_LIVE").is_none();
         let header = format!("▶ {workflow} (on {event})");
-        if format == Format::Json { eprintln!("{header}") } else { println!("{header}") }
+        if format == Format::Json {
+            eprintln!("{header}")
+        } else {
+            println!("{header}")
+        }
         let _ = std::fs::create_dir_all(logs_dir);
         Renderer {
             live: live.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))),
@@ -61,8 +66,11 @@ impl Renderer {
 
     fn log(&mut self, job: &str, line: &str) {
         let file = self.log_files.entry(job.to_string()).or_insert_with(|| {
-            let slug: String = job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-            std::fs::File::create(self.logs_dir.join(format!("{slug}.log"))).unwrap_or_else(|_| tempfile_sink())
+            let slug: String =
+                job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            std::io::BufWriter::new(
+                std::fs::File::create(self.logs_dir.join(format!("{slug}.log"))).unwrap_or_else(|_| null_sink()),
+            )
         });
         let _ = writeln!(file, "{line}");
     }
@@ -76,7 +84,12 @@ impl Renderer {
                 match &self.live {
                     Some(multi) => {
                         let bar = multi.add(ProgressBar::new(n_steps as u64));
-                        bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} [{pos}/{len}] {wide_msg} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_style(
+                            ProgressStyle::with_template(
+                                "{spinner:.cyan} {prefix:.bold} [{pos}/{len}] {wide_msg} {elapsed:>4}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
                         bar.set_prefix(job.clone());
                         bar.enable_steady_tick(Duration::from_millis(120));
                         self.bars.insert(job, bar);
@@ -125,10 +138,21 @@ impl Renderer {
                     self.log(&job, &format!("error: {error}"));
                 }
                 self.log(&job, &format!("== job {job}: {}", status.as_str()));
-                let text = format!("{} {job}: {}{} ({})", symbol(status), status.as_str(), error.map(|e| format!(" — {e}")).unwrap_or_default(), human(duration));
+                if let Some(mut file) = self.log_files.remove(&job) {
+                    let _ = file.flush();
+                }
+                let text = format!(
+                    "{} {job}: {}{} ({})",
+                    symbol(status),
+                    status.as_str(),
+                    error.map(|e| format!(" — {e}")).unwrap_or_default(),
+                    human(duration)
+                );
                 match self.bars.remove(&job) {
                     Some(bar) => {
-                        bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                        );
                         bar.finish_with_message(text);
                     }
                     None => self.print(&text),
@@ -165,7 +189,11 @@ impl Renderer {
             out.push_str(&format!("\n── summary of {}\n{}", job.name, job.summary));
         }
         if !report.artifacts.is_empty() {
-            out.push_str(&format!("\nartifacts: {} in {}\n", report.artifacts.join(", "), report.artifacts_dir.display()));
+            out.push_str(&format!(
+                "\nartifacts: {} in {}\n",
+                report.artifacts.join(", "),
+                report.artifacts_dir.display()
+            ));
         }
         out.push_str(&format!("logs: {}\n", self.logs_dir.display()));
         let verdict = match report.status {
@@ -183,7 +211,7 @@ impl Renderer {
     }
 }
 
-fn tempfile_sink() -> std::fs::File {
+fn null_sink() -> std::fs::File {
     // Logging to a file is a convenience; when it cannot be created, write nowhere.
     std::fs::File::options().write(true).open("/dev/null").unwrap_or_else(|_| std::process::exit(3))
 }
@@ -212,9 +240,18 @@ pub fn human(duration: Duration) -> String {
 pub fn summary_table(report: &RunReport) -> String {
     let mut rows: Vec<[String; 4]> = vec![["JOB".into(), "STEP".into(), "STATUS".into(), "DURATION".into()]];
     for job in &report.jobs {
-        rows.push([job.name.clone(), String::new(), format!("{} {}", symbol(job.status), job.status.as_str()), human(job.duration)]);
+        rows.push([
+            job.name.clone(),
+            String::new(),
+            format!("{} {}", symbol(job.status), job.status.as_str()),
+            human(job.duration),
+        ]);
         for step in &job.steps {
-            let status = if step.outcome == Status::Failure && step.status == Status::Success { "✓ success (failed, continue-on-error)".to_string() } else { format!("{} {}", symbol(step.status), step.status.as_str()) };
+            let status = if step.outcome == Status::Failure && step.status == Status::Success {
+                "✓ success (failed, continue-on-error)".to_string()
+            } else {
+                format!("{} {}", symbol(step.status), step.status.as_str())
+            };
             rows.push([String::new(), step.name.chars().take(60).collect(), status, human(step.duration)]);
         }
         if let Some(error) = &job.error {
@@ -224,7 +261,8 @@ pub fn summary_table(report: &RunReport) -> String {
     let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
+        let line: Vec<String> =
+            row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

@@ -4,19 +4,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use ci::filter::{fires, EventFacts};
+use anyhow::{Context, Result, bail};
+use ci::filter::{EventFacts, fires};
+use exec::CancelSource;
 use exec::engine::{self, EngineConfig, RunReport, RunRequest, Status};
 use exec::git::RepoFacts;
 use exec::process::ProcessGroups;
-use exec::CancelSource;
 use spec::expr::Value;
 use spec::workflow::{InputKind, Workflow};
 use tokio::sync::mpsc;
 
+use crate::Format;
 use crate::render::Renderer;
 use crate::workflows::{self, LoadedWorkflow};
-use crate::Format;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -75,7 +75,8 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(run_async(root, args))
 }
 
@@ -91,7 +92,8 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         bail!("{} workflow(s) have errors and cannot run; fix them (see `tandem validate`)", broken.len());
     }
     let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let config = EngineConfig {
         data_dir: data_dir.clone(),
         max_parallel: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -107,16 +109,21 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     let mut reports: Vec<RunReport> = Vec::new();
     for (loaded, event_name) in selected {
         let Some(workflow) = loaded.workflow.clone() else { continue };
-        let inputs = if event_name == "workflow_dispatch" { dispatch_inputs(&workflow, &args.inputs)? } else { BTreeMap::new() };
+        let inputs =
+            if event_name == "workflow_dispatch" { dispatch_inputs(&workflow, &args.inputs)? } else { BTreeMap::new() };
         let event = match &args.event_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
                 Value::from_json(&json)
             }
             None => synthesize_event(&event_name, &repo, &inputs, &workflow),
         };
-        let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let run_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let run_dir = data_dir.join("runs").join(format!("local-{run_id}"));
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
         let request = RunRequest {
@@ -154,7 +161,13 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": reports }))?);
     }
     let ok = reports.iter().all(|r| r.status == Status::Success);
-    Ok(if cancel.is_cancelled() { 130 } else if ok { 0 } else { 1 })
+    Ok(if cancel.is_cancelled() {
+        130
+    } else if ok {
+        0
+    } else {
+        1
+    })
 }
 
 /// First Ctrl-C cancels (steps are killed, `always()` steps still run); the second kills
@@ -173,14 +186,22 @@ async fn watch_interrupts(source: CancelSource, groups: ProcessGroups) {
 }
 
 /// Which workflows run, each with the event it runs for.
-fn select<'a>(loaded: &'a [LoadedWorkflow], args: &RunArgs, repo: &RepoFacts) -> Result<Vec<(&'a LoadedWorkflow, String)>> {
+fn select<'a>(
+    loaded: &'a [LoadedWorkflow],
+    args: &RunArgs,
+    repo: &RepoFacts,
+) -> Result<Vec<(&'a LoadedWorkflow, String)>> {
     if let Some(name) = &args.workflow {
-        let found = loaded
-            .iter()
-            .find(|w| w.stem() == name || w.path == *name || w.workflow.as_ref().and_then(|wf| wf.name.as_deref()) == Some(name.as_str()));
+        let found = loaded.iter().find(|w| {
+            w.stem() == name
+                || w.path == *name
+                || w.workflow.as_ref().and_then(|wf| wf.name.as_deref()) == Some(name.as_str())
+        });
         let Some(found) = found else {
             let names: Vec<&str> = loaded.iter().map(LoadedWorkflow::stem).collect();
-            let hint = spec::diag::did_you_mean(name, names.iter().copied()).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
+            let hint = spec::diag::did_you_mean(name, names.iter().copied())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
             bail!("no workflow named `{name}`\n  hint: {hint}workflows here: {}", names.join(", "));
         };
         let event = match (&args.event, &found.workflow) {
@@ -194,7 +215,10 @@ fn select<'a>(loaded: &'a [LoadedWorkflow], args: &RunArgs, repo: &RepoFacts) ->
         if let Some(workflow) = &found.workflow {
             if workflow.trigger(&event).is_none() {
                 let events: Vec<&str> = workflow.triggers.iter().map(|t| t.event.as_str()).collect();
-                bail!("workflow `{name}` does not run on `{event}`\n  hint: it runs on {}; pass --event with one of them", if events.is_empty() { "no event Tandem produces".to_string() } else { events.join(", ") });
+                bail!(
+                    "workflow `{name}` does not run on `{event}`\n  hint: it runs on {}; pass --event with one of them",
+                    if events.is_empty() { "no event Tandem produces".to_string() } else { events.join(", ") }
+                );
             }
             check_jobs(workflow, &args.jobs, name)?;
         }
@@ -211,7 +235,11 @@ fn select<'a>(loaded: &'a [LoadedWorkflow], args: &RunArgs, repo: &RepoFacts) ->
                 let facts = EventFacts {
                     event: &event,
                     git_ref: if event == "push" { Some(repo.git_ref.as_str()) } else { None },
-                    changed_paths: if event == "push" || event == "pull_request" { Some(&repo.changed_paths) } else { None },
+                    changed_paths: if event == "push" || event == "pull_request" {
+                        Some(&repo.changed_paths)
+                    } else {
+                        None
+                    },
                     action: if event.starts_with("pull_request") { Some("opened") } else { None },
                 };
                 match fires(trigger, &facts) {
@@ -222,12 +250,18 @@ fn select<'a>(loaded: &'a [LoadedWorkflow], args: &RunArgs, repo: &RepoFacts) ->
         }
     }
     if out.is_empty() {
-        bail!("no workflow runs on `{event}` for {}\n  hint: name one (`tandem run NAME`) or pick another --event", repo.git_ref);
+        bail!(
+            "no workflow runs on `{event}` for {}\n  hint: name one (`tandem run NAME`) or pick another --event",
+            repo.git_ref
+        );
     }
     if !args.jobs.is_empty() {
         out.retain(|(w, _)| w.workflow.as_ref().is_some_and(|wf| args.jobs.iter().all(|j| wf.job(j).is_some())));
         if out.is_empty() {
-            bail!("no workflow has the job(s) {}\n  hint: `tandem validate` lists the workflows; name one with `tandem run NAME --job JOB`", args.jobs.join(", "));
+            bail!(
+                "no workflow has the job(s) {}\n  hint: `tandem validate` lists the workflows; name one with `tandem run NAME --job JOB`",
+                args.jobs.join(", ")
+            );
         }
     }
     Ok(out)
@@ -237,7 +271,9 @@ fn check_jobs(workflow: &Workflow, jobs: &[String], name: &str) -> Result<()> {
     for job in jobs {
         if workflow.job(job).is_none() {
             let ids: Vec<&str> = workflow.jobs.iter().map(|j| j.id.as_str()).collect();
-            let hint = spec::diag::did_you_mean(job, ids.iter().copied()).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
+            let hint = spec::diag::did_you_mean(job, ids.iter().copied())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
             bail!("workflow `{name}` has no job `{job}`\n  hint: {hint}jobs: {}", ids.join(", "));
         }
     }
@@ -275,7 +311,10 @@ fn dispatch_inputs(workflow: &Workflow, given: &[String]) -> Result<BTreeMap<Str
     for name in given.keys() {
         if !declared.iter().any(|i| &i.name == name) {
             let names: Vec<&str> = declared.iter().map(|i| i.name.as_str()).collect();
-            bail!("the workflow has no input `{name}`\n  hint: inputs: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+            bail!(
+                "the workflow has no input `{name}`\n  hint: inputs: {}",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
         }
     }
     let mut out = BTreeMap::new();
@@ -329,8 +368,12 @@ fn synthesize_event(event: &str, repo: &RepoFacts, inputs: &BTreeMap<String, Val
                     "head": {"ref": branch, "sha": repo.sha}, "base": {"ref": "main", "sha": repo.before}, "user": {"login": repo.actor}},
             })
         }
-        "workflow_dispatch" => serde_json::json!({"inputs": Value::Object(inputs.clone()).to_json(), "ref": repo.git_ref, "repository": repository, "sender": {"login": repo.actor}}),
-        "schedule" => serde_json::json!({"schedule": workflow.trigger("schedule").and_then(|t| t.crons.first().cloned()).unwrap_or_default()}),
+        "workflow_dispatch" => {
+            serde_json::json!({"inputs": Value::Object(inputs.clone()).to_json(), "ref": repo.git_ref, "repository": repository, "sender": {"login": repo.actor}})
+        }
+        "schedule" => {
+            serde_json::json!({"schedule": workflow.trigger("schedule").and_then(|t| t.crons.first().cloned()).unwrap_or_default()})
+        }
         _ => serde_json::json!({"repository": repository}),
     };
     Value::from_json(&json)

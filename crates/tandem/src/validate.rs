@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::workflows::{self, LoadedWorkflow};
 use crate::Format;
+use crate::workflows::{self, LoadedWorkflow};
 
 /// Runs the command; returns the process exit code (0: no errors, 1: errors found).
 pub fn run(root: &Path, paths: &[PathBuf], format: Format) -> Result<i32> {

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use spec::workflow::Workflow;
 use spec::Diagnostic;
+use spec::workflow::Workflow;
 
 /// A workflow file read from disk, checked.
 pub struct LoadedWorkflow {
@@ -55,17 +55,35 @@ pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load_file(path: &Path, display: String) -> Result<LoadedWorkflow> {
     let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if metadata.len() > spec::yaml::MAX_FILE_BYTES as u64 {
-        let diagnostic = Diagnostic::error("file-too-large", spec::Span::at(1, 1, 1), format!("file is {} bytes, more than the limit of {} bytes", metadata.len(), spec::yaml::MAX_FILE_BYTES))
-            .hint("workflow files are small; is this the right file?");
-        return Ok(LoadedWorkflow { path: display, source: String::new(), workflow: None, diagnostics: vec![diagnostic] });
+        let diagnostic = Diagnostic::error(
+            "file-too-large",
+            spec::Span::at(1, 1, 1),
+            format!("file is {} bytes, more than the limit of {} bytes", metadata.len(), spec::yaml::MAX_FILE_BYTES),
+        )
+        .hint("workflow files are small; is this the right file?");
+        return Ok(LoadedWorkflow {
+            path: display,
+            source: String::new(),
+            workflow: None,
+            diagnostics: vec![diagnostic],
+        });
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let source = match String::from_utf8(bytes) {
         Ok(source) => source,
         Err(error) => {
-            let diagnostic = Diagnostic::error("not-utf8", spec::Span::at(1, 1, 1), format!("file is not UTF-8 (invalid byte at offset {})", error.utf8_error().valid_up_to()))
-                .hint("save the file as UTF-8");
-            return Ok(LoadedWorkflow { path: display, source: String::new(), workflow: None, diagnostics: vec![diagnostic] });
+            let diagnostic = Diagnostic::error(
+                "not-utf8",
+                spec::Span::at(1, 1, 1),
+                format!("file is not UTF-8 (invalid byte at offset {})", error.utf8_error().valid_up_to()),
+            )
+            .hint("save the file as UTF-8");
+            return Ok(LoadedWorkflow {
+                path: display,
+                source: String::new(),
+                workflow: None,
+                diagnostics: vec![diagnostic],
+            });
         }
     };
     let (workflow, diagnostics) = ci::check::validate(&source);

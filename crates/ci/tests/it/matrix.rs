@@ -1,12 +1,19 @@
 //! Matrix expansion: sizes, uniqueness, and the documented include / exclude rules.
 
-use ci::matrix::{expand, MatrixError, MAX_COMBINATIONS};
+use ci::matrix::{MAX_COMBINATIONS, MatrixError, expand};
 use proptest::prelude::*;
 use spec::expr::Value;
 use std::collections::BTreeMap;
 
-fn matrix(vars: &[(String, Vec<i64>)], include: Vec<BTreeMap<String, Value>>, exclude: Vec<BTreeMap<String, Value>>) -> Value {
-    let mut map: BTreeMap<String, Value> = vars.iter().map(|(k, vs)| (k.clone(), Value::Array(vs.iter().map(|v| Value::Number(*v as f64)).collect()))).collect();
+fn matrix(
+    vars: &[(String, Vec<i64>)],
+    include: Vec<BTreeMap<String, Value>>,
+    exclude: Vec<BTreeMap<String, Value>>,
+) -> Value {
+    let mut map: BTreeMap<String, Value> = vars
+        .iter()
+        .map(|(k, vs)| (k.clone(), Value::Array(vs.iter().map(|v| Value::Number(*v as f64)).collect())))
+        .collect();
     if !include.is_empty() {
         map.insert("include".into(), Value::Array(include.into_iter().map(Value::Object).collect()));
     }
@@ -17,8 +24,9 @@ fn matrix(vars: &[(String, Vec<i64>)], include: Vec<BTreeMap<String, Value>>, ex
 }
 
 fn vars_strategy() -> impl Strategy<Value = Vec<(String, Vec<i64>)>> {
-    prop::collection::vec(prop::collection::btree_set(0i64..6, 1..5), 1..4)
-        .prop_map(|sets| sets.into_iter().enumerate().map(|(i, s)| (format!("v{i}"), s.into_iter().collect())).collect())
+    prop::collection::vec(prop::collection::btree_set(0i64..6, 1..5), 1..4).prop_map(|sets| {
+        sets.into_iter().enumerate().map(|(i, s)| (format!("v{i}"), s.into_iter().collect())).collect()
+    })
 }
 
 proptest! {

@@ -15,7 +15,7 @@ fn spec(script: &str, dir: &std::path::Path, timeout: Option<Duration>) -> Proce
 fn alive(pid: i32) -> bool {
     // A zombie is dead for our purposes; /proc tells the state.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
@@ -28,7 +28,13 @@ fn background_pid(dir: &std::path::Path) -> i32 {
 async fn output_lines_arrive_in_order_with_their_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (exit, _) = process::run(&spec("echo one; echo two >&2; printf 'three'; exit 4", dir.path(), None), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    let (exit, _) = process::run(
+        &spec("echo one; echo two >&2; printf 'three'; exit 4", dir.path(), None),
+        &tx,
+        &Cancel::never(),
+        &ProcessGroups::default(),
+    )
+    .await;
     drop(tx);
     assert_eq!(exit, Exit::Code(4));
     let mut lines = Vec::new();
@@ -46,7 +52,13 @@ async fn timeout_kills_the_whole_group() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let script = "sleep 300 & echo $! > pid; wait";
-    let (exit, _) = process::run(&spec(script, dir.path(), Some(Duration::from_millis(500))), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    let (exit, _) = process::run(
+        &spec(script, dir.path(), Some(Duration::from_millis(500))),
+        &tx,
+        &Cancel::never(),
+        &ProcessGroups::default(),
+    )
+    .await;
     assert_eq!(exit, Exit::TimedOut);
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     let pid = background_pid(dir.path());

@@ -27,8 +27,16 @@ fn real_world_workflows_parse_with_only_unsupported_feature_diagnostics() {
                 unexpected.push(format!("{name}:{}:{}: {} {}", d.span.line, d.span.col, d.code, d.message));
             }
             // Every diagnostic points at a real place in the file.
-            let line = source.lines().nth(d.span.line as usize - 1).unwrap_or_else(|| panic!("{name}: line {} out of range", d.span.line));
-            assert!((d.span.col as usize) <= line.chars().count() + 1, "{name}: column {} beyond line {}", d.span.col, d.span.line);
+            let line = source
+                .lines()
+                .nth(d.span.line as usize - 1)
+                .unwrap_or_else(|| panic!("{name}: line {} out of range", d.span.line));
+            assert!(
+                (d.span.col as usize) <= line.chars().count() + 1,
+                "{name}: column {} beyond line {}",
+                d.span.col,
+                d.span.line
+            );
         }
         let whole = ci::check::validate(&source).1;
         assert_eq!(whole.len(), diagnostics.len(), "{name}: graph or matrix checks found problems: {whole:?}");

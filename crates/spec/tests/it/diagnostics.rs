@@ -13,7 +13,15 @@ fn render(name: &str) -> String {
 #[test]
 fn typos_get_suggestions() {
     let text = render("typos.yml");
-    for expected in ["did you mean `branches`?", "did you mean `runs-on`?", "did you mean `shell`?", "did you mean `needs`?", "did you mean `path`?", "action `actions/chekout@v4` is not available here", "found `soon`"] {
+    for expected in [
+        "did you mean `branches`?",
+        "did you mean `runs-on`?",
+        "did you mean `shell`?",
+        "did you mean `needs`?",
+        "did you mean `path`?",
+        "action `actions/chekout@v4` is not available here",
+        "found `soon`",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     insta::assert_snapshot!("typos", text);

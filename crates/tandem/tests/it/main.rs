@@ -67,7 +67,11 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(output: Output) -> Run {
-        Run { code: output.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&output.stdout).into_owned(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }
 
@@ -83,12 +87,17 @@ impl Run {
 
 /// The job entries of a `--format json` report.
 pub fn jobs(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["runs"][0]["jobs"].as_array().unwrap().iter().map(|j| (j["name"].as_str().unwrap().to_string(), j["status"].as_str().unwrap().to_string())).collect()
+    report["runs"][0]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["name"].as_str().unwrap().to_string(), j["status"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }

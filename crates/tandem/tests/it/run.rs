@@ -1,6 +1,6 @@
 //! `tandem run`: the DAG, statuses, outputs, files, filters, inputs and limits, end to end.
 
-use crate::{jobs, pid_alive, Repo};
+use crate::{Repo, jobs, pid_alive};
 
 #[test]
 fn jobs_pass_outputs_along_the_dag_and_matrix_legs_run() {
@@ -91,7 +91,10 @@ jobs:
     assert_eq!(run.code, 1, "{}", run.all());
     let logs = &run.stderr;
     assert!(logs.contains("failure handler ran") && logs.contains("cleanup ran"), "{logs}");
-    assert!(!logs.contains("| not reached") && !logs.contains("| success step ran") && !logs.contains("should be skipped"), "{logs}");
+    assert!(
+        !logs.contains("| not reached") && !logs.contains("| success step ran") && !logs.contains("should be skipped"),
+        "{logs}"
+    );
     assert!(logs.contains("notified about failure"), "{logs}");
     assert!(logs.contains("flaky outcome=failure conclusion=success"), "{logs}");
     let report = run.json();
@@ -159,10 +162,10 @@ fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         if path.file_name().is_some_and(|n| n == name) {
             return Some(path);
         }
-        if path.is_dir() {
-            if let Some(found) = walk_find(&path, name) {
-                return Some(found);
-            }
+        if path.is_dir()
+            && let Some(found) = walk_find(&path, name)
+        {
+            return Some(found);
         }
     }
     None
@@ -213,7 +216,8 @@ jobs:
     assert!(out.contains("push main Linux"), "{out}");
     assert!(out.contains("── summary of env\n### Report"), "{out}");
     // Logs on disk are masked too.
-    let logs = std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("logs/env.log");
+    let logs =
+        std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("logs/env.log");
     let log = std::fs::read_to_string(logs).unwrap();
     assert!(log.contains("the token is ***") && !log.contains("s3cr3t-value"), "{log}");
 }
@@ -241,7 +245,11 @@ fn branch_filters_select_workflows() {
     repo.commit("docs");
     let run = repo.tandem(&["run"]);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("skipping .github/workflows/release.yml: branch `main` is filtered out"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("skipping .github/workflows/release.yml: branch `main` is filtered out"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("no changed file passes the paths filter"), "{}", run.stderr);
     repo.git(&["checkout", "-q", "-b", "release/1.0"]);
     repo.write("src.rs", "fn main() {}\n");
@@ -286,7 +294,11 @@ jobs:
 
 #[test]
 fn the_parallel_limit_is_respected() {
-    let job = |name: &str| format!("  {name}:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo start $(date +%s%N) >> \"$RUNNER_TOOL_CACHE/../times\"; sleep 0.3; echo end $(date +%s%N) >> \"$RUNNER_TOOL_CACHE/../times\"\n");
+    let job = |name: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo start $(date +%s%N) >> \"$RUNNER_TOOL_CACHE/../times\"; sleep 0.3; echo end $(date +%s%N) >> \"$RUNNER_TOOL_CACHE/../times\"\n"
+        )
+    };
     let wf = format!("on: push\njobs:\n{}{}{}", job("a"), job("b"), job("c"));
     let repo = Repo::new(&[("ci.yml", &wf)]);
     let run = repo.tandem(&["run", "-j", "1"]);

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{pid_alive, Repo, Run};
+use crate::{Repo, Run, pid_alive};
 
 #[test]
 fn interrupt_cancels_the_run_and_leaves_nothing_running() {
@@ -26,7 +26,12 @@ jobs:
       - run: echo "must not run"
 "#;
     let repo = Repo::new(&[("ci.yml", wf)]);
-    let child = repo.command(&["run"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = repo
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid_file = repo.data.path().join("child.pid");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !pid_file.exists() || std::fs::read_to_string(&pid_file).unwrap().trim().is_empty() {

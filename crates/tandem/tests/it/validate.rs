@@ -18,7 +18,13 @@ fn every_problem_is_reported_at_once_with_place_and_hint() {
     let repo = Repo::new(&[("ok.yml", GOOD), ("bad.yml", bad)]);
     let run = repo.tandem(&["validate"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    for expected in [".github/workflows/bad.yml:5:5", "did you mean `needs`?", ".github/workflows/bad.yml:7:32", "action `someone/thing@v1` is not available here", "2 file(s), 3 error(s)"] {
+    for expected in [
+        ".github/workflows/bad.yml:5:5",
+        "did you mean `needs`?",
+        ".github/workflows/bad.yml:7:32",
+        "action `someone/thing@v1` is not available here",
+        "2 file(s), 3 error(s)",
+    ] {
         assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);
     }
     let json = repo.tandem(&["validate", "--format", "json"]).json();
