@@ -75,7 +75,13 @@ fn test() -> Result<()> {
     if ci() && !std::path::Path::new("../shared/corpus/workflows").is_dir() {
         bail!("the shared corpus is missing at ../shared/corpus; CI lays it beside the clone");
     }
-    run(Command::new("cargo").args(["test", "--workspace", "--all-targets", "--locked"]))?;
+    let mut command = Command::new("cargo");
+    command.args(["test", "--workspace", "--all-targets", "--locked"]);
+    if ci() {
+        // Under CI the shared corpus is part of the test input: its absence is a failure.
+        command.env("TANDEM_REQUIRE_CORPUS", "1");
+    }
+    run(&mut command)?;
     Ok(())
 }
 

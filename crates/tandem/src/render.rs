@@ -167,9 +167,6 @@ impl Renderer {
 
     /// Prints what a person needs after the run: failures' last lines, the table, summaries.
     pub fn finish(self, report: &RunReport) {
-        if let Some(multi) = &self.live {
-            let _ = multi.clear();
-        }
         let mut out = String::new();
         if self.live.is_some() {
             for job in &report.jobs {

@@ -11,7 +11,7 @@ pub fn corpus_dir(kind: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus").join(kind);
     if dir.is_dir() {
         Some(dir)
-    } else if std::env::var_os("CI").is_some() {
+    } else if std::env::var_os("TANDEM_REQUIRE_CORPUS").is_some() {
         panic!("the corpus folder {} is missing; CI lays it beside the clone", dir.display());
     } else {
         eprintln!("note: {} is missing; corpus cases skipped", dir.display());

@@ -1,0 +1,11 @@
+//! Fuzz target: any bytes through the whole workflow check (YAML, spec, graph, matrix).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (_, diagnostics) = ci::check::validate(text);
+        for diagnostic in &diagnostics {
+            let _ = diagnostic.render("fuzz.yml", text);
+        }
+    }
+});
