@@ -1,0 +1,253 @@
+//! Durable state: the hash-chained event log and the tables it projects (repositories, webhook
+//! deliveries, runs, logs, tokens), behind the [`Store`] trait; SQLite is the embedded adapter.
+//!
+//! Every mutation appends its event in the same transaction as the rows it changes, so the log
+//! and the tables never disagree, and `verify_chain` can prove the log was not altered.
+
+mod sqlite;
+mod time;
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+pub use time::rfc3339;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    pub time: String,
+    pub kind: String,
+    pub subject: String,
+    pub actor: String,
+    pub payload: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The first link of the chain points at this.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of an event: SHA-256 over the previous hash and every field, length-prefixed so that
+/// no two different events hash alike.
+pub fn event_hash(
+    prev_hash: &str,
+    seq: i64,
+    time: &str,
+    kind: &str,
+    subject: &str,
+    actor: &str,
+    payload: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for field in [prev_hash, &seq.to_string(), time, kind, subject, actor, payload] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the chain breaks, if it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub n_events: i64,
+    /// The first event whose stored hash or link does not match, with why.
+    pub first_broken: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repo {
+    pub id: i64,
+    pub name: String,
+    /// A local path or a git URL the server fetches from.
+    pub source: String,
+    #[serde(skip_serializing)]
+    pub webhook_secret: String,
+    pub poll_seconds: Option<i64>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Success,
+    Failure,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failure => "failure",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Some(match text {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "success" => RunStatus::Success,
+            "failure" => RunStatus::Failure,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::Failure | RunStatus::Cancelled)
+    }
+}
+
+/// A run to queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRun {
+    pub repo_id: i64,
+    /// The workflow file, relative to the repository root.
+    pub workflow: String,
+    pub event: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub before_sha: String,
+    pub change_request: Option<i64>,
+    /// Only these jobs (and what they need); `None` for all.
+    pub jobs: Option<Vec<String>>,
+    /// The event payload the workflow sees as `github.event`.
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub repo_id: i64,
+    /// Counts per repository, from 1.
+    pub number: i64,
+    pub workflow: String,
+    pub event: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub before_sha: String,
+    pub change_request: Option<i64>,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub jobs: Option<Vec<String>>,
+    pub payload: serde_json::Value,
+    pub attempt: i64,
+    pub cancel_requested: bool,
+    /// The engine's final report (jobs, steps, durations), once finished.
+    pub report: Option<serde_json::Value>,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub job: String,
+    pub step: Option<usize>,
+    pub text: String,
+}
+
+/// What a webhook delivery led to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Delivery {
+    /// Stored now; the ids of the runs it queued.
+    Stored(Vec<i64>),
+    /// This delivery id was stored before; nothing new was queued.
+    Duplicate,
+}
+
+/// Filter for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub repo_id: Option<i64>,
+    pub git_ref: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: i64,
+}
+
+/// The state Tandem keeps. Implementations must append each mutation's event in the same
+/// transaction as the mutation, keep the chain linked (`prev_hash` = previous event's `hash`),
+/// and be safe to share between tasks. The conformance suite in `tests/` holds every adapter to
+/// the same behaviour.
+pub trait Store: Send + Sync {
+    fn add_repo(
+        &self,
+        name: &str,
+        source: &str,
+        webhook_secret: &str,
+        poll_seconds: Option<i64>,
+        actor: &str,
+    ) -> impl Future<Output = Result<Repo>> + Send;
+    fn repos(&self) -> impl Future<Output = Result<Vec<Repo>>> + Send;
+    fn repo(&self, name: &str) -> impl Future<Output = Result<Repo>> + Send;
+    fn repo_by_id(&self, id: i64) -> impl Future<Output = Result<Repo>> + Send;
+
+    /// Stores a webhook delivery and the runs it queues, atomically; a delivery id seen before
+    /// changes nothing.
+    fn record_delivery(
+        &self,
+        forge: &str,
+        delivery_id: &str,
+        repo_id: i64,
+        event: &str,
+        runs: Vec<NewRun>,
+        actor: &str,
+    ) -> impl Future<Output = Result<Delivery>> + Send;
+    fn enqueue(&self, run: NewRun, actor: &str) -> impl Future<Output = Result<Run>> + Send;
+    /// Takes the oldest queued run and marks it running.
+    fn claim_next(&self) -> impl Future<Output = Result<Option<Run>>> + Send;
+    fn finish(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        reason: Option<String>,
+        report: Option<serde_json::Value>,
+    ) -> impl Future<Output = Result<Run>> + Send;
+    fn request_cancel(&self, run_id: i64, actor: &str) -> impl Future<Output = Result<Run>> + Send;
+    /// Runs left `running` by a process that died: queued again while `attempt < max_attempts`,
+    /// else failed with a reason. Returns the runs it touched.
+    fn recover_interrupted(&self, max_attempts: i64) -> impl Future<Output = Result<Vec<Run>>> + Send;
+    fn run(&self, run_id: i64) -> impl Future<Output = Result<Run>> + Send;
+    fn runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<Run>>> + Send;
+    fn queue_depth(&self) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Appends log lines as one compressed chunk; returns the chunk's sequence number.
+    fn append_log(&self, run_id: i64, lines: &[LogLine]) -> impl Future<Output = Result<i64>> + Send;
+    /// Chunks after `after_seq`, decompressed, with their sequence numbers.
+    fn log(&self, run_id: i64, after_seq: i64) -> impl Future<Output = Result<Vec<(i64, Vec<LogLine>)>>> + Send;
+
+    fn add_token(&self, name: &str, hash: &str, actor: &str) -> impl Future<Output = Result<()>> + Send;
+    fn token_name(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn n_tokens(&self) -> impl Future<Output = Result<i64>> + Send;
+
+    /// The last known sha of each ref, for polling.
+    fn refs(&self, repo_id: i64) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    fn set_ref(&self, repo_id: i64, name: &str, sha: &str) -> impl Future<Output = Result<()>> + Send;
+
+    fn events(&self, after_seq: i64, limit: i64) -> impl Future<Output = Result<Vec<Event>>> + Send;
+    fn verify_chain(&self) -> impl Future<Output = Result<ChainReport>> + Send;
+}

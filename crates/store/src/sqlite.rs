@@ -1,0 +1,536 @@
+//! The SQLite adapter: one file in the data directory, WAL journal, full fsync on commit.
+//!
+//! Writes go through a single-connection pool, so transactions (and the event chain) are
+//! serialised; reads use a pool of their own. The SQL is kept to what PostgreSQL also accepts.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::time::now;
+use crate::{
+    ChainReport, Delivery, Event, GENESIS_HASH, LogLine, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
+    StoreError, event_hash,
+};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "id, repo_id, number, workflow, event, git_ref, sha, before_sha, change_request, status, reason, jobs, payload, attempt, cancel_requested, report, created, started, finished";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+async fn append_event(
+    tx: &mut SqliteConnection,
+    kind: &str,
+    subject: &str,
+    actor: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+    let seq = prev_seq + 1;
+    let time = now();
+    let payload = payload.to_string();
+    let hash = event_hash(&prev_hash, seq, &time, kind, subject, actor, &payload);
+    sqlx::query("INSERT INTO events (seq, time, kind, subject, actor, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(seq)
+        .bind(&time)
+        .bind(kind)
+        .bind(subject)
+        .bind(actor)
+        .bind(&payload)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+fn repo_from(row: &SqliteRow) -> Result<Repo> {
+    Ok(Repo {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        source: row.try_get("source")?,
+        webhook_secret: row.try_get("webhook_secret")?,
+        poll_seconds: row.try_get("poll_seconds")?,
+        created: row.try_get("created")?,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn run_from(row: &SqliteRow) -> Result<Run> {
+    let status: String = row.try_get("status")?;
+    let jobs: Option<String> = row.try_get("jobs")?;
+    let payload: String = row.try_get("payload")?;
+    let report: Option<String> = row.try_get("report")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        repo_id: row.try_get("repo_id")?,
+        number: row.try_get("number")?,
+        workflow: row.try_get("workflow")?,
+        event: row.try_get("event")?,
+        git_ref: row.try_get("git_ref")?,
+        sha: row.try_get("sha")?,
+        before_sha: row.try_get("before_sha")?,
+        change_request: row.try_get("change_request")?,
+        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
+        reason: row.try_get("reason")?,
+        jobs: jobs.map(|j| parse(&j, "run jobs")).transpose()?,
+        payload: parse(&payload, "run payload")?,
+        attempt: row.try_get("attempt")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        report: report.map(|r| parse(&r, "run report")).transpose()?,
+        created: row.try_get("created")?,
+        started: row.try_get("started")?,
+        finished: row.try_get("finished")?,
+    })
+}
+
+async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, actor: &str) -> Result<i64> {
+    let (number,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE repo_id = $1")
+        .bind(run.repo_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let jobs = run.jobs.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default());
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO runs (repo_id, number, workflow, event, git_ref, sha, before_sha, change_request, status, jobs, payload, attempt, cancel_requested, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, 1, 0, $11) RETURNING id",
+    )
+    .bind(run.repo_id)
+    .bind(number)
+    .bind(&run.workflow)
+    .bind(&run.event)
+    .bind(&run.git_ref)
+    .bind(&run.sha)
+    .bind(&run.before_sha)
+    .bind(run.change_request)
+    .bind(jobs)
+    .bind(run.payload.to_string())
+    .bind(now())
+    .fetch_one(&mut *tx)
+    .await?;
+    let payload = serde_json::json!({"repo_id": run.repo_id, "number": number, "workflow": run.workflow, "event": run.event, "ref": run.git_ref, "sha": run.sha, "jobs": run.jobs});
+    append_event(tx, "run.queued", &format!("run/{id}"), actor, payload).await?;
+    Ok(id)
+}
+
+fn compress(lines: &[LogLine]) -> Result<Vec<u8>> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&serde_json::to_string(line).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        text.push('\n');
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(text.as_bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    encoder.finish().map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decompress(data: &[u8]) -> Result<Vec<LogLine>> {
+    let mut text = String::new();
+    flate2::read::DeflateDecoder::new(data)
+        .read_to_string(&mut text)
+        .map_err(|e| StoreError::Corrupt(format!("log chunk: {e}")))?;
+    text.lines().map(|l| serde_json::from_str(l).map_err(|e| StoreError::Corrupt(format!("log line: {e}")))).collect()
+}
+
+impl Store for SqliteStore {
+    async fn add_repo(
+        &self,
+        name: &str,
+        source: &str,
+        webhook_secret: &str,
+        poll_seconds: Option<i64>,
+        actor: &str,
+    ) -> Result<Repo> {
+        let mut tx = self.writer.begin().await?;
+        let exists: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM repos WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!("a repository named `{name}` exists already")));
+        }
+        let row = sqlx::query("INSERT INTO repos (name, source, webhook_secret, poll_seconds, created) VALUES ($1, $2, $3, $4, $5) RETURNING *")
+            .bind(name)
+            .bind(source)
+            .bind(webhook_secret)
+            .bind(poll_seconds)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        let repo = repo_from(&row)?;
+        append_event(
+            &mut tx,
+            "repo.added",
+            &format!("repo/{}", repo.id),
+            actor,
+            serde_json::json!({"name": name, "source": source, "poll_seconds": poll_seconds}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(repo)
+    }
+
+    async fn repos(&self) -> Result<Vec<Repo>> {
+        sqlx::query("SELECT * FROM repos ORDER BY name").fetch_all(&self.reader).await?.iter().map(repo_from).collect()
+    }
+
+    async fn repo(&self, name: &str) -> Result<Repo> {
+        let row = sqlx::query("SELECT * FROM repos WHERE name = $1").bind(name).fetch_optional(&self.reader).await?;
+        row.as_ref().map(repo_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("repository `{name}`")))
+    }
+
+    async fn repo_by_id(&self, id: i64) -> Result<Repo> {
+        let row = sqlx::query("SELECT * FROM repos WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
+        row.as_ref().map(repo_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("repository {id}")))
+    }
+
+    async fn record_delivery(
+        &self,
+        forge: &str,
+        delivery_id: &str,
+        repo_id: i64,
+        event: &str,
+        runs: Vec<NewRun>,
+        actor: &str,
+    ) -> Result<Delivery> {
+        let mut tx = self.writer.begin().await?;
+        let seen: Option<(i64,)> =
+            sqlx::query_as("SELECT n_runs FROM deliveries WHERE forge = $1 AND delivery_id = $2")
+                .bind(forge)
+                .bind(delivery_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if seen.is_some() {
+            return Ok(Delivery::Duplicate);
+        }
+        sqlx::query("INSERT INTO deliveries (forge, delivery_id, repo_id, event, received, n_runs) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(forge)
+            .bind(delivery_id)
+            .bind(repo_id)
+            .bind(event)
+            .bind(now())
+            .bind(runs.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        append_event(
+            &mut tx,
+            "webhook.received",
+            &format!("repo/{repo_id}"),
+            actor,
+            serde_json::json!({"forge": forge, "delivery": delivery_id, "event": event, "n_runs": runs.len()}),
+        )
+        .await?;
+        let mut ids = Vec::new();
+        for run in &runs {
+            ids.push(insert_run(&mut tx, run, actor).await?);
+        }
+        tx.commit().await?;
+        Ok(Delivery::Stored(ids))
+    }
+
+    async fn enqueue(&self, run: NewRun, actor: &str) -> Result<Run> {
+        let mut tx = self.writer.begin().await?;
+        let id = insert_run(&mut tx, &run, actor).await?;
+        tx.commit().await?;
+        self.run_on_writer(id).await
+    }
+
+    async fn claim_next(&self) -> Result<Option<Run>> {
+        let mut tx = self.writer.begin().await?;
+        let next: Option<(i64,)> = sqlx::query_as("SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id,)) = next else { return Ok(None) };
+        sqlx::query("UPDATE runs SET status = 'running', started = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        append_event(&mut tx, "run.started", &format!("run/{id}"), "tandem", serde_json::json!({})).await?;
+        tx.commit().await?;
+        self.run_on_writer(id).await.map(Some)
+    }
+
+    async fn finish(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        reason: Option<String>,
+        report: Option<serde_json::Value>,
+    ) -> Result<Run> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query("UPDATE runs SET status = $1, reason = $2, report = $3, finished = $4 WHERE id = $5")
+            .bind(status.as_str())
+            .bind(&reason)
+            .bind(report.as_ref().map(|r| r.to_string()))
+            .bind(now())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        }
+        append_event(
+            &mut tx,
+            &format!("run.{}", status.as_str()),
+            &format!("run/{run_id}"),
+            "tandem",
+            serde_json::json!({"reason": reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.run_on_writer(run_id).await
+    }
+
+    async fn request_cancel(&self, run_id: i64, actor: &str) -> Result<Run> {
+        let run = self.run_on_writer(run_id).await?;
+        if run.status.is_finished() {
+            return Err(StoreError::Conflict(format!("run {run_id} has already finished ({})", run.status.as_str())));
+        }
+        let mut tx = self.writer.begin().await?;
+        if run.status == RunStatus::Queued {
+            sqlx::query("UPDATE runs SET status = 'cancelled', cancel_requested = 1, reason = 'cancelled before it started', finished = $1 WHERE id = $2").bind(now()).bind(run_id).execute(&mut *tx).await?;
+            append_event(
+                &mut tx,
+                "run.cancelled",
+                &format!("run/{run_id}"),
+                actor,
+                serde_json::json!({"reason": "cancelled before it started"}),
+            )
+            .await?;
+        } else {
+            sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1").bind(run_id).execute(&mut *tx).await?;
+            append_event(&mut tx, "run.cancel_requested", &format!("run/{run_id}"), actor, serde_json::json!({}))
+                .await?;
+        }
+        tx.commit().await?;
+        self.run_on_writer(run_id).await
+    }
+
+    async fn recover_interrupted(&self, max_attempts: i64) -> Result<Vec<Run>> {
+        let mut tx = self.writer.begin().await?;
+        let stuck: Vec<(i64, i64, i64)> =
+            sqlx::query_as("SELECT id, attempt, cancel_requested FROM runs WHERE status = 'running' ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        for &(id, attempt, cancel_requested) in &stuck {
+            let subject = format!("run/{id}");
+            if cancel_requested != 0 {
+                let reason = "cancelled; the server stopped while the run was being cancelled";
+                sqlx::query("UPDATE runs SET status = 'cancelled', reason = $1, finished = $2 WHERE id = $3")
+                    .bind(reason)
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_event(&mut tx, "run.cancelled", &subject, "tandem", serde_json::json!({"reason": reason}))
+                    .await?;
+            } else if attempt < max_attempts {
+                sqlx::query("UPDATE runs SET status = 'queued', attempt = attempt + 1, started = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_event(
+                    &mut tx,
+                    "run.requeued",
+                    &subject,
+                    "tandem",
+                    serde_json::json!({"reason": "the server stopped during the run", "attempt": attempt + 1}),
+                )
+                .await?;
+            } else {
+                let reason = format!("the server stopped during the run {attempt} time(s); not retried again");
+                sqlx::query("UPDATE runs SET status = 'failure', reason = $1, finished = $2 WHERE id = $3")
+                    .bind(&reason)
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_event(&mut tx, "run.failure", &subject, "tandem", serde_json::json!({"reason": reason})).await?;
+            }
+        }
+        tx.commit().await?;
+        let mut out = Vec::new();
+        for (id, ..) in stuck {
+            out.push(self.run_on_writer(id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Run> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(run_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+    }
+
+    async fn runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
+        let limit = if filter.limit <= 0 { 50 } else { filter.limit.min(1000) };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR repo_id = $1) AND ($2 IS NULL OR git_ref = $2) AND ($3 IS NULL OR status = $3) ORDER BY id DESC LIMIT $4"
+        )))
+        .bind(filter.repo_id)
+        .bind(filter.git_ref)
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from).collect()
+    }
+
+    async fn queue_depth(&self) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM runs WHERE status = 'queued'").fetch_one(&self.reader).await?;
+        Ok(n)
+    }
+
+    async fn append_log(&self, run_id: i64, lines: &[LogLine]) -> Result<i64> {
+        let data = compress(lines)?;
+        let mut tx = self.writer.begin().await?;
+        let (seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) + 1 FROM log_chunks WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO log_chunks (run_id, seq, n_lines, data) VALUES ($1, $2, $3, $4)")
+            .bind(run_id)
+            .bind(seq)
+            .bind(lines.len() as i64)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn log(&self, run_id: i64, after_seq: i64) -> Result<Vec<(i64, Vec<LogLine>)>> {
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, data FROM log_chunks WHERE run_id = $1 AND seq > $2 ORDER BY seq")
+                .bind(run_id)
+                .bind(after_seq)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter().map(|(seq, data)| Ok((seq, decompress(&data)?))).collect()
+    }
+
+    async fn add_token(&self, name: &str, hash: &str, actor: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT INTO tokens (name, hash, created) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(hash)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        append_event(&mut tx, "token.created", &format!("token/{name}"), actor, serde_json::json!({"name": name}))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn token_name(&self, hash: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM tokens WHERE hash = $1").bind(hash).fetch_optional(&self.reader).await?;
+        Ok(row.map(|(n,)| n))
+    }
+
+    async fn n_tokens(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens").fetch_one(&self.writer).await?;
+        Ok(n)
+    }
+
+    async fn refs(&self, repo_id: i64) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT name, sha FROM refs WHERE repo_id = $1 ORDER BY name")
+            .bind(repo_id)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn set_ref(&self, repo_id: i64, name: &str, sha: &str) -> Result<()> {
+        sqlx::query("INSERT INTO refs (repo_id, name, sha) VALUES ($1, $2, $3) ON CONFLICT (repo_id, name) DO UPDATE SET sha = excluded.sha").bind(repo_id).bind(name).bind(sha).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").bind(after_seq).bind(limit.clamp(1, 10_000)).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(Event {
+                    seq: row.try_get("seq")?,
+                    time: row.try_get("time")?,
+                    kind: row.try_get("kind")?,
+                    subject: row.try_get("subject")?,
+                    actor: row.try_get("actor")?,
+                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn verify_chain(&self) -> Result<ChainReport> {
+        let rows: Vec<(i64, String, String, String, String, String, String, String)> =
+            sqlx::query_as("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events ORDER BY seq")
+                .fetch_all(&self.reader)
+                .await?;
+        let mut previous = GENESIS_HASH.to_string();
+        let mut expected_seq = 1;
+        for (seq, time, kind, subject, actor, payload, prev_hash, hash) in &rows {
+            let problem = if *seq != expected_seq {
+                Some(format!("event {expected_seq} is missing"))
+            } else if *prev_hash != previous {
+                Some("its link to the previous event does not match".to_string())
+            } else if event_hash(prev_hash, *seq, time, kind, subject, actor, payload) != *hash {
+                Some("its content does not match its hash (it was altered)".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Ok(ChainReport {
+                    n_events: rows.len() as i64,
+                    first_broken: Some((expected_seq.min(*seq), problem)),
+                });
+            }
+            previous = hash.clone();
+            expected_seq += 1;
+        }
+        Ok(ChainReport { n_events: rows.len() as i64, first_broken: None })
+    }
+}
+
+impl SqliteStore {
+    /// Reads a run through the writer, so that it sees what was just committed.
+    async fn run_on_writer(&self, run_id: i64) -> Result<Run> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(run_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(run_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+    }
+}

@@ -1,0 +1,161 @@
+//! Behaviour every `Store` adapter must have.
+
+use std::sync::Arc;
+
+use store::{Delivery, LogLine, NewRun, RunFilter, RunStatus, Store, StoreError};
+
+fn new_run(repo_id: i64, sha: &str) -> NewRun {
+    NewRun {
+        repo_id,
+        workflow: ".tandem/workflows/ci.yml".into(),
+        event: "push".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: sha.into(),
+        before_sha: "0".repeat(40),
+        change_request: None,
+        jobs: None,
+        payload: serde_json::json!({"ref": "refs/heads/main"}),
+    }
+}
+
+pub async fn repos(store: &impl Store) {
+    let repo = store.add_repo("app", "/src/app", "s3cret", Some(30), "admin").await.unwrap();
+    assert_eq!(repo.name, "app");
+    assert!(matches!(store.add_repo("app", "/elsewhere", "x", None, "admin").await, Err(StoreError::Conflict(_))));
+    store.add_repo("lib", "https://example.com/lib.git", "x", None, "admin").await.unwrap();
+    let names: Vec<String> = store.repos().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["app", "lib"]);
+    assert_eq!(store.repo_by_id(repo.id).await.unwrap().webhook_secret, "s3cret");
+    assert!(matches!(store.repo("nope").await, Err(StoreError::NotFound(_))));
+    let events = store.events(0, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["repo.added", "repo.added"]);
+    assert_eq!(events[1].prev_hash, events[0].hash);
+}
+
+pub async fn deliveries_are_idempotent(store: &impl Store) {
+    let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
+    let runs = vec![new_run(repo.id, "a1"), new_run(repo.id, "a1")];
+    let Delivery::Stored(ids) =
+        store.record_delivery("github", "delivery-1", repo.id, "push", runs.clone(), "github").await.unwrap()
+    else {
+        panic!("first delivery must be stored")
+    };
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        store.record_delivery("github", "delivery-1", repo.id, "push", runs.clone(), "github").await.unwrap(),
+        Delivery::Duplicate
+    );
+    // The same id from another forge is another delivery.
+    assert!(
+        matches!(store.record_delivery("gitea", "delivery-1", repo.id, "push", vec![], "gitea").await.unwrap(), Delivery::Stored(v) if v.is_empty())
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    let numbers: Vec<i64> = store.runs(RunFilter::default()).await.unwrap().iter().map(|r| r.number).collect();
+    assert_eq!(numbers, [2, 1]);
+}
+
+pub async fn run_lifecycle(store: &impl Store) {
+    let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
+    let first = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
+    let second = store.enqueue(new_run(repo.id, "b2"), "alice").await.unwrap();
+    assert_eq!((first.status, first.number, second.number), (RunStatus::Queued, 1, 2));
+    let claimed = store.claim_next().await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.status), (first.id, RunStatus::Running));
+    assert!(claimed.started.is_some());
+    // Cancelling a queued run finishes it at once; a running one is only asked to stop.
+    let cancelled = store.request_cancel(second.id, "bob").await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert!(store.claim_next().await.unwrap().is_none());
+    let asked = store.request_cancel(first.id, "bob").await.unwrap();
+    assert_eq!((asked.status, asked.cancel_requested), (RunStatus::Running, true));
+    let done = store.finish(first.id, RunStatus::Success, None, Some(serde_json::json!({"jobs": []}))).await.unwrap();
+    assert_eq!(done.status, RunStatus::Success);
+    assert_eq!(done.report, Some(serde_json::json!({"jobs": []})));
+    assert!(matches!(store.request_cancel(first.id, "bob").await, Err(StoreError::Conflict(_))));
+    let kinds: Vec<String> = store.events(0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "repo.added",
+            "run.queued",
+            "run.queued",
+            "run.started",
+            "run.cancelled",
+            "run.cancel_requested",
+            "run.success"
+        ]
+    );
+    let by_status = store.runs(RunFilter { status: Some(RunStatus::Cancelled), ..RunFilter::default() }).await.unwrap();
+    assert_eq!(by_status.len(), 1);
+    assert!(store.verify_chain().await.unwrap().first_broken.is_none());
+}
+
+pub async fn interrupted_runs_are_recovered(store: &impl Store) {
+    let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
+    let run = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
+    store.claim_next().await.unwrap();
+    let recovered = store.recover_interrupted(2).await.unwrap();
+    assert_eq!((recovered[0].status, recovered[0].attempt), (RunStatus::Queued, 2));
+    store.claim_next().await.unwrap();
+    let recovered = store.recover_interrupted(2).await.unwrap();
+    assert_eq!(recovered[0].status, RunStatus::Failure);
+    assert!(recovered[0].reason.as_deref().unwrap().contains("server stopped"), "{:?}", recovered[0].reason);
+    assert_eq!(store.run(run.id).await.unwrap().status, RunStatus::Failure);
+}
+
+pub async fn logs_round_trip(store: &impl Store) {
+    let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
+    let run = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
+    let chunk: Vec<LogLine> = (0..500)
+        .map(|i| LogLine { job: "build".into(), step: Some(i % 3), text: format!("line {i} ünïcode \t tab") })
+        .collect();
+    assert_eq!(store.append_log(run.id, &chunk).await.unwrap(), 1);
+    assert_eq!(store.append_log(run.id, &chunk[..2]).await.unwrap(), 2);
+    let all = store.log(run.id, 0).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].1, chunk);
+    let after = store.log(run.id, 1).await.unwrap();
+    assert_eq!((after.len(), after[0].0), (1, 2));
+}
+
+pub async fn concurrent_writers_keep_the_chain<S: Store + 'static>(store: Arc<S>) {
+    let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_delivery(
+                    "github",
+                    &format!("d{i}"),
+                    repo.id,
+                    "push",
+                    vec![new_run(repo.id, &format!("{i}"))],
+                    "github",
+                )
+                .await
+                .unwrap();
+            store
+                .record_delivery(
+                    "github",
+                    &format!("d{i}"),
+                    repo.id,
+                    "push",
+                    vec![new_run(repo.id, &format!("{i}"))],
+                    "github",
+                )
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.queue_depth().await.unwrap(), 20);
+    let mut numbers: Vec<i64> =
+        store.runs(RunFilter { limit: 100, ..RunFilter::default() }).await.unwrap().iter().map(|r| r.number).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    let report = store.verify_chain().await.unwrap();
+    assert_eq!((report.n_events, report.first_broken), (1 + 20 * 2, None));
+}
