@@ -1,0 +1,94 @@
+//! Every forge payload in the shared corpus yields the right repository, ref, commit and change
+//! request; signatures are checked.
+
+use git::webhook::{self, Forge, Parsed};
+
+fn corpus() -> Option<Vec<(String, Vec<u8>)>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks");
+    if !dir.is_dir() {
+        assert!(std::env::var_os("TANDEM_REQUIRE_CORPUS").is_none(), "the corpus is missing at {}", dir.display());
+        eprintln!("note: corpus missing; skipped");
+        return None;
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    Some(files.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap())).collect())
+}
+
+/// `forge__event__variant.json` → the forge and the event header it would have come with.
+fn headers_for(name: &str) -> (Forge, String) {
+    let mut parts = name.split("__");
+    let forge = Forge::from_name(parts.next().unwrap()).unwrap();
+    let event = parts.next().unwrap();
+    let header = match (forge, event) {
+        (Forge::GitLab, "push") => "Push Hook".to_string(),
+        (Forge::GitLab, "tag_push") => "Tag Push Hook".to_string(),
+        (Forge::GitLab, "merge_request") => "Merge Request Hook".to_string(),
+        (_, other) => other.to_string(),
+    };
+    (forge, header)
+}
+
+#[test]
+fn every_corpus_payload_is_understood() {
+    let Some(files) = corpus() else { return };
+    assert!(files.len() >= 30);
+    let mut table = Vec::new();
+    for (name, body) in &files {
+        let (forge, event) = headers_for(name);
+        let parsed = webhook::parse(forge, &event, body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let row = match &parsed {
+            Parsed::Change(c) => {
+                assert!(!c.repository.is_empty() && c.repository.contains('/'), "{name}: {c:?}");
+                assert_eq!(c.sha.len(), 40, "{name}: {c:?}");
+                assert!(c.git_ref.starts_with("refs/"), "{name}: {c:?}");
+                assert!(!c.clone_urls.is_empty(), "{name}");
+                let cr = c.change_request.as_ref().map(|r| format!(" #{} {} {}→{}", r.number, r.action, r.head_ref, r.base_ref)).unwrap_or_default();
+                format!("{name}: {} {} {} {}{cr}", c.event, c.repository, c.git_ref, &c.sha[..8])
+            }
+            Parsed::Ignored { reason, .. } => format!("{name}: ignored ({reason})"),
+        };
+        table.push(row);
+    }
+    let table = table.join("\n");
+    // Spot checks against the payloads' own fields.
+    for expected in [
+        "gitea__push__default.json: push gordon/hello-world refs/heads/main ef98532a",
+        "gitlab__push__default.json: push test/woodpecker refs/heads/main 16862e36",
+        "gitlab__tag_push__default.json: push test/woodpecker refs/tags/v22 fabed3d9",
+        "github__pull_request__opened.json: pull_request Codertocat/Hello-World refs/heads/changes ec26c3e5 #2 opened changes→master",
+        "gitea__pull_request__opened.json: pull_request gordon/hello-world refs/heads/feature/changes 0d1a26e6 #1 opened feature/changes→main",
+        "gitlab__merge_request__opened.json: pull_request demoaccount2-commits-group/test_ci_tmp refs/heads/real6543-main-patch-42541 2f767050 #3 opened real6543-main-patch-42541→main",
+        "github__push__default.json: ignored (refs/tags/simple-tag was deleted)",
+        "github__ping__default.json: ignored",
+    ] {
+        assert!(table.contains(expected), "missing `{expected}` in\n{table}");
+    }
+    let n_changes = table.lines().filter(|l| !l.contains("ignored")).count();
+    assert!(n_changes >= 15, "only {n_changes} changes in\n{table}");
+}
+
+#[test]
+fn signatures_are_checked() {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let good = webhook::sign("s3cret", body);
+    let header = |value: String| move |name: &str| (name == "x-hub-signature-256").then(|| value.clone());
+    assert!(webhook::verify(Forge::GitHub, "s3cret", &header(format!("sha256={good}")), body).is_ok());
+    assert!(webhook::verify(Forge::GitHub, "other", &header(format!("sha256={good}")), body).is_err());
+    assert!(webhook::verify(Forge::GitHub, "s3cret", &header(good.clone()), body).is_err());
+    assert!(webhook::verify(Forge::GitHub, "s3cret", &|_: &str| None, body).is_err());
+    let gitea = |name: &str| (name == "x-gitea-signature").then(|| webhook::sign("s3cret", body));
+    assert!(webhook::verify(Forge::Gitea, "s3cret", &gitea, body).is_ok());
+    assert!(webhook::verify(Forge::Gitea, "s3cret", &gitea, b"tampered").is_err());
+    let gitlab = |name: &str| (name == "x-gitlab-token").then(|| "s3cret".to_string());
+    assert!(webhook::verify(Forge::GitLab, "s3cret", &gitlab, body).is_ok());
+    assert!(webhook::verify(Forge::GitLab, "s3cret!", &gitlab, body).is_err());
+}
+
+#[test]
+fn malformed_payloads_are_errors_not_panics() {
+    for body in [&b"not json"[..], b"[]", b"{}", br#"{"ref": 1}"#, br#"{"repository": {"full_name": "a/b"}, "ref": "refs/heads/x"}"#] {
+        assert!(webhook::parse(Forge::GitHub, "push", body).is_err(), "{}", String::from_utf8_lossy(body));
+    }
+    assert!(webhook::parse(Forge::GitLab, "Merge Request Hook", br#"{"project": {"path_with_namespace": "a/b"}}"#).is_err());
+}
