@@ -51,16 +51,54 @@ pub enum Stream {
     Stderr,
 }
 
-/// Process groups that are alive, so that an interrupted `tandem` can kill them all.
+/// Process groups that are alive, so that an interrupted `tandem` can kill them all. With a
+/// journal file, every group is also written down before it can outlive us, so that the next
+/// start can kill what a crashed process left (`kill_journaled`).
 #[derive(Debug, Clone, Default)]
 pub struct ProcessGroups {
     pgids: Arc<Mutex<Vec<i32>>>,
+    journal: Option<PathBuf>,
 }
 
 impl ProcessGroups {
+    pub fn with_journal(path: PathBuf) -> ProcessGroups {
+        ProcessGroups { pgids: Arc::default(), journal: Some(path) }
+    }
+
     fn add(&self, pgid: i32) {
         if let Ok(mut pgids) = self.pgids.lock() {
             pgids.push(pgid);
+        }
+        if let Some(journal) = &self.journal {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
+                let _ = writeln!(file, "{pgid}");
+                let _ = file.sync_data();
+            }
+        }
+    }
+
+    /// Kills every process group named in the journal files of `dir` and deletes the files.
+    /// Returns how many groups were still alive.
+    pub fn kill_journaled(dir: &std::path::Path) -> usize {
+        let mut n_alive = 0;
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for pgid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 1) {
+                if killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
+                    n_alive += 1;
+                }
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        n_alive
+    }
+
+    /// Forgets the journal (after a run ended and its groups were killed).
+    pub fn close_journal(&self) {
+        if let Some(journal) = &self.journal {
+            let _ = std::fs::remove_file(journal);
         }
     }
 

@@ -68,24 +68,43 @@ impl std::fmt::Display for WebhookError {
 impl std::error::Error for WebhookError {}
 
 /// Checks a delivery against the repository's secret. `header` looks a header up by lower-case name.
-pub fn verify(forge: Forge, secret: &str, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> Result<(), WebhookError> {
+pub fn verify(
+    forge: Forge,
+    secret: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+) -> Result<(), WebhookError> {
     match forge {
         Forge::GitHub | Forge::Gitea => {
             let (names, prefix): (&[&str], &str) = match forge {
                 Forge::GitHub => (&["x-hub-signature-256"], "sha256="),
                 _ => (&["x-gitea-signature", "x-forgejo-signature", "x-gogs-signature"], ""),
             };
-            let signature = names.iter().find_map(|n| header(n)).ok_or_else(|| WebhookError::Unauthorized(format!("missing signature header {}", names[0])))?;
-            let hex = signature.trim().strip_prefix(prefix).ok_or_else(|| WebhookError::Unauthorized(format!("signature must start with `{prefix}`")))?;
-            let expected = decode_hex(hex).ok_or_else(|| WebhookError::Unauthorized("signature is not hexadecimal".into()))?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| WebhookError::Unauthorized("unusable secret".into()))?;
+            let signature = names
+                .iter()
+                .find_map(|n| header(n))
+                .ok_or_else(|| WebhookError::Unauthorized(format!("missing signature header {}", names[0])))?;
+            let hex = signature
+                .trim()
+                .strip_prefix(prefix)
+                .ok_or_else(|| WebhookError::Unauthorized(format!("signature must start with `{prefix}`")))?;
+            let expected =
+                decode_hex(hex).ok_or_else(|| WebhookError::Unauthorized("signature is not hexadecimal".into()))?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .map_err(|_| WebhookError::Unauthorized("unusable secret".into()))?;
             mac.update(body);
             // `verify_slice` compares in constant time.
-            mac.verify_slice(&expected).map_err(|_| WebhookError::Unauthorized("signature does not match the payload".into()))
+            mac.verify_slice(&expected)
+                .map_err(|_| WebhookError::Unauthorized("signature does not match the payload".into()))
         }
         Forge::GitLab => {
-            let token = header("x-gitlab-token").ok_or_else(|| WebhookError::Unauthorized("missing X-Gitlab-Token".into()))?;
-            if constant_time_eq(token.as_bytes(), secret.as_bytes()) { Ok(()) } else { Err(WebhookError::Unauthorized("X-Gitlab-Token does not match".into())) }
+            let token =
+                header("x-gitlab-token").ok_or_else(|| WebhookError::Unauthorized("missing X-Gitlab-Token".into()))?;
+            if constant_time_eq(token.as_bytes(), secret.as_bytes()) {
+                Ok(())
+            } else {
+                Err(WebhookError::Unauthorized("X-Gitlab-Token does not match".into()))
+            }
         }
     }
 }
@@ -110,7 +129,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
@@ -121,7 +140,10 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 pub enum Parsed {
     Change(Change),
     /// A valid delivery Tandem does not act on (ping, issues, a deleted branch...).
-    Ignored { event: String, reason: String },
+    Ignored {
+        event: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,23 +192,35 @@ const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 /// Reads a delivery's payload. `event` is the value of the forge's event header.
 pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookError> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(format!("payload is not valid JSON: {e}")))?;
+    let json: Value =
+        serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(format!("payload is not valid JSON: {e}")))?;
     if !json.is_object() {
         return Err(WebhookError::Malformed("payload is not a JSON object".into()));
     }
     let kind = match (forge, event) {
         (Forge::GitLab, "Push Hook" | "Tag Push Hook") | (Forge::GitHub | Forge::Gitea, "push") => "push",
         (Forge::GitLab, "Merge Request Hook") | (Forge::GitHub | Forge::Gitea, "pull_request") => "pull_request",
-        _ => return Ok(Parsed::Ignored { event: event.to_string(), reason: "Tandem acts on pushes and change requests".into() }),
+        _ => {
+            return Ok(Parsed::Ignored {
+                event: event.to_string(),
+                reason: "Tandem acts on pushes and change requests".into(),
+            });
+        }
     };
     let (repository, clone_urls) = match forge {
         Forge::GitLab => (
             required(&json, "project.path_with_namespace", kind)?,
-            ["project.git_http_url", "project.git_ssh_url", "project.http_url"].iter().filter_map(|p| text(&json, p)).collect(),
+            ["project.git_http_url", "project.git_ssh_url", "project.http_url"]
+                .iter()
+                .filter_map(|p| text(&json, p))
+                .collect(),
         ),
         _ => (
             required(&json, "repository.full_name", kind)?,
-            ["repository.clone_url", "repository.ssh_url", "repository.html_url"].iter().filter_map(|p| text(&json, p)).collect(),
+            ["repository.clone_url", "repository.ssh_url", "repository.html_url"]
+                .iter()
+                .filter_map(|p| text(&json, p))
+                .collect(),
         ),
     };
     if kind == "push" {
@@ -211,27 +245,54 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .flat_map(|c| ["added", "modified", "removed"].into_iter().filter_map(move |k| c.get(k).and_then(Value::as_array)).flatten())
+            .flat_map(|c| {
+                ["added", "modified", "removed"]
+                    .into_iter()
+                    .filter_map(move |k| c.get(k).and_then(Value::as_array))
+                    .flatten()
+            })
             .filter_map(|p| p.as_str().map(str::to_string))
             .collect();
         changed_paths.sort();
         changed_paths.dedup();
-        return Ok(Parsed::Change(Change { repository, clone_urls, event: "push", git_ref, sha, before, change_request: None, changed_paths }));
+        return Ok(Parsed::Change(Change {
+            repository,
+            clone_urls,
+            event: "push",
+            git_ref,
+            sha,
+            before,
+            change_request: None,
+            changed_paths,
+        }));
     }
     let request = match forge {
         Forge::GitLab => {
-            let attributes = json.get("object_attributes").ok_or_else(|| WebhookError::Malformed("merge request payload has no `object_attributes`".into()))?;
+            let attributes = json
+                .get("object_attributes")
+                .ok_or_else(|| WebhookError::Malformed("merge request payload has no `object_attributes`".into()))?;
             let action = match text(attributes, "action").as_deref() {
                 Some("open") => "opened",
                 Some("reopen") => "reopened",
                 Some("update") if attributes.get("oldrev").is_some() => "synchronize",
                 Some("close") => "closed",
                 Some("merge") => "closed",
-                Some(other) => return Ok(Parsed::Ignored { event: event.to_string(), reason: format!("merge request action `{other}` changes no code") }),
-                None => return Err(WebhookError::Malformed("merge request payload has no `object_attributes.action`".into())),
+                Some(other) => {
+                    return Ok(Parsed::Ignored {
+                        event: event.to_string(),
+                        reason: format!("merge request action `{other}` changes no code"),
+                    });
+                }
+                None => {
+                    return Err(WebhookError::Malformed(
+                        "merge request payload has no `object_attributes.action`".into(),
+                    ));
+                }
             };
             ChangeRequest {
-                number: required(attributes, "iid", kind)?.parse().map_err(|_| WebhookError::Malformed("`iid` is not a number".into()))?,
+                number: required(attributes, "iid", kind)?
+                    .parse()
+                    .map_err(|_| WebhookError::Malformed("`iid` is not a number".into()))?,
                 action: action.to_string(),
                 head_ref: required(attributes, "source_branch", kind)?,
                 base_ref: required(attributes, "target_branch", kind)?,
@@ -242,7 +303,9 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
             let action = required(&json, "action", kind)?;
             let action = if action == "synchronized" { "synchronize".to_string() } else { action };
             ChangeRequest {
-                number: required(&json, "number", kind)?.parse().map_err(|_| WebhookError::Malformed("`number` is not a number".into()))?,
+                number: required(&json, "number", kind)?
+                    .parse()
+                    .map_err(|_| WebhookError::Malformed("`number` is not a number".into()))?,
                 action,
                 head_ref: required(&json, "pull_request.head.ref", kind)?,
                 base_ref: required(&json, "pull_request.base.ref", kind)?,

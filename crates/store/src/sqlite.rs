@@ -495,32 +495,40 @@ impl Store for SqliteStore {
     }
 
     async fn verify_chain(&self) -> Result<ChainReport> {
-        let rows: Vec<(i64, String, String, String, String, String, String, String)> =
-            sqlx::query_as("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events ORDER BY seq")
+        let rows =
+            sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events ORDER BY seq")
                 .fetch_all(&self.reader)
                 .await?;
+        let n_events = rows.len() as i64;
         let mut previous = GENESIS_HASH.to_string();
-        let mut expected_seq = 1;
-        for (seq, time, kind, subject, actor, payload, prev_hash, hash) in &rows {
-            let problem = if *seq != expected_seq {
+        for (expected_seq, row) in (1..).zip(&rows) {
+            let field = |name: &str| row.try_get::<String, _>(name);
+            let seq: i64 = row.try_get("seq")?;
+            let (prev_hash, hash) = (field("prev_hash")?, field("hash")?);
+            let problem = if seq != expected_seq {
                 Some(format!("event {expected_seq} is missing"))
-            } else if *prev_hash != previous {
+            } else if prev_hash != previous {
                 Some("its link to the previous event does not match".to_string())
-            } else if event_hash(prev_hash, *seq, time, kind, subject, actor, payload) != *hash {
+            } else if event_hash(
+                &prev_hash,
+                seq,
+                &field("time")?,
+                &field("kind")?,
+                &field("subject")?,
+                &field("actor")?,
+                &field("payload")?,
+            ) != hash
+            {
                 Some("its content does not match its hash (it was altered)".to_string())
             } else {
                 None
             };
             if let Some(problem) = problem {
-                return Ok(ChainReport {
-                    n_events: rows.len() as i64,
-                    first_broken: Some((expected_seq.min(*seq), problem)),
-                });
+                return Ok(ChainReport { n_events, first_broken: Some((expected_seq.min(seq), problem)) });
             }
-            previous = hash.clone();
-            expected_seq += 1;
+            previous = hash;
         }
-        Ok(ChainReport { n_events: rows.len() as i64, first_broken: None })
+        Ok(ChainReport { n_events, first_broken: None })
     }
 }
 

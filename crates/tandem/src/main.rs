@@ -1,15 +1,19 @@
-//! The `tandem` command line: run and validate workflows (and, later, the server).
+//! The `tandem` command line: run and validate workflows locally, serve them to a team, and talk
+//! to a running server.
 
+mod client;
 mod render;
 mod run;
+mod serve;
 mod validate;
 mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use client::{Client, Connection};
 
 #[derive(Parser)]
 #[command(name = "tandem", version, about = "Ship often and stay up: CI/CD, deployments and reliability in one binary")]
@@ -29,6 +33,8 @@ pub enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a server with a demo repository and its first run; print the URL and the admin token.
+    Up(serve::ServerArgs),
     /// Run the repository's workflows on this machine, as the server will.
     Run(run::RunArgs),
     /// Check every workflow file and print all diagnostics.
@@ -41,11 +47,124 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Serve the API, take webhooks, queue and execute runs.
+    Server(serve::ServerArgs),
+    /// Repositories the server follows.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Runs on the server.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// The tamper-evident event log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Add a repository: a local path or a git URL. Prints its webhook secret once.
+    #[command(
+        after_help = "Examples:\n  tandem repo add ./my-service --poll 30\n  tandem repo add https://git.example.com/team/app.git --name team/app"
+    )]
+    Add {
+        source: String,
+        /// Name (for forges: `owner/name` as the webhook payload calls it). Default: the last path segment.
+        #[arg(long)]
+        name: Option<String>,
+        /// Poll the repository's refs every this many seconds (for repositories without webhooks).
+        #[arg(long, value_name = "SECONDS")]
+        poll: Option<i64>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List repositories.
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Queue the runs a push of a ref would start (default: the default branch).
+    Run {
+        name: String,
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// One run: status, jobs, steps, durations.
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// A run's log; `--follow` streams it live until the run ends.
+    Logs {
+        id: i64,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Cancel a queued or running run.
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Queue a finished run again; `--failed` re-runs only its failed jobs (with what they need).
+    Rerun {
+        id: i64,
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every link of the hash-chained event log; reports the first broken one.
+    Verify(serve::DataArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token directly in a data directory (prints it once).
+    Create {
+        name: String,
+        #[command(flatten)]
+        data: serve::DataArgs,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -54,11 +173,143 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<i32> {
-    let root = repo_root(cli.repo)?;
+fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Validate { paths, format } => validate::run(&root, &paths, format),
-        Command::Run(args) => run::run(&root, args),
+        Command::Validate { paths, format } => validate::run(&repo_root(cli.repo)?, &paths, format),
+        Command::Run(args) => run::run(&repo_root(cli.repo)?, args),
+        Command::Server(args) => serve::server(args),
+        Command::Up(args) => serve::up(args),
+        Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
+        Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
+        Command::Repo(command) => block_on(repo_command(command)),
+        Command::Runs(command) => block_on(runs_command(command)),
+    }
+}
+
+fn block_on(future: impl Future<Output = Result<i32>>) -> Result<i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+async fn repo_command(command: RepoCommand) -> Result<i32> {
+    use reqwest::Method;
+    match command {
+        RepoCommand::Add { source, name, poll, connection } => {
+            let is_url = source.contains("://") || source.contains('@');
+            let source = if is_url {
+                source
+            } else {
+                std::fs::canonicalize(&source)
+                    .with_context(|| format!("{source} does not exist"))?
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let client = Client::new(&connection)?;
+            let json = client
+                .call(
+                    Method::POST,
+                    "/api/v1/repos",
+                    Some(serde_json::json!({"source": source, "name": name, "poll_seconds": poll})),
+                )
+                .await?;
+            let name = json.pointer("/repo/name").and_then(|n| n.as_str()).unwrap_or_default();
+            println!("added {name} ({source})");
+            println!("webhook secret (shown once): {}", json["webhook_secret"].as_str().unwrap_or_default());
+            let base = connection.url.trim_end_matches('/');
+            println!("webhook URLs: {base}/api/v1/webhooks/github | /gitea | /gitlab");
+            if let Some(warning) = json["warning"].as_str() {
+                println!("warning: {warning}");
+            }
+            Ok(0)
+        }
+        RepoCommand::List { format, connection } => {
+            let json = Client::new(&connection)?.call(Method::GET, "/api/v1/repos", None).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                let rows: Vec<Vec<String>> = json["repos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            r["name"].as_str().unwrap_or_default().to_string(),
+                            r["source"].as_str().unwrap_or_default().to_string(),
+                            r["poll_seconds"].as_i64().map(|s| format!("{s}s")).unwrap_or_else(|| "webhooks".into()),
+                        ]
+                    })
+                    .collect();
+                client::table(&["NAME", "SOURCE", "TRIGGERS"], &rows);
+            }
+            Ok(0)
+        }
+        RepoCommand::Run { name, git_ref, connection } => {
+            let json = Client::new(&connection)?
+                .call(Method::POST, &format!("/api/v1/repos/{name}/runs"), Some(serde_json::json!({"ref": git_ref})))
+                .await?;
+            println!(
+                "queued run(s) {} for {} at {}",
+                json["runs"],
+                json["ref"].as_str().unwrap_or_default(),
+                json["sha"].as_str().unwrap_or_default()
+            );
+            Ok(0)
+        }
+    }
+}
+
+async fn runs_command(command: RunsCommand) -> Result<i32> {
+    use reqwest::Method;
+    match command {
+        RunsCommand::List { repo, branch, status, limit, format, connection } => {
+            let mut query = vec![format!("limit={limit}")];
+            for (key, value) in [("repo", repo), ("branch", branch), ("status", status)] {
+                if let Some(value) = value {
+                    query.push(format!("{key}={value}"));
+                }
+            }
+            let json =
+                Client::new(&connection)?.call(Method::GET, &format!("/api/v1/runs?{}", query.join("&")), None).await?;
+            client::print_runs(&json, format);
+            Ok(0)
+        }
+        RunsCommand::Show { id, format, connection } => {
+            let json = Client::new(&connection)?.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await?;
+            client::print_run(&json, format);
+            Ok(0)
+        }
+        RunsCommand::Logs { id, follow, connection } => {
+            let client = Client::new(&connection)?;
+            if follow {
+                let status = client.follow(id).await?;
+                println!("run {id}: {status}");
+                return Ok(if status == "success" { 0 } else { 1 });
+            }
+            let json = client.call(Method::GET, &format!("/api/v1/runs/{id}/logs"), None).await?;
+            for line in json["lines"].as_array().into_iter().flatten() {
+                client::print_line(line);
+            }
+            Ok(0)
+        }
+        RunsCommand::Cancel { id, connection } => {
+            let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;
+            println!("run {id}: cancel requested (now {})", json["status"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        RunsCommand::Rerun { id, failed, connection } => {
+            let json = Client::new(&connection)?
+                .call(Method::POST, &format!("/api/v1/runs/{id}/rerun"), Some(serde_json::json!({"failed": failed})))
+                .await?;
+            println!(
+                "queued run {}{}",
+                json["id"],
+                if failed { format!(" for jobs {}", json["jobs"]) } else { String::new() }
+            );
+            Ok(0)
+        }
     }
 }
 

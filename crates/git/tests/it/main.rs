@@ -12,7 +12,12 @@ fn corpus() -> Option<Vec<(String, Vec<u8>)>> {
     }
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    Some(files.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap())).collect())
+    Some(
+        files
+            .into_iter()
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap()))
+            .collect(),
+    )
 }
 
 /// `forge__event__variant.json` → the forge and the event header it would have come with.
@@ -43,7 +48,11 @@ fn every_corpus_payload_is_understood() {
                 assert_eq!(c.sha.len(), 40, "{name}: {c:?}");
                 assert!(c.git_ref.starts_with("refs/"), "{name}: {c:?}");
                 assert!(!c.clone_urls.is_empty(), "{name}");
-                let cr = c.change_request.as_ref().map(|r| format!(" #{} {} {}→{}", r.number, r.action, r.head_ref, r.base_ref)).unwrap_or_default();
+                let cr = c
+                    .change_request
+                    .as_ref()
+                    .map(|r| format!(" #{} {} {}→{}", r.number, r.action, r.head_ref, r.base_ref))
+                    .unwrap_or_default();
                 format!("{name}: {} {} {} {}{cr}", c.event, c.repository, c.git_ref, &c.sha[..8])
             }
             Parsed::Ignored { reason, .. } => format!("{name}: ignored ({reason})"),
@@ -87,8 +96,16 @@ fn signatures_are_checked() {
 
 #[test]
 fn malformed_payloads_are_errors_not_panics() {
-    for body in [&b"not json"[..], b"[]", b"{}", br#"{"ref": 1}"#, br#"{"repository": {"full_name": "a/b"}, "ref": "refs/heads/x"}"#] {
+    for body in [
+        &b"not json"[..],
+        b"[]",
+        b"{}",
+        br#"{"ref": 1}"#,
+        br#"{"repository": {"full_name": "a/b"}, "ref": "refs/heads/x"}"#,
+    ] {
         assert!(webhook::parse(Forge::GitHub, "push", body).is_err(), "{}", String::from_utf8_lossy(body));
     }
-    assert!(webhook::parse(Forge::GitLab, "Merge Request Hook", br#"{"project": {"path_with_namespace": "a/b"}}"#).is_err());
+    assert!(
+        webhook::parse(Forge::GitLab, "Merge Request Hook", br#"{"project": {"path_with_namespace": "a/b"}}"#).is_err()
+    );
 }

@@ -1,0 +1,156 @@
+//! `tandem server`: the durable event log, git triggers, the run queue and its worker, live logs,
+//! and the REST API — wired together.
+
+mod api;
+mod repos;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use exec::CancelSource;
+use sha2::{Digest, Sha256};
+use store::{SqliteStore, Store};
+
+pub use api::{ROUTES, openapi, router};
+pub use repos::{git as git_output, plan_runs, push_payload};
+
+/// Brings the repository's mirror up to date and returns its path.
+pub async fn sync_mirror(app: &App, repo: &store::Repo) -> Result<PathBuf, String> {
+    repos::sync(app, repo, None).await
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Runs executed at once.
+    pub max_parallel_runs: usize,
+    /// Jobs at once within a run.
+    pub max_parallel_jobs: usize,
+    /// How often a run interrupted by a crash is started again before it fails.
+    pub max_attempts: i64,
+}
+
+/// Counters behind `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub runs_success: AtomicU64,
+    pub runs_failure: AtomicU64,
+    pub runs_cancelled: AtomicU64,
+    pub run_seconds_milli: AtomicU64,
+    pub steps_success: AtomicU64,
+    pub steps_failure: AtomicU64,
+    pub steps_skipped: AtomicU64,
+    pub steps_cancelled: AtomicU64,
+    pub webhooks_accepted: AtomicU64,
+    pub webhooks_rejected: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything the API handlers and the worker share.
+#[derive(Debug)]
+pub struct App {
+    pub store: SqliteStore,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    /// Cancel handles of the runs executing in this process.
+    pub running: Mutex<HashMap<i64, CancelSource>>,
+    /// Wakes the worker when a run is queued.
+    pub wake: tokio::sync::Notify,
+    /// One fetch at a time per repository mirror.
+    pub fetch_locks: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// SHA-256 of a token, as stored.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random secret, hex encoded.
+pub fn random_secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tandem.db")
+}
+
+/// A started server: its address, and the admin token when this start created it.
+#[derive(Debug)]
+pub struct Started {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub admin_token: Option<String>,
+    pub served: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store, recovers from a crash, creates the admin token on first start, starts the
+/// worker and the poller, and serves the API until `shutdown` resolves.
+pub async fn start(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Started, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(config.data_dir.join("pgids"))?;
+    // Steps a crashed server left running die first: their runs are about to be retried.
+    let n_orphans = exec::process::ProcessGroups::kill_journaled(&config.data_dir.join("pgids"));
+    if n_orphans > 0 {
+        eprintln!("killed {n_orphans} step process group(s) left by a previous server");
+    }
+    let store = SqliteStore::open(&database_path(&config.data_dir)).await?;
+    for run in store.recover_interrupted(config.max_attempts).await? {
+        eprintln!("run {} was interrupted: now {}", run.id, run.status.as_str());
+    }
+    let admin_token = if store.n_tokens().await? == 0 {
+        let token = format!("tdm_{}", random_secret()?);
+        store.add_token("admin", &token_hash(&token), "tandem").await?;
+        Some(token)
+    } else {
+        None
+    };
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServerError::Listen(config.listen, e))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App {
+        store,
+        config,
+        metrics: Metrics::default(),
+        running: Mutex::new(HashMap::new()),
+        wake: tokio::sync::Notify::new(),
+        fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    let worker = tokio::spawn(worker::run_forever(app.clone()));
+    let poller = tokio::spawn(repos::poll_forever(app.clone()));
+    let router = api::router(app.clone());
+    let served = tokio::spawn(async move {
+        let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        worker.abort();
+        poller.abort();
+        if let Err(error) = result {
+            eprintln!("server stopped: {error}");
+        }
+    });
+    Ok(Started { app, addr, admin_token, served })
+}

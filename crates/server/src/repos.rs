@@ -1,0 +1,203 @@
+//! Repositories the server follows: mirrors in the data directory, which workflows a change
+//! starts, and polling of refs for repositories without webhooks (local ones included).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ci::filter::{EventFacts, fires};
+use git::webhook::Change;
+use store::{NewRun, Repo, Store};
+
+use crate::App;
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+pub fn mirror_path(app: &App, repo: &Repo) -> PathBuf {
+    app.config.data_dir.join("repos").join(format!("{}.git", repo.id))
+}
+
+/// Makes sure the mirror holds `sha` (fetching from the source when it does not) and returns it.
+pub async fn sync(app: &App, repo: &Repo, sha: Option<&str>) -> Result<PathBuf, String> {
+    let lock = app.fetch_locks.lock().await.entry(repo.id).or_default().clone();
+    let _guard = lock.lock().await;
+    let mirror = mirror_path(app, repo);
+    if !mirror.join("HEAD").exists() {
+        std::fs::create_dir_all(mirror.parent().unwrap_or(&mirror)).map_err(|e| e.to_string())?;
+        let output = tokio::process::Command::new("git")
+            .args(["clone", "--quiet", "--bare", &repo.source])
+            .arg(&mirror)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .await
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("cannot clone {}: {}", repo.source, String::from_utf8_lossy(&output.stderr).trim()));
+        }
+    }
+    if let Some(sha) = sha
+        && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_ok()
+    {
+        return Ok(mirror);
+    }
+    git(
+        &mirror,
+        &["fetch", "--quiet", "--prune", &repo.source, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+    )
+    .await?;
+    if let Some(sha) = sha
+        && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_err()
+    {
+        // Change-request heads may live outside branches; ask for the commit itself.
+        git(&mirror, &["fetch", "--quiet", &repo.source, sha])
+            .await
+            .map_err(|e| format!("commit {sha} is not in {}: {e}", repo.source))?;
+    }
+    Ok(mirror)
+}
+
+/// The workflow files at a commit: `.tandem/workflows`, else `.github/workflows`.
+pub async fn workflow_files(mirror: &Path, sha: &str) -> Result<Vec<String>, String> {
+    for dir in [".tandem/workflows/", ".github/workflows/"] {
+        let listing = git(mirror, &["ls-tree", "--name-only", sha, dir]).await?;
+        let files: Vec<String> =
+            listing.lines().filter(|f| f.ends_with(".yml") || f.ends_with(".yaml")).map(str::to_string).collect();
+        if !files.is_empty() {
+            return Ok(files);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The runs a change starts: one per workflow whose trigger fires for it. Workflows that fail to
+/// parse still get a run, which fails with their diagnostics, so that the mistake is seen.
+pub async fn plan_runs(
+    app: &App,
+    repo: &Repo,
+    change: &Change,
+    payload: &serde_json::Value,
+) -> Result<Vec<NewRun>, String> {
+    let mirror = sync(app, repo, Some(&change.sha)).await?;
+    let mut changed = change.changed_paths.clone();
+    if changed.is_empty()
+        && change.before != ZERO_SHA
+        && let Ok(diff) = git(&mirror, &["diff", "--name-only", &change.before, &change.sha]).await
+    {
+        changed = diff.lines().map(str::to_string).collect();
+    }
+    let base_ref = change.change_request.as_ref().map(|r| format!("refs/heads/{}", r.base_ref));
+    let facts = EventFacts {
+        event: change.event,
+        git_ref: Some(base_ref.as_deref().unwrap_or(&change.git_ref)),
+        changed_paths: if changed.is_empty() { None } else { Some(&changed) },
+        action: change.change_request.as_ref().map(|r| r.action.as_str()),
+    };
+    let mut runs = Vec::new();
+    for path in workflow_files(&mirror, &change.sha).await? {
+        let source = git(&mirror, &["show", &format!("{}:{path}", change.sha)]).await?;
+        let (workflow, _) = ci::check::validate(&source);
+        let starts = match &workflow {
+            Some(workflow) => workflow.trigger(change.event).is_some_and(|t| fires(t, &facts).is_ok()),
+            None => true,
+        };
+        if starts {
+            runs.push(NewRun {
+                repo_id: repo.id,
+                workflow: path,
+                event: change.event.to_string(),
+                git_ref: change.git_ref.clone(),
+                sha: change.sha.clone(),
+                before_sha: change.before.clone(),
+                change_request: change.change_request.as_ref().map(|r| r.number),
+                jobs: None,
+                payload: payload.clone(),
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// A push payload shaped like GitHub's, for runs that no forge announced (polling, manual).
+pub fn push_payload(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ref": git_ref, "before": before, "after": sha,
+        "repository": {"name": repo.name.rsplit('/').next().unwrap_or(&repo.name), "full_name": repo.name, "clone_url": repo.source},
+        "head_commit": {"id": sha}, "pusher": {"name": "tandem"},
+    })
+}
+
+/// Watches the refs of repositories that have a poll interval; a moved or new branch or tag
+/// queues its push runs. The first look only records the refs.
+pub async fn poll_forever(app: Arc<App>) {
+    let mut last_polled: std::collections::HashMap<i64, Instant> = std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(repos) = app.store.repos().await else { continue };
+        for repo in repos {
+            let Some(seconds) = repo.poll_seconds.filter(|s| *s > 0) else { continue };
+            if last_polled.get(&repo.id).is_some_and(|at| at.elapsed() < Duration::from_secs(seconds as u64)) {
+                continue;
+            }
+            last_polled.insert(repo.id, Instant::now());
+            if let Err(error) = poll(&app, &repo).await {
+                eprintln!("polling {}: {error}", repo.name);
+            }
+        }
+    }
+}
+
+async fn poll(app: &App, repo: &Repo) -> Result<(), String> {
+    let listing = git(Path::new("."), &["ls-remote", "--heads", "--tags", &repo.source]).await?;
+    let remote: Vec<(String, String)> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, name)| !name.ends_with("^{}"))
+        .map(|(sha, name)| (name.to_string(), sha.to_string()))
+        .collect();
+    let known = app.store.refs(repo.id).await.map_err(|e| e.to_string())?;
+    let first_look = known.is_empty();
+    for (name, sha) in remote {
+        let before = known.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone());
+        if before.as_deref() == Some(sha.as_str()) {
+            continue;
+        }
+        if !first_look {
+            let before = before.unwrap_or_else(|| ZERO_SHA.to_string());
+            let change = Change {
+                repository: repo.name.clone(),
+                clone_urls: vec![repo.source.clone()],
+                event: "push",
+                git_ref: name.clone(),
+                sha: sha.clone(),
+                before: before.clone(),
+                change_request: None,
+                changed_paths: Vec::new(),
+            };
+            let payload = push_payload(repo, &name, &before, &sha);
+            let runs = plan_runs(app, repo, &change, &payload).await?;
+            app.store
+                .record_delivery("poll", &format!("{name}@{sha}"), repo.id, "push", runs, "poller")
+                .await
+                .map_err(|e| e.to_string())?;
+            app.wake.notify_one();
+        }
+        app.store.set_ref(repo.id, &name, &sha).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The run worker: takes queued runs from the store, executes them with the same engine as
+//! `tandem run`, stores their logs in chunks as they come, and records how they ended.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use exec::CancelSource;
+use exec::engine::{self, EngineConfig, RunEvent, RunRequest, Status};
+use exec::git::RepoFacts;
+use exec::process::ProcessGroups;
+use spec::expr::Value;
+use store::{LogLine, Run, RunStatus, Store};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{App, Metrics, repos};
+
+/// Lines are written to the store at least this often while a run is live.
+const LOG_FLUSH: Duration = Duration::from_millis(250);
+const LOG_CHUNK_LINES: usize = 500;
+
+pub async fn run_forever(app: Arc<App>) {
+    let slots = Arc::new(Semaphore::new(app.config.max_parallel_runs.max(1)));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        match app.store.claim_next().await {
+            Ok(Some(run)) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let id = run.id;
+                    if let Err(error) = execute(&app, run).await {
+                        eprintln!("run {id}: {error}");
+                        let _ = app.store.finish(id, RunStatus::Failure, Some(error), None).await;
+                    }
+                    app.running.lock().map(|mut r| r.remove(&id)).ok();
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    () = app.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(error) => {
+                drop(permit);
+                eprintln!("cannot take a run from the queue: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn line(job: &str, step: Option<usize>, text: String) -> LogLine {
+    LogLine { job: job.to_string(), step, text }
+}
+
+async fn execute(app: &Arc<App>, run: Run) -> Result<(), String> {
+    let repo = app.store.repo_by_id(run.repo_id).await.map_err(|e| e.to_string())?;
+    let mirror = repos::sync(app, &repo, Some(&run.sha)).await?;
+    let source = repos::git(&mirror, &["show", &format!("{}:{}", run.sha, run.workflow)]).await?;
+    let (workflow, diagnostics) = ci::check::validate(&source);
+    let errors: Vec<String> =
+        diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render(&run.workflow, &source)).collect();
+    let Some(workflow) = workflow.filter(|_| errors.is_empty()) else {
+        let lines: Vec<LogLine> = errors.join("\n").lines().map(|l| line("workflow", None, l.to_string())).collect();
+        app.store.append_log(run.id, &lines).await.map_err(|e| e.to_string())?;
+        let reason = format!("{} has {} error(s); see the log", run.workflow, errors.len().max(1));
+        app.store.finish(run.id, RunStatus::Failure, Some(reason), None).await.map_err(|e| e.to_string())?;
+        Metrics::add(&app.metrics.runs_failure, 1);
+        return Ok(());
+    };
+    let commit = repos::git(&mirror, &["log", "-1", "--format=%an%x00%ae%x00%B", &run.sha]).await.unwrap_or_default();
+    let mut parts = commit.splitn(3, '\0');
+    let (author_name, author_email, message) =
+        (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let facts = RepoFacts {
+        root: mirror.clone(),
+        sha: run.sha.clone(),
+        git_ref: run.git_ref.clone(),
+        branch: run.git_ref.strip_prefix("refs/heads/").map(str::to_string),
+        repository: repo.name.clone(),
+        actor: "tandem".to_string(),
+        commit_message: message.trim().to_string(),
+        author_name: author_name.to_string(),
+        author_email: author_email.to_string(),
+        before: run.before_sha.clone(),
+        changed_paths: Vec::new(),
+    };
+    let run_dir = app.config.data_dir.join("runs").join(run.id.to_string());
+    std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+    let event = Value::from_json(&run.payload);
+    let inputs = match event.get("inputs") {
+        Some(Value::Object(map)) if run.event == "workflow_dispatch" => map.clone(),
+        _ => BTreeMap::new(),
+    };
+    let request = RunRequest {
+        workflow: Arc::new(workflow),
+        workflow_path: run.workflow.clone(),
+        jobs: run.jobs.clone(),
+        repo: facts,
+        worktree: false,
+        event_name: run.event.clone(),
+        event,
+        inputs,
+        secrets: BTreeMap::new(),
+        vars: BTreeMap::new(),
+        run_id: run.id as u64,
+        run_number: run.number as u64,
+        run_dir: run_dir.clone(),
+    };
+    let config = EngineConfig {
+        data_dir: app.config.data_dir.clone(),
+        max_parallel: app.config.max_parallel_jobs,
+        cache_limit: exec::cache::DEFAULT_LIMIT,
+        keep_workspaces: false,
+    };
+    let (source, cancel) = CancelSource::new();
+    if run.cancel_requested {
+        source.cancel();
+    }
+    if let Ok(mut running) = app.running.lock() {
+        running.insert(run.id, source);
+    }
+    let groups = ProcessGroups::with_journal(app.config.data_dir.join("pgids").join(run.id.to_string()));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(collect_logs(app.clone(), run.id, rx));
+    let started = std::time::Instant::now();
+    let report = engine::run(request, config, tx, cancel, groups.clone()).await;
+    groups.kill_all();
+    groups.close_journal();
+    let _ = collector.await;
+    for job in &report.jobs {
+        for step in &job.steps {
+            let counter = match step.status {
+                Status::Success => &app.metrics.steps_success,
+                Status::Failure => &app.metrics.steps_failure,
+                Status::Skipped => &app.metrics.steps_skipped,
+                Status::Cancelled => &app.metrics.steps_cancelled,
+            };
+            Metrics::add(counter, 1);
+        }
+    }
+    Metrics::add(&app.metrics.run_seconds_milli, started.elapsed().as_millis() as u64);
+    let (status, counter) = match report.status {
+        Status::Success => (RunStatus::Success, &app.metrics.runs_success),
+        Status::Cancelled => (RunStatus::Cancelled, &app.metrics.runs_cancelled),
+        Status::Failure | Status::Skipped => (RunStatus::Failure, &app.metrics.runs_failure),
+    };
+    Metrics::add(counter, 1);
+    let reason = report.jobs.iter().find_map(|j| j.error.clone());
+    let report = serde_json::to_value(&report).ok();
+    app.store.finish(run.id, status, reason, report).await.map_err(|e| e.to_string())?;
+    // Workspaces are gone already; artifacts stay with the run.
+    Ok(())
+}
+
+/// Turns engine events into stored log lines, flushed in chunks.
+async fn collect_logs(app: Arc<App>, run_id: i64, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+    let mut buffer: Vec<LogLine> = Vec::new();
+    let mut steps: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(LOG_FLUSH);
+    loop {
+        tokio::select! {
+            event = rx.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    RunEvent::JobStarted { job, steps: names } => {
+                        buffer.push(line(&job, None, format!("▶ job {job} started ({} steps)", names.len())));
+                        steps.insert(job, names);
+                    }
+                    RunEvent::StepStarted { job, step } => {
+                        let name = steps.get(&job).and_then(|s| s.get(step)).cloned().unwrap_or_default();
+                        buffer.push(line(&job, Some(step), format!("▶ {name}")));
+                    }
+                    RunEvent::Line { job, step, text, .. } => buffer.push(line(&job, Some(step), text)),
+                    RunEvent::StepFinished { job, step, status, duration } => {
+                        let name = steps.get(&job).and_then(|s| s.get(step)).cloned().unwrap_or_default();
+                        buffer.push(line(&job, Some(step), format!("{} {name} ({:.1}s)", status.as_str(), duration.as_secs_f64())));
+                    }
+                    RunEvent::JobFinished { job, status, duration, error } => {
+                        let error = error.map(|e| format!(" — {e}")).unwrap_or_default();
+                        buffer.push(line(&job, None, format!("job {job}: {}{error} ({:.1}s)", status.as_str(), duration.as_secs_f64())));
+                    }
+                }
+                if buffer.len() >= LOG_CHUNK_LINES {
+                    flush(&app, run_id, &mut buffer).await;
+                }
+            }
+            _ = tick.tick() => flush(&app, run_id, &mut buffer).await,
+        }
+    }
+    flush(&app, run_id, &mut buffer).await;
+}
+
+async fn flush(app: &App, run_id: i64, buffer: &mut Vec<LogLine>) {
+    if buffer.is_empty() {
+        return;
+    }
+    if let Err(error) = app.store.append_log(run_id, buffer).await {
+        eprintln!("run {run_id}: cannot store {} log lines: {error}", buffer.len());
+        return;
+    }
+    buffer.clear();
+}

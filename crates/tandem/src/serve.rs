@@ -1,0 +1,324 @@
+//! `tandem server`, `tandem up` (server + demo repository + first run), and the commands that work
+//! on a data directory directly: `audit verify`, `token create`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use server::{ServerConfig, Started};
+use store::{SqliteStore, Store};
+
+use crate::Format;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  tandem server\n  tandem server --data ./data --listen 127.0.0.1:8080")]
+pub struct ServerArgs {
+    /// Data directory: database, repository mirrors, run scratch space.
+    #[arg(long, env = "TANDEM_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Runs executed at once.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub parallel_runs: usize,
+    /// Jobs at once within a run (default: the number of cores).
+    #[arg(short = 'j', long = "parallel", value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+fn config(args: &ServerArgs) -> ServerConfig {
+    ServerConfig {
+        data_dir: args.data.clone().unwrap_or_else(crate::run::default_data_dir),
+        listen: args.listen,
+        max_parallel_runs: args.parallel_runs.max(1),
+        max_parallel_jobs: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        max_attempts: 2,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("\nstopping…");
+}
+
+fn print_token(started: &Started) {
+    match &started.admin_token {
+        Some(token) => {
+            println!("admin token (shown once, stored hashed): {token}");
+        }
+        None => println!(
+            "admin token: created on this data directory's first start (make another with `tandem token create NAME`)"
+        ),
+    }
+}
+
+pub fn server(args: ServerArgs) -> Result<i32> {
+    let config = config(&args);
+    runtime()?.block_on(async move {
+        let data = config.data_dir.clone();
+        let started = server::start(config, shutdown_signal()).await?;
+        println!("Tandem is serving http://{} (data: {})", started.addr, data.display());
+        print_token(&started);
+        started.served.await.context("the server task failed")?;
+        Ok(0)
+    })
+}
+
+pub fn up(args: ServerArgs) -> Result<i32> {
+    let config = config(&args);
+    runtime()?.block_on(async move {
+        let data = config.data_dir.clone();
+        let started = server::start(config, shutdown_signal()).await?;
+        let url = format!("http://{}", started.addr);
+        let demo = create_demo_repository(&data).await?;
+        let app = &started.app;
+        let repo = match app.store.repo("sample-service").await {
+            Ok(repo) => repo,
+            Err(_) => {
+                let secret = server::random_secret()?;
+                app.store.add_repo("sample-service", &demo.to_string_lossy(), &secret, Some(5), "tandem up").await?
+            }
+        };
+        let mirror_ok = trigger_first_run(app, &repo).await;
+        println!("\nTandem is up at {url}");
+        println!("data directory: {}", data.display());
+        print_token(&started);
+        println!("demo repository: {} (watched: commits there start runs)", demo.display());
+        match mirror_ok {
+            Ok(ids) => {
+                println!("first run queued: {}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
+            }
+            Err(error) => println!("the first run could not be queued: {error}"),
+        }
+        let token = started.admin_token.clone().unwrap_or_else(|| "<your token>".to_string());
+        println!("\nNext, in another terminal:");
+        println!("  export TANDEM_URL={url} TANDEM_TOKEN={token}");
+        println!("  tandem runs list");
+        println!("  tandem runs logs 1 --follow");
+        println!(
+            "  cd {} && echo '# change' >> README.md && git commit -qam change   # a new run starts",
+            demo.display()
+        );
+        println!("  tandem audit verify --data {}", data.display());
+        println!("\nPress Ctrl-C to stop.");
+        started.served.await.context("the server task failed")?;
+        Ok(0)
+    })
+}
+
+async fn trigger_first_run(app: &server::App, repo: &store::Repo) -> Result<Vec<i64>> {
+    if !app.store.runs(store::RunFilter { repo_id: Some(repo.id), limit: 1, ..Default::default() }).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mirror = server::sync_mirror(app, repo).await.map_err(anyhow::Error::msg)?;
+    let sha = server::git_output(&mirror, &["rev-parse", "refs/heads/main"]).await.map_err(anyhow::Error::msg)?;
+    let sha = sha.trim().to_string();
+    let change = git::webhook::Change {
+        repository: repo.name.clone(),
+        clone_urls: vec![repo.source.clone()],
+        event: "push",
+        git_ref: "refs/heads/main".into(),
+        sha: sha.clone(),
+        before: "0".repeat(40),
+        change_request: None,
+        changed_paths: Vec::new(),
+    };
+    let payload = server::push_payload(repo, "refs/heads/main", &"0".repeat(40), &sha);
+    let runs = server::plan_runs(app, repo, &change, &payload).await.map_err(anyhow::Error::msg)?;
+    let mut ids = Vec::new();
+    for run in runs {
+        ids.push(app.store.enqueue(run, "tandem up").await?.id);
+    }
+    app.store.set_ref(repo.id, "refs/heads/main", &sha).await?;
+    app.wake.notify_one();
+    Ok(ids)
+}
+
+const DEMO_SERVICE: &str = r#""""A small HTTP service: GET /health and GET /greet?name=..."""
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+def greeting(name):
+    return f"Hello, {name.strip() or 'world'}!"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/health":
+            body, status = {"status": "ok"}, 200
+        elif url.path == "/greet":
+            name = parse_qs(url.query).get("name", [""])[0]
+            body, status = {"message": greeting(name)}, 200
+        else:
+            body, status = {"error": "not found"}, 404
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(port=0):
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+if __name__ == "__main__":
+    server = serve(8000)
+    print("listening on", server.server_address)
+    server.serve_forever()
+"#;
+
+const DEMO_TESTS: &str = r#"import json
+import threading
+import unittest
+import urllib.request
+
+import service
+
+
+class ServiceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = service.serve(0)
+        cls.port = cls.server.server_address[1]
+        threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+
+    def get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}") as response:
+            return json.load(response)
+
+    def test_health(self):
+        self.assertEqual(self.get("/health"), {"status": "ok"})
+
+    def test_greeting(self):
+        self.assertEqual(self.get("/greet?name=Ada")["message"], "Hello, Ada!")
+        self.assertEqual(service.greeting("  "), "Hello, world!")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+const DEMO_WORKFLOW: &str = r#"name: sample-service
+on:
+  push:
+    branches: [main]
+  pull_request:
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Compile
+        run: python3 -m py_compile service.py test_service.py
+      - name: Package
+        run: mkdir -p dist && cp service.py dist/ && echo "version=$(git rev-parse --short HEAD)" >> "$GITHUB_OUTPUT"
+        id: package
+      - uses: actions/upload-artifact@v4
+        with:
+          name: service
+          path: dist/
+    outputs:
+      version: ${{ steps.package.outputs.version }}
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Unit tests
+        run: python3 -m unittest -v test_service.py
+      - run: echo '### sample-service ${{ needs.build.outputs.version }} passed its tests' >> "$GITHUB_STEP_SUMMARY"
+"#;
+
+/// The demo repository under the data directory: a small Python service, its tests, and a
+/// workflow that builds and tests it. Created once.
+async fn create_demo_repository(data: &Path) -> Result<PathBuf> {
+    let dir = data.join("demo").join("sample-service");
+    if dir.join(".git").exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(dir.join(".tandem/workflows"))?;
+    std::fs::write(dir.join("service.py"), DEMO_SERVICE)?;
+    std::fs::write(dir.join("test_service.py"), DEMO_TESTS)?;
+    std::fs::write(dir.join(".tandem/workflows/ci.yml"), DEMO_WORKFLOW)?;
+    std::fs::write(dir.join("README.md"), "# sample-service\n\nA demo service that Tandem builds and tests.\n")?;
+    std::fs::write(dir.join(".gitignore"), "__pycache__/\ndist/\n")?;
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["-c", "user.name=Tandem", "-c", "user.email=tandem@localhost", "commit", "-qm", "Sample service"],
+    ] {
+        let status = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(args)
+            .status()
+            .await
+            .context("cannot run git (is it installed?)")?;
+        if !status.success() {
+            bail!("git {} failed in {}", args.join(" "), dir.display());
+        }
+    }
+    Ok(dir)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
+    /// Data directory of a (running or stopped) server.
+    #[arg(long, env = "TANDEM_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn open_store(data: &Option<PathBuf>) -> Result<(tokio::runtime::Runtime, SqliteStore)> {
+    let data = data.clone().unwrap_or_else(crate::run::default_data_dir);
+    let path = server::database_path(&data);
+    if !path.exists() {
+        bail!("no Tandem database at {}\n  hint: pass the server's data directory with --data", path.display());
+    }
+    let runtime = runtime()?;
+    let store = runtime.block_on(SqliteStore::open(&path))?;
+    Ok((runtime, store))
+}
+
+pub fn audit_verify(args: DataArgs) -> Result<i32> {
+    let (runtime, store) = open_store(&args.data)?;
+    let report = runtime.block_on(store.verify_chain())?;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match &report.first_broken {
+            None => println!("✓ the event log is intact: {} events, every link verified", report.n_events),
+            Some((seq, why)) => {
+                println!("✗ the event log is broken at event {seq}: {why} ({} events in all)", report.n_events)
+            }
+        }
+    }
+    Ok(if report.first_broken.is_none() { 0 } else { 1 })
+}
+
+pub fn token_create(name: &str, args: DataArgs) -> Result<i32> {
+    let (runtime, store) = open_store(&args.data)?;
+    let token = format!("tdm_{}", server::random_secret()?);
+    runtime.block_on(store.add_token(name, &server::token_hash(&token), "cli"))?;
+    println!("{token}");
+    eprintln!("token `{name}` created; it is shown only now");
+    Ok(0)
+}

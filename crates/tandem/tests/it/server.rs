@@ -1,0 +1,339 @@
+//! The server end to end: the real binary, a real git repository, real HTTP on loopback, and a
+//! real `kill -9` in the middle of a run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Repo, pid_alive};
+
+/// A `tandem server` process on an ephemeral loopback port.
+struct Server {
+    child: Child,
+    addr: String,
+    token: String,
+}
+
+impl Server {
+    fn start(data: &std::path::Path, token: Option<&str>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut found_token) = (String::new(), token.map(str::to_string));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while addr.is_empty() || found_token.is_none() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                panic!("the server exited early");
+            }
+            if let Some(rest) = line.strip_prefix("Tandem is serving http://") {
+                addr = rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Some(at) = line.find("tdm_") {
+                found_token = Some(line[at..].trim().to_string());
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Server { child, addr, token: found_token.unwrap() }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cli(&self, args: &[&str]) -> crate::Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .env("TANDEM_URL", self.url())
+            .env("TANDEM_TOKEN", &self.token)
+            .output()
+            .unwrap();
+        crate::Run::from(output)
+    }
+
+    fn runs(&self) -> Vec<serde_json::Value> {
+        let run = self.cli(&["runs", "list", "--format", "json", "--limit", "100"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        run.json()["runs"].as_array().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: &str, mut done: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs();
+            if done(&runs) {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {runs:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 request over loopback: (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn add_repo(server: &Server, repo: &Repo, name: &str) -> String {
+    let run = server.cli(&["repo", "add", repo.path().to_str().unwrap(), "--name", name]);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    run.stdout.lines().find_map(|l| l.strip_prefix("webhook secret (shown once): ")).unwrap().trim().to_string()
+}
+
+fn head(repo: &Repo) -> String {
+    let output = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD"]).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+const WORKFLOW: &str = "on:\n  push:\n    branches: [main]\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"hello from $(cat name.txt)\"\n";
+
+#[test]
+fn webhooks_from_each_forge_queue_runs_exactly_once() {
+    let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    repo.write("name.txt", "tandem\n");
+    repo.commit("name");
+    let sha = head(&repo);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let secret = add_repo(&server, &repo, "team/app");
+
+    let github = format!(
+        r#"{{"ref":"refs/heads/main","before":"{zero}","after":"{sha}","repository":{{"full_name":"team/app","clone_url":"https://example.invalid/team/app.git"}},"commits":[]}}"#,
+        zero = "0".repeat(40)
+    );
+    let signature = format!("sha256={}", git::webhook::sign(&secret, github.as_bytes()));
+    let headers = [
+        ("x-github-event", "push"),
+        ("x-github-delivery", "gh-1"),
+        ("x-hub-signature-256", signature.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, github.as_bytes());
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains(r#""status":"queued""#), "{body}");
+    // The same delivery again starts nothing.
+    let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, github.as_bytes());
+    assert_eq!((status, body.contains("duplicate")), (202, true), "{body}");
+    // A bad signature is refused and stores nothing.
+    let bad = [
+        ("x-github-event", "push"),
+        ("x-github-delivery", "gh-2"),
+        ("x-hub-signature-256", "sha256=00"),
+        ("content-type", "application/json"),
+    ];
+    let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &bad, github.as_bytes());
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad_signature"), "{body}");
+
+    let gitea = github.replace("gh-1", "x");
+    let gitea_signature = git::webhook::sign(&secret, gitea.as_bytes());
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/api/v1/webhooks/gitea",
+        &[("x-gitea-event", "push"), ("x-gitea-delivery", "gt-1"), ("x-gitea-signature", &gitea_signature)],
+        gitea.as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let gitlab = format!(
+        r#"{{"object_kind":"push","ref":"refs/heads/main","before":"{zero}","after":"{sha}","project":{{"path_with_namespace":"team/app","git_http_url":"https://example.invalid/team/app.git"}},"commits":[]}}"#,
+        zero = "0".repeat(40)
+    );
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/api/v1/webhooks/gitlab",
+        &[("x-gitlab-event", "Push Hook"), ("x-gitlab-event-uuid", "gl-1"), ("x-gitlab-token", &secret)],
+        gitlab.as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = http(
+        &server.addr,
+        "POST",
+        "/api/v1/webhooks/gitlab",
+        &[("x-gitlab-event", "Push Hook"), ("x-gitlab-event-uuid", "gl-2"), ("x-gitlab-token", "wrong")],
+        gitlab.as_bytes(),
+    );
+    assert_eq!(status, 401);
+
+    let runs = server
+        .wait_for("three successful runs", |runs| runs.len() == 3 && runs.iter().all(|r| r["status"] == "success"));
+    assert!(runs.iter().all(|r| r["sha"] == sha.as_str()));
+    let id = runs[0]["id"].to_string();
+    let logs = server.cli(&["runs", "logs", &id]);
+    assert!(logs.stdout.contains("[hello] hello from tandem"), "{}", logs.all());
+    let followed = server.cli(&["runs", "logs", &id, "--follow"]);
+    assert!(
+        followed.stdout.contains("hello from tandem") && followed.stdout.contains(&format!("run {id}: success")),
+        "{}",
+        followed.all()
+    );
+    let shown = server.cli(&["runs", "show", &id]);
+    assert!(shown.stdout.contains("success") && shown.stdout.contains("refs/heads/main"), "{}", shown.all());
+    let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap()]);
+    assert_eq!(audit.code, 0, "{}", audit.all());
+    let (status, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("tandem_runs_finished_total{status=\"success\"} 3"), "{metrics}");
+    assert!(metrics.contains("tandem_webhooks_total{outcome=\"rejected\"} 2"), "{metrics}");
+}
+
+#[test]
+fn every_documented_route_is_served_and_errors_are_json() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let (status, doc) = http(&server.addr, "GET", "/api/v1/openapi.json", &[], b"");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(n_operations, server::ROUTES.len());
+    assert_eq!(n_operations, 13);
+    let auth = format!("Bearer {}", server.token);
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path.replace("{forge}", "github").replace("{name}", "none").replace("{id}", "1");
+            let (status, body) = http(
+                &server.addr,
+                &method.to_uppercase(),
+                &concrete,
+                &[("authorization", &auth), ("content-type", "application/json")],
+                b"{}",
+            );
+            assert_ne!(status, 405, "{method} {path}: {body}");
+            assert!(status < 500, "{method} {path}: {status} {body}");
+            if status >= 400 {
+                let json: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {body}"));
+                assert!(json["error"]["code"].is_string(), "{method} {path}: {body}");
+            }
+        }
+    }
+    let (status, body) = http(&server.addr, "GET", "/api/v1/runs", &[], b"");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(&server.addr, "GET", "/api/v1/runs", &[("authorization", "Bearer wrong")], b"");
+    assert_eq!(status, 401, "{body}");
+    let big = vec![b'x'; 11 * 1024 * 1024];
+    let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &[("x-github-event", "push")], &big);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+}
+
+#[test]
+fn cancel_and_rerun_failed_jobs() {
+    let wf = "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo fine\n  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - run: test -f \"$RUNNER_TOOL_CACHE/../flag\" || { touch \"$RUNNER_TOOL_CACHE/../flag\"; exit 1; }\n  slow:\n    if: github.event_name == 'never'\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "app");
+    let queued = server.cli(&["repo", "run", "app"]);
+    assert_eq!(queued.code, 0, "{}", queued.all());
+    let runs = server.wait_for("the first run to fail", |runs| runs.first().is_some_and(|r| r["status"] == "failure"));
+    let id = runs[0]["id"].to_string();
+    let rerun = server.cli(&["runs", "rerun", &id, "--failed"]);
+    assert!(rerun.stdout.contains("[\"flaky\"]"), "{}", rerun.all());
+    let runs = server.wait_for("the re-run to pass", |runs| runs.len() == 2 && runs[0]["status"] == "success");
+    let shown = server.cli(&["runs", "show", &runs[0]["id"].to_string(), "--format", "json"]).json();
+    let jobs: Vec<&str> =
+        shown["report"]["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(jobs, ["flaky"], "only the failed job runs again");
+
+    // Cancel a run while its step sleeps.
+    let sleepy = "on: push\njobs:\n  nap:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
+    repo.write(".github/workflows/ci.yml", sleepy);
+    repo.commit("sleepy");
+    server.cli(&["repo", "run", "app"]);
+    let runs = server.wait_for("the sleepy run to start", |runs| runs.len() == 3 && runs[0]["status"] == "running");
+    let id = runs[0]["id"].to_string();
+    let started = Instant::now();
+    let cancelled = server.cli(&["runs", "cancel", &id]);
+    assert_eq!(cancelled.code, 0, "{}", cancelled.all());
+    server.wait_for("the cancel", |runs| runs[0]["status"] == "cancelled");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let again = server.cli(&["runs", "cancel", &id]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already finished"), "{}", again.all());
+}
+
+#[test]
+fn kill_9_mid_run_loses_nothing_and_leaves_no_orphans() {
+    let wf = "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo $$ >> \"$RUNNER_TOOL_CACHE/../step-pids\"\n          if [ ! -f \"$RUNNER_TOOL_CACHE/../interrupted\" ]; then touch \"$RUNNER_TOOL_CACHE/../interrupted\"; sleep 120; fi\n          echo finished\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let token = server.token.clone();
+    let secret = add_repo(&server, &repo, "app");
+    let sha = head(&repo);
+    let payload = format!(
+        r#"{{"ref":"refs/heads/main","before":"{zero}","after":"{sha}","repository":{{"full_name":"app"}},"commits":[]}}"#,
+        zero = "0".repeat(40)
+    );
+    let signature = format!("sha256={}", git::webhook::sign(&secret, payload.as_bytes()));
+    let headers = [
+        ("x-github-event", "push"),
+        ("x-github-delivery", "before-crash"),
+        ("x-hub-signature-256", signature.as_str()),
+    ];
+    let (status, _) = http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, payload.as_bytes());
+    assert_eq!(status, 202);
+    let pids = data.path().join("step-pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids.exists() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let step_pid: i32 = std::fs::read_to_string(&pids).unwrap().lines().next().unwrap().parse().unwrap();
+    server.kill9();
+    assert!(pid_alive(step_pid), "the step should outlive a kill -9 of the server until the restart");
+
+    let server = Server::start(data.path(), Some(&token));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pid_alive(step_pid), "the restarted server must kill the orphaned step {step_pid}");
+    let runs = server.wait_for("the interrupted run to be retried and pass", |runs| {
+        runs.len() == 1 && runs[0]["status"] == "success"
+    });
+    assert_eq!(runs[0]["attempt"], 2);
+    // The delivery acknowledged before the crash is still known: no second run.
+    let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, payload.as_bytes());
+    assert_eq!((status, body.contains("duplicate")), (202, true), "{body}");
+    let logs = server.cli(&["runs", "logs", &runs[0]["id"].to_string()]);
+    assert!(logs.stdout.contains("finished"), "{}", logs.all());
+    let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
+    assert_eq!(audit["first_broken"], serde_json::Value::Null);
+}
