@@ -26,9 +26,15 @@ pub async fn run_forever(app: Arc<App>) {
         match app.store.claim_next().await {
             Ok(Some(run)) => {
                 let app = app.clone();
+                // The cancel handle exists from the moment the run is claimed; `execute` then
+                // re-reads the stored flag, so a cancel arriving in between is never lost.
+                let (source, cancel) = CancelSource::new();
+                if let Ok(mut running) = app.running.lock() {
+                    running.insert(run.id, source.clone());
+                }
                 tokio::spawn(async move {
                     let id = run.id;
-                    if let Err(error) = execute(&app, run).await {
+                    if let Err(error) = execute(&app, run, source, cancel).await {
                         eprintln!("run {id}: {error}");
                         let _ = app.store.finish(id, RunStatus::Failure, Some(error), None).await;
                     }
@@ -56,7 +62,7 @@ fn line(job: &str, step: Option<usize>, text: String) -> LogLine {
     LogLine { job: job.to_string(), step, text }
 }
 
-async fn execute(app: &Arc<App>, run: Run) -> Result<(), String> {
+async fn execute(app: &Arc<App>, run: Run, cancel_source: CancelSource, cancel: exec::Cancel) -> Result<(), String> {
     let repo = app.store.repo_by_id(run.repo_id).await.map_err(|e| e.to_string())?;
     let mirror = repos::sync(app, &repo, Some(&run.sha)).await?;
     let source = repos::git(&mirror, &["show", &format!("{}:{}", run.sha, run.workflow)]).await?;
@@ -116,12 +122,8 @@ async fn execute(app: &Arc<App>, run: Run) -> Result<(), String> {
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: false,
     };
-    let (source, cancel) = CancelSource::new();
-    if run.cancel_requested {
-        source.cancel();
-    }
-    if let Ok(mut running) = app.running.lock() {
-        running.insert(run.id, source);
+    if app.store.run(run.id).await.map_err(|e| e.to_string())?.cancel_requested {
+        cancel_source.cancel();
     }
     let groups = ProcessGroups::with_journal(app.config.data_dir.join("pgids").join(run.id.to_string()));
     let (tx, rx) = mpsc::unbounded_channel();
