@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub max_attempts: i64,
 }
 
+/// The workflow files of one commit: (path, text).
+pub type WorkflowFiles = Arc<Vec<(String, String)>>;
+
 /// Counters behind `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -68,6 +71,9 @@ pub struct App {
     pub wake: tokio::sync::Notify,
     /// One fetch at a time per repository mirror.
     pub fetch_locks: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Workflow files (path, text) per (repository, commit): a commit never changes, and
+    /// deliveries for the same commit are common (several forges, re-deliveries, pushes of tags).
+    pub workflows_at: Mutex<HashMap<(i64, String), WorkflowFiles>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,7 @@ pub async fn start(
         running: Mutex::new(HashMap::new()),
         wake: tokio::sync::Notify::new(),
         fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
+        workflows_at: Mutex::new(HashMap::new()),
     });
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));

@@ -93,11 +93,11 @@ pub async fn plan_runs(
     change: &Change,
     payload: &serde_json::Value,
 ) -> Result<Vec<NewRun>, String> {
-    let mirror = sync(app, repo, Some(&change.sha)).await?;
+    let workflows = workflows_at(app, repo, &change.sha).await?;
     let mut changed = change.changed_paths.clone();
     if changed.is_empty()
         && change.before != ZERO_SHA
-        && let Ok(diff) = git(&mirror, &["diff", "--name-only", &change.before, &change.sha]).await
+        && let Ok(diff) = git(&mirror_path(app, repo), &["diff", "--name-only", &change.before, &change.sha]).await
     {
         changed = diff.lines().map(str::to_string).collect();
     }
@@ -109,9 +109,8 @@ pub async fn plan_runs(
         action: change.change_request.as_ref().map(|r| r.action.as_str()),
     };
     let mut runs = Vec::new();
-    for path in workflow_files(&mirror, &change.sha).await? {
-        let source = git(&mirror, &["show", &format!("{}:{path}", change.sha)]).await?;
-        let (workflow, _) = ci::check::validate(&source);
+    for (path, source) in workflows.iter() {
+        let (workflow, _) = ci::check::validate(source);
         let starts = match &workflow {
             Some(workflow) => workflow.trigger(change.event).is_some_and(|t| fires(t, &facts).is_ok()),
             None => true,
@@ -119,7 +118,7 @@ pub async fn plan_runs(
         if starts {
             runs.push(NewRun {
                 repo_id: repo.id,
-                workflow: path,
+                workflow: path.clone(),
                 event: change.event.to_string(),
                 git_ref: change.git_ref.clone(),
                 sha: change.sha.clone(),
@@ -131,6 +130,28 @@ pub async fn plan_runs(
         }
     }
     Ok(runs)
+}
+
+/// The workflow files at a commit with their text, from the cache or the mirror.
+async fn workflows_at(app: &App, repo: &Repo, sha: &str) -> Result<crate::WorkflowFiles, String> {
+    let key = (repo.id, sha.to_string());
+    if let Some(found) = app.workflows_at.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+        return Ok(found);
+    }
+    let mirror = sync(app, repo, Some(sha)).await?;
+    let mut files = Vec::new();
+    for path in workflow_files(&mirror, sha).await? {
+        let source = git(&mirror, &["show", &format!("{sha}:{path}")]).await?;
+        files.push((path, source));
+    }
+    let files = Arc::new(files);
+    if let Ok(mut cache) = app.workflows_at.lock() {
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(key, files.clone());
+    }
+    Ok(files)
 }
 
 /// A push payload shaped like GitHub's, for runs that no forge announced (polling, manual).

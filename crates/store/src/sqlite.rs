@@ -391,7 +391,7 @@ impl Store for SqliteStore {
     }
 
     async fn runs(&self, filter: RunFilter) -> Result<Vec<Run>> {
-        let limit = if filter.limit <= 0 { 50 } else { filter.limit.min(1000) };
+        let limit = if filter.limit <= 0 { 50 } else { filter.limit.min(10_000) };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR repo_id = $1) AND ($2 IS NULL OR git_ref = $2) AND ($3 IS NULL OR status = $3) ORDER BY id DESC LIMIT $4"
         )))

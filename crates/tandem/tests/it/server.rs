@@ -60,7 +60,7 @@ impl Server {
     }
 
     fn runs(&self) -> Vec<serde_json::Value> {
-        let run = self.cli(&["runs", "list", "--format", "json", "--limit", "100"]);
+        let run = self.cli(&["runs", "list", "--format", "json", "--limit", "1000"]);
         assert_eq!(run.code, 0, "{}", run.all());
         run.json()["runs"].as_array().unwrap().clone()
     }
@@ -92,20 +92,30 @@ impl Drop for Server {
 
 /// A bare HTTP/1.1 request over loopback: (status, body).
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.read_to_string(&mut response)?;
     let status = response.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 fn add_repo(server: &Server, repo: &Repo, name: &str) -> String {
@@ -336,4 +346,109 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_orphans() {
     assert!(logs.stdout.contains("finished"), "{}", logs.all());
     let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
     assert_eq!(audit["first_broken"], serde_json::Value::Null);
+}
+
+#[test]
+fn kill_9_at_random_points_during_a_delivery_stream() {
+    let wf = "on: push\njobs:\n  quick:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo quick\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let sha = head(&repo);
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), None);
+    let token = server.token.clone();
+    let secret = add_repo(&server, &repo, "app");
+    let payload = format!(
+        r#"{{"ref":"refs/heads/main","before":"{zero}","after":"{sha}","repository":{{"full_name":"app"}},"commits":[]}}"#,
+        zero = "0".repeat(40)
+    );
+    let signature = format!("sha256={}", git::webhook::sign(&secret, payload.as_bytes()));
+    let mut acknowledged: Vec<String> = Vec::new();
+    // A cheap, deterministic "random" schedule of kill points.
+    let kill_after_ms = [137u64, 412, 59, 733, 260];
+    for (round, wait) in kill_after_ms.iter().enumerate() {
+        let addr = server.addr.clone();
+        let (payload, signature) = (payload.clone(), signature.clone());
+        let sender = std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            for i in 0.. {
+                let id = format!("r{round}-{i}");
+                let headers = [
+                    ("x-github-event", "push"),
+                    ("x-github-delivery", id.as_str()),
+                    ("x-hub-signature-256", signature.as_str()),
+                ];
+                match try_http(&addr, "POST", "/api/v1/webhooks/github", &headers, payload.as_bytes()) {
+                    Ok((202, _)) => ok.push(id),
+                    _ => break,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ok
+        });
+        std::thread::sleep(Duration::from_millis(*wait));
+        server.kill9();
+        acknowledged.extend(sender.join().unwrap());
+        server = Server::start(data.path(), Some(&token));
+    }
+    assert!(acknowledged.len() >= 5, "too few deliveries got through: {}", acknowledged.len());
+    // Every acknowledged delivery is known after the crashes: sending it again starts nothing.
+    for id in &acknowledged {
+        let headers = [
+            ("x-github-event", "push"),
+            ("x-github-delivery", id.as_str()),
+            ("x-hub-signature-256", signature.as_str()),
+        ];
+        let (status, body) = http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, payload.as_bytes());
+        assert_eq!(
+            (status, body.contains("duplicate")),
+            (202, true),
+            "delivery {id} was acknowledged but lost: {body}"
+        );
+    }
+    // No run is lost or stuck: each acknowledged delivery has its run, and all of them finish.
+    let runs = server.wait_for("every run to finish", |runs| {
+        runs.len() >= acknowledged.len() && runs.iter().all(|r| r["status"] != "queued" && r["status"] != "running")
+    });
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "success" || r["reason"].as_str().is_some_and(|s| s.contains("server stopped"))),
+        "{runs:#?}"
+    );
+    let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
+    assert_eq!(audit["first_broken"], serde_json::Value::Null, "{audit}");
+}
+
+#[test]
+fn up_serves_a_demo_repository_and_runs_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let (mut url, mut token) = (String::new(), String::new());
+    while !printed.contains("Press Ctrl-C to stop.") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "tandem up exited early:\n{printed}");
+        if let Some(rest) = line.strip_prefix("Tandem is up at ") {
+            url = rest.trim().to_string();
+        }
+        if let Some(at) = line.find("TANDEM_TOKEN=") {
+            token = line[at + "TANDEM_TOKEN=".len()..].trim().to_string();
+        }
+        printed.push_str(&line);
+    }
+    assert!(printed.contains("first run queued: 1"), "{printed}");
+    assert!(printed.contains("tandem runs logs 1 --follow"), "{printed}");
+    let server = Server { child, addr: url.trim_start_matches("http://").to_string(), token };
+    let runs = server.wait_for("the demo run to pass", |runs| {
+        runs.first().is_some_and(|r| r["status"] != "queued" && r["status"] != "running")
+    });
+    assert_eq!(runs[0]["status"], "success", "{runs:#?}");
+    let logs = server.cli(&["runs", "logs", "1"]);
+    assert!(logs.stdout.contains("Ran 2 tests") && logs.stdout.contains("OK"), "{}", logs.all());
 }
