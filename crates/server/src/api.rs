@@ -357,6 +357,10 @@ struct AddRepo {
     source: String,
     name: Option<String>,
     poll_seconds: Option<i64>,
+    /// Where to post commit statuses: `github`, `gitea`/`forgejo` or `gitlab`, with `api_url` and `status_token`.
+    forge: Option<String>,
+    api_url: Option<String>,
+    status_token: Option<String>,
 }
 
 async fn add_repo(
@@ -390,9 +394,34 @@ async fn add_repo(
             format!("`{name}` is not a usable repository name"),
         ));
     }
+    let forge = match (&body.forge, &body.api_url, &body.status_token) {
+        (None, None, None) => None,
+        (Some(forge), Some(api_url), Some(token))
+            if matches!(forge.as_str(), "github" | "gitea" | "forgejo" | "gitlab") =>
+        {
+            Some((forge.clone(), api_url.clone(), token.clone()))
+        }
+        (Some(forge), Some(_), Some(_)) => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_forge",
+                format!("unknown forge `{forge}`; use github, gitea, forgejo or gitlab"),
+            ));
+        }
+        _ => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_forge",
+                "commit statuses need all of `forge`, `api_url` and `status_token`",
+            ));
+        }
+    };
     let secret = crate::random_secret()
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, &caller.0).await?;
+    let mut repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, &caller.0).await?;
+    if let Some((forge, api_url, token)) = forge {
+        repo = app.store.set_forge(repo.id, &forge, &api_url, &token, &caller.0).await?;
+    }
     // Fetch now, so that a bad source is reported at once.
     if let Err(error) = repos::sync(&app, &repo, None).await {
         return Ok((

@@ -3,6 +3,7 @@
 
 mod api;
 mod repos;
+mod status;
 mod worker;
 
 use std::collections::HashMap;

@@ -64,7 +64,22 @@ fn line(job: &str, step: Option<usize>, text: String) -> LogLine {
 
 async fn execute(app: &Arc<App>, run: Run, cancel_source: CancelSource, cancel: exec::Cancel) -> Result<(), String> {
     let repo = app.store.repo_by_id(run.repo_id).await.map_err(|e| e.to_string())?;
-    let mirror = repos::sync(app, &repo, Some(&run.sha)).await?;
+    crate::status::post(app, &repo, &run, RunStatus::Running).await;
+    let result = execute_inner(app, &repo, &run, cancel_source, cancel).await;
+    let finished = app.store.run(run.id).await.map_err(|e| e.to_string())?;
+    let status = if result.is_err() { RunStatus::Failure } else { finished.status };
+    crate::status::post(app, &repo, &finished, status).await;
+    result
+}
+
+async fn execute_inner(
+    app: &Arc<App>,
+    repo: &store::Repo,
+    run: &Run,
+    cancel_source: CancelSource,
+    cancel: exec::Cancel,
+) -> Result<(), String> {
+    let mirror = repos::sync(app, repo, Some(&run.sha)).await?;
     let source = repos::git(&mirror, &["show", &format!("{}:{}", run.sha, run.workflow)]).await?;
     let (workflow, diagnostics) = ci::check::validate(&source);
     let errors: Vec<String> =

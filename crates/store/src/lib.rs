@@ -82,6 +82,11 @@ pub struct Repo {
     pub webhook_secret: String,
     pub poll_seconds: Option<i64>,
     pub created: String,
+    /// Where commit statuses go: `github`, `gitea` or `gitlab`, with the forge's API base URL.
+    pub forge: Option<String>,
+    pub api_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub status_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +207,15 @@ pub trait Store: Send + Sync {
         poll_seconds: Option<i64>,
         actor: &str,
     ) -> impl Future<Output = Result<Repo>> + Send;
+    /// Sets where commit statuses are posted. The token is stored, never put in an event.
+    fn set_forge(
+        &self,
+        repo_id: i64,
+        forge: &str,
+        api_url: &str,
+        status_token: &str,
+        actor: &str,
+    ) -> impl Future<Output = Result<Repo>> + Send;
     fn repos(&self) -> impl Future<Output = Result<Vec<Repo>>> + Send;
     fn repo(&self, name: &str) -> impl Future<Output = Result<Repo>> + Send;
     fn repo_by_id(&self, id: i64) -> impl Future<Output = Result<Repo>> + Send;
@@ -248,6 +262,14 @@ pub trait Store: Send + Sync {
     fn refs(&self, repo_id: i64) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
     fn set_ref(&self, repo_id: i64, name: &str, sha: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// Appends an event that changes no table (e.g. a commit status posted to a forge).
+    fn record_event(
+        &self,
+        kind: &str,
+        subject: &str,
+        actor: &str,
+        payload: serde_json::Value,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn events(&self, after_seq: i64, limit: i64) -> impl Future<Output = Result<Vec<Event>>> + Send;
     fn verify_chain(&self) -> impl Future<Output = Result<ChainReport>> + Send;
 }

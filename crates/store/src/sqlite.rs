@@ -77,6 +77,9 @@ fn repo_from(row: &SqliteRow) -> Result<Repo> {
         webhook_secret: row.try_get("webhook_secret")?,
         poll_seconds: row.try_get("poll_seconds")?,
         created: row.try_get("created")?,
+        forge: row.try_get("forge")?,
+        api_url: row.try_get("api_url")?,
+        status_token: row.try_get("status_token")?,
     })
 }
 
@@ -193,6 +196,43 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(repo)
+    }
+
+    async fn set_forge(
+        &self,
+        repo_id: i64,
+        forge: &str,
+        api_url: &str,
+        status_token: &str,
+        actor: &str,
+    ) -> Result<Repo> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("UPDATE repos SET forge = $1, api_url = $2, status_token = $3 WHERE id = $4 RETURNING *")
+            .bind(forge)
+            .bind(api_url)
+            .bind(status_token)
+            .bind(repo_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("repository {repo_id}")))?;
+        let repo = repo_from(&row)?;
+        append_event(
+            &mut tx,
+            "repo.forge_set",
+            &format!("repo/{repo_id}"),
+            actor,
+            serde_json::json!({"forge": forge, "api_url": api_url}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(repo)
+    }
+
+    async fn record_event(&self, kind: &str, subject: &str, actor: &str, payload: serde_json::Value) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        append_event(&mut tx, kind, subject, actor, payload).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn repos(&self) -> Result<Vec<Repo>> {

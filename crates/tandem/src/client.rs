@@ -96,6 +96,20 @@ impl Client {
     }
 }
 
+/// Percent-encodes a value for use as one path segment (repository names hold slashes).
+pub fn path_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 pub fn print_line(line: &serde_json::Value) {
     let job = line.get("job").and_then(|v| v.as_str()).unwrap_or("");
     let text = line.get("text").and_then(|v| v.as_str()).unwrap_or("");

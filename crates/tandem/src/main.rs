@@ -77,6 +77,15 @@ enum RepoCommand {
         /// Poll the repository's refs every this many seconds (for repositories without webhooks).
         #[arg(long, value_name = "SECONDS")]
         poll: Option<i64>,
+        /// Post commit statuses to this forge: github, gitea, forgejo or gitlab.
+        #[arg(long, requires_all = ["api_url", "status_token"])]
+        forge: Option<String>,
+        /// The forge's API base, e.g. https://api.github.com, https://gitea.example/api/v1, https://gitlab.example/api/v4.
+        #[arg(long, value_name = "URL")]
+        api_url: Option<String>,
+        /// A token allowed to post commit statuses.
+        #[arg(long, env = "TANDEM_STATUS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        status_token: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -197,7 +206,7 @@ fn block_on(future: impl Future<Output = Result<i32>>) -> Result<i32> {
 async fn repo_command(command: RepoCommand) -> Result<i32> {
     use reqwest::Method;
     match command {
-        RepoCommand::Add { source, name, poll, connection } => {
+        RepoCommand::Add { source, name, poll, forge, api_url, status_token, connection } => {
             let is_url = source.contains("://") || source.contains('@');
             let source = if is_url {
                 source
@@ -212,7 +221,7 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
                 .call(
                     Method::POST,
                     "/api/v1/repos",
-                    Some(serde_json::json!({"source": source, "name": name, "poll_seconds": poll})),
+                    Some(serde_json::json!({"source": source, "name": name, "poll_seconds": poll, "forge": forge, "api_url": forge.as_ref().and(api_url), "status_token": forge.as_ref().and(status_token)})),
                 )
                 .await?;
             let name = json.pointer("/repo/name").and_then(|n| n.as_str()).unwrap_or_default();
@@ -248,7 +257,11 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
         }
         RepoCommand::Run { name, git_ref, connection } => {
             let json = Client::new(&connection)?
-                .call(Method::POST, &format!("/api/v1/repos/{name}/runs"), Some(serde_json::json!({"ref": git_ref})))
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/repos/{}/runs", client::path_segment(&name)),
+                    Some(serde_json::json!({"ref": git_ref})),
+                )
                 .await?;
             println!(
                 "queued run(s) {} for {} at {}",

@@ -27,8 +27,15 @@ pub async fn repos(store: &impl Store) {
     assert_eq!(names, ["app", "lib"]);
     assert_eq!(store.repo_by_id(repo.id).await.unwrap().webhook_secret, "s3cret");
     assert!(matches!(store.repo("nope").await, Err(StoreError::NotFound(_))));
+    let with_forge = store.set_forge(repo.id, "github", "https://api.example", "ghp_secret", "admin").await.unwrap();
+    assert_eq!((with_forge.forge.as_deref(), with_forge.status_token.as_deref()), (Some("github"), Some("ghp_secret")));
+    store.record_event("status.posted", "run/1", "tandem", serde_json::json!({"state": "success"})).await.unwrap();
     let events = store.events(0, 100).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["repo.added", "repo.added"]);
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["repo.added", "repo.added", "repo.forge_set", "status.posted"]
+    );
+    assert!(!events[2].payload.to_string().contains("ghp_secret"), "tokens never enter the event log");
     assert_eq!(events[1].prev_hash, events[0].hash);
 }
 

@@ -452,3 +452,119 @@ fn up_serves_a_demo_repository_and_runs_it() {
     let logs = server.cli(&["runs", "logs", "1"]);
     assert!(logs.stdout.contains("Ran 2 tests") && logs.stdout.contains("OK"), "{}", logs.all());
 }
+
+/// A stand-in for a forge's API: records every request (method, path, headers, body) and answers 201.
+struct StandIn {
+    addr: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    head.push_str(&line);
+                    line.clear();
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let request_line = head.lines().next().unwrap_or("").to_string();
+                recorded.lock().unwrap().push((
+                    request_line,
+                    head.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            }
+        });
+        StandIn { addr, requests }
+    }
+}
+
+#[test]
+fn commit_statuses_are_posted_to_each_forge_in_its_dialect() {
+    let wf = "on: push\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo checked\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let sha = head(&repo);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let stand_in = StandIn::start();
+    let api = format!("http://{}/api", stand_in.addr);
+    for (forge, name) in [("github", "team/gh"), ("gitea", "team/gt"), ("gitlab", "group/sub/gl")] {
+        let run = server.cli(&[
+            "repo",
+            "add",
+            repo.path().to_str().unwrap(),
+            "--name",
+            name,
+            "--forge",
+            forge,
+            "--api-url",
+            &api,
+            "--status-token",
+            &format!("tok-{forge}"),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let queued = server.cli(&["repo", "run", name]);
+        assert_eq!(queued.code, 0, "{}", queued.all());
+    }
+    server.wait_for("three runs to pass", |runs| runs.len() == 3 && runs.iter().all(|r| r["status"] == "success"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stand_in.requests.lock().unwrap().len() < 6 {
+        assert!(Instant::now() < deadline, "statuses missing: {:#?}", stand_in.requests.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let requests = stand_in.requests.lock().unwrap().clone();
+    let find = |path: &str, state: &str| {
+        requests
+            .iter()
+            .find(|(line, _, body)| {
+                line.starts_with(&format!("POST {path} ")) && body.contains(&format!("\"state\":\"{state}\""))
+            })
+            .cloned()
+    };
+    let github =
+        find(&format!("/api/repos/team/gh/statuses/{sha}"), "success").unwrap_or_else(|| panic!("{requests:#?}"));
+    assert!(
+        github.1.contains("authorization: bearer tok-github") && github.2.contains("\"context\":\"tandem/ci\""),
+        "{github:?}"
+    );
+    assert!(find(&format!("/api/repos/team/gh/statuses/{sha}"), "pending").is_some(), "{requests:#?}");
+    let gitea =
+        find(&format!("/api/repos/team/gt/statuses/{sha}"), "success").unwrap_or_else(|| panic!("{requests:#?}"));
+    assert!(gitea.1.contains("authorization: token tok-gitea"), "{gitea:?}");
+    let gitlab = find(&format!("/api/projects/group%2Fsub%2Fgl/statuses/{sha}"), "success")
+        .unwrap_or_else(|| panic!("{requests:#?}"));
+    assert!(
+        gitlab.1.contains("private-token: tok-gitlab") && gitlab.2.contains("\"name\":\"tandem/ci\""),
+        "{gitlab:?}"
+    );
+    assert!(find(&format!("/api/projects/group%2Fsub%2Fgl/statuses/{sha}"), "running").is_some(), "{requests:#?}");
+    // The tokens stay out of the event log; each status is recorded.
+    let events = http(
+        &server.addr,
+        "GET",
+        "/api/v1/events?limit=1000",
+        &[("authorization", &format!("Bearer {}", server.token))],
+        b"",
+    )
+    .1;
+    assert!(!events.contains("tok-github") && !events.contains("tok-gitlab"), "{events}");
+    assert_eq!(events.matches("status.posted").count(), 6, "{events}");
+}
