@@ -50,7 +50,15 @@ fn have(program: &str) -> bool {
 /// Makes sure the programs the tests use are installed: installs missing ones with apt-get where
 /// possible (idempotent), and fails under CI when something cannot be had.
 fn ensure_prerequisites() -> Result<()> {
-    let needed = [("git", "git"), ("bash", "bash"), ("python3", "python3"), ("make", "make")];
+    let needed = [
+        ("git", "git"),
+        ("bash", "bash"),
+        ("python3", "python3"),
+        ("make", "make"),
+        ("dockerd", "docker.io"),
+        ("busybox", "busybox-static"),
+        ("docker-registry", "docker-registry"),
+    ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -72,8 +80,43 @@ fn ensure_prerequisites() -> Result<()> {
     Ok(())
 }
 
+/// Starts `dockerd` when no engine answers, and waits (bounded) until it does.
+fn ensure_docker_engine() -> Result<()> {
+    let answers = || {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if answers() {
+        return Ok(());
+    }
+    if have("dockerd") {
+        eprintln!("starting dockerd (log: /tmp/tandem-dockerd.log)");
+        let log = std::fs::File::create("/tmp/tandem-dockerd.log")?;
+        Command::new("dockerd")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start dockerd")?;
+        for _ in 0..60 {
+            if answers() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    if ci() {
+        bail!("no Docker engine answers and dockerd could not be started; see /tmp/tandem-dockerd.log");
+    }
+    eprintln!("warning: no Docker engine answers; container tests will be skipped");
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_prerequisites()?;
+    ensure_docker_engine()?;
     if ci() && !std::path::Path::new("../shared/corpus/workflows").is_dir() {
         bail!("the shared corpus is missing at ../shared/corpus; CI lays it beside the clone");
     }
@@ -81,7 +124,7 @@ fn test() -> Result<()> {
     command.args(["test", "--workspace", "--all-targets", "--locked"]);
     if ci() {
         // Under CI the shared corpus is part of the test input: its absence is a failure.
-        command.env("TANDEM_REQUIRE_CORPUS", "1");
+        command.env("TANDEM_REQUIRE_CORPUS", "1").env("TANDEM_REQUIRE_DOCKER", "1");
     }
     run(&mut command)?;
     Ok(())

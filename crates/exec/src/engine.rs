@@ -146,6 +146,9 @@ struct Shared {
     groups: ProcessGroups,
     concurrency: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     workspaces: WorkspacePool,
+    /// The Docker engine, connected on first use (and what a crashed Tandem left reaped then).
+    docker: tokio::sync::OnceCell<Result<crate::docker::DockerEngine, String>>,
+    n_container_jobs: std::sync::atomic::AtomicUsize,
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
     executor: Arc<dyn Executor>,
@@ -170,6 +173,12 @@ pub async fn run(
     };
     let wanted = graph.closure(&selected);
     let cache = CacheStore::open(&config.data_dir.join("cache"), config.cache_limit).ok();
+    // `$GITHUB_EVENT_PATH`, written once for every step of the run.
+    let _ = std::fs::create_dir_all(&request.run_dir);
+    let _ = std::fs::write(
+        request.run_dir.join("event.json"),
+        serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default(),
+    );
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
     let shared = Arc::new(Shared {
@@ -180,6 +189,8 @@ pub async fn run(
         groups,
         concurrency: Mutex::new(HashMap::new()),
         workspaces: WorkspacePool::default(),
+        docker: tokio::sync::OnceCell::new(),
+        n_container_jobs: std::sync::atomic::AtomicUsize::new(0),
         artifacts,
         cache,
         executor: Arc::new(LocalExecutor),
@@ -493,6 +504,10 @@ struct LegState {
     summary: String,
     post: Vec<PostAction>,
     pgids: Vec<i32>,
+    /// Where steps run: this machine, or the job's container.
+    executor: Arc<dyn Executor>,
+    /// The job container's shell (`bash` or `sh`), when the job runs in a container.
+    container_shell: Option<String>,
 }
 
 /// Work a built-in action leaves for the end of the job (the cache save).
@@ -646,6 +661,8 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         summary: String::new(),
         post: Vec::new(),
         pgids: Vec::new(),
+        executor: shared.executor.clone(),
+        container_shell: None,
     };
     state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for (key, text) in request.workflow.env.iter().chain(job.env.iter()) {
@@ -658,6 +675,27 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         }
     }
     contexts.set("env", string_map(&state.env));
+
+    // Service containers and the job container, when the job asks for them.
+    let containers = if job.container.is_some() || !job.services.is_empty() {
+        match start_containers(shared, job, &contexts, &name, &dirs).await {
+            Ok(environment) => {
+                if let Some(executor) = environment.executor() {
+                    state.executor = Arc::new(executor);
+                    state.container_shell = Some(environment.shell.clone());
+                }
+                Some(environment)
+            }
+            Err(error) => {
+                if !shared.config.keep_workspaces {
+                    shared.workspaces.give_back(slot);
+                }
+                return fail(report, Status::Failure, error);
+            }
+        }
+    } else {
+        None
+    };
 
     let job_timeout = match &job.timeout_minutes {
         Some(text) => match contexts.evaluate(text) {
@@ -824,6 +862,21 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     }
     // Whatever the steps left running in the background dies with the job.
     shared.groups.kill(&state.pgids);
+    if let Some(environment) = containers {
+        let last_step = job.steps.len().saturating_sub(1);
+        for (service, lines) in environment.teardown().await {
+            for line in lines {
+                emit_line(
+                    shared,
+                    &name,
+                    last_step,
+                    Stream::Stdout,
+                    &format!("service {service} | {line}"),
+                    &state.masks,
+                );
+            }
+        }
+    }
     if !shared.config.keep_workspaces {
         shared.workspaces.give_back(slot);
     }
@@ -849,11 +902,70 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     report
 }
 
-/// Which executor runs the job. Today the local process executor; container jobs need Docker.
-fn check_executor(job: &Job, contexts: &Contexts) -> Result<(), String> {
-    if job.container.is_some() || !job.services.is_empty() {
-        return Err("this job uses `container:` or `services:`, which need the Docker executor; it is not part of this build yet. Remove them to run the steps on this machine".to_string());
+/// Connects to Docker (once per run), reaps leftovers of dead Tandem processes, and starts the
+/// job's services and container with the job's contexts applied.
+async fn start_containers(
+    shared: &Arc<Shared>,
+    job: &Job,
+    contexts: &Contexts,
+    name: &str,
+    dirs: &LegDirs,
+) -> Result<crate::docker::JobEnvironment, String> {
+    use crate::docker::{ContainerSpec, DockerEngine, JobContainers};
+    let engine = shared
+        .docker
+        .get_or_init(|| async {
+            let engine = DockerEngine::connect().await?;
+            engine.reap().await;
+            Ok(engine)
+        })
+        .await
+        .clone()?;
+    let evaluate = |container: &spec::workflow::Container| -> Result<ContainerSpec, String> {
+        let mut env = Vec::new();
+        for (key, text) in &container.env {
+            env.push((key.clone(), contexts.render(text)?));
+        }
+        let image = contexts.render(&container.image)?;
+        if image.trim().is_empty() {
+            return Err("the container image is empty".to_string());
+        }
+        Ok(ContainerSpec {
+            image,
+            env,
+            ports: container.ports.iter().map(|p| contexts.render(p)).collect::<Result<_, _>>()?,
+            volumes: container.volumes.iter().map(|v| contexts.render(v)).collect::<Result<_, _>>()?,
+            options: container.options.as_ref().map(|o| contexts.render(o)).transpose()?.unwrap_or_default(),
+            credentials: match &container.credentials {
+                Some((user, password)) => Some((contexts.render(user)?, contexts.render(password)?)),
+                None => None,
+            },
+        })
+    };
+    let container = job.container.as_ref().map(evaluate).transpose()?;
+    let mut services = Vec::new();
+    for (service, spec) in &job.services {
+        services.push((service.clone(), evaluate(spec).map_err(|e| format!("service `{service}`: {e}"))?));
     }
+    let n = shared.n_container_jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+    let request = JobContainers {
+        run_id: shared.request.run_id,
+        key: format!("{}-{n}", if slug.is_empty() { "job" } else { &slug }),
+        container,
+        services,
+        mounts: vec![
+            dirs.files.clone(),
+            shared.config.data_dir.join("toolcache"),
+            shared.request.run_dir.join("event.json"),
+        ],
+        health_timeout: Duration::from_secs(120),
+    };
+    engine.start_job(&request).await
+}
+
+/// Refuses runners no executor here can serve.
+fn check_executor(job: &Job, contexts: &Contexts) -> Result<(), String> {
     for label in &job.runs_on {
         let label = contexts.render(label)?;
         let lower = label.to_ascii_lowercase();
@@ -1008,7 +1120,10 @@ async fn run_script(
 ) -> Result<(Status, BTreeMap<String, String>), String> {
     let request = &shared.request;
     let (extension, template): (&str, String) = match shell {
-        None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
+        None => match &state.container_shell {
+            Some(shell) => (".sh", format!("{shell} -e {{0}}")),
+            None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
+        },
         Some("bash") => (".sh", "bash --noprofile --norc -eo pipefail {0}".into()),
         Some("sh") => (".sh", "sh -e {0}".into()),
         Some("python") => (".py", if which("python") { "python {0}".into() } else { "python3 {0}".into() }),
@@ -1022,7 +1137,9 @@ async fn run_script(
     let mut argv: Vec<String> =
         template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
     // Resolving the program once here spares the child a search of every PATH entry per step.
-    if let Some(resolved) = argv.first().and_then(|program| resolve_program(program)) {
+    if let Some(resolved) =
+        argv.first().filter(|_| state.container_shell.is_none()).and_then(|program| resolve_program(program))
+    {
         argv[0] = resolved;
     }
     if !cwd.is_dir() {
@@ -1037,11 +1154,10 @@ async fn run_script(
     // Steps append to these with `>>`, which creates them; a missing file means nothing written.
     let (output_file, env_file, path_file, summary_file) = (file("output"), file("env"), file("path"), file("summary"));
     let event_path = request.run_dir.join("event.json");
-    if !event_path.exists() {
-        let _ = std::fs::write(&event_path, serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default());
-    }
 
-    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    // On this machine a step inherits Tandem's environment; in a container, the image's.
+    let mut env: BTreeMap<String, String> =
+        if state.container_shell.is_some() { BTreeMap::new() } else { std::env::vars().collect() };
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
     let fixed = [
@@ -1084,7 +1200,10 @@ async fn run_script(
     }
     env.extend(step_env);
     if !state.path_prepend.is_empty() {
-        let base = env.get("PATH").cloned().unwrap_or_default();
+        let base = env
+            .get("PATH")
+            .cloned()
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
         let mut parts = state.path_prepend.clone();
         parts.reverse();
         parts.push(base);
@@ -1093,7 +1212,7 @@ async fn run_script(
 
     let spec = ProcessSpec { argv, env, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let executor = shared.executor.clone();
+    let executor = state.executor.clone();
     let groups = shared.groups.clone();
     let process = async move {
         let result = executor.run(&spec, &tx, cancel, &groups).await;

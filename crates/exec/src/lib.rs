@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod cache;
 mod cancel;
 pub mod commands;
+pub mod docker;
 pub mod engine;
 pub mod git;
 pub mod paths;

@@ -251,9 +251,6 @@ pub fn summary_table(report: &RunReport) -> String {
             };
             rows.push([String::new(), step.name.chars().take(60).collect(), status, human(step.duration)]);
         }
-        if let Some(error) = &job.error {
-            rows.push([String::new(), format!("error: {error}"), String::new(), String::new()]);
-        }
     }
     let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -262,6 +259,9 @@ pub fn summary_table(report: &RunReport) -> String {
             row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    for job in report.jobs.iter().filter(|j| j.error.is_some()) {
+        out.push_str(&format!("error in {}: {}\n", job.name, job.error.as_deref().unwrap_or_default()));
     }
     out
 }

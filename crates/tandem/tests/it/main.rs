@@ -1,5 +1,6 @@
 //! End-to-end tests: the `tandem` binary against real git repositories and real processes.
 
+mod containers;
 mod run;
 mod server;
 mod signals;

@@ -1,0 +1,650 @@
+//! The Docker executor, through the Engine API: a job's service containers on a network of its
+//! own, the job container its steps run in (via exec), and their removal — also of what a
+//! crashed Tandem left behind (`reap`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, ExecConfig, HealthConfig, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
+    RemoveContainerOptions,
+};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::process::{Exit, ProcessGroups, ProcessSpec, Stream};
+use crate::{Cancel, Executor};
+
+/// Label on everything Tandem creates; its value is the owning Tandem process id.
+pub const OWNER_LABEL: &str = "dev.tandem.owner";
+pub const RUN_LABEL: &str = "dev.tandem.run";
+pub const JOB_LABEL: &str = "dev.tandem.job";
+
+/// A connection to the engine.
+#[derive(Debug, Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+/// A container to start, as a workflow describes it (expressions already evaluated).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub ports: Vec<String>,
+    pub volumes: Vec<String>,
+    pub options: String,
+    pub credentials: Option<(String, String)>,
+}
+
+/// What a job needs from Docker.
+#[derive(Debug, Clone)]
+pub struct JobContainers {
+    pub run_id: u64,
+    /// Unique among the run's legs; names the network and containers.
+    pub key: String,
+    pub container: Option<ContainerSpec>,
+    pub services: Vec<(String, ContainerSpec)>,
+    /// Host paths mounted at the same path in the job container (workspace, temp, tool cache).
+    pub mounts: Vec<PathBuf>,
+    /// Longest wait for services to become healthy.
+    pub health_timeout: Duration,
+}
+
+/// A job's containers while it runs. Call `teardown` when the job ends, whatever happened.
+#[derive(Debug)]
+pub struct JobEnvironment {
+    docker: Docker,
+    pub network: String,
+    pub job_container: Option<String>,
+    pub services: Vec<(String, String)>,
+    /// `sh` or `bash`, whichever the job container has.
+    pub shell: String,
+}
+
+fn labels(run_id: u64, key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (OWNER_LABEL.to_string(), std::process::id().to_string()),
+        (RUN_LABEL.to_string(), run_id.to_string()),
+        (JOB_LABEL.to_string(), key.to_string()),
+    ])
+}
+
+/// Splits an `options:` line like a shell would (quotes group words).
+pub fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut has_word = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => current.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                has_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if has_word || !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                    has_word = false;
+                }
+            }
+            (None, c) => current.push(c),
+        }
+    }
+    if has_word || !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// `1s`, `500ms`, `2m` → nanoseconds, as the Engine API wants durations.
+fn nanos(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 5s or 500ms"))?;
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
+    };
+    Ok((value * scale) as i64)
+}
+
+/// `512m`, `1g`, `1048576` → bytes.
+fn bytes(text: &str) -> Result<i64, String> {
+    let lower = text.to_ascii_lowercase();
+    let (number, scale) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('b') => (&lower[..lower.len() - 1], 1),
+        _ => (lower.as_str(), 1),
+    };
+    number.parse::<f64>().map(|n| (n * scale as f64) as i64).map_err(|_| format!("`{text}` is not a size such as 512m"))
+}
+
+/// Applies `options:` (the `docker create` flags Tandem understands) to a container body.
+fn apply_options(options: &str, body: &mut ContainerCreateBody, host: &mut HostConfig) -> Result<(), String> {
+    let words = split_words(options);
+    let mut health = HealthConfig::default();
+    let mut has_health = false;
+    let mut i = 0;
+    while i < words.len() {
+        let (flag, inline) = match words[i].split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            _ => (words[i].clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            words.get(i).cloned().ok_or_else(|| format!("option `{flag}` needs a value"))
+        };
+        match flag.as_str() {
+            "--cpus" => {
+                host.nano_cpus =
+                    Some((value()?.parse::<f64>().map_err(|_| "`--cpus` needs a number".to_string())? * 1e9) as i64)
+            }
+            "-m" | "--memory" => host.memory = Some(bytes(&value()?)?),
+            "-u" | "--user" => body.user = Some(value()?),
+            "-e" | "--env" => body.env.get_or_insert_with(Vec::new).push(value()?),
+            "-w" | "--workdir" => body.working_dir = Some(value()?),
+            "--hostname" => body.hostname = Some(value()?),
+            "--entrypoint" => body.entrypoint = Some(vec![value()?]),
+            "--privileged" => host.privileged = Some(true),
+            "--init" => host.init = Some(true),
+            "--health-cmd" => {
+                health.test = Some(vec!["CMD-SHELL".to_string(), value()?]);
+                has_health = true;
+            }
+            "--health-interval" => health.interval = Some(nanos(&value()?)?),
+            "--health-timeout" => health.timeout = Some(nanos(&value()?)?),
+            "--health-start-period" => health.start_period = Some(nanos(&value()?)?),
+            "--health-retries" => {
+                health.retries = Some(value()?.parse().map_err(|_| "`--health-retries` needs a number".to_string())?)
+            }
+            "--no-healthcheck" => {
+                health.test = Some(vec!["NONE".to_string()]);
+                has_health = true;
+            }
+            other => {
+                return Err(format!(
+                    "container option `{other}` is not supported; supported: --cpus, --memory, --user, --env, --workdir, --hostname, --entrypoint, --privileged, --init, --health-*"
+                ));
+            }
+        }
+        i += 1;
+    }
+    if has_health {
+        body.healthcheck = Some(health);
+    }
+    Ok(())
+}
+
+impl DockerEngine {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
+    pub async fn connect() -> Result<DockerEngine, String> {
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+        match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+            Ok(Ok(_)) => Ok(DockerEngine { docker }),
+            Ok(Err(e)) => Err(format!(
+                "the Docker engine does not answer ({e}); start it (e.g. `dockerd`) or set DOCKER_HOST. Jobs without `container:` or `services:` still run on this machine"
+            )),
+            Err(_) => {
+                Err("the Docker engine did not answer within 3 s; start it (e.g. `dockerd`) or set DOCKER_HOST"
+                    .to_string())
+            }
+        }
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes containers and networks whose owning Tandem process is gone. Returns how many.
+    pub async fn reap(&self) -> usize {
+        let filters = HashMap::from([("label".to_string(), vec![OWNER_LABEL.to_string()])]);
+        let mut n = 0;
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for container in containers {
+            let owner = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+            if owner.is_some_and(|pid| !process_alive(pid))
+                && let Some(id) = container.id
+                && self
+                    .docker
+                    .remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
+                    .await
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        let networks =
+            self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.unwrap_or_default();
+        for network in networks {
+            let owner = network.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+            if owner.is_some_and(|pid| !process_alive(pid))
+                && let Some(name) = network.name
+                && self.docker.remove_network(&name).await.is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Makes sure an image is present, pulling it if not; the error says what to do.
+    pub async fn ensure_image(&self, image: &str, credentials: Option<&(String, String)>) -> Result<(), String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let credentials = credentials.map(|(user, password)| bollard::auth::DockerCredentials {
+            username: Some(user.clone()),
+            password: Some(password.clone()),
+            ..Default::default()
+        });
+        let mut pull = self.docker.create_image(
+            Some(CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() }),
+            None,
+            credentials,
+        );
+        while let Some(progress) = pull.next().await {
+            if let Err(error) = progress {
+                return Err(format!(
+                    "image `{image}` is not present and cannot be pulled ({error}); build or import it on this machine (`docker build`, `docker import`), or push it to a registry this machine reaches"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the job's network, starts its services and waits for them to be healthy, then
+    /// starts the job container. On failure everything created so far is removed.
+    pub async fn start_job(&self, job: &JobContainers) -> Result<JobEnvironment, String> {
+        let network = format!("tandem-{}-{}", job.run_id, job.key);
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels(job.run_id, &job.key)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the job's network: {e}"))?;
+        let mut environment = JobEnvironment {
+            docker: self.docker.clone(),
+            network: network.clone(),
+            job_container: None,
+            services: Vec::new(),
+            shell: "sh".into(),
+        };
+        match self.start_containers(job, &mut environment).await {
+            Ok(()) => Ok(environment),
+            Err(error) => {
+                environment.teardown().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_containers(&self, job: &JobContainers, environment: &mut JobEnvironment) -> Result<(), String> {
+        for (name, service) in &job.services {
+            self.ensure_image(&service.image, service.credentials.as_ref()).await?;
+            let id =
+                self.create(job, service, Some(name), false).await.map_err(|e| format!("service `{name}`: {e}"))?;
+            environment.services.push((name.clone(), id));
+        }
+        let deadline = Instant::now() + job.health_timeout;
+        for (name, id) in &environment.services {
+            self.await_healthy(name, id, deadline).await?;
+        }
+        if let Some(container) = &job.container {
+            self.ensure_image(&container.image, container.credentials.as_ref()).await?;
+            let id = self.create(job, container, None, true).await.map_err(|e| format!("job container: {e}"))?;
+            environment.shell = if exec_status(&self.docker, &id, &["sh", "-c", "command -v bash"]).await == Some(0) {
+                "bash".into()
+            } else {
+                "sh".into()
+            };
+            environment.job_container = Some(id);
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        job: &JobContainers,
+        spec: &ContainerSpec,
+        alias: Option<&str>,
+        is_job: bool,
+    ) -> Result<String, String> {
+        let mut host =
+            HostConfig { network_mode: Some(format!("tandem-{}-{}", job.run_id, job.key)), ..Default::default() };
+        let mut body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels(job.run_id, &job.key)),
+            ..Default::default()
+        };
+        let mut binds: Vec<String> = spec.volumes.clone();
+        if is_job {
+            body.entrypoint = Some(vec!["tail".into(), "-f".into(), "/dev/null".into()]);
+            body.cmd = Some(Vec::new());
+            binds.extend(job.mounts.iter().map(|m| {
+                if m.is_file() { format!("{0}:{0}:ro", m.display()) } else { format!("{0}:{0}", m.display()) }
+            }));
+        }
+        if !spec.ports.is_empty() {
+            let mut bindings = HashMap::new();
+            let mut exposed = Vec::new();
+            for port in &spec.ports {
+                let (host_port, container_port) =
+                    port.split_once(':').map_or((None, port.as_str()), |(h, c)| (Some(h.to_string()), c));
+                let key = if container_port.contains('/') {
+                    container_port.to_string()
+                } else {
+                    format!("{container_port}/tcp")
+                };
+                exposed.push(key.clone());
+                bindings.insert(
+                    key,
+                    Some(vec![bollard::models::PortBinding { host_ip: Some("127.0.0.1".into()), host_port }]),
+                );
+            }
+            body.exposed_ports = Some(exposed);
+            host.port_bindings = Some(bindings);
+        }
+        host.binds = Some(binds);
+        apply_options(&spec.options, &mut body, &mut host)?;
+        body.host_config = Some(host);
+        if let Some(alias) = alias {
+            let endpoint = EndpointSettings { aliases: Some(vec![alias.to_string()]), ..Default::default() };
+            body.networking_config = Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(format!("tandem-{}-{}", job.run_id, job.key), endpoint)])),
+            });
+        }
+        let name = format!("tandem-{}-{}-{}", job.run_id, job.key, alias.unwrap_or("job"));
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(error) = self.docker.start_container(&created.id, None).await {
+            let _ = self
+                .docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }),
+                )
+                .await;
+            return Err(error.to_string());
+        }
+        Ok(created.id)
+    }
+
+    /// Waits until a container with a health check reports healthy (one without is ready once
+    /// running). A service that never becomes healthy fails with its last log lines.
+    async fn await_healthy(&self, name: &str, id: &str, deadline: Instant) -> Result<(), String> {
+        loop {
+            let inspect = self.docker.inspect_container(id, None).await.map_err(|e| e.to_string())?;
+            let state = inspect.state.unwrap_or_default();
+            let running = state.running.unwrap_or(false);
+            let health = state.health.and_then(|h| h.status).map(|s| s.to_string());
+            match health.as_deref() {
+                Some("healthy") => return Ok(()),
+                None | Some("none") | Some("") if running => return Ok(()),
+                _ => {}
+            }
+            let unhealthy = health.as_deref() == Some("unhealthy");
+            if !running || unhealthy || Instant::now() > deadline {
+                let why = if !running {
+                    "stopped"
+                } else if unhealthy {
+                    "is unhealthy (its health check kept failing)"
+                } else {
+                    "never became healthy"
+                };
+                let logs = last_logs(&self.docker, id, 20).await;
+                return Err(format!(
+                    "service `{name}` {why}; its last log lines:\n{}",
+                    if logs.is_empty() { "(none)".into() } else { logs.join("\n") }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl JobEnvironment {
+    /// Removes the job's containers and network. Safe to call once per environment; errors are
+    /// ignored (the reaper catches what is left).
+    pub async fn teardown(self) -> Vec<(String, Vec<String>)> {
+        let mut logs = Vec::new();
+        for (name, id) in &self.services {
+            logs.push((name.clone(), last_logs(&self.docker, id, 50).await));
+        }
+        let ids = self.job_container.iter().chain(self.services.iter().map(|(_, id)| id));
+        for id in ids {
+            let _ = self
+                .docker
+                .remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
+                .await;
+        }
+        let _ = self.docker.remove_network(&self.network).await;
+        logs
+    }
+
+    pub fn executor(&self) -> Option<ContainerExecutor> {
+        self.job_container.as_ref().map(|id| ContainerExecutor { docker: self.docker.clone(), container: id.clone() })
+    }
+}
+
+async fn last_logs(docker: &Docker, id: &str, n: usize) -> Vec<String> {
+    let mut stream =
+        docker.logs(id, Some(LogsOptions { stdout: true, stderr: true, tail: n.to_string(), ..Default::default() }));
+    let mut lines = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        lines.extend(String::from_utf8_lossy(&chunk.into_bytes()).lines().map(str::to_string));
+    }
+    lines
+}
+
+async fn exec_status(docker: &Docker, container: &str, cmd: &[&str]) -> Option<i64> {
+    let exec = docker
+        .create_exec(
+            container,
+            ExecConfig {
+                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) = docker.start_exec(&exec.id, None).await {
+        while output.next().await.is_some() {}
+    }
+    docker.inspect_exec(&exec.id).await.ok()?.exit_code
+}
+
+fn process_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs steps inside a job container with `docker exec`.
+#[derive(Debug, Clone)]
+pub struct ContainerExecutor {
+    docker: Docker,
+    container: String,
+}
+
+impl ContainerExecutor {
+    async fn run_inner(
+        &self,
+        spec: &ProcessSpec,
+        lines: &mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &Cancel,
+    ) -> Exit {
+        let config = ExecConfig {
+            cmd: Some(spec.argv.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = match self.docker.create_exec(&self.container, config).await {
+            Ok(exec) => exec,
+            Err(error) => {
+                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}")));
+                return Exit::NotStarted;
+            }
+        };
+        let mut output = match self.docker.start_exec(&exec.id, None).await {
+            Ok(bollard::exec::StartExecResults::Attached { output, .. }) => output,
+            Ok(bollard::exec::StartExecResults::Detached) => return Exit::NotStarted,
+            Err(error) => {
+                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}")));
+                return Exit::NotStarted;
+            }
+        };
+        let mut partial: HashMap<bool, String> = HashMap::new();
+        let timeout = async {
+            match spec.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut cancel_watch = cancel.clone();
+        let pump = async {
+            while let Some(Ok(chunk)) = output.next().await {
+                let is_err = matches!(chunk, bollard::container::LogOutput::StdErr { .. });
+                let buffer = partial.entry(is_err).or_default();
+                buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                while let Some(end) = buffer.find('\n') {
+                    let line: String = buffer.drain(..=end).collect();
+                    let stream = if is_err { Stream::Stderr } else { Stream::Stdout };
+                    let _ = lines.send((stream, line.trim_end_matches(['\n', '\r']).to_string()));
+                }
+            }
+        };
+        let interrupted = tokio::select! {
+            () = pump => None,
+            () = timeout => Some(Exit::TimedOut),
+            () = cancel_watch.cancelled() => Some(Exit::Cancelled),
+        };
+        for (is_err, rest) in partial {
+            if !rest.is_empty() {
+                let _ = lines.send((if is_err { Stream::Stderr } else { Stream::Stdout }, rest));
+            }
+        }
+        if let Some(exit) = interrupted {
+            // Docker cannot signal an exec; kill its process tree from the host.
+            if let Ok(Some(pid)) = self.docker.inspect_exec(&exec.id).await.map(|i| i.pid) {
+                kill_tree(pid as i32);
+            }
+            return exit;
+        }
+        match self.docker.inspect_exec(&exec.id).await.ok().and_then(|i| i.exit_code) {
+            Some(137) => {
+                let oom = self
+                    .docker
+                    .inspect_container(&self.container, None)
+                    .await
+                    .ok()
+                    .and_then(|c| c.state)
+                    .and_then(|s| s.oom_killed)
+                    .unwrap_or(false);
+                if oom {
+                    let _ = lines
+                        .send((Stream::Stderr, "the step was killed: the container ran out of memory".to_string()));
+                }
+                Exit::Signal(9)
+            }
+            Some(code) => Exit::Code(code as i32),
+            None => Exit::Code(-1),
+        }
+    }
+}
+
+/// Kills a process and its descendants (found through /proc), from the host.
+fn kill_tree(root: i32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut victims = vec![root];
+    let mut i = 0;
+    while i < victims.len() {
+        let parent = victims[i];
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
+            victims.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+        i += 1;
+    }
+    for pid in victims {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+impl Executor for ContainerExecutor {
+    fn run<'a>(
+        &'a self,
+        spec: &'a ProcessSpec,
+        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &'a Cancel,
+        _groups: &'a ProcessGroups,
+    ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
+        Box::pin(async move { (self.run_inner(spec, lines, cancel).await, None) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_like_a_shell() {
+        assert_eq!(
+            split_words(r#"--health-cmd "pg_isready -U x" --health-interval=2s -e 'A=b c'"#),
+            ["--health-cmd", "pg_isready -U x", "--health-interval=2s", "-e", "A=b c"]
+        );
+        assert_eq!(split_words("  "), Vec::<String>::new());
+        assert_eq!(nanos("500ms"), Ok(500_000_000));
+        assert_eq!(bytes("512m"), Ok(512 << 20));
+        let (mut body, mut host) = (ContainerCreateBody::default(), HostConfig::default());
+        apply_options(
+            "--cpus 1.5 --memory 64m --user 1000 --health-cmd 'true' --health-retries 3",
+            &mut body,
+            &mut host,
+        )
+        .unwrap();
+        assert_eq!(
+            (host.nano_cpus, host.memory, body.user.as_deref()),
+            (Some(1_500_000_000), Some(64 << 20), Some("1000"))
+        );
+        assert_eq!(body.healthcheck.as_ref().and_then(|h| h.retries), Some(3));
+        assert!(apply_options("--network host", &mut body, &mut host).unwrap_err().contains("not supported"));
+    }
+}
