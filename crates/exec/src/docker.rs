@@ -648,3 +648,126 @@ mod tests {
         assert!(apply_options("--network host", &mut body, &mut host).unwrap_err().contains("not supported"));
     }
 }
+
+/// A `uses: docker://IMAGE` step: one container per step, the workspace mounted at the same
+/// path, removed when the step ends.
+#[derive(Debug, Clone)]
+pub struct ImageStep {
+    pub engine: DockerEngine,
+    pub image: String,
+    pub entrypoint: Option<String>,
+    pub mounts: Vec<PathBuf>,
+    /// The job's network when it has services, so that they are reachable by name.
+    pub network: Option<String>,
+}
+
+impl ImageStep {
+    async fn run_inner(
+        &self,
+        spec: &ProcessSpec,
+        lines: &mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &Cancel,
+    ) -> Exit {
+        if let Err(error) = self.engine.ensure_image(&self.image, None).await {
+            let _ = lines.send((Stream::Stderr, error));
+            return Exit::NotStarted;
+        }
+        let docker = &self.engine.docker;
+        let binds = self
+            .mounts
+            .iter()
+            .map(|m| if m.is_file() { format!("{0}:{0}:ro", m.display()) } else { format!("{0}:{0}", m.display()) })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: if spec.argv.is_empty() { None } else { Some(spec.argv.clone()) },
+            entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
+            labels: Some(labels(0, "step")),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: self.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = match docker.create_container(None::<CreateContainerOptions>, body).await {
+            Ok(created) => created,
+            Err(error) => {
+                let _ = lines.send((Stream::Stderr, format!("cannot create the step's container: {error}")));
+                return Exit::NotStarted;
+            }
+        };
+        let id = created.id;
+        let remove = || async {
+            let _ = docker
+                .remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
+                .await;
+        };
+        if let Err(error) = docker.start_container(&id, None).await {
+            let _ = lines.send((Stream::Stderr, format!("cannot start the step's container: {error}")));
+            remove().await;
+            return Exit::NotStarted;
+        }
+        let mut logs =
+            docker.logs(&id, Some(LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() }));
+        let pump = async {
+            let mut partial: HashMap<bool, String> = HashMap::new();
+            while let Some(Ok(chunk)) = logs.next().await {
+                let is_err = matches!(chunk, bollard::container::LogOutput::StdErr { .. });
+                let buffer = partial.entry(is_err).or_default();
+                buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                while let Some(end) = buffer.find('\n') {
+                    let line: String = buffer.drain(..=end).collect();
+                    let _ = lines.send((
+                        if is_err { Stream::Stderr } else { Stream::Stdout },
+                        line.trim_end_matches(['\n', '\r']).to_string(),
+                    ));
+                }
+            }
+            for (is_err, rest) in partial {
+                if !rest.is_empty() {
+                    let _ = lines.send((if is_err { Stream::Stderr } else { Stream::Stdout }, rest));
+                }
+            }
+        };
+        let timeout = async {
+            match spec.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut cancel_watch = cancel.clone();
+        let interrupted = tokio::select! {
+            () = pump => None,
+            () = timeout => Some(Exit::TimedOut),
+            () = cancel_watch.cancelled() => Some(Exit::Cancelled),
+        };
+        let exit = match interrupted {
+            Some(exit) => exit,
+            None => {
+                let state = docker.inspect_container(&id, None).await.ok().and_then(|c| c.state).unwrap_or_default();
+                if state.oom_killed == Some(true) {
+                    let _ =
+                        lines.send((Stream::Stderr, "the step's container ran out of memory and was killed".into()));
+                }
+                Exit::Code(state.exit_code.unwrap_or(-1) as i32)
+            }
+        };
+        remove().await;
+        exit
+    }
+}
+
+impl Executor for ImageStep {
+    fn run<'a>(
+        &'a self,
+        spec: &'a ProcessSpec,
+        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &'a Cancel,
+        _groups: &'a ProcessGroups,
+    ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
+        Box::pin(async move { (self.run_inner(spec, lines, cancel).await, None) })
+    }
+}

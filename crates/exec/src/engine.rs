@@ -508,6 +508,8 @@ struct LegState {
     executor: Arc<dyn Executor>,
     /// The job container's shell (`bash` or `sh`), when the job runs in a container.
     container_shell: Option<String>,
+    /// The job's Docker network, when it has services.
+    network: Option<String>,
 }
 
 /// Work a built-in action leaves for the end of the job (the cache save).
@@ -663,6 +665,7 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         pgids: Vec::new(),
         executor: shared.executor.clone(),
         container_shell: None,
+        network: None,
     };
     state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for (key, text) in request.workflow.env.iter().chain(job.env.iter()) {
@@ -680,6 +683,7 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     let containers = if job.container.is_some() || !job.services.is_empty() {
         match start_containers(shared, job, &contexts, &name, &dirs).await {
             Ok(environment) => {
+                state.network = Some(environment.network.clone());
                 if let Some(executor) = environment.executor() {
                     state.executor = Arc::new(executor);
                     state.container_shell = Some(environment.shell.clone());
@@ -1084,8 +1088,21 @@ async fn run_step(
                 Some(dir) => dirs.workspace.join(dir),
                 None => dirs.workspace.clone(),
             };
-            run_script(shared, step, index, leg, &script, shell.as_deref(), &cwd, env, state, dirs, cancel, timeout)
-                .await
+            let launch = Launch::Script { script, shell };
+            run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
+        }
+        StepAction::Uses { action: BuiltinAction::DockerImage, reference, with } => {
+            let mut inputs = BTreeMap::new();
+            for (key, text) in with {
+                inputs.insert(key.clone(), contexts.render(text)?);
+            }
+            let launch = Launch::Image {
+                image: reference.trim_start_matches("docker://").to_string(),
+                args: inputs.get("args").map(|a| crate::docker::split_words(a)).unwrap_or_default(),
+                entrypoint: inputs.get("entrypoint").filter(|e| !e.is_empty()).cloned(),
+            };
+            let cwd = dirs.workspace.clone();
+            run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
         }
         StepAction::Uses { action, with, .. } => {
             let mut inputs = BTreeMap::new();
@@ -1103,14 +1120,19 @@ async fn run_step(
     }
 }
 
+/// What a step starts: a script in a shell, or a container of an image.
+enum Launch {
+    Script { script: String, shell: Option<String> },
+    Image { image: String, args: Vec<String>, entrypoint: Option<String> },
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_script(
     shared: &Arc<Shared>,
     step: &Step,
     index: usize,
     leg: &str,
-    script: &str,
-    shell: Option<&str>,
+    launch: Launch,
     cwd: &Path,
     step_env: BTreeMap<String, String>,
     state: &mut LegState,
@@ -1119,29 +1141,49 @@ async fn run_script(
     timeout: Duration,
 ) -> Result<(Status, BTreeMap<String, String>), String> {
     let request = &shared.request;
-    let (extension, template): (&str, String) = match shell {
-        None => match &state.container_shell {
-            Some(shell) => (".sh", format!("{shell} -e {{0}}")),
-            None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
-        },
-        Some("bash") => (".sh", "bash --noprofile --norc -eo pipefail {0}".into()),
-        Some("sh") => (".sh", "sh -e {0}".into()),
-        Some("python") => (".py", if which("python") { "python {0}".into() } else { "python3 {0}".into() }),
-        Some(custom) => ("", custom.to_string()),
+    let (argv, image_step) = match launch {
+        Launch::Script { script, shell } => {
+            let (extension, template): (&str, String) = match shell.as_deref() {
+                None => match &state.container_shell {
+                    Some(shell) => (".sh", format!("{shell} -e {{0}}")),
+                    None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
+                },
+                Some("bash") => (".sh", "bash --noprofile --norc -eo pipefail {0}".into()),
+                Some("sh") => (".sh", "sh -e {0}".into()),
+                Some("python") => (".py", if which("python") { "python {0}".into() } else { "python3 {0}".into() }),
+                Some(custom) => ("", custom.to_string()),
+            };
+            // One script file per job and shell, rewritten in place for each step: steps run one
+            // after the other, and reusing the inode spares the file system an allocation per
+            // step (the largest cost of a trivial step on ext4).
+            let script_path = dirs.files.join(format!("step{extension}"));
+            overwrite(&script_path, script.as_bytes()).map_err(|e| format!("cannot write the step's script: {e}"))?;
+            let mut argv: Vec<String> =
+                template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
+            // Resolving the program once here spares the child a search of every PATH entry per step.
+            if let Some(resolved) =
+                argv.first().filter(|_| state.container_shell.is_none()).and_then(|program| resolve_program(program))
+            {
+                argv[0] = resolved;
+            }
+            (argv, None)
+        }
+        Launch::Image { image, args, entrypoint } => {
+            let engine = shared
+                .docker
+                .get_or_init(|| async {
+                    let engine = crate::docker::DockerEngine::connect().await?;
+                    engine.reap().await;
+                    Ok(engine)
+                })
+                .await
+                .clone()?;
+            let mounts =
+                vec![dirs.files.clone(), shared.config.data_dir.join("toolcache"), request.run_dir.join("event.json")];
+            let step = crate::docker::ImageStep { engine, image, entrypoint, mounts, network: state.network.clone() };
+            (args, Some(step))
+        }
     };
-    // One script file per job and shell, rewritten in place for each step: steps run one after
-    // the other, and reusing the inode spares the file system an allocation per step (the
-    // largest cost of a trivial step on ext4).
-    let script_path = dirs.files.join(format!("step{extension}"));
-    overwrite(&script_path, script.as_bytes()).map_err(|e| format!("cannot write the step's script: {e}"))?;
-    let mut argv: Vec<String> =
-        template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
-    // Resolving the program once here spares the child a search of every PATH entry per step.
-    if let Some(resolved) =
-        argv.first().filter(|_| state.container_shell.is_none()).and_then(|program| resolve_program(program))
-    {
-        argv[0] = resolved;
-    }
     if !cwd.is_dir() {
         return Err(format!(
             "working directory `{}` does not exist in the workspace",
@@ -1156,8 +1198,8 @@ async fn run_script(
     let event_path = request.run_dir.join("event.json");
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
-    let mut env: BTreeMap<String, String> =
-        if state.container_shell.is_some() { BTreeMap::new() } else { std::env::vars().collect() };
+    let in_container = state.container_shell.is_some() || image_step.is_some();
+    let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { std::env::vars().collect() };
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
     let fixed = [
@@ -1212,7 +1254,10 @@ async fn run_script(
 
     let spec = ProcessSpec { argv, env, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let executor = state.executor.clone();
+    let executor: Arc<dyn Executor> = match image_step {
+        Some(step) => Arc::new(step),
+        None => state.executor.clone(),
+    };
     let groups = shared.groups.clone();
     let process = async move {
         let result = executor.run(&spec, &tx, cancel, &groups).await;
@@ -1373,6 +1418,7 @@ async fn run_builtin(
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
     let mut outputs = BTreeMap::new();
     match action {
+        BuiltinAction::DockerImage => Err("docker:// steps run as containers, not as built-in actions".to_string()),
         BuiltinAction::Checkout => {
             if !input("repository").is_empty() && input("repository") != request.repo.repository {
                 return Err(format!(

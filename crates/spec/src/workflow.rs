@@ -182,10 +182,15 @@ pub enum BuiltinAction {
     CacheSave,
     UploadArtifact,
     DownloadArtifact,
+    /// `uses: docker://IMAGE`: the step is a container of that image (`with.args`, `with.entrypoint`).
+    DockerImage,
 }
 
 impl BuiltinAction {
     pub fn from_uses(uses: &str) -> Option<BuiltinAction> {
+        if uses.strip_prefix("docker://").is_some_and(|image| !image.trim().is_empty()) {
+            return Some(BuiltinAction::DockerImage);
+        }
         let name = uses.split('@').next().unwrap_or(uses).to_ascii_lowercase();
         Some(match name.as_str() {
             "actions/checkout" => BuiltinAction::Checkout,
@@ -201,6 +206,7 @@ impl BuiltinAction {
     /// The inputs (`with:` keys) the built-in accepts.
     pub fn inputs(self) -> &'static [&'static str] {
         match self {
+            BuiltinAction::DockerImage => &["args", "entrypoint"],
             BuiltinAction::Checkout => &[
                 "repository",
                 "ref",
@@ -1124,11 +1130,11 @@ impl Checker {
                 let reference = self.plain_string(uses, "`uses`")?;
                 let Some(action) = BuiltinAction::from_uses(&reference) else {
                     let hint = if reference.starts_with("docker://") {
-                        "container steps arrive with the Docker executor; use a `run:` step or a job `container:` meanwhile".to_string()
+                        "name an image after `docker://`, e.g. `docker://alpine:3.20`".to_string()
                     } else if reference.starts_with("./") {
                         "local actions are not supported yet; call the script with a `run:` step".to_string()
                     } else {
-                        "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact and actions/download-artifact; replace the step with a `run:` step".to_string()
+                        "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact, actions/download-artifact and docker:// images; replace the step with a `run:` step".to_string()
                     };
                     let diagnostic = Diagnostic::error(
                         "unsupported-action",

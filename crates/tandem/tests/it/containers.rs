@@ -212,3 +212,50 @@ fn leftovers_of_a_dead_tandem_are_reaped() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(leftovers("tandem-stale-ctr-reap").is_empty(), "the stale container survived");
 }
+
+#[test]
+fn docker_image_steps_see_the_workspace_and_write_outputs() {
+    if !images() {
+        return;
+    }
+    let wf = r#"
+on: push
+jobs:
+  ctr-image-step:
+    runs-on: ubuntu-latest
+    services:
+      web:
+        image: tandem-test/web:1
+    steps:
+      - uses: actions/checkout@v4
+      - id: img
+        uses: docker://tandem-test/busybox:1
+        with:
+          args: sh -c "echo from the image; cat data.txt; wget -q -O- http://web:80/index.html; echo value=7 >> $GITHUB_OUTPUT"
+      - uses: docker://tandem-test/busybox:1
+        with:
+          entrypoint: echo
+          args: entrypoint replaced, value ${{ steps.img.outputs.value }}
+      - uses: docker://tandem-test/busybox:1
+        continue-on-error: true
+        with:
+          args: sh -c "exit 3"
+"#;
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    repo.write("data.txt", "workspace file\n");
+    repo.commit("data");
+    let run = repo.tandem(&["run", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for expected in [
+        "from the image",
+        "workspace file",
+        "hello from the web service",
+        "entrypoint replaced, value 7",
+        "exited with code 3",
+    ] {
+        assert!(run.stderr.contains(expected), "missing {expected:?} in\n{}", run.stderr);
+    }
+    let steps = &run.json()["runs"][0]["jobs"][0]["steps"];
+    assert_eq!(steps[3]["outcome"], "failure");
+    assert!(leftovers("ctr-image-step").is_empty(), "{:?}", leftovers("ctr-image-step"));
+}
