@@ -906,8 +906,20 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     report
 }
 
-/// Connects to Docker (once per run), reaps leftovers of dead Tandem processes, and starts the
-/// job's services and container with the job's contexts applied.
+/// The Docker engine, connected on first use in a run; what dead Tandem processes left is reaped then.
+async fn docker_engine(shared: &Shared) -> Result<crate::docker::DockerEngine, String> {
+    shared
+        .docker
+        .get_or_init(|| async {
+            let engine = crate::docker::DockerEngine::connect().await?;
+            engine.reap().await;
+            Ok(engine)
+        })
+        .await
+        .clone()
+}
+
+/// Starts the job's services and container with the job's contexts applied.
 async fn start_containers(
     shared: &Arc<Shared>,
     job: &Job,
@@ -915,16 +927,8 @@ async fn start_containers(
     name: &str,
     dirs: &LegDirs,
 ) -> Result<crate::docker::JobEnvironment, String> {
-    use crate::docker::{ContainerSpec, DockerEngine, JobContainers};
-    let engine = shared
-        .docker
-        .get_or_init(|| async {
-            let engine = DockerEngine::connect().await?;
-            engine.reap().await;
-            Ok(engine)
-        })
-        .await
-        .clone()?;
+    use crate::docker::{ContainerSpec, JobContainers};
+    let engine = docker_engine(shared).await?;
     let evaluate = |container: &spec::workflow::Container| -> Result<ContainerSpec, String> {
         let mut env = Vec::new();
         for (key, text) in &container.env {
@@ -1169,15 +1173,7 @@ async fn run_script(
             (argv, None)
         }
         Launch::Image { image, args, entrypoint } => {
-            let engine = shared
-                .docker
-                .get_or_init(|| async {
-                    let engine = crate::docker::DockerEngine::connect().await?;
-                    engine.reap().await;
-                    Ok(engine)
-                })
-                .await
-                .clone()?;
+            let engine = docker_engine(shared).await?;
             let mounts =
                 vec![dirs.files.clone(), shared.config.data_dir.join("toolcache"), request.run_dir.join("event.json")];
             let step = crate::docker::ImageStep { engine, image, entrypoint, mounts, network: state.network.clone() };
@@ -1419,6 +1415,75 @@ async fn run_builtin(
     let mut outputs = BTreeMap::new();
     match action {
         BuiltinAction::DockerImage => Err("docker:// steps run as containers, not as built-in actions".to_string()),
+        BuiltinAction::BuildPush => {
+            let engine = docker_engine(shared).await?;
+            let context_dir = crate::paths::normalize(&dirs.workspace.join(input("context")));
+            if !context_dir.starts_with(&dirs.workspace) || !context_dir.is_dir() {
+                return Err(format!("build context `{}` is not a directory in the workspace", input("context")));
+            }
+            let dockerfile = if input("file").is_empty() {
+                "Dockerfile".to_string()
+            } else {
+                let file = crate::paths::normalize(&dirs.workspace.join(input("file")));
+                file.strip_prefix(&context_dir)
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .map_err(|_| format!("the Dockerfile `{}` must lie inside the build context", input("file")))?
+            };
+            if !context_dir.join(&dockerfile).is_file() {
+                return Err(format!(
+                    "no Dockerfile at `{dockerfile}` in the build context; check `context` and `file`"
+                ));
+            }
+            let list = |key: &str| -> Vec<String> {
+                input(key).split(['\n', ',']).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
+            };
+            let pairs = |key: &str| -> HashMap<String, String> {
+                list(key)
+                    .into_iter()
+                    .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect()
+            };
+            let sha = &request.repo.sha;
+            let short = &sha[..sha.len().min(12)];
+            let mut tags = list("tags");
+            if tags.is_empty() {
+                let name = request
+                    .repo
+                    .repository
+                    .to_ascii_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '/' && c != '-', "-");
+                tags.push(format!("tandem/{name}:latest"));
+            }
+            // Every image is also tagged with the commit it was built from.
+            let (repo, _) = crate::docker::split_tag(&tags[0]);
+            tags.push(format!("{repo}:{short}"));
+            let mut labels = pairs("labels");
+            labels.insert("org.opencontainers.image.revision".into(), sha.clone());
+            labels.insert("org.opencontainers.image.source".into(), request.repo.repository.clone());
+            let context = crate::docker::context_tar(&context_dir)?;
+            log(&format!(
+                "building {} from {} ({} bytes of context)",
+                tags[0],
+                if input("context").is_empty() { "." } else { input("context") },
+                context.len()
+            ));
+            let push = input("push") == "true";
+            let build =
+                crate::docker::ImageBuild { context, dockerfile, tags, build_args: pairs("build-args"), labels, push };
+            let built = engine.build_and_push(build, log).await?;
+            log(&format!("image {} tagged {}", built.id, built.tags.join(", ")));
+            // The release deployments will ship: recorded as an artifact of the run.
+            let record = dirs.temp.join("image.json");
+            std::fs::write(&record, serde_json::to_vec_pretty(&built).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let slug: String =
+                repo.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+            shared.artifacts.upload(&format!("image-{slug}"), &[record], true)?;
+            outputs.insert("imageid".into(), built.id.clone());
+            outputs.insert("digest".into(), built.digest.clone().unwrap_or_default());
+            outputs.insert("metadata".into(), serde_json::to_string(&built).unwrap_or_default());
+            Ok((Status::Success, outputs, None))
+        }
         BuiltinAction::Checkout => {
             if !input("repository").is_empty() && input("repository") != request.repo.repository {
                 return Err(format!(

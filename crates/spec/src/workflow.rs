@@ -184,6 +184,8 @@ pub enum BuiltinAction {
     DownloadArtifact,
     /// `uses: docker://IMAGE`: the step is a container of that image (`with.args`, `with.entrypoint`).
     DockerImage,
+    /// `docker/build-push-action`: build an image through the Docker engine, tag it, push it.
+    BuildPush,
 }
 
 impl BuiltinAction {
@@ -199,6 +201,7 @@ impl BuiltinAction {
             "actions/cache/save" => BuiltinAction::CacheSave,
             "actions/upload-artifact" => BuiltinAction::UploadArtifact,
             "actions/download-artifact" => BuiltinAction::DownloadArtifact,
+            "docker/build-push-action" => BuiltinAction::BuildPush,
             _ => return None,
         })
     }
@@ -206,6 +209,24 @@ impl BuiltinAction {
     /// The inputs (`with:` keys) the built-in accepts.
     pub fn inputs(self) -> &'static [&'static str] {
         match self {
+            BuiltinAction::BuildPush => &[
+                "context",
+                "file",
+                "tags",
+                "push",
+                "build-args",
+                "labels",
+                "no-cache",
+                "pull",
+                "load",
+                "platforms",
+                "cache-from",
+                "cache-to",
+                "provenance",
+                "sbom",
+                "builder",
+                "github-token",
+            ],
             BuiltinAction::DockerImage => &["args", "entrypoint"],
             BuiltinAction::Checkout => &[
                 "repository",
@@ -1134,7 +1155,7 @@ impl Checker {
                     } else if reference.starts_with("./") {
                         "local actions are not supported yet; call the script with a `run:` step".to_string()
                     } else {
-                        "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact, actions/download-artifact and docker:// images; replace the step with a `run:` step".to_string()
+                        "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact, actions/download-artifact, docker/build-push-action and docker:// images; replace the step with a `run:` step".to_string()
                     };
                     let diagnostic = Diagnostic::error(
                         "unsupported-action",

@@ -259,3 +259,128 @@ jobs:
     assert_eq!(steps[3]["outcome"], "failure");
     assert!(leftovers("ctr-image-step").is_empty(), "{:?}", leftovers("ctr-image-step"));
 }
+
+/// Debian's `docker-registry` on a free loopback port, stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn raw_get(addr: &str, path: &str, accept: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: {accept}\r\nconnection: close\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes());
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn registry() -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed");
+    let addr = format!("127.0.0.1:{port}");
+    // Dropping the guard kills the registry, also when it never answers.
+    let registry = Registry { child, addr: addr.clone(), _dir: dir };
+    for _ in 0..100 {
+        if raw_get(&addr, "/v2/", "*/*").starts_with("HTTP/1.1 200") {
+            return registry;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(registry);
+    panic!("the registry did not start on {addr}");
+}
+
+#[test]
+fn images_are_built_tagged_with_the_commit_pushed_and_recorded() {
+    if !images() {
+        return;
+    }
+    let registry = registry();
+    let wf = format!(
+        r#"
+on: push
+jobs:
+  ctr-build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: build
+        uses: docker/build-push-action@v6
+        with:
+          context: app
+          tags: {addr}/tandem-test/app:latest
+          push: true
+          build-args: GREETING=built by tandem
+      - run: echo "digest=${{{{ steps.build.outputs.digest }}}} id=${{{{ steps.build.outputs.imageid }}}}"
+      - uses: docker://{addr}/tandem-test/app:latest
+"#,
+        addr = registry.addr
+    );
+    let repo = Repo::new(&[("ci.yml", &wf)]);
+    repo.write("app/Dockerfile", "FROM tandem-test/busybox:1\nARG GREETING\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n");
+    repo.write("app/.dockerignore", "secret.txt\n");
+    repo.write("app/secret.txt", "never in the image\n");
+    repo.commit("app");
+    let sha = {
+        let out = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let run = repo.tandem(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let digest = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[ctr-build] | digest="))
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "no digest in\n{}", run.stdout);
+    assert!(run.stdout.contains("| built by tandem"), "the pushed image did not run:\n{}", run.stdout);
+    // The registry holds the commit tag with the same manifest digest.
+    let manifest = raw_get(
+        &registry.addr,
+        &format!("/v2/tandem-test/app/manifests/{}", &sha[..12]),
+        "application/vnd.docker.distribution.manifest.v2+json",
+    );
+    assert!(manifest.starts_with("HTTP/1.1 200"), "{manifest}");
+    assert!(manifest.to_ascii_lowercase().contains(&format!("docker-content-digest: {digest}")), "{manifest}");
+    // And the run recorded it as an artifact.
+    let artifacts = run.stdout.lines().find_map(|l| l.strip_prefix("artifacts: ")).unwrap_or_default();
+    let dir = artifacts.split(" in ").nth(1).unwrap_or_default().trim();
+    let record = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("image-"))
+        .unwrap()
+        .path()
+        .join("image.json");
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    assert_eq!(record["digest"], digest.as_str());
+    assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&sha[..12])), "{record}");
+}
