@@ -62,11 +62,10 @@ pub struct JobContainers {
 #[derive(Debug)]
 pub struct JobEnvironment {
     docker: Docker,
-    pub network: String,
+    /// The job's own network, when it has services.
+    pub network: Option<String>,
     pub job_container: Option<String>,
     pub services: Vec<(String, String)>,
-    /// `sh` or `bash`, whichever the job container has.
-    pub shell: String,
 }
 
 fn labels(run_id: u64, key: &str) -> HashMap<String, String> {
@@ -283,23 +282,20 @@ impl DockerEngine {
     /// Creates the job's network, starts its services and waits for them to be healthy, then
     /// starts the job container. On failure everything created so far is removed.
     pub async fn start_job(&self, job: &JobContainers) -> Result<JobEnvironment, String> {
-        let network = format!("tandem-{}-{}", job.run_id, job.key);
-        self.docker
-            .create_network(NetworkCreateRequest {
+        // A network of its own only where there are services to reach by name; a lone job
+        // container uses the default bridge (creating a network costs more than a step).
+        let network = if job.services.is_empty() { None } else { Some(format!("tandem-{}-{}", job.run_id, job.key)) };
+        if let Some(network) = &network {
+            let request = NetworkCreateRequest {
                 name: network.clone(),
                 driver: Some("bridge".into()),
                 labels: Some(labels(job.run_id, &job.key)),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the job's network: {e}"))?;
-        let mut environment = JobEnvironment {
-            docker: self.docker.clone(),
-            network: network.clone(),
-            job_container: None,
-            services: Vec::new(),
-            shell: "sh".into(),
-        };
+            };
+            self.docker.create_network(request).await.map_err(|e| format!("cannot create the job's network: {e}"))?;
+        }
+        let mut environment =
+            JobEnvironment { docker: self.docker.clone(), network, job_container: None, services: Vec::new() };
         match self.start_containers(job, &mut environment).await {
             Ok(()) => Ok(environment),
             Err(error) => {
@@ -310,26 +306,40 @@ impl DockerEngine {
     }
 
     async fn start_containers(&self, job: &JobContainers, environment: &mut JobEnvironment) -> Result<(), String> {
-        for (name, service) in &job.services {
+        // Services and the job container start together; only the first step waits for health.
+        let services = futures_util::future::join_all(job.services.iter().map(|(name, service)| async move {
             self.ensure_image(&service.image, service.credentials.as_ref()).await?;
             let id =
                 self.create(job, service, Some(name), false).await.map_err(|e| format!("service `{name}`: {e}"))?;
-            environment.services.push((name.clone(), id));
+            Ok::<_, String>((name.clone(), id))
+        }));
+        let container = async {
+            match &job.container {
+                Some(container) => {
+                    self.ensure_image(&container.image, container.credentials.as_ref()).await?;
+                    self.create(job, container, None, true).await.map(Some).map_err(|e| format!("job container: {e}"))
+                }
+                None => Ok(None),
+            }
+        };
+        let (services, container) = tokio::join!(services, container);
+        let mut first_error = None;
+        for service in services {
+            match service {
+                Ok(started) => environment.services.push(started),
+                Err(error) => first_error = first_error.or(Some(error)),
+            }
+        }
+        match container {
+            Ok(id) => environment.job_container = id,
+            Err(error) => first_error = first_error.or(Some(error)),
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         let deadline = Instant::now() + job.health_timeout;
-        for (name, id) in &environment.services {
-            self.await_healthy(name, id, deadline).await?;
-        }
-        if let Some(container) = &job.container {
-            self.ensure_image(&container.image, container.credentials.as_ref()).await?;
-            let id = self.create(job, container, None, true).await.map_err(|e| format!("job container: {e}"))?;
-            environment.shell = if exec_status(&self.docker, &id, &["sh", "-c", "command -v bash"]).await == Some(0) {
-                "bash".into()
-            } else {
-                "sh".into()
-            };
-            environment.job_container = Some(id);
-        }
+        let checks = environment.services.iter().map(|(name, id)| self.await_healthy(name, id, deadline));
+        futures_util::future::try_join_all(checks).await?;
         Ok(())
     }
 
@@ -340,8 +350,8 @@ impl DockerEngine {
         alias: Option<&str>,
         is_job: bool,
     ) -> Result<String, String> {
-        let mut host =
-            HostConfig { network_mode: Some(format!("tandem-{}-{}", job.run_id, job.key)), ..Default::default() };
+        let network = (!job.services.is_empty()).then(|| format!("tandem-{}-{}", job.run_id, job.key));
+        let mut host = HostConfig { network_mode: network.clone(), ..Default::default() };
         let mut body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -379,11 +389,10 @@ impl DockerEngine {
         host.binds = Some(binds);
         apply_options(&spec.options, &mut body, &mut host)?;
         body.host_config = Some(host);
-        if let Some(alias) = alias {
+        if let (Some(alias), Some(network)) = (alias, network) {
             let endpoint = EndpointSettings { aliases: Some(vec![alias.to_string()]), ..Default::default() };
-            body.networking_config = Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(format!("tandem-{}-{}", job.run_id, job.key), endpoint)])),
-            });
+            body.networking_config =
+                Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(network, endpoint)])) });
         }
         let name = format!("tandem-{}-{}-{}", job.run_id, job.key, alias.unwrap_or("job"));
         let created = self
@@ -432,7 +441,7 @@ impl DockerEngine {
                     if logs.is_empty() { "(none)".into() } else { logs.join("\n") }
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -452,7 +461,9 @@ impl JobEnvironment {
                 .remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
                 .await;
         }
-        let _ = self.docker.remove_network(&self.network).await;
+        if let Some(network) = &self.network {
+            let _ = self.docker.remove_network(network).await;
+        }
         logs
     }
 
@@ -469,25 +480,6 @@ async fn last_logs(docker: &Docker, id: &str, n: usize) -> Vec<String> {
         lines.extend(String::from_utf8_lossy(&chunk.into_bytes()).lines().map(str::to_string));
     }
     lines
-}
-
-async fn exec_status(docker: &Docker, container: &str, cmd: &[&str]) -> Option<i64> {
-    let exec = docker
-        .create_exec(
-            container,
-            ExecConfig {
-                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .ok()?;
-    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) = docker.start_exec(&exec.id, None).await {
-        while output.next().await.is_some() {}
-    }
-    docker.inspect_exec(&exec.id).await.ok()?.exit_code
 }
 
 fn process_alive(pid: i32) -> bool {

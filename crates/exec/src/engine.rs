@@ -97,6 +97,8 @@ pub struct StepReport {
     /// The conclusion (after `continue-on-error`).
     pub status: Status,
     pub outcome: Status,
+    /// When the step started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
 }
@@ -106,6 +108,8 @@ pub struct JobReport {
     pub id: String,
     pub name: String,
     pub status: Status,
+    /// When the job started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
     pub steps: Vec<StepReport>,
@@ -124,6 +128,10 @@ pub struct RunReport {
     pub jobs: Vec<JobReport>,
     pub artifacts: Vec<String>,
     pub artifacts_dir: PathBuf,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -393,6 +401,7 @@ async fn run_job(
             id: job.id.clone(),
             name: display.clone(),
             status,
+            started_at_ms: unix_ms(),
             duration: Duration::ZERO,
             steps: Vec::new(),
             summary: String::new(),
@@ -586,6 +595,7 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
         id: job.id.clone(),
         name: name.clone(),
         status: Status::Success,
+        started_at_ms: unix_ms(),
         duration: Duration::ZERO,
         steps: Vec::new(),
         summary: String::new(),
@@ -683,10 +693,10 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     let containers = if job.container.is_some() || !job.services.is_empty() {
         match start_containers(shared, job, &contexts, &name, &dirs).await {
             Ok(environment) => {
-                state.network = Some(environment.network.clone());
+                state.network = environment.network.clone();
                 if let Some(executor) = environment.executor() {
                     state.executor = Arc::new(executor);
-                    state.container_shell = Some(environment.shell.clone());
+                    state.container_shell = Some("sh".to_string());
                 }
                 Some(environment)
             }
@@ -1024,7 +1034,8 @@ fn record_step(
         status: conclusion,
         duration,
     });
-    report.steps.push(StepReport { name: name.to_string(), status: conclusion, outcome, duration });
+    let started_at_ms = unix_ms().saturating_sub(duration.as_millis() as u64);
+    report.steps.push(StepReport { name: name.to_string(), status: conclusion, outcome, started_at_ms, duration });
     if let Some(id) = &step.id {
         let entry: BTreeMap<String, Value> = [
             ("outputs".to_string(), Value::Object(outputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect())),
@@ -1124,6 +1135,10 @@ async fn run_step(
     }
 }
 
+/// The default shell of container steps: bash when the image has it, else sh (as on GitHub).
+/// Words are separated by `${IFS}` because the template is split on whitespace.
+const CONTAINER_DEFAULT_SHELL: &str = "sh -c command${IFS}-v${IFS}bash>/dev/null&&exec${IFS}bash${IFS}-e${IFS}\"$0\"||exec${IFS}sh${IFS}-e${IFS}\"$0\" {0}";
+
 /// What a step starts: a script in a shell, or a container of an image.
 enum Launch {
     Script { script: String, shell: Option<String> },
@@ -1148,8 +1163,10 @@ async fn run_script(
     let (argv, image_step) = match launch {
         Launch::Script { script, shell } => {
             let (extension, template): (&str, String) = match shell.as_deref() {
+                // In a container: bash where the image has it, else sh, decided by the step's own
+                // shell, which spares a round trip to the engine.
                 None => match &state.container_shell {
-                    Some(shell) => (".sh", format!("{shell} -e {{0}}")),
+                    Some(_) => (".sh", CONTAINER_DEFAULT_SHELL.to_string()),
                     None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
                 },
                 Some("bash") => (".sh", "bash --noprofile --norc -eo pipefail {0}".into()),
