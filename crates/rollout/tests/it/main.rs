@@ -1,0 +1,86 @@
+//! The canary analysis under simulated traffic: false rollbacks stay under α, bad releases are
+//! caught in seconds, and the statistic moves the right way for every event.
+
+use proptest::prelude::*;
+use rollout::analysis::{Arm, Config, EventTest};
+use rollout::simulate::{Scenario, run};
+
+fn scenario(stable: f64, canary: f64, duration: f64) -> Scenario {
+    Scenario {
+        requests_per_second: 50.0,
+        canary_weight: 0.1,
+        stable_error_rate: stable,
+        canary_error_rate: canary,
+        stable_latency_ms: 20.0,
+        canary_latency_ms: 20.0,
+        duration,
+    }
+}
+
+#[test]
+fn healthy_canaries_are_rarely_rolled_back() {
+    let config = Config::default();
+    let n = 1000;
+    let mut rolled_back = 0;
+    for seed in 0..n {
+        // 1% errors on both sides, 10 minutes each at 50 requests/s.
+        if run(&scenario(0.01, 0.01, 600.0), &config, seed).rolled_back_after.is_some() {
+            rolled_back += 1;
+        }
+    }
+    let rate = rolled_back as f64 / n as f64;
+    assert!(rate <= config.alpha, "{rolled_back} false rollbacks in {n} healthy canaries (α = {})", config.alpha);
+}
+
+#[test]
+fn a_bad_release_is_rolled_back_within_seconds() {
+    let config = Config::default();
+    let mut seconds: Vec<f64> = (0..300)
+        .map(|seed| {
+            run(&scenario(0.001, 0.10, 600.0), &config, 10_000 + seed)
+                .rolled_back_after
+                .expect("every bad canary is caught")
+                .0
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let p90 = seconds[seconds.len() * 9 / 10];
+    assert!(median < 15.0, "median {median:.1} s to rollback");
+    assert!(p90 < 30.0, "p90 {p90:.1} s to rollback");
+}
+
+#[test]
+fn a_slower_release_is_caught_by_the_latency_test() {
+    let config = Config::default();
+    let mut slow = scenario(0.001, 0.001, 600.0);
+    slow.canary_latency_ms = 80.0;
+    let outcome = run(&slow, &config, 7);
+    assert_eq!(outcome.metric, Some("latency-p99"), "{outcome:?}");
+}
+
+proptest! {
+    #[test]
+    fn evidence_moves_the_right_way(share in 0.01f64..0.99, events in prop::collection::vec(any::<bool>(), 0..50)) {
+        let mut test = EventTest::new(&[1.5, 2.0, 5.0, 20.0]);
+        for canary in events {
+            let before = test.evidence();
+            test.observe(if canary { Arm::Canary } else { Arm::Stable }, share);
+            if canary {
+                prop_assert!(test.evidence() >= before);
+            } else {
+                prop_assert!(test.evidence() <= before);
+            }
+        }
+    }
+
+    #[test]
+    fn stable_only_events_commute(share in 0.01f64..0.99, n_stable in 0usize..30, n_canary in 0usize..30) {
+        let mut a = EventTest::new(&[2.0, 10.0]);
+        let mut b = EventTest::new(&[2.0, 10.0]);
+        for _ in 0..n_stable { a.observe(Arm::Stable, share); }
+        for _ in 0..n_canary { a.observe(Arm::Canary, share); b.observe(Arm::Canary, share); }
+        for _ in 0..n_stable { b.observe(Arm::Stable, share); }
+        prop_assert!((a.evidence().ln() - b.evidence().ln()).abs() < 1e-9);
+    }
+}
