@@ -209,11 +209,11 @@ impl Analysis {
         if error {
             self.error_counts[index(arm)] += 1;
             self.errors.observe(arm, share);
-        } else if let Some(p99) = self.stable_latency.quantile(0.99) {
-            if latency_ms > p99 {
-                self.slow_counts[index(arm)] += 1;
-                self.slow.observe(arm, share);
-            }
+        } else if let Some(p99) = self.stable_latency.quantile(0.99)
+            && latency_ms > p99
+        {
+            self.slow_counts[index(arm)] += 1;
+            self.slow.observe(arm, share);
         }
         if self.decided.is_none() {
             self.decided = self.check(now);

@@ -12,7 +12,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    pub fn next(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -21,7 +21,7 @@ impl Rng {
 
     /// Exponentially distributed with the given mean.
     pub fn exponential(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.next()).ln()
+        -mean * (1.0 - self.uniform()).ln()
     }
 }
 
@@ -57,12 +57,12 @@ pub fn run(scenario: &Scenario, config: &Config, seed: u64) -> Outcome {
     while now < scenario.duration {
         now += rng.exponential(1.0 / scenario.requests_per_second);
         n += 1;
-        let arm = if rng.next() < scenario.canary_weight { Arm::Canary } else { Arm::Stable };
+        let arm = if rng.uniform() < scenario.canary_weight { Arm::Canary } else { Arm::Stable };
         let (error_rate, latency) = match arm {
             Arm::Canary => (scenario.canary_error_rate, scenario.canary_latency_ms),
             Arm::Stable => (scenario.stable_error_rate, scenario.stable_latency_ms),
         };
-        let error = rng.next() < error_rate;
+        let error = rng.uniform() < error_rate;
         analysis.observe(now, arm, error, rng.exponential(latency));
         if let Verdict::Rollback(evidence) = analysis.verdict(now) {
             return Outcome { rolled_back_after: Some((now, n)), metric: Some(evidence.metric) };
