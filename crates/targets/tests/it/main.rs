@@ -1,0 +1,155 @@
+//! The proxy and the canary controller with real HTTP on loopback: a bad release is rolled back
+//! on its own within seconds at 50 requests/s; a good one is promoted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rollout::analysis::Config;
+use targets::canary::{self, Plan, Record};
+use targets::proxy::{self, Proxy, Routing};
+
+/// An upstream that answers 500 to every `fail_every`-th request (0: never), counting hits.
+async fn upstream(fail_every: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if fail_every > 0 && n.is_multiple_of(fail_every) {
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            } else {
+                (axum::http::StatusCode::OK, "ok")
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+async fn serve_proxy(proxy: Arc<Proxy>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, proxy::router(proxy)).await.unwrap() });
+    addr
+}
+
+/// Sends `rate` requests per second to `addr` until dropped.
+fn load(addr: SocketAddr, rate: f64, header: Option<(&'static str, String)>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        loop {
+            tick.tick().await;
+            let mut request = axum::http::Request::builder().uri(format!("http://{addr}/"));
+            if let Some((name, value)) = &header {
+                request = request.header(*name, value.as_str());
+            }
+            let request = request.body(http_body_util::Empty::new()).unwrap();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let _ = client.request(request).await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_failing_one_request_in_ten_is_rolled_back_within_seconds() {
+    let (stable, _) = upstream(0).await;
+    let (bad, canary_hits) = upstream(10).await;
+    let (proxy, outcomes) =
+        Proxy::new(Routing { stable: vec![stable], canary: vec![bad], canary_weight: 0.0, sticky_header: None });
+    let addr = serve_proxy(proxy.clone()).await;
+    let traffic = load(addr, 50.0, None);
+    let started = Instant::now();
+    let plan = Plan { steps: vec![0.1, 0.5, 1.0], analysis: Config::default(), step_timeout: Duration::from_secs(60) };
+    let record = canary::run(proxy.clone(), outcomes, plan).await;
+    let elapsed = started.elapsed();
+    eprintln!("rolled back after {elapsed:?}: {:?}", record.last());
+    let Some(Record::RolledBack { weight, evidence, reason, .. }) = record.last() else {
+        panic!("expected a rollback: {record:?}")
+    };
+    assert_eq!(*weight, 0.1, "{record:?}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?} to roll back ({reason})");
+    let evidence = evidence.as_ref().unwrap();
+    assert!(evidence.canary_rate > evidence.stable_rate && evidence.evidence >= evidence.threshold, "{evidence:?}");
+    assert_eq!(proxy.routing().canary_weight, 0.0);
+    // All traffic is back on stable: the canary gets nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = canary_hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(canary_hits.load(Ordering::SeqCst), before, "the canary still receives traffic after the rollback");
+    traffic.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_release_is_promoted_step_by_step() {
+    let (stable, _) = upstream(0).await;
+    let (good, good_hits) = upstream(0).await;
+    let (proxy, outcomes) =
+        Proxy::new(Routing { stable: vec![stable], canary: vec![good], canary_weight: 0.0, sticky_header: None });
+    let addr = serve_proxy(proxy.clone()).await;
+    let traffic = load(addr, 100.0, None);
+    let analysis = Config { min_canary_requests: 30, min_seconds: 1.0, ..Config::default() };
+    let record = canary::run(
+        proxy.clone(),
+        outcomes,
+        Plan { steps: vec![0.25, 0.5], analysis, step_timeout: Duration::from_secs(30) },
+    )
+    .await;
+    traffic.abort();
+    let weights: Vec<f64> = record
+        .iter()
+        .filter_map(|r| if let Record::StepReached { weight, .. } = r { Some(*weight) } else { None })
+        .collect();
+    assert_eq!(weights, [0.25, 0.5]);
+    assert!(matches!(record.last(), Some(Record::Promoted { .. })), "{record:?}");
+    assert_eq!(proxy.routing().stable, vec![good]);
+    assert!(good_hits.load(Ordering::SeqCst) >= 45);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_requests_stay_on_one_version_and_weights_are_respected() {
+    let (stable, stable_hits) = upstream(0).await;
+    let (canary_addr, canary_hits) = upstream(0).await;
+    let (proxy, mut outcomes) = Proxy::new(Routing {
+        stable: vec![stable],
+        canary: vec![canary_addr],
+        canary_weight: 0.2,
+        sticky_header: Some("x-user".into()),
+    });
+    let addr = serve_proxy(proxy.clone()).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    for _ in 0..20 {
+        let request = axum::http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .header("x-user", "ada")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        assert!(client.request(request).await.unwrap().status().is_success());
+    }
+    let (s, c) = (stable_hits.load(Ordering::SeqCst), canary_hits.load(Ordering::SeqCst));
+    assert!(s == 20 || c == 20, "a sticky user was split: {s} stable, {c} canary");
+    // Without the header, 1,000 requests split close to the weight.
+    proxy.set_routing(Routing { sticky_header: None, ..proxy.routing() });
+    for _ in 0..1000 {
+        let request =
+            axum::http::Request::builder().uri(format!("http://{addr}/")).body(http_body_util::Empty::new()).unwrap();
+        client.request(request).await.unwrap();
+    }
+    let mut canary = 0;
+    while let Ok(outcome) = outcomes.try_recv() {
+        if outcome.arm == rollout::analysis::Arm::Canary {
+            canary += 1;
+        }
+    }
+    let share = (canary - if c == 20 { 20 } else { 0 }) as f64 / 1000.0;
+    assert!((share - 0.2).abs() < 0.02, "canary share {share}");
+}
