@@ -523,24 +523,12 @@ impl ContainerExecutor {
                 return Exit::NotStarted;
             }
         };
-        let mut partial: HashMap<bool, String> = HashMap::new();
-        let timeout = async {
-            match spec.timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timeout = crate::sleep_for(spec.timeout);
         let mut cancel_watch = cancel.clone();
+        let mut splitter = LineSplitter::default();
         let pump = async {
             while let Some(Ok(chunk)) = output.next().await {
-                let is_err = matches!(chunk, bollard::container::LogOutput::StdErr { .. });
-                let buffer = partial.entry(is_err).or_default();
-                buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                while let Some(end) = buffer.find('\n') {
-                    let line: String = buffer.drain(..=end).collect();
-                    let stream = if is_err { Stream::Stderr } else { Stream::Stdout };
-                    let _ = lines.send((stream, line.trim_end_matches(['\n', '\r']).to_string()));
-                }
+                splitter.push(chunk, lines);
             }
         };
         let interrupted = tokio::select! {
@@ -548,11 +536,7 @@ impl ContainerExecutor {
             () = timeout => Some(Exit::TimedOut),
             () = cancel_watch.cancelled() => Some(Exit::Cancelled),
         };
-        for (is_err, rest) in partial {
-            if !rest.is_empty() {
-                let _ = lines.send((if is_err { Stream::Stderr } else { Stream::Stdout }, rest));
-            }
-        }
+        splitter.finish(lines);
         if let Some(exit) = interrupted {
             // Docker cannot signal an exec; kill its process tree from the host.
             if let Ok(Some(pid)) = self.docker.inspect_exec(&exec.id).await.map(|i| i.pid) {
@@ -578,6 +562,37 @@ impl ContainerExecutor {
             }
             Some(code) => Exit::Code(code as i32),
             None => Exit::Code(-1),
+        }
+    }
+}
+
+/// Turns Docker's output frames (stdout and stderr interleaved, lines split anywhere) into lines.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    /// What is not yet a whole line: stdout, stderr.
+    partial: [String; 2],
+}
+
+impl LineSplitter {
+    fn push(&mut self, chunk: bollard::container::LogOutput, lines: &mpsc::UnboundedSender<(Stream, String)>) {
+        let (slot, stream) = match chunk {
+            bollard::container::LogOutput::StdErr { .. } => (1, Stream::Stderr),
+            _ => (0, Stream::Stdout),
+        };
+        let buffer = &mut self.partial[slot];
+        buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let _ = lines.send((stream, line.trim_end_matches(['\n', '\r']).to_string()));
+        }
+    }
+
+    /// Sends what is left without a final newline.
+    fn finish(self, lines: &mpsc::UnboundedSender<(Stream, String)>) {
+        for (rest, stream) in self.partial.into_iter().zip([Stream::Stdout, Stream::Stderr]) {
+            if !rest.is_empty() {
+                let _ = lines.send((stream, rest));
+            }
         }
     }
 }
@@ -705,31 +720,13 @@ impl ImageStep {
         let mut logs =
             docker.logs(&id, Some(LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() }));
         let pump = async {
-            let mut partial: HashMap<bool, String> = HashMap::new();
+            let mut splitter = LineSplitter::default();
             while let Some(Ok(chunk)) = logs.next().await {
-                let is_err = matches!(chunk, bollard::container::LogOutput::StdErr { .. });
-                let buffer = partial.entry(is_err).or_default();
-                buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                while let Some(end) = buffer.find('\n') {
-                    let line: String = buffer.drain(..=end).collect();
-                    let _ = lines.send((
-                        if is_err { Stream::Stderr } else { Stream::Stdout },
-                        line.trim_end_matches(['\n', '\r']).to_string(),
-                    ));
-                }
+                splitter.push(chunk, lines);
             }
-            for (is_err, rest) in partial {
-                if !rest.is_empty() {
-                    let _ = lines.send((if is_err { Stream::Stderr } else { Stream::Stdout }, rest));
-                }
-            }
+            splitter.finish(lines);
         };
-        let timeout = async {
-            match spec.timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timeout = crate::sleep_for(spec.timeout);
         let mut cancel_watch = cancel.clone();
         let interrupted = tokio::select! {
             () = pump => None,

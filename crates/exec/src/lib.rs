@@ -18,6 +18,14 @@ pub use cancel::{Cancel, CancelSource};
 use process::{Exit, ProcessGroups, ProcessSpec, Stream};
 use tokio::sync::mpsc;
 
+/// Resolves after `limit`, or never without one: the timeout arm of a step's `select!`.
+pub(crate) async fn sleep_for(limit: Option<std::time::Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where a step's command runs.
 ///
 /// Contract: `run` starts the command, sends every output line to `lines` as it arrives, and

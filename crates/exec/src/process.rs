@@ -171,12 +171,7 @@ pub async fn run(
         child.stdout.take().map(|s| tokio::spawn(forward(s, Stream::Stdout, lines.clone()))),
         child.stderr.take().map(|s| tokio::spawn(forward(s, Stream::Stderr, lines.clone()))),
     ];
-    let timeout = async {
-        match spec.timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
-        }
-    };
+    let timeout = crate::sleep_for(spec.timeout);
     let mut cancel_watch = cancel.clone();
     let exit = tokio::select! {
         status = child.wait() => match status {
