@@ -2,6 +2,7 @@
 //! to a running server.
 
 mod client;
+mod proxy;
 mod render;
 mod run;
 mod serve;
@@ -49,6 +50,8 @@ enum Command {
     },
     /// Serve the API, take webhooks, queue and execute runs.
     Server(serve::ServerArgs),
+    /// Split traffic between stable and canary upstreams; with --steps, run a canary judged live.
+    Proxy(proxy::ProxyArgs),
     /// Repositories the server follows.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -187,6 +190,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Validate { paths, format } => validate::run(&repo_root(cli.repo)?, &paths, format),
         Command::Run(args) => run::run(&repo_root(cli.repo)?, args),
         Command::Server(args) => serve::server(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => serve::up(args),
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),

@@ -1,0 +1,96 @@
+//! `tandem proxy --steps`: a canary judged live between two real upstream processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small HTTP server process; `fail_every` > 0 answers 500 to every n-th request.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn upstream(fail_every: u32) -> Upstream {
+    let script = format!(
+        "import http.server\nn = [0]\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        n[0] += 1\n        code = 500 if {fail_every} and n[0] % {fail_every} == 0 else 200\n        self.send_response(code)\n        self.send_header('content-length', '2')\n        self.end_headers()\n        self.wfile.write(b'ok')\n    def log_message(self, *args):\n        pass\ns = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n"
+    );
+    let mut child = Command::new("python3").arg("-c").arg(script).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Upstream { child, port: line.trim().parse().unwrap() }
+}
+
+fn get(addr: &str) {
+    if let Ok(mut stream) = TcpStream::connect(addr) {
+        let _ = stream.write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes());
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    }
+}
+
+fn canary(fail_every: u32) -> (i32, serde_json::Value, Duration) {
+    let (stable, canary) = (upstream(0), upstream(fail_every));
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable",
+            &format!("127.0.0.1:{}", stable.port),
+            "--canary",
+            &format!("127.0.0.1:{}", canary.port),
+        ])
+        .args(["--steps", "10,50", "--min-requests", "40", "--min-seconds", "2", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(proxy.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("proxy listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let started = Instant::now();
+    // 50 requests per second until the proxy decides.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, done) = (addr.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let addr = addr.clone();
+                std::thread::spawn(move || get(&addr));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let output = proxy.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    let record = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no JSON record: {}", String::from_utf8_lossy(&output.stdout)));
+    (output.status.code().unwrap_or(-1), record, elapsed)
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_and_a_healthy_one_promoted() {
+    let (code, record, elapsed) = canary(10);
+    assert_eq!(code, 1, "{record:#}");
+    let last = record.as_array().unwrap().last().unwrap();
+    assert_eq!(last["event"], "rolled_back", "{record:#}");
+    assert_eq!(last["evidence"]["metric"], "error-rate", "{record:#}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+
+    let (code, record, _) = canary(0);
+    assert_eq!(code, 0, "{record:#}");
+    let events: Vec<&str> = record.as_array().unwrap().iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["step_reached", "step_reached", "promoted"]);
+}
