@@ -835,7 +835,8 @@ impl DockerEngine {
     pub async fn build_and_push(&self, build: ImageBuild, log: &(dyn Fn(&str) + Sync)) -> Result<BuiltImage, String> {
         use bollard::query_parameters::{BuildImageOptions, PushImageOptions, TagImageOptions};
         let ImageBuild { context, dockerfile, tags, build_args, labels, push } = build;
-        let (dockerfile, tags) = (dockerfile.as_str(), tags.as_slice());
+        let mut tags = tags;
+        let dockerfile = dockerfile.as_str();
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_string(),
             t: tags.first().cloned(),
@@ -870,6 +871,13 @@ impl DockerEngine {
                 .and_then(|i| i.id)
                 .ok_or("the build produced no image")?,
         };
+        // Also tagged by content: `repo:sha256-<12 hex of the image id>`.
+        if let Some(first) = tags.first() {
+            let (repo, _) = split_tag(first);
+            let content = id.trim_start_matches("sha256:");
+            tags.push(format!("{repo}:sha256-{}", &content[..content.len().min(12)]));
+        }
+        let tags = tags.as_slice();
         for tag in tags.iter().skip(1) {
             let (repo, version) = split_tag(tag);
             self.docker

@@ -79,6 +79,8 @@ pub struct RunRequest {
     pub run_number: u64,
     /// Scratch directory of this run; artifacts and workspaces go below it.
     pub run_dir: PathBuf,
+    /// `runs-on` labels that run in a container of the given image (`-P label=image`).
+    pub platforms: BTreeMap<String, String>,
 }
 
 /// Progress, as it happens. `job` is the leg's display key, e.g. `test (linux, 1)`.
@@ -690,8 +692,14 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
     contexts.set("env", string_map(&state.env));
 
     // Service containers and the job container, when the job asks for them.
-    let containers = if job.container.is_some() || !job.services.is_empty() {
-        match start_containers(shared, job, &contexts, &name, &dirs).await {
+    // A `runs-on` label mapped to an image runs the job in a container of it.
+    let platform_image = job
+        .runs_on
+        .iter()
+        .filter_map(|label| contexts.render(label).ok())
+        .find_map(|label| shared.request.platforms.get(&label).cloned());
+    let containers = if job.container.is_some() || !job.services.is_empty() || platform_image.is_some() {
+        match start_containers(shared, job, &contexts, &name, &dirs, platform_image).await {
             Ok(environment) => {
                 state.network = environment.network.clone();
                 if let Some(executor) = environment.executor() {
@@ -936,6 +944,7 @@ async fn start_containers(
     contexts: &Contexts,
     name: &str,
     dirs: &LegDirs,
+    platform_image: Option<String>,
 ) -> Result<crate::docker::JobEnvironment, String> {
     use crate::docker::{ContainerSpec, JobContainers};
     let engine = docker_engine(shared).await?;
@@ -960,7 +969,11 @@ async fn start_containers(
             },
         })
     };
-    let container = job.container.as_ref().map(evaluate).transpose()?;
+    let container = match (&job.container, platform_image) {
+        (Some(container), _) => Some(evaluate(container)?),
+        (None, Some(image)) => Some(ContainerSpec { image, ..ContainerSpec::default() }),
+        (None, None) => None,
+    };
     let mut services = Vec::new();
     for (service, spec) in &job.services {
         services.push((service.clone(), evaluate(spec).map_err(|e| format!("service `{service}`: {e}"))?));

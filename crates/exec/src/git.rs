@@ -23,11 +23,14 @@ pub struct RepoFacts {
     pub changed_paths: Vec<String>,
 }
 
-async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+/// Runs `git -C dir args…` and returns its standard output without trailing whitespace. Git never
+/// prompts for credentials here: a prompt would hang a server.
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e} (is git installed?)"))?;

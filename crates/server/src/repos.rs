@@ -13,21 +13,7 @@ use crate::App;
 
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
-pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
+pub use exec::git::git;
 
 pub fn mirror_path(app: &App, repo: &Repo) -> PathBuf {
     app.config.data_dir.join("repos").join(format!("{}.git", repo.id))

@@ -130,6 +130,7 @@ async fn execute_inner(
         run_id: run.id as u64,
         run_number: run.number as u64,
         run_dir: run_dir.clone(),
+        platforms: BTreeMap::new(),
     };
     let config = EngineConfig {
         data_dir: app.config.data_dir.clone(),

@@ -24,7 +24,8 @@ use crate::workflows::{self, LoadedWorkflow};
   tandem run ci --job test            one workflow, one job and the jobs it needs
   tandem run --event pull_request     what a change request would run
   tandem run deploy --input env=prod  a workflow_dispatch workflow with an input
-  tandem run --worktree               include uncommitted changes")]
+  tandem run --worktree               include uncommitted changes
+  tandem run -P ubuntu-latest=debian:12  run ubuntu-latest jobs in a container of that image")]
 pub struct RunArgs {
     /// Workflow to run: its file name without extension, or its `name:`. Default: all that the event starts.
     pub workflow: Option<String>,
@@ -52,6 +53,10 @@ pub struct RunArgs {
     /// A configuration variable for the `vars` context, `NAME=VALUE` (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// Run jobs whose `runs-on` has this label in a container of this image, `LABEL=IMAGE`
+    /// (repeatable; other labels run on this machine).
+    #[arg(short = 'P', long = "platform", value_name = "LABEL=IMAGE")]
+    pub platforms: Vec<String>,
     /// Tandem's data directory (cache, run scratch space).
     #[arg(long, env = "TANDEM_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -102,6 +107,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     };
     let secrets = parse_secrets(&args.secrets)?;
     let vars = parse_pairs(&args.vars, "--var")?;
+    let platforms = parse_pairs(&args.platforms, "--platform")?;
     let groups = ProcessGroups::default();
     let (cancel_source, cancel) = CancelSource::new();
     let interrupt = tokio::spawn(watch_interrupts(cancel_source, groups.clone()));
@@ -140,6 +146,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             run_id,
             run_number: next_run_number(&data_dir),
             run_dir: run_dir.clone(),
+            platforms: platforms.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));

@@ -54,6 +54,12 @@ fn images() -> bool {
     }
 }
 
+/// Job ids unique to this test process (`ctr-x` → `ctr<pid>-x`), so that suites sharing one
+/// engine never see each other's containers.
+fn unique(text: &str) -> String {
+    text.replace("ctr-", &format!("ctr{}-", std::process::id()))
+}
+
 /// Names of containers and networks Tandem created for jobs whose name contains `marker`.
 fn leftovers(marker: &str) -> Vec<String> {
     let containers = Command::new("docker")
@@ -100,7 +106,7 @@ jobs:
         run: echo "answer=42" >> "$GITHUB_OUTPUT"; echo made > from-container.txt
       - run: echo "output ${{ steps.out.outputs.answer }} on ${{ github.ref_name }}"
 "#;
-    let repo = Repo::new(&[("ci.yml", wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
     repo.write("data.txt", "checked-out\n");
     repo.commit("data");
     let run = repo.tandem(&["run"]);
@@ -110,7 +116,7 @@ jobs:
     {
         assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);
     }
-    assert!(leftovers("ctr-happy").is_empty(), "left behind: {:?}", leftovers("ctr-happy"));
+    assert!(leftovers(&unique("ctr-happy")).is_empty(), "left behind: {:?}", leftovers(&unique("ctr-happy")));
 }
 
 #[test]
@@ -131,12 +137,12 @@ jobs:
     steps:
       - run: echo "must not run"
 "#;
-    let repo = Repo::new(&[("ci.yml", wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
     let run = repo.tandem(&["run"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stdout.contains("service `db` is unhealthy"), "{}", run.stdout);
     assert!(!run.stdout.contains("| must not run"), "{}", run.stdout);
-    assert!(leftovers("ctr-sick").is_empty(), "left behind: {:?}", leftovers("ctr-sick"));
+    assert!(leftovers(&unique("ctr-sick")).is_empty(), "left behind: {:?}", leftovers(&unique("ctr-sick")));
 }
 
 #[test]
@@ -161,7 +167,7 @@ jobs:
       - if: always()
         run: echo "cleanup still runs in the container"
 "#;
-    let repo = Repo::new(&[("ci.yml", wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
     let started = std::time::Instant::now();
     let run = repo.tandem(&["run", "--format", "json"]);
     assert!(started.elapsed().as_secs() < 60, "the timeout did not stop the step");
@@ -177,11 +183,11 @@ jobs:
         run.stderr
     );
     let statuses = crate::jobs(&run.json());
-    assert_eq!(statuses, [("ctr-missing".into(), "failure".into()), ("ctr-slow".into(), "failure".into())]);
+    assert_eq!(statuses, [(unique("ctr-missing"), "failure".into()), (unique("ctr-slow"), "failure".into())]);
     assert!(
-        leftovers("ctr-").iter().all(|n| !n.contains("ctr-missing") && !n.contains("ctr-slow")),
+        leftovers(&unique("ctr-")).iter().all(|n| !n.contains("ctr-missing") && !n.contains("ctr-slow")),
         "{:?}",
-        leftovers("ctr-")
+        leftovers(&unique("ctr-"))
     );
 }
 
@@ -198,7 +204,7 @@ fn leftovers_of_a_dead_tandem_are_reaped() {
             "--label",
             "dev.tandem.owner=999999",
             "--name",
-            "tandem-stale-ctr-reap",
+            &unique("tandem-stale-ctr-reap"),
             "tandem-test/busybox:1",
             "sleep",
             "300",
@@ -207,10 +213,10 @@ fn leftovers_of_a_dead_tandem_are_reaped() {
         .unwrap();
     assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
     let wf = "on: push\njobs:\n  ctr-reaper:\n    runs-on: ubuntu-latest\n    container: tandem-test/busybox:1\n    steps:\n      - run: echo ok\n";
-    let repo = Repo::new(&[("ci.yml", wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
     let run = repo.tandem(&["run"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(leftovers("tandem-stale-ctr-reap").is_empty(), "the stale container survived");
+    assert!(leftovers(&unique("tandem-stale-ctr-reap")).is_empty(), "the stale container survived");
 }
 
 #[test]
@@ -241,7 +247,7 @@ jobs:
         with:
           args: sh -c "exit 3"
 "#;
-    let repo = Repo::new(&[("ci.yml", wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
     repo.write("data.txt", "workspace file\n");
     repo.commit("data");
     let run = repo.tandem(&["run", "--format", "json"]);
@@ -257,7 +263,7 @@ jobs:
     }
     let steps = &run.json()["runs"][0]["jobs"][0]["steps"];
     assert_eq!(steps[3]["outcome"], "failure");
-    assert!(leftovers("ctr-image-step").is_empty(), "{:?}", leftovers("ctr-image-step"));
+    assert!(leftovers(&unique("ctr-image-step")).is_empty(), "{:?}", leftovers(&unique("ctr-image-step")));
 }
 
 /// Debian's `docker-registry` on a free loopback port, stopped when dropped.
@@ -342,7 +348,7 @@ jobs:
 "#,
         addr = registry.addr
     );
-    let repo = Repo::new(&[("ci.yml", &wf)]);
+    let repo = Repo::new(&[("ci.yml", &unique(&wf))]);
     repo.write("app/Dockerfile", "FROM tandem-test/busybox:1\nARG GREETING\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n");
     repo.write("app/.dockerignore", "secret.txt\n");
     repo.write("app/secret.txt", "never in the image\n");
@@ -356,7 +362,7 @@ jobs:
     let digest = run
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix("[ctr-build] | digest="))
+        .find_map(|l| l.strip_prefix(unique("[ctr-build] | digest=").as_str()))
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_default()
         .to_string();
@@ -383,4 +389,51 @@ jobs:
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
     assert_eq!(record["digest"], digest.as_str());
     assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&sha[..12])), "{record}");
+    let content_tag = format!(":sha256-{}", &record["id"].as_str().unwrap().trim_start_matches("sha256:")[..12]);
+    assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&content_tag)), "{record}");
+    let by_content = raw_get(
+        &registry.addr,
+        &format!("/v2/tandem-test/app/manifests/{}", content_tag.trim_start_matches(':')),
+        "application/vnd.docker.distribution.manifest.v2+json",
+    );
+    assert!(by_content.starts_with("HTTP/1.1 200"), "{by_content}");
+}
+
+#[test]
+fn runs_on_labels_mapped_to_an_image_run_in_it() {
+    if !images() {
+        return;
+    }
+    let wf = "on: push\njobs:\n  ctr-mapped:\n    runs-on: ubuntu-22.04\n    steps:\n      - run: test ! -e /usr/bin/git && echo in-the-image\n  ctr-host:\n    runs-on: self-hosted\n    steps:\n      - run: test -e /usr/bin/git -o -e /usr/local/bin/git && echo on-the-host\n";
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
+    let run = repo.tandem(&["run", "-P", "ubuntu-22.04=tandem-test/busybox:1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains(&unique("[ctr-mapped] | in-the-image"))
+            && run.stdout.contains(&unique("[ctr-host] | on-the-host")),
+        "{}",
+        run.stdout
+    );
+    let bad = repo.tandem(&["run", "-P", "no-equals-sign"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("--platform `no-equals-sign` must be NAME=VALUE"), "{}", bad.stderr);
+}
+
+#[test]
+fn an_engine_that_does_not_answer_is_named_and_local_jobs_still_run() {
+    let wf = "on: push\njobs:\n  needs-docker:\n    runs-on: ubuntu-latest\n    container: tandem-test/busybox:1\n    steps:\n      - run: echo never\n  local:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo local-ran\n";
+    let repo = Repo::new(&[("ci.yml", &unique(wf))]);
+    let output = repo
+        .command(&["run", "--format", "json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let run = crate::Run::from(output);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("local-ran"), "{}", run.stderr);
+    let report = run.json();
+    let jobs = report["runs"][0]["jobs"].as_array().unwrap();
+    let docker_job = jobs.iter().find(|j| j["id"] == "needs-docker").unwrap();
+    assert!(docker_job["error"].as_str().unwrap().contains("Docker engine"), "{docker_job}");
+    assert_eq!(jobs.iter().find(|j| j["id"] == "local").unwrap()["status"], "success");
 }
