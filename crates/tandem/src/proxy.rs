@@ -14,14 +14,30 @@ use crate::Format;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   tandem proxy --stable 127.0.0.1:8001 --canary 127.0.0.1:8002 --weight 10
-  tandem proxy --stable 127.0.0.1:8001 --canary 127.0.0.1:8002 --steps 10,50,100   # a canary, rolled back on its own")]
+  tandem proxy --stable 127.0.0.1:8001 --canary 127.0.0.1:8002 --steps 10,50,100   # a canary, rolled back on its own
+  tandem proxy --stable-command 'python3 app.py --port $PORT' --canary-command 'python3 new.py --port $PORT' --instances 2 --health /health --steps 10,50,100")]
 pub struct ProxyArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// A stable upstream (repeatable).
-    #[arg(long, required = true, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "stable_command")]
     pub stable: Vec<SocketAddr>,
+    /// Run the stable version: a shell command line listening on `$PORT`.
+    #[arg(long, value_name = "COMMAND")]
+    pub stable_command: Option<String>,
+    /// Run the canary version: a shell command line listening on `$PORT`.
+    #[arg(long, value_name = "COMMAND")]
+    pub canary_command: Option<String>,
+    /// Instances of each version Tandem runs.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// HTTP path that answers 2xx when an instance Tandem runs is ready.
+    #[arg(long, default_value = "/", value_name = "PATH")]
+    pub health: String,
+    /// Seconds the instances Tandem runs have to become ready.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub ready_timeout: f64,
     /// A canary upstream (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub canary: Vec<SocketAddr>,
@@ -53,8 +69,8 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             bail!("step {step} is not a percentage between 0 and 100");
         }
     }
-    if !args.steps.is_empty() && args.canary.is_empty() {
-        bail!("--steps runs a canary and needs at least one --canary upstream");
+    if !args.steps.is_empty() && args.canary.is_empty() && args.canary_command.is_none() {
+        bail!("--steps runs a canary and needs --canary upstreams or a --canary-command");
     }
     if !(0.0..1.0).contains(&args.alpha) || args.alpha == 0.0 {
         bail!("--alpha must be between 0 and 1, e.g. 0.01");
@@ -62,9 +78,44 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Versions Tandem runs itself, supervised; ready before they get traffic.
+        let start = |command: &Option<String>, version: &str| -> Result<Option<targets::process::Supervised>> {
+            let Some(command) = command else { return Ok(None) };
+            let target = targets::process::ProcessTarget {
+                command: command.clone(),
+                dir: std::env::current_dir()?,
+                env: vec![("TANDEM_VERSION".into(), version.into())],
+                instances: args.instances,
+                health_path: args.health.clone(),
+            };
+            targets::process::start(&target).map(Some).map_err(anyhow::Error::msg)
+        };
+        let stable_run = start(&args.stable_command, "stable")?;
+        if let Some(stable) = &stable_run {
+            stable
+                .wait_ready(&args.health, Duration::from_secs_f64(args.ready_timeout))
+                .await
+                .map_err(|e| anyhow::anyhow!("the stable version is not ready: {e}"))?;
+        }
+        let canary_run = start(&args.canary_command, "canary")?;
+        let mut stable_addrs = args.stable.clone();
+        stable_addrs.extend(stable_run.iter().flat_map(|s| s.addrs.clone()));
+        let mut canary_addrs = args.canary.clone();
+        canary_addrs.extend(canary_run.iter().flat_map(|s| s.addrs.clone()));
+        if let Some(canary) = &canary_run {
+            // A canary that never becomes healthy is rolled back before it sees traffic.
+            if let Err(error) = canary.wait_ready(&args.health, Duration::from_secs_f64(args.ready_timeout)).await {
+                let reason = format!("failed health check: {error}");
+                print_record(&[Record::RolledBack { weight: 0.0, seconds: 0.0, evidence: None, reason }], args.format)?;
+                for version in [canary_run, stable_run].into_iter().flatten() {
+                    version.stop().await;
+                }
+                return Ok(1);
+            }
+        }
         let routing = Routing {
-            stable: args.stable.clone(),
-            canary: args.canary.clone(),
+            stable: stable_addrs,
+            canary: canary_addrs,
             canary_weight: args.weight / 100.0,
             sticky_header: args.sticky_header.clone(),
         };
@@ -83,6 +134,9 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             let _ = tokio::signal::ctrl_c().await;
             counter.abort();
             server.abort();
+            for version in [canary_run, stable_run].into_iter().flatten() {
+                version.stop().await;
+            }
             return Ok(0);
         }
         let plan = Plan {
@@ -97,23 +151,30 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
         };
         let record = canary::run(proxy, outcomes, plan).await;
         server.abort();
-        if args.format == Format::Json {
-            println!("{}", serde_json::to_string_pretty(&record)?);
-        } else {
-            for entry in &record {
-                match entry {
-                    Record::StepReached { weight, seconds } => {
-                        println!("{seconds:>7.1}s  canary at {:.0}%", weight * 100.0)
-                    }
-                    Record::Promoted { seconds } => {
-                        println!("{seconds:>7.1}s  promoted: the canary now takes all traffic")
-                    }
-                    Record::RolledBack { weight, seconds, reason, .. } => {
-                        println!("{seconds:>7.1}s  rolled back at {:.0}%: {reason}", weight * 100.0)
-                    }
-                }
+        print_record(&record, args.format)?;
+        // The version that lost is stopped first; then, with the proxy gone, the winner too.
+        let promoted = matches!(record.last(), Some(Record::Promoted { .. }));
+        let (loser, winner) = if promoted { (stable_run, canary_run) } else { (canary_run, stable_run) };
+        for version in [loser, winner].into_iter().flatten() {
+            version.stop().await;
+        }
+        Ok(if promoted { 0 } else { 1 })
+    })
+}
+
+fn print_record(record: &[Record], format: Format) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(record)?);
+        return Ok(());
+    }
+    for entry in record {
+        match entry {
+            Record::StepReached { weight, seconds } => println!("{seconds:>7.1}s  canary at {:.0}%", weight * 100.0),
+            Record::Promoted { seconds } => println!("{seconds:>7.1}s  promoted: the canary now takes all traffic"),
+            Record::RolledBack { weight, seconds, reason, .. } => {
+                println!("{seconds:>7.1}s  rolled back at {:.0}%: {reason}", weight * 100.0)
             }
         }
-        Ok(if matches!(record.last(), Some(Record::Promoted { .. })) { 0 } else { 1 })
-    })
+    }
+    Ok(())
 }

@@ -94,3 +94,97 @@ fn a_failing_canary_is_rolled_back_and_a_healthy_one_promoted() {
     let events: Vec<&str> = record.as_array().unwrap().iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["step_reached", "step_reached", "promoted"]);
 }
+
+/// A shell command running a small HTTP server on `$PORT` that answers 500 to every n-th request
+/// (0: never) and 200 on `/health`.
+fn server_command(fail_every: u32, marker: &str) -> String {
+    let script = format!(
+        "# {marker}\nimport http.server, os\nn = [0]\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        n[0] += 1\n        bad = {fail_every} and self.path != '/health' and n[0] % {fail_every} == 0\n        self.send_response(500 if bad else 200)\n        self.send_header('content-length', '2')\n        self.end_headers()\n        self.wfile.write(b'ok')\n    def log_message(self, *args):\n        pass\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+    );
+    format!("exec python3 -c \"{}\"", script.replace('"', "\\\""))
+}
+
+#[test]
+fn tandem_runs_both_versions_and_stops_the_one_that_lost() {
+    let marker = format!("tandem-proxy-test-{}", std::process::id());
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-command",
+            &server_command(0, &marker),
+            "--canary-command",
+            &server_command(10, &marker),
+        ])
+        .args([
+            "--instances",
+            "2",
+            "--health",
+            "/health",
+            "--steps",
+            "10,50",
+            "--min-requests",
+            "40",
+            "--min-seconds",
+            "2",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(proxy.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("proxy listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, done) = (addr.clone(), done.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let addr = addr.clone();
+                std::thread::spawn(move || get(&addr));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let output = proxy.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record.as_array().unwrap().last().unwrap()["event"], "rolled_back", "{record:#}");
+    // Every instance Tandem started is gone.
+    let leftover = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ps -eo args | grep -v grep | grep -c '{marker}' || true"))
+        .output()
+        .unwrap();
+    let count: u32 = String::from_utf8_lossy(&leftover.stdout).trim().parse().unwrap_or(0);
+    assert_eq!(count, 0, "instances survived the rollout");
+}
+
+#[test]
+fn a_canary_that_never_becomes_healthy_is_rolled_back_before_traffic() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-command",
+            &server_command(0, "unhealthy-canary"),
+            "--canary-command",
+            "exit 3",
+        ])
+        .args(["--health", "/health", "--steps", "10", "--ready-timeout", "3", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let last = record.as_array().unwrap().last().unwrap();
+    assert!(last["reason"].as_str().unwrap().contains("failed health check"), "{record:#}");
+}

@@ -153,3 +153,43 @@ async fn sticky_requests_stay_on_one_version_and_weights_are_respected() {
     let share = (canary - if c == 20 { 20 } else { 0 }) as f64 / 1000.0;
     assert!((share - 0.2).abs() < 0.02, "canary share {share}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_instances_are_supervised_and_restarted() {
+    use targets::process::{self, ProcessTarget};
+    let dir = std::env::temp_dir();
+    let server = "import http.server, os\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200 if self.path == '/health' else 404)\n        self.send_header('content-length', '0')\n        self.end_headers()\n    def log_message(self, *a):\n        pass\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
+    let target = ProcessTarget {
+        command: format!("exec python3 -c \"{}\"", server.replace('"', "\\\"")),
+        dir,
+        env: Vec::new(),
+        instances: 2,
+        health_path: "/health".into(),
+    };
+    let supervised = process::start(&target).unwrap();
+    supervised.wait_ready("/health", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(supervised.addrs.len(), 2);
+    assert_ne!(supervised.addrs[0], supervised.addrs[1]);
+    // Kill one instance from outside: it is restarted on the same port.
+    let victim = supervised.pids()[0];
+    std::process::Command::new("kill").arg("-9").arg(victim.to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while supervised.restarts() == 0 || !process::probe(supervised.addrs[0], "/health").await {
+        assert!(Instant::now() < deadline, "the killed instance was not restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(supervised.pids()[0], victim);
+    let pids = supervised.pids();
+    let addrs = supervised.addrs.clone();
+    supervised.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (pid, addr) in pids.iter().zip(&addrs) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().split_whitespace().nth(2)
+                    == Some("Z"),
+            "instance {pid} survived stop"
+        );
+        assert!(!process::probe(*addr, "/health").await, "{addr} still answers after stop");
+    }
+}
