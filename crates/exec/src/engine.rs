@@ -759,36 +759,27 @@ async fn run_leg(shared: &Arc<Shared>, job: &Job, name: String, mut contexts: Co
             job_ctx.insert("status".to_string(), Value::str(status));
         }
         contexts.set("env", string_map(&state.env));
-        let run_it = match contexts.condition(step.condition.as_ref()) {
-            Ok(run_it) => run_it,
+        // A step that does not start ends here: skipped by its condition, or failed by it.
+        let ended = match contexts.condition(step.condition.as_ref()) {
+            Ok(true) => None,
+            Ok(false) => Some(Status::Skipped),
             Err(error) => {
                 emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks);
                 failed = true;
-                record_step(
-                    shared,
-                    &mut report,
-                    &mut contexts,
-                    step,
-                    index,
-                    &step_names[index],
-                    Status::Failure,
-                    Status::Failure,
-                    step_started,
-                    BTreeMap::new(),
-                );
-                continue;
+                Some(Status::Failure)
             }
         };
-        if !run_it {
+        if let Some(status) = ended {
+            let name = &step_names[index];
             record_step(
                 shared,
                 &mut report,
                 &mut contexts,
                 step,
                 index,
-                &step_names[index],
-                Status::Skipped,
-                Status::Skipped,
+                name,
+                status,
+                status,
                 step_started,
                 BTreeMap::new(),
             );

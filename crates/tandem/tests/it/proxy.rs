@@ -36,19 +36,12 @@ fn get(addr: &str) {
     }
 }
 
-fn canary(fail_every: u32) -> (i32, serde_json::Value, Duration) {
-    let (stable, canary) = (upstream(0), upstream(fail_every));
+/// Starts `tandem proxy` with `args`, sends it 50 requests per second until it exits, and returns
+/// its exit code, its JSON record and how long it ran.
+fn drive(args: &[&str]) -> (i32, serde_json::Value, Duration) {
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--stable",
-            &format!("127.0.0.1:{}", stable.port),
-            "--canary",
-            &format!("127.0.0.1:{}", canary.port),
-        ])
-        .args(["--steps", "10,50", "--min-requests", "40", "--min-seconds", "2", "--format", "json"])
+        .args(["proxy", "--listen", "127.0.0.1:0", "--format", "json"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -59,7 +52,6 @@ fn canary(fail_every: u32) -> (i32, serde_json::Value, Duration) {
     let addr =
         line.trim().strip_prefix("proxy listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
     let started = Instant::now();
-    // 50 requests per second until the proxy decides.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let (addr, done) = (addr.clone(), done.clone());
@@ -78,6 +70,12 @@ fn canary(fail_every: u32) -> (i32, serde_json::Value, Duration) {
     let record = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("no JSON record: {}", String::from_utf8_lossy(&output.stdout)));
     (output.status.code().unwrap_or(-1), record, elapsed)
+}
+
+fn canary(fail_every: u32) -> (i32, serde_json::Value, Duration) {
+    let (stable, canary) = (upstream(0), upstream(fail_every));
+    let (stable, canary) = (format!("127.0.0.1:{}", stable.port), format!("127.0.0.1:{}", canary.port));
+    drive(&["--stable", &stable, "--canary", &canary, "--steps", "10,50", "--min-requests", "40", "--min-seconds", "2"])
 }
 
 #[test]
@@ -107,56 +105,24 @@ fn server_command(fail_every: u32, marker: &str) -> String {
 #[test]
 fn tandem_runs_both_versions_and_stops_the_one_that_lost() {
     let marker = format!("tandem-proxy-test-{}", std::process::id());
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--stable-command",
-            &server_command(0, &marker),
-            "--canary-command",
-            &server_command(10, &marker),
-        ])
-        .args([
-            "--instances",
-            "2",
-            "--health",
-            "/health",
-            "--steps",
-            "10,50",
-            "--min-requests",
-            "40",
-            "--min-seconds",
-            "2",
-            "--format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(proxy.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr =
-        line.trim().strip_prefix("proxy listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (addr, done) = (addr.clone(), done.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            while !done.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
-                let addr = addr.clone();
-                std::thread::spawn(move || get(&addr));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let output = proxy.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    load.join().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
-    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (stable, canary) = (server_command(0, &marker), server_command(10, &marker));
+    let (code, record, _) = drive(&[
+        "--stable-command",
+        &stable,
+        "--canary-command",
+        &canary,
+        "--instances",
+        "2",
+        "--health",
+        "/health",
+        "--steps",
+        "10,50",
+        "--min-requests",
+        "40",
+        "--min-seconds",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{record:#}");
     assert_eq!(record.as_array().unwrap().last().unwrap()["event"], "rolled_back", "{record:#}");
     // Every instance Tandem started is gone.
     let leftover = Command::new("sh")
