@@ -1,4 +1,5 @@
-//! Fuzz target: any bytes through the whole workflow check (YAML, spec, graph, matrix).
+//! Fuzz target: any bytes through the whole workflow check (YAML, spec, graph, matrix) and the
+//! service-file check.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -7,5 +8,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         for diagnostic in &diagnostics {
             let _ = diagnostic.render("fuzz.yml", text);
         }
+        let _ = spec::service::parse(text);
     }
 });

@@ -1,10 +1,12 @@
 //! User-facing file formats turned into typed specs plus diagnostics with spans. Pure: no IO.
 //!
-//! Today: workflow files in GitHub Actions syntax ([`workflow`]) and the `${{ }}` expression
-//! language ([`expr`]), on top of a span-carrying YAML tree ([`yaml`]).
+//! Today: workflow files in GitHub Actions syntax ([`workflow`]), the `${{ }}` expression
+//! language ([`expr`]) and the service file ([`service`]), on top of a span-carrying YAML tree
+//! ([`yaml`]).
 
 pub mod diag;
 pub mod expr;
+pub mod service;
 pub mod workflow;
 pub mod yaml;
 

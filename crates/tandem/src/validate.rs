@@ -48,7 +48,12 @@ pub fn run(root: &Path, paths: &[PathBuf], format: Format) -> Result<i32> {
 
 fn load(root: &Path, paths: &[PathBuf]) -> Result<Vec<LoadedWorkflow>> {
     if paths.is_empty() {
-        return workflows::load_all(root);
+        let mut loaded = workflows::load_all(root)?;
+        if let Some(service) = workflows::service_file(root) {
+            let display = service.strip_prefix(root).unwrap_or(&service).display().to_string();
+            loaded.push(workflows::load_file(&service, display)?);
+        }
+        return Ok(loaded);
     }
     let mut out = Vec::new();
     for path in paths {

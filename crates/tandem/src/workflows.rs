@@ -86,8 +86,19 @@ pub fn load_file(path: &Path, display: String) -> Result<LoadedWorkflow> {
             });
         }
     };
+    // The service file shares the workflows' diagnostics but not their format.
+    let is_service = path.file_name().is_some_and(|n| n == "service.yml" || n == "service.yaml");
+    if is_service {
+        let (_, diagnostics) = spec::service::parse(&source);
+        return Ok(LoadedWorkflow { path: display, source, workflow: None, diagnostics });
+    }
     let (workflow, diagnostics) = ci::check::validate(&source);
     Ok(LoadedWorkflow { path: display, source, workflow, diagnostics })
+}
+
+/// The repository's service file, `.tandem/service.yml` (or `.yaml`), if it has one.
+pub fn service_file(root: &Path) -> Option<PathBuf> {
+    [".tandem/service.yml", ".tandem/service.yaml"].iter().map(|f| root.join(f)).find(|p| p.is_file())
 }
 
 /// Loads every workflow of the repository at `root`.

@@ -3,6 +3,7 @@
 mod corpus;
 mod diagnostics;
 mod robustness;
+mod service;
 
 use std::path::PathBuf;
 

@@ -60,3 +60,25 @@ fn tandem_workflows_take_precedence_over_github_ones() {
     let run = repo.tandem(&["validate"]);
     assert!(run.stdout.contains(".tandem/workflows/own.yaml") && !run.stdout.contains("gh.yml"), "{}", run.stdout);
 }
+
+#[test]
+fn the_service_file_is_checked_with_the_workflows() {
+    let repo = Repo::new(&[("ok.yml", GOOD)]);
+    repo.write(
+        ".tandem/service.yml",
+        "service: app\nenvironments:\n  staging:\n    target: process\n    comand: ./run\n",
+    );
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout.contains(".tandem/service.yml:5:5") && run.stdout.contains("did you mean `command`?"),
+        "{}",
+        run.stdout
+    );
+    repo.write(
+        ".tandem/service.yml",
+        "service: app\nenvironments:\n  staging:\n    target: process\n    command: ./run\n",
+    );
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+}

@@ -1,0 +1,520 @@
+//! The service file, `.tandem/service.yml`: a service, its environments, and for each the
+//! target, instances, health checks, rollout strategy, analysis and gates — checked with the same
+//! diagnostics as workflows.
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::expr::Value;
+use crate::yaml::{self, Node};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    pub span: Span,
+    pub target: Target,
+    pub instances: u32,
+    /// The address of the environment's proxy.
+    pub listen: Option<String>,
+    pub health: Health,
+    pub strategy: Strategy,
+    pub analysis: Analysis,
+    pub gates: Gates,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Tandem runs the command (`$PORT` is the instance's port).
+    Process {
+        command: String,
+    },
+    Docker {
+        image: String,
+    },
+    Swarm {
+        image: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// HTTP path answering 2xx when an instance is ready.
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures before an instance counts as down.
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Traffic percentages in order, each held at least `pause_ms`.
+    Canary {
+        steps: Vec<f64>,
+        pause_ms: u64,
+    },
+    Rolling {
+        max_surge: u32,
+        max_unavailable: u32,
+    },
+    BlueGreen {
+        keep_old_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub alpha: f64,
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Gates {
+    pub approval: bool,
+    pub freezes: Vec<Freeze>,
+    /// Refuse to start while the error budget is below this fraction (0..1).
+    pub min_error_budget: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Freeze {
+    pub cron: String,
+    pub duration_ms: u64,
+    pub timezone: String,
+}
+
+const TOP_KEYS: &[&str] = &["service", "environments"];
+const ENV_KEYS: &[&str] =
+    &["target", "command", "image", "instances", "listen", "health", "strategy", "analysis", "gates"];
+const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "threshold"];
+const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
+const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests"];
+const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget"];
+
+/// Parses a duration such as `500ms`, `30s`, `10m`, `2h` into milliseconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    (value >= 0.0).then_some((value * scale) as u64)
+}
+
+/// Parses and checks a service file; every problem is reported at once.
+pub fn parse(source: &str) -> (Option<Service>, Vec<Diagnostic>) {
+    let root = match yaml::parse(source) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            return (
+                None,
+                vec![
+                    Diagnostic::error("empty-file", Span::at(1, 1, 1), "the service file is empty")
+                        .hint("start with `service: NAME` and `environments:`"),
+                ],
+            );
+        }
+        Err(diagnostic) => return (None, vec![diagnostic]),
+    };
+    let mut checker = Checker { diagnostics: Vec::new() };
+    let service = checker.service(&root);
+    checker.diagnostics.sort_by_key(|d| (d.span.line, d.span.col));
+    (service, checker.diagnostics)
+}
+
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn entries<'n>(&mut self, node: &'n Node, what: &str, known: &[&str]) -> Vec<(&'n str, &'n Node, Span)> {
+        let Some(entries) = node.as_map() else {
+            self.push(
+                Diagnostic::error(
+                    "wrong-type",
+                    node.span,
+                    format!("{what} must be a mapping, found {}", node.type_name()),
+                )
+                .expected("a mapping"),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, &Node, Span)> = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar() else { continue };
+            if out.iter().any(|(seen, ..)| *seen == name) {
+                self.push(Diagnostic::error("duplicate-key", key.span, format!("`{name}` appears twice in {what}")));
+                continue;
+            }
+            if !known.is_empty() && !known.contains(&name) {
+                let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                self.push(
+                    Diagnostic::error("unknown-key", key.span, format!("unknown key `{name}` in {what}"))
+                        .expected(format!(
+                            "one of {}",
+                            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        ))
+                        .maybe_hint(hint),
+                );
+                continue;
+            }
+            out.push((name, value, key.span));
+        }
+        out
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node.as_scalar() {
+            Some(text) if !text.trim().is_empty() => Some(text.to_string()),
+            _ => {
+                self.push(
+                    Diagnostic::error("wrong-type", node.span, format!("{what} must be a non-empty string"))
+                        .expected("a string"),
+                );
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<f64> {
+        match node.to_value() {
+            Value::Number(n) if n >= min && n <= max => Some(n),
+            _ => {
+                let found = node.as_scalar().map_or_else(|| node.type_name().to_string(), |t| format!("`{t}`"));
+                self.push(
+                    Diagnostic::error(
+                        "out-of-range",
+                        node.span,
+                        format!("{what} must be a number from {min} to {max}, found {found}"),
+                    )
+                    .expected(format!("a number from {min} to {max}")),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<u64> {
+        match node.as_scalar().and_then(parse_duration) {
+            Some(ms) => Some(ms),
+            None => {
+                let found = node.as_scalar().unwrap_or_default().to_string();
+                self.push(
+                    Diagnostic::error("wrong-type", node.span, format!("{what} must be a duration, found `{found}`"))
+                        .expected("a duration such as 500ms, 30s, 10m or 2h"),
+                );
+                None
+            }
+        }
+    }
+
+    fn service(&mut self, root: &Node) -> Option<Service> {
+        let entries = self.entries(root, "the service file", TOP_KEYS);
+        let mut name = None;
+        let mut environments = Vec::new();
+        for (key, value, _) in &entries {
+            match *key {
+                "service" => name = self.string(value, "`service`"),
+                _ => {
+                    for (env_name, env, span) in self.entries(value, "`environments`", &[]) {
+                        if let Some(environment) = self.environment(env_name, env, span) {
+                            environments.push(environment);
+                        }
+                    }
+                }
+            }
+        }
+        if !entries.iter().any(|(k, ..)| *k == "service") {
+            self.push(
+                Diagnostic::error(
+                    "missing-key",
+                    Span::at(root.span.line, root.span.col, 1),
+                    "the service file has no `service:` name",
+                )
+                .hint("add `service: my-service`"),
+            );
+        }
+        if !entries.iter().any(|(k, ..)| *k == "environments") {
+            self.push(
+                Diagnostic::error(
+                    "missing-key",
+                    Span::at(root.span.line, root.span.col, 1),
+                    "the service file has no `environments:`",
+                )
+                .hint("add at least one environment, e.g. `staging:` with a `target`"),
+            );
+        }
+        Some(Service { name: name?, environments })
+    }
+
+    fn environment(&mut self, name: &str, node: &Node, span: Span) -> Option<Environment> {
+        let what = format!("environment `{name}`");
+        let entries = self.entries(node, &what, ENV_KEYS);
+        let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
+        let target_kind = match field("target") {
+            Some(node) => self.string(node, "`target`"),
+            None => {
+                self.push(
+                    Diagnostic::error("missing-key", span, format!("{what} has no `target`"))
+                        .hint("add `target: process` (with `command`), `docker` or `swarm` (with `image`)"),
+                );
+                None
+            }
+        };
+        let target = match target_kind.as_deref() {
+            Some("process") => match field("command") {
+                Some(node) => self.string(node, "`command`").map(|command| Target::Process { command }),
+                None => {
+                    self.push(
+                        Diagnostic::error("missing-key", span, format!("{what}: a `process` target needs a `command`"))
+                            .hint("the command listens on `$PORT`, e.g. `command: python3 app.py --port $PORT`"),
+                    );
+                    None
+                }
+            },
+            Some(kind @ ("docker" | "swarm")) => match field("image") {
+                Some(node) => self
+                    .string(node, "`image`")
+                    .map(|image| if kind == "docker" { Target::Docker { image } } else { Target::Swarm { image } }),
+                None => {
+                    self.push(Diagnostic::error(
+                        "missing-key",
+                        span,
+                        format!("{what}: a `{kind}` target needs an `image`"),
+                    ));
+                    None
+                }
+            },
+            Some(other) => {
+                let target_node = field("target").unwrap_or(node);
+                let hint = did_you_mean(other, ["process", "docker", "swarm"]).map(|s| format!("did you mean `{s}`?"));
+                self.push(
+                    Diagnostic::error("unknown-target", target_node.span, format!("unknown target `{other}`"))
+                        .expected("process, docker or swarm")
+                        .maybe_hint(hint),
+                );
+                None
+            }
+            None => None,
+        };
+        let instances =
+            field("instances").map_or(Some(1.0), |n| self.number(n, "`instances`", 1.0, 1000.0)).unwrap_or(1.0) as u32;
+        let listen = field("listen").and_then(|n| self.string(n, "`listen`"));
+        if let (Some(text), Some(node)) = (&listen, field("listen"))
+            && text.parse::<std::net::SocketAddr>().is_err()
+        {
+            self.push(Diagnostic::error(
+                "wrong-type",
+                node.span,
+                format!("`listen` must be an address such as 127.0.0.1:8090, found `{text}`"),
+            ));
+        }
+        let health = self.health(field("health"));
+        let strategy = self.strategy(field("strategy"), &what);
+        let analysis = self.analysis(field("analysis"));
+        let gates = self.gates(field("gates"));
+        Some(Environment {
+            name: name.to_string(),
+            span,
+            target: target?,
+            instances,
+            listen,
+            health,
+            strategy: strategy?,
+            analysis,
+            gates,
+        })
+    }
+
+    fn health(&mut self, node: Option<&Node>) -> Health {
+        let mut health = Health { path: "/".into(), interval_ms: 1_000, timeout_ms: 2_000, threshold: 3 };
+        let Some(node) = node else { return health };
+        for (key, value, _) in self.entries(node, "`health`", HEALTH_KEYS) {
+            match key {
+                "path" => {
+                    if let Some(path) = self.string(value, "`health.path`") {
+                        if !path.starts_with('/') {
+                            self.push(
+                                Diagnostic::error(
+                                    "wrong-type",
+                                    value.span,
+                                    format!("`health.path` must start with `/`, found `{path}`"),
+                                )
+                                .hint(format!("write `/{path}`")),
+                            );
+                        }
+                        health.path = path;
+                    }
+                }
+                "interval" => {
+                    health.interval_ms = self.duration(value, "`health.interval`").unwrap_or(health.interval_ms)
+                }
+                "timeout" => health.timeout_ms = self.duration(value, "`health.timeout`").unwrap_or(health.timeout_ms),
+                _ => {
+                    health.threshold =
+                        self.number(value, "`health.threshold`", 1.0, 100.0).map_or(health.threshold, |n| n as u32)
+                }
+            }
+        }
+        health
+    }
+
+    fn strategy(&mut self, node: Option<&Node>, what: &str) -> Option<Strategy> {
+        let Some(node) = node else {
+            return Some(Strategy::Canary { steps: vec![10.0, 50.0, 100.0], pause_ms: 30_000 });
+        };
+        let entries = self.entries(node, "`strategy`", STRATEGY_KEYS);
+        if entries.len() != 1 {
+            self.push(
+                Diagnostic::error(
+                    "strategy",
+                    node.span,
+                    format!("{what} needs exactly one strategy, found {}", entries.len()),
+                )
+                .expected("one of `canary`, `rolling`, `blue-green`"),
+            );
+            return None;
+        }
+        let (kind, value, _) = entries[0];
+        match kind {
+            "canary" => {
+                let mut steps = vec![10.0, 50.0, 100.0];
+                let mut pause_ms = 30_000;
+                for (key, v, _) in self.entries(value, "`canary`", &["steps", "pause"]) {
+                    if key == "pause" {
+                        pause_ms = self.duration(v, "`canary.pause`").unwrap_or(pause_ms);
+                        continue;
+                    }
+                    let Some(items) = v.as_seq() else {
+                        self.push(
+                            Diagnostic::error(
+                                "wrong-type",
+                                v.span,
+                                "`canary.steps` must be a list of traffic percentages",
+                            )
+                            .expected("e.g. [10, 50, 100]"),
+                        );
+                        continue;
+                    };
+                    let parsed: Vec<f64> =
+                        items.iter().filter_map(|i| self.number(i, "a canary step", 0.0, 100.0)).collect();
+                    if parsed.len() == items.len() {
+                        if parsed.windows(2).any(|w| w[1] <= w[0]) {
+                            self.push(
+                                Diagnostic::error("canary-steps", v.span, "canary steps must increase")
+                                    .hint("list the percentages in order, e.g. [10, 50, 100]"),
+                            );
+                        } else if parsed.last() != Some(&100.0) {
+                            self.push(Diagnostic::warning("canary-steps", v.span, "the last canary step is not 100").hint("the canary is promoted after its last step; end with 100 to test it with all traffic first"));
+                        }
+                        steps = parsed;
+                    }
+                }
+                Some(Strategy::Canary { steps, pause_ms })
+            }
+            "rolling" => {
+                let mut strategy = (1, 0);
+                for (key, v, _) in self.entries(value, "`rolling`", &["max-surge", "max-unavailable"]) {
+                    let n = self.number(v, &format!("`rolling.{key}`"), 0.0, 1000.0).unwrap_or(0.0) as u32;
+                    if key == "max-surge" { strategy.0 = n } else { strategy.1 = n }
+                }
+                if strategy == (0, 0) {
+                    self.push(Diagnostic::error(
+                        "rolling",
+                        value.span,
+                        "`max-surge` and `max-unavailable` cannot both be 0: the rollout could not make progress",
+                    ));
+                }
+                Some(Strategy::Rolling { max_surge: strategy.0, max_unavailable: strategy.1 })
+            }
+            _ => {
+                let mut keep_old_ms = 600_000;
+                for (_, v, _) in self.entries(value, "`blue-green`", &["keep-old"]) {
+                    keep_old_ms = self.duration(v, "`blue-green.keep-old`").unwrap_or(keep_old_ms);
+                }
+                Some(Strategy::BlueGreen { keep_old_ms })
+            }
+        }
+    }
+
+    fn analysis(&mut self, node: Option<&Node>) -> Analysis {
+        let mut analysis = Analysis { alpha: 0.01, min_requests: 200 };
+        let Some(node) = node else { return analysis };
+        for (key, value, _) in self.entries(node, "`analysis`", ANALYSIS_KEYS) {
+            if key == "alpha" {
+                analysis.alpha = self.number(value, "`analysis.alpha`", 0.0001, 0.5).unwrap_or(analysis.alpha);
+            } else {
+                analysis.min_requests =
+                    self.number(value, "`analysis.min-requests`", 1.0, 1e9).map_or(analysis.min_requests, |n| n as u64);
+            }
+        }
+        analysis
+    }
+
+    fn gates(&mut self, node: Option<&Node>) -> Gates {
+        let mut gates = Gates::default();
+        let Some(node) = node else { return gates };
+        for (key, value, _) in self.entries(node, "`gates`", GATE_KEYS) {
+            match key {
+                "approval" => gates.approval = matches!(value.to_value(), Value::Bool(true)),
+                "error-budget" => gates.min_error_budget = self.number(value, "`gates.error-budget`", 0.0, 1.0),
+                _ => {
+                    let Some(items) = value.as_seq() else {
+                        self.push(
+                            Diagnostic::error("wrong-type", value.span, "`gates.freeze` must be a list of windows")
+                                .expected("- { cron: '0 18 * * 5', duration: 64h, timezone: Europe/Berlin }"),
+                        );
+                        continue;
+                    };
+                    for item in items {
+                        let mut freeze = Freeze { cron: String::new(), duration_ms: 0, timezone: "UTC".into() };
+                        for (k, v, _) in self.entries(item, "a freeze window", &["cron", "duration", "timezone"]) {
+                            match k {
+                                "cron" => {
+                                    freeze.cron = self.string(v, "`cron`").unwrap_or_default();
+                                    let n_fields = freeze.cron.split_whitespace().count();
+                                    if n_fields != 5 {
+                                        self.push(
+                                            Diagnostic::error(
+                                                "invalid-cron",
+                                                v.span,
+                                                format!("cron `{}` has {n_fields} fields", freeze.cron),
+                                            )
+                                            .expected("5 fields: minute hour day-of-month month day-of-week"),
+                                        );
+                                    }
+                                }
+                                "duration" => freeze.duration_ms = self.duration(v, "`duration`").unwrap_or(0),
+                                _ => freeze.timezone = self.string(v, "`timezone`").unwrap_or_else(|| "UTC".into()),
+                            }
+                        }
+                        if freeze.cron.is_empty() || freeze.duration_ms == 0 {
+                            self.push(Diagnostic::error(
+                                "missing-key",
+                                item.span,
+                                "a freeze window needs `cron` and `duration`",
+                            ));
+                        }
+                        gates.freezes.push(freeze);
+                    }
+                }
+            }
+        }
+        gates
+    }
+}

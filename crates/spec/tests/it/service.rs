@@ -1,0 +1,63 @@
+//! The service file: a complete one reads back as written; a broken one gets every problem at
+//! once, each with its place and a hint.
+
+use std::path::Path;
+
+use spec::service::{self, Strategy, Target};
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/service").join(name)).unwrap()
+}
+
+#[test]
+fn a_complete_service_file_reads_back() {
+    let (parsed, diagnostics) = service::parse(&read("good.yml"));
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let service = parsed.unwrap();
+    assert_eq!(service.name, "sample-service");
+    let staging = &service.environments[0];
+    assert_eq!(staging.target, Target::Process { command: "python3 service.py --port $PORT".into() });
+    assert_eq!(
+        (staging.instances, staging.listen.as_deref(), staging.health.interval_ms),
+        (2, Some("127.0.0.1:8090"), 500)
+    );
+    assert_eq!(staging.strategy, Strategy::Canary { steps: vec![10.0, 50.0, 100.0], pause_ms: 30_000 });
+    let production = &service.environments[1];
+    assert_eq!(production.strategy, Strategy::BlueGreen { keep_old_ms: 600_000 });
+    assert!(production.gates.approval);
+    assert_eq!(production.gates.min_error_budget, Some(0.2));
+    assert_eq!(production.gates.freezes[0].duration_ms, 64 * 3_600_000);
+}
+
+#[test]
+fn every_problem_is_reported_with_a_place() {
+    let source = read("bad.yml");
+    let (_, diagnostics) = service::parse(&source);
+    let text = diagnostics.iter().map(|d| d.render("service.yml", &source)).collect::<Vec<_>>().join("\n");
+    for expected in [
+        "unknown target `proces`",
+        "did you mean `process`?",
+        "unknown key `instance` in environment `staging`",
+        "did you mean `instances`?",
+        "`listen` must be an address such as 127.0.0.1:8090, found `localhost`",
+        "`health.path` must start with `/`",
+        "`health.interval` must be a duration, found `soon`",
+        "canary steps must increase",
+        "`analysis.alpha` must be a number from 0.0001 to 0.5, found `2`",
+        "a `process` target needs a `command`",
+        "`max-surge` and `max-unavailable` cannot both be 0",
+        "cron `0 18 * *` has 4 fields",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(text.contains("service.yml:4:13"), "the unknown target points at its value:\n{text}");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(service::parse_duration("500ms"), Some(500));
+    assert_eq!(service::parse_duration("1.5s"), Some(1_500));
+    assert_eq!(service::parse_duration("2h"), Some(7_200_000));
+    assert_eq!(service::parse_duration("soon"), None);
+    assert_eq!(service::parse_duration("10"), None);
+}
