@@ -143,39 +143,7 @@ impl Checker {
     }
 
     fn entries<'n>(&mut self, node: &'n Node, what: &str, known: &[&str]) -> Vec<(&'n str, &'n Node, Span)> {
-        let Some(entries) = node.as_map() else {
-            self.push(
-                Diagnostic::error(
-                    "wrong-type",
-                    node.span,
-                    format!("{what} must be a mapping, found {}", node.type_name()),
-                )
-                .expected("a mapping"),
-            );
-            return Vec::new();
-        };
-        let mut out: Vec<(&str, &Node, Span)> = Vec::new();
-        for (key, value) in entries {
-            let Some(name) = key.as_scalar() else { continue };
-            if out.iter().any(|(seen, ..)| *seen == name) {
-                self.push(Diagnostic::error("duplicate-key", key.span, format!("`{name}` appears twice in {what}")));
-                continue;
-            }
-            if !known.is_empty() && !known.contains(&name) {
-                let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
-                self.push(
-                    Diagnostic::error("unknown-key", key.span, format!("unknown key `{name}` in {what}"))
-                        .expected(format!(
-                            "one of {}",
-                            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                        ))
-                        .maybe_hint(hint),
-                );
-                continue;
-            }
-            out.push((name, value, key.span));
-        }
-        out
+        yaml::entries(node, what, known, false, &mut self.diagnostics)
     }
 
     fn string(&mut self, node: &Node, what: &str) -> Option<String> {

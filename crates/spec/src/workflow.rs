@@ -414,37 +414,7 @@ impl Checker {
 
     /// The mapping entries of `node`, reporting unknown and duplicate keys.
     fn map<'n>(&mut self, node: &'n Node, what: &str, known: &[&str]) -> Vec<(&'n str, &'n Node, Span)> {
-        let Some(entries) = node.as_map() else {
-            if !node.is_null() {
-                self.type_error(node, what, "a mapping");
-            }
-            return Vec::new();
-        };
-        let mut out: Vec<(&str, &Node, Span)> = Vec::new();
-        for (key, value) in entries {
-            let Some(name) = key.as_scalar() else {
-                self.error("wrong-type", key.span, format!("keys of {what} must be strings"));
-                continue;
-            };
-            if out.iter().any(|(seen, ..)| *seen == name) {
-                self.error("duplicate-key", key.span, format!("`{name}` appears twice in {what}")).hint =
-                    Some("remove one of them; YAML keeps only the last".to_string());
-                continue;
-            }
-            if !known.is_empty() && !known.contains(&name) {
-                let hint = did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
-                let diagnostic = Diagnostic::error("unknown-key", key.span, format!("unknown key `{name}` in {what}"))
-                    .expected(format!(
-                        "one of {}",
-                        known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                    ))
-                    .maybe_hint(hint);
-                self.diagnostics.push(diagnostic);
-                continue;
-            }
-            out.push((name, value, key.span));
-        }
-        out
+        yaml::entries(node, what, known, true, &mut self.diagnostics)
     }
 
     /// A scalar as text with its expressions parsed; reports expression errors at their place.

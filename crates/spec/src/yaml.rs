@@ -93,6 +93,51 @@ impl Node {
     }
 }
 
+/// The entries of a mapping node as `(key, value, key span)`, reporting a node that is not a
+/// mapping (null counts as empty when `null_is_empty`), keys that are not strings, duplicate keys,
+/// and — when `known` is not empty — unknown keys with the closest known one as a hint.
+pub fn entries<'n>(
+    node: &'n Node,
+    what: &str,
+    known: &[&str],
+    null_is_empty: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(&'n str, &'n Node, Span)> {
+    let Some(map) = node.as_map() else {
+        if !(null_is_empty && node.is_null()) {
+            let message = format!("{what} must be a mapping, found {}", node.type_name());
+            diagnostics.push(Diagnostic::error("wrong-type", node.span, message).expected("a mapping"));
+        }
+        return Vec::new();
+    };
+    let mut out: Vec<(&str, &Node, Span)> = Vec::new();
+    for (key, value) in map {
+        let Some(name) = key.as_scalar() else {
+            diagnostics.push(Diagnostic::error("wrong-type", key.span, format!("keys of {what} must be strings")));
+            continue;
+        };
+        if out.iter().any(|(seen, ..)| *seen == name) {
+            diagnostics.push(
+                Diagnostic::error("duplicate-key", key.span, format!("`{name}` appears twice in {what}"))
+                    .hint("remove one of them; YAML keeps only the last"),
+            );
+            continue;
+        }
+        if !known.is_empty() && !known.contains(&name) {
+            let hint = crate::diag::did_you_mean(name, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let expected = format!("one of {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "));
+            diagnostics.push(
+                Diagnostic::error("unknown-key", key.span, format!("unknown key `{name}` in {what}"))
+                    .expected(expected)
+                    .maybe_hint(hint),
+            );
+            continue;
+        }
+        out.push((name, value, key.span));
+    }
+    out
+}
+
 fn resolve_plain(text: &str) -> Value {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => Value::Null,
