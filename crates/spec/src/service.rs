@@ -18,6 +18,8 @@ pub struct Environment {
     pub span: Span,
     pub target: Target,
     pub instances: u32,
+    /// The port the application listens on inside its container (docker and swarm targets).
+    pub port: u16,
     /// The address of the environment's proxy.
     pub listen: Option<String>,
     pub health: Health,
@@ -42,12 +44,26 @@ pub enum Target {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
-    /// HTTP path answering 2xx when an instance is ready.
+    /// HTTP path answering 2xx when an instance is ready (with `probe: Http`).
     pub path: String,
+    pub probe: Probe,
+    /// How long a new instance has to become ready before the rollout fails.
+    pub ready_within_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     /// Consecutive failures before an instance counts as down.
     pub threshold: u32,
+}
+
+/// How an instance is checked: readiness before it gets traffic, liveness after.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// GET `path` answers 2xx.
+    Http,
+    /// The port accepts a connection.
+    Tcp,
+    /// A shell command exits 0 (`$PORT` is the instance's port).
+    Command(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +77,10 @@ pub enum Strategy {
         max_surge: u32,
         max_unavailable: u32,
     },
+    /// The new version starts beside the old; after `preview_ms` (reachable with the
+    /// `x-tandem-preview` header) all traffic switches; the old stays warm `keep_old_ms`.
     BlueGreen {
+        preview_ms: u64,
         keep_old_ms: u64,
     },
 }
@@ -72,12 +91,20 @@ pub struct Analysis {
     pub min_requests: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gates {
     pub approval: bool,
     pub freezes: Vec<Freeze>,
     /// Refuse to start while the error budget is below this fraction (0..1).
     pub min_error_budget: Option<f64>,
+    /// The availability objective the budget is measured against, e.g. 0.999.
+    pub objective: f64,
+}
+
+impl Default for Gates {
+    fn default() -> Gates {
+        Gates { approval: false, freezes: Vec::new(), min_error_budget: None, objective: 0.999 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,13 +114,27 @@ pub struct Freeze {
     pub timezone: String,
 }
 
+impl Freeze {
+    /// When the window that covers `now` ends, if one does.
+    pub fn active_at(&self, now: jiff::Timestamp) -> Result<Option<jiff::Timestamp>, String> {
+        use std::str::FromStr;
+        let cron = croner::Cron::from_str(&self.cron).map_err(|e| format!("cron `{}`: {e}", self.cron))?;
+        let zone =
+            jiff::tz::TimeZone::get(&self.timezone).map_err(|e| format!("time zone `{}`: {e}", self.timezone))?;
+        let here = now.to_zoned(zone);
+        let Ok(start) = cron.find_previous_occurrence(&here, true) else { return Ok(None) };
+        let end = start.timestamp() + jiff::SignedDuration::from_millis(self.duration_ms as i64);
+        Ok((now < end).then_some(end))
+    }
+}
+
 const TOP_KEYS: &[&str] = &["service", "environments"];
 const ENV_KEYS: &[&str] =
-    &["target", "command", "image", "instances", "listen", "health", "strategy", "analysis", "gates"];
-const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "threshold"];
+    &["target", "command", "image", "port", "instances", "listen", "health", "strategy", "analysis", "gates"];
+const HEALTH_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
 const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests"];
-const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget"];
+const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective"];
 
 /// Parses a duration such as `500ms`, `30s`, `10m`, `2h` into milliseconds.
 pub fn parse_duration(text: &str) -> Option<u64> {
@@ -282,6 +323,8 @@ impl Checker {
         };
         let instances =
             field("instances").map_or(Some(1.0), |n| self.number(n, "`instances`", 1.0, 1000.0)).unwrap_or(1.0) as u32;
+        let port =
+            field("port").map_or(Some(8080.0), |n| self.number(n, "`port`", 1.0, 65535.0)).unwrap_or(8080.0) as u16;
         let listen = field("listen").and_then(|n| self.string(n, "`listen`"));
         if let (Some(text), Some(node)) = (&listen, field("listen"))
             && text.parse::<std::net::SocketAddr>().is_err()
@@ -301,6 +344,7 @@ impl Checker {
             span,
             target: target?,
             instances,
+            port,
             listen,
             health,
             strategy: strategy?,
@@ -310,7 +354,14 @@ impl Checker {
     }
 
     fn health(&mut self, node: Option<&Node>) -> Health {
-        let mut health = Health { path: "/".into(), interval_ms: 1_000, timeout_ms: 2_000, threshold: 3 };
+        let mut health = Health {
+            path: "/".into(),
+            probe: Probe::Http,
+            ready_within_ms: 60_000,
+            interval_ms: 1_000,
+            timeout_ms: 2_000,
+            threshold: 3,
+        };
         let Some(node) = node else { return health };
         for (key, value, _) in self.entries(node, "`health`", HEALTH_KEYS) {
             match key {
@@ -328,6 +379,20 @@ impl Checker {
                         }
                         health.path = path;
                     }
+                }
+                "tcp" => {
+                    if matches!(value.to_value(), Value::Bool(true)) {
+                        health.probe = Probe::Tcp;
+                    }
+                }
+                "command" => {
+                    if let Some(command) = self.string(value, "`health.command`") {
+                        health.probe = Probe::Command(command);
+                    }
+                }
+                "ready-within" => {
+                    health.ready_within_ms =
+                        self.duration(value, "`health.ready-within`").unwrap_or(health.ready_within_ms)
                 }
                 "interval" => {
                     health.interval_ms = self.duration(value, "`health.interval`").unwrap_or(health.interval_ms)
@@ -411,11 +476,15 @@ impl Checker {
                 Some(Strategy::Rolling { max_surge: strategy.0, max_unavailable: strategy.1 })
             }
             _ => {
-                let mut keep_old_ms = 600_000;
-                for (_, v, _) in self.entries(value, "`blue-green`", &["keep-old"]) {
-                    keep_old_ms = self.duration(v, "`blue-green.keep-old`").unwrap_or(keep_old_ms);
+                let (mut preview_ms, mut keep_old_ms) = (0, 600_000);
+                for (key, v, _) in self.entries(value, "`blue-green`", &["preview", "keep-old"]) {
+                    if key == "preview" {
+                        preview_ms = self.duration(v, "`blue-green.preview`").unwrap_or(preview_ms);
+                    } else {
+                        keep_old_ms = self.duration(v, "`blue-green.keep-old`").unwrap_or(keep_old_ms);
+                    }
                 }
-                Some(Strategy::BlueGreen { keep_old_ms })
+                Some(Strategy::BlueGreen { preview_ms, keep_old_ms })
             }
         }
     }
@@ -441,6 +510,11 @@ impl Checker {
             match key {
                 "approval" => gates.approval = matches!(value.to_value(), Value::Bool(true)),
                 "error-budget" => gates.min_error_budget = self.number(value, "`gates.error-budget`", 0.0, 1.0),
+                "objective" => {
+                    gates.objective = self
+                        .number(value, "`gates.objective` (a percentage)", 50.0, 99.9999)
+                        .map_or(gates.objective, |n| n / 100.0)
+                }
                 _ => {
                     let Some(items) = value.as_seq() else {
                         self.push(
@@ -456,19 +530,34 @@ impl Checker {
                                 "cron" => {
                                     freeze.cron = self.string(v, "`cron`").unwrap_or_default();
                                     let n_fields = freeze.cron.split_whitespace().count();
-                                    if n_fields != 5 {
+                                    let problem = if n_fields != 5 {
+                                        Some(format!("cron `{}` has {n_fields} fields", freeze.cron))
+                                    } else {
+                                        <croner::Cron as std::str::FromStr>::from_str(&freeze.cron)
+                                            .err()
+                                            .map(|e| format!("cron `{}` is not valid: {e}", freeze.cron))
+                                    };
+                                    if let Some(problem) = problem {
                                         self.push(
-                                            Diagnostic::error(
-                                                "invalid-cron",
-                                                v.span,
-                                                format!("cron `{}` has {n_fields} fields", freeze.cron),
-                                            )
-                                            .expected("5 fields: minute hour day-of-month month day-of-week"),
+                                            Diagnostic::error("invalid-cron", v.span, problem)
+                                                .expected("5 fields: minute hour day-of-month month day-of-week"),
                                         );
                                     }
                                 }
                                 "duration" => freeze.duration_ms = self.duration(v, "`duration`").unwrap_or(0),
-                                _ => freeze.timezone = self.string(v, "`timezone`").unwrap_or_else(|| "UTC".into()),
+                                _ => {
+                                    freeze.timezone = self.string(v, "`timezone`").unwrap_or_else(|| "UTC".into());
+                                    if jiff::tz::TimeZone::get(&freeze.timezone).is_err() {
+                                        self.push(
+                                            Diagnostic::error(
+                                                "unknown-timezone",
+                                                v.span,
+                                                format!("unknown time zone `{}`", freeze.timezone),
+                                            )
+                                            .expected("an IANA time zone such as Europe/Berlin or UTC"),
+                                        );
+                                    }
+                                }
                             }
                         }
                         if freeze.cron.is_empty() || freeze.duration_ms == 0 {

@@ -194,6 +194,133 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    /// Requested; the controller has not looked at it yet.
+    Pending,
+    /// Held by a gate (freeze window, error budget) that is checked again.
+    Gated,
+    /// Waits for `tandem approve`.
+    AwaitingApproval,
+    /// New instances are starting or taking traffic.
+    Running,
+    Promoted,
+    RolledBack,
+    /// Could not be carried out (e.g. no valid service file at that commit).
+    Failed,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Pending => "pending",
+            DeploymentStatus::Gated => "gated",
+            DeploymentStatus::AwaitingApproval => "awaiting_approval",
+            DeploymentStatus::Running => "running",
+            DeploymentStatus::Promoted => "promoted",
+            DeploymentStatus::RolledBack => "rolled_back",
+            DeploymentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeploymentStatus> {
+        [
+            DeploymentStatus::Pending,
+            DeploymentStatus::Gated,
+            DeploymentStatus::AwaitingApproval,
+            DeploymentStatus::Running,
+            DeploymentStatus::Promoted,
+            DeploymentStatus::RolledBack,
+            DeploymentStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, DeploymentStatus::Promoted | DeploymentStatus::RolledBack | DeploymentStatus::Failed)
+    }
+}
+
+/// A deployment to request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    pub repo_id: i64,
+    pub service: String,
+    pub environment: String,
+    pub sha: String,
+    /// What is deployed, e.g. the commit's short sha or an image reference.
+    pub release: String,
+    /// The run whose job asked for it, if one did.
+    pub run_id: Option<i64>,
+    /// `deploy`, `rollback` (skips gates) or `emergency` (skips gates and analysis).
+    pub kind: String,
+    /// The service file at `sha`, as written.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub repo_id: i64,
+    pub service: String,
+    pub environment: String,
+    pub sha: String,
+    pub release: String,
+    pub run_id: Option<i64>,
+    pub kind: String,
+    pub status: DeploymentStatus,
+    /// Index of the strategy step reached (canary weight or rolling batch).
+    pub step: i64,
+    /// The new version's share of traffic now.
+    pub weight: f64,
+    pub reason: Option<String>,
+    pub approved_by: Option<String>,
+    pub abort_requested: bool,
+    #[serde(skip_serializing)]
+    pub spec: String,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+}
+
+/// A change of a deployment's state, recorded as event `deployment.<event>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub event: String,
+    pub status: DeploymentStatus,
+    pub step: i64,
+    pub weight: f64,
+    pub reason: Option<String>,
+    /// More for the event (e.g. the analysis evidence).
+    pub detail: serde_json::Value,
+}
+
+/// An environment of a service, as deployments left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentState {
+    pub service: String,
+    pub environment: String,
+    pub repo_id: i64,
+    /// The deployment serving all traffic.
+    pub stable: Option<i64>,
+    /// The one it replaced: where `tandem rollback` goes back to.
+    pub previous: Option<i64>,
+    /// Where the environment's proxy listens.
+    pub listen: Option<String>,
+}
+
+/// Filter for listing deployments.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentFilter {
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub active_only: bool,
+    pub limit: i64,
+}
+
 /// The state Tandem keeps. Implementations must append each mutation's event in the same
 /// transaction as the mutation, keep the chain linked (`prev_hash` = previous event's `hash`),
 /// and be safe to share between tasks. The conformance suite in `tests/` holds every adapter to
@@ -261,6 +388,44 @@ pub trait Store: Send + Sync {
     /// The last known sha of each ref, for polling.
     fn refs(&self, repo_id: i64) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
     fn set_ref(&self, repo_id: i64, name: &str, sha: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a deployment request (event `deployment.requested`).
+    fn request_deployment(
+        &self,
+        deployment: NewDeployment,
+        actor: &str,
+    ) -> impl Future<Output = Result<Deployment>> + Send;
+    fn deployment(&self, id: i64) -> impl Future<Output = Result<Deployment>> + Send;
+    /// Newest first.
+    fn deployments(&self, filter: DeploymentFilter) -> impl Future<Output = Result<Vec<Deployment>>> + Send;
+    /// Moves a deployment on, with its event; a promotion also makes it the environment's stable
+    /// release, in the same transaction. A finished deployment cannot move.
+    fn transition_deployment(
+        &self,
+        id: i64,
+        transition: Transition,
+        actor: &str,
+    ) -> impl Future<Output = Result<Deployment>> + Send;
+    /// Approves a deployment that waits for approval.
+    fn approve_deployment(&self, id: i64, actor: &str) -> impl Future<Output = Result<Deployment>> + Send;
+    /// Asks the controller to roll an unfinished deployment back.
+    fn abort_deployment(&self, id: i64, actor: &str) -> impl Future<Output = Result<Deployment>> + Send;
+    fn environment(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> impl Future<Output = Result<Option<EnvironmentState>>> + Send;
+    fn environments(&self) -> impl Future<Output = Result<Vec<EnvironmentState>>> + Send;
+    /// Creates the environment if it is new and fixes its proxy address.
+    fn ensure_environment(
+        &self,
+        service: &str,
+        environment: &str,
+        repo_id: i64,
+        listen: &str,
+    ) -> impl Future<Output = Result<EnvironmentState>> + Send;
+    /// Every event about one subject, e.g. `deployment/7`, oldest first.
+    fn events_about(&self, subject: &str) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
     /// Appends an event that changes no table (e.g. a commit status posted to a forge).
     fn record_event(

@@ -12,8 +12,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::time::now;
 use crate::{
-    ChainReport, Delivery, Event, GENESIS_HASH, LogLine, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
-    StoreError, event_hash,
+    ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentStatus, EnvironmentState, Event, GENESIS_HASH,
+    LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError, Transition, event_hash,
 };
 
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
 }
+
+const DEPLOYMENT_COLUMNS: &str = "id, repo_id, service, environment, sha, release, run_id, kind, status, step, weight, reason, approved_by, abort_requested, spec, created, started, finished";
 
 const RUN_COLUMNS: &str = "id, repo_id, number, workflow, event, git_ref, sha, before_sha, change_request, status, reason, jobs, payload, attempt, cancel_requested, report, created, started, finished";
 
@@ -113,6 +115,84 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
         started: row.try_get("started")?,
         finished: row.try_get("finished")?,
     })
+}
+
+fn deployment_from(row: &SqliteRow) -> Result<Deployment> {
+    let status: String = row.try_get("status")?;
+    Ok(Deployment {
+        id: row.try_get("id")?,
+        repo_id: row.try_get("repo_id")?,
+        service: row.try_get("service")?,
+        environment: row.try_get("environment")?,
+        sha: row.try_get("sha")?,
+        release: row.try_get("release")?,
+        run_id: row.try_get("run_id")?,
+        kind: row.try_get("kind")?,
+        status: DeploymentStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("deployment status `{status}`")))?,
+        step: row.try_get("step")?,
+        weight: row.try_get("weight")?,
+        reason: row.try_get("reason")?,
+        approved_by: row.try_get("approved_by")?,
+        abort_requested: row.try_get::<i64, _>("abort_requested")? != 0,
+        spec: row.try_get("spec")?,
+        created: row.try_get("created")?,
+        started: row.try_get("started")?,
+        finished: row.try_get("finished")?,
+    })
+}
+
+fn environment_from(row: &SqliteRow) -> Result<EnvironmentState> {
+    Ok(EnvironmentState {
+        service: row.try_get("service")?,
+        environment: row.try_get("environment")?,
+        repo_id: row.try_get("repo_id")?,
+        stable: row.try_get("stable_deployment")?,
+        previous: row.try_get("previous_deployment")?,
+        listen: row.try_get("listen")?,
+    })
+}
+
+fn event_from(row: &SqliteRow) -> Result<Event> {
+    let payload: String = row.try_get("payload")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        time: row.try_get("time")?,
+        kind: row.try_get("kind")?,
+        subject: row.try_get("subject")?,
+        actor: row.try_get("actor")?,
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// What every deployment event says about its deployment.
+fn deployment_payload(d: &Deployment, detail: serde_json::Value) -> serde_json::Value {
+    let mut payload = serde_json::json!({
+        "service": d.service,
+        "environment": d.environment,
+        "sha": d.sha,
+        "release": d.release,
+        "kind": d.kind,
+        "run_id": d.run_id,
+        "status": d.status.as_str(),
+        "step": d.step,
+        "weight": d.weight,
+        "reason": d.reason,
+    });
+    if let (Some(map), serde_json::Value::Object(extra)) = (payload.as_object_mut(), detail) {
+        map.extend(extra);
+    }
+    payload
+}
+
+async fn deployment_in(tx: &mut SqliteConnection, id: i64) -> Result<Deployment> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.as_ref().map(deployment_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("deployment {id}")))
 }
 
 async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, actor: &str) -> Result<i64> {
@@ -517,21 +597,189 @@ impl Store for SqliteStore {
 
     async fn events(&self, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
         let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").bind(after_seq).bind(limit.clamp(1, 10_000)).fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                Ok(Event {
-                    seq: row.try_get("seq")?,
-                    time: row.try_get("time")?,
-                    kind: row.try_get("kind")?,
-                    subject: row.try_get("subject")?,
-                    actor: row.try_get("actor")?,
-                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from).collect()
+    }
+
+    async fn events_about(&self, subject: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE subject = $1 ORDER BY seq").bind(subject).fetch_all(&self.reader).await?;
+        rows.iter().map(event_from).collect()
+    }
+
+    async fn request_deployment(&self, new: NewDeployment, actor: &str) -> Result<Deployment> {
+        let mut tx = self.writer.begin().await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO deployments (repo_id, service, environment, sha, release, run_id, kind, status, step, weight, abort_requested, spec, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, 0, $8, $9) RETURNING id",
+        )
+        .bind(new.repo_id)
+        .bind(&new.service)
+        .bind(&new.environment)
+        .bind(&new.sha)
+        .bind(&new.release)
+        .bind(new.run_id)
+        .bind(&new.kind)
+        .bind(&new.spec)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        let deployment = deployment_in(&mut tx, id).await?;
+        let payload = deployment_payload(&deployment, serde_json::json!({}));
+        append_event(&mut tx, "deployment.requested", &format!("deployment/{id}"), actor, payload).await?;
+        tx.commit().await?;
+        Ok(deployment)
+    }
+
+    async fn deployment(&self, id: i64) -> Result<Deployment> {
+        let mut conn = self.writer.acquire().await?;
+        deployment_in(&mut conn, id).await
+    }
+
+    async fn deployments(&self, filter: DeploymentFilter) -> Result<Vec<Deployment>> {
+        let active =
+            if filter.active_only { " AND status IN ('pending', 'gated', 'awaiting_approval', 'running')" } else { "" };
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE ($1 IS NULL OR service = $1) AND ($2 IS NULL OR environment = $2){active} ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.service)
+            .bind(&filter.environment)
+            .bind(if filter.limit > 0 { filter.limit } else { 100 })
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    async fn transition_deployment(&self, id: i64, transition: Transition, actor: &str) -> Result<Deployment> {
+        let mut tx = self.writer.begin().await?;
+        let before = deployment_in(&mut tx, id).await?;
+        if before.status.is_finished() {
+            return Err(StoreError::Conflict(format!(
+                "deployment {id} has already finished ({})",
+                before.status.as_str()
+            )));
+        }
+        let time = now();
+        let started = if transition.status == DeploymentStatus::Running {
+            before.started.clone().or(Some(time.clone()))
+        } else {
+            before.started.clone()
+        };
+        let finished = transition.status.is_finished().then_some(time);
+        sqlx::query("UPDATE deployments SET status = $1, step = $2, weight = $3, reason = $4, started = $5, finished = $6 WHERE id = $7")
+            .bind(transition.status.as_str())
+            .bind(transition.step)
+            .bind(transition.weight)
+            .bind(&transition.reason)
+            .bind(&started)
+            .bind(&finished)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if transition.status == DeploymentStatus::Promoted {
+            sqlx::query(
+                "UPDATE environments SET previous_deployment = CASE WHEN stable_deployment = $1 THEN previous_deployment ELSE stable_deployment END, stable_deployment = $1 \
+                 WHERE service = $2 AND environment = $3",
+            )
+            .bind(id)
+            .bind(&before.service)
+            .bind(&before.environment)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let after = deployment_in(&mut tx, id).await?;
+        let payload = deployment_payload(&after, transition.detail);
+        append_event(&mut tx, &format!("deployment.{}", transition.event), &format!("deployment/{id}"), actor, payload)
+            .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn approve_deployment(&self, id: i64, actor: &str) -> Result<Deployment> {
+        let mut tx = self.writer.begin().await?;
+        let before = deployment_in(&mut tx, id).await?;
+        if before.status.is_finished() || before.status == DeploymentStatus::Running {
+            return Err(StoreError::Conflict(format!(
+                "deployment {id} is {}: there is nothing to approve",
+                before.status.as_str()
+            )));
+        }
+        sqlx::query("UPDATE deployments SET approved_by = $1 WHERE id = $2")
+            .bind(actor)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let after = deployment_in(&mut tx, id).await?;
+        let payload = deployment_payload(&after, serde_json::json!({}));
+        append_event(&mut tx, "deployment.approved", &format!("deployment/{id}"), actor, payload).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn abort_deployment(&self, id: i64, actor: &str) -> Result<Deployment> {
+        let mut tx = self.writer.begin().await?;
+        let before = deployment_in(&mut tx, id).await?;
+        if before.status.is_finished() {
+            return Err(StoreError::Conflict(format!(
+                "deployment {id} has already finished ({})",
+                before.status.as_str()
+            )));
+        }
+        sqlx::query("UPDATE deployments SET abort_requested = 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let after = deployment_in(&mut tx, id).await?;
+        let payload = deployment_payload(&after, serde_json::json!({}));
+        append_event(&mut tx, "deployment.rollback_requested", &format!("deployment/{id}"), actor, payload).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn environment(&self, service: &str, environment: &str) -> Result<Option<EnvironmentState>> {
+        let row = sqlx::query("SELECT * FROM environments WHERE service = $1 AND environment = $2")
+            .bind(service)
+            .bind(environment)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(environment_from).transpose()
+    }
+
+    async fn environments(&self) -> Result<Vec<EnvironmentState>> {
+        let rows =
+            sqlx::query("SELECT * FROM environments ORDER BY service, environment").fetch_all(&self.writer).await?;
+        rows.iter().map(environment_from).collect()
+    }
+
+    async fn ensure_environment(
+        &self,
+        service: &str,
+        environment: &str,
+        repo_id: i64,
+        listen: &str,
+    ) -> Result<EnvironmentState> {
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query("INSERT INTO environments (service, environment, repo_id, listen) VALUES ($1, $2, $3, $4) ON CONFLICT (service, environment) DO NOTHING")
+            .bind(service)
+            .bind(environment)
+            .bind(repo_id)
+            .bind(listen)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() > 0 {
+            append_event(
+                &mut tx,
+                "environment.created",
+                &format!("environment/{service}/{environment}"),
+                "tandem",
+                serde_json::json!({"repo_id": repo_id, "listen": listen}),
+            )
+            .await?;
+        }
+        let row = sqlx::query("SELECT * FROM environments WHERE service = $1 AND environment = $2")
+            .bind(service)
+            .bind(environment)
+            .fetch_one(&mut *tx)
+            .await?;
+        let state = environment_from(&row)?;
+        tx.commit().await?;
+        Ok(state)
     }
 
     async fn verify_chain(&self) -> Result<ChainReport> {

@@ -23,7 +23,7 @@ fn a_complete_service_file_reads_back() {
     );
     assert_eq!(staging.strategy, Strategy::Canary { steps: vec![10.0, 50.0, 100.0], pause_ms: 30_000 });
     let production = &service.environments[1];
-    assert_eq!(production.strategy, Strategy::BlueGreen { keep_old_ms: 600_000 });
+    assert_eq!(production.strategy, Strategy::BlueGreen { preview_ms: 0, keep_old_ms: 600_000 });
     assert!(production.gates.approval);
     assert_eq!(production.gates.min_error_budget, Some(0.2));
     assert_eq!(production.gates.freezes[0].duration_ms, 64 * 3_600_000);
@@ -47,6 +47,8 @@ fn every_problem_is_reported_with_a_place() {
         "a `process` target needs a `command`",
         "`max-surge` and `max-unavailable` cannot both be 0",
         "cron `0 18 * *` has 4 fields",
+        "cron `61 18 * * *` is not valid",
+        "unknown time zone `Mars/Olympus`",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
@@ -60,4 +62,19 @@ fn durations() {
     assert_eq!(service::parse_duration("2h"), Some(7_200_000));
     assert_eq!(service::parse_duration("soon"), None);
     assert_eq!(service::parse_duration("10"), None);
+}
+
+#[test]
+fn a_freeze_window_covers_its_duration_in_its_time_zone() {
+    use spec::service::Freeze;
+    // Fridays from 18:00 Berlin time, for 64 hours: until Monday 10:00.
+    let freeze = Freeze { cron: "0 18 * * 5".into(), duration_ms: 64 * 3_600_000, timezone: "Europe/Berlin".into() };
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+    // 2026-11-27 is a Friday; Berlin is UTC+1 in November.
+    assert_eq!(freeze.active_at(at("2026-11-27T16:59:00Z")).unwrap(), None);
+    assert_eq!(freeze.active_at(at("2026-11-27T17:00:00Z")).unwrap(), Some(at("2026-11-30T09:00:00Z")));
+    assert_eq!(freeze.active_at(at("2026-11-29T23:00:00Z")).unwrap(), Some(at("2026-11-30T09:00:00Z")));
+    assert_eq!(freeze.active_at(at("2026-11-30T09:00:00Z")).unwrap(), None);
+    let wrong = Freeze { timezone: "Nowhere/Else".into(), ..freeze };
+    assert!(wrong.active_at(at("2026-11-27T17:00:00Z")).unwrap_err().contains("Nowhere/Else"));
 }

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use store::{Delivery, LogLine, NewRun, RunFilter, RunStatus, Store, StoreError};
+use store::{
+    Delivery, DeploymentFilter, DeploymentStatus, LogLine, NewDeployment, NewRun, RunFilter, RunStatus, Store,
+    StoreError, Transition,
+};
 
 fn new_run(repo_id: i64, sha: &str) -> NewRun {
     NewRun {
@@ -165,4 +168,73 @@ pub async fn concurrent_writers_keep_the_chain<S: Store + 'static>(store: Arc<S>
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
     let report = store.verify_chain().await.unwrap();
     assert_eq!((report.n_events, report.first_broken), (1 + 20 * 2, None));
+}
+
+fn new_deployment(repo_id: i64, sha: &str) -> NewDeployment {
+    NewDeployment {
+        repo_id,
+        service: "web".into(),
+        environment: "production".into(),
+        sha: sha.into(),
+        release: sha[..7].into(),
+        run_id: None,
+        kind: "deploy".into(),
+        spec: "service: web\n".into(),
+    }
+}
+
+fn moved(event: &str, status: DeploymentStatus, step: i64, weight: f64) -> Transition {
+    Transition { event: event.into(), status, step, weight, reason: None, detail: serde_json::json!({}) }
+}
+
+pub async fn deployments_move_and_promote(store: &impl Store) {
+    let repo = store.add_repo("web", "/src/web", "s", None, "admin").await.unwrap();
+    store.ensure_environment("web", "production", repo.id, "127.0.0.1:9000").await.unwrap();
+    // Ensuring again keeps the first address.
+    let env = store.ensure_environment("web", "production", repo.id, "127.0.0.1:9999").await.unwrap();
+    assert_eq!((env.listen.as_deref(), env.stable), (Some("127.0.0.1:9000"), None));
+
+    let first = store.request_deployment(new_deployment(repo.id, &"a".repeat(40)), "alice").await.unwrap();
+    assert_eq!(first.status, DeploymentStatus::Pending);
+    store.transition_deployment(first.id, moved("started", DeploymentStatus::Running, 0, 0.0), "tandem").await.unwrap();
+    let promoted =
+        store.transition_deployment(first.id, moved("promoted", DeploymentStatus::Promoted, 0, 1.0), "tandem").await;
+    assert!(promoted.unwrap().finished.is_some());
+    let second = store.request_deployment(new_deployment(repo.id, &"b".repeat(40)), "bob").await.unwrap();
+    let err = store.transition_deployment(first.id, moved("step", DeploymentStatus::Running, 1, 0.5), "tandem").await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "a finished deployment cannot move: {err:?}");
+    store
+        .transition_deployment(second.id, moved("promoted", DeploymentStatus::Promoted, 0, 1.0), "tandem")
+        .await
+        .unwrap();
+    let env = store.environment("web", "production").await.unwrap().unwrap();
+    assert_eq!((env.stable, env.previous), (Some(second.id), Some(first.id)));
+
+    // Approval and abort are recorded with who asked.
+    let third = store.request_deployment(new_deployment(repo.id, &"c".repeat(40)), "carol").await.unwrap();
+    let third = store.approve_deployment(third.id, "dave").await.unwrap();
+    assert_eq!(third.approved_by.as_deref(), Some("dave"));
+    assert!(store.abort_deployment(third.id, "erin").await.unwrap().abort_requested);
+    let active = store
+        .deployments(DeploymentFilter { service: Some("web".into()), active_only: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(active.iter().map(|d| d.id).collect::<Vec<_>>(), vec![third.id]);
+
+    let kinds: Vec<(String, String)> = store
+        .events_about(&format!("deployment/{}", first.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.actor))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("deployment.requested", "alice"), ("deployment.started", "tandem"), ("deployment.promoted", "tandem")]
+            .map(|(k, a)| (k.to_string(), a.to_string()))
+    );
+    let events = store.events_about(&format!("deployment/{}", third.id)).await.unwrap();
+    assert_eq!(events[1].kind, "deployment.approved");
+    assert_eq!(events[1].payload["sha"], "c".repeat(40));
+    assert!(store.verify_chain().await.unwrap().first_broken.is_none());
 }

@@ -76,3 +76,9 @@ async fn sqlite_survives_reopen() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store::Store::repo(&store, "app").await.unwrap(), repo);
 }
+
+#[tokio::test]
+async fn sqlite_deployments_move_and_promote() {
+    let (store, _dir) = sqlite().await;
+    conformance::deployments_move_and_promote(&store).await;
+}
