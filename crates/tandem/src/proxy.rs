@@ -87,6 +87,7 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
                 env: vec![("TANDEM_VERSION".into(), version.into())],
                 instances: args.instances,
                 health_path: args.health.clone(),
+                journal: None,
             };
             targets::process::start(&target).map(Some).map_err(anyhow::Error::msg)
         };

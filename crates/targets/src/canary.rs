@@ -29,6 +29,61 @@ pub enum Record {
     RolledBack { weight: f64, seconds: f64, evidence: Option<Evidence>, reason: String },
 }
 
+/// How one step of a rollout ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEnd {
+    /// The analysis calls the new version healthy at this weight.
+    Healthy,
+    RolledBack { evidence: Option<Evidence>, reason: String },
+}
+
+/// Judges the traffic of one step: a fresh analysis (the share changes, and each weight must
+/// prove itself) fed by `outcomes` until it decides, the step times out for lack of traffic, or
+/// `stop` names a reason to roll back (a failed liveness check, a manual rollback).
+pub async fn judge_step(
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+    config: &Config,
+    timeout: Duration,
+    mut stop: impl FnMut() -> Option<String>,
+) -> StepEnd {
+    let started = Instant::now();
+    let seconds = || started.elapsed().as_secs_f64();
+    let mut analysis = Analysis::new(config.clone(), 0.0);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            outcome = outcomes.recv() => match outcome {
+                Some(o) => analysis.observe(seconds(), o.arm, o.error, o.latency_ms),
+                None => return StepEnd::RolledBack { evidence: None, reason: "the proxy stopped".into() },
+            },
+            _ = tick.tick() => {
+                if let Some(reason) = stop() {
+                    return StepEnd::RolledBack { evidence: None, reason };
+                }
+            }
+        }
+        match analysis.verdict(seconds()) {
+            Verdict::Rollback(evidence) => {
+                let reason = format!(
+                    "{} worse on the canary: {:.2}% vs {:.2}% (evidence {:.0} ≥ {:.0})",
+                    evidence.metric,
+                    evidence.canary_rate * 100.0,
+                    evidence.stable_rate * 100.0,
+                    evidence.evidence,
+                    evidence.threshold
+                );
+                return StepEnd::RolledBack { evidence: Some(evidence), reason };
+            }
+            Verdict::Healthy { .. } => return StepEnd::Healthy,
+            Verdict::Wait { .. } if started.elapsed() > timeout => {
+                let reason = format!("not enough traffic to judge the canary within {timeout:?}");
+                return StepEnd::RolledBack { evidence: None, reason };
+            }
+            Verdict::Wait { .. } => {}
+        }
+    }
+}
+
 /// Runs the plan against the proxy's traffic; returns the record (the last entry is the end).
 pub async fn run(proxy: Arc<Proxy>, mut outcomes: mpsc::UnboundedReceiver<Outcome>, plan: Plan) -> Vec<Record> {
     let started = Instant::now();
@@ -37,44 +92,12 @@ pub async fn run(proxy: Arc<Proxy>, mut outcomes: mpsc::UnboundedReceiver<Outcom
     for &weight in &plan.steps {
         proxy.set_canary_weight(weight);
         record.push(Record::StepReached { weight, seconds: seconds() });
-        // A fresh analysis per step: the share changes, and each weight must prove itself.
-        let mut analysis = Analysis::new(plan.analysis.clone(), seconds());
-        let step_started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tokio::select! {
-                outcome = outcomes.recv() => match outcome {
-                    Some(o) => analysis.observe(seconds(), o.arm, o.error, o.latency_ms),
-                    None => break,
-                },
-                _ = tick.tick() => {}
-            }
-            match analysis.verdict(seconds()) {
-                Verdict::Rollback(evidence) => {
-                    proxy.set_canary_weight(0.0);
-                    let reason = format!(
-                        "{} worse on the canary: {:.2}% vs {:.2}% (evidence {:.0} ≥ {:.0})",
-                        evidence.metric,
-                        evidence.canary_rate * 100.0,
-                        evidence.stable_rate * 100.0,
-                        evidence.evidence,
-                        evidence.threshold
-                    );
-                    record.push(Record::RolledBack { weight, seconds: seconds(), evidence: Some(evidence), reason });
-                    return record;
-                }
-                Verdict::Healthy { .. } => break,
-                Verdict::Wait { .. } if step_started.elapsed() > plan.step_timeout => {
-                    proxy.set_canary_weight(0.0);
-                    record.push(Record::RolledBack {
-                        weight,
-                        seconds: seconds(),
-                        evidence: None,
-                        reason: format!("not enough traffic to judge the canary within {:?}", plan.step_timeout),
-                    });
-                    return record;
-                }
-                Verdict::Wait { .. } => {}
+        match judge_step(&mut outcomes, &plan.analysis, plan.step_timeout, || None).await {
+            StepEnd::Healthy => {}
+            StepEnd::RolledBack { evidence, reason } => {
+                proxy.set_canary_weight(0.0);
+                record.push(Record::RolledBack { weight, seconds: seconds(), evidence, reason });
+                return record;
             }
         }
     }

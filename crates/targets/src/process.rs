@@ -20,6 +20,9 @@ pub struct ProcessTarget {
     pub instances: usize,
     /// HTTP path that answers 2xx when an instance is ready, e.g. `/health`.
     pub health_path: String,
+    /// A file each started process group id is appended to, so that the next start of a crashed
+    /// Tandem can end what it left (`exec`'s journal format: one id a line).
+    pub journal: Option<PathBuf>,
 }
 
 /// Running instances under supervision. Dropping it does not stop them: call `stop`.
@@ -74,6 +77,9 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
                     .spawn();
                 if let Ok(mut child) = child {
                     pid.store(u64::from(child.id().unwrap_or(0)), Ordering::SeqCst);
+                    if let (Some(journal), Some(id)) = (&target.journal, child.id()) {
+                        journal_pgid(journal, id);
+                    }
                     let _ = child.wait().await;
                 }
                 if stopping.load(Ordering::SeqCst) {
@@ -90,6 +96,17 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
         }));
     }
     Ok(supervised)
+}
+
+fn journal_pgid(journal: &std::path::Path, pgid: u32) {
+    use std::io::Write;
+    if let Some(parent) = journal.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
+        let _ = writeln!(file, "{pgid}");
+        let _ = file.sync_data();
+    }
 }
 
 /// One HTTP GET on loopback; true for a 2xx answer.
@@ -128,6 +145,25 @@ impl Supervised {
     /// The process ids of the instances now.
     pub fn pids(&self) -> Vec<u32> {
         self.pids.iter().map(|p| p.load(Ordering::SeqCst) as u32).collect()
+    }
+
+    /// Kills instance `index` (its whole process group); the supervisor starts it again.
+    pub fn restart(&self, index: usize) {
+        if let Some(pid) = self.pids.get(index).map(|p| p.load(Ordering::SeqCst) as i32)
+            && pid > 1
+        {
+            let _ = nix_killpg(pid);
+        }
+    }
+
+    /// Stops every instance and its children without waiting for the supervisors to end.
+    pub fn halt(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for pid in self.pids() {
+            if pid > 1 {
+                let _ = nix_killpg(pid as i32);
+            }
+        }
     }
 
     /// Stops every instance and its children; waits until they are gone.

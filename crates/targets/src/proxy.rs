@@ -89,6 +89,19 @@ impl Proxy {
     }
 }
 
+/// Requests with this header go to the new version (canary set) whatever the weights.
+pub const PREVIEW_HEADER: &str = "x-tandem-preview";
+
+impl Proxy {
+    fn preview(&self) -> Option<(Arm, SocketAddr)> {
+        let routing = self.routing.read().ok()?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) as usize;
+        let pool = if routing.canary.is_empty() { &routing.stable } else { &routing.canary };
+        let arm = if routing.canary.is_empty() { Arm::Stable } else { Arm::Canary };
+        pool.get(n % pool.len().max(1)).map(|addr| (arm, *addr))
+    }
+}
+
 fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -103,7 +116,10 @@ async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Respo
         let header = proxy.routing.read().ok().and_then(|r| r.sticky_header.clone());
         header.and_then(|h| request.headers().get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string))
     };
-    let Some((arm, addr)) = proxy.choose(sticky.as_deref()) else {
+    // Blue-green previews: `x-tandem-preview` reaches the new version before the switch.
+    let preview = request.headers().contains_key(PREVIEW_HEADER);
+    let chosen = if preview { proxy.preview() } else { proxy.choose(sticky.as_deref()) };
+    let Some((arm, addr)) = chosen else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no upstream is serving this environment\n").into_response();
     };
     let path = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());

@@ -165,6 +165,7 @@ async fn process_instances_are_supervised_and_restarted() {
         env: Vec::new(),
         instances: 2,
         health_path: "/health".into(),
+        journal: None,
     };
     let supervised = process::start(&target).unwrap();
     supervised.wait_ready("/health", Duration::from_secs(20)).await.unwrap();

@@ -1,0 +1,302 @@
+//! One running copy of a release — a supervised process or a container — with its readiness
+//! check before traffic and its liveness check after.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, RemoveContainerOptions};
+
+use crate::process::{self, ProcessTarget, Supervised};
+
+/// Label on every container Tandem deploys: `<service>/<environment>`.
+pub const DEPLOY_LABEL: &str = "dev.tandem.deploy";
+/// Label with the pid of the Tandem that started the container.
+pub const OWNER_LABEL: &str = "dev.tandem.owner";
+
+/// How an instance is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// GET this path answers 2xx.
+    Http(String),
+    /// The port accepts a connection.
+    Tcp,
+    /// This shell command exits 0 (`$PORT` and `$HOST` name the instance).
+    Command(String),
+}
+
+/// Readiness and liveness settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed checks before a live instance counts as down.
+    pub threshold: u32,
+    /// How long a new instance has to become ready.
+    pub ready_within: Duration,
+}
+
+impl Health {
+    pub fn from_spec(health: &spec::service::Health) -> Health {
+        let check = match &health.probe {
+            spec::service::Probe::Http => Check::Http(health.path.clone()),
+            spec::service::Probe::Tcp => Check::Tcp,
+            spec::service::Probe::Command(command) => Check::Command(command.clone()),
+        };
+        Health {
+            check,
+            interval: Duration::from_millis(health.interval_ms.max(50)),
+            timeout: Duration::from_millis(health.timeout_ms.max(50)),
+            threshold: health.threshold.max(1),
+            ready_within: Duration::from_millis(health.ready_within_ms),
+        }
+    }
+}
+
+/// Checks one instance once.
+pub async fn check(addr: SocketAddr, check: &Check, timeout: Duration) -> bool {
+    let attempt = async {
+        match check {
+            Check::Http(path) => process::probe(addr, path).await,
+            Check::Tcp => tokio::net::TcpStream::connect(addr).await.is_ok(),
+            Check::Command(command) => tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .env("PORT", addr.port().to_string())
+                .env("HOST", addr.ip().to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .is_ok_and(|s| s.success()),
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
+}
+
+/// How to start an instance of a release.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// A shell command in the release's directory, on a port Tandem assigns (`$PORT`).
+    Process { command: String, dir: PathBuf, env: Vec<(String, String)>, journal: Option<PathBuf> },
+    /// A container of `image`, its `port` published on a loopback port.
+    Docker { docker: Docker, image: String, port: u16, env: Vec<(String, String)>, labels: HashMap<String, String> },
+}
+
+enum Inner {
+    Process(Supervised),
+    Container { docker: Docker, id: String },
+}
+
+/// A running instance. Call `stop`; dropping it leaves the instance running.
+pub struct Instance {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    /// Why the liveness check gave up on it, once it did.
+    failure: Arc<Mutex<Option<String>>>,
+    monitor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    pub async fn start(launch: &Launch) -> Result<Instance, String> {
+        let (addr, inner) = match launch {
+            Launch::Process { command, dir, env, journal } => {
+                let target = ProcessTarget {
+                    command: command.clone(),
+                    dir: dir.clone(),
+                    env: env.clone(),
+                    instances: 1,
+                    health_path: "/".into(),
+                    journal: journal.clone(),
+                };
+                let supervised = process::start(&target)?;
+                (supervised.addrs[0], Inner::Process(supervised))
+            }
+            Launch::Docker { docker, image, port, env, labels } => {
+                let (addr, id) = start_container(docker, image, *port, env, labels).await?;
+                (addr, Inner::Container { docker: docker.clone(), id })
+            }
+        };
+        Ok(Instance { addr, inner: Arc::new(inner), failure: Arc::default(), monitor: None })
+    }
+
+    /// Waits until the instance passes its check, or fails after `health.ready_within`.
+    pub async fn wait_ready(&self, health: &Health) -> Result<(), String> {
+        let deadline = Instant::now() + health.ready_within;
+        let pause = (health.interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        loop {
+            if check(self.addr, &health.check, health.timeout).await {
+                return Ok(());
+            }
+            if let Inner::Container { docker, id } = &*self.inner
+                && let Ok(inspect) = docker.inspect_container(id, None).await
+                && inspect.state.as_ref().and_then(|s| s.running) == Some(false)
+            {
+                let code = inspect.state.and_then(|s| s.exit_code).unwrap_or_default();
+                return Err(format!("the container on {} exited with code {code} before it was ready", self.addr));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the instance on {} did not pass its check ({}) within {:?}",
+                    self.addr,
+                    describe(&health.check),
+                    health.ready_within
+                ));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Starts the liveness check: after `threshold` failed checks in a row the instance is
+    /// recorded as failed and restarted.
+    pub fn watch(&mut self, health: Health) {
+        let (addr, inner, failure) = (self.addr, self.inner.clone(), self.failure.clone());
+        self.monitor = Some(tokio::spawn(async move {
+            let mut failed = 0;
+            loop {
+                tokio::time::sleep(health.interval).await;
+                if check(addr, &health.check, health.timeout).await {
+                    failed = 0;
+                    continue;
+                }
+                failed += 1;
+                if failed < health.threshold {
+                    continue;
+                }
+                let reason = format!(
+                    "the instance on {addr} failed its liveness check ({}) {failed} times in a row",
+                    describe(&health.check)
+                );
+                if let Ok(mut slot) = failure.lock() {
+                    slot.get_or_insert(reason);
+                }
+                failed = 0;
+                match &*inner {
+                    Inner::Process(supervised) => supervised.restart(0),
+                    Inner::Container { docker, id } => {
+                        let _ = docker.restart_container(id, None).await;
+                    }
+                }
+                // Give the restarted instance its time to come up before counting again.
+                tokio::time::sleep(health.ready_within.min(Duration::from_secs(30))).await;
+            }
+        }));
+    }
+
+    /// Why the liveness check gave up on this instance, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            monitor.abort();
+            let _ = monitor.await;
+        }
+        match Arc::try_unwrap(self.inner) {
+            Ok(Inner::Process(supervised)) => supervised.stop().await,
+            Ok(Inner::Container { docker, id }) => remove(&docker, &id).await,
+            // The aborted monitor may not have dropped its handle yet; stop through the shared one.
+            Err(shared) => match &*shared {
+                Inner::Process(supervised) => supervised.halt(),
+                Inner::Container { docker, id } => remove(docker, id).await,
+            },
+        }
+    }
+}
+
+fn describe(check: &Check) -> String {
+    match check {
+        Check::Http(path) => format!("GET {path}"),
+        Check::Tcp => "TCP connect".into(),
+        Check::Command(command) => format!("`{command}`"),
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await;
+}
+
+async fn start_container(
+    docker: &Docker,
+    image: &str,
+    port: u16,
+    env: &[(String, String)],
+    labels: &HashMap<String, String>,
+) -> Result<(SocketAddr, String), String> {
+    if docker.inspect_image(image).await.is_err() {
+        return Err(format!("the image `{image}` is not on this Docker engine; build or pull it first"));
+    }
+    let key = format!("{port}/tcp");
+    let mut labels = labels.clone();
+    labels.insert(OWNER_LABEL.into(), std::process::id().to_string());
+    let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={port}"));
+    let host = HostConfig {
+        port_bindings: Some(HashMap::from([(
+            key.clone(),
+            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: None }]),
+        )])),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(vec![key.clone()]),
+        host_config: Some(host),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .map_err(|e| format!("cannot create a container of `{image}`: {e}"))?;
+    let id = created.id;
+    if let Err(error) = docker.start_container(&id, None).await {
+        remove(docker, &id).await;
+        return Err(format!("cannot start a container of `{image}`: {error}"));
+    }
+    let inspect = docker.inspect_container(&id, None).await.map_err(|e| e.to_string())?;
+    let host_port = inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|ports| ports.get(&key).cloned().flatten())
+        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+        .and_then(|p| p.parse::<u16>().ok());
+    match host_port {
+        Some(host_port) => Ok((SocketAddr::from(([127, 0, 0, 1], host_port)), id)),
+        None => {
+            remove(docker, &id).await;
+            Err(format!("the container of `{image}` has no published port for {key}"))
+        }
+    }
+}
+
+/// Removes deployed containers whose Tandem is gone (after a crash). Returns how many.
+pub async fn reap_containers(docker: &Docker) -> usize {
+    let filters = HashMap::from([("label".to_string(), vec![DEPLOY_LABEL.to_string()])]);
+    let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+    let mut n = 0;
+    for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
+        let owner = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        if !alive && let Some(id) = container.id {
+            remove(docker, &id).await;
+            n += 1;
+        }
+    }
+    n
+}
