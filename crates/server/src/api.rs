@@ -15,9 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use git::webhook::{self, Forge, Parsed};
 use serde::Deserialize;
-use store::{Delivery, NewRun, Repo, RunFilter, RunStatus, Store, StoreError};
+use store::{Delivery, DeploymentFilter, NewRun, Repo, RunFilter, RunStatus, Store, StoreError};
 
-use crate::{App, Metrics, repos, token_hash};
+use crate::{App, Metrics, deploy, repos, token_hash};
 
 /// Largest webhook body accepted.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -43,6 +43,17 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("post", "/api/v1/runs/{id}/cancel", true, "Cancel a queued or running run"),
     ("post", "/api/v1/runs/{id}/rerun", true, "Queue the run again, all jobs or only the failed ones"),
     ("get", "/api/v1/events", true, "The event log (audit trail), after a sequence number"),
+    ("post", "/api/v1/deployments", true, "Deploy a repository's commit to an environment of its service file"),
+    ("get", "/api/v1/deployments", true, "List deployments, newest first (filters: service, environment, limit)"),
+    ("get", "/api/v1/deployments/{id}", true, "One deployment with its events: gates, steps, verdicts, the end"),
+    ("post", "/api/v1/deployments/{id}/approve", true, "Approve a deployment held for approval"),
+    ("get", "/api/v1/environments", true, "Environments: their stable release, the previous one and the proxy address"),
+    (
+        "post",
+        "/api/v1/environments/{service}/{environment}/rollback",
+        true,
+        "Roll back the rollout in progress, else go back to the previous release (emergency=true skips gates and analysis)",
+    ),
 ];
 
 pub fn router(app: Arc<App>) -> Router {
@@ -59,6 +70,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/runs/{id}/rerun", post(rerun))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/deployments", get(list_deployments).post(request_deployment))
+        .route("/api/v1/deployments/{id}", get(show_deployment))
+        .route("/api/v1/deployments/{id}/approve", post(approve))
+        .route("/api/v1/environments", get(list_environments))
+        .route("/api/v1/environments/{service}/{environment}/rollback", post(rollback))
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
         })
@@ -164,7 +180,7 @@ impl FromRequestParts<Arc<App>> for Caller {
 }
 
 fn parse_id(text: &str) -> ApiResult<i64> {
-    text.parse().map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{text}` is not a run id")))
+    text.parse().map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{text}` is not an id")))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
@@ -656,4 +672,161 @@ async fn events(
 ) -> ApiResult<Json<serde_json::Value>> {
     let events = app.store.events(query.after.unwrap_or(0), query.limit.unwrap_or(100)).await?;
     Ok(Json(serde_json::json!({"events": events})))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeployRequest {
+    repo: String,
+    environment: String,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+async fn request_deployment(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Json(body): Json<DeployRequest>,
+) -> ApiResult<Response> {
+    let repo = app.store.repo(&body.repo).await?;
+    let git_ref = body.git_ref.unwrap_or_else(|| "HEAD".into());
+    let new = deploy::plan(&app, &repo, &git_ref, &body.environment, "deploy", None)
+        .await
+        .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_deploy", e))?;
+    let deployment = app.store.request_deployment(new, &caller.0).await?;
+    app.deployer.wake.notify_waiters();
+    Ok((StatusCode::CREATED, Json(deployment)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DeploymentQuery {
+    service: Option<String>,
+    environment: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_deployments(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Query(query): Query<DeploymentQuery>,
+) -> ApiResult<Json<Vec<store::Deployment>>> {
+    let filter = DeploymentFilter {
+        service: query.service,
+        environment: query.environment,
+        active_only: false,
+        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+    };
+    Ok(Json(app.store.deployments(filter).await?))
+}
+
+async fn show_deployment(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let deployment = app.store.deployment(id).await?;
+    let events = app.store.events_about(&format!("deployment/{id}")).await?;
+    let events: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|e| serde_json::json!({"seq": e.seq, "time": e.time, "kind": e.kind, "actor": e.actor, "payload": e.payload}))
+        .collect();
+    let mut value = serde_json::to_value(deployment).unwrap_or_default();
+    value["events"] = serde_json::Value::Array(events);
+    Ok(Json(value))
+}
+
+async fn approve(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<store::Deployment>> {
+    let deployment = app.store.approve_deployment(parse_id(&id)?, &caller.0).await?;
+    app.deployer.wake.notify_waiters();
+    Ok(Json(deployment))
+}
+
+async fn list_environments(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let mut list = Vec::new();
+    for env in app.store.environments().await? {
+        let release = |id: Option<i64>| {
+            let app = app.clone();
+            async move {
+                match id {
+                    Some(id) => app
+                        .store
+                        .deployment(id)
+                        .await
+                        .ok()
+                        .map(|d| serde_json::json!({"deployment": d.id, "release": d.release, "sha": d.sha})),
+                    None => None,
+                }
+            }
+        };
+        list.push(serde_json::json!({
+            "service": env.service,
+            "environment": env.environment,
+            "listen": env.listen,
+            "stable": release(env.stable).await,
+            "previous": release(env.previous).await,
+        }));
+    }
+    Ok(Json(list))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RollbackRequest {
+    #[serde(default)]
+    emergency: bool,
+}
+
+async fn rollback(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((service, environment)): Path<(String, String)>,
+    body: Option<Json<RollbackRequest>>,
+) -> ApiResult<Response> {
+    let emergency = body.is_some_and(|b| b.0.emergency);
+    let active = app
+        .store
+        .deployments(DeploymentFilter {
+            service: Some(service.clone()),
+            environment: Some(environment.clone()),
+            active_only: true,
+            limit: 1000,
+        })
+        .await?;
+    // A rollout in progress (the oldest unfinished one is the one being carried out) stops now.
+    if let Some(current) = active.last() {
+        let deployment = app.store.abort_deployment(current.id, &caller.0).await?;
+        app.deployer.abort(current.id);
+        return Ok((StatusCode::ACCEPTED, Json(deployment)).into_response());
+    }
+    let Some(state) = app.store.environment(&service, &environment).await? else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{service}/{environment} has never been deployed"),
+        ));
+    };
+    let Some(previous) = state.previous else {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("{service}/{environment} has no previous release to go back to"),
+        ));
+    };
+    let previous = app.store.deployment(previous).await?;
+    let new = store::NewDeployment {
+        repo_id: previous.repo_id,
+        service: previous.service,
+        environment: previous.environment,
+        sha: previous.sha,
+        release: previous.release,
+        run_id: None,
+        kind: if emergency { "emergency".into() } else { "rollback".into() },
+        spec: previous.spec,
+    };
+    let deployment = app.store.request_deployment(new, &caller.0).await?;
+    app.deployer.wake.notify_waiters();
+    Ok((StatusCode::CREATED, Json(deployment)).into_response())
 }

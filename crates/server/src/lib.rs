@@ -2,6 +2,7 @@
 //! and the REST API — wired together.
 
 mod api;
+pub mod deploy;
 mod repos;
 mod status;
 mod worker;
@@ -75,6 +76,8 @@ pub struct App {
     /// Workflow files (path, text) per (repository, commit): a commit never changes, and
     /// deliveries for the same commit are common (several forges, re-deliveries, pushes of tags).
     pub workflows_at: Mutex<HashMap<(i64, String), WorkflowFiles>>,
+    /// The rollout controller's live side: proxies and instances of each environment.
+    pub deployer: deploy::Deployer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,14 +151,17 @@ pub async fn start(
         wake: tokio::sync::Notify::new(),
         fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
         workflows_at: Mutex::new(HashMap::new()),
+        deployer: deploy::Deployer::default(),
     });
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
+    let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
     let served = tokio::spawn(async move {
         let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         worker.abort();
         poller.abort();
+        deployer.abort();
         if let Err(error) = result {
             eprintln!("server stopped: {error}");
         }

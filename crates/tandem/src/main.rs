@@ -2,6 +2,7 @@
 //! to a running server.
 
 mod client;
+mod deployments;
 mod proxy;
 mod render;
 mod run;
@@ -52,6 +53,27 @@ enum Command {
     Server(serve::ServerArgs),
     /// Split traffic between stable and canary upstreams; with --steps, run a canary judged live.
     Proxy(proxy::ProxyArgs),
+    /// Deploy a commit to an environment of its service file, by the environment's strategy.
+    Deploy(deployments::DeployArgs),
+    /// Deployments on the server and what each one did.
+    #[command(subcommand)]
+    Deployments(deployments::DeploymentsCommand),
+    /// Approve a deployment held for approval.
+    #[command(after_help = "Examples:\n  tandem approve 12")]
+    Approve {
+        id: i64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Roll back: the rollout in progress, else to the previous release.
+    Rollback(deployments::RollbackArgs),
+    /// Environments with their stable release and proxy address.
+    Environments {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Repositories the server follows.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -196,6 +218,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
         Command::Repo(command) => block_on(repo_command(command)),
         Command::Runs(command) => block_on(runs_command(command)),
+        Command::Deploy(args) => block_on(deployments::deploy(args)),
+        Command::Deployments(command) => block_on(deployments::deployments(command)),
+        Command::Approve { id, connection } => block_on(deployments::approve(id, connection)),
+        Command::Rollback(args) => block_on(deployments::rollback(args)),
+        Command::Environments { format, connection } => block_on(deployments::environments(format, connection)),
     }
 }
 

@@ -34,7 +34,10 @@ pub enum Record {
 pub enum StepEnd {
     /// The analysis calls the new version healthy at this weight.
     Healthy,
-    RolledBack { evidence: Option<Evidence>, reason: String },
+    RolledBack {
+        evidence: Option<Evidence>,
+        reason: String,
+    },
 }
 
 /// Judges the traffic of one step: a fresh analysis (the share changes, and each weight must

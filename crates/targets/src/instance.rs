@@ -227,7 +227,8 @@ fn describe(check: &Check) -> String {
 }
 
 async fn remove(docker: &Docker, id: &str) {
-    let _ = docker.remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await;
+    let _ =
+        docker.remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await;
 }
 
 async fn start_container(

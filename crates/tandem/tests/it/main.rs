@@ -1,6 +1,7 @@
 //! End-to-end tests: the `tandem` binary against real git repositories and real processes.
 
 mod containers;
+mod deploy;
 mod proxy;
 mod run;
 mod server;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use crate::{Repo, pid_alive};
 
 /// A `tandem server` process on an ephemeral loopback port.
-struct Server {
+pub struct Server {
     child: Child,
-    addr: String,
-    token: String,
+    pub addr: String,
+    pub token: String,
 }
 
 impl Server {
-    fn start(data: &std::path::Path, token: Option<&str>) -> Server {
+    pub fn start(data: &std::path::Path, token: Option<&str>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -45,11 +45,11 @@ impl Server {
         Server { child, addr, token: found_token.unwrap() }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn cli(&self, args: &[&str]) -> crate::Run {
+    pub fn cli(&self, args: &[&str]) -> crate::Run {
         let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(args)
             .env("TANDEM_URL", self.url())
@@ -77,7 +77,7 @@ impl Server {
         }
     }
 
-    fn kill9(mut self) {
+    pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -91,11 +91,11 @@ impl Drop for Server {
 }
 
 /// A bare HTTP/1.1 request over loopback: (status, body).
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-fn try_http(
+pub fn try_http(
     addr: &str,
     method: &str,
     path: &str,
@@ -118,14 +118,14 @@ fn try_http(
     Ok((status, body))
 }
 
-fn add_repo(server: &Server, repo: &Repo, name: &str) -> String {
+pub fn add_repo(server: &Server, repo: &Repo, name: &str) -> String {
     let run = server.cli(&["repo", "add", repo.path().to_str().unwrap(), "--name", name]);
     assert_eq!(run.code, 0, "{}", run.all());
 
     run.stdout.lines().find_map(|l| l.strip_prefix("webhook secret (shown once): ")).unwrap().trim().to_string()
 }
 
-fn head(repo: &Repo) -> String {
+pub fn head(repo: &Repo) -> String {
     let output = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD"]).output().unwrap();
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }

@@ -1,0 +1,362 @@
+//! Deployments end to end: the real server deploys a real Python service from its git
+//! repository, moves real traffic through its proxy, promotes a good release, rolls back a bad
+//! one, holds releases at their gates, and survives a `kill -9` in the middle of a rollout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::server::{Server, add_repo};
+use crate::{Repo, pid_alive};
+
+/// The service: answers its version; every `fail_every`-th request is a 500; writes its pid to
+/// the file named in `pidfile`.
+const APP: &str = r#"import http.server, os
+here = os.path.dirname(os.path.abspath(__file__))
+def read(name, default=""):
+    path = os.path.join(here, name)
+    return open(path).read().strip() if os.path.exists(path) else default
+version, fail_every, pidfile = read("version"), int(read("fail_every", "0") or 0), read("pidfile")
+if pidfile:
+    with open(pidfile, "a") as f:
+        f.write(f"{os.getpid()}\n")
+n = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        code, body = 200, version
+        if self.path != "/health":
+            n[0] += 1
+            if fail_every and n[0] % fail_every == 0:
+                code = 500
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn service_file(extra_gates: &str) -> String {
+    format!(
+        "service: shop
+environments:
+  staging:
+    target: process
+    command: python3 app.py
+    instances: 2
+    health:
+      path: /health
+      interval: 200ms
+      threshold: 2
+      ready-within: 20s
+    strategy:
+      canary:
+        steps: [20, 50, 100]
+        pause: 2s
+    analysis:
+      min-requests: 100
+  production:
+    target: process
+    command: python3 app.py
+    health:
+      path: /health
+      ready-within: 20s
+    strategy:
+      blue-green:
+        keep-old: 1m
+    gates:
+{extra_gates}
+"
+    )
+}
+
+fn shop(pidfile: &std::path::Path, gates: &str) -> Repo {
+    let repo = Repo::new(&[]);
+    repo.write("app.py", APP);
+    repo.write("version", "v1\n");
+    repo.write("pidfile", &format!("{}\n", pidfile.display()));
+    repo.write(".tandem/service.yml", &service_file(gates));
+    repo.commit("v1");
+    repo
+}
+
+/// One GET through the proxy: (status, body).
+fn get(addr: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+/// 50 requests per second through the proxy, recording what came back.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(Instant, u16, String)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str) -> Load {
+        let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let thread = {
+            let (addr, stop, seen) = (addr.to_string(), stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let (addr, seen) = (addr.clone(), seen.clone());
+                    std::thread::spawn(move || {
+                        let answer = get(&addr).unwrap_or((0, String::new()));
+                        seen.lock().unwrap().push((Instant::now(), answer.0, answer.1));
+                    });
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Load { stop, seen, thread: Some(thread) }
+    }
+
+    fn since(&self, start: Instant) -> Vec<(u16, String)> {
+        self.seen.lock().unwrap().iter().filter(|(t, ..)| *t >= start).map(|(_, s, b)| (*s, b.clone())).collect()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn proxy_of(server: &Server, environment: &str) -> String {
+    let envs = server.cli(&["environments", "--format", "json"]).json();
+    let env = envs.as_array().unwrap().iter().find(|e| e["environment"] == environment).unwrap();
+    env["listen"].as_str().unwrap().to_string()
+}
+
+fn deployment(server: &Server, id: i64) -> serde_json::Value {
+    let shown = server.cli(&["deployments", "show", &id.to_string(), "--format", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    shown.json()
+}
+
+fn wait_status(server: &Server, id: i64, wanted: &[&str], within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let d = deployment(server, id);
+        if wanted.iter().any(|w| d["status"] == *w) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "deployment {id} never reached {wanted:?}: {d:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn request(server: &Server, environment: &str) -> i64 {
+    let run = server.cli(&["deploy", "shop", environment, "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    run.json()["id"].as_i64().unwrap()
+}
+
+fn kinds(d: &serde_json::Value) -> Vec<String> {
+    d["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().replace("deployment.", "")).collect()
+}
+
+/// Pids that are still running the service.
+fn alive(pidfile: &std::path::Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(pidfile).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).filter(|pid| pid_alive(*pid)).collect()
+}
+
+#[test]
+fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: false");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+
+    // The first release has nothing to compare with: it goes straight to all traffic.
+    let first = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(first.stdout.contains("first release"), "{}", first.all());
+    let proxy = proxy_of(&server, "staging");
+    assert_eq!(get(&proxy).unwrap(), (200, "v1".to_string()));
+    let load = Load::start(&proxy);
+
+    // A good release: canary steps, judged, promoted.
+    repo.write("version", "v2\n");
+    repo.commit("v2");
+    let good = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    assert_eq!(good.code, 0, "{}", good.all());
+    for expected in ["20% of traffic on the new release", "50% of traffic", "promoted"] {
+        assert!(good.stdout.contains(expected), "missing {expected:?}:\n{}", good.all());
+    }
+    let after_good = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(load.since(after_good).iter().all(|(s, b)| *s == 200 && b == "v2"), "after promotion only v2 answers");
+
+    // A bad release: one request in ten fails; it is rolled back on its own, within seconds.
+    repo.write("version", "v3\n");
+    repo.write("fail_every", "10\n");
+    repo.commit("v3: breaks one request in ten");
+    let started = Instant::now();
+    let bad = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.stdout.contains("rolled_back") && bad.stdout.contains("worse on the canary"), "{}", bad.all());
+    assert!(bad.stdout.contains("evidence"), "the verdict explains itself:\n{}", bad.all());
+    assert!(started.elapsed() < Duration::from_secs(40), "rolled back after {:?}", started.elapsed());
+    let after_bad = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(load.since(after_bad).iter().all(|(s, b)| *s == 200 && b == "v2"), "v2 serves everything again");
+
+    // The record: every deployment with its events, and the environment's releases.
+    let list = server.cli(&["deployments", "list", "--format", "json"]).json();
+    let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["rolled_back", "promoted", "promoted"]);
+    let bad_id = list[0]["id"].as_i64().unwrap();
+    let record = deployment(&server, bad_id);
+    let kinds = kinds(&record);
+    assert_eq!(kinds[..3], ["requested", "started", "step"]);
+    assert_eq!(kinds.last().unwrap(), "rolled_back");
+    let verdict = &record["events"].as_array().unwrap().last().unwrap()["payload"];
+    assert_eq!(verdict["evidence"]["metric"], "error-rate", "{verdict:#}");
+    assert!(verdict["evidence"]["canary_rate"].as_f64().unwrap() > 0.05, "{verdict:#}");
+    let text = server.cli(&["deployments", "list"]);
+    assert!(text.stdout.contains("RELEASE") && text.stdout.contains("rolled_back"), "{}", text.all());
+
+    // An emergency rollback goes back one release at once, without analysis.
+    let back = server.cli(&["rollback", "shop", "staging", "--emergency", "--wait"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    let after_back = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(load.since(after_back).iter().all(|(s, b)| *s == 200 && b == "v1"), "v1 serves again");
+    let envs = server.cli(&["environments", "--format", "json"]).json();
+    assert_eq!(envs[0]["stable"]["release"].as_str().unwrap().len(), 12);
+    drop(load);
+
+    // Only the stable release's two instances are left running.
+    assert_eq!(alive(&pidfile).len(), 2, "instances of releases that lost are stopped");
+    let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
+    assert_eq!(audit["first_broken"], serde_json::Value::Null);
+}
+
+#[test]
+fn gates_hold_a_release_until_approved_and_freezes_hold_it_until_rolled_back() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: true");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+
+    let id = request(&server, "production");
+    let held = wait_status(&server, id, &["awaiting_approval"], Duration::from_secs(30));
+    assert!(held["reason"].as_str().unwrap().contains(&format!("tandem approve {id}")), "{held:#}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(deployment(&server, id)["status"], "awaiting_approval", "nothing starts without approval");
+    let approved = server.cli(&["approve", &id.to_string()]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(60));
+    assert_eq!(done["status"], "promoted", "{done:#}");
+    assert_eq!(kinds(&done), ["requested", "gated", "approved", "started", "promoted"]);
+    assert_eq!(done["events"][2]["actor"], "admin");
+
+    // A freeze window that covers every minute holds the next release, however long it waits.
+    repo.write(
+        ".tandem/service.yml",
+        &service_file(
+            "      freeze:\n        - cron: \"* * * * *\"\n          duration: 1h\n          timezone: Europe/Berlin",
+        ),
+    );
+    repo.write("version", "v2\n");
+    repo.commit("v2 during a freeze");
+    let frozen = request(&server, "production");
+    let held = wait_status(&server, frozen, &["gated"], Duration::from_secs(30));
+    assert!(held["reason"].as_str().unwrap().contains("freeze window"), "{held:#}");
+    // A rollback request ends it before it ever starts.
+    let stopped = server.cli(&["rollback", "shop", "production", "--wait"]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    let ended = deployment(&server, frozen);
+    assert_eq!(ended["status"], "rolled_back");
+    assert_eq!(ended["reason"], "rolled back before it started");
+    let proxy = proxy_of(&server, "production");
+    assert_eq!(get(&proxy).unwrap(), (200, "v1".to_string()), "the approved release still serves");
+
+    // A service file that is wrong is refused with its diagnostics, before anything is recorded.
+    repo.write(".tandem/service.yml", "service: shop\nenvironments:\n  production:\n    target: proces\n");
+    repo.commit("typo");
+    let refused = server.cli(&["deploy", "shop", "production"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("unknown target `proces`"), "{}", refused.all());
+    assert!(refused.stderr.contains("did you mean `process`?"), "{}", refused.all());
+}
+
+#[test]
+fn kill_9_mid_rollout_resumes_from_the_store_and_leaves_no_orphans() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: false");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let token = server.token.clone();
+    add_repo(&server, &repo, "shop");
+    let first = request(&server, "staging");
+    wait_status(&server, first, &["promoted"], Duration::from_secs(60));
+    let proxy = proxy_of(&server, "staging");
+    let load = Load::start(&proxy);
+
+    repo.write("version", "v2\n");
+    repo.commit("v2");
+    let id = request(&server, "staging");
+    // Wait until the canary takes traffic, then kill the server.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = deployment(&server, id);
+        if d["status"] == "running" && d["weight"].as_f64().unwrap() > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the canary never took traffic: {d:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_crash = alive(&pidfile);
+    assert_eq!(before_crash.len(), 4, "two stable and two canary instances");
+    server.kill9();
+    let crashed = Instant::now();
+
+    let server = Server::start(data.path(), Some(&token));
+    let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(90));
+    assert_eq!(done["status"], "promoted", "{done:#}");
+    for pid in &before_crash {
+        assert!(!pid_alive(*pid), "instance {pid} from before the crash is still running");
+    }
+    // It continued, not restarted: one `started`, and the steps after the crash carry on.
+    let kinds = kinds(&done);
+    assert_eq!(kinds.iter().filter(|k| *k == "started").count(), 1, "{kinds:?}");
+    let steps: Vec<f64> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "deployment.step")
+        .map(|e| e["payload"]["weight"].as_f64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[1] >= w[0]), "steps never go back: {steps:?}");
+    assert_eq!(steps.last(), Some(&0.5), "{steps:?}");
+    // Once up again, every answer comes from a live instance: never an error.
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let answers = load.since(back);
+    assert!(!answers.is_empty() && answers.iter().all(|(s, b)| *s == 200 && b == "v2"), "{answers:?}");
+    let served_after_restart = load.since(crashed).iter().filter(|(s, _)| *s == 200).count();
+    assert!(served_after_restart > 0);
+    drop(load);
+    assert_eq!(alive(&pidfile).len(), 2, "only the promoted release runs");
+}
