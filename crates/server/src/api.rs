@@ -685,8 +685,9 @@ struct DeployRequest {
 async fn request_deployment(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Json(body): Json<DeployRequest>,
+    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let repo = app.store.repo(&body.repo).await?;
     let git_ref = body.git_ref.unwrap_or_else(|| "HEAD".into());
     let new = deploy::plan(&app, &repo, &git_ref, &body.environment, "deploy", None)

@@ -116,6 +116,12 @@ async fn execute_inner(
         Some(Value::Object(map)) if run.event == "workflow_dispatch" => map.clone(),
         _ => BTreeMap::new(),
     };
+    // Jobs with `environment:` deploy the run's commit there once they succeed.
+    let deploying: Vec<(String, String)> = workflow
+        .jobs
+        .iter()
+        .filter_map(|job| job.environment.as_ref().map(|e| (job.id.clone(), e.name.raw.clone())))
+        .collect();
     let request = RunRequest {
         workflow: Arc::new(workflow),
         workflow_path: run.workflow.clone(),
@@ -168,6 +174,7 @@ async fn execute_inner(
     };
     Metrics::add(counter, 1);
     let reason = report.jobs.iter().find_map(|j| j.error.clone());
+    request_deployments(app, repo, run, &deploying, &report).await;
     let report = serde_json::to_value(&report).ok();
     app.store.finish(run.id, status, reason, report).await.map_err(|e| e.to_string())?;
     // Workspaces are gone already; artifacts stay with the run.
@@ -221,4 +228,38 @@ async fn flush(app: &App, run_id: i64, buffer: &mut Vec<LogLine>) {
         return;
     }
     buffer.clear();
+}
+
+/// Requests a deployment for each succeeded job with an `environment`, noting it in the log.
+async fn request_deployments(
+    app: &Arc<App>,
+    repo: &store::Repo,
+    run: &Run,
+    deploying: &[(String, String)],
+    report: &engine::RunReport,
+) {
+    for (job, environment) in deploying {
+        let legs: Vec<_> = report.jobs.iter().filter(|j| &j.id == job).collect();
+        if legs.is_empty() || legs.iter().any(|j| j.status != Status::Success) {
+            continue;
+        }
+        let text = if environment.contains("${{") {
+            format!("environment `{environment}` is an expression; deployments need a literal environment name")
+        } else {
+            match crate::deploy::plan(app, repo, &run.sha, environment, "deploy", Some(run.id)).await {
+                Ok(new) => match app.store.request_deployment(new, &format!("run/{}", run.id)).await {
+                    Ok(deployment) => {
+                        app.deployer.wake.notify_waiters();
+                        format!(
+                            "deployment {} of {} to {environment} requested; follow it with `tandem deployments show {} --wait`",
+                            deployment.id, deployment.release, deployment.id
+                        )
+                    }
+                    Err(error) => format!("cannot request the deployment to {environment}: {error}"),
+                },
+                Err(error) => format!("nothing deployed to {environment}: {error}"),
+            }
+        };
+        let _ = app.store.append_log(run.id, &[line(job, None, text)]).await;
+    }
 }

@@ -40,6 +40,21 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+const SHIP: &str = "on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: python3 -c 'import ast; ast.parse(open(\"app.py\").read())'
+  ship:
+    needs: test
+    runs-on: ubuntu-latest
+    environment: staging
+    steps:
+      - run: echo shipping
+";
+
 fn service_file(extra_gates: &str) -> String {
     format!(
         "service: shop
@@ -180,14 +195,35 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     let scratch = tempfile::tempdir().unwrap();
     let pidfile = scratch.path().join("pids");
     let repo = shop(&pidfile, "      approval: false");
+    repo.write(".github/workflows/ci.yml", SHIP);
+    repo.commit("ship on green");
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
     add_repo(&server, &repo, "shop");
 
+    // A workflow job with `environment: staging` deploys its run's commit once it succeeds.
     // The first release has nothing to compare with: it goes straight to all traffic.
-    let first = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    let queued = server.cli(&["repo", "run", "shop"]);
+    assert_eq!(queued.code, 0, "{}", queued.all());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let list = server.cli(&["deployments", "list", "--format", "json"]).json();
+        if let Some(d) = list.as_array().unwrap().first() {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never requested a deployment: {}",
+            server.cli(&["runs", "logs", "1"]).all()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(first["run_id"], 1, "{first:#}");
+    let first = server.cli(&["deployments", "show", &first["id"].to_string(), "--wait"]);
     assert_eq!(first.code, 0, "{}", first.all());
-    assert!(first.stdout.contains("first release"), "{}", first.all());
+    assert!(first.stdout.contains("first release") && first.stdout.contains("by run/1"), "{}", first.all());
+    let log = server.cli(&["runs", "logs", "1"]);
+    assert!(log.stdout.contains("deployment 1 of"), "{}", log.all());
     let proxy = proxy_of(&server, "staging");
     assert_eq!(get(&proxy).unwrap(), (200, "v1".to_string()));
     let load = Load::start(&proxy);
