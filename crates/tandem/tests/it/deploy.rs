@@ -396,3 +396,113 @@ fn kill_9_mid_rollout_resumes_from_the_store_and_leaves_no_orphans() {
     drop(load);
     assert_eq!(alive(&pidfile).len(), 2, "only the promoted release runs");
 }
+
+const STRATEGIES: &str = "service: shop
+environments:
+  blue:
+    target: process
+    command: python3 app.py
+    health:
+      path: /health
+      ready-within: 20s
+    strategy:
+      blue-green:
+        preview: 3s
+        keep-old: 5m
+  rolling:
+    target: process
+    command: python3 app.py
+    instances: 3
+    health:
+      path: /health
+      interval: 200ms
+      ready-within: 5s
+    strategy:
+      rolling:
+        max-surge: 1
+    analysis:
+      min-requests: 20
+";
+
+#[test]
+fn blue_green_previews_switches_and_switches_back_and_rolling_replaces_without_errors() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: false");
+    repo.write(".tandem/service.yml", STRATEGIES);
+    repo.commit("strategies");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+    for environment in ["blue", "rolling"] {
+        let first = server.cli(&["deploy", "shop", environment, "--wait"]);
+        assert_eq!(first.code, 0, "{}", first.all());
+    }
+    let (blue, rolling) = (proxy_of(&server, "blue"), proxy_of(&server, "rolling"));
+    repo.write("version", "v2\n");
+    repo.commit("v2");
+
+    // Blue-green: during the preview only requests with the header reach v2.
+    let id = request(&server, "blue");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployment(&server, id)["reason"] != "preview" {
+        assert!(Instant::now() < deadline, "no preview");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&blue).unwrap().1, "v1");
+    let previewed = preview_get(&blue);
+    assert_eq!(previewed, "v2", "the preview header reaches the new release");
+    let done = wait_status(&server, id, &["promoted", "rolled_back"], Duration::from_secs(30));
+    assert_eq!(done["status"], "promoted");
+    assert_eq!(get(&blue).unwrap().1, "v2");
+    // The old release is still warm: going back is a switch, not a start.
+    let started = Instant::now();
+    let back = server.cli(&["rollback", "shop", "blue", "--wait"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    assert!(back.stdout.contains("switched back to the release kept warm"), "{}", back.all());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(get(&blue).unwrap().1, "v1");
+
+    // Rolling: one new instance at a time replaces an old one; no request fails on the way.
+    let load = Load::start(&rolling);
+    let began = Instant::now();
+    let rolled = server.cli(&["deploy", "shop", "rolling", "--wait"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.all());
+    let id = server.cli(&["deployments", "list", "--format", "json"]).json()[0]["id"].as_i64().unwrap();
+    let record = deployment(&server, id);
+    let batches: Vec<i64> = record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "deployment.step")
+        .map(|e| e["payload"]["new_instances"].as_i64().unwrap())
+        .collect();
+    assert_eq!(batches, [1, 2, 3]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.since(began);
+    assert!(answers.iter().all(|(s, _)| *s == 200), "a request failed during the rolling update");
+    assert_eq!(answers.last().unwrap().1, "v2");
+
+    // A release whose instances never become ready is rolled back; the old count is restored.
+    repo.write("app.py", "import sys\nsys.exit(3)\n");
+    repo.write("version", "v3\n");
+    repo.commit("v3 crashes at start");
+    let began = Instant::now();
+    let failed = server.cli(&["deploy", "shop", "rolling", "--wait"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(failed.stdout.contains("failed health check"), "{}", failed.all());
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.since(began);
+    assert!(answers.iter().all(|(s, b)| *s == 200 && b == "v2"), "v2 kept serving: {answers:?}");
+}
+
+/// A GET with the blue-green preview header.
+fn preview_get(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\nx-tandem-preview: 1\r\nconnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
