@@ -271,6 +271,13 @@ async fn start_container(
         return Err(format!("cannot start a container of `{image}`: {error}"));
     }
     let inspect = docker.inspect_container(&id, None).await.map_err(|e| e.to_string())?;
+    if let Some(state) = &inspect.state
+        && state.running == Some(false)
+    {
+        let code = state.exit_code.unwrap_or_default();
+        remove(docker, &id).await;
+        return Err(format!("the container of `{image}` exited with code {code} right after it started"));
+    }
     let host_port = inspect
         .network_settings
         .and_then(|n| n.ports)

@@ -437,3 +437,116 @@ fn an_engine_that_does_not_answer_is_named_and_local_jobs_still_run() {
     assert!(docker_job["error"].as_str().unwrap().contains("Docker engine"), "{docker_job}");
     assert_eq!(jobs.iter().find(|j| j["id"] == "local").unwrap()["status"], "success");
 }
+
+/// The deployed containers of one service environment (by label).
+fn deployed(label: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label=dev.tandem.deploy={label}"), "--format", "{{.ID}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+/// Waits (bounded) until `n` containers of the environment exist.
+fn settles(label: &str, n: usize, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while deployed(label).len() != n {
+        assert!(std::time::Instant::now() < deadline, "{what}: {:?}", deployed(label));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_docker_target_deploys_the_image_its_run_built() {
+    if !images() {
+        return;
+    }
+    let service = format!("shop{}", std::process::id());
+    let image = format!("tandem-test/{service}");
+    let workflow = format!(
+        "on: push
+jobs:
+  ship:
+    runs-on: ubuntu-latest
+    environment: web
+    steps:
+      - uses: actions/checkout@v4
+      - uses: docker/build-push-action@v6
+        with:
+          context: .
+          tags: {image}:latest
+"
+    );
+    let service_file = format!(
+        "service: {service}
+environments:
+  web:
+    target: docker
+    image: {image}:${{{{ release }}}}
+    port: 8080
+    instances: 2
+    health:
+      path: /index.html
+      interval: 200ms
+      ready-within: 15s
+    strategy:
+      blue-green:
+        keep-old: 0s
+"
+    );
+    let repo = Repo::new(&[("ci.yml", &workflow)]);
+    repo.write(".tandem/service.yml", &service_file);
+    repo.write(
+        "Dockerfile",
+        "FROM tandem-test/busybox:1\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    repo.write("www/index.html", "v1");
+    repo.commit("v1");
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::server::Server::start(data.path(), None);
+    crate::server::add_repo(&server, &repo, "shop");
+    let label = format!("{service}/web");
+
+    let deploy_from_run = |run: i64| {
+        let queued = server.cli(&["repo", "run", "shop"]);
+        assert_eq!(queued.code, 0, "{}", queued.all());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let list = server.cli(&["deployments", "list", "--format", "json"]).json();
+            if let Some(d) = list.as_array().unwrap().iter().find(|d| d["run_id"] == run) {
+                let id = d["id"].to_string();
+                return server.cli(&["deployments", "show", &id, "--wait"]);
+            }
+            let logs = server.cli(&["runs", "logs", &run.to_string()]);
+            assert!(std::time::Instant::now() < deadline, "run {run} requested no deployment:\n{}", logs.all());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    let first = deploy_from_run(1);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let envs = server.cli(&["environments", "--format", "json"]).json();
+    let proxy = envs[0]["listen"].as_str().unwrap().to_string();
+    let body = |addr: &str| raw_get(addr, "/", "*/*").split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    assert_eq!(body(&proxy).as_deref(), Some("v1"));
+    assert_eq!(deployed(&label).len(), 2, "two containers serve");
+
+    repo.write("www/index.html", "v2");
+    repo.commit("v2");
+    let second = deploy_from_run(2);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert_eq!(body(&proxy).as_deref(), Some("v2"));
+    settles(&label, 2, "the old containers are removed after the switch");
+
+    // An image whose server never starts is rolled back before it sees traffic.
+    repo.write("Dockerfile", "FROM tandem-test/busybox:1\nCMD [\"false\"]\n");
+    repo.commit("v3 does not start");
+    let third = deploy_from_run(3);
+    assert_eq!(third.code, 1, "{}", third.all());
+    assert!(third.stdout.contains("failed health check") && third.stdout.contains("exited"), "{}", third.all());
+    assert_eq!(body(&proxy).as_deref(), Some("v2"));
+    settles(&label, 2, "the failed release's containers are gone");
+    drop(server);
+    for id in deployed(&label) {
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+    }
+}

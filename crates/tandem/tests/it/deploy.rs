@@ -500,7 +500,9 @@ fn blue_green_previews_switches_and_switches_back_and_rolling_replaces_without_e
 fn preview_get(addr: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
-        .write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\nx-tandem-preview: 1\r\nconnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET / HTTP/1.1\r\nhost: {addr}\r\nx-tandem-preview: 1\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
