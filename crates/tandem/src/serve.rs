@@ -75,7 +75,7 @@ pub fn up(args: ServerArgs) -> Result<i32> {
         let data = config.data_dir.clone();
         let started = server::start(config, shutdown_signal()).await?;
         let url = format!("http://{}", started.addr);
-        let demo = create_demo_repository(&data).await?;
+        let (demo, fresh) = create_demo_repository(&data).await?;
         let app = &started.app;
         let repo = match app.store.repo("sample-service").await {
             Ok(repo) => repo,
@@ -104,7 +104,13 @@ pub fn up(args: ServerArgs) -> Result<i32> {
             "  cd {} && echo '# change' >> README.md && git commit -qam change   # a new run starts",
             demo.display()
         );
+        println!("  tandem deployments list            # what reached staging, and what was rolled back");
+        println!("  tandem environments                # each environment's stable release and proxy");
         println!("  tandem audit verify --data {}", data.display());
+        if fresh {
+            println!("\nThe demo deploys sample-service to staging, then ships a good change and a bad one:");
+            tokio::spawn(demo_story(started.app.clone(), demo.clone()));
+        }
         println!("\nPress Ctrl-C to stop.");
         started.served.await.context("the server task failed")?;
         Ok(0)
@@ -115,6 +121,11 @@ async fn trigger_first_run(app: &server::App, repo: &store::Repo) -> Result<Vec<
     if !app.store.runs(store::RunFilter { repo_id: Some(repo.id), limit: 1, ..Default::default() }).await?.is_empty() {
         return Ok(Vec::new());
     }
+    queue_head(app, repo).await
+}
+
+/// Queues the runs a push of the demo's `main` starts.
+async fn queue_head(app: &server::App, repo: &store::Repo) -> Result<Vec<i64>> {
     let mirror = server::sync_mirror(app, repo).await.map_err(anyhow::Error::msg)?;
     let sha = server::git_output(&mirror, &["rev-parse", "refs/heads/main"]).await.map_err(anyhow::Error::msg)?;
     let sha = sha.trim().to_string();
@@ -140,9 +151,16 @@ async fn trigger_first_run(app: &server::App, repo: &store::Repo) -> Result<Vec<
 }
 
 const DEMO_SERVICE: &str = r#""""A small HTTP service: GET /health and GET /greet?name=..."""
+import itertools
 import json
+import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+
+# Every n-th greeting fails (0: never). The demo's bad release sets it to 10.
+ERRORS_EVERY = 0
+greetings = itertools.count(1)
 
 
 def greeting(name):
@@ -154,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/health":
             body, status = {"status": "ok"}, 200
+        elif url.path == "/greet" and ERRORS_EVERY and next(greetings) % ERRORS_EVERY == 0:
+            body, status = {"error": "a bug"}, 500
         elif url.path == "/greet":
             name = parse_qs(url.query).get("name", [""])[0]
             body, status = {"message": greeting(name)}, 200
@@ -175,7 +195,7 @@ def serve(port=0):
 
 
 if __name__ == "__main__":
-    server = serve(8000)
+    server = serve(int(os.environ.get("PORT", "8000")))
     print("listening on", server.server_address)
     server.serve_forever()
 "#;
@@ -215,6 +235,23 @@ if __name__ == "__main__":
     unittest.main()
 "#;
 
+const DEMO_SERVICE_FILE: &str = r#"service: sample-service
+environments:
+  staging:
+    target: process
+    command: python3 service.py
+    instances: 2
+    health:
+      path: /health
+      interval: 500ms
+    strategy:
+      canary:
+        steps: [10, 50, 100]
+        pause: 5s
+    analysis:
+      min-requests: 50
+"#;
+
 const DEMO_WORKFLOW: &str = r#"name: sample-service
 on:
   push:
@@ -243,20 +280,28 @@ jobs:
       - uses: actions/checkout@v4
       - name: Unit tests
         run: python3 -m unittest -v test_service.py
+  deploy:
+    needs: test
+    if: github.event_name == 'push'
+    runs-on: ubuntu-latest
+    environment: staging
+    steps:
+      - run: echo "tests passed; Tandem deploys ${{ github.sha }} to staging when this job succeeds"
       - run: echo '### sample-service ${{ needs.build.outputs.version }} passed its tests' >> "$GITHUB_STEP_SUMMARY"
 "#;
 
 /// The demo repository under the data directory: a small Python service, its tests, and a
 /// workflow that builds and tests it. Created once.
-async fn create_demo_repository(data: &Path) -> Result<PathBuf> {
+async fn create_demo_repository(data: &Path) -> Result<(PathBuf, bool)> {
     let dir = data.join("demo").join("sample-service");
     if dir.join(".git").exists() {
-        return Ok(dir);
+        return Ok((dir, false));
     }
     std::fs::create_dir_all(dir.join(".tandem/workflows"))?;
     std::fs::write(dir.join("service.py"), DEMO_SERVICE)?;
     std::fs::write(dir.join("test_service.py"), DEMO_TESTS)?;
     std::fs::write(dir.join(".tandem/workflows/ci.yml"), DEMO_WORKFLOW)?;
+    std::fs::write(dir.join(".tandem/service.yml"), DEMO_SERVICE_FILE)?;
     std::fs::write(dir.join("README.md"), "# sample-service\n\nA demo service that Tandem builds and tests.\n")?;
     std::fs::write(dir.join(".gitignore"), "__pycache__/\ndist/\n")?;
     for args in [
@@ -275,7 +320,118 @@ async fn create_demo_repository(data: &Path) -> Result<PathBuf> {
             bail!("git {} failed in {}", args.join(" "), dir.display());
         }
     }
-    Ok(dir)
+    Ok((dir, true))
+}
+
+async fn commit_all(dir: &Path, message: &str) -> Result<()> {
+    for args in [
+        &["add", "-A"][..],
+        &["-c", "user.name=Tandem demo", "-c", "user.email=demo@localhost", "commit", "-qm", message],
+    ] {
+        let status = tokio::process::Command::new("git").arg("-C").arg(dir).args(args).status().await?;
+        if !status.success() {
+            bail!("git {} failed in {}", args.join(" "), dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The deployment the given runs requested, once it has ended.
+async fn ended_deployment(
+    app: &server::App,
+    wanted: impl Fn(&store::Deployment) -> bool,
+    within: std::time::Duration,
+) -> Option<store::Deployment> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let filter = store::DeploymentFilter { limit: 20, ..Default::default() };
+        let found = app.store.deployments(filter).await.ok()?.into_iter().find(|d| wanted(d));
+        if let Some(deployment) = found.filter(|d| d.status.is_finished()) {
+            return Some(deployment);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    None
+}
+
+fn tell(deployment: &store::Deployment, since: std::time::Instant) {
+    let mark = if deployment.status == store::DeploymentStatus::Promoted { "✓" } else { "✗" };
+    let reason = deployment.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    println!(
+        "demo: {mark} deployment {} of release {} {} {:.1} s after the commit{reason}",
+        deployment.id,
+        deployment.release,
+        deployment.status.as_str().replace('_', " "),
+        since.elapsed().as_secs_f64()
+    );
+}
+
+/// The demo: release 1 reaches staging through its workflow; demo traffic starts; a good
+/// change is promoted step by step and a bad one (every 10th request fails) is rolled back.
+async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
+    let minutes = std::time::Duration::from_secs(300);
+    let started = std::time::Instant::now();
+    let Some(first) = ended_deployment(&app, |d| d.run_id == Some(1), minutes).await else {
+        println!("demo: the first release did not reach staging; see `tandem runs logs 1`");
+        return;
+    };
+    tell(&first, started);
+    let Ok(Some(staging)) = app.store.environment("sample-service", "staging").await else { return };
+    let Some(proxy) = staging.listen else { return };
+    println!("demo: staging answers at http://{proxy}/greet?name=you; sending it 50 requests/s of demo traffic");
+    tokio::spawn(demo_traffic(proxy));
+    let changes: [(&str, fn(&Path) -> std::io::Result<()>); 2] = [
+        ("Say when the service was released (a good change)", |dir| {
+            std::fs::write(dir.join("RELEASES.md"), "- release 2: greetings are unchanged, notes added\n")
+        }),
+        ("Count greetings (a bad change: every 10th request fails)", |dir| {
+            let path = dir.join("service.py");
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(path, text.replace("ERRORS_EVERY = 0", "ERRORS_EVERY = 10"))
+        }),
+    ];
+    for (message, change) in changes {
+        let committed = std::time::Instant::now();
+        let sha = match change(&dir) {
+            Ok(()) => match commit_all(&dir, message).await {
+                Ok(()) => server::git_output(&dir, &["rev-parse", "HEAD"]).await.map_err(anyhow::Error::msg),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error.into()),
+        };
+        let sha = match sha {
+            Ok(sha) => sha.trim().to_string(),
+            Err(error) => {
+                println!("demo: cannot commit the change: {error:#}");
+                return;
+            }
+        };
+        // The server watches the demo repository: the commit starts a run, whose deploy job
+        // requests the deployment.
+        println!("demo: committed \"{message}\" ({})", &sha[..12]);
+        match ended_deployment(&app, |d| d.sha == sha, minutes).await {
+            Some(deployment) => tell(&deployment, committed),
+            None => {
+                println!("demo: the change was not deployed; see `tandem runs list`");
+                return;
+            }
+        }
+    }
+    println!("demo: done — see both with `tandem deployments list` and `tandem deployments show 3`");
+}
+
+/// Steady demo traffic: 50 GET /greet per second through staging's proxy.
+async fn demo_traffic(proxy: String) {
+    let Ok(client) = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build() else { return };
+    let url = format!("http://{proxy}/greet?name=demo");
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let _ = client.get(url).send().await;
+        });
+    }
 }
 
 #[derive(clap::Args, Debug)]

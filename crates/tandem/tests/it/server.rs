@@ -456,6 +456,25 @@ fn up_serves_a_demo_repository_and_runs_it() {
     assert_eq!(runs[0]["status"], "success", "{runs:#?}");
     let logs = server.cli(&["runs", "logs", "1"]);
     assert!(logs.stdout.contains("Ran 2 tests") && logs.stdout.contains("OK"), "{}", logs.all());
+
+    // The demo story: the first release, a good change promoted, a bad one rolled back.
+    let mut story = String::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut reader = reader;
+    while !story.contains("demo: done") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "tandem up exited:\n{story}");
+        assert!(Instant::now() < deadline, "the demo did not finish:\n{story}");
+        story.push_str(&line);
+    }
+    let lines: Vec<&str> = story.lines().filter(|l| l.starts_with("demo: ✓") || l.starts_with("demo: ✗")).collect();
+    assert_eq!(lines.len(), 3, "{story}");
+    assert!(lines[0].contains("deployment 1") && lines[0].contains("promoted"), "{story}");
+    assert!(lines[1].contains("deployment 2") && lines[1].contains("promoted"), "{story}");
+    assert!(lines[2].contains("deployment 3") && lines[2].contains("rolled back"), "{story}");
+    assert!(lines[2].contains("worse on the canary"), "{story}");
+    let shown = server.cli(&["deployments", "list"]);
+    assert!(shown.stdout.contains("rolled_back") && shown.stdout.contains("promoted"), "{}", shown.all());
 }
 
 /// A stand-in for a forge's API: records every request (method, path, headers, body) and answers 201.
