@@ -70,3 +70,43 @@ pub fn run(scenario: &Scenario, config: &Config, seed: u64) -> Outcome {
     }
     Outcome { rolled_back_after: None, metric: None }
 }
+
+/// How a whole stepped rollout ended in simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutEnd {
+    /// Promoted after this many seconds.
+    Promoted(f64),
+    /// Rolled back after this many seconds.
+    RolledBack(f64),
+    /// Still waiting when the scenario's duration ran out.
+    Undecided,
+}
+
+/// Runs a canary through `steps` (weights 0..1; the last one below 1), each step judged by a
+/// fresh analysis as the rollout controller does; `scenario.canary_weight` is ignored.
+pub fn rollout(scenario: &Scenario, steps: &[f64], config: &Config, seed: u64) -> RolloutEnd {
+    let mut rng = Rng::new(seed);
+    let mut now = 0.0;
+    for &weight in steps {
+        let mut analysis = Analysis::new(config.clone(), now);
+        loop {
+            if now > scenario.duration {
+                return RolloutEnd::Undecided;
+            }
+            now += rng.exponential(1.0 / scenario.requests_per_second);
+            let arm = if rng.uniform() < weight { Arm::Canary } else { Arm::Stable };
+            let (error_rate, latency) = match arm {
+                Arm::Canary => (scenario.canary_error_rate, scenario.canary_latency_ms),
+                Arm::Stable => (scenario.stable_error_rate, scenario.stable_latency_ms),
+            };
+            let error = rng.uniform() < error_rate;
+            analysis.observe(now, arm, error, rng.exponential(latency));
+            match analysis.verdict(now) {
+                Verdict::Rollback(_) => return RolloutEnd::RolledBack(now),
+                Verdict::Healthy { .. } => break,
+                Verdict::Wait { .. } => {}
+            }
+        }
+    }
+    RolloutEnd::Promoted(now)
+}

@@ -615,7 +615,8 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
 
     match &spec.strategy {
         Strategy::Canary { steps, pause_ms } => {
-            let config = analysis_config(&spec, *pause_ms);
+            let judged = steps.iter().filter(|s| **s < 100.0).count();
+            let config = analysis_config(&spec, *pause_ms, judged);
             let first = (deployment.step.max(0) as usize).min(steps.len().saturating_sub(1));
             for (index, percent) in steps.iter().enumerate().skip(first) {
                 let weight = percent / 100.0;
@@ -710,9 +711,11 @@ fn strategy_name(strategy: &Strategy) -> &'static str {
     }
 }
 
-fn analysis_config(spec: &service::Environment, pause_ms: u64) -> Config {
+/// The analysis of each judged step. α is the whole rollout's bound on a false rollback, so it
+/// is shared between the steps that are judged.
+fn analysis_config(spec: &service::Environment, pause_ms: u64, judged_steps: usize) -> Config {
     Config {
-        alpha: spec.analysis.alpha,
+        alpha: spec.analysis.alpha / judged_steps.max(1) as f64,
         min_canary_requests: spec.analysis.min_requests,
         min_seconds: pause_ms as f64 / 1000.0,
         ..Config::default()
@@ -786,7 +789,7 @@ async fn rolling(
     let n = spec.instances as usize;
     let batch = (if max_surge > 0 { max_surge } else { max_unavailable }).max(1) as usize;
     let batches = n.div_ceil(batch);
-    let config = analysis_config(spec, 5_000);
+    let config = analysis_config(spec, 5_000, batches.saturating_sub(1));
     let mut new: Vec<Instance> = Vec::new();
     let mut retired: Vec<Instance> = Vec::new();
     let first = (deployment.step.max(0) as usize).min(batches - 1);

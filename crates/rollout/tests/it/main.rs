@@ -84,3 +84,29 @@ proptest! {
         prop_assert!((a.evidence().ln() - b.evidence().ln()).abs() < 1e-9);
     }
 }
+
+#[test]
+fn a_stepped_rollout_promotes_healthy_releases_once_every_step_has_its_traffic() {
+    use rollout::simulate::{RolloutEnd, rollout};
+    // α is shared between the two judged steps, as the rollout controller does.
+    let config = Config { alpha: 0.01 / 2.0, min_canary_requests: 200, min_seconds: 30.0, ..Config::default() };
+    let healthy = scenario(0.001, 0.001, 3600.0);
+    let mut promoted = Vec::new();
+    for seed in 0..200 {
+        match rollout(&healthy, &[0.1, 0.5], &config, seed) {
+            RolloutEnd::Promoted(seconds) => promoted.push(seconds),
+            RolloutEnd::RolledBack(_) => {}
+            RolloutEnd::Undecided => panic!("seed {seed}: a healthy rollout never ended"),
+        }
+    }
+    // 200 canary requests at 5 per second take about 40 s; the 50% step then waits its 30 s.
+    promoted.sort_by(f64::total_cmp);
+    let median = promoted[promoted.len() / 2];
+    assert!((60.0..85.0).contains(&median), "median {median:.1} s");
+    assert!(promoted.len() >= 198, "{} of 200 promoted: more false rollbacks than α = 1% allows", promoted.len());
+    // A bad release never gets through the steps.
+    let bad = scenario(0.001, 0.10, 3600.0);
+    for seed in 0..100 {
+        assert!(matches!(rollout(&bad, &[0.1, 0.5], &config, seed), RolloutEnd::RolledBack(s) if s < 60.0));
+    }
+}
