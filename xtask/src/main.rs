@@ -120,9 +120,24 @@ fn ensure_docker_engine() -> Result<()> {
     Ok(())
 }
 
+/// Makes the engine a single-node swarm (the swarm deploy target's tests need one).
+fn ensure_swarm() -> Result<()> {
+    let state = Command::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]).output();
+    let Ok(state) = state else { return Ok(()) };
+    if String::from_utf8_lossy(&state.stdout).trim() == "active" {
+        return Ok(());
+    }
+    let init = Command::new("docker").args(["swarm", "init", "--advertise-addr", "127.0.0.1"]).output()?;
+    if !init.status.success() && ci() {
+        bail!("cannot make the Docker engine a swarm: {}", String::from_utf8_lossy(&init.stderr).trim());
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_prerequisites()?;
     ensure_docker_engine()?;
+    ensure_swarm()?;
     if ci() && !std::path::Path::new("../shared/corpus/workflows").is_dir() {
         bail!("the shared corpus is missing at ../shared/corpus; CI lays it beside the clone");
     }

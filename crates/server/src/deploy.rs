@@ -218,7 +218,7 @@ pub async fn run_forever(app: Arc<App>) {
         eprintln!("ended {n} instance(s) left by a previous server");
     }
     if let Ok(docker) = app.deployer.docker().await {
-        let n = instance::reap_containers(&docker).await;
+        let n = instance::reap_containers(&docker).await + instance::reap_services(&docker).await;
         if n > 0 {
             eprintln!("removed {n} deployed container(s) left by a previous server");
         }
@@ -393,8 +393,19 @@ async fn launch(app: &Arc<App>, deployment: &Deployment, spec: &service::Environ
                 labels,
             })
         }
-        Target::Swarm { .. } => {
-            Err("the swarm target is not available yet; use `target: docker` or `target: process`".to_string())
+        Target::Swarm { image } => {
+            let labels = HashMap::from([
+                (DEPLOY_LABEL.to_string(), format!("{}/{}", deployment.service, deployment.environment)),
+                ("dev.tandem.deployment".to_string(), deployment.id.to_string()),
+            ]);
+            Ok(Launch::Swarm {
+                docker: app.deployer.docker().await?,
+                name: format!("tandem-{}-{}-{}", deployment.service, deployment.environment, deployment.id),
+                image: substitute(image, deployment),
+                port: spec.port,
+                env,
+                labels,
+            })
         }
     }
 }

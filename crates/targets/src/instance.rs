@@ -88,11 +88,23 @@ pub enum Launch {
     Process { command: String, dir: PathBuf, env: Vec<(String, String)>, journal: Option<PathBuf> },
     /// A container of `image`, its `port` published on a loopback port.
     Docker { docker: Docker, image: String, port: u16, env: Vec<(String, String)>, labels: HashMap<String, String> },
+    /// A Docker Swarm service of `image`, one task, its `port` published in host mode on a
+    /// loopback port Tandem picks (so that a task Swarm restarts answers where it did). Each
+    /// instance is a service named `name-<n>`.
+    Swarm {
+        docker: Docker,
+        name: String,
+        image: String,
+        port: u16,
+        env: Vec<(String, String)>,
+        labels: HashMap<String, String>,
+    },
 }
 
 enum Inner {
     Process(Supervised),
     Container { docker: Docker, id: String },
+    Service { docker: Docker, id: String },
 }
 
 /// A running instance. Call `stop`; dropping it leaves the instance running.
@@ -129,6 +141,10 @@ impl Instance {
                 let (addr, id) = start_container(docker, image, *port, env, labels).await?;
                 (addr, Inner::Container { docker: docker.clone(), id })
             }
+            Launch::Swarm { docker, name, image, port, env, labels } => {
+                let (addr, id) = start_service(docker, name, image, *port, env, labels).await?;
+                (addr, Inner::Service { docker: docker.clone(), id })
+            }
         };
         Ok(Instance { addr, inner: Arc::new(inner), failure: Arc::default(), monitor: None })
     }
@@ -139,7 +155,15 @@ impl Instance {
         let pause = (health.interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         loop {
             if check(self.addr, &health.check, health.timeout).await {
-                return Ok(());
+                match &*self.inner {
+                    // Its task must run (not just a previous one linger) before it counts as ready.
+                    Inner::Service { docker, id } => match running_tasks(docker, id).await {
+                        Ok(n) if n >= 1 => return Ok(()),
+                        Ok(_) => {}
+                        Err(error) => return Err(error),
+                    },
+                    _ => return Ok(()),
+                }
             }
             if let Inner::Container { docker, id } = &*self.inner
                 && let Ok(inspect) = docker.inspect_container(id, None).await
@@ -189,6 +213,8 @@ impl Instance {
                     Inner::Container { docker, id } => {
                         let _ = docker.restart_container(id, None).await;
                     }
+                    // Swarm replaces tasks that stop by itself; the failure is what counts here.
+                    Inner::Service { .. } => {}
                 }
                 // Give the restarted instance its time to come up before counting again.
                 tokio::time::sleep(health.ready_within.min(Duration::from_secs(30))).await;
@@ -209,10 +235,16 @@ impl Instance {
         match Arc::try_unwrap(self.inner) {
             Ok(Inner::Process(supervised)) => supervised.stop().await,
             Ok(Inner::Container { docker, id }) => remove(&docker, &id).await,
+            Ok(Inner::Service { docker, id }) => {
+                let _ = docker.delete_service(&id).await;
+            }
             // The aborted monitor may not have dropped its handle yet; stop through the shared one.
             Err(shared) => match &*shared {
                 Inner::Process(supervised) => supervised.halt(),
                 Inner::Container { docker, id } => remove(docker, id).await,
+                Inner::Service { docker, id } => {
+                    let _ = docker.delete_service(id).await;
+                }
             },
         }
     }
@@ -303,6 +335,109 @@ pub async fn reap_containers(docker: &Docker) -> usize {
         let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
         if !alive && let Some(id) = container.id {
             remove(docker, &id).await;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Tasks of a service that run now; a task that failed is named.
+async fn running_tasks(docker: &Docker, service: &str) -> Result<usize, String> {
+    use bollard::models::TaskState;
+    let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions { filters: Some(filters) }))
+        .await
+        .map_err(|e| format!("cannot list the tasks of service {service}: {e}"))?;
+    let mut running = 0;
+    for task in &tasks {
+        let state = task.status.as_ref().and_then(|s| s.state);
+        if state == Some(TaskState::RUNNING) && task.desired_state == Some(TaskState::RUNNING) {
+            running += 1;
+        }
+    }
+    Ok(running)
+}
+
+static SERVICES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn start_service(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    port: u16,
+    env: &[(String, String)],
+    labels: &HashMap<String, String>,
+) -> Result<(SocketAddr, String), String> {
+    use bollard::models::{
+        EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
+        ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
+    };
+    match docker.inspect_swarm().await {
+        Ok(_) => {}
+        Err(_) => {
+            return Err(
+                "this Docker engine is not part of a swarm; run `docker swarm init` (or use `target: docker`)".into()
+            );
+        }
+    }
+    if docker.inspect_image(image).await.is_err() {
+        return Err(format!("the image `{image}` is not on this Docker engine; build or pull it first"));
+    }
+    let mut labels = labels.clone();
+    labels.insert(OWNER_LABEL.into(), std::process::id().to_string());
+    let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={port}"));
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port: {e}"))?
+        .port();
+    let name = format!("{name}-{}", SERVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_string()),
+                env: Some(env),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                target_port: Some(i64::from(port)),
+                published_port: Some(i64::from(host_port)),
+                // The routing mesh needs kernel support many hosts lack; host mode does not.
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created =
+        docker.create_service(spec, None).await.map_err(|e| format!("cannot create swarm service {name}: {e}"))?;
+    let id = created.id.ok_or("the engine created a service without an id")?;
+    Ok((SocketAddr::from(([127, 0, 0, 1], host_port)), id))
+}
+
+/// Removes deployed swarm services whose Tandem is gone (after a crash). Returns how many.
+pub async fn reap_services(docker: &Docker) -> usize {
+    let filters = HashMap::from([("label".to_string(), vec![DEPLOY_LABEL.to_string()])]);
+    let options = bollard::query_parameters::ListServicesOptions { filters: Some(filters), ..Default::default() };
+    let mut n = 0;
+    for service in docker.list_services(Some(options)).await.unwrap_or_default() {
+        let labels = service.spec.as_ref().and_then(|s| s.labels.as_ref());
+        let owner = labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        if !alive && let Some(id) = service.id {
+            let _ = docker.delete_service(&id).await;
             n += 1;
         }
     }

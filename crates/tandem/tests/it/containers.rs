@@ -550,3 +550,107 @@ environments:
         let _ = Command::new("docker").args(["rm", "-f", &id]).output();
     }
 }
+
+/// Builds `tag` from tandem-test/web:1 with `index` as its page and `cmd` as its command.
+fn web_image(tag: &str, index: &str, cmd: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), index).unwrap();
+    let cmd = cmd.map(|c| format!("CMD {c}\n")).unwrap_or_default();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM tandem-test/web:1\nCOPY index.html /www/index.html\n{cmd}"),
+    )
+    .unwrap();
+    let built = Command::new("docker").args(["build", "-q", "-t", tag]).arg(dir.path()).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+}
+
+/// Deployed swarm services of one environment (by label).
+fn services(label: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["service", "ls", "--filter", &format!("label=dev.tandem.deploy={label}"), "--format", "{{.ID}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_swarm_target_runs_each_release_as_a_service_behind_the_proxy() {
+    if !images() {
+        return;
+    }
+    let swarm = Command::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]).output().unwrap();
+    if String::from_utf8_lossy(&swarm.stdout).trim() != "active" {
+        assert!(std::env::var_os("TANDEM_REQUIRE_DOCKER").is_none(), "the engine is not a swarm (docker swarm init)");
+        eprintln!("note: swarm test skipped: the engine is not a swarm");
+        return;
+    }
+    let service = format!("swarm{}", std::process::id());
+    let image = format!("tandem-test/{service}");
+    let service_file = format!(
+        "service: {service}
+environments:
+  live:
+    target: swarm
+    image: {image}:${{{{ release }}}}
+    port: 80
+    instances: 2
+    health:
+      path: /index.html
+      interval: 300ms
+      ready-within: 20s
+    strategy:
+      blue-green:
+        keep-old: 0s
+"
+    );
+    let repo = Repo::new(&[]);
+    repo.write(".tandem/service.yml", &service_file);
+    let release = |repo: &Repo, index: &str, cmd: Option<&str>| {
+        repo.write("index.html", index);
+        repo.commit(index);
+        let out = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD"]).output().unwrap();
+        let sha = String::from_utf8(out.stdout).unwrap();
+        web_image(&format!("{image}:{}", &sha[..12]), index, cmd);
+    };
+    release(&repo, "v1", None);
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::server::Server::start(data.path(), None);
+    crate::server::add_repo(&server, &repo, "swarmed");
+    let label = format!("{service}/live");
+    let cleanup = |label: &str| {
+        for id in services(label) {
+            let _ = Command::new("docker").args(["service", "rm", &id]).output();
+        }
+    };
+
+    let first = server.cli(&["deploy", "swarmed", "live", "--wait"]);
+    if first.code != 0 {
+        cleanup(&label);
+    }
+    assert_eq!(first.code, 0, "{}", first.all());
+    let envs = server.cli(&["environments", "--format", "json"]).json();
+    let proxy = envs[0]["listen"].as_str().unwrap().to_string();
+    let body = |addr: &str| raw_get(addr, "/", "*/*").split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    assert_eq!(body(&proxy).as_deref(), Some("v1"));
+    assert_eq!(services(&label).len(), 2, "a service for each of the two instances");
+
+    release(&repo, "v2", None);
+    let second = server.cli(&["deploy", "swarmed", "live", "--wait"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert_eq!(body(&proxy).as_deref(), Some("v2"));
+
+    // A release whose tasks never run is rolled back; v2 keeps serving.
+    release(&repo, "v3", Some(r#"["false"]"#));
+    let third = server.cli(&["deploy", "swarmed", "live", "--wait"]);
+    assert_eq!(third.code, 1, "{}", third.all());
+    assert!(third.stdout.contains("failed health check"), "{}", third.all());
+    assert_eq!(body(&proxy).as_deref(), Some("v2"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while services(&label).len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "services left: {:?}", services(&label));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(server);
+    cleanup(&label);
+}
