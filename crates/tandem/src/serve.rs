@@ -366,6 +366,9 @@ fn tell(deployment: &store::Deployment, since: std::time::Instant) {
     );
 }
 
+/// A change the demo makes to its repository.
+type DemoChange = fn(&Path) -> std::io::Result<()>;
+
 /// The demo: release 1 reaches staging through its workflow; demo traffic starts; a good
 /// change is promoted step by step and a bad one (every 10th request fails) is rolled back.
 async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
@@ -380,7 +383,7 @@ async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
     let Some(proxy) = staging.listen else { return };
     println!("demo: staging answers at http://{proxy}/greet?name=you; sending it 50 requests/s of demo traffic");
     tokio::spawn(demo_traffic(proxy));
-    let changes: [(&str, fn(&Path) -> std::io::Result<()>); 2] = [
+    let changes: [(&str, DemoChange); 2] = [
         ("Say when the service was released (a good change)", |dir| {
             std::fs::write(dir.join("RELEASES.md"), "- release 2: greetings are unchanged, notes added\n")
         }),
