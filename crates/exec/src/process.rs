@@ -72,7 +72,8 @@ impl ProcessGroups {
         if let Some(journal) = &self.journal {
             use std::io::Write;
             if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
-                let _ = writeln!(file, "{pgid}");
+                // One write per line: appends from concurrent steps never interleave.
+                let _ = file.write_all(format!("{pgid}\n").as_bytes());
                 let _ = file.sync_data();
             }
         }

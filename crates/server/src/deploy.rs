@@ -70,6 +70,58 @@ impl Deployer {
             .clone()
     }
 
+    /// The environments' proxy figures in Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let envs = self.envs.lock().await;
+        let mut keys: Vec<_> = envs.keys().cloned().collect();
+        keys.sort();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tandem_proxy_requests_total Requests through an environment's proxy, by version and status class.\n# TYPE tandem_proxy_requests_total counter"
+        );
+        let mut histograms = String::new();
+        let _ = writeln!(
+            histograms,
+            "# HELP tandem_proxy_request_duration_seconds Upstream answer time through an environment's proxy.\n# TYPE tandem_proxy_request_duration_seconds histogram"
+        );
+        for key in keys {
+            let Some(stats) = envs
+                .get(&key)
+                .and_then(|env| env.stats.lock().ok().map(|s| (s.classes, s.buckets, s.count, s.sum_seconds)))
+            else {
+                continue;
+            };
+            let (classes, buckets, count, sum) = stats;
+            for (arm, version) in ["stable", "canary"].iter().enumerate() {
+                let labels = format!("service=\"{}\",environment=\"{}\",version=\"{version}\"", key.0, key.1);
+                for (class, name) in CLASSES.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "tandem_proxy_requests_total{{{labels},class=\"{name}\"}} {}",
+                        classes[arm][class]
+                    );
+                }
+                for (bucket, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        histograms,
+                        "tandem_proxy_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                        buckets[arm][bucket]
+                    );
+                }
+                let _ = writeln!(
+                    histograms,
+                    "tandem_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    count[arm]
+                );
+                let _ = writeln!(histograms, "tandem_proxy_request_duration_seconds_sum{{{labels}}} {}", sum[arm]);
+                let _ = writeln!(histograms, "tandem_proxy_request_duration_seconds_count{{{labels}}} {}", count[arm]);
+            }
+        }
+        out + &histograms
+    }
+
     /// Where each environment's proxy listens now: (service, environment, address).
     pub async fn proxies(&self) -> Vec<(String, String, SocketAddr)> {
         let envs = self.envs.lock().await;
@@ -87,7 +139,22 @@ struct Env {
     tap: Mutex<Option<mpsc::UnboundedSender<Outcome>>>,
     /// Requests and errors per second, for the error-budget gate.
     window: Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
+    /// Per version: answers by status class and latency histogram, for `/metrics`.
+    stats: Mutex<Stats>,
     state: tokio::sync::Mutex<Serving>,
+}
+
+/// Upper bounds (seconds) of the proxy latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One environment's proxied requests, per version (0 stable, 1 canary).
+#[derive(Default)]
+struct Stats {
+    classes: [[u64; 6]; 2],
+    buckets: [[u64; 10]; 2],
+    count: [u64; 2],
+    sum_seconds: [f64; 2],
 }
 
 #[derive(Default)]
@@ -100,16 +167,29 @@ struct Serving {
 
 impl Env {
     fn routing(&self, stable: &[Instance], canary: &[Instance], weight: f64) {
-        let sticky_header = self.proxy.routing().sticky_header;
+        let current = self.proxy.routing();
         self.proxy.set_routing(Routing {
             stable: stable.iter().map(|i| i.addr).collect(),
             canary: canary.iter().map(|i| i.addr).collect(),
             canary_weight: weight,
-            sticky_header,
+            ..current
         });
     }
 
     fn record(&self, outcome: &Outcome) {
+        if let Ok(mut stats) = self.stats.lock() {
+            let arm = usize::from(outcome.arm == rollout::analysis::Arm::Canary);
+            let class = usize::from(outcome.status / 100).min(5);
+            stats.classes[arm][class] += 1;
+            let seconds = outcome.latency_ms / 1000.0;
+            for (bucket, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    stats.buckets[arm][bucket] += 1;
+                }
+            }
+            stats.count[arm] += 1;
+            stats.sum_seconds[arm] += seconds;
+        }
         let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if let Ok(mut window) = self.window.lock() {
             match window.back_mut() {
@@ -305,13 +385,20 @@ async fn environment(app: &Arc<App>, deployment: &Deployment, spec: &service::En
         .ensure_environment(&key.0, &key.1, deployment.repo_id, &listen.to_string())
         .await
         .map_err(|e| e.to_string())?;
-    let routing = Routing { stable: Vec::new(), canary: Vec::new(), canary_weight: 0.0, sticky_header: None };
+    let routing = Routing {
+        stable: Vec::new(),
+        canary: Vec::new(),
+        canary_weight: 0.0,
+        sticky_header: spec.sticky.as_ref().and_then(|s| s.header.clone()),
+        sticky_cookie: spec.sticky.as_ref().and_then(|s| s.cookie.clone()),
+    };
     let (proxy, mut outcomes) = Proxy::new(routing);
     let env = Arc::new(Env {
         proxy: proxy.clone(),
         listen,
         tap: Mutex::new(None),
         window: Mutex::default(),
+        stats: Mutex::default(),
         state: tokio::sync::Mutex::default(),
     });
     let router = proxy::router(proxy);

@@ -23,6 +23,8 @@ pub struct Environment {
     /// The address of the environment's proxy.
     pub listen: Option<String>,
     pub health: Health,
+    /// Keep each client on one version during a rollout.
+    pub sticky: Option<Sticky>,
     pub strategy: Strategy,
     pub analysis: Analysis,
     pub gates: Gates,
@@ -53,6 +55,13 @@ pub struct Health {
     pub timeout_ms: u64,
     /// Consecutive failures before an instance counts as down.
     pub threshold: u32,
+}
+
+/// What keeps a client on one version: a request header or a cookie.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sticky {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
 }
 
 /// How an instance is checked: readiness before it gets traffic, liveness after.
@@ -130,7 +139,7 @@ impl Freeze {
 
 const TOP_KEYS: &[&str] = &["service", "environments"];
 const ENV_KEYS: &[&str] =
-    &["target", "command", "image", "port", "instances", "listen", "health", "strategy", "analysis", "gates"];
+    &["target", "command", "image", "port", "instances", "listen", "health", "sticky", "strategy", "analysis", "gates"];
 const HEALTH_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
 const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests"];
@@ -336,6 +345,14 @@ impl Checker {
             ));
         }
         let health = self.health(field("health"));
+        let sticky = field("sticky").map(|node| {
+            let mut sticky = Sticky::default();
+            for (key, value, _) in self.entries(node, "`sticky`", &["header", "cookie"]) {
+                let text = self.string(value, &format!("`sticky.{key}`"));
+                if key == "header" { sticky.header = text } else { sticky.cookie = text }
+            }
+            sticky
+        });
         let strategy = self.strategy(field("strategy"), &what);
         let analysis = self.analysis(field("analysis"));
         let gates = self.gates(field("gates"));
@@ -347,6 +364,7 @@ impl Checker {
             port,
             listen,
             health,
+            sticky,
             strategy: strategy?,
             analysis,
             gates,

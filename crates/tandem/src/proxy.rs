@@ -50,6 +50,9 @@ pub struct ProxyArgs {
     /// Requests carrying this header go to the same version every time.
     #[arg(long, value_name = "HEADER")]
     pub sticky_header: Option<String>,
+    /// Requests carrying this cookie go to the same version every time.
+    #[arg(long, value_name = "COOKIE")]
+    pub sticky_cookie: Option<String>,
     /// Bound on the probability of rolling back a healthy canary.
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,
@@ -119,6 +122,7 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             canary: canary_addrs,
             canary_weight: args.weight / 100.0,
             sticky_header: args.sticky_header.clone(),
+            sticky_cookie: args.sticky_cookie.clone(),
         };
         let (proxy, outcomes) = Proxy::new(routing);
         let listener = tokio::net::TcpListener::bind(args.listen)

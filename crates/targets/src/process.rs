@@ -104,7 +104,8 @@ fn journal_pgid(journal: &std::path::Path, pgid: u32) {
         let _ = std::fs::create_dir_all(parent);
     }
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
-        let _ = writeln!(file, "{pgid}");
+        // One write per line: appends from concurrent supervisors never interleave.
+        let _ = file.write_all(format!("{pgid}\n").as_bytes());
         let _ = file.sync_data();
     }
 }

@@ -25,12 +25,16 @@ pub struct Routing {
     pub canary_weight: f64,
     /// Requests carrying this header go to the same version every time (hash of its value).
     pub sticky_header: Option<String>,
+    /// Requests carrying this cookie go to the same version every time (hash of its value).
+    pub sticky_cookie: Option<String>,
 }
 
 /// One proxied request's outcome.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
     pub arm: Arm,
+    /// The upstream's status code; 0 when it did not answer.
+    pub status: u16,
     /// A 5xx answer or no answer at all.
     pub error: bool,
     pub latency_ms: f64,
@@ -102,6 +106,14 @@ impl Proxy {
     }
 }
 
+/// The value of cookie `name` in the request's `cookie` headers.
+fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then(|| value.to_string())
+    })
+}
+
 fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -113,8 +125,11 @@ pub fn router(proxy: Arc<Proxy>) -> axum::Router {
 
 async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
     let sticky = {
-        let header = proxy.routing.read().ok().and_then(|r| r.sticky_header.clone());
-        header.and_then(|h| request.headers().get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string))
+        let (header, cookie) =
+            proxy.routing.read().ok().map(|r| (r.sticky_header.clone(), r.sticky_cookie.clone())).unwrap_or_default();
+        let by_header =
+            header.and_then(|h| request.headers().get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string));
+        by_header.or_else(|| cookie.and_then(|name| cookie_value(request.headers(), &name)))
     };
     // Blue-green previews: `x-tandem-preview` reaches the new version before the switch.
     let preview = request.headers().contains_key(PREVIEW_HEADER);
@@ -136,12 +151,13 @@ async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Respo
     match result {
         Ok(response) => {
             let error = response.status().is_server_error();
-            let _ = proxy.outcomes.send(Outcome { arm, error, latency_ms });
+            let status = response.status().as_u16();
+            let _ = proxy.outcomes.send(Outcome { arm, status, error, latency_ms });
             let (parts, body) = response.into_parts();
             Response::from_parts(parts, Body::new(body))
         }
         Err(_) => {
-            let _ = proxy.outcomes.send(Outcome { arm, error: true, latency_ms });
+            let _ = proxy.outcomes.send(Outcome { arm, status: 0, error: true, latency_ms });
             (StatusCode::BAD_GATEWAY, "the upstream did not answer\n").into_response()
         }
     }

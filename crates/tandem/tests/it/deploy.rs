@@ -85,6 +85,18 @@ environments:
         keep-old: 1m
     gates:
 {extra_gates}
+  budget:
+    target: process
+    command: python3 app.py
+    health:
+      path: /health
+      ready-within: 20s
+    strategy:
+      blue-green:
+        keep-old: 0s
+    gates:
+      error-budget: 0.5
+      objective: 99
 "
     )
 }
@@ -279,6 +291,22 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     assert_eq!(envs[0]["stable"]["release"].as_str().unwrap().len(), 12);
     drop(load);
 
+    // The proxy's figures per version, and the deployments' results, for Prometheus.
+    let (status, metrics) = crate::server::http(&server.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let canary_errors = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"tandem_proxy_requests_total{service="shop",environment="staging",version="canary",class="5xx"}"#,
+            )
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(canary_errors.is_some_and(|n| n > 0), "{metrics}");
+    assert!(metrics.contains(r#"tandem_deployments_total{result="rolled_back"} 1"#), "{metrics}");
+    assert!(metrics.contains("tandem_proxy_request_duration_seconds_bucket{"), "{metrics}");
+
     // Only the stable release's two instances are left running.
     assert_eq!(alive(&pidfile).len(), 2, "instances of releases that lost are stopped");
     let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
@@ -372,7 +400,16 @@ fn kill_9_mid_rollout_resumes_from_the_store_and_leaves_no_orphans() {
     let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(90));
     assert_eq!(done["status"], "promoted", "{done:#}");
     for pid in &before_crash {
-        assert!(!pid_alive(*pid), "instance {pid} from before the crash is still running");
+        assert!(
+            !pid_alive(*pid),
+            "instance {pid} from before the crash is still running: {:?} in {:?}; journal {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+            std::fs::read_link(format!("/proc/{pid}/cwd")),
+            std::fs::read_dir(data.path().join("instances")).map(|d| d
+                .flatten()
+                .map(|e| (e.file_name(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+                .collect::<Vec<_>>())
+        );
     }
     // It continued, not restarted: one `started`, and the steps after the crash carry on.
     let kinds = kinds(&done);
@@ -507,4 +544,34 @@ fn preview_get(addr: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn the_error_budget_gate_holds_releases_while_the_service_burns_its_budget() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: false");
+    repo.write("fail_every", "5\n");
+    repo.commit("v1 fails one request in five");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+    // No traffic yet: nothing is known against the release, so the gate lets it through.
+    let first = server.cli(&["deploy", "shop", "budget", "--wait"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let load = Load::start(&proxy_of(&server, "budget"));
+    std::thread::sleep(Duration::from_secs(3));
+    repo.write("fail_every", "0\n");
+    repo.commit("v2: the fix");
+    let id = request(&server, "budget");
+    let held = wait_status(&server, id, &["gated"], Duration::from_secs(30));
+    let reason = held["reason"].as_str().unwrap();
+    assert!(reason.starts_with("error budget 0% left, below the 50% floor"), "{reason}");
+    assert!(reason.contains("against a 99.00% objective"), "{reason}");
+    drop(load);
+    // The fix itself can still go out: as a rollback-free emergency, by hand.
+    let stopped = server.cli(&["rollback", "shop", "budget"]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    let ended = wait_status(&server, id, &["rolled_back"], Duration::from_secs(30));
+    assert_eq!(ended["reason"], "rolled back before it started");
 }

@@ -63,8 +63,13 @@ fn load(addr: SocketAddr, rate: f64, header: Option<(&'static str, String)>) -> 
 async fn a_release_failing_one_request_in_ten_is_rolled_back_within_seconds() {
     let (stable, _) = upstream(0).await;
     let (bad, canary_hits) = upstream(10).await;
-    let (proxy, outcomes) =
-        Proxy::new(Routing { stable: vec![stable], canary: vec![bad], canary_weight: 0.0, sticky_header: None });
+    let (proxy, outcomes) = Proxy::new(Routing {
+        stable: vec![stable],
+        canary: vec![bad],
+        canary_weight: 0.0,
+        sticky_header: None,
+        sticky_cookie: None,
+    });
     let addr = serve_proxy(proxy.clone()).await;
     let traffic = load(addr, 50.0, None);
     let started = Instant::now();
@@ -92,8 +97,13 @@ async fn a_release_failing_one_request_in_ten_is_rolled_back_within_seconds() {
 async fn a_healthy_release_is_promoted_step_by_step() {
     let (stable, _) = upstream(0).await;
     let (good, good_hits) = upstream(0).await;
-    let (proxy, outcomes) =
-        Proxy::new(Routing { stable: vec![stable], canary: vec![good], canary_weight: 0.0, sticky_header: None });
+    let (proxy, outcomes) = Proxy::new(Routing {
+        stable: vec![stable],
+        canary: vec![good],
+        canary_weight: 0.0,
+        sticky_header: None,
+        sticky_cookie: None,
+    });
     let addr = serve_proxy(proxy.clone()).await;
     let traffic = load(addr, 100.0, None);
     let analysis = Config { min_canary_requests: 30, min_seconds: 1.0, ..Config::default() };
@@ -123,6 +133,7 @@ async fn sticky_requests_stay_on_one_version_and_weights_are_respected() {
         canary: vec![canary_addr],
         canary_weight: 0.2,
         sticky_header: Some("x-user".into()),
+        sticky_cookie: None,
     });
     let addr = serve_proxy(proxy.clone()).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -137,8 +148,21 @@ async fn sticky_requests_stay_on_one_version_and_weights_are_respected() {
     }
     let (s, c) = (stable_hits.load(Ordering::SeqCst), canary_hits.load(Ordering::SeqCst));
     assert!(s == 20 || c == 20, "a sticky user was split: {s} stable, {c} canary");
-    // Without the header, 1,000 requests split close to the weight.
-    proxy.set_routing(Routing { sticky_header: None, ..proxy.routing() });
+    // The same by cookie, among other cookies.
+    proxy.set_routing(Routing { sticky_header: None, sticky_cookie: Some("session".into()), ..proxy.routing() });
+    for _ in 0..20 {
+        let request = axum::http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .header("cookie", "theme=dark; session=grace")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        assert!(client.request(request).await.unwrap().status().is_success());
+    }
+    let (s2, c2) = (stable_hits.load(Ordering::SeqCst) - s, canary_hits.load(Ordering::SeqCst) - c);
+    assert!(s2 == 20 || c2 == 20, "a sticky cookie was split: {s2} stable, {c2} canary");
+    let sticky_canary = c + c2;
+    // Without either, 1,000 requests split close to the weight.
+    proxy.set_routing(Routing { sticky_header: None, sticky_cookie: None, ..proxy.routing() });
     for _ in 0..1000 {
         let request =
             axum::http::Request::builder().uri(format!("http://{addr}/")).body(http_body_util::Empty::new()).unwrap();
@@ -150,7 +174,7 @@ async fn sticky_requests_stay_on_one_version_and_weights_are_respected() {
             canary += 1;
         }
     }
-    let share = (canary - if c == 20 { 20 } else { 0 }) as f64 / 1000.0;
+    let share = (canary - sticky_canary) as f64 / 1000.0;
     assert!((share - 0.2).abs() < 0.02, "canary share {share}");
 }
 
