@@ -4,6 +4,7 @@
 mod bench;
 mod bench_canary;
 mod bench_containers;
+mod bench_deploy;
 mod bench_proxy;
 mod bench_server;
 
@@ -21,11 +22,12 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("containers") => bench_containers::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("canary") => bench_canary::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("proxy") => bench_proxy::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("deploy") => bench_deploy::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("self-check") => self_check(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test        install what the tests need, then run every test (what CI runs)\n  bench       run the engine benchmarks and print a Markdown table (add --quick for a short run)\n  bench server [--peer]  server latency and webhook load; --peer also runs Buildbot side by side\n  bench containers  container steps against `docker run`, services to first step\n  bench canary      canary analysis: time to rollback, false rollbacks (simulation)\n  bench proxy       proxy overhead: direct, nginx and tandem proxy under wrk\n  self-check  run Tandem's own workflow (.tandem/workflows/ci.yml) with `tandem run`"
+                "usage: cargo xtask <task>\n\n  test        install what the tests need, then run every test (what CI runs)\n  bench       run the engine benchmarks and print a Markdown table (add --quick for a short run)\n  bench server [--peer]  server latency and webhook load; --peer also runs Buildbot side by side\n  bench containers  container steps against `docker run`, services to first step\n  bench canary      canary analysis: time to rollback, false rollbacks (simulation)\n  bench proxy       proxy overhead: direct, nginx and tandem proxy under wrk\n  bench deploy [--rounds=N]  real deployments through the server: time to roll back a bad release, to promote a good one\n  self-check  run Tandem's own workflow (.tandem/workflows/ci.yml) with `tandem run`"
             );
             bail!("no task given")
         }

@@ -23,7 +23,12 @@ fn a_complete_service_file_reads_back() {
     );
     assert_eq!(staging.strategy, Strategy::Canary { steps: vec![10.0, 50.0, 100.0], pause_ms: 30_000 });
     let production = &service.environments[1];
-    assert_eq!(production.strategy, Strategy::BlueGreen { preview_ms: 0, keep_old_ms: 600_000 });
+    assert_eq!(production.strategy, Strategy::BlueGreen { preview_ms: 60_000, keep_old_ms: 600_000 });
+    assert_eq!((production.port, production.health.probe.clone()), (8000, service::Probe::Tcp));
+    assert_eq!(production.health.ready_within_ms, 90_000);
+    assert_eq!(production.sticky.as_ref().and_then(|s| s.cookie.as_deref()), Some("session"));
+    assert!((production.gates.objective - 0.995).abs() < 1e-9);
+    assert_eq!(staging.port, 8080, "the default container port");
     assert!(production.gates.approval);
     assert_eq!(production.gates.min_error_budget, Some(0.2));
     assert_eq!(production.gates.freezes[0].duration_ms, 64 * 3_600_000);
