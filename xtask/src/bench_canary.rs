@@ -41,19 +41,7 @@ pub fn run(_args: &[String]) -> Result<()> {
                 seconds.push(s);
             }
         }
-        seconds.sort_by(f64::total_cmp);
-        let pick = |q: f64| {
-            seconds.get(((seconds.len() as f64 - 1.0) * q) as usize).map_or("—".to_string(), |s| format!("{s:.1}"))
-        };
-        writeln!(
-            report,
-            "| {label} | {n} | {} ({:.2}%) | {} / {} / {} |",
-            seconds.len(),
-            100.0 * seconds.len() as f64 / n as f64,
-            pick(0.5),
-            pick(0.9),
-            pick(1.0)
-        )?;
+        writeln!(report, "| {label} | {n} | {} |", summary(&mut seconds, n, 2))?;
     }
     writeln!(
         report,
@@ -83,19 +71,7 @@ pub fn run(_args: &[String]) -> Result<()> {
                 seconds.push(s);
             }
         }
-        seconds.sort_by(f64::total_cmp);
-        let pick = |q: f64| {
-            seconds.get(((seconds.len() as f64 - 1.0) * q) as usize).map_or("—".to_string(), |s| format!("{s:.1}"))
-        };
-        writeln!(
-            report,
-            "| {label} | {n} | {} ({:.1}%) | {} / {} / {} |",
-            seconds.len(),
-            100.0 * seconds.len() as f64 / n as f64,
-            pick(0.5),
-            pick(0.9),
-            pick(1.0)
-        )?;
+        writeln!(report, "| {label} | {n} | {} |", summary(&mut seconds, n, 1))?;
     }
     writeln!(
         report,
@@ -103,4 +79,20 @@ pub fn run(_args: &[String]) -> Result<()> {
     )?;
     println!("{report}");
     Ok(())
+}
+
+/// "count (share%) | median / p90 / max" of the outcomes that happened among `n` tries.
+fn summary(seconds: &mut [f64], n: u64, share_digits: usize) -> String {
+    seconds.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        seconds.get(((seconds.len() as f64 - 1.0) * q) as usize).map_or("—".to_string(), |s| format!("{s:.1}"))
+    };
+    format!(
+        "{} ({:.share_digits$}%) | {} / {} / {}",
+        seconds.len(),
+        100.0 * seconds.len() as f64 / n as f64,
+        pick(0.5),
+        pick(0.9),
+        pick(1.0)
+    )
 }

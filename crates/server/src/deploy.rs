@@ -558,6 +558,30 @@ async fn transition(
     app.store.transition_deployment(deployment.id, transition, "tandem").await.map_err(|e| e.to_string())
 }
 
+/// A step reached: the new release's share of traffic now.
+async fn stepped(
+    app: &App,
+    deployment: &Deployment,
+    step: i64,
+    weight: f64,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Deployment, String> {
+    transition(app, deployment, "step", DeploymentStatus::Running, step, weight, reason, detail).await
+}
+
+/// The end of a deployment that lost: traffic is back on stable before this is recorded.
+async fn rolled_back(
+    app: &App,
+    deployment: &Deployment,
+    step: i64,
+    weight: f64,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Deployment, String> {
+    transition(app, deployment, "rolled_back", DeploymentStatus::RolledBack, step, weight, reason, detail).await
+}
+
 /// What holds a deployment back now, if anything: (gate, reason, waits for approval).
 async fn gate(app: &App, deployment: &Deployment, spec: &service::Environment, env: &Env) -> Option<(String, bool)> {
     let now = jiff::Timestamp::now();
@@ -613,17 +637,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         loop {
             if app.deployer.aborted(deployment.id) {
                 let reason = Some("rolled back before it started".to_string());
-                transition(
-                    app,
-                    &deployment,
-                    "rolled_back",
-                    DeploymentStatus::RolledBack,
-                    0,
-                    0.0,
-                    reason,
-                    serde_json::json!({}),
-                )
-                .await?;
+                rolled_back(app, &deployment, 0, 0.0, reason, serde_json::json!({})).await?;
                 return Ok(());
             }
             let Some((reason, approval)) = gate(app, &deployment, &spec, &env).await else { break };
@@ -686,17 +700,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         Ok(new) => new,
         Err(error) => {
             let reason = Some(format!("failed health check: {error}"));
-            transition(
-                app,
-                &deployment,
-                "rolled_back",
-                DeploymentStatus::RolledBack,
-                deployment.step,
-                0.0,
-                reason,
-                serde_json::json!({}),
-            )
-            .await?;
+            rolled_back(app, &deployment, deployment.step, 0.0, reason, serde_json::json!({})).await?;
             return Ok(());
         }
     };
@@ -723,17 +727,9 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                     break;
                 }
                 env.routing(&serving.stable, &new, weight);
-                deployment = transition(
-                    app,
-                    &deployment,
-                    "step",
-                    DeploymentStatus::Running,
-                    index as i64,
-                    weight,
-                    None,
-                    serde_json::json!({"percent": percent}),
-                )
-                .await?;
+                deployment =
+                    stepped(app, &deployment, index as i64, weight, None, serde_json::json!({"percent": percent}))
+                        .await?;
                 let mut outcomes = env.listen_to_step();
                 let timeout = Duration::from_millis((*pause_ms).max(1_000) * 20).max(Duration::from_secs(300));
                 let end = judge_step(&mut outcomes, &config, timeout, || stop_reason(app, deployment.id, &new)).await;
@@ -743,17 +739,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                     drop(serving);
                     stop_all(new).await;
                     let detail = serde_json::json!({"evidence": evidence});
-                    transition(
-                        app,
-                        &deployment,
-                        "rolled_back",
-                        DeploymentStatus::RolledBack,
-                        index as i64,
-                        weight,
-                        Some(reason),
-                        detail,
-                    )
-                    .await?;
+                    rolled_back(app, &deployment, index as i64, weight, Some(reason), detail).await?;
                     return Ok(());
                 }
             }
@@ -762,11 +748,9 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         Strategy::BlueGreen { preview_ms, keep_old_ms } => {
             // Preview: the new release answers requests carrying the preview header only.
             env.routing(&serving.stable, &new, 0.0);
-            deployment = transition(
+            deployment = stepped(
                 app,
                 &deployment,
-                "step",
-                DeploymentStatus::Running,
                 0,
                 0.0,
                 Some("preview".into()),
@@ -779,17 +763,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                     env.routing(&serving.stable, &[], 0.0);
                     drop(serving);
                     stop_all(new).await;
-                    transition(
-                        app,
-                        &deployment,
-                        "rolled_back",
-                        DeploymentStatus::RolledBack,
-                        0,
-                        0.0,
-                        Some(reason),
-                        serde_json::json!({}),
-                    )
-                    .await?;
+                    rolled_back(app, &deployment, 0, 0.0, Some(reason), serde_json::json!({})).await?;
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -920,11 +894,9 @@ async fn rolling(
         retired.extend(serving.stable.drain(keep..));
         let weight = share(&serving.stable, &new);
         env.routing(&serving.stable, &new, weight);
-        deployment = transition(
+        deployment = stepped(
             app,
             &deployment,
-            "step",
-            DeploymentStatus::Running,
             index as i64,
             weight,
             None,
@@ -982,16 +954,6 @@ async fn rolling_back(
     env.routing(&serving.stable, &[], 0.0);
     drop(serving);
     stop_all(new).await;
-    transition(
-        app,
-        &deployment,
-        "rolled_back",
-        DeploymentStatus::RolledBack,
-        index as i64,
-        0.0,
-        Some(reason),
-        serde_json::json!({}),
-    )
-    .await?;
+    rolled_back(app, &deployment, index as i64, 0.0, Some(reason), serde_json::json!({})).await?;
     Ok(())
 }
