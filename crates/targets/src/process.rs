@@ -62,6 +62,10 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
         supervised.tasks.push(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
+                // A stop may come while this waits to restart: then nothing starts again.
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
                 let started = Instant::now();
                 let child = tokio::process::Command::new("sh")
                     .arg("-c")
@@ -79,6 +83,12 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
                     pid.store(u64::from(child.id().unwrap_or(0)), Ordering::SeqCst);
                     if let (Some(journal), Some(id)) = (&target.journal, child.id()) {
                         journal_pgid(journal, id);
+                    }
+                    // A stop that read the pids just before this one was stored missed it.
+                    if stopping.load(Ordering::SeqCst)
+                        && let Some(id) = child.id()
+                    {
+                        let _ = nix_killpg(id as i32);
                     }
                     let _ = child.wait().await;
                 }
@@ -169,14 +179,24 @@ impl Supervised {
 
     /// Stops every instance and its children; waits until they are gone.
     pub async fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for pid in self.pids() {
-            if pid > 1 {
-                let _ = nix_killpg(pid as i32);
+        self.halt();
+        for mut task in self.tasks {
+            // Kill again while waiting: a supervisor may have started its process meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match tokio::time::timeout(Duration::from_millis(100), &mut task).await {
+                    Ok(_) => break,
+                    Err(_) if Instant::now() > deadline => {
+                        task.abort();
+                        break;
+                    }
+                    Err(_) => {
+                        for pid in self.pids.iter().map(|p| p.load(Ordering::SeqCst) as i32).filter(|p| *p > 1) {
+                            let _ = nix_killpg(pid);
+                        }
+                    }
+                }
             }
-        }
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
 }

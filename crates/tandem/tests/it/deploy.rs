@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use crate::server::{Server, add_repo};
 use crate::{Repo, pid_alive};
 
-/// The service: answers its version; every `fail_every`-th request is a 500; writes its pid to
-/// the file named in `pidfile`.
-const APP: &str = r#"import http.server, os
+/// The service: answers its version; every `fail_every`-th request is a 500; its health check
+/// fails `sick_after` seconds after it started; writes its pid to the file named in `pidfile`.
+const APP: &str = r#"import http.server, os, time
 here = os.path.dirname(os.path.abspath(__file__))
 def read(name, default=""):
     path = os.path.join(here, name)
     return open(path).read().strip() if os.path.exists(path) else default
 version, fail_every, pidfile = read("version"), int(read("fail_every", "0") or 0), read("pidfile")
+sick_after, started = float(read("sick_after", "0") or 0), time.time()
 if pidfile:
     with open(pidfile, "a") as f:
         f.write(f"{os.getpid()}\n")
@@ -27,6 +28,8 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     def do_GET(self):
         code, body = 200, version
+        if self.path == "/health" and sick_after and time.time() - started > sick_after:
+            code = 500
         if self.path != "/health":
             n[0] += 1
             if fail_every and n[0] % fail_every == 0:
@@ -266,11 +269,23 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(load.since(after_bad).iter().all(|(s, b)| *s == 200 && b == "v2"), "v2 serves everything again");
 
+    // A release that turns unhealthy while it takes traffic fails its liveness check: rolled back.
+    repo.write("fail_every", "0\n");
+    repo.write("sick_after", "2\n");
+    repo.write("version", "v4\n");
+    repo.commit("v4: its health check fails after two seconds");
+    let sick = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    assert_eq!(sick.code, 1, "{}", sick.all());
+    assert!(sick.stdout.contains("failed health check") && sick.stdout.contains("liveness"), "{}", sick.all());
+    let after_sick = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(load.since(after_sick).iter().all(|(s, b)| *s == 200 && b == "v2"), "v2 serves everything again");
+
     // The record: every deployment with its events, and the environment's releases.
     let list = server.cli(&["deployments", "list", "--format", "json"]).json();
     let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["rolled_back", "promoted", "promoted"]);
-    let bad_id = list[0]["id"].as_i64().unwrap();
+    assert_eq!(statuses, ["rolled_back", "rolled_back", "promoted", "promoted"]);
+    let bad_id = list[1]["id"].as_i64().unwrap();
     let record = deployment(&server, bad_id);
     let kinds = kinds(&record);
     assert_eq!(kinds[..3], ["requested", "started", "step"]);
@@ -304,7 +319,7 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse::<u64>().ok());
     assert!(canary_errors.is_some_and(|n| n > 0), "{metrics}");
-    assert!(metrics.contains(r#"tandem_deployments_total{result="rolled_back"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"tandem_deployments_total{result="rolled_back"} 2"#), "{metrics}");
     assert!(metrics.contains("tandem_proxy_request_duration_seconds_bucket{"), "{metrics}");
 
     // Only the stable release's two instances are left running.

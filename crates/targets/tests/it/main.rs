@@ -218,3 +218,46 @@ async fn process_instances_are_supervised_and_restarted() {
         assert!(!process::probe(*addr, "/health").await, "{addr} still answers after stop");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_by_tcp_and_command_and_a_liveness_failure_restarts_the_instance() {
+    use targets::instance::{Check, Health, Instance, Launch, check};
+    let scratch = tempfile::tempdir().unwrap();
+    // Healthy until the file `sick` appears next to it; then /health answers 500.
+    let server = "import http.server, os\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        sick = os.path.exists('sick')\n        self.send_response(500 if sick and self.path == '/health' else 200)\n        self.send_header('content-length', '0')\n        self.end_headers()\n    def log_message(self, *a):\n        pass\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
+    std::fs::write(scratch.path().join("server.py"), server).unwrap();
+    let launch = Launch::Process {
+        command: "exec python3 server.py".into(),
+        dir: scratch.path().to_path_buf(),
+        env: Vec::new(),
+        journal: None,
+    };
+    let health = Health {
+        check: Check::Http("/health".into()),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
+        threshold: 3,
+        ready_within: Duration::from_secs(20),
+    };
+    let mut instance = Instance::start(&launch).await.unwrap();
+    instance.wait_ready(&health).await.unwrap();
+    let second = Duration::from_secs(1);
+    assert!(check(instance.addr, &Check::Tcp, second).await, "the port accepts connections");
+    assert!(check(instance.addr, &Check::Command("test \"$PORT\" -gt 0".into()), second).await);
+    assert!(!check(instance.addr, &Check::Command("exit 3".into()), second).await);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    assert!(!check(closed, &Check::Tcp, second).await, "nothing listens on {closed}");
+
+    // Liveness: three failed checks in a row record the failure and restart the instance.
+    instance.watch(health.clone());
+    assert_eq!(instance.failure(), None);
+    std::fs::write(scratch.path().join("sick"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instance.failure().is_none() {
+        assert!(Instant::now() < deadline, "the liveness check never gave up on a failing instance");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failure = instance.failure().unwrap();
+    assert!(failure.contains("failed its liveness check (GET /health) 3 times in a row"), "{failure}");
+    instance.stop().await;
+}
