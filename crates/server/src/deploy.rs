@@ -497,9 +497,22 @@ async fn launch(app: &Arc<App>, deployment: &Deployment, spec: &service::Environ
     }
 }
 
+/// Readiness and liveness settings of an environment.
+#[derive(Debug, Clone)]
+struct Checks {
+    ready: Health,
+    live: Health,
+}
+
+impl Checks {
+    fn from_spec(health: &service::Health) -> Checks {
+        Checks { ready: Health::from_spec(health), live: Health::liveness_from_spec(health) }
+    }
+}
+
 /// Starts `n` instances and waits until all are ready, watching their liveness from then on.
 /// On failure nothing is left running.
-async fn start_instances(launch: &Launch, n: usize, health: &Health) -> Result<Vec<Instance>, String> {
+async fn start_instances(launch: &Launch, n: usize, checks: &Checks) -> Result<Vec<Instance>, String> {
     let mut started = Vec::new();
     for _ in 0..n {
         match Instance::start(launch).await {
@@ -510,13 +523,13 @@ async fn start_instances(launch: &Launch, n: usize, health: &Health) -> Result<V
             }
         }
     }
-    let checks = futures_util::future::join_all(started.iter().map(|i| i.wait_ready(health))).await;
-    if let Some(error) = checks.into_iter().find_map(Result::err) {
+    let ready = futures_util::future::join_all(started.iter().map(|i| i.wait_ready(&checks.ready))).await;
+    if let Some(error) = ready.into_iter().find_map(Result::err) {
         stop_all(started).await;
         return Err(error);
     }
     for instance in &mut started {
-        instance.watch(health.clone());
+        instance.watch(checks.live.clone());
     }
     Ok(started)
 }
@@ -534,7 +547,7 @@ async fn restore_stable(app: &Arc<App>, deployment: &Deployment) -> Result<(), S
         return Ok(());
     }
     let launch = launch(app, deployment, &spec).await?;
-    let instances = start_instances(&launch, spec.instances as usize, &Health::from_spec(&spec.health)).await?;
+    let instances = start_instances(&launch, spec.instances as usize, &Checks::from_spec(&spec.health)).await?;
     env.routing(&instances, &[], 0.0);
     let old = std::mem::replace(&mut serving.stable, instances);
     serving.stable_deployment = Some(deployment.id);
@@ -669,7 +682,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         )
         .await?;
     }
-    let health = Health::from_spec(&spec.health);
+    let health = Checks::from_spec(&spec.health);
     let launch = launch(app, &deployment, &spec).await?;
     let n = spec.instances as usize;
     let mut serving = env.state.lock().await;
@@ -855,7 +868,7 @@ async fn rolling(
     mut deployment: Deployment,
     spec: &service::Environment,
     launch: &Launch,
-    health: &Health,
+    health: &Checks,
 ) -> Result<(), String> {
     let Strategy::Rolling { max_surge, max_unavailable } = spec.strategy else { return Ok(()) };
     let n = spec.instances as usize;
@@ -946,7 +959,7 @@ async fn rolling_back(
         && let Ok(stable_spec) = environment_spec(&stable)
         && let Ok(stable_launch) = launch(app, &stable, &stable_spec).await
         && let Ok(back) =
-            start_instances(&stable_launch, spec.instances as usize - n_old, &Health::from_spec(&stable_spec.health))
+            start_instances(&stable_launch, spec.instances as usize - n_old, &Checks::from_spec(&stable_spec.health))
                 .await
     {
         serving.stable.extend(back);

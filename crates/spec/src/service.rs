@@ -55,6 +55,8 @@ pub struct Health {
     pub timeout_ms: u64,
     /// Consecutive failures before an instance counts as down.
     pub threshold: u32,
+    /// A different check for instances already serving (`health.liveness`); `None`: the same.
+    pub liveness: Option<Box<Health>>,
 }
 
 /// What keeps a client on one version: a request header or a cookie.
@@ -140,7 +142,9 @@ impl Freeze {
 const TOP_KEYS: &[&str] = &["service", "environments"];
 const ENV_KEYS: &[&str] =
     &["target", "command", "image", "port", "instances", "listen", "health", "sticky", "strategy", "analysis", "gates"];
-const HEALTH_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within"];
+const HEALTH_KEYS: &[&str] =
+    &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within", "liveness"];
+const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
 const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests"];
 const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective"];
@@ -372,30 +376,51 @@ impl Checker {
     }
 
     fn health(&mut self, node: Option<&Node>) -> Health {
-        let mut health = Health {
+        let health = Health {
             path: "/".into(),
             probe: Probe::Http,
             ready_within_ms: 60_000,
             interval_ms: 1_000,
             timeout_ms: 2_000,
             threshold: 3,
+            liveness: None,
         };
         let Some(node) = node else { return health };
-        for (key, value, _) in self.entries(node, "`health`", HEALTH_KEYS) {
+        let (mut health, liveness) = self.health_fields(node, "health", HEALTH_KEYS, health);
+        if let Some(node) = liveness {
+            // Liveness starts from the readiness settings and overrides what it names.
+            let (live, _) = self.health_fields(node, "health.liveness", LIVENESS_KEYS, health.clone());
+            health.liveness = Some(Box::new(live));
+        }
+        health
+    }
+
+    /// Reads the keys of a `health` block (or its `liveness` block) over `health`.
+    fn health_fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        known: &[&str],
+        mut health: Health,
+    ) -> (Health, Option<&'n Node>) {
+        let mut liveness = None;
+        for (key, value, _) in self.entries(node, &format!("`{what}`"), known) {
             match key {
+                "liveness" => liveness = Some(value),
                 "path" => {
-                    if let Some(path) = self.string(value, "`health.path`") {
+                    if let Some(path) = self.string(value, &format!("`{what}.path`")) {
                         if !path.starts_with('/') {
                             self.push(
                                 Diagnostic::error(
                                     "wrong-type",
                                     value.span,
-                                    format!("`health.path` must start with `/`, found `{path}`"),
+                                    format!("`{what}.path` must start with `/`, found `{path}`"),
                                 )
                                 .hint(format!("write `/{path}`")),
                             );
                         }
                         health.path = path;
+                        health.probe = Probe::Http;
                     }
                 }
                 "tcp" => {
@@ -404,25 +429,29 @@ impl Checker {
                     }
                 }
                 "command" => {
-                    if let Some(command) = self.string(value, "`health.command`") {
+                    if let Some(command) = self.string(value, &format!("`{what}.command`")) {
                         health.probe = Probe::Command(command);
                     }
                 }
                 "ready-within" => {
                     health.ready_within_ms =
-                        self.duration(value, "`health.ready-within`").unwrap_or(health.ready_within_ms)
+                        self.duration(value, &format!("`{what}.ready-within`")).unwrap_or(health.ready_within_ms)
                 }
                 "interval" => {
-                    health.interval_ms = self.duration(value, "`health.interval`").unwrap_or(health.interval_ms)
+                    health.interval_ms =
+                        self.duration(value, &format!("`{what}.interval`")).unwrap_or(health.interval_ms)
                 }
-                "timeout" => health.timeout_ms = self.duration(value, "`health.timeout`").unwrap_or(health.timeout_ms),
+                "timeout" => {
+                    health.timeout_ms = self.duration(value, &format!("`{what}.timeout`")).unwrap_or(health.timeout_ms)
+                }
                 _ => {
-                    health.threshold =
-                        self.number(value, "`health.threshold`", 1.0, 100.0).map_or(health.threshold, |n| n as u32)
+                    health.threshold = self
+                        .number(value, &format!("`{what}.threshold`"), 1.0, 100.0)
+                        .map_or(health.threshold, |n| n as u32)
                 }
             }
         }
-        health
+        (health, liveness)
     }
 
     fn strategy(&mut self, node: Option<&Node>, what: &str) -> Option<Strategy> {

@@ -42,6 +42,12 @@ pub struct Health {
 }
 
 impl Health {
+    /// The liveness settings: the `liveness` block where there is one, else the same check.
+    pub fn liveness_from_spec(health: &spec::service::Health) -> Health {
+        Health::from_spec(health.liveness.as_deref().unwrap_or(health))
+    }
+
+    /// The readiness settings.
     pub fn from_spec(health: &spec::service::Health) -> Health {
         let check = match &health.probe {
             spec::service::Probe::Http => Check::Http(health.path.clone()),

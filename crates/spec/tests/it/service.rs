@@ -21,6 +21,12 @@ fn a_complete_service_file_reads_back() {
         (staging.instances, staging.listen.as_deref(), staging.health.interval_ms),
         (2, Some("127.0.0.1:8090"), 500)
     );
+    let live = staging.health.liveness.as_deref().expect("a liveness block");
+    assert_eq!(
+        (live.path.as_str(), live.threshold, live.interval_ms),
+        ("/live", 5, 500),
+        "liveness overrides what it names"
+    );
     assert_eq!(staging.strategy, Strategy::Canary { steps: vec![10.0, 50.0, 100.0], pause_ms: 30_000 });
     let production = &service.environments[1];
     assert_eq!(production.strategy, Strategy::BlueGreen { preview_ms: 60_000, keep_old_ms: 600_000 });
@@ -47,6 +53,8 @@ fn every_problem_is_reported_with_a_place() {
         "`listen` must be an address such as 127.0.0.1:8090, found `localhost`",
         "`health.path` must start with `/`",
         "`health.interval` must be a duration, found `soon`",
+        "unknown key `ready-within` in `health.liveness`",
+        "`health.liveness.threshold` must be a number from 1 to 100, found `0`",
         "canary steps must increase",
         "`analysis.alpha` must be a number from 0.0001 to 0.5, found `2`",
         "a `process` target needs a `command`",
