@@ -47,6 +47,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("get", "/api/v1/deployments", true, "List deployments, newest first (filters: service, environment, limit)"),
     ("get", "/api/v1/deployments/{id}", true, "One deployment with its events: gates, steps, verdicts, the end"),
     ("post", "/api/v1/deployments/{id}/approve", true, "Approve a deployment held for approval"),
+    (
+        "post",
+        "/api/v1/deployments/{id}/promote",
+        true,
+        "Promote a running deployment now: its remaining steps are skipped",
+    ),
     ("get", "/api/v1/environments", true, "Environments: their stable release, the previous one and the proxy address"),
     (
         "post",
@@ -73,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/deployments", get(list_deployments).post(request_deployment))
         .route("/api/v1/deployments/{id}", get(show_deployment))
         .route("/api/v1/deployments/{id}/approve", post(approve))
+        .route("/api/v1/deployments/{id}/promote", post(promote))
         .route("/api/v1/environments", get(list_environments))
         .route("/api/v1/environments/{service}/{environment}/rollback", post(rollback))
         .fallback(|| async {
@@ -844,4 +851,24 @@ async fn rollback(
     let deployment = app.store.request_deployment(new, &caller.0).await?;
     app.deployer.wake.notify_waiters();
     Ok((StatusCode::CREATED, Json(deployment)).into_response())
+}
+
+async fn promote(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<store::Deployment>> {
+    let id = parse_id(&id)?;
+    let deployment = app.store.deployment(id).await?;
+    if deployment.status != store::DeploymentStatus::Running {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("deployment {id} is {}: only a running deployment can be promoted", deployment.status.as_str()),
+        ));
+    }
+    let payload = serde_json::json!({"service": deployment.service, "environment": deployment.environment, "sha": deployment.sha, "release": deployment.release});
+    app.store.record_event("deployment.promote_requested", &format!("deployment/{id}"), &caller.0, payload).await?;
+    app.deployer.promote(id);
+    Ok(Json(deployment))
 }

@@ -33,6 +33,8 @@ pub struct Deployer {
     driving: Mutex<HashSet<i64>>,
     /// Deployments asked to roll back now (also kept in the store for after a crash).
     aborts: Mutex<HashSet<i64>>,
+    /// Deployments asked to skip their remaining steps (an event records it for after a crash).
+    promotions: Mutex<HashSet<i64>>,
     pub wake: tokio::sync::Notify,
     docker: tokio::sync::OnceCell<Result<bollard::Docker, String>>,
 }
@@ -50,6 +52,18 @@ impl Deployer {
             aborts.insert(id);
         }
         self.wake.notify_waiters();
+    }
+
+    /// Marks a deployment to skip its remaining steps and be promoted.
+    pub fn promote(&self, id: i64) {
+        if let Ok(mut promotions) = self.promotions.lock() {
+            promotions.insert(id);
+        }
+        self.wake.notify_waiters();
+    }
+
+    fn promoting(&self, id: i64) -> bool {
+        self.promotions.lock().map(|p| p.contains(&id)).unwrap_or(false)
     }
 
     fn aborted(&self, id: i64) -> bool {
@@ -644,6 +658,11 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
     if deployment.abort_requested {
         app.deployer.abort(deployment.id);
     }
+    let subject = format!("deployment/{}", deployment.id);
+    if app.store.events_about(&subject).await.is_ok_and(|e| e.iter().any(|e| e.kind == "deployment.promote_requested"))
+    {
+        app.deployer.promote(deployment.id);
+    }
     // Gates hold a deployment before anything starts; rollbacks pass them.
     if deployment.kind == "deploy" {
         let mut last_reason = deployment.reason.clone().filter(|_| deployment.status != DeploymentStatus::Pending);
@@ -735,7 +754,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
             let first = (deployment.step.max(0) as usize).min(steps.len().saturating_sub(1));
             for (index, percent) in steps.iter().enumerate().skip(first) {
                 let weight = percent / 100.0;
-                if weight >= 1.0 {
+                if weight >= 1.0 || app.deployer.promoting(deployment.id) {
                     // All traffic on the canary leaves nothing to compare it with: it has passed.
                     break;
                 }
@@ -745,7 +764,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                         .await?;
                 let mut outcomes = env.listen_to_step();
                 let timeout = Duration::from_millis((*pause_ms).max(1_000) * 20).max(Duration::from_secs(300));
-                let end = judge_step(&mut outcomes, &config, timeout, || stop_reason(app, deployment.id, &new)).await;
+                let end = judge_step(&mut outcomes, &config, timeout, || step_stop(app, deployment.id, &new)).await;
                 env.stop_listening();
                 if let StepEnd::RolledBack { evidence, reason } = end {
                     env.routing(&serving.stable, &[], 0.0);
@@ -771,7 +790,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
             )
             .await?;
             let until = Instant::now() + Duration::from_millis(*preview_ms);
-            while Instant::now() < until {
+            while Instant::now() < until && !app.deployer.promoting(deployment.id) {
                 if let Some(reason) = stop_reason(app, deployment.id, &new) {
                     env.routing(&serving.stable, &[], 0.0);
                     drop(serving);
@@ -813,6 +832,14 @@ fn stop_reason(app: &App, id: i64, new: &[Instance]) -> Option<String> {
         return Some("rollback requested".into());
     }
     new.iter().find_map(Instance::failure).map(|failure| format!("failed health check: {failure}"))
+}
+
+/// How a step ends from outside: rolled back (see `stop_reason`) or promoted by hand.
+fn step_stop(app: &App, id: i64, new: &[Instance]) -> Option<StepEnd> {
+    if let Some(reason) = stop_reason(app, id, new) {
+        return Some(StepEnd::RolledBack { evidence: None, reason });
+    }
+    app.deployer.promoting(id).then_some(StepEnd::Healthy)
 }
 
 /// The new release takes all traffic and becomes stable; the old one stops (or stays warm).
@@ -921,10 +948,13 @@ async fn rolling(
         if serving.stable.is_empty() {
             break;
         }
+        if app.deployer.promoting(deployment.id) {
+            // Promoted by hand: the remaining batches replace the old instances unjudged.
+            continue;
+        }
         let mut outcomes = env.listen_to_step();
         let end =
-            judge_step(&mut outcomes, &config, Duration::from_secs(300), || stop_reason(app, deployment.id, &new))
-                .await;
+            judge_step(&mut outcomes, &config, Duration::from_secs(300), || step_stop(app, deployment.id, &new)).await;
         env.stop_listening();
         if let StepEnd::RolledBack { reason, .. } = end {
             return rolling_back(app, env, serving, deployment, new, retired, index, reason).await;

@@ -174,6 +174,15 @@ pub async fn approve(id: i64, connection: Connection) -> Result<i32> {
     Ok(0)
 }
 
+pub async fn promote(id: i64, connection: Connection) -> Result<i32> {
+    let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/deployments/{id}/promote"), None).await?;
+    println!(
+        "deployment {id} ({}) is being promoted: its remaining steps are skipped",
+        json["release"].as_str().unwrap_or_default()
+    );
+    Ok(0)
+}
+
 pub async fn rollback(args: RollbackArgs) -> Result<i32> {
     let client = Client::new(&args.connection)?;
     let path = format!(
@@ -273,7 +282,7 @@ fn print_event(event: &serde_json::Value) {
             None => format!("{weight:.0}% of traffic on the new release"),
         },
         "requested" => format!("{} {} by {}", text(payload, "kind"), text(payload, "release"), text(event, "actor")),
-        "approved" | "rollback_requested" => format!("by {}", text(event, "actor")),
+        "approved" | "rollback_requested" | "promote_requested" => format!("by {}", text(event, "actor")),
         "started" => format!("strategy {}", text(payload, "strategy")),
         _ => text(payload, "reason"),
     };

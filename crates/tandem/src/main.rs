@@ -65,6 +65,13 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Promote a running deployment now: its remaining steps are skipped.
+    #[command(after_help = "Examples:\n  tandem promote 12")]
+    Promote {
+        id: i64,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Roll back: the rollout in progress, else to the previous release.
     Rollback(deployments::RollbackArgs),
     /// Environments with their stable release and proxy address.
@@ -222,6 +229,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Deployments(command) => block_on(deployments::deployments(command)),
         Command::Approve { id, connection } => block_on(deployments::approve(id, connection)),
         Command::Rollback(args) => block_on(deployments::rollback(args)),
+        Command::Promote { id, connection } => block_on(deployments::promote(id, connection)),
         Command::Environments { format, connection } => block_on(deployments::environments(format, connection)),
     }
 }

@@ -42,12 +42,13 @@ pub enum StepEnd {
 
 /// Judges the traffic of one step: a fresh analysis (the share changes, and each weight must
 /// prove itself) fed by `outcomes` until it decides, the step times out for lack of traffic, or
-/// `stop` names a reason to roll back (a failed liveness check, a manual rollback).
+/// `stop` ends it from outside: a rollback (a failed liveness check, a manual rollback) or a
+/// manual promotion (`Healthy`).
 pub async fn judge_step(
     outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
     config: &Config,
     timeout: Duration,
-    mut stop: impl FnMut() -> Option<String>,
+    mut stop: impl FnMut() -> Option<StepEnd>,
 ) -> StepEnd {
     let started = Instant::now();
     let seconds = || started.elapsed().as_secs_f64();
@@ -60,8 +61,8 @@ pub async fn judge_step(
                 None => return StepEnd::RolledBack { evidence: None, reason: "the proxy stopped".into() },
             },
             _ = tick.tick() => {
-                if let Some(reason) = stop() {
-                    return StepEnd::RolledBack { evidence: None, reason };
+                if let Some(end) = stop() {
+                    return end;
                 }
             }
         }

@@ -370,6 +370,31 @@ fn gates_hold_a_release_until_approved_and_freezes_hold_it_until_rolled_back() {
     let proxy = proxy_of(&server, "production");
     assert_eq!(get(&proxy).unwrap(), (200, "v1".to_string()), "the approved release still serves");
 
+    // A canary without traffic waits (no traffic is never a failure); a person can promote it.
+    repo.write(".tandem/service.yml", &service_file("      approval: false"));
+    repo.commit("staging");
+    let first = server.cli(&["deploy", "shop", "staging", "--wait"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    repo.write("version", "v3\n");
+    repo.commit("v3");
+    let id = request(&server, "staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployment(&server, id)["weight"].as_f64().unwrap() == 0.0 {
+        assert!(Instant::now() < deadline, "the canary never took its first step");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deployment(&server, id)["status"], "running", "without traffic the step waits");
+    let promoted = server.cli(&["promote", &id.to_string()]);
+    assert_eq!(promoted.code, 0, "{}", promoted.all());
+    let done = wait_status(&server, id, &["promoted", "rolled_back"], Duration::from_secs(15));
+    assert_eq!(done["status"], "promoted", "{done:#}");
+    assert!(kinds(&done).contains(&"promote_requested".to_string()), "{:?}", kinds(&done));
+    assert_eq!(get(&proxy_of(&server, "staging")).unwrap(), (200, "v3".to_string()));
+    let again = server.cli(&["promote", &id.to_string()]);
+    assert_ne!(again.code, 0, "a finished deployment cannot be promoted");
+    assert!(again.stderr.contains("only a running deployment can be promoted"), "{}", again.all());
+
     // A service file that is wrong is refused with its diagnostics, before anything is recorded.
     repo.write(".tandem/service.yml", "service: shop\nenvironments:\n  production:\n    target: proces\n");
     repo.commit("typo");

@@ -233,7 +233,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(n_operations, server::ROUTES.len());
-    assert_eq!(n_operations, 19);
+    assert_eq!(n_operations, 20);
     let auth = format!("Bearer {}", server.token);
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
