@@ -17,7 +17,7 @@ use rollout::analysis::Config;
 use spec::service::{self, Strategy, Target};
 use store::{Deployment, DeploymentFilter, DeploymentStatus, NewDeployment, Store, Transition};
 use targets::canary::{StepEnd, judge_step};
-use targets::instance::{self, DEPLOY_LABEL, Health, Instance, Launch};
+use targets::instance::{self, DEPLOY_LABEL, Health, Instance, Launch, Owner};
 use targets::proxy::{self, Outcome, Proxy, Routing};
 use tokio::sync::mpsc;
 
@@ -134,6 +134,18 @@ impl Deployer {
             }
         }
         out + &histograms
+    }
+
+    /// Stops every deployed instance this server runs (the server is stopping): process groups
+    /// from their journal, containers and services by owner. The store keeps what was stable, so
+    /// the next start brings it back.
+    pub async fn shutdown(&self, data_dir: &std::path::Path) {
+        targets::process::shutting_down();
+        exec::process::ProcessGroups::kill_journaled(&data_dir.join("instances"));
+        if let Some(Ok(docker)) = self.docker.get() {
+            instance::reap_containers(docker, Owner::This).await;
+            instance::reap_services(docker, Owner::This).await;
+        }
     }
 
     /// Where each environment's proxy listens now: (service, environment, address).
@@ -312,7 +324,8 @@ pub async fn run_forever(app: Arc<App>) {
         eprintln!("ended {n} instance(s) left by a previous server");
     }
     if let Ok(docker) = app.deployer.docker().await {
-        let n = instance::reap_containers(&docker).await + instance::reap_services(&docker).await;
+        let n =
+            instance::reap_containers(&docker, Owner::Dead).await + instance::reap_services(&docker, Owner::Dead).await;
         if n > 0 {
             eprintln!("removed {n} deployed container(s) left by a previous server");
         }

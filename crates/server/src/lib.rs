@@ -157,11 +157,13 @@ pub async fn start(
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
+    let shutting_down = app.clone();
     let served = tokio::spawn(async move {
         let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         worker.abort();
         poller.abort();
         deployer.abort();
+        shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
         if let Err(error) = result {
             eprintln!("server stopped: {error}");
         }

@@ -331,15 +331,35 @@ async fn start_container(
     }
 }
 
-/// Removes deployed containers whose Tandem is gone (after a crash). Returns how many.
-pub async fn reap_containers(docker: &Docker) -> usize {
+/// Which deployed containers and services `reap_*` removes, by their owner's pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Those whose Tandem is gone (after a crash).
+    Dead,
+    /// Those of this process (when it stops).
+    This,
+}
+
+impl Owner {
+    fn matches(self, owner: Option<i32>) -> bool {
+        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        match self {
+            Owner::Dead => !alive,
+            Owner::This => owner == Some(std::process::id() as i32),
+        }
+    }
+}
+
+/// Removes deployed containers of `owner`. Returns how many.
+pub async fn reap_containers(docker: &Docker, owner: Owner) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![DEPLOY_LABEL.to_string()])]);
     let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
     let mut n = 0;
     for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
-        let owner = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
-        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
-        if !alive && let Some(id) = container.id {
+        let pid = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        if owner.matches(pid)
+            && let Some(id) = container.id
+        {
             remove(docker, &id).await;
             n += 1;
         }
@@ -433,16 +453,17 @@ async fn start_service(
     Ok((SocketAddr::from(([127, 0, 0, 1], host_port)), id))
 }
 
-/// Removes deployed swarm services whose Tandem is gone (after a crash). Returns how many.
-pub async fn reap_services(docker: &Docker) -> usize {
+/// Removes deployed swarm services of `owner`. Returns how many.
+pub async fn reap_services(docker: &Docker, owner: Owner) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![DEPLOY_LABEL.to_string()])]);
     let options = bollard::query_parameters::ListServicesOptions { filters: Some(filters), ..Default::default() };
     let mut n = 0;
     for service in docker.list_services(Some(options)).await.unwrap_or_default() {
         let labels = service.spec.as_ref().and_then(|s| s.labels.as_ref());
-        let owner = labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
-        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
-        if !alive && let Some(id) = service.id {
+        let pid = labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        if owner.matches(pid)
+            && let Some(id) = service.id
+        {
             let _ = docker.delete_service(&id).await;
             n += 1;
         }

@@ -35,6 +35,15 @@ pub struct Supervised {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Set when the whole process stops: no supervisor starts anything again.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Tells every supervisor in this process to stop restarting (the process is stopping; the
+/// caller then ends the instances, e.g. from their journal).
+pub fn shutting_down() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -63,7 +72,7 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
             let mut backoff = Duration::from_millis(100);
             loop {
                 // A stop may come while this waits to restart: then nothing starts again.
-                if stopping.load(Ordering::SeqCst) {
+                if stopping.load(Ordering::SeqCst) || SHUTTING_DOWN.load(Ordering::SeqCst) {
                     return;
                 }
                 let started = Instant::now();
@@ -85,7 +94,7 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
                         journal_pgid(journal, id);
                     }
                     // A stop that read the pids just before this one was stored missed it.
-                    if stopping.load(Ordering::SeqCst)
+                    if (stopping.load(Ordering::SeqCst) || SHUTTING_DOWN.load(Ordering::SeqCst))
                         && let Some(id) = child.id()
                     {
                         let _ = nix_killpg(id as i32);

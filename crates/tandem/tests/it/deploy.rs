@@ -326,6 +326,11 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     assert_eq!(alive(&pidfile).len(), 2, "instances of releases that lost are stopped");
     let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
     assert_eq!(audit["first_broken"], serde_json::Value::Null);
+    // Ctrl-C stops the server and every instance it runs.
+    let status = server.interrupt();
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(alive(&pidfile), Vec::<i32>::new(), "instances outlived the server");
 }
 
 #[test]
