@@ -561,6 +561,21 @@ async fn start_instances(launch: &Launch, n: usize, checks: &Checks) -> Result<V
     Ok(started)
 }
 
+/// How long instances taken out of traffic keep running, so that requests in flight finish.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Stops instances that no longer get traffic once the requests they still serve are done;
+/// returns at once.
+fn retire(instances: Vec<Instance>) {
+    if instances.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(DRAIN).await;
+        stop_all(instances).await;
+    });
+}
+
 async fn stop_all(instances: Vec<Instance>) {
     futures_util::future::join_all(instances.into_iter().map(Instance::stop)).await;
 }
@@ -578,7 +593,7 @@ async fn restore_stable(app: &Arc<App>, deployment: &Deployment) -> Result<(), S
     env.routing(&instances, &[], 0.0);
     let old = std::mem::replace(&mut serving.stable, instances);
     serving.stable_deployment = Some(deployment.id);
-    stop_all(old).await;
+    retire(old);
     Ok(())
 }
 
@@ -729,7 +744,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         let old = std::mem::replace(&mut serving.stable, warm);
         serving.stable_deployment = Some(deployment.id);
         drop(serving);
-        stop_all(old).await;
+        retire(old);
         let reason = Some("switched back to the release kept warm".to_string());
         transition(app, &deployment, "promoted", DeploymentStatus::Promoted, 0, 1.0, reason, serde_json::json!({}))
             .await?;
@@ -782,7 +797,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                 if let StepEnd::RolledBack { evidence, reason } = end {
                     env.routing(&serving.stable, &[], 0.0);
                     drop(serving);
-                    stop_all(new).await;
+                    retire(new);
                     let detail = serde_json::json!({"evidence": evidence});
                     rolled_back(app, &deployment, index as i64, weight, Some(reason), detail).await?;
                     return Ok(());
@@ -807,7 +822,7 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                 if let Some(reason) = stop_reason(app, deployment.id, &new) {
                     env.routing(&serving.stable, &[], 0.0);
                     drop(serving);
-                    stop_all(new).await;
+                    retire(new);
                     rolled_back(app, &deployment, 0, 0.0, Some(reason), serde_json::json!({})).await?;
                     return Ok(());
                 }
@@ -893,7 +908,7 @@ async fn promote(
         }
         _ => {
             drop(serving);
-            stop_all(old).await;
+            retire(old);
         }
     }
     recorded.map(|_| ())
@@ -957,7 +972,7 @@ async fn rolling(
         )
         .await?;
         // Old instances out of service stop once traffic no longer reaches them.
-        stop_all(std::mem::take(&mut retired)).await;
+        retire(std::mem::take(&mut retired));
         if serving.stable.is_empty() {
             break;
         }
@@ -992,7 +1007,7 @@ async fn rolling_back(
     index: usize,
     reason: String,
 ) -> Result<(), String> {
-    stop_all(retired).await;
+    retire(retired);
     let missing = app.store.environment(&deployment.service, &deployment.environment).await.ok().flatten();
     let n_old = serving.stable.len();
     let spec = environment_spec(&deployment)?;
@@ -1009,7 +1024,7 @@ async fn rolling_back(
     }
     env.routing(&serving.stable, &[], 0.0);
     drop(serving);
-    stop_all(new).await;
+    retire(new);
     rolled_back(app, &deployment, index as i64, 0.0, Some(reason), serde_json::json!({})).await?;
     Ok(())
 }

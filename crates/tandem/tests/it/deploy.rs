@@ -205,6 +205,15 @@ fn alive(pidfile: &std::path::Path) -> Vec<i32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).filter(|pid| pid_alive(*pid)).collect()
 }
 
+/// Waits (bounded) until `n` instances run: instances out of traffic stop after a drain second.
+fn settle(pidfile: &std::path::Path, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pidfile).len() != n {
+        assert!(Instant::now() < deadline, "{what}: {:?} still run", alive(pidfile));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     let scratch = tempfile::tempdir().unwrap();
@@ -271,9 +280,9 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
 
     // A release that turns unhealthy while it takes traffic fails its liveness check: rolled back.
     repo.write("fail_every", "0\n");
-    repo.write("sick_after", "2\n");
+    repo.write("sick_after", "4\n");
     repo.write("version", "v4\n");
-    repo.commit("v4: its health check fails after two seconds");
+    repo.commit("v4: its health check fails after four seconds");
     let sick = server.cli(&["deploy", "shop", "staging", "--wait"]);
     assert_eq!(sick.code, 1, "{}", sick.all());
     assert!(sick.stdout.contains("failed health check") && sick.stdout.contains("liveness"), "{}", sick.all());
@@ -323,7 +332,7 @@ fn a_good_release_is_promoted_and_a_bad_one_rolled_back_on_live_traffic() {
     assert!(metrics.contains("tandem_proxy_request_duration_seconds_bucket{"), "{metrics}");
 
     // Only the stable release's two instances are left running.
-    assert_eq!(alive(&pidfile).len(), 2, "instances of releases that lost are stopped");
+    settle(&pidfile, 2, "instances of releases that lost are stopped");
     let audit = server.cli(&["audit", "verify", "--data", data.path().to_str().unwrap(), "--format", "json"]).json();
     assert_eq!(audit["first_broken"], serde_json::Value::Null);
     // Ctrl-C stops the server and every instance it runs.
@@ -476,7 +485,7 @@ fn kill_9_mid_rollout_resumes_from_the_store_and_leaves_no_orphans() {
     let served_after_restart = load.since(crashed).iter().filter(|(s, _)| *s == 200).count();
     assert!(served_after_restart > 0);
     drop(load);
-    assert_eq!(alive(&pidfile).len(), 2, "only the promoted release runs");
+    settle(&pidfile, 2, "only the promoted release runs");
 }
 
 const STRATEGIES: &str = "service: shop
