@@ -30,11 +30,14 @@ const BUDGET_WINDOW: Duration = Duration::from_secs(600);
 #[derive(Default)]
 pub struct Deployer {
     envs: tokio::sync::Mutex<HashMap<(String, String), Arc<Env>>>,
-    driving: Mutex<HashSet<i64>>,
+    /// Deployments being driven, with their (service, environment): never two of one environment.
+    driving: Mutex<HashMap<i64, (String, String)>>,
     /// Deployments asked to roll back now (also kept in the store for after a crash).
     aborts: Mutex<HashSet<i64>>,
     /// Deployments asked to skip their remaining steps (an event records it for after a crash).
     promotions: Mutex<HashSet<i64>>,
+    /// Deployments not started yet that a newer one of their environment replaces: id → newer id.
+    superseded: Mutex<HashMap<i64, i64>>,
     pub wake: tokio::sync::Notify,
     docker: tokio::sync::OnceCell<Result<bollard::Docker, String>>,
 }
@@ -64,6 +67,10 @@ impl Deployer {
 
     fn promoting(&self, id: i64) -> bool {
         self.promotions.lock().map(|p| p.contains(&id)).unwrap_or(false)
+    }
+
+    fn superseded_by(&self, id: i64) -> Option<i64> {
+        self.superseded.lock().ok().and_then(|s| s.get(&id).copied())
     }
 
     fn aborted(&self, id: i64) -> bool {
@@ -352,12 +359,26 @@ pub async fn run_forever(app: Arc<App>) {
             Ok(mut active) => {
                 // Oldest first; one deployment at a time per environment.
                 active.reverse();
+                supersede(&app, &active).await;
                 let mut seen = HashSet::new();
                 for deployment in active {
-                    if !seen.insert((deployment.service.clone(), deployment.environment.clone())) {
+                    let key = (deployment.service.clone(), deployment.environment.clone());
+                    if app.deployer.superseded_by(deployment.id).is_some() || !seen.insert(key.clone()) {
                         continue;
                     }
-                    let claimed = app.deployer.driving.lock().map(|mut d| d.insert(deployment.id)).unwrap_or(false);
+                    // One driver per environment: a superseded one still ending keeps its place.
+                    let claimed = app
+                        .deployer
+                        .driving
+                        .lock()
+                        .map(|mut driving| {
+                            let free = !driving.values().any(|k| *k == key);
+                            if free {
+                                driving.insert(deployment.id, key);
+                            }
+                            free
+                        })
+                        .unwrap_or(false);
                     if claimed {
                         let app = app.clone();
                         tokio::spawn(async move {
@@ -387,6 +408,38 @@ pub async fn run_forever(app: Arc<App>) {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// Deployments that have not started are replaced by the newest one of their environment, as
+/// a team shipping often wants: the ones in between would only be rolled over. A deployment
+/// being driven (held at a gate) learns it from the deployer; the others end here.
+async fn supersede(app: &App, active: &[Deployment]) {
+    let mut newest: HashMap<(&str, &str), &Deployment> = HashMap::new();
+    for deployment in active.iter().filter(|d| d.kind == "deploy") {
+        newest.insert((&deployment.service, &deployment.environment), deployment);
+    }
+    for deployment in active {
+        let Some(newer) = newest.get(&(deployment.service.as_str(), deployment.environment.as_str())) else { continue };
+        let waiting = matches!(
+            deployment.status,
+            DeploymentStatus::Pending | DeploymentStatus::Gated | DeploymentStatus::AwaitingApproval
+        );
+        if newer.id <= deployment.id || !waiting || deployment.kind != "deploy" {
+            continue;
+        }
+        let first_time =
+            app.deployer.superseded.lock().map(|mut s| s.insert(deployment.id, newer.id).is_none()).unwrap_or(false);
+        let driven = app.deployer.driving.lock().map(|d| d.contains_key(&deployment.id)).unwrap_or(false);
+        if first_time && !driven {
+            let _ = skip(app, deployment, newer.id).await;
+        }
+    }
+}
+
+async fn skip(app: &App, deployment: &Deployment, newer: i64) -> Result<Deployment, String> {
+    let reason = Some(format!("superseded by deployment {newer}"));
+    let detail = serde_json::json!({"superseded_by": newer});
+    transition(app, deployment, "skipped", DeploymentStatus::Skipped, 0, 0.0, reason, detail).await
 }
 
 /// The environment's proxy, started on first use on its fixed address.
@@ -695,6 +748,10 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
     if deployment.kind == "deploy" {
         let mut last_reason = deployment.reason.clone().filter(|_| deployment.status != DeploymentStatus::Pending);
         loop {
+            if let Some(newer) = app.deployer.superseded_by(deployment.id) {
+                skip(app, &deployment, newer).await?;
+                return Ok(());
+            }
             if app.deployer.aborted(deployment.id) {
                 let reason = Some("rolled back before it started".to_string());
                 rolled_back(app, &deployment, 0, 0.0, reason, serde_json::json!({})).await?;

@@ -210,6 +210,8 @@ pub enum DeploymentStatus {
     RolledBack,
     /// Could not be carried out (e.g. no valid service file at that commit).
     Failed,
+    /// Never started: a newer deployment of the same environment was requested meanwhile.
+    Skipped,
 }
 
 impl DeploymentStatus {
@@ -222,6 +224,7 @@ impl DeploymentStatus {
             DeploymentStatus::Promoted => "promoted",
             DeploymentStatus::RolledBack => "rolled_back",
             DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Skipped => "skipped",
         }
     }
 
@@ -234,13 +237,20 @@ impl DeploymentStatus {
             DeploymentStatus::Promoted,
             DeploymentStatus::RolledBack,
             DeploymentStatus::Failed,
+            DeploymentStatus::Skipped,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, DeploymentStatus::Promoted | DeploymentStatus::RolledBack | DeploymentStatus::Failed)
+        matches!(
+            self,
+            DeploymentStatus::Promoted
+                | DeploymentStatus::RolledBack
+                | DeploymentStatus::Failed
+                | DeploymentStatus::Skipped
+        )
     }
 }
 

@@ -251,7 +251,7 @@ async fn follow(client: &Client, id: i64, format: Format) -> Result<i32> {
         }
         printed = events.len();
         let status = text(&json, "status");
-        if ["promoted", "rolled_back", "failed"].contains(&status.as_str()) {
+        if ["promoted", "rolled_back", "failed", "skipped"].contains(&status.as_str()) {
             return Ok(if status == "promoted" { 0 } else { 1 });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

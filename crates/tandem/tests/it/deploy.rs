@@ -356,6 +356,12 @@ fn gates_hold_a_release_until_approved_and_freezes_hold_it_until_rolled_back() {
     assert!(held["reason"].as_str().unwrap().contains(&format!("tandem approve {id}")), "{held:#}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(deployment(&server, id)["status"], "awaiting_approval", "nothing starts without approval");
+    // A newer request replaces one that has not started: shipping often, only the newest goes out.
+    let older = id;
+    let id = request(&server, "production");
+    let skipped = wait_status(&server, older, &["skipped"], Duration::from_secs(30));
+    assert_eq!(skipped["reason"], format!("superseded by deployment {id}"), "{skipped:#}");
+    wait_status(&server, id, &["awaiting_approval"], Duration::from_secs(30));
     let approved = server.cli(&["approve", &id.to_string()]);
     assert_eq!(approved.code, 0, "{}", approved.all());
     let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(60));
