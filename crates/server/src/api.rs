@@ -245,20 +245,20 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         m.webhooks_rejected.load(Relaxed)
     );
     out.push_str(&app.deployer.metrics().await);
-    let (mut promoted, mut rolled_back, mut failed, mut skipped) = (0, 0, 0, 0);
-    for deployment in app.store.deployments(DeploymentFilter { limit: 100_000, ..Default::default() }).await? {
-        match deployment.status {
-            store::DeploymentStatus::Promoted => promoted += 1,
-            store::DeploymentStatus::RolledBack => rolled_back += 1,
-            store::DeploymentStatus::Failed => failed += 1,
-            store::DeploymentStatus::Skipped => skipped += 1,
-            _ => {}
-        }
-    }
+    let counts = app.store.deployment_counts().await?;
     let _ = writeln!(
         out,
-        "# HELP tandem_deployments_total Deployments that ended, by result.\n# TYPE tandem_deployments_total counter\ntandem_deployments_total{{result=\"promoted\"}} {promoted}\ntandem_deployments_total{{result=\"rolled_back\"}} {rolled_back}\ntandem_deployments_total{{result=\"failed\"}} {failed}\ntandem_deployments_total{{result=\"skipped\"}} {skipped}"
+        "# HELP tandem_deployments_total Deployments that ended, by result.\n# TYPE tandem_deployments_total counter"
     );
+    for status in [
+        store::DeploymentStatus::Promoted,
+        store::DeploymentStatus::RolledBack,
+        store::DeploymentStatus::Failed,
+        store::DeploymentStatus::Skipped,
+    ] {
+        let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "tandem_deployments_total{{result=\"{}\"}} {n}", status.as_str());
+    }
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
 }
 

@@ -79,14 +79,7 @@ impl Deployer {
 
     async fn docker(&self) -> Result<bollard::Docker, String> {
         self.docker
-            .get_or_init(|| async {
-                let docker = bollard::Docker::connect_with_local_defaults()
-                    .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
-                match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
-                    Ok(Ok(_)) => Ok(docker),
-                    _ => Err("the Docker engine does not answer; start it (e.g. `dockerd`) or set DOCKER_HOST".into()),
-                }
-            })
+            .get_or_init(|| async { exec::docker::DockerEngine::connect().await.map(|e| e.client().clone()) })
             .await
             .clone()
     }
@@ -194,8 +187,8 @@ struct Stats {
 struct Serving {
     stable: Vec<Instance>,
     stable_deployment: Option<i64>,
-    /// Blue-green: the previous release kept warm after a switch, until the given time.
-    warm: Option<(i64, Vec<Instance>, Instant)>,
+    /// Blue-green: the previous release (its deployment) kept warm after a switch.
+    warm: Option<(i64, Vec<Instance>)>,
 }
 
 impl Env {
@@ -258,21 +251,19 @@ impl Env {
     }
 }
 
-fn free_port() -> Option<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()
+/// Parses a service file and fails with every error diagnostic, rendered, when it has any.
+fn checked_service(text: &str, sha: &str) -> Result<service::Service, String> {
+    let (parsed, diagnostics) = service::parse(text);
+    let errors: Vec<String> =
+        diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render(".tandem/service.yml", text)).collect();
+    parsed
+        .filter(|_| errors.is_empty())
+        .ok_or_else(|| format!("the service file at {} has errors:\n{}", short(sha), errors.join("\n")))
 }
 
 /// Reads the environment's settings from the service file kept with the deployment.
 pub fn environment_spec(deployment: &Deployment) -> Result<service::Environment, String> {
-    let (parsed, diagnostics) = service::parse(&deployment.spec);
-    let errors: Vec<String> = diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.render(".tandem/service.yml", &deployment.spec))
-        .collect();
-    let service = parsed
-        .filter(|_| errors.is_empty())
-        .ok_or_else(|| format!("the service file at {} has errors:\n{}", short(&deployment.sha), errors.join("\n")))?;
+    let service = checked_service(&deployment.spec, &deployment.sha)?;
     service.environments.into_iter().find(|e| e.name == deployment.environment).ok_or_else(|| {
         format!("the service file at {} has no environment `{}`", short(&deployment.sha), deployment.environment)
     })
@@ -300,12 +291,7 @@ pub async fn plan(
     let spec = repos::git(&mirror, &["show", &format!("{sha}:.tandem/service.yml")])
         .await
         .map_err(|_| format!("{} has no .tandem/service.yml at {}", repo.name, short(&sha)))?;
-    let (parsed, diagnostics) = service::parse(&spec);
-    let errors: Vec<String> =
-        diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render(".tandem/service.yml", &spec)).collect();
-    let Some(service) = parsed.filter(|_| errors.is_empty()) else {
-        return Err(format!("the service file has errors:\n{}", errors.join("\n")));
-    };
+    let service = checked_service(&spec, &sha)?;
     if !service.environments.iter().any(|e| e.name == environment) {
         let names: Vec<&str> = service.environments.iter().map(|e| e.name.as_str()).collect();
         return Err(format!("{} has no environment `{environment}`; it has: {}", service.name, names.join(", ")));
@@ -454,8 +440,8 @@ async fn environment(app: &Arc<App>, deployment: &Deployment, spec: &service::En
         .listen
         .clone()
         .or_else(|| known.and_then(|k| k.listen))
-        .or_else(|| free_port().map(|a| a.to_string()))
-        .ok_or("cannot find a free port for the environment's proxy")?;
+        // A port the system picks; the address actually bound is what the store keeps.
+        .unwrap_or_else(|| "127.0.0.1:0".to_string());
     let addr: SocketAddr = listen.parse().map_err(|_| format!("`{listen}` is not an address"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -690,16 +676,22 @@ async fn rolled_back(
     transition(app, deployment, "rolled_back", DeploymentStatus::RolledBack, step, weight, reason, detail).await
 }
 
-/// What holds a deployment back now, if anything: (gate, reason, waits for approval).
-async fn gate(app: &App, deployment: &Deployment, spec: &service::Environment, env: &Env) -> Option<(String, bool)> {
+/// What holds a deployment back now, if anything: the gate (`freeze`, `error-budget` or
+/// `approval`) and why.
+async fn gate(
+    app: &App,
+    deployment: &Deployment,
+    spec: &service::Environment,
+    env: &Env,
+) -> Option<(&'static str, String)> {
     let now = jiff::Timestamp::now();
     for freeze in &spec.gates.freezes {
         match freeze.active_at(now) {
             Ok(Some(end)) => {
-                return Some((format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone), false));
+                return Some(("freeze", format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone)));
             }
             Ok(None) => {}
-            Err(error) => return Some((format!("freeze window cannot be read: {error}"), false)),
+            Err(error) => return Some(("freeze", format!("freeze window cannot be read: {error}"))),
         }
     }
     if let Some(floor) = spec.gates.min_error_budget {
@@ -710,6 +702,7 @@ async fn gate(app: &App, deployment: &Deployment, spec: &service::Environment, e
             let left = 1.0 - rate / allowed;
             if left < floor {
                 return Some((
+                    "error-budget",
                     format!(
                         "error budget {:.0}% left, below the {:.0}% floor ({:.2}% of {requests} requests failed in the last {} min against a {:.2}% objective)",
                         left.max(0.0) * 100.0,
@@ -718,7 +711,6 @@ async fn gate(app: &App, deployment: &Deployment, spec: &service::Environment, e
                         BUDGET_WINDOW.as_secs() / 60,
                         spec.gates.objective * 100.0
                     ),
-                    false,
                 ));
             }
         }
@@ -726,7 +718,7 @@ async fn gate(app: &App, deployment: &Deployment, spec: &service::Environment, e
     if spec.gates.approval {
         let current = app.store.deployment(deployment.id).await.ok()?;
         if current.approved_by.is_none() {
-            return Some((format!("waits for approval: `tandem approve {}`", deployment.id), true));
+            return Some(("approval", format!("waits for approval: `tandem approve {}`", deployment.id)));
         }
     }
     None
@@ -746,7 +738,8 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
     }
     // Gates hold a deployment before anything starts; rollbacks pass them.
     if deployment.kind == "deploy" {
-        let mut last_reason = deployment.reason.clone().filter(|_| deployment.status != DeploymentStatus::Pending);
+        // One event per gate that holds it, not one per check.
+        let mut last_gate = (deployment.status == DeploymentStatus::AwaitingApproval).then_some("approval");
         loop {
             if let Some(newer) = app.deployer.superseded_by(deployment.id) {
                 skip(app, &deployment, newer).await?;
@@ -757,15 +750,13 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
                 rolled_back(app, &deployment, 0, 0.0, reason, serde_json::json!({})).await?;
                 return Ok(());
             }
-            let Some((reason, approval)) = gate(app, &deployment, &spec, &env).await else { break };
-            let status = if approval { DeploymentStatus::AwaitingApproval } else { DeploymentStatus::Gated };
-            // One event per gate, not one per check.
-            let gate_name = reason.split([' ', ':']).take(2).collect::<String>();
-            if last_reason.as_deref().map(|r| r.split([' ', ':']).take(2).collect::<String>()) != Some(gate_name) {
-                deployment =
-                    transition(app, &deployment, "gated", status, 0, 0.0, Some(reason.clone()), serde_json::json!({}))
-                        .await?;
-                last_reason = Some(reason);
+            let Some((held_by, reason)) = gate(app, &deployment, &spec, &env).await else { break };
+            if last_gate != Some(held_by) {
+                let status =
+                    if held_by == "approval" { DeploymentStatus::AwaitingApproval } else { DeploymentStatus::Gated };
+                let detail = serde_json::json!({"gate": held_by});
+                deployment = transition(app, &deployment, "gated", status, 0, 0.0, Some(reason), detail).await?;
+                last_gate = Some(held_by);
             }
             tokio::select! {
                 () = app.deployer.wake.notified() => {}
@@ -786,16 +777,13 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         )
         .await?;
     }
-    let health = Checks::from_spec(&spec.health);
-    let launch = launch(app, &deployment, &spec).await?;
-    let n = spec.instances as usize;
     let mut serving = env.state.lock().await;
 
     // Blue-green rollbacks to the release still kept warm switch back at once.
     if deployment.kind != "deploy"
-        && let Some((warm_id, _, _)) = &serving.warm
+        && let Some((warm_id, _)) = &serving.warm
         && app.store.deployment(*warm_id).await.is_ok_and(|w| w.sha == deployment.sha)
-        && let Some((_, warm, _)) = serving.warm.take()
+        && let Some((_, warm)) = serving.warm.take()
     {
         env.routing(&warm, &[], 0.0);
         let old = std::mem::replace(&mut serving.stable, warm);
@@ -808,6 +796,9 @@ async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<(), String>
         return Ok(());
     }
 
+    let health = Checks::from_spec(&spec.health);
+    let launch = launch(app, &deployment, &spec).await?;
+    let n = spec.instances as usize;
     if matches!(spec.strategy, Strategy::Rolling { .. }) && !serving.stable.is_empty() && deployment.kind != "emergency"
     {
         return rolling(app, &env, serving, deployment, &spec, &launch, &health).await;
@@ -946,9 +937,9 @@ async fn promote(
         transition(app, &deployment, "promoted", DeploymentStatus::Promoted, step, 1.0, reason, detail).await;
     match (keep_old, old_deployment) {
         (Some(keep), Some(old_id)) if !old.is_empty() && !keep.is_zero() => {
-            let previous = serving.warm.replace((old_id, old, Instant::now() + keep));
+            let previous = serving.warm.replace((old_id, old));
             drop(serving);
-            if let Some((_, instances, _)) = previous {
+            if let Some((_, instances)) = previous {
                 stop_all(instances).await;
             }
             let env = env.clone();
@@ -956,7 +947,7 @@ async fn promote(
                 tokio::time::sleep(keep).await;
                 let mut serving = env.state.lock().await;
                 if serving.warm.as_ref().is_some_and(|(id, ..)| *id == old_id)
-                    && let Some((_, instances, _)) = serving.warm.take()
+                    && let Some((_, instances)) = serving.warm.take()
                 {
                     drop(serving);
                     stop_all(instances).await;
@@ -1007,6 +998,7 @@ async fn rolling(
                     env,
                     serving,
                     deployment,
+                    n,
                     new,
                     retired,
                     index,
@@ -1042,7 +1034,7 @@ async fn rolling(
             judge_step(&mut outcomes, &config, Duration::from_secs(300), || step_stop(app, deployment.id, &new)).await;
         env.stop_listening();
         if let StepEnd::RolledBack { reason, .. } = end {
-            return rolling_back(app, env, serving, deployment, new, retired, index, reason).await;
+            return rolling_back(app, env, serving, deployment, n, new, retired, index, reason).await;
         }
     }
     promote(app, env, serving, deployment, new, None, None).await
@@ -1059,23 +1051,21 @@ async fn rolling_back(
     env: &Arc<Env>,
     mut serving: tokio::sync::MutexGuard<'_, Serving>,
     deployment: Deployment,
+    instances: usize,
     new: Vec<Instance>,
     retired: Vec<Instance>,
     index: usize,
     reason: String,
 ) -> Result<(), String> {
     retire(retired);
-    let missing = app.store.environment(&deployment.service, &deployment.environment).await.ok().flatten();
-    let n_old = serving.stable.len();
-    let spec = environment_spec(&deployment)?;
-    if let Some(stable_id) = missing.and_then(|m| m.stable)
-        && n_old < spec.instances as usize
+    // Old instances already retired come back first, so the environment keeps its count.
+    let missing = instances.saturating_sub(serving.stable.len());
+    if missing > 0
+        && let Some(stable_id) = serving.stable_deployment
         && let Ok(stable) = app.store.deployment(stable_id).await
         && let Ok(stable_spec) = environment_spec(&stable)
         && let Ok(stable_launch) = launch(app, &stable, &stable_spec).await
-        && let Ok(back) =
-            start_instances(&stable_launch, spec.instances as usize - n_old, &Checks::from_spec(&stable_spec.health))
-                .await
+        && let Ok(back) = start_instances(&stable_launch, missing, &Checks::from_spec(&stable_spec.health)).await
     {
         serving.stable.extend(back);
     }

@@ -416,6 +416,8 @@ pub trait Store: Send + Sync {
         transition: Transition,
         actor: &str,
     ) -> impl Future<Output = Result<Deployment>> + Send;
+    /// How many deployments there are in each status.
+    fn deployment_counts(&self) -> impl Future<Output = Result<Vec<(DeploymentStatus, i64)>>> + Send;
     /// Approves a deployment that waits for approval.
     fn approve_deployment(&self, id: i64, actor: &str) -> impl Future<Output = Result<Deployment>> + Send;
     /// Asks the controller to roll an unfinished deployment back.

@@ -694,6 +694,20 @@ impl Store for SqliteStore {
         Ok(after)
     }
 
+    async fn deployment_counts(&self) -> Result<Vec<(DeploymentStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status ORDER BY status")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                let parsed = DeploymentStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("deployment status `{status}`")))?;
+                Ok((parsed, n))
+            })
+            .collect()
+    }
+
     async fn approve_deployment(&self, id: i64, actor: &str) -> Result<Deployment> {
         let mut tx = self.writer.begin().await?;
         let before = deployment_in(&mut tx, id).await?;

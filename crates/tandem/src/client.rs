@@ -116,7 +116,8 @@ pub fn print_line(line: &serde_json::Value) {
     println!("[{job}] {text}");
 }
 
-fn text(value: &serde_json::Value, key: &str) -> String {
+/// A field as text for people: strings as they are, null or missing as empty, the rest as JSON.
+pub fn text(value: &serde_json::Value, key: &str) -> String {
     match value.get(key) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use reqwest::Method;
 
 use crate::Format;
-use crate::client::{self, Client, Connection};
+use crate::client::{self, Client, Connection, text};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -298,13 +298,5 @@ fn print_event(event: &serde_json::Value) {
             evidence["evidence"].as_f64().unwrap_or(0.0),
             evidence["threshold"].as_f64().unwrap_or(0.0)
         );
-    }
-}
-
-fn text(value: &serde_json::Value, key: &str) -> String {
-    match value.get(key) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
     }
 }

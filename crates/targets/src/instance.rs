@@ -414,10 +414,7 @@ async fn start_service(
     labels.insert(OWNER_LABEL.into(), std::process::id().to_string());
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("PORT={port}"));
-    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("cannot find a free port: {e}"))?
-        .port();
+    let host_port = process::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
     let name = format!("{name}-{}", SERVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let spec = ServiceSpec {
         name: Some(name.clone()),

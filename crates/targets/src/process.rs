@@ -44,7 +44,8 @@ pub fn shutting_down() {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A loopback port nothing listens on now.
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -179,17 +180,20 @@ impl Supervised {
     /// Stops every instance and its children without waiting for the supervisors to end.
     pub fn halt(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for pid in self.pids() {
-            if pid > 1 {
-                let _ = nix_killpg(pid as i32);
-            }
+        self.kill_current();
+    }
+
+    /// Kills the process group of every instance as it is now.
+    fn kill_current(&self) {
+        for pid in self.pids().into_iter().filter(|p| *p > 1) {
+            let _ = nix_killpg(pid as i32);
         }
     }
 
     /// Stops every instance and its children; waits until they are gone.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.halt();
-        for mut task in self.tasks {
+        for mut task in std::mem::take(&mut self.tasks) {
             // Kill again while waiting: a supervisor may have started its process meanwhile.
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
@@ -199,11 +203,7 @@ impl Supervised {
                         task.abort();
                         break;
                     }
-                    Err(_) => {
-                        for pid in self.pids.iter().map(|p| p.load(Ordering::SeqCst) as i32).filter(|p| *p > 1) {
-                            let _ = nix_killpg(pid);
-                        }
-                    }
+                    Err(_) => self.kill_current(),
                 }
             }
         }

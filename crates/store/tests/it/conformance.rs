@@ -220,6 +220,8 @@ pub async fn deployments_move_and_promote(store: &impl Store) {
         .await
         .unwrap();
     assert_eq!(active.iter().map(|d| d.id).collect::<Vec<_>>(), vec![third.id]);
+    let counts = store.deployment_counts().await.unwrap();
+    assert_eq!(counts, [(DeploymentStatus::Pending, 1), (DeploymentStatus::Promoted, 2)]);
 
     let kinds: Vec<(String, String)> = store
         .events_about(&format!("deployment/{}", first.id))
