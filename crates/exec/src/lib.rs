@@ -44,6 +44,12 @@ pub trait Executor: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>>;
 }
 
+impl std::fmt::Debug for dyn Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Executor")
+    }
+}
+
 /// Runs steps as processes on this machine, each in its own process group.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalExecutor;

@@ -151,7 +151,7 @@ impl From<StoreError> for AppError {
             }
             StoreError::Conflict(message) => AppError::new(StatusCode::CONFLICT, "conflict", message),
             other => {
-                eprintln!("store error: {other}");
+                tracing::error!("store error: {other}");
                 AppError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -295,7 +295,7 @@ async fn webhook(
     let reject = |error: AppError| {
         Metrics::add(&app.metrics.webhooks_rejected, 1);
         if error.status == StatusCode::UNAUTHORIZED {
-            eprintln!("webhook rejected: {}", error.message);
+            tracing::warn!("webhook rejected: {}", error.message);
         }
         Err(error)
     };
@@ -359,7 +359,7 @@ async fn webhook(
     let (runs, outcome) = match &parsed {
         Parsed::Change(change) => {
             let runs = repos::plan_runs(&app, repo, change, &json).await.map_err(|e| {
-                eprintln!("planning runs for {}: {e}", repo.name);
+                tracing::warn!("planning runs for {}: {e}", repo.name);
                 AppError::new(
                     StatusCode::BAD_GATEWAY,
                     "repository_unavailable",

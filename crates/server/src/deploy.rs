@@ -314,13 +314,13 @@ pub async fn run_forever(app: Arc<App>) {
     let journal_dir = app.config.data_dir.join("instances");
     let n = exec::process::ProcessGroups::kill_journaled(&journal_dir);
     if n > 0 {
-        eprintln!("ended {n} instance(s) left by a previous server");
+        tracing::info!("ended {n} instance(s) left by a previous server");
     }
     if let Ok(docker) = app.deployer.docker().await {
         let n =
             instance::reap_containers(&docker, Owner::Dead).await + instance::reap_services(&docker, Owner::Dead).await;
         if n > 0 {
-            eprintln!("removed {n} deployed container(s) left by a previous server");
+            tracing::info!("removed {n} deployed container(s) left by a previous server");
         }
     }
     if let Ok(environments) = app.store.environments().await {
@@ -329,13 +329,14 @@ pub async fn run_forever(app: Arc<App>) {
             match app.store.deployment(stable).await {
                 Ok(deployment) => {
                     if let Err(error) = restore_stable(&app, &deployment).await {
-                        eprintln!(
+                        tracing::error!(
                             "{}/{}: cannot start the stable release again: {error}",
-                            state.service, state.environment
+                            state.service,
+                            state.environment
                         );
                     }
                 }
-                Err(error) => eprintln!("{}/{}: {error}", state.service, state.environment),
+                Err(error) => tracing::warn!("{}/{}: {error}", state.service, state.environment),
             }
         }
     }
@@ -370,7 +371,7 @@ pub async fn run_forever(app: Arc<App>) {
                         tokio::spawn(async move {
                             let id = deployment.id;
                             if let Err(error) = drive(&app, deployment).await {
-                                eprintln!("deployment {id}: {error}");
+                                tracing::warn!("deployment {id}: {error}");
                                 let failed = Transition {
                                     event: "failed".into(),
                                     status: DeploymentStatus::Failed,
@@ -387,7 +388,7 @@ pub async fn run_forever(app: Arc<App>) {
                     }
                 }
             }
-            Err(error) => eprintln!("cannot read deployments: {error}"),
+            Err(error) => tracing::error!("cannot read deployments: {error}"),
         }
         tokio::select! {
             () = app.deployer.wake.notified() => {}

@@ -127,11 +127,11 @@ pub async fn start(
     // Steps a crashed server left running die first: their runs are about to be retried.
     let n_orphans = exec::process::ProcessGroups::kill_journaled(&config.data_dir.join("pgids"));
     if n_orphans > 0 {
-        eprintln!("killed {n_orphans} step process group(s) left by a previous server");
+        tracing::info!("killed {n_orphans} step process group(s) left by a previous server");
     }
     let store = SqliteStore::open(&database_path(&config.data_dir)).await?;
     for run in store.recover_interrupted(config.max_attempts).await? {
-        eprintln!("run {} was interrupted: now {}", run.id, run.status.as_str());
+        tracing::warn!("run {} was interrupted: now {}", run.id, run.status.as_str());
     }
     let admin_token = if store.n_tokens().await? == 0 {
         let token = format!("tdm_{}", random_secret()?);
@@ -165,7 +165,7 @@ pub async fn start(
         deployer.abort();
         shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
         if let Err(error) = result {
-            eprintln!("server stopped: {error}");
+            tracing::error!("server stopped: {error}");
         }
     });
     Ok(Started { app, addr, admin_token, served })

@@ -163,7 +163,7 @@ pub async fn poll_forever(app: Arc<App>) {
             }
             last_polled.insert(repo.id, Instant::now());
             if let Err(error) = poll(&app, &repo).await {
-                eprintln!("polling {}: {error}", repo.name);
+                tracing::warn!("polling {}: {error}", repo.name);
             }
         }
     }

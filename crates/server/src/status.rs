@@ -78,7 +78,7 @@ pub async fn post(app: &App, repo: &Repo, run: &Run, status: RunStatus) {
         Err(error) => ("status.failed", error.to_string()),
     };
     if kind == "status.failed" {
-        eprintln!("run {}: commit status to {forge} failed: {detail}", run.id);
+        tracing::warn!("run {}: commit status to {forge} failed: {detail}", run.id);
     }
     let payload =
         serde_json::json!({"forge": forge, "sha": run.sha, "state": state, "context": context, "result": detail});

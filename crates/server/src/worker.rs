@@ -32,11 +32,24 @@ pub async fn run_forever(app: Arc<App>) {
                 if let Ok(mut running) = app.running.lock() {
                     running.insert(run.id, source.clone());
                 }
+                // Supervised: a panic while executing fails the run with the reason instead of
+                // leaving it `running` until the next restart.
                 tokio::spawn(async move {
                     let id = run.id;
-                    if let Err(error) = execute(&app, run, source, cancel).await {
-                        eprintln!("run {id}: {error}");
-                        let _ = app.store.finish(id, RunStatus::Failure, Some(error), None).await;
+                    let task = tokio::spawn({
+                        let app = app.clone();
+                        async move { execute(&app, run, source, cancel).await }
+                    });
+                    let failure = match task.await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => Some(error),
+                        Err(panic) => Some(format!("internal error while executing the run: {panic}")),
+                    };
+                    if let Some(error) = failure {
+                        tracing::warn!("run {id}: {error}");
+                        if let Err(store_error) = app.store.finish(id, RunStatus::Failure, Some(error), None).await {
+                            tracing::error!("run {id}: cannot record its failure: {store_error}");
+                        }
                     }
                     app.running.lock().map(|mut r| r.remove(&id)).ok();
                     drop(permit);
@@ -51,7 +64,7 @@ pub async fn run_forever(app: Arc<App>) {
             }
             Err(error) => {
                 drop(permit);
-                eprintln!("cannot take a run from the queue: {error}");
+                tracing::error!("cannot take a run from the queue: {error}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -143,6 +156,7 @@ async fn execute_inner(
         max_parallel: app.config.max_parallel_jobs,
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: false,
+        executor: std::sync::Arc::new(exec::LocalExecutor),
     };
     if app.store.run(run.id).await.map_err(|e| e.to_string())?.cancel_requested {
         cancel_source.cancel();
@@ -224,7 +238,7 @@ async fn flush(app: &App, run_id: i64, buffer: &mut Vec<LogLine>) {
         return;
     }
     if let Err(error) = app.store.append_log(run_id, buffer).await {
-        eprintln!("run {run_id}: cannot store {} log lines: {error}", buffer.len());
+        tracing::error!("run {run_id}: cannot store {} log lines: {error}", buffer.len());
         return;
     }
     buffer.clear();

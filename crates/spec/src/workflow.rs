@@ -26,7 +26,21 @@ impl Text {
         self.template.render(host)
     }
 
+    /// The value of a typed field (`fail-fast`, `continue-on-error`, `timeout-minutes`, …): one
+    /// expression gives its own type; a literal is read as YAML reads it, so `false` is the
+    /// boolean false (falsy), not the string "false" (truthy).
     pub fn evaluate(&self, host: &dyn Host) -> Result<Value, ExprError> {
+        if self.template.is_literal() {
+            let raw = self.raw.trim();
+            return Ok(match raw {
+                "true" | "True" | "TRUE" => Value::Bool(true),
+                "false" | "False" | "FALSE" => Value::Bool(false),
+                _ => match raw.parse::<f64>() {
+                    Ok(n) if !raw.is_empty() => Value::Number(n),
+                    _ => Value::String(self.raw.clone()),
+                },
+            });
+        }
         self.template.evaluate(host)
     }
 }

@@ -104,6 +104,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         max_parallel: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: args.keep,
+        executor: std::sync::Arc::new(exec::LocalExecutor),
     };
     let secrets = parse_secrets(&args.secrets)?;
     let vars = parse_pairs(&args.vars, "--var")?;

@@ -1,0 +1,174 @@
+//! The run engine: executes a workflow's jobs along their `needs` graph, matrix legs in
+//! parallel under a concurrency limit, each step through an [`Executor`], reporting progress as
+//! [`RunEvent`]s and returning a [`RunReport`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use spec::expr::Value;
+use spec::workflow::Workflow;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::Executor;
+use crate::artifacts::ArtifactStore;
+use crate::cache::CacheStore;
+use crate::git::RepoFacts;
+use crate::process::{ProcessGroups, Stream};
+use leg::WorkspacePool;
+
+mod builtin;
+mod contexts;
+mod leg;
+mod scheduler;
+mod step;
+
+pub use scheduler::run;
+
+/// Default job timeout, as on GitHub: six hours.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
+/// Time a step that starts after its job was cancelled (an `always()` step) may take.
+pub const AFTER_CANCEL_BUDGET: Duration = Duration::from_secs(5 * 60);
+
+/// A job's or step's result, with GitHub's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failure,
+    Cancelled,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// Settings that hold for every run of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Tandem's data directory: the cache and the tool cache live here.
+    pub data_dir: PathBuf,
+    /// Most job legs running at once.
+    pub max_parallel: usize,
+    pub cache_limit: u64,
+    /// Keep each job's workspace after the run, for debugging.
+    pub keep_workspaces: bool,
+    /// Where steps of jobs without a container run: [`LocalExecutor`](crate::LocalExecutor) in
+    /// Tandem; tests inject a fake to exercise the scheduler without processes.
+    pub executor: Arc<dyn Executor>,
+}
+
+/// One run of one workflow.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub workflow: Arc<Workflow>,
+    /// The workflow's file, relative to the repository root.
+    pub workflow_path: String,
+    /// Jobs to run (with everything they need); `None` runs all.
+    pub jobs: Option<Vec<String>>,
+    pub repo: RepoFacts,
+    /// Lay the working tree's uncommitted state over the checkout.
+    pub worktree: bool,
+    pub event_name: String,
+    pub event: Value,
+    pub inputs: BTreeMap<String, Value>,
+    pub secrets: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, String>,
+    pub run_id: u64,
+    pub run_number: u64,
+    /// Scratch directory of this run; artifacts and workspaces go below it.
+    pub run_dir: PathBuf,
+    /// `runs-on` labels that run in a container of the given image (`-P label=image`).
+    pub platforms: BTreeMap<String, String>,
+}
+
+/// Progress, as it happens. `job` is the leg's display key, e.g. `test (linux, 1)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    JobStarted { job: String, steps: Vec<String> },
+    StepStarted { job: String, step: usize },
+    Line { job: String, step: usize, stream: Stream, text: String },
+    StepFinished { job: String, step: usize, status: Status, duration: Duration },
+    JobFinished { job: String, status: Status, duration: Duration, error: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    /// The conclusion (after `continue-on-error`).
+    pub status: Status,
+    pub outcome: Status,
+    /// When the step started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub id: String,
+    pub name: String,
+    pub status: Status,
+    /// When the job started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    pub steps: Vec<StepReport>,
+    /// What steps wrote to `$GITHUB_STEP_SUMMARY`.
+    pub summary: String,
+    pub error: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub workflow: String,
+    pub status: Status,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    pub jobs: Vec<JobReport>,
+    pub artifacts: Vec<String>,
+    pub artifacts_dir: PathBuf,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((duration.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// What a finished job leaves for the jobs that need it.
+#[derive(Debug, Clone)]
+struct JobResult {
+    status: Status,
+    outputs: BTreeMap<String, String>,
+}
+
+/// Everything the jobs of one run share.
+struct Shared {
+    request: RunRequest,
+    config: EngineConfig,
+    events: mpsc::UnboundedSender<RunEvent>,
+    slots: Arc<Semaphore>,
+    groups: ProcessGroups,
+    concurrency: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    workspaces: WorkspacePool,
+    /// The Docker engine, connected on first use (and what a crashed Tandem left reaped then).
+    docker: tokio::sync::OnceCell<Result<crate::docker::DockerEngine, String>>,
+    n_container_jobs: std::sync::atomic::AtomicUsize,
+    artifacts: ArtifactStore,
+    cache: Option<CacheStore>,
+    github: Value,
+}

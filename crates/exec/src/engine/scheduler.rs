@@ -1,0 +1,304 @@
+//! The scheduler: jobs start when their needs are done, matrix legs run under the job's `max-parallel`
+//! and the run's slots, and `fail-fast` cancels the siblings of a failed leg.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spec::expr::{self, Value};
+use spec::workflow::Job;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::contexts::*;
+use super::leg::*;
+use super::*;
+use crate::Cancel;
+use ci::matrix::Combination;
+
+/// Runs the workflow and reports every job. Never panics on user input: problems become job
+/// failures with an error message.
+pub async fn run(
+    request: RunRequest,
+    config: EngineConfig,
+    events: mpsc::UnboundedSender<RunEvent>,
+    cancel: Cancel,
+    groups: ProcessGroups,
+) -> RunReport {
+    let started = Instant::now();
+    let workflow = request.workflow.clone();
+    let (graph, _) = ci::check::graph(&workflow);
+    let selected: Vec<usize> = match &request.jobs {
+        Some(ids) => ids.iter().filter_map(|id| graph.ids.iter().position(|g| g == id)).collect(),
+        None => (0..graph.ids.len()).collect(),
+    };
+    let wanted = graph.closure(&selected);
+    let cache = CacheStore::open(&config.data_dir.join("cache"), config.cache_limit).ok();
+    // `$GITHUB_EVENT_PATH`, written once for every step of the run.
+    let _ = std::fs::create_dir_all(&request.run_dir);
+    let _ = std::fs::write(
+        request.run_dir.join("event.json"),
+        serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default(),
+    );
+    let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
+    let github = github_context(&request);
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Semaphore::new(config.max_parallel.max(1))),
+        request,
+        config,
+        events,
+        groups,
+        concurrency: Mutex::new(HashMap::new()),
+        workspaces: WorkspacePool::default(),
+        docker: tokio::sync::OnceCell::new(),
+        n_container_jobs: std::sync::atomic::AtomicUsize::new(0),
+        artifacts,
+        cache,
+        github,
+    });
+    let mut results: BTreeMap<usize, JobResult> = BTreeMap::new();
+    let mut reports: Vec<(usize, Vec<JobReport>)> = Vec::new();
+    let mut running: JoinSet<(usize, JobResult, Vec<JobReport>)> = JoinSet::new();
+    let mut started_jobs = std::collections::BTreeSet::new();
+    // Which job each task runs, so that a task that panics fails its own job with the reason.
+    let mut task_jobs: HashMap<tokio::task::Id, usize> = HashMap::new();
+    loop {
+        for &index in &wanted {
+            if started_jobs.contains(&index) || !graph.needs[index].iter().all(|n| results.contains_key(n)) {
+                continue;
+            }
+            started_jobs.insert(index);
+            let needs: BTreeMap<String, JobResult> =
+                graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
+            let shared = shared.clone();
+            let cancel = cancel.clone();
+            let job = workflow.jobs[index].clone();
+            let handle = running.spawn(async move {
+                let (result, legs) = run_job(&shared, &job, needs, cancel).await;
+                (index, result, legs)
+            });
+            task_jobs.insert(handle.id(), index);
+        }
+        match running.join_next_with_id().await {
+            Some(Ok((_, (index, result, legs)))) => {
+                results.insert(index, result);
+                reports.push((index, legs));
+            }
+            Some(Err(error)) => {
+                let Some(&index) = task_jobs.get(&error.id()) else { break };
+                let job = &workflow.jobs[index];
+                tracing::error!(job = %job.id, %error, "a job's task panicked; the job fails");
+                let _ = shared.events.send(RunEvent::JobFinished {
+                    job: job.id.clone(),
+                    status: Status::Failure,
+                    duration: Duration::ZERO,
+                    error: Some(format!("internal error: {error}")),
+                });
+                results.insert(index, JobResult { status: Status::Failure, outputs: BTreeMap::new() });
+                reports.push((index, vec![panicked_leg(job, &error.to_string())]));
+            }
+            None => break,
+        }
+    }
+    reports.sort_by_key(|(index, _)| *index);
+    let jobs: Vec<JobReport> = reports.into_iter().flat_map(|(_, legs)| legs).collect();
+    let status = if cancel.is_cancelled() {
+        Status::Cancelled
+    } else if results.len() < wanted.len() || results.values().any(|r| r.status == Status::Failure) {
+        Status::Failure
+    } else if results.values().any(|r| r.status == Status::Cancelled) {
+        Status::Cancelled
+    } else {
+        Status::Success
+    };
+    RunReport {
+        workflow: workflow.name.clone().unwrap_or_else(|| shared.request.workflow_path.clone()),
+        status,
+        duration: started.elapsed(),
+        jobs,
+        artifacts: shared.artifacts.list(),
+        artifacts_dir: shared.artifacts.root().to_path_buf(),
+    }
+}
+
+pub(super) async fn run_job(
+    shared: &Arc<Shared>,
+    job: &Job,
+    needs: BTreeMap<String, JobResult>,
+    cancel: Cancel,
+) -> (JobResult, Vec<JobReport>) {
+    let request = &shared.request;
+    let mut contexts = Contexts::default();
+    contexts.set("github", shared.github.clone());
+    contexts.set("inputs", Value::Object(request.inputs.clone()));
+    contexts.set("vars", string_map(&request.vars));
+    contexts.set("secrets", string_map(&request.secrets));
+    let needs_value = needs
+        .iter()
+        .map(|(id, r)| {
+            let outputs = Value::Object(r.outputs.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect());
+            (
+                id.clone(),
+                Value::Object(
+                    [("result".to_string(), Value::str(r.status.as_str())), ("outputs".to_string(), outputs)]
+                        .into_iter()
+                        .collect(),
+                ),
+            )
+        })
+        .collect();
+    contexts.set("needs", Value::Object(needs_value));
+    contexts.status = expr::Status {
+        failed: needs.values().any(|r| r.status == Status::Failure),
+        cancelled: cancel.is_cancelled(),
+        blocked: needs.values().any(|r| r.status != Status::Success),
+    };
+    let display = job.name.as_ref().and_then(|n| contexts.render(n).ok()).unwrap_or_else(|| job.id.clone());
+    let finish = |status: Status, error: Option<String>| {
+        let _ = shared.events.send(RunEvent::JobFinished {
+            job: display.clone(),
+            status,
+            duration: Duration::ZERO,
+            error: error.clone(),
+        });
+        let report = JobReport {
+            id: job.id.clone(),
+            name: display.clone(),
+            status,
+            started_at_ms: unix_ms(),
+            duration: Duration::ZERO,
+            steps: Vec::new(),
+            summary: String::new(),
+            error,
+            outputs: BTreeMap::new(),
+        };
+        (JobResult { status, outputs: BTreeMap::new() }, vec![report])
+    };
+    match contexts.condition(job.condition.as_ref()) {
+        Ok(true) => {}
+        Ok(false) if cancel.is_cancelled() => return finish(Status::Cancelled, None),
+        Ok(false) => return finish(Status::Skipped, None),
+        Err(error) => return finish(Status::Failure, Some(error)),
+    }
+    let legs = match matrix_legs(job, &contexts) {
+        Ok(legs) => legs,
+        Err(error) => return finish(Status::Failure, Some(error)),
+    };
+    if legs.is_empty() {
+        return finish(Status::Skipped, Some("the matrix expands to no jobs".to_string()));
+    }
+    let strategy = job.strategy.as_ref();
+    let fail_fast = match strategy.and_then(|s| s.fail_fast.as_ref()) {
+        Some(text) => contexts.evaluate(text).map(|v| v.is_truthy()).unwrap_or(true),
+        None => true,
+    };
+    let max_parallel = strategy
+        .and_then(|s| s.max_parallel.as_ref())
+        .and_then(|t| contexts.evaluate(t).ok())
+        .map(|v| v.to_number())
+        .filter(|n| *n >= 1.0)
+        .map_or(legs.len(), |n| n as usize);
+    let leg_slots = Arc::new(Semaphore::new(max_parallel));
+    let (fail_fast_source, job_cancel) = cancel.child();
+    let n_legs = legs.len();
+    let mut set = JoinSet::new();
+    for (index, combination) in legs.into_iter().enumerate() {
+        let shared = shared.clone();
+        let job = job.clone();
+        let mut contexts = contexts.clone();
+        let leg_slots = leg_slots.clone();
+        let mut job_cancel = job_cancel.clone();
+        let is_matrix = job.strategy.as_ref().is_some_and(|s| s.matrix.is_some());
+        set.spawn(async move {
+            let name = match (&job.name, is_matrix) {
+                (Some(_), _) | (None, false) if !is_matrix => contexts_name(&job, &contexts),
+                _ => format!("{} {}", contexts_name(&job, &contexts), combination.label()),
+            };
+            let strategy = [
+                ("fail-fast", Value::Bool(fail_fast)),
+                ("job-index", Value::Number(index as f64)),
+                ("job-total", Value::Number(n_legs as f64)),
+                ("max-parallel", Value::Number(max_parallel as f64)),
+            ];
+            contexts.set("strategy", Value::Object(strategy.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+            contexts.set("matrix", combination.to_value());
+            // The leg's name may use the matrix, so it is rendered once the matrix is known.
+            let name = match &job.name {
+                Some(text) if is_matrix && text.raw.contains("matrix") => contexts.render(text).unwrap_or(name),
+                _ => name,
+            };
+            let _leg_permit = tokio::select! {
+                permit = leg_slots.acquire_owned() => permit.ok(),
+                () = job_cancel.cancelled() => None,
+            };
+            // Job-level `continue-on-error` (often `${{ matrix.experimental }}`): a failure of
+            // this leg neither cancels its siblings nor fails the job.
+            let tolerated = match &job.continue_on_error {
+                Some(text) => contexts.evaluate(text).map(|v| v.is_truthy()).unwrap_or(false),
+                None => false,
+            };
+            let report = run_leg(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
+            (index, report, tolerated)
+        });
+    }
+    let mut reports: Vec<(usize, JobReport)> = Vec::new();
+    let mut outputs = BTreeMap::new();
+    let mut failed = false;
+    while let Some(joined) = set.join_next().await {
+        let (index, report, tolerated) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                // A leg's task panicked: its job fails with the reason instead of hanging or vanishing.
+                failed = true;
+                fail_fast_source.cancel();
+                reports.push((usize::MAX, panicked_leg(job, &error.to_string())));
+                continue;
+            }
+        };
+        if report.status == Status::Failure && !tolerated {
+            failed = true;
+            if fail_fast {
+                fail_fast_source.cancel();
+            }
+        }
+        outputs.extend(report.outputs.clone());
+        reports.push((index, report));
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<JobReport> = reports.into_iter().map(|(_, r)| r).collect();
+    let status = if failed {
+        Status::Failure
+    } else if reports.iter().any(|r| r.status == Status::Cancelled) {
+        Status::Cancelled
+    } else {
+        Status::Success
+    };
+    (JobResult { status, outputs }, reports)
+}
+
+pub(super) fn contexts_name(job: &Job, contexts: &Contexts) -> String {
+    job.name.as_ref().and_then(|n| contexts.render(n).ok()).unwrap_or_else(|| job.id.clone())
+}
+
+pub(super) fn matrix_legs(job: &Job, contexts: &Contexts) -> Result<Vec<Combination>, String> {
+    let Some(node) = job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) else {
+        return Ok(vec![Combination::default()]);
+    };
+    let value = spec::workflow::evaluate_node(node, contexts).map_err(|e| format!("matrix: {e}"))?;
+    ci::matrix::expand(&value, &spec::workflow::matrix_key_order(node)).map_err(|e| format!("matrix: {e}"))
+}
+
+/// The report of a leg whose task panicked: a failure with the reason, so nothing stays `running`.
+fn panicked_leg(job: &Job, reason: &str) -> JobReport {
+    JobReport {
+        id: job.id.clone(),
+        name: job.id.clone(),
+        status: Status::Failure,
+        started_at_ms: unix_ms(),
+        duration: Duration::ZERO,
+        steps: Vec::new(),
+        summary: String::new(),
+        error: Some(format!("internal error in Tandem while running this job: {reason}")),
+        outputs: BTreeMap::new(),
+    }
+}

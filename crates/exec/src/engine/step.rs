@@ -1,0 +1,382 @@
+//! One step: its environment, the script or image it launches, and what it writes back through
+//! the `$GITHUB_*` files and workflow commands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spec::expr::Value;
+use spec::workflow::{BuiltinAction, Job, Step, StepAction};
+use tokio::sync::mpsc;
+
+use super::builtin::*;
+use super::contexts::*;
+use super::leg::*;
+use super::*;
+use crate::commands::{self, WorkflowCommand};
+use crate::process::{Exit, ProcessSpec, Stream};
+use crate::{Cancel, Executor};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_step(
+    shared: &Arc<Shared>,
+    job: &Job,
+    step: &Step,
+    index: usize,
+    leg: &str,
+    contexts: &mut Contexts,
+    state: &mut LegState,
+    dirs: &LegDirs,
+    cancel: &Cancel,
+    deadline: Instant,
+) -> Result<(Status, BTreeMap<String, String>), String> {
+    // Step environment on top of the job's.
+    let mut env = state.env.clone();
+    for (key, text) in &step.env {
+        contexts.set("env", string_map(&env));
+        env.insert(key.clone(), contexts.render(text)?);
+    }
+    contexts.set("env", string_map(&env));
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let timeout = match &step.timeout_minutes {
+        Some(text) => {
+            let minutes = contexts.evaluate(text)?.to_number();
+            if minutes.is_nan() || minutes <= 0.0 {
+                return Err(format!("timeout-minutes must be a positive number, found `{}`", text.raw));
+            }
+            Duration::from_secs_f64(minutes * 60.0).min(remaining)
+        }
+        None => remaining,
+    };
+    match &step.action {
+        StepAction::Run { script, shell, working_directory } => {
+            let script = contexts.render(script)?;
+            let shell = shell
+                .clone()
+                .or_else(|| job.defaults.shell.clone())
+                .or_else(|| shared.request.workflow.defaults.shell.clone());
+            let working_directory = match working_directory
+                .as_ref()
+                .or(job.defaults.working_directory.as_ref())
+                .or(shared.request.workflow.defaults.working_directory.as_ref())
+            {
+                Some(text) => Some(contexts.render(text)?),
+                None => None,
+            };
+            let cwd = match working_directory {
+                Some(dir) => dirs.workspace.join(dir),
+                None => dirs.workspace.clone(),
+            };
+            let launch = Launch::Script { script, shell };
+            run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
+        }
+        StepAction::Uses { action: BuiltinAction::DockerImage, reference, with } => {
+            let mut inputs = BTreeMap::new();
+            for (key, text) in with {
+                inputs.insert(key.clone(), contexts.render(text)?);
+            }
+            let launch = Launch::Image {
+                image: reference.trim_start_matches("docker://").to_string(),
+                args: inputs.get("args").map(|a| crate::docker::split_words(a)).unwrap_or_default(),
+                entrypoint: inputs.get("entrypoint").filter(|e| !e.is_empty()).cloned(),
+            };
+            let cwd = dirs.workspace.clone();
+            run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
+        }
+        StepAction::Uses { action, with, .. } => {
+            let mut inputs = BTreeMap::new();
+            for (key, text) in with {
+                inputs.insert(key.clone(), contexts.render(text)?);
+            }
+            let log = |text: &str| emit_line(shared, leg, index, Stream::Stdout, text, &state.masks);
+            run_builtin(shared, *action, &inputs, index, dirs, &log).await.map(|(status, outputs, post)| {
+                if let Some(post) = post {
+                    state.post.push(post);
+                }
+                (status, outputs)
+            })
+        }
+    }
+}
+
+/// The default shell of container steps: bash when the image has it, else sh (as on GitHub).
+/// Words are separated by `${IFS}` because the template is split on whitespace.
+pub(super) const CONTAINER_DEFAULT_SHELL: &str = "sh -c command${IFS}-v${IFS}bash>/dev/null&&exec${IFS}bash${IFS}-e${IFS}\"$0\"||exec${IFS}sh${IFS}-e${IFS}\"$0\" {0}";
+
+/// What a step starts: a script in a shell, or a container of an image.
+pub(super) enum Launch {
+    Script { script: String, shell: Option<String> },
+    Image { image: String, args: Vec<String>, entrypoint: Option<String> },
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_script(
+    shared: &Arc<Shared>,
+    step: &Step,
+    index: usize,
+    leg: &str,
+    launch: Launch,
+    cwd: &Path,
+    step_env: BTreeMap<String, String>,
+    state: &mut LegState,
+    dirs: &LegDirs,
+    cancel: &Cancel,
+    timeout: Duration,
+) -> Result<(Status, BTreeMap<String, String>), String> {
+    let request = &shared.request;
+    let (argv, image_step) = match launch {
+        Launch::Script { script, shell } => {
+            let (extension, template): (&str, String) = match shell.as_deref() {
+                // In a container: bash where the image has it, else sh, decided by the step's own
+                // shell, which spares a round trip to the engine.
+                None => match &state.container_shell {
+                    Some(_) => (".sh", CONTAINER_DEFAULT_SHELL.to_string()),
+                    None => (".sh", if which("bash") { "bash -e {0}".into() } else { "sh -e {0}".into() }),
+                },
+                Some("bash") => (".sh", "bash --noprofile --norc -eo pipefail {0}".into()),
+                Some("sh") => (".sh", "sh -e {0}".into()),
+                Some("python") => (".py", if which("python") { "python {0}".into() } else { "python3 {0}".into() }),
+                Some(custom) => ("", custom.to_string()),
+            };
+            // One script file per job and shell, rewritten in place for each step: steps run one
+            // after the other, and reusing the inode spares the file system an allocation per
+            // step (the largest cost of a trivial step on ext4).
+            let script_path = dirs.files.join(format!("step{extension}"));
+            overwrite(&script_path, script.as_bytes()).map_err(|e| format!("cannot write the step's script: {e}"))?;
+            let mut argv: Vec<String> =
+                template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
+            // Resolving the program once here spares the child a search of every PATH entry per step.
+            if let Some(resolved) =
+                argv.first().filter(|_| state.container_shell.is_none()).and_then(|program| resolve_program(program))
+            {
+                argv[0] = resolved;
+            }
+            (argv, None)
+        }
+        Launch::Image { image, args, entrypoint } => {
+            let engine = docker_engine(shared).await?;
+            let mounts =
+                vec![dirs.files.clone(), shared.config.data_dir.join("toolcache"), request.run_dir.join("event.json")];
+            let step = crate::docker::ImageStep { engine, image, entrypoint, mounts, network: state.network.clone() };
+            (args, Some(step))
+        }
+    };
+    if !cwd.is_dir() {
+        return Err(format!(
+            "working directory `{}` does not exist in the workspace",
+            cwd.strip_prefix(&dirs.workspace).unwrap_or(cwd).display()
+        ));
+    }
+
+    // Files the step writes to talk back, fresh for each step.
+    let file = |name: &str| dirs.files.join(format!("{name}-{index}"));
+    // Steps append to these with `>>`, which creates them; a missing file means nothing written.
+    let (output_file, env_file, path_file, summary_file) = (file("output"), file("env"), file("path"), file("summary"));
+    let event_path = request.run_dir.join("event.json");
+
+    // On this machine a step inherits Tandem's environment; in a container, the image's.
+    let in_container = state.container_shell.is_some() || image_step.is_some();
+    let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { std::env::vars().collect() };
+    let github = &shared.github;
+    let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
+    let fixed = [
+        ("CI", "true".to_string()),
+        ("TANDEM", "true".to_string()),
+        ("GITHUB_ACTIONS", "true".to_string()),
+        ("GITHUB_WORKSPACE", dirs.workspace.to_string_lossy().into_owned()),
+        ("GITHUB_SHA", g("sha")),
+        ("GITHUB_REF", g("ref")),
+        ("GITHUB_REF_NAME", g("ref_name")),
+        ("GITHUB_REF_TYPE", g("ref_type")),
+        ("GITHUB_HEAD_REF", g("head_ref")),
+        ("GITHUB_BASE_REF", g("base_ref")),
+        ("GITHUB_REPOSITORY", g("repository")),
+        ("GITHUB_REPOSITORY_OWNER", g("repository_owner")),
+        ("GITHUB_RUN_ID", g("run_id")),
+        ("GITHUB_RUN_NUMBER", g("run_number")),
+        ("GITHUB_RUN_ATTEMPT", "1".to_string()),
+        ("GITHUB_JOB", g("job")),
+        ("GITHUB_WORKFLOW", g("workflow")),
+        ("GITHUB_WORKFLOW_REF", g("workflow_ref")),
+        ("GITHUB_EVENT_NAME", g("event_name")),
+        ("GITHUB_EVENT_PATH", event_path.to_string_lossy().into_owned()),
+        ("GITHUB_ACTOR", g("actor")),
+        ("GITHUB_ACTION", step.id.clone().unwrap_or_else(|| format!("__run_{index}"))),
+        ("GITHUB_OUTPUT", output_file.to_string_lossy().into_owned()),
+        ("GITHUB_ENV", env_file.to_string_lossy().into_owned()),
+        ("GITHUB_PATH", path_file.to_string_lossy().into_owned()),
+        ("GITHUB_STEP_SUMMARY", summary_file.to_string_lossy().into_owned()),
+        ("RUNNER_OS", "Linux".to_string()),
+        ("RUNNER_ARCH", if cfg!(target_arch = "aarch64") { "ARM64".to_string() } else { "X64".to_string() }),
+        ("RUNNER_NAME", "tandem-local".to_string()),
+        ("RUNNER_ENVIRONMENT", "self-hosted".to_string()),
+        ("RUNNER_TEMP", dirs.temp.to_string_lossy().into_owned()),
+        ("RUNNER_TOOL_CACHE", shared.config.data_dir.join("toolcache").to_string_lossy().into_owned()),
+        ("RUNNER_WORKSPACE", dirs.workspace.parent().unwrap_or(&dirs.workspace).to_string_lossy().into_owned()),
+    ];
+    for (key, value) in fixed {
+        env.insert(key.to_string(), value);
+    }
+    env.extend(step_env);
+    if !state.path_prepend.is_empty() {
+        let base = env
+            .get("PATH")
+            .cloned()
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
+        let mut parts = state.path_prepend.clone();
+        parts.reverse();
+        parts.push(base);
+        env.insert("PATH".to_string(), parts.join(":"));
+    }
+
+    let spec = ProcessSpec { argv, env, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let executor: Arc<dyn Executor> = match image_step {
+        Some(step) => Arc::new(step),
+        None => state.executor.clone(),
+    };
+    let groups = shared.groups.clone();
+    let process = async move {
+        let result = executor.run(&spec, &tx, cancel, &groups).await;
+        drop(tx);
+        result
+    };
+    let mut step_outputs = BTreeMap::new();
+    let consume = async {
+        while let Some((stream, line)) = rx.recv().await {
+            match commands::parse_command(&line) {
+                Some(WorkflowCommand::AddMask(value)) => {
+                    if !value.is_empty() && !state.masks.contains(&value) {
+                        state.masks.push(value);
+                        state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
+                    }
+                }
+                Some(WorkflowCommand::Group(title)) => {
+                    emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks)
+                }
+                Some(WorkflowCommand::EndGroup) => {}
+                Some(WorkflowCommand::Annotation { level, message }) => {
+                    emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks)
+                }
+                Some(WorkflowCommand::SetOutput { name, value }) => {
+                    step_outputs.insert(name, value);
+                }
+                None => emit_line(shared, leg, index, stream, &line, &state.masks),
+            }
+        }
+    };
+    let ((exit, pgid), ()) = tokio::join!(process, consume);
+    if let Some(pgid) = pgid {
+        state.pgids.push(pgid);
+    }
+
+    // What the step wrote back.
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let mut problems = Vec::new();
+    match commands::parse_key_values(&read(&output_file)) {
+        Ok(pairs) => step_outputs.extend(pairs),
+        Err(error) => problems.push(format!("$GITHUB_OUTPUT: {error}")),
+    }
+    match commands::parse_key_values(&read(&env_file)) {
+        Ok(pairs) => {
+            for (key, value) in pairs {
+                state.env.insert(key, value);
+            }
+        }
+        Err(error) => problems.push(format!("$GITHUB_ENV: {error}")),
+    }
+    for line in read(&path_file).lines().map(str::trim).filter(|l| !l.is_empty()) {
+        state.path_prepend.push(line.to_string());
+    }
+    let summary = read(&summary_file);
+    if !summary.trim().is_empty() {
+        state.summary.push_str(&commands::mask(&summary, &state.masks));
+        if !summary.ends_with('\n') {
+            state.summary.push('\n');
+        }
+    }
+    for problem in &problems {
+        emit_line(shared, leg, index, Stream::Stderr, &format!("error: {problem}"), &state.masks);
+    }
+    let status = match exit {
+        Exit::Code(0) if problems.is_empty() => Status::Success,
+        Exit::Code(0) => Status::Failure,
+        Exit::Code(code) => {
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!("error: the step exited with code {code}"),
+                &state.masks,
+            );
+            Status::Failure
+        }
+        Exit::Signal(signal) => {
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!("error: the step was killed by signal {signal}"),
+                &state.masks,
+            );
+            Status::Failure
+        }
+        Exit::TimedOut => {
+            emit_line(
+                shared,
+                leg,
+                index,
+                Stream::Stderr,
+                &format!(
+                    "error: the step timed out after {:.1} minutes and was killed with its process group",
+                    timeout.as_secs_f64() / 60.0
+                ),
+                &state.masks,
+            );
+            Status::Failure
+        }
+        Exit::Cancelled => {
+            emit_line(shared, leg, index, Stream::Stderr, "the step was cancelled", &state.masks);
+            Status::Cancelled
+        }
+        Exit::NotStarted => Status::Failure,
+    };
+    Ok((status, step_outputs))
+}
+
+/// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that
+/// was truncated to zero forces a flush to disk (`auto_da_alloc`), which costs more than the step.
+pub(super) fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)
+}
+
+pub(super) fn which(program: &str) -> bool {
+    resolve_program(program).is_some()
+}
+
+/// The absolute path of a program on Tandem's own PATH, remembered for the process's lifetime.
+pub(super) fn resolve_program(program: &str) -> Option<String> {
+    use std::sync::{Mutex, OnceLock};
+    static RESOLVED: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    if program.contains('/') {
+        return None;
+    }
+    let cache = RESOLVED.get_or_init(Mutex::default);
+    if let Some(found) = cache.lock().ok()?.get(program) {
+        return found.clone();
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+            .map(|path| path.to_string_lossy().into_owned())
+    });
+    cache.lock().ok()?.insert(program.to_string(), found.clone());
+    found
+}
