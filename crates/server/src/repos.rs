@@ -112,6 +112,7 @@ pub async fn plan_runs(
                 change_request: change.change_request.as_ref().map(|r| r.number),
                 jobs: None,
                 payload: payload.clone(),
+                rerun_of: None,
             });
         }
     }

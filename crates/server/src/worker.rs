@@ -148,6 +148,7 @@ async fn execute_inner(
         vars: BTreeMap::new(),
         run_id: run.id as u64,
         run_number: run.number as u64,
+        run_attempt: run.run_attempt as u64,
         run_dir: run_dir.clone(),
         platforms: BTreeMap::new(),
     };

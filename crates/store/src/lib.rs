@@ -141,6 +141,8 @@ pub struct NewRun {
     pub jobs: Option<Vec<String>>,
     /// The event payload the workflow sees as `github.event`.
     pub payload: serde_json::Value,
+    /// The run this one repeats (`tandem runs rerun`); its `run_attempt` is that run's plus one.
+    pub rerun_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,7 +161,11 @@ pub struct Run {
     pub reason: Option<String>,
     pub jobs: Option<Vec<String>>,
     pub payload: serde_json::Value,
+    /// How many times the server started this row (a run interrupted by a crash is retried).
     pub attempt: i64,
+    /// `github.run_attempt`: 1, plus one for each re-run in the chain that led to this run.
+    pub run_attempt: i64,
+    pub rerun_of: Option<i64>,
     pub cancel_requested: bool,
     /// The engine's final report (jobs, steps, durations), once finished.
     pub report: Option<serde_json::Value>,

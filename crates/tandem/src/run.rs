@@ -146,6 +146,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             vars: vars.clone(),
             run_id,
             run_number: next_run_number(&data_dir),
+            run_attempt: 1,
             run_dir: run_dir.clone(),
             platforms: platforms.clone(),
         };

@@ -37,7 +37,7 @@ pub(super) fn github_context(request: &RunRequest) -> Value {
         ("repository", Value::str(&repo.repository)),
         ("repository_owner", Value::str(owner)),
         ("retention_days", Value::str("90")),
-        ("run_attempt", Value::str("1")),
+        ("run_attempt", Value::str(request.run_attempt.max(1).to_string())),
         ("run_id", Value::str(request.run_id.to_string())),
         ("run_number", Value::str(request.run_number.to_string())),
         ("sha", Value::str(&repo.sha)),

@@ -144,15 +144,42 @@ pub(super) async fn run_leg(
     if cancel.is_cancelled() {
         return fail(report, Status::Cancelled, "cancelled before it started".to_string());
     }
-    // Jobs in the same concurrency group run one at a time.
+    // Jobs in the same concurrency group run one at a time; one with `cancel-in-progress`
+    // cancels the job of its group that is running.
+    let (group_source, cancel) = cancel.child();
     let group_lock = match &job.concurrency {
-        Some(concurrency) => match contexts.render(&concurrency.group) {
-            Ok(group) => {
-                let lock = shared.concurrency.lock().await.entry(group).or_default().clone();
-                Some(lock.lock_owned().await)
+        Some(concurrency) => {
+            let group = match contexts.render(&concurrency.group) {
+                Ok(group) => group,
+                Err(error) => return fail(report, Status::Failure, error),
+            };
+            let cancel_in_progress = match &concurrency.cancel_in_progress {
+                Some(text) => match contexts.evaluate(text) {
+                    Ok(value) => value.is_truthy(),
+                    Err(error) => return fail(report, Status::Failure, error),
+                },
+                None => false,
+            };
+            let slot = {
+                let mut groups = shared.concurrency.lock().await;
+                let slot = groups.entry(group.clone()).or_default();
+                if cancel_in_progress && let Some(holder) = slot.holder.take() {
+                    holder.cancel();
+                }
+                slot.lock.clone()
+            };
+            let mut cancel_wait = cancel.clone();
+            let guard = tokio::select! {
+                guard = slot.lock_owned() => guard,
+                () = cancel_wait.cancelled() => {
+                    return fail(report, Status::Cancelled, "cancelled while waiting for its concurrency group".to_string());
+                }
+            };
+            if let Some(entry) = shared.concurrency.lock().await.get_mut(&group) {
+                entry.holder = Some(group_source.clone());
             }
-            Err(error) => return fail(report, Status::Failure, error),
-        },
+            Some(guard)
+        }
         None => None,
     };
     let slot = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);

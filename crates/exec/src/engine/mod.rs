@@ -86,6 +86,8 @@ pub struct RunRequest {
     pub vars: BTreeMap<String, String>,
     pub run_id: u64,
     pub run_number: u64,
+    /// `github.run_attempt`: 1, plus one for each re-run.
+    pub run_attempt: u64,
     /// Scratch directory of this run; artifacts and workspaces go below it.
     pub run_dir: PathBuf,
     /// `runs-on` labels that run in a container of the given image (`-P label=image`).
@@ -156,6 +158,14 @@ struct JobResult {
     outputs: BTreeMap<String, String>,
 }
 
+/// A concurrency group of jobs within a run: one runs at a time; `holder` cancels the one that
+/// runs when a newer job of the group has `cancel-in-progress`.
+#[derive(Default)]
+struct ConcurrencyGroup {
+    lock: Arc<Mutex<()>>,
+    holder: Option<crate::CancelSource>,
+}
+
 /// Everything the jobs of one run share.
 struct Shared {
     request: RunRequest,
@@ -163,7 +173,7 @@ struct Shared {
     events: mpsc::UnboundedSender<RunEvent>,
     slots: Arc<Semaphore>,
     groups: ProcessGroups,
-    concurrency: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    concurrency: Mutex<HashMap<String, ConcurrencyGroup>>,
     workspaces: WorkspacePool,
     /// The Docker engine, connected on first use (and what a crashed Tandem left reaped then).
     docker: tokio::sync::OnceCell<Result<crate::docker::DockerEngine, String>>,

@@ -195,7 +195,7 @@ pub(super) async fn run_script(
         ("GITHUB_REPOSITORY_OWNER", g("repository_owner")),
         ("GITHUB_RUN_ID", g("run_id")),
         ("GITHUB_RUN_NUMBER", g("run_number")),
-        ("GITHUB_RUN_ATTEMPT", "1".to_string()),
+        ("GITHUB_RUN_ATTEMPT", g("run_attempt")),
         ("GITHUB_JOB", g("job")),
         ("GITHUB_WORKFLOW", g("workflow")),
         ("GITHUB_WORKFLOW_REF", g("workflow_ref")),

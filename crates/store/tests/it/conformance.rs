@@ -18,6 +18,7 @@ fn new_run(repo_id: i64, sha: &str) -> NewRun {
         change_request: None,
         jobs: None,
         payload: serde_json::json!({"ref": "refs/heads/main"}),
+        rerun_of: None,
     }
 }
 

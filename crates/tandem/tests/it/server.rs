@@ -284,7 +284,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
 
 #[test]
 fn cancel_and_rerun_failed_jobs() {
-    let wf = "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo fine\n  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - run: test -f \"$RUNNER_TOOL_CACHE/../flag\" || { touch \"$RUNNER_TOOL_CACHE/../flag\"; exit 1; }\n  slow:\n    if: github.event_name == 'never'\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
+    let wf = "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo fine\n  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"attempt $GITHUB_RUN_ATTEMPT ${{ github.run_attempt }}\"\n      - run: test -f \"$RUNNER_TOOL_CACHE/../flag\" || { touch \"$RUNNER_TOOL_CACHE/../flag\"; exit 1; }\n  slow:\n    if: github.event_name == 'never'\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
     let repo = Repo::new(&[("ci.yml", wf)]);
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
@@ -300,6 +300,9 @@ fn cancel_and_rerun_failed_jobs() {
     let jobs: Vec<&str> =
         shown["report"]["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(jobs, ["flaky"], "only the failed job runs again");
+    assert_eq!(shown["run_attempt"], 2, "a re-run is the run's second attempt: {shown}");
+    let logs = server.cli(&["runs", "logs", &runs[0]["id"].to_string()]);
+    assert!(logs.stdout.contains("attempt 2 2"), "GITHUB_RUN_ATTEMPT and github.run_attempt: {}", logs.all());
 
     // Cancel a run while its step sleeps.
     let sleepy = "on: push\njobs:\n  nap:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";

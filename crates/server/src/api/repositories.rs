@@ -1,0 +1,135 @@
+//! Repositories: list, add (the webhook secret shown once), and queue what a push of a ref would run.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) async fn list_repos(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(serde_json::json!({"repos": app.store.repos().await?})))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AddRepo {
+    pub(super) source: String,
+    pub(super) name: Option<String>,
+    pub(super) poll_seconds: Option<i64>,
+    /// Where to post commit statuses: `github`, `gitea`/`forgejo` or `gitlab`, with `api_url` and `status_token`.
+    pub(super) forge: Option<String>,
+    pub(super) api_url: Option<String>,
+    pub(super) status_token: Option<String>,
+}
+
+pub(super) async fn add_repo(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Result<Json<AddRepo>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let source = body.source.trim().to_string();
+    let is_url = source.contains("://") || source.contains('@');
+    let source = if is_url {
+        source
+    } else {
+        let path = std::path::Path::new(&source);
+        if !path.is_absolute() || !path.exists() {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_source",
+                format!("`{source}` is neither a git URL nor an existing absolute path"),
+            ));
+        }
+        source
+    };
+    let name = body.name.clone().unwrap_or_else(|| {
+        source.trim_end_matches('/').trim_end_matches(".git").rsplit(['/', ':']).next().unwrap_or("repo").to_string()
+    });
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            format!("`{name}` is not a usable repository name"),
+        ));
+    }
+    let forge = match (&body.forge, &body.api_url, &body.status_token) {
+        (None, None, None) => None,
+        (Some(forge), Some(api_url), Some(token))
+            if matches!(forge.as_str(), "github" | "gitea" | "forgejo" | "gitlab") =>
+        {
+            Some((forge.clone(), api_url.clone(), token.clone()))
+        }
+        (Some(forge), Some(_), Some(_)) => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_forge",
+                format!("unknown forge `{forge}`; use github, gitea, forgejo or gitlab"),
+            ));
+        }
+        _ => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_forge",
+                "commit statuses need all of `forge`, `api_url` and `status_token`",
+            ));
+        }
+    };
+    let secret = crate::random_secret()
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, &caller.0).await?;
+    if let Some((forge, api_url, token)) = forge {
+        repo = app.store.set_forge(repo.id, &forge, &api_url, &token, &caller.0).await?;
+    }
+    // Fetch now, so that a bad source is reported at once.
+    if let Err(error) = repos::sync(&app, &repo, None).await {
+        return Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({"repo": repo, "webhook_secret": secret, "warning": error})),
+        )
+            .into_response());
+    }
+    Ok((StatusCode::CREATED, Json(serde_json::json!({"repo": repo, "webhook_secret": secret}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Trigger {
+    #[serde(rename = "ref")]
+    pub(super) git_ref: Option<String>,
+}
+
+pub(super) async fn trigger(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Option<Json<Trigger>>,
+) -> ApiResult<Response> {
+    let repo = app.store.repo(&name).await?;
+    let mirror = repos::sync(&app, &repo, None)
+        .await
+        .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
+    let wanted = body.and_then(|b| b.0.git_ref).unwrap_or_else(|| "HEAD".to_string());
+    let resolved = repos::git(&mirror, &["rev-parse", "--symbolic-full-name", &wanted]).await.unwrap_or_default();
+    let git_ref = if resolved.trim().is_empty() { wanted.clone() } else { resolved.trim().to_string() };
+    let sha = repos::git(&mirror, &["rev-parse", &format!("{wanted}^{{commit}}")]).await.map_err(|_| {
+        AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}"))
+    })?;
+    let sha = sha.trim().to_string();
+    let before = "0".repeat(40);
+    let change = git::webhook::Change {
+        repository: repo.name.clone(),
+        clone_urls: vec![repo.source.clone()],
+        event: "push",
+        git_ref: git_ref.clone(),
+        sha: sha.clone(),
+        before: before.clone(),
+        change_request: None,
+        changed_paths: Vec::new(),
+    };
+    let payload = repos::push_payload(&repo, &git_ref, &before, &sha);
+    let runs = repos::plan_runs(&app, &repo, &change, &payload)
+        .await
+        .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
+    let mut ids = Vec::new();
+    for run in runs {
+        ids.push(app.store.enqueue(run, &caller.0).await?.id);
+    }
+    app.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"runs": ids, "ref": git_ref, "sha": sha}))).into_response())
+}

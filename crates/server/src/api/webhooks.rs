@@ -1,0 +1,128 @@
+//! `POST /api/v1/webhooks/{forge}`: deliveries from GitHub, Gitea/Forgejo and GitLab, checked, stored and answered only once their runs are queued.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Which repository a payload is about, read before the signature can be checked (the secret
+/// belongs to the repository).
+pub(super) fn payload_repository(forge: Forge, body: &serde_json::Value) -> (Option<String>, Vec<String>) {
+    let pick = |paths: &[&str]| {
+        paths.iter().filter_map(|p| body.pointer(p).and_then(|v| v.as_str()).map(str::to_string)).collect::<Vec<_>>()
+    };
+    match forge {
+        Forge::GitLab => (
+            pick(&["/project/path_with_namespace"]).pop(),
+            pick(&["/project/git_http_url", "/project/git_ssh_url", "/project/http_url"]),
+        ),
+        _ => (
+            pick(&["/repository/full_name"]).pop(),
+            pick(&["/repository/clone_url", "/repository/ssh_url", "/repository/html_url"]),
+        ),
+    }
+}
+
+pub(super) fn find_repo<'r>(repos: &'r [Repo], name: Option<&str>, urls: &[String]) -> Option<&'r Repo> {
+    repos.iter().find(|r| Some(r.name.as_str()) == name).or_else(|| {
+        repos.iter().find(|r| urls.iter().any(|u| u.trim_end_matches(".git") == r.source.trim_end_matches(".git")))
+    })
+}
+
+pub(super) async fn webhook(
+    State(app): State<Arc<App>>,
+    Path(forge_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let reject = |error: AppError| {
+        Metrics::add(&app.metrics.webhooks_rejected, 1);
+        if error.status == StatusCode::UNAUTHORIZED {
+            tracing::warn!("webhook rejected: {}", error.message);
+        }
+        Err(error)
+    };
+    let Some(forge) = Forge::from_name(&forge_name) else {
+        return reject(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_forge",
+            format!("unknown forge `{forge_name}`; use github, gitea, forgejo or gitlab"),
+        ));
+    };
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return reject(AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("webhook bodies are limited to {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Some(event) = forge.event_header().iter().find_map(|h| header(h)) else {
+        return reject(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+            format!("the {} header is missing", forge.event_header()[0]),
+        ));
+    };
+    let delivery =
+        forge.delivery_header().iter().find_map(|h| header(h)).unwrap_or_else(|| webhook::sign("delivery", &body));
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(json) => json,
+        Err(e) => {
+            return reject(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_payload",
+                format!("the body is not valid JSON: {e}"),
+            ));
+        }
+    };
+    let (name, urls) = payload_repository(forge, &json);
+    let repos = app.store.repos().await?;
+    let Some(repo) = find_repo(&repos, name.as_deref(), &urls) else {
+        return reject(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_repository",
+            format!("no repository here matches `{}`; add it with `tandem repo add`", name.unwrap_or_default()),
+        ));
+    };
+    if let Err(error) = webhook::verify(forge, &repo.webhook_secret, &header, &body) {
+        return reject(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("{error}; nothing was stored"),
+        ));
+    }
+    let parsed = match webhook::parse(forge, &event, &body) {
+        Ok(parsed) => parsed,
+        Err(error) => return reject(AppError::new(StatusCode::BAD_REQUEST, "malformed_payload", error.to_string())),
+    };
+    let (runs, outcome) = match &parsed {
+        Parsed::Change(change) => {
+            let runs = repos::plan_runs(&app, repo, change, &json).await.map_err(|e| {
+                tracing::warn!("planning runs for {}: {e}", repo.name);
+                AppError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "repository_unavailable",
+                    format!("cannot read {}: {e}", repo.source),
+                )
+            })?;
+            (runs, "queued")
+        }
+        Parsed::Ignored { .. } => (Vec::new(), "ignored"),
+    };
+    let stored = app.store.record_delivery(forge.name(), &delivery, repo.id, &event, runs, forge.name()).await?;
+    Metrics::add(&app.metrics.webhooks_accepted, 1);
+    let body = match stored {
+        Delivery::Stored(ids) => {
+            app.wake.notify_one();
+            let reason = match &parsed {
+                Parsed::Ignored { reason, .. } => Some(reason.clone()),
+                Parsed::Change(_) => None,
+            };
+            serde_json::json!({"status": outcome, "delivery": delivery, "runs": ids, "reason": reason})
+        }
+        Delivery::Duplicate => serde_json::json!({"status": "duplicate", "delivery": delivery, "runs": []}),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

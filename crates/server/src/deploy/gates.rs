@@ -1,0 +1,92 @@
+//! The records of a deployment's moves (one event each) and the gates that hold it: freeze windows, error budget, approval.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Records one move of a deployment.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn transition(
+    app: &App,
+    deployment: &Deployment,
+    event: &str,
+    status: DeploymentStatus,
+    step: i64,
+    weight: f64,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Deployment, String> {
+    let transition = Transition { event: event.into(), status, step, weight, reason, detail };
+    app.store.transition_deployment(deployment.id, transition, "tandem").await.map_err(|e| e.to_string())
+}
+
+/// A step reached: the new release's share of traffic now.
+pub(super) async fn stepped(
+    app: &App,
+    deployment: &Deployment,
+    step: i64,
+    weight: f64,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Deployment, String> {
+    transition(app, deployment, "step", DeploymentStatus::Running, step, weight, reason, detail).await
+}
+
+/// The end of a deployment that lost: traffic is back on stable before this is recorded.
+pub(super) async fn rolled_back(
+    app: &App,
+    deployment: &Deployment,
+    step: i64,
+    weight: f64,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Result<Deployment, String> {
+    transition(app, deployment, "rolled_back", DeploymentStatus::RolledBack, step, weight, reason, detail).await
+}
+
+/// What holds a deployment back now, if anything: the gate (`freeze`, `error-budget` or
+/// `approval`) and why.
+pub(super) async fn gate(
+    app: &App,
+    deployment: &Deployment,
+    spec: &service::Environment,
+    env: &Env,
+) -> Option<(&'static str, String)> {
+    let now = jiff::Timestamp::now();
+    for freeze in &spec.gates.freezes {
+        match freeze.active_at(now) {
+            Ok(Some(end)) => {
+                return Some(("freeze", format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone)));
+            }
+            Ok(None) => {}
+            Err(error) => return Some(("freeze", format!("freeze window cannot be read: {error}"))),
+        }
+    }
+    if let Some(floor) = spec.gates.min_error_budget {
+        let (requests, errors) = env.traffic();
+        if requests > 0 {
+            let allowed = 1.0 - spec.gates.objective;
+            let rate = errors as f64 / requests as f64;
+            let left = 1.0 - rate / allowed;
+            if left < floor {
+                return Some((
+                    "error-budget",
+                    format!(
+                        "error budget {:.0}% left, below the {:.0}% floor ({:.2}% of {requests} requests failed in the last {} min against a {:.2}% objective)",
+                        left.max(0.0) * 100.0,
+                        floor * 100.0,
+                        rate * 100.0,
+                        BUDGET_WINDOW.as_secs() / 60,
+                        spec.gates.objective * 100.0
+                    ),
+                ));
+            }
+        }
+    }
+    if spec.gates.approval {
+        let current = app.store.deployment(deployment.id).await.ok()?;
+        if current.approved_by.is_none() {
+            return Some(("approval", format!("waits for approval: `tandem approve {}`", deployment.id)));
+        }
+    }
+    None
+}
