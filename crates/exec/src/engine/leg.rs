@@ -31,6 +31,8 @@ pub(super) struct LegState {
     pub(super) container_shell: Option<String>,
     /// The job's Docker network, when it has services.
     pub(super) network: Option<String>,
+    /// `GITHUB_JOB`: the job's id.
+    pub(super) job_id: String,
 }
 
 /// Work a built-in action leaves for the end of the job (the cache save).
@@ -221,6 +223,7 @@ pub(super) async fn run_leg(
         executor: shared.config.executor.clone(),
         container_shell: None,
         network: None,
+        job_id: job.id.clone(),
     };
     state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for (key, text) in request.workflow.env.iter().chain(job.env.iter()) {

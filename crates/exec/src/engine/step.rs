@@ -196,7 +196,7 @@ pub(super) async fn run_script(
         ("GITHUB_RUN_ID", g("run_id")),
         ("GITHUB_RUN_NUMBER", g("run_number")),
         ("GITHUB_RUN_ATTEMPT", g("run_attempt")),
-        ("GITHUB_JOB", g("job")),
+        ("GITHUB_JOB", state.job_id.clone()),
         ("GITHUB_WORKFLOW", g("workflow")),
         ("GITHUB_WORKFLOW_REF", g("workflow_ref")),
         ("GITHUB_EVENT_NAME", g("event_name")),

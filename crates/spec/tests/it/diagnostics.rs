@@ -54,3 +54,14 @@ fn yaml_syntax_errors_have_a_place() {
     assert!(text.starts_with("error[yaml-syntax]"), "{text}");
     assert!(text.contains("syntax.yml:"), "{text}");
 }
+
+#[test]
+fn an_action_without_a_version_is_refused_as_github_refuses_it() {
+    let source = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout\n      - uses: actions/cache@\n      - uses: actions/checkout@v4\n";
+    let (_, diagnostics) = ci::check::validate(source);
+    let text: Vec<String> = diagnostics.iter().map(|d| d.render("ci.yml", source)).collect();
+    assert_eq!(diagnostics.len(), 2, "{text:#?}");
+    assert!(diagnostics.iter().all(|d| d.code == "missing-ref" && d.is_error()), "{text:#?}");
+    assert!(text[0].contains("ci.yml:6:15") && text[0].contains("`actions/checkout@v4`"), "{}", text[0]);
+    assert!(text[1].contains("ci.yml:7:15"), "{}", text[1]);
+}

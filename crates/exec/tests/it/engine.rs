@@ -1,0 +1,381 @@
+//! The scheduler, driven through a fake executor: no processes, no sockets, no sleeps. The fake
+//! reads each step's script and acts it out: `exit N`, `echo TEXT`, `output K=V`, `block NAME`
+//! (until the test releases NAME or the step is cancelled), `yield` (a step that takes a few turns
+//! of the runtime) and `panic`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use exec::engine::{self, EngineConfig, RunEvent, RunReport, RunRequest, Status};
+use exec::git::RepoFacts;
+use exec::process::{Exit, ProcessGroups, ProcessSpec, Stream};
+use exec::{Cancel, CancelSource, Executor};
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Default)]
+struct Fake {
+    /// Steps in the order they started: `job: first line of the script`.
+    started: Mutex<Vec<String>>,
+    released: Mutex<HashSet<String>>,
+    release: Notify,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+}
+
+impl Fake {
+    fn release(&self, name: &str) {
+        self.released.lock().unwrap().insert(name.to_string());
+        self.release.notify_waiters();
+    }
+
+    fn started(&self) -> Vec<String> {
+        self.started.lock().unwrap().clone()
+    }
+
+    async fn act(&self, spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, String)>, cancel: &Cancel) -> Exit {
+        let script = std::fs::read_to_string(spec.argv.last().unwrap()).unwrap();
+        let job = spec.env.get("GITHUB_JOB").cloned().unwrap_or_default();
+        self.started.lock().unwrap().push(format!("{job}: {}", script.lines().next().unwrap_or("")));
+        for line in script.lines().map(str::trim) {
+            let (op, arg) = line.split_once(' ').unwrap_or((line, ""));
+            match op {
+                "exit" => return Exit::Code(arg.parse().unwrap()),
+                "echo" => lines.send((Stream::Stdout, arg.to_string())).unwrap(),
+                "output" => {
+                    use std::io::Write;
+                    let path = &spec.env["GITHUB_OUTPUT"];
+                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+                    writeln!(file, "{arg}").unwrap();
+                }
+                "block" => loop {
+                    let notified = self.release.notified();
+                    if self.released.lock().unwrap().contains(arg) {
+                        break;
+                    }
+                    let mut cancel = cancel.clone();
+                    tokio::select! {
+                        () = notified => {}
+                        () = cancel.cancelled() => return Exit::Cancelled,
+                    }
+                },
+                "yield" => {
+                    for _ in 0..50 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                "panic" => panic!("the fake executor was told to panic"),
+                _ => {}
+            }
+        }
+        Exit::Code(0)
+    }
+}
+
+struct FakeExecutor(Arc<Fake>);
+
+impl Executor for FakeExecutor {
+    fn run<'a>(
+        &'a self,
+        spec: &'a ProcessSpec,
+        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        cancel: &'a Cancel,
+        _groups: &'a ProcessGroups,
+    ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
+        Box::pin(async move {
+            let now = self.0.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.most_running.fetch_max(now, Ordering::SeqCst);
+            let exit = self.0.act(spec, lines, cancel).await;
+            self.0.running.fetch_sub(1, Ordering::SeqCst);
+            (exit, None)
+        })
+    }
+}
+
+/// A run of `workflow` on the fake, its events as they come, and the cancel handle.
+struct Run {
+    fake: Arc<Fake>,
+    events: mpsc::UnboundedReceiver<RunEvent>,
+    report: tokio::task::JoinHandle<RunReport>,
+    cancel: CancelSource,
+    _dir: tempfile::TempDir,
+}
+
+fn start(workflow: &str, max_parallel: usize, attempt: u64) -> Run {
+    let (parsed, diagnostics) = ci::check::validate(workflow);
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let request = RunRequest {
+        workflow: Arc::new(parsed.unwrap()),
+        workflow_path: ".github/workflows/ci.yml".into(),
+        jobs: None,
+        repo: RepoFacts { root: dir.path().to_path_buf(), repository: "team/app".into(), ..RepoFacts::default() },
+        worktree: false,
+        event_name: "push".into(),
+        event: spec::expr::Value::Object(BTreeMap::new()),
+        inputs: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        vars: BTreeMap::new(),
+        run_id: 7,
+        run_number: 3,
+        run_attempt: attempt,
+        run_dir: dir.path().join("run"),
+        platforms: BTreeMap::new(),
+    };
+    let config = EngineConfig {
+        data_dir: dir.path().join("data"),
+        max_parallel,
+        cache_limit: 1 << 20,
+        keep_workspaces: false,
+        executor: Arc::new(FakeExecutor(fake.clone())),
+    };
+    let (tx, events) = mpsc::unbounded_channel();
+    let (cancel, token) = CancelSource::new();
+    let report = tokio::spawn(engine::run(request, config, tx, token, ProcessGroups::default()));
+    Run { fake, events, report, cancel, _dir: dir }
+}
+
+impl Run {
+    /// Waits for the event `matches` accepts; panics after 30 s (a hang is a failure, not a wait).
+    async fn until(&mut self, what: &str, matches: impl Fn(&RunEvent) -> bool) -> RunEvent {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if matches(&event) {
+                    return event;
+                }
+            }
+            panic!("the run ended before {what}");
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no {what} in 30 s"))
+    }
+
+    async fn finish(self) -> (RunReport, Vec<String>, Vec<String>) {
+        let report = tokio::time::timeout(Duration::from_secs(30), self.report).await.expect("the run hangs").unwrap();
+        let mut events = self.events;
+        let mut lines = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let RunEvent::Line { job, text, .. } = event {
+                lines.push(format!("{job}: {text}"));
+            }
+        }
+        (report, self.fake.started(), lines)
+    }
+}
+
+fn statuses(report: &RunReport) -> HashMap<String, Status> {
+    report.jobs.iter().map(|j| (j.name.clone(), j.status)).collect()
+}
+
+fn finished(job: &str) -> impl Fn(&RunEvent) -> bool + '_ {
+    move |event| matches!(event, RunEvent::JobFinished { job: name, .. } if name == job)
+}
+
+#[tokio::test]
+async fn jobs_start_when_their_needs_are_done_and_see_their_outputs() {
+    let wf = "on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs: { version: '${{ steps.v.outputs.version }}' }
+    steps:
+      - id: v
+        run: output version=1.2.3
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo testing ${{ needs.build.outputs.version }} attempt ${{ github.run_attempt }}
+  skipped:
+    needs: test
+    if: github.event_name == 'schedule'
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+";
+    let (report, started, lines) = start(wf, 4, 2).finish().await;
+    assert_eq!(report.status, Status::Success);
+    assert_eq!(started, ["build: output version=1.2.3", "test: echo testing 1.2.3 attempt 2"]);
+    assert!(lines.contains(&"test: testing 1.2.3 attempt 2".to_string()), "{lines:?}");
+    assert_eq!(statuses(&report)["skipped"], Status::Skipped);
+}
+
+#[tokio::test]
+async fn no_more_legs_run_at_once_than_the_slots_allow() {
+    let wf = "on: push
+jobs:
+  many:
+    strategy: { matrix: { n: [1, 2, 3, 4, 5, 6] } }
+    runs-on: ubuntu-latest
+    steps:
+      - run: yield
+";
+    let run = start(wf, 2, 1);
+    let fake = run.fake.clone();
+    let (report, started, _) = run.finish().await;
+    assert_eq!(report.status, Status::Success);
+    assert_eq!(started.len(), 6);
+    assert_eq!(fake.most_running.load(Ordering::SeqCst), 2, "two slots: two legs at once, never more");
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_the_siblings_of_a_failed_leg() {
+    let wf = "on: push
+jobs:
+  test:
+    strategy: { matrix: { os: [a, b] } }
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          ${{ matrix.os == 'a' && 'exit 1' || 'block never' }}
+";
+    let (report, _, _) = start(wf, 4, 1).finish().await;
+    let jobs = statuses(&report);
+    assert_eq!(jobs["test (a)"], Status::Failure);
+    assert_eq!(jobs["test (b)"], Status::Cancelled, "fail-fast is on by default");
+    assert_eq!(report.status, Status::Failure);
+}
+
+#[tokio::test]
+async fn fail_fast_false_lets_the_other_legs_finish() {
+    let wf = "on: push
+jobs:
+  test:
+    strategy:
+      fail-fast: false
+      matrix: { os: [a, b] }
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          ${{ matrix.os == 'a' && 'exit 1' || 'block b' }}
+";
+    let mut run = start(wf, 4, 1);
+    run.until("leg a to fail", finished("test (a)")).await;
+    run.fake.release("b");
+    let (report, _, _) = run.finish().await;
+    let jobs = statuses(&report);
+    assert_eq!(jobs["test (a)"], Status::Failure);
+    assert_eq!(jobs["test (b)"], Status::Success, "fail-fast: false must not cancel leg b");
+    assert_eq!(report.status, Status::Failure);
+}
+
+#[tokio::test]
+async fn an_experimental_leg_that_fails_neither_cancels_the_others_nor_fails_the_run() {
+    let wf = "on: push
+jobs:
+  test:
+    continue-on-error: ${{ matrix.experimental }}
+    strategy:
+      matrix:
+        version: [stable]
+        experimental: [false]
+        include:
+          - version: nightly
+            experimental: true
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          ${{ matrix.experimental && 'exit 1' || 'block stable' }}
+  after:
+    needs: test
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ needs.test.result }}
+";
+    let mut run = start(wf, 4, 1);
+    run.until(
+        "the nightly leg to fail",
+        |e| matches!(e, RunEvent::JobFinished { job, status: Status::Failure, .. } if job.contains("nightly")),
+    )
+    .await;
+    run.fake.release("stable");
+    let (report, started, lines) = run.finish().await;
+    let jobs = statuses(&report);
+    assert_eq!(jobs["test (stable, false)"], Status::Success);
+    assert_eq!(report.status, Status::Success, "{jobs:?}");
+    assert!(started.iter().any(|s| s.starts_with("after:")), "{started:?}");
+    assert!(lines.contains(&"after: success".to_string()), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_cancel_stops_the_running_step_and_always_steps_still_run() {
+    let wf = "on: push
+jobs:
+  work:
+    runs-on: ubuntu-latest
+    steps:
+      - run: block never
+      - run: echo not reached
+      - if: always()
+        run: echo cleaning up
+  later:
+    needs: work
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo not reached either
+";
+    let mut run = start(wf, 4, 1);
+    run.until("the blocking step", |e| matches!(e, RunEvent::StepStarted { step: 0, .. })).await;
+    run.cancel.cancel();
+    let (report, started, _) = run.finish().await;
+    assert_eq!(report.status, Status::Cancelled);
+    assert_eq!(started, ["work: block never", "work: echo cleaning up"]);
+    let work = &report.jobs[0];
+    let steps: Vec<Status> = work.steps.iter().map(|s| s.status).collect();
+    assert_eq!(steps, [Status::Cancelled, Status::Skipped, Status::Success]);
+}
+
+#[tokio::test]
+async fn a_newer_job_of_a_group_with_cancel_in_progress_cancels_the_running_one() {
+    let wf = "on: push
+jobs:
+  first:
+    runs-on: ubuntu-latest
+    concurrency: deploy
+    steps:
+      - run: block never
+  gate:
+    runs-on: ubuntu-latest
+    steps:
+      - run: block first-started
+  second:
+    needs: gate
+    runs-on: ubuntu-latest
+    concurrency: { group: deploy, cancel-in-progress: true }
+    steps:
+      - run: echo second ran
+";
+    let mut run = start(wf, 4, 1);
+    // `second` comes only once `first` holds the group: after `gate`, which the test releases.
+    run.until("first's step", |e| matches!(e, RunEvent::StepStarted { job, .. } if job == "first")).await;
+    run.fake.release("first-started");
+    let (report, _, lines) = run.finish().await;
+    let jobs = statuses(&report);
+    assert_eq!(jobs["first"], Status::Cancelled, "{jobs:?}");
+    assert_eq!(jobs["second"], Status::Success, "{jobs:?}");
+    assert!(lines.contains(&"second: second ran".to_string()), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_panic_in_a_leg_fails_its_job_with_the_reason_and_the_run_ends() {
+    let wf = "on: push
+jobs:
+  broken:
+    runs-on: ubuntu-latest
+    steps:
+      - run: panic
+  fine:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo fine
+";
+    let (report, _, _) = start(wf, 4, 1).finish().await;
+    let broken = report.jobs.iter().find(|j| j.id == "broken").unwrap();
+    assert_eq!(broken.status, Status::Failure);
+    assert!(broken.error.as_deref().unwrap_or("").contains("internal error"), "{:?}", broken.error);
+    assert_eq!(statuses(&report)["fine"], Status::Success);
+    assert_eq!(report.status, Status::Failure);
+}
