@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use store::{SqliteStore, Store};
 
 pub use api::{ROUTES, openapi, router};
-pub use repos::{git as git_output, plan_runs, push_payload};
+pub use repos::{Origin, QueueError, git as git_output, plan_runs, push_change, push_payload, queue_change};
 
 /// Brings the repository's mirror up to date and returns its path.
 pub async fn sync_mirror(app: &App, repo: &store::Repo) -> Result<PathBuf, String> {
@@ -88,6 +88,8 @@ pub enum ServerError {
     Listen(SocketAddr, std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("a server (pid {0}) is running on this data directory; stop it first")]
+    Running(i32),
 }
 
 /// SHA-256 of a token, as stored.
@@ -107,6 +109,50 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tandem.db")
 }
 
+/// The file naming the pid of the server that uses a data directory (gone after a clean stop).
+fn pid_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.pid")
+}
+
+/// The pid of a live server on this data directory, if one runs.
+pub fn running_server(data_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(data_dir)).ok()?.trim().parse().ok()?;
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_some_and(|state| state != "Z"));
+    (alive && pid != std::process::id() as i32).then_some(pid)
+}
+
+/// What a stopped server had left running and [`reap`] ended.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Reaped {
+    pub step_groups: usize,
+    pub instance_groups: usize,
+    pub containers: usize,
+    pub services: usize,
+}
+
+/// Ends what a server that is no longer running left behind on this data directory: step and
+/// instance process groups (from their journals), and the containers and Swarm services whose
+/// owning Tandem is dead. A start does the same before anything else; this is for operators
+/// (after a crash, or as systemd's `ExecStopPost`) and test harnesses.
+pub async fn reap(data_dir: &Path) -> Result<Reaped, ServerError> {
+    if let Some(pid) = running_server(data_dir) {
+        return Err(ServerError::Running(pid));
+    }
+    let mut reaped = Reaped {
+        step_groups: exec::process::ProcessGroups::kill_journaled(&data_dir.join("pgids")),
+        instance_groups: exec::process::ProcessGroups::kill_journaled(&data_dir.join("instances")),
+        ..Reaped::default()
+    };
+    if let Ok(engine) = exec::docker::DockerEngine::connect().await {
+        let docker = engine.client();
+        reaped.containers = targets::instance::reap_containers(docker, targets::instance::Owner::Dead).await;
+        reaped.services = targets::instance::reap_services(docker, targets::instance::Owner::Dead).await;
+        reaped.containers += engine.reap().await;
+    }
+    Ok(reaped)
+}
+
 /// A started server: its address, and the admin token when this start created it.
 #[derive(Debug)]
 pub struct Started {
@@ -124,6 +170,10 @@ pub async fn start(
 ) -> Result<Started, ServerError> {
     std::fs::create_dir_all(&config.data_dir)?;
     std::fs::create_dir_all(config.data_dir.join("pgids"))?;
+    if let Some(pid) = running_server(&config.data_dir) {
+        return Err(ServerError::Running(pid));
+    }
+    std::fs::write(pid_file(&config.data_dir), std::process::id().to_string())?;
     // Steps a crashed server left running die first: their runs are about to be retried.
     let n_orphans = exec::process::ProcessGroups::kill_journaled(&config.data_dir.join("pgids"));
     if n_orphans > 0 {
@@ -164,6 +214,9 @@ pub async fn start(
         poller.abort();
         deployer.abort();
         shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
+        if let Err(error) = std::fs::remove_file(pid_file(&shutting_down.config.data_dir)) {
+            tracing::warn!("cannot remove the server's pid file: {error}");
+        }
         if let Err(error) = result {
             tracing::error!("server stopped: {error}");
         }

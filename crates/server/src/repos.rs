@@ -142,6 +142,72 @@ async fn workflows_at(app: &App, repo: &Repo, sha: &str) -> Result<crate::Workfl
 }
 
 /// A push payload shaped like GitHub's, for runs that no forge announced (polling, manual).
+/// How a change's runs reach the queue.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A delivery (a forge's webhook, or the poller seeing a ref move): stored once per id, so a
+    /// redelivery queues nothing.
+    Delivery { forge: &'a str, id: &'a str, event: &'a str },
+    /// Asked for directly (the API's trigger, `tandem up`): always queued.
+    Direct,
+}
+
+/// Why runs could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot read the repository: {0}")]
+    Repository(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// The one way runs are queued for a change: which workflows it starts (`change` is `None` for a
+/// delivery that starts nothing), stored with its origin, and the worker woken.
+pub async fn queue_change(
+    app: &App,
+    repo: &Repo,
+    change: Option<&Change>,
+    payload: &serde_json::Value,
+    origin: Origin<'_>,
+    actor: &str,
+) -> Result<store::Delivery, QueueError> {
+    let runs = match change {
+        Some(change) => plan_runs(app, repo, change, payload).await.map_err(QueueError::Repository)?,
+        None => Vec::new(),
+    };
+    let stored = match origin {
+        Origin::Delivery { forge, id, event } => {
+            app.store.record_delivery(forge, id, repo.id, event, runs, actor).await?
+        }
+        Origin::Direct => {
+            let mut ids = Vec::new();
+            for run in runs {
+                ids.push(app.store.enqueue(run, actor).await?.id);
+            }
+            store::Delivery::Stored(ids)
+        }
+    };
+    if matches!(&stored, store::Delivery::Stored(ids) if !ids.is_empty()) {
+        app.wake.notify_one();
+    }
+    Ok(stored)
+}
+
+/// A push of `sha` to `git_ref` as a forge would describe it: the change and its payload.
+pub fn push_change(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> (Change, serde_json::Value) {
+    let change = Change {
+        repository: repo.name.clone(),
+        clone_urls: vec![repo.source.clone()],
+        event: "push",
+        git_ref: git_ref.to_string(),
+        sha: sha.to_string(),
+        before: before.to_string(),
+        change_request: None,
+        changed_paths: Vec::new(),
+    };
+    (change, push_payload(repo, git_ref, before, sha))
+}
+
 pub fn push_payload(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> serde_json::Value {
     serde_json::json!({
         "ref": git_ref, "before": before, "after": sha,
@@ -187,23 +253,10 @@ async fn poll(app: &App, repo: &Repo) -> Result<(), String> {
         }
         if !first_look {
             let before = before.unwrap_or_else(|| ZERO_SHA.to_string());
-            let change = Change {
-                repository: repo.name.clone(),
-                clone_urls: vec![repo.source.clone()],
-                event: "push",
-                git_ref: name.clone(),
-                sha: sha.clone(),
-                before: before.clone(),
-                change_request: None,
-                changed_paths: Vec::new(),
-            };
-            let payload = push_payload(repo, &name, &before, &sha);
-            let runs = plan_runs(app, repo, &change, &payload).await?;
-            app.store
-                .record_delivery("poll", &format!("{name}@{sha}"), repo.id, "push", runs, "poller")
-                .await
-                .map_err(|e| e.to_string())?;
-            app.wake.notify_one();
+            let (change, payload) = push_change(repo, &name, &before, &sha);
+            let id = format!("{name}@{sha}");
+            let origin = Origin::Delivery { forge: "poll", id: &id, event: "push" };
+            queue_change(app, repo, Some(&change), &payload, origin, "poller").await.map_err(|e| e.to_string())?;
         }
         app.store.set_ref(repo.id, &name, &sha).await.map_err(|e| e.to_string())?;
     }

@@ -100,6 +100,21 @@ pub enum Strategy {
 pub struct Analysis {
     pub alpha: f64,
     pub min_requests: u64,
+    /// `deadline`: the longest a judged step waits for enough traffic to decide. `None` (the
+    /// default): it waits as long as it takes — no traffic means "wait", never "fail".
+    pub deadline_ms: Option<u64>,
+    /// `on-deadline`: what a step that reached its deadline undecided does.
+    pub on_deadline: OnDeadline,
+}
+
+/// What a step does when its deadline passes before the analysis could decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDeadline {
+    /// Roll back: a release must prove itself on traffic.
+    #[default]
+    Rollback,
+    /// Go on: little traffic is no evidence against the release.
+    Promote,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +161,7 @@ const HEALTH_KEYS: &[&str] =
     &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within", "liveness"];
 const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
-const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests"];
+const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests", "deadline", "on-deadline"];
 const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective"];
 
 /// Parses a duration such as `500ms`, `30s`, `10m`, `2h` into milliseconds.
@@ -537,14 +552,32 @@ impl Checker {
     }
 
     fn analysis(&mut self, node: Option<&Node>) -> Analysis {
-        let mut analysis = Analysis { alpha: 0.01, min_requests: 200 };
+        let mut analysis =
+            Analysis { alpha: 0.01, min_requests: 200, deadline_ms: None, on_deadline: OnDeadline::Rollback };
         let Some(node) = node else { return analysis };
         for (key, value, _) in self.entries(node, "`analysis`", ANALYSIS_KEYS) {
-            if key == "alpha" {
-                analysis.alpha = self.number(value, "`analysis.alpha`", 0.0001, 0.5).unwrap_or(analysis.alpha);
-            } else {
-                analysis.min_requests =
-                    self.number(value, "`analysis.min-requests`", 1.0, 1e9).map_or(analysis.min_requests, |n| n as u64);
+            match key {
+                "alpha" => {
+                    analysis.alpha = self.number(value, "`analysis.alpha`", 0.0001, 0.5).unwrap_or(analysis.alpha)
+                }
+                "deadline" => analysis.deadline_ms = self.duration(value, "`analysis.deadline`"),
+                "on-deadline" => match value.as_scalar() {
+                    Some("rollback") => analysis.on_deadline = OnDeadline::Rollback,
+                    Some("promote") => analysis.on_deadline = OnDeadline::Promote,
+                    _ => {
+                        let found = value.as_scalar().unwrap_or("a mapping or list").to_string();
+                        let message =
+                            format!("`analysis.on-deadline` must be `rollback` or `promote`, found `{found}`");
+                        self.diagnostics.push(
+                            Diagnostic::error("wrong-value", value.span, message).expected("`rollback` or `promote`"),
+                        );
+                    }
+                },
+                _ => {
+                    analysis.min_requests = self
+                        .number(value, "`analysis.min-requests`", 1.0, 1e9)
+                        .map_or(analysis.min_requests, |n| n as u64)
+                }
             }
         }
         analysis

@@ -15,8 +15,8 @@ use crate::client::{self, Client, Connection, text};
   tandem deploy demo staging                 # the default branch's head, by the environment's strategy
   tandem deploy demo production --ref v1.4.0 --wait")]
 pub struct DeployArgs {
-    /// The repository, as `tandem repo list` names it.
-    #[arg(value_name = "REPO")]
+    /// The service, as its `.tandem/service.yml` names it (or the repository that holds that file).
+    #[arg(value_name = "SERVICE")]
     pub repository: String,
     /// An environment of its `.tandem/service.yml`.
     pub environment: String,
@@ -82,7 +82,7 @@ pub struct RollbackArgs {
 
 pub async fn deploy(args: DeployArgs) -> Result<i32> {
     let client = Client::new(&args.connection)?;
-    let body = serde_json::json!({"repo": args.repository, "environment": args.environment, "ref": args.git_ref});
+    let body = serde_json::json!({"service": args.repository, "environment": args.environment, "ref": args.git_ref});
     let deployment = client.call(Method::POST, "/api/v1/deployments", Some(body)).await?;
     if args.format == Format::Json && !args.wait {
         println!("{}", serde_json::to_string_pretty(&deployment)?);

@@ -49,8 +49,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Serve the API, take webhooks, queue and execute runs.
+    /// Serve the API, take webhooks, queue and execute runs. Ctrl-C or SIGTERM stops it with every
+    /// instance it runs.
     Server(serve::ServerArgs),
+    /// End what a stopped or crashed server left running: steps, instances, containers, services.
+    #[command(
+        after_help = "A server does this itself when it starts; use it after a crash when the server is not started again\n(e.g. systemd's ExecStopPost). It refuses while a server runs on the data directory.\n\nExamples:\n  tandem reap --data ./data"
+    )]
+    Reap(serve::DataArgs),
     /// Split traffic between stable and canary upstreams; with --steps, run a canary judged live.
     Proxy(proxy::ProxyArgs),
     /// Deploy a commit to an environment of its service file, by the environment's strategy.
@@ -231,6 +237,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Server(args) => serve::server(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => serve::up(args),
+        Command::Reap(args) => serve::reap(args),
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
         Command::Repo(command) => block_on(repo_command(command)),

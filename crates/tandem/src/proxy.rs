@@ -62,8 +62,21 @@ pub struct ProxyArgs {
     /// Seconds each step lasts at least.
     #[arg(long, default_value_t = 30.0)]
     pub min_seconds: f64,
+    /// With --steps: the longest a step waits for enough traffic to decide (default: no limit;
+    /// no traffic means waiting, never failing).
+    #[arg(long, value_name = "SECONDS")]
+    pub deadline: Option<f64>,
+    /// What a step whose deadline passed undecided does.
+    #[arg(long, value_enum, default_value = "rollback", requires = "deadline")]
+    pub on_deadline: OnDeadline,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDeadline {
+    Rollback,
+    Promote,
 }
 
 pub fn run(args: ProxyArgs) -> Result<i32> {
@@ -152,7 +165,10 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
                 min_seconds: args.min_seconds,
                 ..Config::default()
             },
-            step_timeout: Duration::from_secs_f64((args.min_seconds * 20.0).max(300.0)),
+            deadline: args.deadline.map(|seconds| targets::canary::Deadline {
+                after: Duration::from_secs_f64(seconds.max(0.0)),
+                promote: args.on_deadline == OnDeadline::Promote,
+            }),
         };
         let record = canary::run(proxy, outcomes, plan).await;
         server.abort();

@@ -41,8 +41,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
+/// Ctrl-C, or SIGTERM (what systemd and `docker stop` send): either stops the server the same way,
+/// with every instance it runs.
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(error) => {
+            eprintln!("warning: cannot listen for SIGTERM ({error}); only Ctrl-C stops the server cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
     eprintln!("\nstopping…");
 }
 
@@ -129,24 +143,13 @@ async fn queue_head(app: &server::App, repo: &store::Repo) -> Result<Vec<i64>> {
     let mirror = server::sync_mirror(app, repo).await.map_err(anyhow::Error::msg)?;
     let sha = server::git_output(&mirror, &["rev-parse", "refs/heads/main"]).await.map_err(anyhow::Error::msg)?;
     let sha = sha.trim().to_string();
-    let change = git::webhook::Change {
-        repository: repo.name.clone(),
-        clone_urls: vec![repo.source.clone()],
-        event: "push",
-        git_ref: "refs/heads/main".into(),
-        sha: sha.clone(),
-        before: "0".repeat(40),
-        change_request: None,
-        changed_paths: Vec::new(),
-    };
-    let payload = server::push_payload(repo, "refs/heads/main", &"0".repeat(40), &sha);
-    let runs = server::plan_runs(app, repo, &change, &payload).await.map_err(anyhow::Error::msg)?;
-    let mut ids = Vec::new();
-    for run in runs {
-        ids.push(app.store.enqueue(run, "tandem up").await?.id);
-    }
+    let (change, payload) = server::push_change(repo, "refs/heads/main", &"0".repeat(40), &sha);
+    let ids =
+        match server::queue_change(app, repo, Some(&change), &payload, server::Origin::Direct, "tandem up").await? {
+            store::Delivery::Stored(ids) => ids,
+            store::Delivery::Duplicate => Vec::new(),
+        };
     app.store.set_ref(repo.id, "refs/heads/main", &sha).await?;
-    app.wake.notify_one();
     Ok(ids)
 }
 
@@ -471,6 +474,21 @@ pub fn audit_verify(args: DataArgs) -> Result<i32> {
         }
     }
     Ok(if report.first_broken.is_none() { 0 } else { 1 })
+}
+
+/// `tandem reap`: ends what a stopped or crashed server left running on a data directory.
+pub fn reap(args: DataArgs) -> Result<i32> {
+    let data = args.data.clone().unwrap_or_else(crate::run::default_data_dir);
+    let reaped = runtime()?.block_on(server::reap(&data)).context("cannot reap")?;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&reaped)?);
+    } else {
+        println!(
+            "ended {} step and {} instance process group(s); removed {} container(s) and {} service(s)",
+            reaped.step_groups, reaped.instance_groups, reaped.containers, reaped.services
+        );
+    }
+    Ok(0)
 }
 
 pub fn token_create(name: &str, args: DataArgs) -> Result<i32> {

@@ -48,8 +48,14 @@ pub fn run(root: &Path, paths: &[PathBuf], format: Format) -> Result<i32> {
 
 fn load(root: &Path, paths: &[PathBuf]) -> Result<Vec<LoadedWorkflow>> {
     if paths.is_empty() {
-        let mut loaded = workflows::load_all(root)?;
-        if let Some(service) = workflows::service_file(root) {
+        // A repository may have a service file and no workflows (deployments requested by hand),
+        // or workflows and no service file; with neither there is nothing to check.
+        let service = workflows::service_file(root);
+        let mut loaded = match (workflows::workflow_dir(root), &service) {
+            (None, Some(_)) => Vec::new(),
+            _ => workflows::load_all(root)?,
+        };
+        if let Some(service) = service {
             let display = service.strip_prefix(root).unwrap_or(&service).display().to_string();
             loaded.push(workflows::load_file(&service, display)?);
         }

@@ -16,8 +16,16 @@ use crate::proxy::{Outcome, Proxy};
 pub struct Plan {
     pub steps: Vec<f64>,
     pub analysis: Config,
-    /// Longest time a step may wait for enough traffic before the rollout gives up (rolls back).
-    pub step_timeout: Duration,
+    /// What a step that waits too long for enough traffic does; `None` waits as long as it takes.
+    pub deadline: Option<Deadline>,
+}
+
+/// How long a step may wait for enough traffic to decide, and what it does then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadline {
+    pub after: Duration,
+    /// Go on as healthy (true) or roll back (false).
+    pub promote: bool,
 }
 
 /// What happened, step by step, for the deployment's record.
@@ -41,13 +49,13 @@ pub enum StepEnd {
 }
 
 /// Judges the traffic of one step: a fresh analysis (the share changes, and each weight must
-/// prove itself) fed by `outcomes` until it decides, the step times out for lack of traffic, or
-/// `stop` ends it from outside: a rollback (a failed liveness check, a manual rollback) or a
-/// manual promotion (`Healthy`).
+/// prove itself) fed by `outcomes` until it decides, the deadline (if any) passes before it could,
+/// or `stop` ends it from outside: a rollback (a failed liveness check, a manual rollback) or a
+/// manual promotion (`Healthy`). Without a deadline, no traffic means waiting, never failing.
 pub async fn judge_step(
     outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
     config: &Config,
-    timeout: Duration,
+    deadline: Option<Deadline>,
     mut stop: impl FnMut() -> Option<StepEnd>,
 ) -> StepEnd {
     let started = Instant::now();
@@ -79,8 +87,15 @@ pub async fn judge_step(
                 return StepEnd::RolledBack { evidence: Some(evidence), reason };
             }
             Verdict::Healthy { .. } => return StepEnd::Healthy,
-            Verdict::Wait { .. } if started.elapsed() > timeout => {
-                let reason = format!("not enough traffic to judge the canary within {timeout:?}");
+            Verdict::Wait { .. } if deadline.is_some_and(|d| started.elapsed() > d.after) => {
+                let Some(deadline) = deadline else { continue };
+                if deadline.promote {
+                    return StepEnd::Healthy;
+                }
+                let reason = format!(
+                    "not enough traffic to judge the canary within its deadline of {:?} (analysis.on-deadline: rollback)",
+                    deadline.after
+                );
                 return StepEnd::RolledBack { evidence: None, reason };
             }
             Verdict::Wait { .. } => {}
@@ -96,7 +111,7 @@ pub async fn run(proxy: Arc<Proxy>, mut outcomes: mpsc::UnboundedReceiver<Outcom
     for &weight in &plan.steps {
         proxy.set_canary_weight(weight);
         record.push(Record::StepReached { weight, seconds: seconds() });
-        match judge_step(&mut outcomes, &plan.analysis, plan.step_timeout, || None).await {
+        match judge_step(&mut outcomes, &plan.analysis, plan.deadline, || None).await {
             StepEnd::Healthy => {}
             StepEnd::RolledBack { evidence, reason } => {
                 proxy.set_canary_weight(0.0);

@@ -5,6 +5,8 @@ use super::*;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct DeployRequest {
+    /// The service, or the repository that holds its service file.
+    #[serde(alias = "service")]
     pub(super) repo: String,
     pub(super) environment: String,
     #[serde(rename = "ref")]
@@ -17,7 +19,9 @@ pub(super) async fn request_deployment(
     body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let repo = app.store.repo(&body.repo).await?;
+    let repo = deploy::repository_for(&app, &body.repo)
+        .await
+        .map_err(|e| AppError::new(StatusCode::NOT_FOUND, "not_found", e))?;
     let git_ref = body.git_ref.unwrap_or_else(|| "HEAD".into());
     let new = deploy::plan(&app, &repo, &git_ref, &body.environment, "deploy", None)
         .await

@@ -111,25 +111,12 @@ pub(super) async fn trigger(
         AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}"))
     })?;
     let sha = sha.trim().to_string();
-    let before = "0".repeat(40);
-    let change = git::webhook::Change {
-        repository: repo.name.clone(),
-        clone_urls: vec![repo.source.clone()],
-        event: "push",
-        git_ref: git_ref.clone(),
-        sha: sha.clone(),
-        before: before.clone(),
-        change_request: None,
-        changed_paths: Vec::new(),
+    let (change, payload) = repos::push_change(&repo, &git_ref, &"0".repeat(40), &sha);
+    let ids = match repos::queue_change(&app, &repo, Some(&change), &payload, repos::Origin::Direct, &caller.0).await {
+        Ok(store::Delivery::Stored(ids)) => ids,
+        Ok(store::Delivery::Duplicate) => Vec::new(),
+        Err(repos::QueueError::Store(error)) => return Err(error.into()),
+        Err(error) => return Err(AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", error.to_string())),
     };
-    let payload = repos::push_payload(&repo, &git_ref, &before, &sha);
-    let runs = repos::plan_runs(&app, &repo, &change, &payload)
-        .await
-        .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
-    let mut ids = Vec::new();
-    for run in runs {
-        ids.push(app.store.enqueue(run, &caller.0).await?.id);
-    }
-    app.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"runs": ids, "ref": git_ref, "sha": sha}))).into_response())
 }

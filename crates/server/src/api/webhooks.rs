@@ -97,25 +97,26 @@ pub(super) async fn webhook(
         Ok(parsed) => parsed,
         Err(error) => return reject(AppError::new(StatusCode::BAD_REQUEST, "malformed_payload", error.to_string())),
     };
-    let (runs, outcome) = match &parsed {
-        Parsed::Change(change) => {
-            let runs = repos::plan_runs(&app, repo, change, &json).await.map_err(|e| {
-                tracing::warn!("planning runs for {}: {e}", repo.name);
-                AppError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "repository_unavailable",
-                    format!("cannot read {}: {e}", repo.source),
-                )
-            })?;
-            (runs, "queued")
-        }
-        Parsed::Ignored { .. } => (Vec::new(), "ignored"),
+    let (change, outcome) = match &parsed {
+        Parsed::Change(change) => (Some(change), "queued"),
+        Parsed::Ignored { .. } => (None, "ignored"),
     };
-    let stored = app.store.record_delivery(forge.name(), &delivery, repo.id, &event, runs, forge.name()).await?;
+    let origin = repos::Origin::Delivery { forge: forge.name(), id: &delivery, event: &event };
+    let stored = match repos::queue_change(&app, repo, change, &json, origin, forge.name()).await {
+        Ok(stored) => stored,
+        Err(repos::QueueError::Store(error)) => return Err(error.into()),
+        Err(error) => {
+            tracing::warn!("planning runs for {}: {error}", repo.name);
+            return Err(AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "repository_unavailable",
+                format!("cannot read {}: {error}", repo.source),
+            ));
+        }
+    };
     Metrics::add(&app.metrics.webhooks_accepted, 1);
     let body = match stored {
         Delivery::Stored(ids) => {
-            app.wake.notify_one();
             let reason = match &parsed {
                 Parsed::Ignored { reason, .. } => Some(reason.clone()),
                 Parsed::Change(_) => None,

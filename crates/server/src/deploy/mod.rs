@@ -227,6 +227,27 @@ pub async fn plan(
     })
 }
 
+/// The repository a deployment request names: the service (as its `.tandem/service.yml` names
+/// it), or the repository itself. A service is found among the environments deployed before, else
+/// in the service file at the head of each repository.
+pub async fn repository_for(app: &App, name: &str) -> Result<store::Repo, String> {
+    if let Ok(repo) = app.store.repo(name).await {
+        return Ok(repo);
+    }
+    let environments = app.store.environments().await.map_err(|e| e.to_string())?;
+    if let Some(known) = environments.iter().find(|e| e.service == name) {
+        return app.store.repo_by_id(known.repo_id).await.map_err(|e| e.to_string());
+    }
+    for repo in app.store.repos().await.map_err(|e| e.to_string())? {
+        let Ok(mirror) = repos::sync(app, &repo, None).await else { continue };
+        let Ok(text) = repos::git(&mirror, &["show", "HEAD:.tandem/service.yml"]).await else { continue };
+        if service::parse(&text).0.is_some_and(|s| s.name == name) {
+            return Ok(repo);
+        }
+    }
+    Err(format!("no service or repository is named `{name}`; `tandem repo list` shows the repositories"))
+}
+
 /// Ends what a crashed server left, brings every environment's stable release back, then drives
 /// deployments as they come.
 pub async fn run_forever(app: Arc<App>) {

@@ -118,8 +118,8 @@ pub(super) async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<
                     stepped(app, &deployment, index as i64, weight, None, serde_json::json!({"percent": percent}))
                         .await?;
                 let mut outcomes = env.listen_to_step();
-                let timeout = Duration::from_millis((*pause_ms).max(1_000) * 20).max(Duration::from_secs(300));
-                let end = judge_step(&mut outcomes, &config, timeout, || step_stop(app, deployment.id, &new)).await;
+                let deadline = step_deadline(&spec);
+                let end = judge_step(&mut outcomes, &config, deadline, || step_stop(app, deployment.id, &new)).await;
                 env.stop_listening();
                 if let StepEnd::RolledBack { evidence, reason } = end {
                     env.routing(&serving.stable, &[], 0.0);
@@ -179,6 +179,14 @@ pub(super) fn analysis_config(spec: &service::Environment, pause_ms: u64, judged
         min_seconds: pause_ms as f64 / 1000.0,
         ..Config::default()
     }
+}
+
+/// The service file's `analysis.deadline` and `on-deadline`, for each judged step.
+pub(super) fn step_deadline(spec: &service::Environment) -> Option<targets::canary::Deadline> {
+    spec.analysis.deadline_ms.map(|ms| targets::canary::Deadline {
+        after: Duration::from_millis(ms),
+        promote: spec.analysis.on_deadline == service::OnDeadline::Promote,
+    })
 }
 
 /// Why a step must end now: a manual rollback, or a new instance that failed its liveness check.
@@ -309,8 +317,7 @@ pub(super) async fn rolling(
             continue;
         }
         let mut outcomes = env.listen_to_step();
-        let end =
-            judge_step(&mut outcomes, &config, Duration::from_secs(300), || step_stop(app, deployment.id, &new)).await;
+        let end = judge_step(&mut outcomes, &config, step_deadline(spec), || step_stop(app, deployment.id, &new)).await;
         env.stop_listening();
         if let StepEnd::RolledBack { reason, .. } = end {
             return rolling_back(app, env, serving, deployment, n, new, retired, index, reason).await;

@@ -91,3 +91,29 @@ fn a_freeze_window_covers_its_duration_in_its_time_zone() {
     let wrong = Freeze { timezone: "Nowhere/Else".into(), ..freeze };
     assert!(wrong.active_at(at("2026-11-27T17:00:00Z")).unwrap_err().contains("Nowhere/Else"));
 }
+
+#[test]
+fn a_step_waits_for_traffic_unless_a_deadline_says_otherwise() {
+    let file = |analysis: &str| {
+        format!(
+            "service: app\nenvironments:\n  staging:\n    target: process\n    command: ./run\n    analysis: {analysis}\n"
+        )
+    };
+    let (parsed, diagnostics) = service::parse(&file("{ alpha: 0.01 }"));
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let analysis = &parsed.unwrap().environments[0].analysis;
+    assert_eq!((analysis.deadline_ms, analysis.on_deadline), (None, service::OnDeadline::Rollback), "no deadline");
+
+    let (parsed, diagnostics) = service::parse(&file("{ deadline: 10m, on-deadline: promote }"));
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let analysis = &parsed.unwrap().environments[0].analysis;
+    assert_eq!((analysis.deadline_ms, analysis.on_deadline), (Some(600_000), service::OnDeadline::Promote));
+
+    let source = file("{ deadline: later, on-deadline: maybe }");
+    let (_, diagnostics) = service::parse(&source);
+    let text = diagnostics.iter().map(|d| d.render("service.yml", &source)).collect::<Vec<_>>().join("\n");
+    assert_eq!(diagnostics.len(), 2, "{text}");
+    assert!(text.contains("`analysis.deadline` must be a duration, found `later`"), "{text}");
+    assert!(text.contains("`analysis.on-deadline` must be `rollback` or `promote`, found `maybe`"), "{text}");
+    assert!(text.contains("service.yml:6:"), "{text}");
+}

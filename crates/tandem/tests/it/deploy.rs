@@ -453,7 +453,7 @@ fn kill_9_mid_rollout_resumes_from_the_store_and_leaves_no_orphans() {
     }
     let before_crash = alive(&pidfile);
     assert_eq!(before_crash.len(), 4, "two stable and two canary instances");
-    server.kill9();
+    let _crashed = server.kill9();
     let crashed = Instant::now();
 
     let server = Server::start(data.path(), Some(&token));
@@ -591,6 +591,17 @@ fn blue_green_previews_switches_and_switches_back_and_rolling_replaces_without_e
     std::thread::sleep(Duration::from_millis(300));
     let answers = load.since(began);
     assert!(answers.iter().all(|(s, b)| *s == 200 && b == "v2"), "v2 kept serving: {answers:?}");
+    drop(load);
+
+    // SIGTERM (systemd, `docker stop`) stops the server and every instance, as Ctrl-C does.
+    assert!(!alive(&pidfile).is_empty());
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alive(&pidfile).is_empty() {
+        assert!(Instant::now() < deadline, "instances outlived a SIGTERM of the server: {:?}", alive(&pidfile));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A GET with the blue-green preview header.
@@ -615,7 +626,11 @@ fn the_error_budget_gate_holds_releases_while_the_service_burns_its_budget() {
     repo.commit("v1 fails one request in five");
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
-    add_repo(&server, &repo, "shop");
+    // The repository has another name than its service: `tandem deploy` takes the service.
+    add_repo(&server, &repo, "shop-repo");
+    let unknown = server.cli(&["deploy", "nothing-here", "budget"]);
+    assert_ne!(unknown.code, 0);
+    assert!(unknown.stderr.contains("no service or repository is named `nothing-here`"), "{}", unknown.all());
     // No traffic yet: nothing is known against the release, so the gate lets it through.
     let first = server.cli(&["deploy", "shop", "budget", "--wait"]);
     assert_eq!(first.code, 0, "{}", first.all());

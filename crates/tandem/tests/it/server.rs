@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crate::{Repo, pid_alive};
 
 /// A `tandem server` process on an ephemeral loopback port.
+/// A `tandem server` child process. Dropping it stops it as systemd would (SIGTERM), then ends
+/// anything it left (`tandem reap`), so no test leaves instances or steps running.
 pub struct Server {
     child: Child,
+    data: std::path::PathBuf,
     pub addr: String,
     pub token: String,
 }
@@ -42,7 +45,7 @@ impl Server {
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
-        Server { child, addr, token: found_token.unwrap() }
+        Server { child, data: data.to_path_buf(), addr, token: found_token.unwrap() }
     }
 
     pub fn url(&self) -> String {
@@ -78,28 +81,73 @@ impl Server {
     }
 
     /// Ctrl-C: the server stops gracefully; returns its exit status.
-    pub fn interrupt(mut self) -> std::process::ExitStatus {
-        std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+    pub fn interrupt(self) -> std::process::ExitStatus {
+        self.stop_with("-INT")
+    }
+
+    /// SIGTERM (systemd, `docker stop`): the server stops as on Ctrl-C; returns its exit status.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with("-TERM")
+    }
+
+    fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the server did not stop on Ctrl-C");
+            assert!(Instant::now() < deadline, "the server did not stop on {signal}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    pub fn kill9(mut self) {
+    /// `kill -9`: what the server started keeps running until a restart (or the returned guard,
+    /// when it is dropped) ends it.
+    pub fn kill9(mut self) -> Crashed {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        // The guard ends the orphans, not this drop: the restart is meant to find them.
+        Crashed { data: std::mem::take(&mut self.data) }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if !self.data.as_os_str().is_empty() {
+            reap(&self.data);
+        }
+    }
+}
+
+/// A data directory whose server was killed with `kill -9`: dropping it ends what that server left.
+#[must_use = "dropping it at once ends the orphans a restart is meant to find"]
+pub struct Crashed {
+    data: std::path::PathBuf,
+}
+
+impl Drop for Crashed {
+    fn drop(&mut self) {
+        reap(&self.data);
+    }
+}
+
+/// `tandem reap`: ends the steps, instances, containers and services a stopped server left.
+fn reap(data: &std::path::Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem")).arg("reap").arg("--data").arg(data).output();
+    if let Ok(output) = output
+        && !output.status.success()
+    {
+        eprintln!("tandem reap --data {}: {}", data.display(), String::from_utf8_lossy(&output.stderr));
     }
 }
 
@@ -350,7 +398,7 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_orphans() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let step_pid: i32 = std::fs::read_to_string(&pids).unwrap().lines().next().unwrap().parse().unwrap();
-    server.kill9();
+    let _crashed = server.kill9();
     assert!(pid_alive(step_pid), "the step should outlive a kill -9 of the server until the restart");
 
     let server = Server::start(data.path(), Some(&token));
@@ -407,7 +455,7 @@ fn kill_9_at_random_points_during_a_delivery_stream() {
             ok
         });
         std::thread::sleep(Duration::from_millis(*wait));
-        server.kill9();
+        let _crashed = server.kill9();
         acknowledged.extend(sender.join().unwrap());
         server = Server::start(data.path(), Some(&token));
     }
@@ -465,7 +513,8 @@ fn up_serves_a_demo_repository_and_runs_it() {
     }
     assert!(printed.contains("first run queued: 1"), "{printed}");
     assert!(printed.contains("tandem runs logs 1 --follow"), "{printed}");
-    let server = Server { child, addr: url.trim_start_matches("http://").to_string(), token };
+    let server =
+        Server { child, data: data.path().to_path_buf(), addr: url.trim_start_matches("http://").to_string(), token };
     let runs = server.wait_for("the demo run to pass", |runs| {
         runs.first().is_some_and(|r| r["status"] != "queued" && r["status"] != "running")
     });

@@ -82,3 +82,16 @@ fn the_service_file_is_checked_with_the_workflows() {
     let run = repo.tandem(&["validate"]);
     assert_eq!(run.code, 0, "{}", run.all());
 }
+
+#[test]
+fn a_service_file_without_workflows_is_checked_too() {
+    let repo = Repo::new(&[]);
+    repo.write(
+        ".tandem/service.yml",
+        "service: app\nenvironments:\n  staging:\n    target: process\n    comand: ./run\n",
+    );
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains(".tandem/service.yml:5:5"), "{}", run.all());
+    assert!(!run.all().contains("no workflows found"), "{}", run.all());
+}

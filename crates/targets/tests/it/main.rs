@@ -73,7 +73,7 @@ async fn a_release_failing_one_request_in_ten_is_rolled_back_within_seconds() {
     let addr = serve_proxy(proxy.clone()).await;
     let traffic = load(addr, 50.0, None);
     let started = Instant::now();
-    let plan = Plan { steps: vec![0.1, 0.5, 1.0], analysis: Config::default(), step_timeout: Duration::from_secs(60) };
+    let plan = Plan { steps: vec![0.1, 0.5, 1.0], analysis: Config::default(), deadline: None };
     let record = canary::run(proxy.clone(), outcomes, plan).await;
     let elapsed = started.elapsed();
     eprintln!("rolled back after {elapsed:?}: {:?}", record.last());
@@ -107,12 +107,7 @@ async fn a_healthy_release_is_promoted_step_by_step() {
     let addr = serve_proxy(proxy.clone()).await;
     let traffic = load(addr, 100.0, None);
     let analysis = Config { min_canary_requests: 30, min_seconds: 1.0, ..Config::default() };
-    let record = canary::run(
-        proxy.clone(),
-        outcomes,
-        Plan { steps: vec![0.25, 0.5], analysis, step_timeout: Duration::from_secs(30) },
-    )
-    .await;
+    let record = canary::run(proxy.clone(), outcomes, Plan { steps: vec![0.25, 0.5], analysis, deadline: None }).await;
     traffic.abort();
     let weights: Vec<f64> = record
         .iter()
@@ -122,6 +117,30 @@ async fn a_healthy_release_is_promoted_step_by_step() {
     assert!(matches!(record.last(), Some(Record::Promoted { .. })), "{record:?}");
     assert_eq!(proxy.routing().stable, vec![good]);
     assert!(good_hits.load(Ordering::SeqCst) >= 45);
+}
+
+/// A step with no traffic: without a deadline it waits (here until a manual promotion after 20
+/// checks); with one it rolls back or goes on, as `on-deadline` says.
+#[tokio::test]
+async fn a_step_without_traffic_waits_unless_its_deadline_decides() {
+    use targets::canary::{Deadline, StepEnd, judge_step};
+    let config = Config::default();
+    let (_keep, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let mut checks = 0;
+    let end = judge_step(&mut outcomes, &config, None, || {
+        checks += 1;
+        (checks == 20).then_some(StepEnd::Healthy)
+    })
+    .await;
+    assert_eq!((end, checks), (StepEnd::Healthy, 20), "no traffic and no deadline: it waited");
+
+    let deadline = Deadline { after: Duration::from_millis(200), promote: false };
+    let end = judge_step(&mut outcomes, &config, Some(deadline), || None).await;
+    let StepEnd::RolledBack { evidence: None, reason } = end else { panic!("{end:?}") };
+    assert!(reason.contains("deadline") && reason.contains("200ms"), "{reason}");
+
+    let deadline = Deadline { after: Duration::from_millis(200), promote: true };
+    assert_eq!(judge_step(&mut outcomes, &config, Some(deadline), || None).await, StepEnd::Healthy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
