@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use rollout::analysis::Config;
+use rollout::reconcile::{Kind, Plan, Strategy};
 use rollout::simulate::{RolloutEnd, Scenario, rollout, run as simulate};
 
 fn scenario(stable: f64, canary: f64) -> Scenario {
@@ -58,16 +59,16 @@ pub fn run(_args: &[String]) -> Result<()> {
         ("quick: steps 10, 50, 100; pause 5 s; 50 requests a step", vec![0.1, 0.5], 5.0, 50),
         ("one step: 50, 100; pause 10 s; 200 requests", vec![0.5], 10.0, 200),
     ] {
-        let config = Config {
-            alpha: config.alpha / steps.len() as f64,
-            min_canary_requests: min_requests,
-            min_seconds: pause,
-            ..Config::default()
-        };
+        // The reconciler shares α between the judged steps, as in the server.
+        let mut weights = steps.clone();
+        weights.push(1.0);
+        let plan =
+            Plan { kind: Kind::Deploy, strategy: Strategy::Canary { weights }, instances: 2, alpha: config.alpha };
+        let config = Config { min_canary_requests: min_requests, min_seconds: pause, ..Config::default() };
         let n = 500u64;
         let mut seconds = Vec::new();
         for seed in 0..n {
-            if let RolloutEnd::Promoted(s) = rollout(&scenario(0.001, 0.001), &steps, &config, seed) {
+            if let RolloutEnd::Promoted(s) = rollout(&scenario(0.001, 0.001), &plan, &config, seed) {
                 seconds.push(s);
             }
         }

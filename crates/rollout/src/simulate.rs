@@ -1,6 +1,7 @@
 //! Deterministic simulations of canaries under traffic, for tests and benchmarks.
 
 use crate::analysis::{Analysis, Arm, Config, Verdict};
+use crate::reconcile::{Action, Judgement, Observed, Plan, decide};
 
 /// A small, fast, seeded generator (xorshift64*), so simulations repeat exactly.
 #[derive(Debug, Clone)]
@@ -82,31 +83,48 @@ pub enum RolloutEnd {
     Undecided,
 }
 
-/// Runs a canary through `steps` (weights 0..1; the last one below 1), each step judged by a
-/// fresh analysis as the rollout controller does; `scenario.canary_weight` is ignored.
-pub fn rollout(scenario: &Scenario, steps: &[f64], config: &Config, seed: u64) -> RolloutEnd {
+/// Runs a whole rollout under `scenario` with the same reconciler the server drives
+/// ([`crate::reconcile::decide`]): each step it routes is judged by a fresh analysis with the
+/// step's share of α (`config` gives the other settings); `scenario.canary_weight` is ignored.
+pub fn rollout(scenario: &Scenario, plan: &Plan, config: &Config, seed: u64) -> RolloutEnd {
     let mut rng = Rng::new(seed);
     let mut now = 0.0;
-    for &weight in steps {
-        let mut analysis = Analysis::new(config.clone(), now);
-        loop {
-            if now > scenario.duration {
-                return RolloutEnd::Undecided;
+    let mut weight = 0.0;
+    let mut observed = Observed { started: true, has_stable: true, n_stable: plan.instances, ..Observed::default() };
+    loop {
+        match decide(plan, &observed) {
+            Action::StartNew { total } => observed.n_new = total,
+            Action::Step { index, weight: w, .. } => {
+                weight = w;
+                observed.at = Some(index);
+                observed.judged = None;
             }
-            now += rng.exponential(1.0 / scenario.requests_per_second);
-            let arm = if rng.uniform() < weight { Arm::Canary } else { Arm::Stable };
-            let (error_rate, latency) = match arm {
-                Arm::Canary => (scenario.canary_error_rate, scenario.canary_latency_ms),
-                Arm::Stable => (scenario.stable_error_rate, scenario.stable_latency_ms),
-            };
-            let error = rng.uniform() < error_rate;
-            analysis.observe(now, arm, error, rng.exponential(latency));
-            match analysis.verdict(now) {
-                Verdict::Rollback(_) => return RolloutEnd::RolledBack(now),
-                Verdict::Healthy { .. } => break,
-                Verdict::Wait { .. } => {}
+            Action::Judge { alpha, .. } => {
+                let mut analysis = Analysis::new(Config { alpha, ..config.clone() }, now);
+                let judgement = loop {
+                    if now > scenario.duration {
+                        return RolloutEnd::Undecided;
+                    }
+                    now += rng.exponential(1.0 / scenario.requests_per_second);
+                    let arm = if rng.uniform() < weight { Arm::Canary } else { Arm::Stable };
+                    let (error_rate, latency) = match arm {
+                        Arm::Canary => (scenario.canary_error_rate, scenario.canary_latency_ms),
+                        Arm::Stable => (scenario.stable_error_rate, scenario.stable_latency_ms),
+                    };
+                    let error = rng.uniform() < error_rate;
+                    analysis.observe(now, arm, error, rng.exponential(latency));
+                    match analysis.verdict(now) {
+                        Verdict::Rollback(evidence) => break Judgement::Failed { reason: evidence.metric.to_string() },
+                        Verdict::Healthy { .. } => break Judgement::Healthy,
+                        Verdict::Wait { .. } => {}
+                    }
+                };
+                observed.judged = Some(judgement);
             }
+            Action::Promote { .. } => return RolloutEnd::Promoted(now),
+            Action::RollBack { .. } => return RolloutEnd::RolledBack(now),
+            // Gates, previews, switches and retirements take no traffic to simulate.
+            _ => return RolloutEnd::Undecided,
         }
     }
-    RolloutEnd::Promoted(now)
 }

@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use rollout::analysis::{Arm, Config, EventTest};
 use rollout::simulate::{Scenario, run};
 
+mod reconcile;
+
 fn scenario(stable: f64, canary: f64, duration: f64) -> Scenario {
     Scenario {
         requests_per_second: 50.0,
@@ -87,13 +89,20 @@ proptest! {
 
 #[test]
 fn a_stepped_rollout_promotes_healthy_releases_once_every_step_has_its_traffic() {
+    use rollout::reconcile::{Kind, Plan, Strategy};
     use rollout::simulate::{RolloutEnd, rollout};
-    // α is shared between the two judged steps, as the rollout controller does.
-    let config = Config { alpha: 0.01 / 2.0, min_canary_requests: 200, min_seconds: 30.0, ..Config::default() };
+    // The reconciler shares α between the two judged steps, as in the server.
+    let plan = Plan {
+        kind: Kind::Deploy,
+        strategy: Strategy::Canary { weights: vec![0.1, 0.5, 1.0] },
+        instances: 2,
+        alpha: 0.01,
+    };
+    let config = Config { min_canary_requests: 200, min_seconds: 30.0, ..Config::default() };
     let healthy = scenario(0.001, 0.001, 3600.0);
     let mut promoted = Vec::new();
     for seed in 0..200 {
-        match rollout(&healthy, &[0.1, 0.5], &config, seed) {
+        match rollout(&healthy, &plan, &config, seed) {
             RolloutEnd::Promoted(seconds) => promoted.push(seconds),
             RolloutEnd::RolledBack(_) => {}
             RolloutEnd::Undecided => panic!("seed {seed}: a healthy rollout never ended"),
@@ -107,6 +116,6 @@ fn a_stepped_rollout_promotes_healthy_releases_once_every_step_has_its_traffic()
     // A bad release never gets through the steps.
     let bad = scenario(0.001, 0.10, 3600.0);
     for seed in 0..100 {
-        assert!(matches!(rollout(&bad, &[0.1, 0.5], &config, seed), RolloutEnd::RolledBack(s) if s < 60.0));
+        assert!(matches!(rollout(&bad, &plan, &config, seed), RolloutEnd::RolledBack(s) if s < 60.0));
     }
 }

@@ -43,22 +43,33 @@ pub(super) async fn rolled_back(
     transition(app, deployment, "rolled_back", DeploymentStatus::RolledBack, step, weight, reason, detail).await
 }
 
-/// What holds a deployment back now, if anything: the gate (`freeze`, `error-budget` or
-/// `approval`) and why.
+/// The gate's name in events and API answers.
+pub(super) fn gate_name(gate: Gate) -> &'static str {
+    match gate {
+        Gate::Freeze => "freeze",
+        Gate::ErrorBudget => "error-budget",
+        Gate::Approval => "approval",
+    }
+}
+
+/// What holds a deployment back now, if anything: the gate and why.
 pub(super) async fn gate(
     app: &App,
     deployment: &Deployment,
     spec: &service::Environment,
     env: &Env,
-) -> Option<(&'static str, String)> {
+) -> Option<(Gate, String)> {
     let now = jiff::Timestamp::now();
     for freeze in &spec.gates.freezes {
         match freeze.active_at(now) {
             Ok(Some(end)) => {
-                return Some(("freeze", format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone)));
+                return Some((
+                    Gate::Freeze,
+                    format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone),
+                ));
             }
             Ok(None) => {}
-            Err(error) => return Some(("freeze", format!("freeze window cannot be read: {error}"))),
+            Err(error) => return Some((Gate::Freeze, format!("freeze window cannot be read: {error}"))),
         }
     }
     if let Some(floor) = spec.gates.min_error_budget {
@@ -69,7 +80,7 @@ pub(super) async fn gate(
             let left = 1.0 - rate / allowed;
             if left < floor {
                 return Some((
-                    "error-budget",
+                    Gate::ErrorBudget,
                     format!(
                         "error budget {:.0}% left, below the {:.0}% floor ({:.2}% of {requests} requests failed in the last {} min against a {:.2}% objective)",
                         left.max(0.0) * 100.0,
@@ -83,9 +94,13 @@ pub(super) async fn gate(
         }
     }
     if spec.gates.approval {
-        let current = app.store.deployment(deployment.id).await.ok()?;
-        if current.approved_by.is_none() {
-            return Some(("approval", format!("waits for approval: `tandem approve {}`", deployment.id)));
+        // Fails closed: a deployment whose approval cannot be read stays held.
+        match app.store.deployment(deployment.id).await {
+            Ok(current) if current.approved_by.is_some() => {}
+            Ok(_) => {
+                return Some((Gate::Approval, format!("waits for approval: `tandem approve {}`", deployment.id)));
+            }
+            Err(error) => return Some((Gate::Approval, format!("cannot read its approval: {error}"))),
         }
     }
     None

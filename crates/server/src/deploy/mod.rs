@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rollout::analysis::Config;
+use rollout::reconcile::{self, Action, Gate, Judgement, Kind, Observed};
 use spec::service::{self, Strategy, Target};
 use store::{Deployment, DeploymentFilter, DeploymentStatus, NewDeployment, Store, Transition};
 use targets::canary::{StepEnd, judge_step};
@@ -23,16 +24,16 @@ use tokio::sync::mpsc;
 
 use crate::{App, repos};
 
+mod driver;
 mod gates;
 mod instances;
-mod strategies;
 mod traffic;
+#[allow(unused_imports)]
+use driver::*;
 #[allow(unused_imports)]
 use gates::*;
 #[allow(unused_imports)]
 use instances::*;
-#[allow(unused_imports)]
-use strategies::*;
 #[allow(unused_imports)]
 use traffic::*;
 
@@ -308,9 +309,20 @@ pub async fn run_forever(app: Arc<App>) {
                         .unwrap_or(false);
                     if claimed {
                         let app = app.clone();
+                        // Supervised: a panic while driving fails the deployment with the
+                        // reason instead of leaving it running and its environment blocked.
                         tokio::spawn(async move {
                             let id = deployment.id;
-                            if let Err(error) = drive(&app, deployment).await {
+                            let task = tokio::spawn({
+                                let app = app.clone();
+                                async move { drive(&app, deployment).await }
+                            });
+                            let failure = match task.await {
+                                Ok(Ok(())) => None,
+                                Ok(Err(error)) => Some(error),
+                                Err(panic) => Some(format!("internal error while driving the deployment: {panic}")),
+                            };
+                            if let Some(error) = failure {
                                 tracing::warn!("deployment {id}: {error}");
                                 let failed = Transition {
                                     event: "failed".into(),
@@ -320,7 +332,9 @@ pub async fn run_forever(app: Arc<App>) {
                                     reason: Some(error),
                                     detail: serde_json::json!({}),
                                 };
-                                let _ = app.store.transition_deployment(id, failed, "tandem").await;
+                                if let Err(store_error) = app.store.transition_deployment(id, failed, "tandem").await {
+                                    tracing::error!("deployment {id}: cannot record its failure: {store_error}");
+                                }
                             }
                             app.deployer.driving.lock().map(|mut d| d.remove(&id)).ok();
                             app.deployer.wake.notify_waiters();
