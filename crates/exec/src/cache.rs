@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::paths::{hex, walk};
+use crate::paths::walk;
 
 /// Default size limit of the whole cache: 10 GiB, as on GitHub.
 pub const DEFAULT_LIMIT: u64 = 10 * 1024 * 1024 * 1024;
@@ -85,7 +85,7 @@ impl CacheStore {
     }
 
     fn entry_path(&self, scope: &str, version: &str, key: &str) -> PathBuf {
-        let id = hex(&Sha256::digest(format!("{scope}\0{version}\0{key}").as_bytes()));
+        let id = hex::encode(Sha256::digest(format!("{scope}\0{version}\0{key}").as_bytes()));
         self.root.join("entries").join(format!("{id}.json"))
     }
 
@@ -180,7 +180,7 @@ impl CacheStore {
                     FileKind::Dir
                 } else {
                     let bytes = fs::read(p)?;
-                    let blob = hex(&Sha256::digest(&bytes));
+                    let blob = hex::encode(Sha256::digest(&bytes));
                     let blob_path = self.blob_path(&blob);
                     if !blob_path.exists() {
                         if let Some(parent) = blob_path.parent() {

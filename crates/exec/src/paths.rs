@@ -131,9 +131,5 @@ pub fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, Strin
         let bytes = std::fs::read(&file).map_err(|e| format!("hashFiles: cannot read {}: {e}", file.display()))?;
         outer.update(Sha256::digest(&bytes));
     }
-    Ok(hex(&outer.finalize()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(hex::encode(outer.finalize()))
 }

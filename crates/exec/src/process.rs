@@ -44,6 +44,19 @@ impl Exit {
     }
 }
 
+/// Whether a process runs (a zombie does not count): the one liveness test for owners of
+/// containers, services, journals and servers.
+pub fn pid_alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
+}
+
+/// The owning Tandem's pid, from the owner label of a container, network or service.
+pub fn owner_pid(labels: Option<&std::collections::HashMap<String, String>>) -> Option<i32> {
+    labels.and_then(|l| l.get(crate::docker::OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok())
+}
+
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

@@ -94,7 +94,7 @@ pub enum ServerError {
 
 /// SHA-256 of a token, as stored.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A new random secret, hex encoded.
@@ -102,7 +102,7 @@ pub fn random_secret() -> std::io::Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 pub fn database_path(data_dir: &Path) -> PathBuf {
@@ -117,9 +117,7 @@ fn pid_file(data_dir: &Path) -> PathBuf {
 /// The pid of a live server on this data directory, if one runs.
 pub fn running_server(data_dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file(data_dir)).ok()?.trim().parse().ok()?;
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_some_and(|state| state != "Z"));
-    (alive && pid != std::process::id() as i32).then_some(pid)
+    (exec::process::pid_alive(pid) && pid != std::process::id() as i32).then_some(pid)
 }
 
 /// What a stopped server had left running and [`reap`] ended.

@@ -60,10 +60,10 @@ pub async fn sync(app: &App, repo: &Repo, sha: Option<&str>) -> Result<PathBuf, 
 
 /// The workflow files at a commit: `.tandem/workflows`, else `.github/workflows`.
 pub async fn workflow_files(mirror: &Path, sha: &str) -> Result<Vec<String>, String> {
-    for dir in [".tandem/workflows/", ".github/workflows/"] {
-        let listing = git(mirror, &["ls-tree", "--name-only", sha, dir]).await?;
+    for dir in spec::workflow::WORKFLOW_DIRS {
+        let listing = git(mirror, &["ls-tree", "--name-only", sha, &format!("{dir}/")]).await?;
         let files: Vec<String> =
-            listing.lines().filter(|f| f.ends_with(".yml") || f.ends_with(".yaml")).map(str::to_string).collect();
+            listing.lines().filter(|f| spec::workflow::is_workflow_file(f)).map(str::to_string).collect();
         if !files.is_empty() {
             return Ok(files);
         }

@@ -35,9 +35,10 @@ impl LoadedWorkflow {
     }
 }
 
-/// The workflow directory of a repository: `.tandem/workflows`, else `.github/workflows`.
+/// The workflow directory of a repository: the first of [`spec::workflow::WORKFLOW_DIRS`] that holds
+/// a workflow file, as on the server.
 pub fn workflow_dir(root: &Path) -> Option<PathBuf> {
-    [".tandem/workflows", ".github/workflows"].iter().map(|d| root.join(d)).find(|d| d.is_dir())
+    spec::workflow::WORKFLOW_DIRS.iter().map(|d| root.join(d)).find(|d| list_files(d).is_ok_and(|f| !f.is_empty()))
 }
 
 /// Lists the workflow files of a directory, sorted by name.
@@ -45,7 +46,9 @@ pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .filter(|p| {
+            p.is_file() && p.file_name().is_some_and(|n| spec::workflow::is_workflow_file(&n.to_string_lossy()))
+        })
         .collect();
     files.sort();
     Ok(files)

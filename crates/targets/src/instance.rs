@@ -1,5 +1,5 @@
-//! One running copy of a release — a supervised process or a container — with its readiness
-//! check before traffic and its liveness check after.
+//! One running copy of a release — a supervised process, a container or a Swarm service, each a
+//! [`Target`] — with its readiness check before traffic and its liveness check after.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +16,6 @@ use crate::process::{self, ProcessTarget, Supervised};
 /// Label on every container Tandem deploys: `<service>/<environment>`.
 pub const DEPLOY_LABEL: &str = "dev.tandem.deploy";
 /// Label with the pid of the Tandem that started the container.
-pub const OWNER_LABEL: &str = "dev.tandem.owner";
 
 /// How an instance is checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,16 +106,133 @@ pub enum Launch {
     },
 }
 
-enum Inner {
-    Process(Supervised),
-    Container { docker: Docker, id: String },
-    Service { docker: Docker, id: String },
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// An instance of a release on one kind of target: a supervised process, a container, a one-task
+/// Swarm service (a Kubernetes pod would be one more).
+///
+/// The lifecycle every target keeps:
+/// - it exists once [`Instance::start`] returns, with the address it answers on; it is not ready
+///   yet: [`Instance::wait_ready`] probes that address, and asks the target `running` (does the
+///   platform agree it runs?) and `exited` (is it gone for good, and why?), so that readiness
+///   fails fast with the reason instead of waiting out its time;
+/// - `restart` follows a failed liveness check; a target whose platform replaces what stops may
+///   do nothing;
+/// - `stop` is idempotent and may be called from any task, also while `restart` runs; once it
+///   returns, nothing of the instance runs (its process group killed, its container or service
+///   removed);
+/// - nothing is adopted after a crash: processes are ended from their journal and containers and
+///   services by their owner label (`reap_*`), then the release starts again. Every target
+///   records what that needs when it starts.
+pub trait Target: Send + Sync {
+    /// The platform agrees the instance runs (Swarm: a task of the service is running).
+    fn running(&self) -> BoxFuture<'_, Result<bool, String>>;
+    /// Why the instance is gone for good, if it is (a container that exited).
+    fn exited(&self) -> BoxFuture<'_, Option<String>>;
+    fn restart(&self) -> BoxFuture<'_, ()>;
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A supervised process (restarted with backoff by its supervisor).
+struct ProcessInstance(tokio::sync::Mutex<Option<Supervised>>);
+
+impl Target for ProcessInstance {
+    fn running(&self) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn exited(&self) -> BoxFuture<'_, Option<String>> {
+        // The supervisor starts it again; readiness waits for the new one.
+        Box::pin(async { None })
+    }
+
+    fn restart(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            if let Some(supervised) = self.0.lock().await.as_ref() {
+                supervised.restart(0);
+            }
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            let supervised = self.0.lock().await.take();
+            if let Some(supervised) = supervised {
+                supervised.stop().await;
+            }
+        })
+    }
+}
+
+/// A container with its port published on loopback.
+struct ContainerInstance {
+    docker: Docker,
+    id: String,
+    addr: SocketAddr,
+}
+
+impl Target for ContainerInstance {
+    fn running(&self) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn exited(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async {
+            let inspect = self.docker.inspect_container(&self.id, None).await.ok()?;
+            let state = inspect.state?;
+            (state.running == Some(false)).then(|| {
+                let code = state.exit_code.unwrap_or_default();
+                format!("the container on {} exited with code {code} before it was ready", self.addr)
+            })
+        })
+    }
+
+    fn restart(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            if let Err(error) = self.docker.restart_container(&self.id, None).await {
+                tracing::warn!("cannot restart the container on {}: {error}", self.addr);
+            }
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(remove(&self.docker, &self.id))
+    }
+}
+
+/// A one-task Swarm service, published in host mode.
+struct ServiceInstance {
+    docker: Docker,
+    id: String,
+}
+
+impl Target for ServiceInstance {
+    fn running(&self) -> BoxFuture<'_, Result<bool, String>> {
+        // Its task must run (not just a previous one linger) before it counts as ready.
+        Box::pin(async { running_tasks(&self.docker, &self.id).await.map(|n| n >= 1) })
+    }
+
+    fn exited(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
+
+    fn restart(&self) -> BoxFuture<'_, ()> {
+        // Swarm replaces tasks that stop by itself; the failure is what counts here.
+        Box::pin(async {})
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            // Deleting a service that is gone already is fine: stop is idempotent.
+            let _ = self.docker.delete_service(&self.id).await;
+        })
+    }
 }
 
 /// A running instance. Call `stop`; dropping it leaves the instance running.
 pub struct Instance {
     pub addr: SocketAddr,
-    inner: Arc<Inner>,
+    target: Arc<dyn Target>,
     /// Why the liveness check gave up on it, once it did.
     failure: Arc<Mutex<Option<String>>>,
     monitor: Option<tokio::task::JoinHandle<()>>,
@@ -130,7 +246,7 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     pub async fn start(launch: &Launch) -> Result<Instance, String> {
-        let (addr, inner) = match launch {
+        let (addr, target): (SocketAddr, Arc<dyn Target>) = match launch {
             Launch::Process { command, dir, env, journal } => {
                 let target = ProcessTarget {
                     command: command.clone(),
@@ -141,18 +257,18 @@ impl Instance {
                     journal: journal.clone(),
                 };
                 let supervised = process::start(&target)?;
-                (supervised.addrs[0], Inner::Process(supervised))
+                (supervised.addrs[0], Arc::new(ProcessInstance(tokio::sync::Mutex::new(Some(supervised)))))
             }
             Launch::Docker { docker, image, port, env, labels } => {
                 let (addr, id) = start_container(docker, image, *port, env, labels).await?;
-                (addr, Inner::Container { docker: docker.clone(), id })
+                (addr, Arc::new(ContainerInstance { docker: docker.clone(), id, addr }))
             }
             Launch::Swarm { docker, name, image, port, env, labels } => {
                 let (addr, id) = start_service(docker, name, image, *port, env, labels).await?;
-                (addr, Inner::Service { docker: docker.clone(), id })
+                (addr, Arc::new(ServiceInstance { docker: docker.clone(), id }))
             }
         };
-        Ok(Instance { addr, inner: Arc::new(inner), failure: Arc::default(), monitor: None })
+        Ok(Instance { addr, target, failure: Arc::default(), monitor: None })
     }
 
     /// Waits until the instance passes its check, or fails after `health.ready_within`.
@@ -160,23 +276,11 @@ impl Instance {
         let deadline = Instant::now() + health.ready_within;
         let pause = (health.interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         loop {
-            if check(self.addr, &health.check, health.timeout).await {
-                match &*self.inner {
-                    // Its task must run (not just a previous one linger) before it counts as ready.
-                    Inner::Service { docker, id } => match running_tasks(docker, id).await {
-                        Ok(n) if n >= 1 => return Ok(()),
-                        Ok(_) => {}
-                        Err(error) => return Err(error),
-                    },
-                    _ => return Ok(()),
-                }
+            if check(self.addr, &health.check, health.timeout).await && self.target.running().await? {
+                return Ok(());
             }
-            if let Inner::Container { docker, id } = &*self.inner
-                && let Ok(inspect) = docker.inspect_container(id, None).await
-                && inspect.state.as_ref().and_then(|s| s.running) == Some(false)
-            {
-                let code = inspect.state.and_then(|s| s.exit_code).unwrap_or_default();
-                return Err(format!("the container on {} exited with code {code} before it was ready", self.addr));
+            if let Some(reason) = self.target.exited().await {
+                return Err(reason);
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -193,7 +297,7 @@ impl Instance {
     /// Starts the liveness check: after `threshold` failed checks in a row the instance is
     /// recorded as failed and restarted.
     pub fn watch(&mut self, health: Health) {
-        let (addr, inner, failure) = (self.addr, self.inner.clone(), self.failure.clone());
+        let (addr, target, failure) = (self.addr, self.target.clone(), self.failure.clone());
         self.monitor = Some(tokio::spawn(async move {
             let mut failed = 0;
             loop {
@@ -214,14 +318,7 @@ impl Instance {
                     slot.get_or_insert(reason);
                 }
                 failed = 0;
-                match &*inner {
-                    Inner::Process(supervised) => supervised.restart(0),
-                    Inner::Container { docker, id } => {
-                        let _ = docker.restart_container(id, None).await;
-                    }
-                    // Swarm replaces tasks that stop by itself; the failure is what counts here.
-                    Inner::Service { .. } => {}
-                }
+                target.restart().await;
                 // Give the restarted instance its time to come up before counting again.
                 tokio::time::sleep(health.ready_within.min(Duration::from_secs(30))).await;
             }
@@ -238,21 +335,7 @@ impl Instance {
             monitor.abort();
             let _ = monitor.await;
         }
-        match Arc::try_unwrap(self.inner) {
-            Ok(Inner::Process(supervised)) => supervised.stop().await,
-            Ok(Inner::Container { docker, id }) => remove(&docker, &id).await,
-            Ok(Inner::Service { docker, id }) => {
-                let _ = docker.delete_service(&id).await;
-            }
-            // The aborted monitor may not have dropped its handle yet; stop through the shared one.
-            Err(shared) => match &*shared {
-                Inner::Process(supervised) => supervised.halt(),
-                Inner::Container { docker, id } => remove(docker, id).await,
-                Inner::Service { docker, id } => {
-                    let _ = docker.delete_service(id).await;
-                }
-            },
-        }
+        self.target.stop().await;
     }
 }
 
@@ -281,7 +364,7 @@ async fn start_container(
     }
     let key = format!("{port}/tcp");
     let mut labels = labels.clone();
-    labels.insert(OWNER_LABEL.into(), std::process::id().to_string());
+    labels.insert(exec::docker::OWNER_LABEL.into(), std::process::id().to_string());
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("PORT={port}"));
     let host = HostConfig {
@@ -342,7 +425,7 @@ pub enum Owner {
 
 impl Owner {
     fn matches(self, owner: Option<i32>) -> bool {
-        let alive = owner.is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        let alive = owner.is_some_and(exec::process::pid_alive);
         match self {
             Owner::Dead => !alive,
             Owner::This => owner == Some(std::process::id() as i32),
@@ -356,7 +439,7 @@ pub async fn reap_containers(docker: &Docker, owner: Owner) -> usize {
     let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
     let mut n = 0;
     for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
-        let pid = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        let pid = exec::process::owner_pid(container.labels.as_ref());
         if owner.matches(pid)
             && let Some(id) = container.id
         {
@@ -411,7 +494,7 @@ async fn start_service(
         return Err(format!("the image `{image}` is not on this Docker engine; build or pull it first"));
     }
     let mut labels = labels.clone();
-    labels.insert(OWNER_LABEL.into(), std::process::id().to_string());
+    labels.insert(exec::docker::OWNER_LABEL.into(), std::process::id().to_string());
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("PORT={port}"));
     let host_port = process::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
@@ -457,7 +540,7 @@ pub async fn reap_services(docker: &Docker, owner: Owner) -> usize {
     let mut n = 0;
     for service in docker.list_services(Some(options)).await.unwrap_or_default() {
         let labels = service.spec.as_ref().and_then(|s| s.labels.as_ref());
-        let pid = labels.and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
+        let pid = exec::process::owner_pid(labels);
         if owner.matches(pid)
             && let Some(id) = service.id
         {

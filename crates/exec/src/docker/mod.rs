@@ -121,8 +121,8 @@ impl DockerEngine {
             .await
             .unwrap_or_default();
         for container in containers {
-            let owner = container.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
-            if owner.is_some_and(|pid| !process_alive(pid))
+            let owner = crate::process::owner_pid(container.labels.as_ref());
+            if owner.is_some_and(|pid| !crate::process::pid_alive(pid))
                 && let Some(id) = container.id
                 && self
                     .docker
@@ -136,8 +136,8 @@ impl DockerEngine {
         let networks =
             self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.unwrap_or_default();
         for network in networks {
-            let owner = network.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok());
-            if owner.is_some_and(|pid| !process_alive(pid))
+            let owner = crate::process::owner_pid(network.labels.as_ref());
+            if owner.is_some_and(|pid| !crate::process::pid_alive(pid))
                 && let Some(name) = network.name
                 && self.docker.remove_network(&name).await.is_ok()
             {
@@ -373,8 +373,4 @@ async fn last_logs(docker: &Docker, id: &str, n: usize) -> Vec<String> {
         lines.extend(String::from_utf8_lossy(&chunk.into_bytes()).lines().map(str::to_string));
     }
     lines
-}
-
-fn process_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -137,7 +137,7 @@ pub(super) async fn run_builtin(
             let patterns: Vec<String> =
                 input("path").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
             use sha2::Digest;
-            let version = crate::paths::hex(&sha2::Sha256::digest(patterns.join("\n").as_bytes()));
+            let version = hex::encode(sha2::Sha256::digest(patterns.join("\n").as_bytes()));
             let save_version = version.clone();
             if action == BuiltinAction::CacheSave {
                 let resolved = crate::paths::resolve(&dirs.workspace, &home, &patterns);

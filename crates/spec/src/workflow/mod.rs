@@ -8,6 +8,15 @@ use crate::yaml::{self, Node, NodeKind};
 mod check;
 mod jobs;
 
+/// Where a repository's workflows live, in order of precedence: the first of these folders that
+/// holds a workflow file is the one read (locally and on the server alike).
+pub const WORKFLOW_DIRS: [&str; 2] = [".tandem/workflows", ".github/workflows"];
+
+/// Whether a file name is a workflow file's.
+pub fn is_workflow_file(name: &str) -> bool {
+    name.ends_with(".yml") || name.ends_with(".yaml")
+}
+
 /// A string from the file that may hold `${{ }}` expressions, parsed once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Text {
