@@ -98,6 +98,13 @@ pub async fn run_lifecycle(store: &impl Store) {
     );
     let by_status = store.runs(RunFilter { status: Some(RunStatus::Cancelled), ..RunFilter::default() }).await.unwrap();
     assert_eq!(by_status.len(), 1);
+    // A re-run counts its attempt from the run it repeats, through a chain of re-runs.
+    assert_eq!((first.run_attempt, first.rerun_of), (1, None));
+    let again = store.enqueue(NewRun { rerun_of: Some(first.id), ..new_run(repo.id, "a1") }, "alice").await.unwrap();
+    let third = store.enqueue(NewRun { rerun_of: Some(again.id), ..new_run(repo.id, "a1") }, "alice").await.unwrap();
+    assert_eq!((again.run_attempt, third.run_attempt, third.rerun_of), (2, 3, Some(again.id)));
+    let missing = store.enqueue(NewRun { rerun_of: Some(9_999), ..new_run(repo.id, "a1") }, "alice").await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
     assert!(store.verify_chain().await.unwrap().first_broken.is_none());
 }
 

@@ -1,5 +1,5 @@
 //! The store conformance suite: every adapter must pass these. Run here against SQLite; a
-//! PostgreSQL adapter will call `conformance::all` the same way.
+//! PostgreSQL adapter calls each `conformance::*` function the same way, one test each.
 
 mod conformance;
 
