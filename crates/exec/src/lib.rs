@@ -7,7 +7,6 @@ mod cancel;
 pub mod commands;
 pub mod docker;
 pub mod engine;
-pub mod git;
 pub mod paths;
 pub mod process;
 
@@ -38,7 +37,7 @@ pub trait Executor: Send + Sync {
     fn run<'a>(
         &'a self,
         spec: &'a ProcessSpec,
-        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        lines: &'a mpsc::Sender<(Stream, String)>,
         cancel: &'a Cancel,
         groups: &'a ProcessGroups,
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>>;
@@ -58,7 +57,7 @@ impl Executor for LocalExecutor {
     fn run<'a>(
         &'a self,
         spec: &'a ProcessSpec,
-        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        lines: &'a mpsc::Sender<(Stream, String)>,
         cancel: &'a Cancel,
         groups: &'a ProcessGroups,
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {

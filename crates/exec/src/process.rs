@@ -15,6 +15,14 @@ use tokio::sync::mpsc;
 
 use crate::Cancel;
 
+/// The longest output line kept whole; a longer one is cut there, with [`CUT_NOTE`], so that a
+/// process writing without newlines cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+pub const CUT_NOTE: &str = " … [line cut at 64 KiB]";
+/// Output lines in flight between a process and whoever logs them: a slow reader slows the
+/// process (its pipe fills), instead of lines piling up in memory.
+pub const LINE_BUFFER: usize = 1024;
+
 /// Time a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -142,12 +150,12 @@ impl ProcessGroups {
 /// group id (which may still hold background children the caller decides to kill later).
 pub async fn run(
     spec: &ProcessSpec,
-    lines: &mpsc::UnboundedSender<(Stream, String)>,
+    lines: &mpsc::Sender<(Stream, String)>,
     cancel: &Cancel,
     groups: &ProcessGroups,
 ) -> (Exit, Option<i32>) {
     let Some((program, args)) = spec.argv.split_first() else {
-        let _ = lines.send((Stream::Stderr, "empty command line".to_string()));
+        let _ = lines.send((Stream::Stderr, "empty command line".to_string())).await;
         return (Exit::NotStarted, None);
     };
     let mut command = Command::new(program);
@@ -173,7 +181,7 @@ pub async fn run(
             } else {
                 String::new()
             };
-            let _ = lines.send((Stream::Stderr, format!("cannot start `{program}`: {error}. {hint}")));
+            let _ = lines.send((Stream::Stderr, format!("cannot start `{program}`: {error}. {hint}"))).await;
             return (Exit::NotStarted, None);
         }
     };
@@ -224,21 +232,57 @@ async fn terminate_group(pgid: i32, child: &mut tokio::process::Child) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-async fn forward(stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::UnboundedSender<(Stream, String)>) {
+async fn forward(stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::Sender<(Stream, String)>) {
     let mut reader = BufReader::new(stream);
-    let mut buffer = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    // The line at hand was cut at its limit: the rest of it, up to its newline, is dropped.
+    let mut cut = false;
     loop {
-        buffer.clear();
-        match reader.read_until(b'\n', &mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buffer.pop();
-                }
-                if lines.send((which, String::from_utf8_lossy(&buffer).into_owned())).is_err() {
-                    break;
+        let available = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(bytes) => bytes,
+        };
+        let newline = available.iter().position(|b| *b == b'\n');
+        let taken = newline.map_or(available.len(), |at| at + 1);
+        let mut done = None;
+        if cut {
+            // The rest of a line already sent cut: dropped up to its newline.
+            cut = newline.is_none();
+        } else {
+            let part = &available[..newline.unwrap_or(available.len())];
+            let room = MAX_LINE_BYTES - line.len();
+            if part.len() > room {
+                line.extend_from_slice(&part[..room]);
+                done = Some(finish_line(&mut line, true));
+                cut = newline.is_none();
+            } else {
+                line.extend_from_slice(part);
+                if newline.is_some() {
+                    done = Some(finish_line(&mut line, false));
                 }
             }
         }
+        reader.consume(taken);
+        if let Some(text) = done
+            && lines.send((which, text)).await.is_err()
+        {
+            return;
+        }
     }
+    if !line.is_empty() {
+        let _ = lines.send((which, finish_line(&mut line, false))).await;
+    }
+}
+
+/// The text of a line (without its `\r`), noting where it was cut; empties `line`.
+fn finish_line(line: &mut Vec<u8>, cut: bool) -> String {
+    while line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    if cut {
+        text.push_str(CUT_NOTE);
+    }
+    text
 }

@@ -13,7 +13,7 @@ use crate::App;
 
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
-pub use exec::git::git;
+pub use git::repo::git;
 
 pub fn mirror_path(app: &App, repo: &Repo) -> PathBuf {
     app.config.data_dir.join("repos").join(format!("{}.git", repo.id))
@@ -24,19 +24,7 @@ pub async fn sync(app: &App, repo: &Repo, sha: Option<&str>) -> Result<PathBuf, 
     let lock = app.fetch_locks.lock().await.entry(repo.id).or_default().clone();
     let _guard = lock.lock().await;
     let mirror = mirror_path(app, repo);
-    if !mirror.join("HEAD").exists() {
-        std::fs::create_dir_all(mirror.parent().unwrap_or(&mirror)).map_err(|e| e.to_string())?;
-        let output = tokio::process::Command::new("git")
-            .args(["clone", "--quiet", "--bare", &repo.source])
-            .arg(&mirror)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .await
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("cannot clone {}: {}", repo.source, String::from_utf8_lossy(&output.stderr).trim()));
-        }
-    }
+    git::repo::ensure_mirror(&repo.source, &mirror).await?;
     if let Some(sha) = sha
         && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_ok()
     {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use exec::CancelSource;
 use exec::engine::{self, EngineConfig, RunEvent, RunRequest, Status};
-use exec::git::RepoFacts;
 use exec::process::ProcessGroups;
+use git::repo::RepoFacts;
 use spec::expr::Value;
 use store::{LogLine, Run, RunStatus, Store};
 use tokio::sync::{Semaphore, mpsc};

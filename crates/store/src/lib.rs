@@ -394,8 +394,14 @@ pub trait Store: Send + Sync {
 
     /// Appends log lines as one compressed chunk; returns the chunk's sequence number.
     fn append_log(&self, run_id: i64, lines: &[LogLine]) -> impl Future<Output = Result<i64>> + Send;
-    /// Chunks after `after_seq`, decompressed, with their sequence numbers.
-    fn log(&self, run_id: i64, after_seq: i64) -> impl Future<Output = Result<Vec<(i64, Vec<LogLine>)>>> + Send;
+    /// At most `max_chunks` chunks after `after_seq`, decompressed, with their sequence numbers:
+    /// a reader pages through a long log instead of loading it whole.
+    fn log(
+        &self,
+        run_id: i64,
+        after_seq: i64,
+        max_chunks: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, Vec<LogLine>)>>> + Send;
 
     fn add_token(&self, name: &str, hash: &str, actor: &str) -> impl Future<Output = Result<()>> + Send;
     fn token_name(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;

@@ -358,11 +358,18 @@ async fn runs_command(command: RunsCommand) -> Result<i32> {
                 println!("run {id}: {status}");
                 return Ok(if status == "success" { 0 } else { 1 });
             }
-            let json = client.call(Method::GET, &format!("/api/v1/runs/{id}/logs"), None).await?;
-            for line in json["lines"].as_array().into_iter().flatten() {
-                client::print_line(line);
+            // Page by page: a long log is never held whole, here or on the server.
+            let mut after = 0;
+            loop {
+                let json = client.call(Method::GET, &format!("/api/v1/runs/{id}/logs?after={after}"), None).await?;
+                for line in json["lines"].as_array().into_iter().flatten() {
+                    client::print_line(line);
+                }
+                after = json["next"].as_i64().unwrap_or(after);
+                if json["complete"].as_bool() != Some(false) {
+                    return Ok(0);
+                }
             }
-            Ok(0)
         }
         RunsCommand::Cancel { id, connection } => {
             let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use ci::filter::{EventFacts, fires};
 use exec::CancelSource;
 use exec::engine::{self, EngineConfig, RunReport, RunRequest, Status};
-use exec::git::RepoFacts;
 use exec::process::ProcessGroups;
+use git::repo::RepoFacts;
 use spec::expr::Value;
 use spec::workflow::{InputKind, Workflow};
 use tokio::sync::mpsc;
@@ -87,7 +87,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     let loaded = workflows::load_all(root)?;
-    let repo = exec::git::repo_facts(root, args.worktree).await.map_err(anyhow::Error::msg)?;
+    let repo = git::repo::repo_facts(root, args.worktree).await.map_err(anyhow::Error::msg)?;
     let selected = select(&loaded, &args, &repo)?;
     let broken: Vec<&LoadedWorkflow> = selected.iter().map(|(w, _)| *w).filter(|w| w.n_errors() > 0).collect();
     if !broken.is_empty() {

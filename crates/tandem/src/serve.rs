@@ -312,16 +312,7 @@ async fn create_demo_repository(data: &Path) -> Result<(PathBuf, bool)> {
         &["add", "-A"],
         &["-c", "user.name=Tandem", "-c", "user.email=tandem@localhost", "commit", "-qm", "Sample service"],
     ] {
-        let status = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(&dir)
-            .args(args)
-            .status()
-            .await
-            .context("cannot run git (is it installed?)")?;
-        if !status.success() {
-            bail!("git {} failed in {}", args.join(" "), dir.display());
-        }
+        git::repo::git(&dir, args).await.map_err(|e| anyhow::anyhow!("{e} (in {})", dir.display()))?;
     }
     Ok((dir, true))
 }
@@ -331,10 +322,7 @@ async fn commit_all(dir: &Path, message: &str) -> Result<()> {
         &["add", "-A"][..],
         &["-c", "user.name=Tandem demo", "-c", "user.email=demo@localhost", "commit", "-qm", message],
     ] {
-        let status = tokio::process::Command::new("git").arg("-C").arg(dir).args(args).status().await?;
-        if !status.success() {
-            bail!("git {} failed in {}", args.join(" "), dir.display());
-        }
+        git::repo::git(dir, args).await.map_err(|e| anyhow::anyhow!("{e} (in {})", dir.display()))?;
     }
     Ok(())
 }

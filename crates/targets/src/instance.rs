@@ -15,7 +15,6 @@ use crate::process::{self, ProcessTarget, Supervised};
 
 /// Label on every container Tandem deploys: `<service>/<environment>`.
 pub const DEPLOY_LABEL: &str = "dev.tandem.deploy";
-/// Label with the pid of the Tandem that started the container.
 
 /// How an instance is checked.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,11 +3,12 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// An image to build: the context archive, the Dockerfile's path in it, tags (the first names
-/// the image), build arguments, labels, and whether to push every tag.
+/// An image to build: the context archive (a tar file, streamed to the engine), the Dockerfile's
+/// path in it, tags (the first names the image), build arguments, labels, and whether to push
+/// every tag.
 #[derive(Debug, Clone, Default)]
 pub struct ImageBuild {
-    pub context: Vec<u8>,
+    pub context: std::path::PathBuf,
     pub dockerfile: String,
     pub tags: Vec<String>,
     pub build_args: HashMap<String, String>,
@@ -25,9 +26,10 @@ pub struct BuiltImage {
     pub digest: Option<String>,
 }
 
-/// A build context as a tar archive: every file below `dir` except `.git` and what
-/// `.dockerignore` lists (its patterns, `!` exceptions included).
-pub fn context_tar(dir: &std::path::Path) -> Result<Vec<u8>, String> {
+/// Writes the build context of `dir` to the tar file `out` and returns its size: every file below
+/// `dir` except `.git` and what `.dockerignore` lists (its patterns, `!` exceptions included).
+/// Blocking file-system work: call it off the async threads.
+pub fn context_tar(dir: &std::path::Path, out: &std::path::Path) -> Result<u64, String> {
     let ignore: Vec<String> = std::fs::read_to_string(dir.join(".dockerignore"))
         .unwrap_or_default()
         .lines()
@@ -35,7 +37,8 @@ pub fn context_tar(dir: &std::path::Path) -> Result<Vec<u8>, String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
         .collect();
-    let mut builder = tar::Builder::new(Vec::new());
+    let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     builder.follow_symlinks(false);
     let mut failure = None;
     crate::paths::walk(dir, &mut |path| {
@@ -68,7 +71,25 @@ pub fn context_tar(dir: &std::path::Path) -> Result<Vec<u8>, String> {
     if let Some(error) = failure {
         return Err(error);
     }
-    builder.into_inner().map_err(|e| e.to_string())
+    let mut written = builder.into_inner().map_err(|e| e.to_string())?;
+    std::io::Write::flush(&mut written).map_err(|e| e.to_string())?;
+    std::fs::metadata(out).map(|m| m.len()).map_err(|e| e.to_string())
+}
+
+/// The file at `path` as a stream of chunks, for a request body that never holds it whole.
+fn file_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        chunk.truncate(n);
+        Ok(Some((bytes::Bytes::from(chunk), file)))
+    })
 }
 
 impl DockerEngine {
@@ -87,7 +108,10 @@ impl DockerEngine {
             labels: Some(labels),
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        let file = tokio::fs::File::open(&context)
+            .await
+            .map_err(|e| format!("cannot read the build context {}: {e}", context.display()))?;
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_try_stream(file_stream(file))));
         let mut id = None;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| format!("image build failed: {e}"))?;

@@ -14,7 +14,7 @@ impl ContainerExecutor {
     pub(super) async fn run_inner(
         &self,
         spec: &ProcessSpec,
-        lines: &mpsc::UnboundedSender<(Stream, String)>,
+        lines: &mpsc::Sender<(Stream, String)>,
         cancel: &Cancel,
     ) -> Exit {
         let config = ExecConfig {
@@ -28,7 +28,7 @@ impl ContainerExecutor {
         let exec = match self.docker.create_exec(&self.container, config).await {
             Ok(exec) => exec,
             Err(error) => {
-                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}")));
+                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}"))).await;
                 return Exit::NotStarted;
             }
         };
@@ -36,7 +36,7 @@ impl ContainerExecutor {
             Ok(bollard::exec::StartExecResults::Attached { output, .. }) => output,
             Ok(bollard::exec::StartExecResults::Detached) => return Exit::NotStarted,
             Err(error) => {
-                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}")));
+                let _ = lines.send((Stream::Stderr, format!("cannot start the step in its container: {error}"))).await;
                 return Exit::NotStarted;
             }
         };
@@ -45,7 +45,7 @@ impl ContainerExecutor {
         let mut splitter = LineSplitter::default();
         let pump = async {
             while let Some(Ok(chunk)) = output.next().await {
-                splitter.push(chunk, lines);
+                splitter.push(chunk, lines).await;
             }
         };
         let interrupted = tokio::select! {
@@ -53,7 +53,7 @@ impl ContainerExecutor {
             () = timeout => Some(Exit::TimedOut),
             () = cancel_watch.cancelled() => Some(Exit::Cancelled),
         };
-        splitter.finish(lines);
+        splitter.finish(lines).await;
         if let Some(exit) = interrupted {
             // Docker cannot signal an exec; kill its process tree from the host.
             if let Ok(Some(pid)) = self.docker.inspect_exec(&exec.id).await.map(|i| i.pid) {
@@ -73,7 +73,8 @@ impl ContainerExecutor {
                     .unwrap_or(false);
                 if oom {
                     let _ = lines
-                        .send((Stream::Stderr, "the step was killed: the container ran out of memory".to_string()));
+                        .send((Stream::Stderr, "the step was killed: the container ran out of memory".to_string()))
+                        .await;
                 }
                 Exit::Signal(9)
             }
@@ -83,19 +84,19 @@ impl ContainerExecutor {
     }
 }
 
-/// Turns Docker's output frames (stdout and stderr interleaved, lines split anywhere) into lines.
+/// Turns Docker's output frames (stdout and stderr interleaved, lines split anywhere) into lines,
+/// each at most [`MAX_LINE_BYTES`](crate::process::MAX_LINE_BYTES) long.
 #[derive(Debug, Default)]
 pub(super) struct LineSplitter {
     /// What is not yet a whole line: stdout, stderr.
     pub(super) partial: [String; 2],
+    /// The line at hand was cut: its rest, up to its newline, is dropped.
+    pub(super) cut: [bool; 2],
 }
 
 impl LineSplitter {
-    pub(super) fn push(
-        &mut self,
-        chunk: bollard::container::LogOutput,
-        lines: &mpsc::UnboundedSender<(Stream, String)>,
-    ) {
+    pub(super) async fn push(&mut self, chunk: bollard::container::LogOutput, lines: &mpsc::Sender<(Stream, String)>) {
+        use crate::process::{CUT_NOTE, MAX_LINE_BYTES};
         let (slot, stream) = match chunk {
             bollard::container::LogOutput::StdErr { .. } => (1, Stream::Stderr),
             _ => (0, Stream::Stdout),
@@ -104,15 +105,30 @@ impl LineSplitter {
         buffer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
-            let _ = lines.send((stream, line.trim_end_matches(['\n', '\r']).to_string()));
+            if std::mem::take(&mut self.cut[slot]) {
+                continue;
+            }
+            let _ = lines.send((stream, line.trim_end_matches(['\n', '\r']).to_string())).await;
+        }
+        if self.cut[slot] {
+            buffer.clear();
+        } else if buffer.len() > MAX_LINE_BYTES {
+            let mut end = MAX_LINE_BYTES;
+            while !buffer.is_char_boundary(end) {
+                end -= 1;
+            }
+            let head = format!("{}{CUT_NOTE}", &buffer[..end]);
+            buffer.clear();
+            self.cut[slot] = true;
+            let _ = lines.send((stream, head)).await;
         }
     }
 
     /// Sends what is left without a final newline.
-    pub(super) fn finish(self, lines: &mpsc::UnboundedSender<(Stream, String)>) {
+    pub(super) async fn finish(self, lines: &mpsc::Sender<(Stream, String)>) {
         for (rest, stream) in self.partial.into_iter().zip([Stream::Stdout, Stream::Stderr]) {
             if !rest.is_empty() {
-                let _ = lines.send((stream, rest));
+                let _ = lines.send((stream, rest)).await;
             }
         }
     }
@@ -140,7 +156,7 @@ impl Executor for ContainerExecutor {
     fn run<'a>(
         &'a self,
         spec: &'a ProcessSpec,
-        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        lines: &'a mpsc::Sender<(Stream, String)>,
         cancel: &'a Cancel,
         _groups: &'a ProcessGroups,
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {
@@ -152,28 +168,31 @@ impl Executor for ContainerExecutor {
 mod tests {
     use super::*;
 
-    #[test]
-    pub(super) fn options_split_like_a_shell() {
+    #[tokio::test]
+    async fn frames_become_lines_and_an_endless_line_is_cut() {
+        use bollard::container::LogOutput;
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut splitter = LineSplitter::default();
+        splitter.push(LogOutput::StdOut { message: "one\ntw".into() }, &tx).await;
+        splitter.push(LogOutput::StdErr { message: "err\r\n".into() }, &tx).await;
+        splitter.push(LogOutput::StdOut { message: "o\n".into() }, &tx).await;
+        let long = "x".repeat(crate::process::MAX_LINE_BYTES + 10);
+        splitter.push(LogOutput::StdOut { message: long.clone().into() }, &tx).await;
+        splitter.push(LogOutput::StdOut { message: "still the long line\nafter\n".into() }, &tx).await;
+        splitter.push(LogOutput::StdOut { message: "rest".into() }, &tx).await;
+        splitter.finish(&tx).await;
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(line) = rx.recv().await {
+            got.push(line);
+        }
         assert_eq!(
-            split_words(r#"--health-cmd "pg_isready -U x" --health-interval=2s -e 'A=b c'"#),
-            ["--health-cmd", "pg_isready -U x", "--health-interval=2s", "-e", "A=b c"]
+            got[..3],
+            [(Stream::Stdout, "one".into()), (Stream::Stderr, "err".into()), (Stream::Stdout, "two".into())]
         );
-        assert_eq!(split_words("  "), Vec::<String>::new());
-        assert_eq!(nanos("500ms"), Ok(500_000_000));
-        assert_eq!(bytes("512m"), Ok(512 << 20));
-        let (mut body, mut host) = (ContainerCreateBody::default(), HostConfig::default());
-        apply_options(
-            "--cpus 1.5 --memory 64m --user 1000 --health-cmd 'true' --health-retries 3",
-            &mut body,
-            &mut host,
-        )
-        .unwrap();
-        assert_eq!(
-            (host.nano_cpus, host.memory, body.user.as_deref()),
-            (Some(1_500_000_000), Some(64 << 20), Some("1000"))
-        );
-        assert_eq!(body.healthcheck.as_ref().and_then(|h| h.retries), Some(3));
-        assert!(apply_options("--network host", &mut body, &mut host).unwrap_err().contains("not supported"));
+        assert_eq!(got[3].1.len(), crate::process::MAX_LINE_BYTES + crate::process::CUT_NOTE.len());
+        assert!(got[3].1.ends_with(crate::process::CUT_NOTE));
+        assert_eq!(got[4..], [(Stream::Stdout, "after".into()), (Stream::Stdout, "rest".into())]);
     }
 }
 
@@ -193,11 +212,11 @@ impl ImageStep {
     pub(super) async fn run_inner(
         &self,
         spec: &ProcessSpec,
-        lines: &mpsc::UnboundedSender<(Stream, String)>,
+        lines: &mpsc::Sender<(Stream, String)>,
         cancel: &Cancel,
     ) -> Exit {
         if let Err(error) = self.engine.ensure_image(&self.image, None).await {
-            let _ = lines.send((Stream::Stderr, error));
+            let _ = lines.send((Stream::Stderr, error)).await;
             return Exit::NotStarted;
         }
         let docker = &self.engine.docker;
@@ -223,7 +242,7 @@ impl ImageStep {
         let created = match docker.create_container(None::<CreateContainerOptions>, body).await {
             Ok(created) => created,
             Err(error) => {
-                let _ = lines.send((Stream::Stderr, format!("cannot create the step's container: {error}")));
+                let _ = lines.send((Stream::Stderr, format!("cannot create the step's container: {error}"))).await;
                 return Exit::NotStarted;
             }
         };
@@ -234,7 +253,7 @@ impl ImageStep {
                 .await;
         };
         if let Err(error) = docker.start_container(&id, None).await {
-            let _ = lines.send((Stream::Stderr, format!("cannot start the step's container: {error}")));
+            let _ = lines.send((Stream::Stderr, format!("cannot start the step's container: {error}"))).await;
             remove().await;
             return Exit::NotStarted;
         }
@@ -243,9 +262,9 @@ impl ImageStep {
         let pump = async {
             let mut splitter = LineSplitter::default();
             while let Some(Ok(chunk)) = logs.next().await {
-                splitter.push(chunk, lines);
+                splitter.push(chunk, lines).await;
             }
-            splitter.finish(lines);
+            splitter.finish(lines).await;
         };
         let timeout = crate::sleep_for(spec.timeout);
         let mut cancel_watch = cancel.clone();
@@ -259,8 +278,8 @@ impl ImageStep {
             None => {
                 let state = docker.inspect_container(&id, None).await.ok().and_then(|c| c.state).unwrap_or_default();
                 if state.oom_killed == Some(true) {
-                    let _ =
-                        lines.send((Stream::Stderr, "the step's container ran out of memory and was killed".into()));
+                    let message = "the step's container ran out of memory and was killed".to_string();
+                    let _ = lines.send((Stream::Stderr, message)).await;
                 }
                 Exit::Code(state.exit_code.unwrap_or(-1) as i32)
             }
@@ -274,7 +293,7 @@ impl Executor for ImageStep {
     fn run<'a>(
         &'a self,
         spec: &'a ProcessSpec,
-        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        lines: &'a mpsc::Sender<(Stream, String)>,
         cancel: &'a Cancel,
         _groups: &'a ProcessGroups,
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {

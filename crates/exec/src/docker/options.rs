@@ -123,3 +123,32 @@ pub(super) fn apply_options(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_like_a_shell() {
+        assert_eq!(
+            split_words(r#"--health-cmd "pg_isready -U x" --health-interval=2s -e 'A=b c'"#),
+            ["--health-cmd", "pg_isready -U x", "--health-interval=2s", "-e", "A=b c"]
+        );
+        assert_eq!(split_words("  "), Vec::<String>::new());
+        assert_eq!(nanos("500ms"), Ok(500_000_000));
+        assert_eq!(bytes("512m"), Ok(512 << 20));
+        let (mut body, mut host) = (ContainerCreateBody::default(), HostConfig::default());
+        apply_options(
+            "--cpus 1.5 --memory 64m --user 1000 --health-cmd 'true' --health-retries 3",
+            &mut body,
+            &mut host,
+        )
+        .unwrap();
+        assert_eq!(
+            (host.nano_cpus, host.memory, body.user.as_deref()),
+            (Some(1_500_000_000), Some(64 << 20), Some("1000"))
+        );
+        assert_eq!(body.healthcheck.as_ref().and_then(|h| h.retries), Some(3));
+        assert!(apply_options("--network host", &mut body, &mut host).unwrap_err().contains("not supported"));
+    }
+}

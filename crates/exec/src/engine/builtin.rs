@@ -1,14 +1,13 @@
 //! The built-in actions: checkout, cache, artifacts and image builds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use spec::workflow::BuiltinAction;
 
 use super::leg::*;
 use super::*;
-use crate::git;
 
 pub(super) type BuiltinResult = Result<(Status, BTreeMap<String, String>, Option<PostAction>), String>;
 
@@ -71,17 +70,34 @@ pub(super) async fn run_builtin(
             let mut labels = pairs("labels");
             labels.insert("org.opencontainers.image.revision".into(), sha.clone());
             labels.insert("org.opencontainers.image.source".into(), request.repo.repository.clone());
-            let context = crate::docker::context_tar(&context_dir)?;
+            // The context is written to a file off the async threads and streamed to the engine.
+            let context = dirs.files.join("context.tar");
+            let size = {
+                let (dir, out) = (context_dir.clone(), context.clone());
+                tokio::task::spawn_blocking(move || crate::docker::context_tar(&dir, &out))
+                    .await
+                    .map_err(|e| e.to_string())??
+            };
             log(&format!(
                 "building {} from {} ({} bytes of context)",
                 tags[0],
                 if input("context").is_empty() { "." } else { input("context") },
-                context.len()
+                size
             ));
             let push = input("push") == "true";
-            let build =
-                crate::docker::ImageBuild { context, dockerfile, tags, build_args: pairs("build-args"), labels, push };
-            let built = engine.build_and_push(build, log).await?;
+            let build = crate::docker::ImageBuild {
+                context: context.clone(),
+                dockerfile,
+                tags,
+                build_args: pairs("build-args"),
+                labels,
+                push,
+            };
+            let built = engine.build_and_push(build, log).await;
+            if let Err(error) = tokio::fs::remove_file(&context).await {
+                log(&format!("warning: cannot remove the build context {}: {error}", context.display()));
+            }
+            let built = built?;
             log(&format!("image {} tagged {}", built.id, built.tags.join(", ")));
             // The release deployments will ship: recorded as an artifact of the run.
             let record = dirs.temp.join("image.json");
@@ -109,7 +125,7 @@ pub(super) async fn run_builtin(
             let sha = if input("ref").is_empty() {
                 request.repo.sha.clone()
             } else {
-                resolve_ref(&request.repo.root, input("ref")).await?
+                git::repo::resolve_ref(&request.repo.root, input("ref")).await?
             };
             let worktree = request.worktree && input("ref").is_empty();
             log(&format!(
@@ -118,7 +134,7 @@ pub(super) async fn run_builtin(
                 &sha[..sha.len().min(12)],
                 if worktree { " with the working tree's changes" } else { "" }
             ));
-            git::checkout(&request.repo.root, &sha, &dest, worktree).await?;
+            git::repo::checkout(&request.repo.root, &sha, &dest, worktree).await?;
             outputs.insert("commit".to_string(), sha);
             outputs.insert("ref".to_string(), request.repo.git_ref.clone());
             Ok((Status::Success, outputs, None))
@@ -201,7 +217,11 @@ pub(super) async fn run_builtin(
                     }
                 };
             }
-            let uploaded = shared.artifacts.upload(name, &resolved, input("overwrite") == "true")?;
+            let (store, artifact, overwrite) =
+                (shared.artifacts.clone(), name.to_string(), input("overwrite") == "true");
+            let uploaded = tokio::task::spawn_blocking(move || store.upload(&artifact, &resolved, overwrite))
+                .await
+                .map_err(|e| e.to_string())??;
             log(&format!(
                 "artifact `{name}` uploaded: {} files, {} bytes, stored in {}",
                 uploaded.n_files,
@@ -214,25 +234,13 @@ pub(super) async fn run_builtin(
         BuiltinAction::DownloadArtifact => {
             let dest = crate::paths::normalize(&dirs.workspace.join(input("path")));
             let name = Some(input("name")).filter(|n| !n.is_empty());
-            let n = shared.artifacts.download(name, &dest)?;
+            let (store, wanted, into) = (shared.artifacts.clone(), name.map(str::to_string), dest.clone());
+            let n = tokio::task::spawn_blocking(move || store.download(wanted.as_deref(), &into))
+                .await
+                .map_err(|e| e.to_string())??;
             log(&format!("downloaded {n} files to {}", dest.display()));
             outputs.insert("download-path".to_string(), dest.to_string_lossy().into_owned());
             Ok((Status::Success, outputs, None))
         }
-    }
-}
-
-pub(super) async fn resolve_ref(repo: &Path, name: &str) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")])
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(format!("ref `{name}` does not exist in the repository"))
     }
 }

@@ -93,6 +93,15 @@ impl WorkspacePool {
     }
 }
 
+/// Empties a job's directories off the async threads (a workspace may hold gigabytes) and hands
+/// them to the next job.
+async fn release(pool: &Arc<WorkspacePool>, slot: PathBuf) {
+    let pool = pool.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || pool.give_back(slot)).await {
+        tracing::warn!("cannot empty a job's directory: {error}");
+    }
+}
+
 pub(super) struct LegDirs {
     pub(super) workspace: PathBuf,
     pub(super) temp: PathBuf,
@@ -256,7 +265,7 @@ pub(super) async fn run_leg(
             }
             Err(error) => {
                 if !shared.config.keep_workspaces {
-                    shared.workspaces.give_back(slot);
+                    release(&shared.workspaces, slot).await;
                 }
                 return fail(report, Status::Failure, error);
             }
@@ -437,7 +446,7 @@ pub(super) async fn run_leg(
         }
     }
     if !shared.config.keep_workspaces {
-        shared.workspaces.give_back(slot);
+        release(&shared.workspaces, slot).await;
     }
     let timed_out = timeout_source.token().is_cancelled() && !cancel.is_cancelled();
     report.status = if timed_out {

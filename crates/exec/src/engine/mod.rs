@@ -15,8 +15,8 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use crate::Executor;
 use crate::artifacts::ArtifactStore;
 use crate::cache::CacheStore;
-use crate::git::RepoFacts;
 use crate::process::{ProcessGroups, Stream};
+use git::repo::RepoFacts;
 use leg::WorkspacePool;
 
 mod builtin;
@@ -174,7 +174,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     groups: ProcessGroups,
     concurrency: Mutex<HashMap<String, ConcurrencyGroup>>,
-    workspaces: WorkspacePool,
+    workspaces: Arc<WorkspacePool>,
     /// The Docker engine, connected on first use (and what a crashed Tandem left reaped then).
     docker: tokio::sync::OnceCell<Result<crate::docker::DockerEngine, String>>,
     n_container_jobs: std::sync::atomic::AtomicUsize,

@@ -49,7 +49,7 @@ pub async fn run(
         events,
         groups,
         concurrency: Mutex::new(HashMap::new()),
-        workspaces: WorkspacePool::default(),
+        workspaces: Arc::default(),
         docker: tokio::sync::OnceCell::new(),
         n_container_jobs: std::sync::atomic::AtomicUsize::new(0),
         artifacts,

@@ -231,7 +231,7 @@ pub(super) async fn run_script(
     }
 
     let spec = ProcessSpec { argv, env, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(crate::process::LINE_BUFFER);
     let executor: Arc<dyn Executor> = match image_step {
         Some(step) => Arc::new(step),
         None => state.executor.clone(),

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use exec::engine::{self, EngineConfig, RunEvent, RunReport, RunRequest, Status};
-use exec::git::RepoFacts;
 use exec::process::{Exit, ProcessGroups, ProcessSpec, Stream};
 use exec::{Cancel, CancelSource, Executor};
+use git::repo::RepoFacts;
 use tokio::sync::{Notify, mpsc};
 
 #[derive(Default)]
@@ -36,7 +36,7 @@ impl Fake {
         self.started.lock().unwrap().clone()
     }
 
-    async fn act(&self, spec: &ProcessSpec, lines: &mpsc::UnboundedSender<(Stream, String)>, cancel: &Cancel) -> Exit {
+    async fn act(&self, spec: &ProcessSpec, lines: &mpsc::Sender<(Stream, String)>, cancel: &Cancel) -> Exit {
         let script = std::fs::read_to_string(spec.argv.last().unwrap()).unwrap();
         let job = spec.env.get("GITHUB_JOB").cloned().unwrap_or_default();
         self.started.lock().unwrap().push(format!("{job}: {}", script.lines().next().unwrap_or("")));
@@ -44,7 +44,7 @@ impl Fake {
             let (op, arg) = line.split_once(' ').unwrap_or((line, ""));
             match op {
                 "exit" => return Exit::Code(arg.parse().unwrap()),
-                "echo" => lines.send((Stream::Stdout, arg.to_string())).unwrap(),
+                "echo" => lines.send((Stream::Stdout, arg.to_string())).await.unwrap(),
                 "output" => {
                     use std::io::Write;
                     let path = &spec.env["GITHUB_OUTPUT"];
@@ -81,7 +81,7 @@ impl Executor for FakeExecutor {
     fn run<'a>(
         &'a self,
         spec: &'a ProcessSpec,
-        lines: &'a mpsc::UnboundedSender<(Stream, String)>,
+        lines: &'a mpsc::Sender<(Stream, String)>,
         cancel: &'a Cancel,
         _groups: &'a ProcessGroups,
     ) -> Pin<Box<dyn Future<Output = (Exit, Option<i32>)> + Send + 'a>> {

@@ -27,7 +27,7 @@ fn background_pid(dir: &std::path::Path) -> i32 {
 #[tokio::test]
 async fn output_lines_arrive_in_order_with_their_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(1024);
     let (exit, _) = process::run(
         &spec("echo one; echo two >&2; printf 'three'; exit 4", dir.path(), None),
         &tx,
@@ -49,7 +49,7 @@ async fn output_lines_arrive_in_order_with_their_stream() {
 #[tokio::test]
 async fn timeout_kills_the_whole_group() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = mpsc::channel(1024);
     let started = Instant::now();
     let script = "sleep 300 & echo $! > pid; wait";
     let (exit, _) = process::run(
@@ -69,7 +69,7 @@ async fn timeout_kills_the_whole_group() {
 #[tokio::test]
 async fn cancel_kills_the_whole_group_even_when_it_ignores_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = mpsc::channel(1024);
     let (source, cancel) = CancelSource::new();
     let script = "trap '' TERM; sleep 300 & echo $! > pid; while true; do sleep 1; done";
     let canceller = tokio::spawn(async move {
@@ -89,7 +89,7 @@ async fn cancel_kills_the_whole_group_even_when_it_ignores_sigterm() {
 #[tokio::test]
 async fn a_missing_program_is_reported_not_panicked() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(1024);
     let mut spec = spec("", dir.path(), None);
     spec.argv = vec!["definitely-not-a-program-xyz".into()];
     let (exit, _) = process::run(&spec, &tx, &Cancel::never(), &ProcessGroups::default()).await;
@@ -97,4 +97,35 @@ async fn a_missing_program_is_reported_not_panicked() {
     assert_eq!(exit, Exit::NotStarted);
     let (_, line) = rx.recv().await.unwrap();
     assert!(line.contains("was not found on PATH"), "{line}");
+}
+
+#[tokio::test]
+async fn long_lines_are_cut_and_a_slow_reader_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // One channel slot: the process waits on its pipe while the reader is slow.
+    let (tx, mut rx) = mpsc::channel(1);
+    let script = "head -c 200000 /dev/zero | tr '\\0' x; echo; echo after; seq 1 2000";
+    let run = async {
+        let (exit, _) =
+            process::run(&spec(script, dir.path(), None), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+        drop(tx);
+        exit
+    };
+    let read = async {
+        let mut lines = Vec::new();
+        while let Some((_, line)) = rx.recv().await {
+            if lines.len() % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+            lines.push(line);
+        }
+        lines
+    };
+    let (exit, lines) = tokio::join!(run, read);
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(lines[0].len(), process::MAX_LINE_BYTES + process::CUT_NOTE.len(), "the long line is cut at its limit");
+    assert!(lines[0].ends_with(process::CUT_NOTE));
+    assert_eq!(lines[1], "after", "the rest of the cut line is dropped, the next line is whole");
+    assert_eq!(lines.len(), 2 + 2000, "every line arrives through a one-slot channel");
+    assert_eq!(lines.last().map(String::as_str), Some("2000"));
 }

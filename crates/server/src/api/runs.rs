@@ -49,6 +49,9 @@ pub(super) struct LogQuery {
     pub(super) follow: Option<bool>,
 }
 
+/// Chunks (of up to 500 lines each) in one page of a log or one live event.
+const LOG_PAGE_CHUNKS: i64 = 50;
+
 pub(super) async fn logs(
     State(app): State<Arc<App>>,
     _caller: Caller,
@@ -59,12 +62,15 @@ pub(super) async fn logs(
     let run = app.store.run(id).await?;
     let after = query.after.unwrap_or(0);
     if !query.follow.unwrap_or(false) {
-        let chunks = app.store.log(id, after).await?;
+        // One page at a time: `complete` is false while chunks after `next` remain.
+        let chunks = app.store.log(id, after, LOG_PAGE_CHUNKS + 1).await?;
+        let complete = chunks.len() as i64 <= LOG_PAGE_CHUNKS;
+        let chunks = &chunks[..chunks.len().min(LOG_PAGE_CHUNKS as usize)];
         let next = chunks.last().map_or(after, |(seq, _)| *seq);
-        let lines: Vec<_> = chunks.into_iter().flat_map(|(_, lines)| lines).collect();
-        return Ok(
-            Json(serde_json::json!({"run": id, "status": run.status, "lines": lines, "next": next})).into_response()
-        );
+        let lines: Vec<&store::LogLine> = chunks.iter().flat_map(|(_, lines)| lines).collect();
+        let body =
+            serde_json::json!({"run": id, "status": run.status, "lines": lines, "next": next, "complete": complete});
+        return Ok(Json(body).into_response());
     }
     // Live: poll the store (the durable source of truth) and stream new chunks as events.
     let stream = futures_util::stream::unfold((app, after, false), move |(app, mut after, done)| async move {
@@ -73,7 +79,7 @@ pub(super) async fn logs(
         }
         loop {
             let finished = app.store.run(id).await.map(|r| r.status.is_finished()).unwrap_or(true);
-            let chunks = app.store.log(id, after).await.unwrap_or_default();
+            let chunks = app.store.log(id, after, LOG_PAGE_CHUNKS).await.unwrap_or_default();
             if let Some((seq, _)) = chunks.last() {
                 after = *seq;
                 let lines: Vec<_> = chunks.into_iter().flat_map(|(_, lines)| lines).collect();

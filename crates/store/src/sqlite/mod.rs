@@ -380,11 +380,12 @@ impl Store for SqliteStore {
         Ok(seq)
     }
 
-    async fn log(&self, run_id: i64, after_seq: i64) -> Result<Vec<(i64, Vec<LogLine>)>> {
+    async fn log(&self, run_id: i64, after_seq: i64, max_chunks: i64) -> Result<Vec<(i64, Vec<LogLine>)>> {
         let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, data FROM log_chunks WHERE run_id = $1 AND seq > $2 ORDER BY seq")
+            sqlx::query_as("SELECT seq, data FROM log_chunks WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
                 .bind(run_id)
                 .bind(after_seq)
+                .bind(max_chunks.max(1))
                 .fetch_all(&self.reader)
                 .await?;
         rows.into_iter().map(|(seq, data)| Ok((seq, decompress(&data)?))).collect()
@@ -629,13 +630,17 @@ impl Store for SqliteStore {
     }
 
     async fn verify_chain(&self) -> Result<ChainReport> {
-        let rows =
+        use futures_util::TryStreamExt;
+        let (n_events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
+        // Streamed row by row: a log of millions of events is checked in constant memory.
+        let mut rows =
             sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events ORDER BY seq")
-                .fetch_all(&self.reader)
-                .await?;
-        let n_events = rows.len() as i64;
+                .fetch(&self.reader);
         let mut previous = GENESIS_HASH.to_string();
-        for (expected_seq, row) in (1..).zip(&rows) {
+        let mut expected_seq = 0i64;
+        while let Some(row) = rows.try_next().await? {
+            expected_seq += 1;
+            let row = &row;
             let field = |name: &str| row.try_get::<String, _>(name);
             let seq: i64 = row.try_get("seq")?;
             let (prev_hash, hash) = (field("prev_hash")?, field("hash")?);

@@ -129,10 +129,11 @@ pub async fn logs_round_trip(store: &impl Store) {
         .collect();
     assert_eq!(store.append_log(run.id, &chunk).await.unwrap(), 1);
     assert_eq!(store.append_log(run.id, &chunk[..2]).await.unwrap(), 2);
-    let all = store.log(run.id, 0).await.unwrap();
+    let all = store.log(run.id, 0, 100).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].1, chunk);
-    let after = store.log(run.id, 1).await.unwrap();
+    let after = store.log(run.id, 1, 100).await.unwrap();
+    assert_eq!(store.log(run.id, 0, 1).await.unwrap().len(), 1, "a page holds at most what was asked");
     assert_eq!((after.len(), after[0].0), (1, 2));
 }
 

@@ -332,7 +332,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
 
 #[test]
 fn cancel_and_rerun_failed_jobs() {
-    let wf = "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo fine\n  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"attempt $GITHUB_RUN_ATTEMPT ${{ github.run_attempt }}\"\n      - run: test -f \"$RUNNER_TOOL_CACHE/../flag\" || { touch \"$RUNNER_TOOL_CACHE/../flag\"; exit 1; }\n  slow:\n    if: github.event_name == 'never'\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
+    let wf = "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: seq 1 30000\n  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"attempt $GITHUB_RUN_ATTEMPT ${{ github.run_attempt }}\"\n      - run: test -f \"$RUNNER_TOOL_CACHE/../flag\" || { touch \"$RUNNER_TOOL_CACHE/../flag\"; exit 1; }\n  slow:\n    if: github.event_name == 'never'\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n";
     let repo = Repo::new(&[("ci.yml", wf)]);
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
@@ -341,6 +341,12 @@ fn cancel_and_rerun_failed_jobs() {
     assert_eq!(queued.code, 0, "{}", queued.all());
     let runs = server.wait_for("the first run to fail", |runs| runs.first().is_some_and(|r| r["status"] == "failure"));
     let id = runs[0]["id"].to_string();
+    // A long log comes page by page (60 chunks of 500 lines; 50 chunks a page), and whole.
+    let logs = server.cli(&["runs", "logs", &id]);
+    assert_eq!(logs.code, 0, "{}", logs.all());
+    let numbers: Vec<&str> =
+        logs.stdout.lines().filter_map(|l| l.rsplit(' ').next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert!(numbers.len() >= 30_000 && logs.stdout.contains("30000"), "{} numbered lines", numbers.len());
     let rerun = server.cli(&["runs", "rerun", &id, "--failed"]);
     assert!(rerun.stdout.contains("[\"flaky\"]"), "{}", rerun.all());
     let runs = server.wait_for("the re-run to pass", |runs| runs.len() == 2 && runs[0]["status"] == "success");

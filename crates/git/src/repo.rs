@@ -1,4 +1,6 @@
-//! The git operations a local run needs: facts about the repository and clean checkouts.
+//! Every git command Tandem runs goes through [`run`]: no credential prompt, a timeout, killed
+//! when it is over. On top: facts about a repository, clean and working-tree checkouts, ref
+//! resolution, and bare mirrors.
 
 use std::path::{Path, PathBuf};
 
@@ -23,22 +25,56 @@ pub struct RepoFacts {
     pub changed_paths: Vec<String>,
 }
 
-/// Runs `git -C dir args…` and returns its standard output without trailing whitespace. Git never
-/// prompts for credentials here: a prompt would hang a server.
-pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e} (is git installed?)"))?;
+/// The longest any git command may take: a clone or fetch of a large repository over a slow
+/// link fits; a hung remote or a stuck lock does not hold a run or the server forever.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Runs `git args…` (in `dir`, when given) and returns its standard output without trailing
+/// whitespace. Git never prompts for credentials here (a prompt would hang a server); a command
+/// still running after [`TIMEOUT`] is killed and reported.
+pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut command = Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    command.args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
+    let output = match tokio::time::timeout(TIMEOUT, command.output()).await {
+        Ok(output) => output.map_err(|e| format!("cannot run git: {e} (is git installed?)"))?,
+        Err(_) => {
+            return Err(format!("git {} did not finish within {} minutes", args.join(" "), TIMEOUT.as_secs() / 60));
+        }
+    };
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
     } else {
         Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
     }
+}
+
+/// [`run`] in the repository at `dir`.
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    run(Some(dir), args).await
+}
+
+/// The commit `name` (a branch, tag or commit) names in the repository at `repo`.
+pub async fn resolve_ref(repo: &Path, name: &str) -> Result<String, String> {
+    git(repo, &["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")])
+        .await
+        .map(|sha| sha.trim().to_string())
+        .map_err(|_| format!("ref `{name}` does not exist in the repository"))
+}
+
+/// A bare mirror of `source` at `mirror`, cloned when it does not exist yet.
+pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), String> {
+    if mirror.join("HEAD").exists() {
+        return Ok(());
+    }
+    let parent = mirror.parent().unwrap_or(mirror);
+    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    run(None, &["clone", "--quiet", "--bare", source, &mirror.to_string_lossy()])
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot clone {source}: {e}"))
 }
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
@@ -110,14 +146,7 @@ pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Re
     if dest.join(".git").exists() {
         git(dest, &["fetch", "--quiet", &repo_str, sha]).await?;
     } else {
-        let output = Command::new("git")
-            .args(["clone", "--quiet", "--shared", "--no-checkout", &repo_str, &dest_str])
-            .output()
-            .await
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("git clone failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
-        }
+        run(None, &["clone", "--quiet", "--shared", "--no-checkout", &repo_str, &dest_str]).await?;
     }
     git(dest, &["checkout", "--quiet", "--force", "--detach", sha]).await?;
     if worktree {
