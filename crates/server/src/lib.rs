@@ -80,6 +80,23 @@ pub struct App {
     pub deployer: deploy::Deployer,
 }
 
+impl App {
+    /// The shared state over an opened store; nothing runs until the worker, the poller and the
+    /// controller are started (`start` does; tests drive the router alone).
+    pub fn new(store: SqliteStore, config: ServerConfig) -> App {
+        App {
+            store,
+            config,
+            metrics: Metrics::default(),
+            running: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
+            workflows_at: Mutex::new(HashMap::new()),
+            deployer: deploy::Deployer::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
@@ -191,16 +208,7 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServerError::Listen(config.listen, e))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App {
-        store,
-        config,
-        metrics: Metrics::default(),
-        running: Mutex::new(HashMap::new()),
-        wake: tokio::sync::Notify::new(),
-        fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
-        workflows_at: Mutex::new(HashMap::new()),
-        deployer: deploy::Deployer::default(),
-    });
+    let app = Arc::new(App::new(store, config));
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));

@@ -261,7 +261,9 @@ async fn request_deployments(
         let text = if environment.contains("${{") {
             format!("environment `{environment}` is an expression; deployments need a literal environment name")
         } else {
-            match crate::deploy::plan(app, repo, &run.sha, environment, "deploy", Some(run.id)).await {
+            match crate::deploy::plan(app, repo, &run.sha, environment, store::DeploymentKind::Deploy, Some(run.id))
+                .await
+            {
                 Ok(new) => match app.store.request_deployment(new, &format!("run/{}", run.id)).await {
                     Ok(deployment) => {
                         app.deployer.wake.notify_waiters();

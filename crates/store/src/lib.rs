@@ -200,6 +200,34 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// Why a deployment exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// A new release, through the gates and the strategy.
+    Deploy,
+    /// Back to an earlier release: no gates.
+    Rollback,
+    /// Back to an earlier release at once: no gates, no analysis.
+    Emergency,
+}
+
+impl DeploymentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentKind::Deploy => "deploy",
+            DeploymentKind::Rollback => "rollback",
+            DeploymentKind::Emergency => "emergency",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeploymentKind> {
+        [DeploymentKind::Deploy, DeploymentKind::Rollback, DeploymentKind::Emergency]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,8 +299,7 @@ pub struct NewDeployment {
     pub release: String,
     /// The run whose job asked for it, if one did.
     pub run_id: Option<i64>,
-    /// `deploy`, `rollback` (skips gates) or `emergency` (skips gates and analysis).
-    pub kind: String,
+    pub kind: DeploymentKind,
     /// The service file at `sha`, as written.
     pub spec: String,
 }
@@ -286,7 +313,7 @@ pub struct Deployment {
     pub sha: String,
     pub release: String,
     pub run_id: Option<i64>,
-    pub kind: String,
+    pub kind: DeploymentKind,
     pub status: DeploymentStatus,
     /// Index of the strategy step reached (canary weight or rolling batch).
     pub step: i64,

@@ -142,8 +142,7 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let router = proxy::router(proxy.clone());
-        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let server = tokio::spawn(proxy::serve(listener, proxy.clone()));
         eprintln!("proxy listening on {addr}");
         if args.steps.is_empty() {
             // Fixed weights: serve until interrupted; outcomes are only counted.

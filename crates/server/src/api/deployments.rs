@@ -23,7 +23,7 @@ pub(super) async fn request_deployment(
         .await
         .map_err(|e| AppError::new(StatusCode::NOT_FOUND, "not_found", e))?;
     let git_ref = body.git_ref.unwrap_or_else(|| "HEAD".into());
-    let new = deploy::plan(&app, &repo, &git_ref, &body.environment, "deploy", None)
+    let new = deploy::plan(&app, &repo, &git_ref, &body.environment, store::DeploymentKind::Deploy, None)
         .await
         .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_deploy", e))?;
     let deployment = app.store.request_deployment(new, &caller.0).await?;
@@ -160,7 +160,7 @@ pub(super) async fn rollback(
         sha: previous.sha,
         release: previous.release,
         run_id: None,
-        kind: if emergency { "emergency".into() } else { "rollback".into() },
+        kind: if emergency { store::DeploymentKind::Emergency } else { store::DeploymentKind::Rollback },
         spec: previous.spec,
     };
     let deployment = app.store.request_deployment(new, &caller.0).await?;

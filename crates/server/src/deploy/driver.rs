@@ -28,10 +28,10 @@ struct Progress {
 
 /// The reconciler's plan for a deployment, from its service file.
 pub(super) fn plan_of(deployment: &Deployment, spec: &service::Environment) -> Plan {
-    let kind = match deployment.kind.as_str() {
-        "emergency" => Kind::Emergency,
-        "rollback" => Kind::Rollback,
-        _ => Kind::Deploy,
+    let kind = match deployment.kind {
+        DeploymentKind::Emergency => Kind::Emergency,
+        DeploymentKind::Rollback => Kind::Rollback,
+        DeploymentKind::Deploy => Kind::Deploy,
     };
     let strategy = match &spec.strategy {
         Strategy::Canary { steps, .. } => Moves::Canary { weights: steps.iter().map(|p| p / 100.0).collect() },

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rollout::analysis::Config;
 use rollout::reconcile::{self, Action, Gate, Judgement, Kind, Observed};
 use spec::service::{self, Strategy, Target};
-use store::{Deployment, DeploymentFilter, DeploymentStatus, NewDeployment, Store, Transition};
+use store::{Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, NewDeployment, Store, Transition};
 use targets::canary::{StepEnd, judge_step};
 use targets::instance::{self, DEPLOY_LABEL, Health, Instance, Launch, Owner};
 use targets::proxy::{self, Outcome, Proxy, Routing};
@@ -199,7 +199,7 @@ pub async fn plan(
     repo: &store::Repo,
     git_ref: &str,
     environment: &str,
-    kind: &str,
+    kind: DeploymentKind,
     run_id: Option<i64>,
 ) -> Result<NewDeployment, String> {
     let mirror = repos::sync(app, repo, None).await?;
@@ -223,7 +223,7 @@ pub async fn plan(
         release: short(&sha).to_string(),
         sha,
         run_id,
-        kind: kind.to_string(),
+        kind,
         spec,
     })
 }
@@ -356,7 +356,7 @@ pub async fn run_forever(app: Arc<App>) {
 /// being driven (held at a gate) learns it from the deployer; the others end here.
 async fn supersede(app: &App, active: &[Deployment]) {
     let mut newest: HashMap<(&str, &str), &Deployment> = HashMap::new();
-    for deployment in active.iter().filter(|d| d.kind == "deploy") {
+    for deployment in active.iter().filter(|d| d.kind == DeploymentKind::Deploy) {
         newest.insert((&deployment.service, &deployment.environment), deployment);
     }
     for deployment in active {
@@ -365,7 +365,7 @@ async fn supersede(app: &App, active: &[Deployment]) {
             deployment.status,
             DeploymentStatus::Pending | DeploymentStatus::Gated | DeploymentStatus::AwaitingApproval
         );
-        if newer.id <= deployment.id || !waiting || deployment.kind != "deploy" {
+        if newer.id <= deployment.id || !waiting || deployment.kind != DeploymentKind::Deploy {
             continue;
         }
         let first_time =
@@ -422,10 +422,7 @@ async fn environment(app: &Arc<App>, deployment: &Deployment, spec: &service::En
         stats: Mutex::default(),
         state: tokio::sync::Mutex::default(),
     });
-    let router = proxy::router(proxy);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    tokio::spawn(proxy::serve(listener, proxy));
     let pump = Arc::downgrade(&env);
     tokio::spawn(async move {
         while let Some(outcome) = outcomes.recv().await {

@@ -12,8 +12,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::time::now;
 use crate::{
-    ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentStatus, EnvironmentState, Event, GENESIS_HASH,
-    LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError, Transition, event_hash,
+    ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, EnvironmentState, Event,
+    GENESIS_HASH, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError,
+    Transition, event_hash,
 };
 
 mod rows;
@@ -450,7 +451,7 @@ impl Store for SqliteStore {
         .bind(&new.sha)
         .bind(&new.release)
         .bind(new.run_id)
-        .bind(&new.kind)
+        .bind(new.kind.as_str())
         .bind(&new.spec)
         .bind(now())
         .fetch_one(&mut *tx)

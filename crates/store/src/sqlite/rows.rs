@@ -61,7 +61,10 @@ pub(super) fn deployment_from(row: &SqliteRow) -> Result<Deployment> {
         sha: row.try_get("sha")?,
         release: row.try_get("release")?,
         run_id: row.try_get("run_id")?,
-        kind: row.try_get("kind")?,
+        kind: {
+            let kind: String = row.try_get("kind")?;
+            DeploymentKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("deployment kind `{kind}`")))?
+        },
         status: DeploymentStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("deployment status `{status}`")))?,
         step: row.try_get("step")?,

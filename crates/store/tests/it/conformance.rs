@@ -187,7 +187,7 @@ fn new_deployment(repo_id: i64, sha: &str) -> NewDeployment {
         sha: sha.into(),
         release: sha[..7].into(),
         run_id: None,
-        kind: "deploy".into(),
+        kind: store::DeploymentKind::Deploy,
         spec: "service: web\n".into(),
     }
 }

@@ -34,7 +34,7 @@ async fn upstream(fail_every: u64) -> (SocketAddr, Arc<AtomicU64>) {
 async fn serve_proxy(proxy: Arc<Proxy>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, proxy::router(proxy)).await.unwrap() });
+    tokio::spawn(proxy::serve(listener, proxy));
     addr
 }
 

@@ -1,0 +1,175 @@
+//! The API's handlers through the router alone (`oneshot`, no socket, no worker): authentication,
+//! stable error codes, webhooks that store nothing when refused, log paging, and conflicts.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use server::{App, ServerConfig};
+use store::{LogLine, NewRun, SqliteStore, Store};
+use tower::ServiceExt;
+
+struct Api {
+    app: Arc<App>,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&server::database_path(dir.path())).await.unwrap();
+        let token = "tdm_test".to_string();
+        store.add_token("admin", &server::token_hash(&token), "test").await.unwrap();
+        let config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_parallel_runs: 1,
+            max_parallel_jobs: 1,
+            max_attempts: 2,
+        };
+        Api { app: Arc::new(App::new(store, config)), token, _dir: dir }
+    }
+
+    /// (status, JSON body) of one request through the router.
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        self.send(request.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = server::router(self.app.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 26).await.unwrap();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, json)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        self.call("GET", path, Some(&self.token.clone()), "").await
+    }
+}
+
+fn new_run(repo_id: i64) -> NewRun {
+    NewRun {
+        repo_id,
+        workflow: ".github/workflows/ci.yml".into(),
+        event: "push".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: "a".repeat(40),
+        before_sha: "0".repeat(40),
+        change_request: None,
+        jobs: None,
+        payload: serde_json::json!({}),
+        rerun_of: None,
+    }
+}
+
+#[tokio::test]
+async fn every_call_but_health_needs_a_valid_token_and_errors_have_stable_codes() {
+    let api = Api::new().await;
+    let (status, body) = api.call("GET", "/healthz", None, "").await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::Value::String("ok\n".into())));
+    for token in [None, Some("tdm_wrong")] {
+        let (status, body) = api.call("GET", "/api/v1/runs", token, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    let (status, body) = api.get("/api/v1/runs").await;
+    assert_eq!((status, body["runs"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (status, body) = api.get("/api/v1/runs/999").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = api.get("/api/v1/runs/abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api.get("/api/v1/nothing-here").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = api.call("POST", "/api/v1/deployments", Some("tdm_test"), "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api
+        .call("POST", "/api/v1/deployments", Some("tdm_test"), r#"{"service": "ghost", "environment": "prod"}"#)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("no service or repository is named `ghost`"), "{body}");
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
+    use hmac::Mac;
+    let api = Api::new().await;
+    api.app.store.add_repo("team/app", "/nowhere", "s3cret", None, "test").await.unwrap();
+    let payload = r#"{"ref": "refs/heads/main", "after": "abc", "repository": {"full_name": "team/app"}}"#;
+    let sign = |secret: &[u8]| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(payload.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let request = |signature: String| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v1/webhooks/github")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "d-1")
+            .header("x-hub-signature-256", signature)
+            .body(Body::from(payload))
+            .unwrap()
+    };
+    let events_before = api.app.store.events(0, 1000).await.unwrap().len();
+    let (status, body) = api.send(request(sign(b"wrong"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_signature")), "{body}");
+    assert_eq!(api.app.store.events(0, 1000).await.unwrap().len(), events_before, "a refused delivery stores nothing");
+    let (status, body) = api.send(request(sign(b"s3cret"))).await;
+    // Signed right, but the repository cannot be read: the forge is told to try again later.
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+}
+
+#[tokio::test]
+async fn a_long_log_is_served_page_by_page_and_whole() {
+    let api = Api::new().await;
+    let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();
+    let run = api.app.store.enqueue(new_run(repo.id), "test").await.unwrap();
+    for chunk in 0..120 {
+        let lines: Vec<LogLine> = (0..10)
+            .map(|i| LogLine { job: "build".into(), step: Some(0), text: format!("{}", chunk * 10 + i) })
+            .collect();
+        api.app.store.append_log(run.id, &lines).await.unwrap();
+    }
+    let mut after = 0;
+    let mut texts = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, page) = api.get(&format!("/api/v1/runs/{}/logs?after={after}", run.id)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        texts.extend(page["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap().to_string()));
+        after = page["next"].as_i64().unwrap();
+        if page["complete"] == true {
+            break;
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(pages, 3, "120 chunks at 50 a page");
+    assert_eq!(texts, (0..1200).map(|n| n.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_run_still_going_cannot_be_rerun_and_a_finished_one_counts_its_attempt() {
+    let api = Api::new().await;
+    let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();
+    let run = api.app.store.enqueue(new_run(repo.id), "test").await.unwrap();
+    let (status, body) = api.call("POST", &format!("/api/v1/runs/{}/rerun", run.id), Some("tdm_test"), "{}").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
+    api.app.store.claim_next().await.unwrap();
+    api.app.store.finish(run.id, store::RunStatus::Failure, None, None).await.unwrap();
+    let (status, body) = api.call("POST", &format!("/api/v1/runs/{}/rerun", run.id), Some("tdm_test"), "{}").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, shown) = api.get(&format!("/api/v1/runs/{}", body["id"])).await;
+    assert_eq!((shown["run_attempt"].as_i64(), shown["rerun_of"].as_i64()), (Some(2), Some(run.id)), "{shown}");
+    // --failed without a report of failed jobs has nothing to run again.
+    let (status, body) =
+        api.call("POST", &format!("/api/v1/runs/{}/rerun", run.id), Some("tdm_test"), r#"{"failed": true}"#).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("nothing_failed")), "{body}");
+}
