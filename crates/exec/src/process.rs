@@ -92,10 +92,16 @@ impl ProcessGroups {
         }
         if let Some(journal) = &self.journal {
             use std::io::Write;
-            if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
-                // One write per line: appends from concurrent steps never interleave.
-                let _ = file.write_all(format!("{pgid}\n").as_bytes());
-                let _ = file.sync_data();
+            // One write per line: appends from concurrent steps never interleave.
+            let written =
+                std::fs::OpenOptions::new().create(true).append(true).open(journal).and_then(|mut file| {
+                    file.write_all(format!("{pgid}\n").as_bytes()).and_then(|()| file.sync_data())
+                });
+            if let Err(error) = written {
+                tracing::error!(
+                    "cannot journal process group {pgid} in {}: it would outlive a crash of Tandem: {error}",
+                    journal.display()
+                );
             }
         }
     }

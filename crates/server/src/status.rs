@@ -82,5 +82,7 @@ pub async fn post(app: &App, repo: &Repo, run: &Run, status: RunStatus) {
     }
     let payload =
         serde_json::json!({"forge": forge, "sha": run.sha, "state": state, "context": context, "result": detail});
-    let _ = app.store.record_event(kind, &format!("run/{}", run.id), "tandem", payload).await;
+    if let Err(error) = app.store.record_event(kind, &format!("run/{}", run.id), "tandem", payload).await {
+        tracing::error!("run {}: cannot record the commit status sent to {forge}: {error}", run.id);
+    }
 }

@@ -277,6 +277,8 @@ async fn request_deployments(
                 Err(error) => format!("nothing deployed to {environment}: {error}"),
             }
         };
-        let _ = app.store.append_log(run.id, &[line(job, None, text)]).await;
+        if let Err(error) = app.store.append_log(run.id, &[line(job, None, text)]).await {
+            tracing::error!("run {}: cannot log what job {job} deployed: {error}", run.id);
+        }
     }
 }

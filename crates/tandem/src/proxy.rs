@@ -138,19 +138,16 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             sticky_cookie: args.sticky_cookie.clone(),
         };
         let (proxy, outcomes) = Proxy::new(routing);
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        // One thread per core, each with its own listener and upstream pool, as nginx's workers.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (addr, server) = proxy::serve_on_threads(args.listen, proxy.clone(), threads)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(proxy::serve(listener, proxy.clone()));
         eprintln!("proxy listening on {addr}");
         if args.steps.is_empty() {
-            // Fixed weights: serve until interrupted; outcomes are only counted.
-            let mut outcomes = outcomes;
-            let counter = tokio::spawn(async move { while outcomes.recv().await.is_some() {} });
+            // Fixed weights: serve until interrupted; nobody judges, so outcomes are not kept.
+            drop(outcomes);
             let _ = tokio::signal::ctrl_c().await;
-            counter.abort();
-            server.abort();
+            let _ = tokio::task::spawn_blocking(move || server.stop()).await;
             for version in [canary_run, stable_run].into_iter().flatten() {
                 version.stop().await;
             }
@@ -170,7 +167,7 @@ pub fn run(args: ProxyArgs) -> Result<i32> {
             }),
         };
         let record = canary::run(proxy, outcomes, plan).await;
-        server.abort();
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
         print_record(&record, args.format)?;
         // The version that lost is stopped first; then, with the proxy gone, the winner too.
         let promoted = matches!(record.last(), Some(Record::Promoted { .. }));

@@ -25,6 +25,8 @@ pub struct Renderer {
     logs_dir: PathBuf,
     log_files: HashMap<String, std::io::BufWriter<std::fs::File>>,
     to_stderr: bool,
+    /// Plain lines wait here until the events at hand are rendered: one write, not one per line.
+    out: String,
 }
 
 impl Renderer {
@@ -46,22 +48,40 @@ impl Renderer {
             logs_dir: logs_dir.to_path_buf(),
             log_files: HashMap::new(),
             to_stderr: format == Format::Json,
+            out: String::new(),
         }
     }
 
     pub async fn consume(&mut self, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
         while let Some(event) = rx.recv().await {
             self.event(event);
+            // Whatever else arrived meanwhile is rendered with it, then written at once.
+            while let Ok(event) = rx.try_recv() {
+                self.event(event);
+            }
+            self.flush();
         }
+        self.flush();
     }
 
-    fn print(&self, line: &str) {
-        if self.to_stderr {
-            eprintln!("{line}");
-        } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+    fn print(&mut self, line: &str) {
+        self.out.push_str(line);
+        self.out.push('\n');
+    }
+
+    /// Writes the lines rendered so far.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
         }
+        let result = if self.to_stderr {
+            std::io::stderr().lock().write_all(self.out.as_bytes())
+        } else {
+            std::io::stdout().lock().write_all(self.out.as_bytes())
+        };
+        // A closed pipe (`tandem run | head`) is not the run's problem.
+        let _ = result;
+        self.out.clear();
     }
 
     fn log(&mut self, job: &str, line: &str) {

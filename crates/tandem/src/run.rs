@@ -81,7 +81,7 @@ pub fn default_data_dir() -> PathBuf {
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(run_async(root, args))
 }
 

@@ -61,18 +61,21 @@ pub async fn judge_step(
     let started = Instant::now();
     let seconds = || started.elapsed().as_secs_f64();
     let mut analysis = Analysis::new(config.clone(), 0.0);
+    // Outcomes are drained on each tick rather than awaited one by one (see `Proxy`).
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
-        tokio::select! {
-            outcome = outcomes.recv() => match outcome {
-                Some(o) => analysis.observe(seconds(), o.arm, o.error, o.latency_ms),
-                None => return StepEnd::RolledBack { evidence: None, reason: "the proxy stopped".into() },
-            },
-            _ = tick.tick() => {
-                if let Some(end) = stop() {
-                    return end;
+        tick.tick().await;
+        loop {
+            match outcomes.try_recv() {
+                Ok(o) => analysis.observe(seconds(), o.arm, o.error, o.latency_ms),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return StepEnd::RolledBack { evidence: None, reason: "the proxy stopped".into() };
                 }
             }
+        }
+        if let Some(end) = stop() {
+            return end;
         }
         match analysis.verdict(seconds()) {
             Verdict::Rollback(evidence) => {

@@ -120,13 +120,17 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
 
 fn journal_pgid(journal: &std::path::Path, pgid: u32) {
     use std::io::Write;
-    if let Some(parent) = journal.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(journal) {
-        // One write per line: appends from concurrent supervisors never interleave.
-        let _ = file.write_all(format!("{pgid}\n").as_bytes());
-        let _ = file.sync_data();
+    // One write per line: appends from concurrent supervisors never interleave.
+    let written = journal
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(journal))
+        .and_then(|mut file| file.write_all(format!("{pgid}\n").as_bytes()).and_then(|()| file.sync_data()));
+    if let Err(error) = written {
+        tracing::error!(
+            "cannot journal instance process group {pgid} in {}: it would outlive a crash of the server: {error}",
+            journal.display()
+        );
     }
 }
 

@@ -349,13 +349,18 @@ impl JobEnvironment {
         }
         let ids = self.job_container.iter().chain(self.services.iter().map(|(_, id)| id));
         for id in ids {
-            let _ = self
+            let removed = self
                 .docker
                 .remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
                 .await;
+            if let Err(error) = removed {
+                tracing::warn!("cannot remove container {id} (the next container job reaps it): {error}");
+            }
         }
-        if let Some(network) = &self.network {
-            let _ = self.docker.remove_network(network).await;
+        if let Some(network) = &self.network
+            && let Err(error) = self.docker.remove_network(network).await
+        {
+            tracing::warn!("cannot remove network {network} (the next container job reaps it): {error}");
         }
         logs
     }

@@ -35,11 +35,13 @@ pub async fn run(
     let wanted = graph.closure(&selected);
     let cache = CacheStore::open(&config.data_dir.join("cache"), config.cache_limit).ok();
     // `$GITHUB_EVENT_PATH`, written once for every step of the run.
-    let _ = std::fs::create_dir_all(&request.run_dir);
-    let _ = std::fs::write(
-        request.run_dir.join("event.json"),
-        serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default(),
-    );
+    let event_path = request.run_dir.join("event.json");
+    let written = std::fs::create_dir_all(&request.run_dir).and_then(|()| {
+        std::fs::write(&event_path, serde_json::to_vec_pretty(&request.event.to_json()).unwrap_or_default())
+    });
+    if let Err(error) = written {
+        tracing::warn!("cannot write the event payload to {}: steps will not find it: {error}", event_path.display());
+    }
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
     let shared = Arc::new(Shared {

@@ -372,7 +372,9 @@ async fn supersede(app: &App, active: &[Deployment]) {
             app.deployer.superseded.lock().map(|mut s| s.insert(deployment.id, newer.id).is_none()).unwrap_or(false);
         let driven = app.deployer.driving.lock().map(|d| d.contains_key(&deployment.id)).unwrap_or(false);
         if first_time && !driven {
-            let _ = skip(app, deployment, newer.id).await;
+            if let Err(error) = skip(app, deployment, newer.id).await {
+                tracing::error!("deployment {}: cannot record that {} supersedes it: {error}", deployment.id, newer.id);
+            }
         }
     }
 }
@@ -424,14 +426,24 @@ async fn environment(app: &Arc<App>, deployment: &Deployment, spec: &service::En
     });
     tokio::spawn(proxy::serve(listener, proxy));
     let pump = Arc::downgrade(&env);
+    // Drained on a tick, not awaited per outcome (see `targets::proxy::Proxy`).
     tokio::spawn(async move {
-        while let Some(outcome) = outcomes.recv().await {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
             let Some(env) = pump.upgrade() else { return };
-            env.record(&outcome);
-            if let Ok(tap) = env.tap.lock()
-                && let Some(tx) = tap.as_ref()
-            {
-                let _ = tx.send(outcome);
+            loop {
+                let outcome = match outcomes.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                };
+                env.record(&outcome);
+                if let Ok(tap) = env.tap.lock()
+                    && let Some(tx) = tap.as_ref()
+                {
+                    let _ = tx.send(outcome);
+                }
             }
         }
     });
