@@ -64,7 +64,8 @@ impl Metrics {
 /// Everything the API handlers and the worker share.
 #[derive(Debug)]
 pub struct App {
-    pub store: SqliteStore,
+    /// The store behind its port: SQLite today; any adapter that passes the conformance suite.
+    pub store: Arc<dyn Store>,
     pub config: ServerConfig,
     pub metrics: Metrics,
     /// Cancel handles of the runs executing in this process.
@@ -83,7 +84,7 @@ pub struct App {
 impl App {
     /// The shared state over an opened store; nothing runs until the worker, the poller and the
     /// controller are started (`start` does; tests drive the router alone).
-    pub fn new(store: SqliteStore, config: ServerConfig) -> App {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> App {
         App {
             store,
             config,
@@ -208,7 +209,7 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServerError::Listen(config.listen, e))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(store, config));
+    let app = Arc::new(App::new(Arc::new(store), config));
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));

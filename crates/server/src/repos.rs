@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ci::filter::{EventFacts, fires};
 use git::webhook::Change;
-use store::{NewRun, Repo, Store};
+use store::{NewRun, Repo};
 
 use crate::App;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use store::{Repo, Run, RunStatus, Store};
+use store::{Repo, Run, RunStatus};
 
 use crate::App;
 

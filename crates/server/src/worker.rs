@@ -10,7 +10,7 @@ use exec::engine::{self, EngineConfig, RunEvent, RunRequest, Status};
 use exec::process::ProcessGroups;
 use git::repo::RepoFacts;
 use spec::expr::Value;
-use store::{LogLine, Run, RunStatus, Store};
+use store::{LogLine, Run, RunStatus};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::{App, Metrics, repos};

@@ -368,124 +368,131 @@ pub struct DeploymentFilter {
 /// transaction as the mutation, keep the chain linked (`prev_hash` = previous event's `hash`),
 /// and be safe to share between tasks. The conformance suite in `tests/` holds every adapter to
 /// the same behaviour.
+/// A boxed future that borrows the store: what every `Store` method returns, so that the trait is
+/// usable as `dyn Store` (the server holds `Arc<dyn Store>`; any adapter can stand behind it).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub trait Store: Send + Sync {
-    fn add_repo(
-        &self,
-        name: &str,
-        source: &str,
-        webhook_secret: &str,
+    fn add_repo<'a>(
+        &'a self,
+        name: &'a str,
+        source: &'a str,
+        webhook_secret: &'a str,
         poll_seconds: Option<i64>,
-        actor: &str,
-    ) -> impl Future<Output = Result<Repo>> + Send;
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Repo>>;
     /// Sets where commit statuses are posted. The token is stored, never put in an event.
-    fn set_forge(
-        &self,
+    fn set_forge<'a>(
+        &'a self,
         repo_id: i64,
-        forge: &str,
-        api_url: &str,
-        status_token: &str,
-        actor: &str,
-    ) -> impl Future<Output = Result<Repo>> + Send;
-    fn repos(&self) -> impl Future<Output = Result<Vec<Repo>>> + Send;
-    fn repo(&self, name: &str) -> impl Future<Output = Result<Repo>> + Send;
-    fn repo_by_id(&self, id: i64) -> impl Future<Output = Result<Repo>> + Send;
+        forge: &'a str,
+        api_url: &'a str,
+        status_token: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Repo>>;
+    fn repos<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Repo>>>;
+    fn repo<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Repo>>;
+    fn repo_by_id<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Repo>>;
 
     /// Stores a webhook delivery and the runs it queues, atomically; a delivery id seen before
     /// changes nothing.
-    fn record_delivery(
-        &self,
-        forge: &str,
-        delivery_id: &str,
+    fn record_delivery<'a>(
+        &'a self,
+        forge: &'a str,
+        delivery_id: &'a str,
         repo_id: i64,
-        event: &str,
+        event: &'a str,
         runs: Vec<NewRun>,
-        actor: &str,
-    ) -> impl Future<Output = Result<Delivery>> + Send;
-    fn enqueue(&self, run: NewRun, actor: &str) -> impl Future<Output = Result<Run>> + Send;
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Delivery>>;
+    fn enqueue<'a>(&'a self, run: NewRun, actor: &'a str) -> BoxFuture<'a, Result<Run>>;
     /// Takes the oldest queued run and marks it running.
-    fn claim_next(&self) -> impl Future<Output = Result<Option<Run>>> + Send;
-    fn finish(
-        &self,
+    fn claim_next<'a>(&'a self) -> BoxFuture<'a, Result<Option<Run>>>;
+    fn finish<'a>(
+        &'a self,
         run_id: i64,
         status: RunStatus,
         reason: Option<String>,
         report: Option<serde_json::Value>,
-    ) -> impl Future<Output = Result<Run>> + Send;
-    fn request_cancel(&self, run_id: i64, actor: &str) -> impl Future<Output = Result<Run>> + Send;
+    ) -> BoxFuture<'a, Result<Run>>;
+    fn request_cancel<'a>(&'a self, run_id: i64, actor: &'a str) -> BoxFuture<'a, Result<Run>>;
     /// Runs left `running` by a process that died: queued again while `attempt < max_attempts`,
     /// else failed with a reason. Returns the runs it touched.
-    fn recover_interrupted(&self, max_attempts: i64) -> impl Future<Output = Result<Vec<Run>>> + Send;
-    fn run(&self, run_id: i64) -> impl Future<Output = Result<Run>> + Send;
-    fn runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<Run>>> + Send;
-    fn queue_depth(&self) -> impl Future<Output = Result<i64>> + Send;
+    fn recover_interrupted<'a>(&'a self, max_attempts: i64) -> BoxFuture<'a, Result<Vec<Run>>>;
+    fn run<'a>(&'a self, run_id: i64) -> BoxFuture<'a, Result<Run>>;
+    fn runs<'a>(&'a self, filter: RunFilter) -> BoxFuture<'a, Result<Vec<Run>>>;
+    fn queue_depth<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
 
     /// Appends log lines as one compressed chunk; returns the chunk's sequence number.
-    fn append_log(&self, run_id: i64, lines: &[LogLine]) -> impl Future<Output = Result<i64>> + Send;
+    fn append_log<'a>(&'a self, run_id: i64, lines: &'a [LogLine]) -> BoxFuture<'a, Result<i64>>;
     /// At most `max_chunks` chunks after `after_seq`, decompressed, with their sequence numbers:
     /// a reader pages through a long log instead of loading it whole.
-    fn log(
-        &self,
+    fn log<'a>(
+        &'a self,
         run_id: i64,
         after_seq: i64,
         max_chunks: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, Vec<LogLine>)>>> + Send;
+    ) -> BoxFuture<'a, Result<Vec<(i64, Vec<LogLine>)>>>;
 
-    fn add_token(&self, name: &str, hash: &str, actor: &str) -> impl Future<Output = Result<()>> + Send;
-    fn token_name(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-    fn n_tokens(&self) -> impl Future<Output = Result<i64>> + Send;
+    fn add_token<'a>(&'a self, name: &'a str, hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn token_name<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    fn n_tokens<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
 
     /// The last known sha of each ref, for polling.
-    fn refs(&self, repo_id: i64) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
-    fn set_ref(&self, repo_id: i64, name: &str, sha: &str) -> impl Future<Output = Result<()>> + Send;
+    fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
+    fn set_ref<'a>(&'a self, repo_id: i64, name: &'a str, sha: &'a str) -> BoxFuture<'a, Result<()>>;
 
     /// Records a deployment request (event `deployment.requested`).
-    fn request_deployment(
-        &self,
-        deployment: NewDeployment,
-        actor: &str,
-    ) -> impl Future<Output = Result<Deployment>> + Send;
-    fn deployment(&self, id: i64) -> impl Future<Output = Result<Deployment>> + Send;
+    fn request_deployment<'a>(&'a self, deployment: NewDeployment, actor: &'a str)
+    -> BoxFuture<'a, Result<Deployment>>;
+    fn deployment<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Deployment>>;
     /// Newest first.
-    fn deployments(&self, filter: DeploymentFilter) -> impl Future<Output = Result<Vec<Deployment>>> + Send;
+    fn deployments<'a>(&'a self, filter: DeploymentFilter) -> BoxFuture<'a, Result<Vec<Deployment>>>;
     /// Moves a deployment on, with its event; a promotion also makes it the environment's stable
     /// release, in the same transaction. A finished deployment cannot move.
-    fn transition_deployment(
-        &self,
+    fn transition_deployment<'a>(
+        &'a self,
         id: i64,
         transition: Transition,
-        actor: &str,
-    ) -> impl Future<Output = Result<Deployment>> + Send;
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Deployment>>;
     /// How many deployments there are in each status.
-    fn deployment_counts(&self) -> impl Future<Output = Result<Vec<(DeploymentStatus, i64)>>> + Send;
+    fn deployment_counts<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(DeploymentStatus, i64)>>>;
     /// Approves a deployment that waits for approval.
-    fn approve_deployment(&self, id: i64, actor: &str) -> impl Future<Output = Result<Deployment>> + Send;
+    fn approve_deployment<'a>(&'a self, id: i64, actor: &'a str) -> BoxFuture<'a, Result<Deployment>>;
     /// Asks the controller to roll an unfinished deployment back.
-    fn abort_deployment(&self, id: i64, actor: &str) -> impl Future<Output = Result<Deployment>> + Send;
-    fn environment(
-        &self,
-        service: &str,
-        environment: &str,
-    ) -> impl Future<Output = Result<Option<EnvironmentState>>> + Send;
-    fn environments(&self) -> impl Future<Output = Result<Vec<EnvironmentState>>> + Send;
+    fn abort_deployment<'a>(&'a self, id: i64, actor: &'a str) -> BoxFuture<'a, Result<Deployment>>;
+    fn environment<'a>(
+        &'a self,
+        service: &'a str,
+        environment: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EnvironmentState>>>;
+    fn environments<'a>(&'a self) -> BoxFuture<'a, Result<Vec<EnvironmentState>>>;
     /// Creates the environment if it is new and fixes its proxy address.
-    fn ensure_environment(
-        &self,
-        service: &str,
-        environment: &str,
+    fn ensure_environment<'a>(
+        &'a self,
+        service: &'a str,
+        environment: &'a str,
         repo_id: i64,
-        listen: &str,
-    ) -> impl Future<Output = Result<EnvironmentState>> + Send;
+        listen: &'a str,
+    ) -> BoxFuture<'a, Result<EnvironmentState>>;
     /// Every event about one subject, e.g. `deployment/7`, oldest first.
-    fn events_about(&self, subject: &str) -> impl Future<Output = Result<Vec<Event>>> + Send;
+    fn events_about<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Vec<Event>>>;
 
     /// Appends an event that changes no table (e.g. a commit status posted to a forge).
-    fn record_event(
-        &self,
-        kind: &str,
-        subject: &str,
-        actor: &str,
+    fn record_event<'a>(
+        &'a self,
+        kind: &'a str,
+        subject: &'a str,
+        actor: &'a str,
         payload: serde_json::Value,
-    ) -> impl Future<Output = Result<()>> + Send;
-    fn events(&self, after_seq: i64, limit: i64) -> impl Future<Output = Result<Vec<Event>>> + Send;
-    fn verify_chain(&self) -> impl Future<Output = Result<ChainReport>> + Send;
+    ) -> BoxFuture<'a, Result<()>>;
+    fn events<'a>(&'a self, after_seq: i64, limit: i64) -> BoxFuture<'a, Result<Vec<Event>>>;
+    fn verify_chain<'a>(&'a self) -> BoxFuture<'a, Result<ChainReport>>;
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Store")
+    }
 }

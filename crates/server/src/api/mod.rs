@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use git::webhook::{self, Forge, Parsed};
 use serde::Deserialize;
-use store::{Delivery, DeploymentFilter, NewRun, Repo, RunFilter, RunStatus, Store, StoreError};
+use store::{Delivery, DeploymentFilter, NewRun, Repo, RunFilter, RunStatus, StoreError};
 
 use crate::{App, Metrics, deploy, repos, token_hash};
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rollout::analysis::Config;
 use rollout::reconcile::{self, Action, Gate, Judgement, Kind, Observed};
 use spec::service::{self, Strategy, Target};
-use store::{Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, NewDeployment, Store, Transition};
+use store::{Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, NewDeployment, Transition};
 use targets::canary::{StepEnd, judge_step};
 use targets::instance::{self, DEPLOY_LABEL, Health, Instance, Launch, Owner};
 use targets::proxy::{self, Outcome, Proxy, Routing};

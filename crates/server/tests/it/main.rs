@@ -28,7 +28,7 @@ impl Api {
             max_parallel_jobs: 1,
             max_attempts: 2,
         };
-        Api { app: Arc::new(App::new(store, config)), token, _dir: dir }
+        Api { app: Arc::new(App::new(Arc::new(store), config)), token, _dir: dir }
     }
 
     /// (status, JSON body) of one request through the router.

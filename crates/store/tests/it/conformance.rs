@@ -22,7 +22,7 @@ fn new_run(repo_id: i64, sha: &str) -> NewRun {
     }
 }
 
-pub async fn repos(store: &impl Store) {
+pub async fn repos(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("app", "/src/app", "s3cret", Some(30), "admin").await.unwrap();
     assert_eq!(repo.name, "app");
     assert!(matches!(store.add_repo("app", "/elsewhere", "x", None, "admin").await, Err(StoreError::Conflict(_))));
@@ -43,7 +43,7 @@ pub async fn repos(store: &impl Store) {
     assert_eq!(events[1].prev_hash, events[0].hash);
 }
 
-pub async fn deliveries_are_idempotent(store: &impl Store) {
+pub async fn deliveries_are_idempotent(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
     let runs = vec![new_run(repo.id, "a1"), new_run(repo.id, "a1")];
     let Delivery::Stored(ids) =
@@ -65,7 +65,7 @@ pub async fn deliveries_are_idempotent(store: &impl Store) {
     assert_eq!(numbers, [2, 1]);
 }
 
-pub async fn run_lifecycle(store: &impl Store) {
+pub async fn run_lifecycle(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
     let first = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
     let second = store.enqueue(new_run(repo.id, "b2"), "alice").await.unwrap();
@@ -108,7 +108,7 @@ pub async fn run_lifecycle(store: &impl Store) {
     assert!(store.verify_chain().await.unwrap().first_broken.is_none());
 }
 
-pub async fn interrupted_runs_are_recovered(store: &impl Store) {
+pub async fn interrupted_runs_are_recovered(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
     let run = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
     store.claim_next().await.unwrap();
@@ -121,7 +121,7 @@ pub async fn interrupted_runs_are_recovered(store: &impl Store) {
     assert_eq!(store.run(run.id).await.unwrap().status, RunStatus::Failure);
 }
 
-pub async fn logs_round_trip(store: &impl Store) {
+pub async fn logs_round_trip(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("app", "/src/app", "s", None, "admin").await.unwrap();
     let run = store.enqueue(new_run(repo.id, "a1"), "alice").await.unwrap();
     let chunk: Vec<LogLine> = (0..500)
@@ -196,7 +196,7 @@ fn moved(event: &str, status: DeploymentStatus, step: i64, weight: f64) -> Trans
     Transition { event: event.into(), status, step, weight, reason: None, detail: serde_json::json!({}) }
 }
 
-pub async fn deployments_move_and_promote(store: &impl Store) {
+pub async fn deployments_move_and_promote(store: &(impl Store + ?Sized)) {
     let repo = store.add_repo("web", "/src/web", "s", None, "admin").await.unwrap();
     store.ensure_environment("web", "production", repo.id, "127.0.0.1:9000").await.unwrap();
     // Ensuring again keeps the first address.

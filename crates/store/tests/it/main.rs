@@ -26,7 +26,9 @@ async fn sqlite_deliveries_are_idempotent() {
 #[tokio::test]
 async fn sqlite_run_lifecycle() {
     let (store, _dir) = sqlite().await;
-    conformance::run_lifecycle(&store).await;
+    // Through the port, as the server holds it.
+    let port: &dyn store::Store = &store;
+    conformance::run_lifecycle(port).await;
 }
 
 #[tokio::test]
