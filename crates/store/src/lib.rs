@@ -368,6 +368,9 @@ pub struct DeploymentFilter {
 /// transaction as the mutation, keep the chain linked (`prev_hash` = previous event's `hash`),
 /// and be safe to share between tasks. The conformance suite in `tests/` holds every adapter to
 /// the same behaviour.
+/// A stored chunk of a run's log: its sequence number and its lines.
+pub type LogChunk = (i64, Vec<LogLine>);
+
 /// A boxed future that borrows the store: what every `Store` method returns, so that the trait is
 /// usable as `dyn Store` (the server holds `Arc<dyn Store>`; any adapter can stand behind it).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -427,12 +430,7 @@ pub trait Store: Send + Sync {
     fn append_log<'a>(&'a self, run_id: i64, lines: &'a [LogLine]) -> BoxFuture<'a, Result<i64>>;
     /// At most `max_chunks` chunks after `after_seq`, decompressed, with their sequence numbers:
     /// a reader pages through a long log instead of loading it whole.
-    fn log<'a>(
-        &'a self,
-        run_id: i64,
-        after_seq: i64,
-        max_chunks: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, Vec<LogLine>)>>>;
+    fn log<'a>(&'a self, run_id: i64, after_seq: i64, max_chunks: i64) -> BoxFuture<'a, Result<Vec<LogChunk>>>;
 
     fn add_token<'a>(&'a self, name: &'a str, hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
     fn token_name<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<String>>>;

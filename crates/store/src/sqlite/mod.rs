@@ -13,8 +13,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::time::now;
 use crate::{
     BoxFuture, ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, EnvironmentState,
-    Event, GENESIS_HASH, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError,
-    Transition, event_hash,
+    Event, GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
+    StoreError, Transition, event_hash,
 };
 
 mod rows;
@@ -437,12 +437,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn log<'a>(
-        &'a self,
-        run_id: i64,
-        after_seq: i64,
-        max_chunks: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, Vec<LogLine>)>>> {
+    fn log<'a>(&'a self, run_id: i64, after_seq: i64, max_chunks: i64) -> BoxFuture<'a, Result<Vec<LogChunk>>> {
         Box::pin(async move {
             let rows: Vec<(i64, Vec<u8>)> =
                 sqlx::query_as("SELECT seq, data FROM log_chunks WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
