@@ -371,10 +371,11 @@ async fn supersede(app: &App, active: &[Deployment]) {
         let first_time =
             app.deployer.superseded.lock().map(|mut s| s.insert(deployment.id, newer.id).is_none()).unwrap_or(false);
         let driven = app.deployer.driving.lock().map(|d| d.contains_key(&deployment.id)).unwrap_or(false);
-        if first_time && !driven {
-            if let Err(error) = skip(app, deployment, newer.id).await {
-                tracing::error!("deployment {}: cannot record that {} supersedes it: {error}", deployment.id, newer.id);
-            }
+        if first_time
+            && !driven
+            && let Err(error) = skip(app, deployment, newer.id).await
+        {
+            tracing::error!("deployment {}: cannot record that {} supersedes it: {error}", deployment.id, newer.id);
         }
     }
 }
