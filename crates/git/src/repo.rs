@@ -79,12 +79,12 @@ pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), String> {
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
 pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String> {
-    // Independent questions, asked at once: each git call costs a process start.
-    let (log, branch, remote, changed, status) = tokio::join!(
-        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%B", "HEAD"]),
+    // Independent questions, asked at once, and as few as possible: each git call costs a
+    // process start. The commit's changed files come with its log entry.
+    let (log, branch, remote, status) = tokio::join!(
+        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%B%x00", "--name-only", "HEAD"]),
         git(root, &["symbolic-ref", "-q", "--short", "HEAD"]),
-        git(root, &["remote", "get-url", "origin"]),
-        git(root, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"]),
+        git(root, &["config", "--get", "remote.origin.url"]),
         async {
             if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
         },
@@ -92,18 +92,19 @@ pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String
     let log = log.map_err(|e| {
         format!("{e}\n  hint: `tandem run` runs the commit at HEAD; make a first commit, or run from inside a git repository")
     })?;
-    let mut parts = log.splitn(5, '\0');
+    let mut parts = log.splitn(6, '\0');
     let sha = parts.next().unwrap_or_default().to_string();
     let before = parts.next().and_then(|p| p.split_whitespace().next()).map_or_else(|| "0".repeat(40), str::to_string);
     let author_name = parts.next().unwrap_or_default().to_string();
     let author_email = parts.next().unwrap_or_default().to_string();
     let commit_message = parts.next().unwrap_or_default().trim().to_string();
+    let changed = parts.next().unwrap_or_default();
     let branch = branch.ok().filter(|b| !b.is_empty());
     let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
     let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
     let repository = remote.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));
     let mut changed_paths: Vec<String> =
-        changed.map(|list| list.lines().map(str::to_string).collect()).unwrap_or_default();
+        changed.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
     if let Some(status) = status {
         changed_paths.extend(
             status.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()),

@@ -10,7 +10,7 @@ mod serve;
 mod validate;
 mod workflows;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -396,10 +396,7 @@ fn repo_root(repo: Option<PathBuf>) -> Result<PathBuf> {
         Some(path) => path,
         None => std::env::current_dir()?,
     };
-    let output =
-        std::process::Command::new("git").arg("-C").arg(&start).args(["rev-parse", "--show-toplevel"]).output();
-    match output {
-        Ok(output) if output.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())),
-        _ => Ok(start),
-    }
+    // The nearest folder with a `.git` (a directory, or a file in a worktree), as git finds it.
+    let start = std::path::absolute(&start).unwrap_or(start);
+    Ok(start.ancestors().find(|dir| dir.join(".git").exists()).map_or_else(|| start.clone(), Path::to_path_buf))
 }

@@ -53,19 +53,20 @@ pub(super) struct WorkspacePool {
 }
 
 impl WorkspacePool {
-    /// A clean directory for one job; `keep` gives each job its own, named after it, to inspect later.
-    pub(super) fn take(&self, run_dir: &Path, name: &str, keep: bool) -> PathBuf {
+    /// A clean directory for one job, and whether it was used before (its folders exist then);
+    /// `keep` gives each job its own, named after it, to inspect later.
+    pub(super) fn take(&self, run_dir: &Path, name: &str, keep: bool) -> (PathBuf, bool) {
         if keep {
             let slug: String =
                 name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
             let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return run_dir.join("jobs").join(format!("{slug}-{n}"));
+            return (run_dir.join("jobs").join(format!("{slug}-{n}")), false);
         }
         if let Some(slot) = self.free.lock().ok().and_then(|mut free| free.pop()) {
-            return slot;
+            return (slot, true);
         }
         let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run_dir.join("slots").join(n.to_string())
+        (run_dir.join("slots").join(n.to_string()), false)
     }
 
     /// Empties a job's directories and makes them available to the next job.
@@ -193,12 +194,15 @@ pub(super) async fn run_leg(
         }
         None => None,
     };
-    let slot = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
+    let (slot, reused) = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
     let dirs = LegDirs { workspace: slot.join("workspace"), temp: slot.join("temp"), files: slot.clone() };
     let tool_cache = shared.config.data_dir.join("toolcache");
-    for dir in [&dirs.workspace, &dirs.temp, &tool_cache] {
-        if let Err(error) = std::fs::create_dir_all(dir) {
-            return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display()));
+    // A reused slot was emptied, not removed: its folders (and the tool cache) exist.
+    if !reused {
+        for dir in [&dirs.workspace, &dirs.temp, &tool_cache] {
+            if let Err(error) = std::fs::create_dir_all(dir) {
+                return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display()));
+            }
         }
     }
     contexts.workspace = dirs.workspace.clone();
