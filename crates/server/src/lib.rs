@@ -79,6 +79,8 @@ pub struct App {
     pub workflows_at: Mutex<HashMap<(i64, String), WorkflowFiles>>,
     /// The rollout controller's live side: proxies and instances of each environment.
     pub deployer: deploy::Deployer,
+    /// Workflow-level concurrency groups of the runs executing or waiting in this process.
+    pub(crate) concurrency: worker::Groups,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
             fetch_locks: tokio::sync::Mutex::new(HashMap::new()),
             workflows_at: Mutex::new(HashMap::new()),
             deployer: deploy::Deployer::default(),
+            concurrency: worker::Groups::default(),
         }
     }
 }

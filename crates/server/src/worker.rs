@@ -1,8 +1,8 @@
 //! The run worker: takes queued runs from the store, executes them with the same engine as
 //! `tandem run`, stores their logs in chunks as they come, and records how they ended.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use exec::CancelSource;
@@ -162,6 +162,31 @@ async fn execute_inner(
     if app.store.run(run.id).await.map_err(|e| e.to_string())?.cancel_requested {
         cancel_source.cancel();
     }
+    // One run at a time per workflow concurrency group; a newer one replaces one still waiting
+    // and, with `cancel-in-progress`, cancels the one running.
+    let _turn = match engine::workflow_concurrency(&request) {
+        Ok(None) => None,
+        Ok(Some((group, cancel_in_progress))) => {
+            match app.concurrency.wait_turn(&group, run.id, cancel_in_progress, &cancel_source, &cancel).await {
+                Some(turn) => Some(turn),
+                None => {
+                    let reason = format!("cancelled: a newer run took its place in concurrency group `{group}`");
+                    app.store
+                        .finish(run.id, RunStatus::Cancelled, Some(reason), None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Metrics::add(&app.metrics.runs_cancelled, 1);
+                    return Ok(());
+                }
+            }
+        }
+        Err(error) => {
+            let reason = format!("{}: concurrency: {error}", run.workflow);
+            app.store.finish(run.id, RunStatus::Failure, Some(reason), None).await.map_err(|e| e.to_string())?;
+            Metrics::add(&app.metrics.runs_failure, 1);
+            return Ok(());
+        }
+    };
     let groups = ProcessGroups::with_journal(app.config.data_dir.join("pgids").join(run.id.to_string()));
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect_logs(app.clone(), run.id, rx));
@@ -194,6 +219,67 @@ async fn execute_inner(
     app.store.finish(run.id, status, reason, report).await.map_err(|e| e.to_string())?;
     // Workspaces are gone already; artifacts stay with the run.
     Ok(())
+}
+
+/// Workflow-level concurrency groups: one run at a time per group, as on GitHub. A run that
+/// arrives cancels the one waiting for the group (only the newest waits) and, with
+/// `cancel-in-progress`, the one running.
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    running: Option<(i64, CancelSource)>,
+    waiting: Option<(i64, CancelSource)>,
+}
+
+/// A run's turn in its group; the group is free again when it is dropped.
+pub struct Turn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Groups {
+    /// Waits for the run's turn in `group`; `None` when the run was cancelled meanwhile (by a
+    /// newer run of the group, or by a person).
+    async fn wait_turn(
+        &self,
+        group: &str,
+        run_id: i64,
+        cancel_in_progress: bool,
+        source: &CancelSource,
+        cancel: &exec::Cancel,
+    ) -> Option<Turn> {
+        let turn = {
+            let mut groups = self.groups.lock().ok()?;
+            let entry = groups.entry(group.to_string()).or_default();
+            if let Some((_, waiting)) = entry.waiting.take() {
+                waiting.cancel();
+            }
+            if cancel_in_progress && let Some((_, running)) = &entry.running {
+                running.cancel();
+            }
+            entry.waiting = Some((run_id, source.clone()));
+            entry.turn.clone()
+        };
+        let mut cancelled = cancel.clone();
+        let guard = tokio::select! {
+            guard = turn.lock_owned() => guard,
+            () = cancelled.cancelled() => return None,
+        };
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let mut groups = self.groups.lock().ok()?;
+        let entry = groups.entry(group.to_string()).or_default();
+        if entry.waiting.as_ref().is_some_and(|(id, _)| *id == run_id) {
+            entry.waiting = None;
+        }
+        entry.running = Some((run_id, source.clone()));
+        Some(Turn { _guard: guard })
+    }
 }
 
 /// Turns engine events into stored log lines, flushed in chunks.

@@ -27,6 +27,23 @@ mod step;
 
 pub use scheduler::run;
 
+/// The run's workflow-level `concurrency`: its group and whether a newer run of the group cancels
+/// the one in progress — evaluated with the `github`, `inputs` and `vars` contexts, as GitHub
+/// does before the run starts. `None` when the workflow has none.
+pub fn workflow_concurrency(request: &RunRequest) -> Result<Option<(String, bool)>, String> {
+    let Some(concurrency) = &request.workflow.concurrency else { return Ok(None) };
+    let mut contexts = contexts::Contexts::default();
+    contexts.set("github", contexts::github_context(request));
+    contexts.set("inputs", Value::Object(request.inputs.clone()));
+    contexts.set("vars", contexts::string_map(&request.vars));
+    let group = contexts.render(&concurrency.group)?;
+    let cancel_in_progress = match &concurrency.cancel_in_progress {
+        Some(text) => contexts.evaluate(text)?.is_truthy(),
+        None => false,
+    };
+    Ok(Some((group, cancel_in_progress)))
+}
+
 /// Default job timeout, as on GitHub: six hours.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
 /// Time a step that starts after its job was cancelled (an `always()` step) may take.

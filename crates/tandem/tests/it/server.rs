@@ -663,3 +663,25 @@ fn commit_statuses_are_posted_to_each_forge_in_its_dialect() {
     assert!(!events.contains("tok-github") && !events.contains("tok-gitlab"), "{events}");
     assert_eq!(events.matches("status.posted").count(), 6, "{events}");
 }
+
+#[test]
+fn a_newer_run_of_a_concurrency_group_cancels_the_one_in_progress() {
+    let wf = "on: push\nconcurrency:\n  group: deploy-${{ github.ref }}\n  cancel-in-progress: true\njobs:\n  nap:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 30\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "app");
+    server.cli(&["repo", "run", "app"]);
+    server.wait_for("the first run to start", |runs| runs.len() == 1 && runs[0]["status"] == "running");
+    let started = Instant::now();
+    repo.write("README.md", "newer\n");
+    repo.commit("newer");
+    server.cli(&["repo", "run", "app"]);
+    let runs =
+        server.wait_for("the first run to be cancelled", |runs| runs.len() == 2 && runs[1]["status"] == "cancelled");
+    assert!(started.elapsed() < Duration::from_secs(20), "the newer run cancelled the older one late");
+    assert_eq!(runs[0]["status"], "running", "the newer run goes on: {runs:#?}");
+    let cancelled = server.cli(&["runs", "cancel", &runs[0]["id"].to_string()]);
+    assert_eq!(cancelled.code, 0, "{}", cancelled.all());
+    server.wait_for("the newer run to end", |runs| runs[0]["status"] == "cancelled");
+}
