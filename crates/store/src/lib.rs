@@ -29,13 +29,14 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Event {
     pub seq: i64,
     pub time: String,
     pub kind: String,
     pub subject: String,
     pub actor: String,
+    #[sqlx(json)]
     pub payload: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
@@ -72,7 +73,7 @@ pub struct ChainReport {
     pub first_broken: Option<(i64, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Repo {
     pub id: i64,
     pub name: String,
@@ -145,7 +146,7 @@ pub struct NewRun {
     pub rerun_of: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Run {
     pub id: i64,
     pub repo_id: i64,
@@ -157,9 +158,12 @@ pub struct Run {
     pub sha: String,
     pub before_sha: String,
     pub change_request: Option<i64>,
+    #[sqlx(try_from = "String")]
     pub status: RunStatus,
     pub reason: Option<String>,
+    #[sqlx(json(nullable))]
     pub jobs: Option<Vec<String>>,
+    #[sqlx(json)]
     pub payload: serde_json::Value,
     /// How many times the server started this row (a run interrupted by a crash is retried).
     pub attempt: i64,
@@ -168,6 +172,7 @@ pub struct Run {
     pub rerun_of: Option<i64>,
     pub cancel_requested: bool,
     /// The engine's final report (jobs, steps, durations), once finished.
+    #[sqlx(json(nullable))]
     pub report: Option<serde_json::Value>,
     pub created: String,
     pub started: Option<String>,
@@ -227,6 +232,21 @@ impl DeploymentKind {
             .find(|k| k.as_str() == text)
     }
 }
+
+/// Enums stored as text: a value the code does not know is a corrupt row, named.
+macro_rules! stored_as_text {
+    ($($kind:ty => $what:literal),*) => {$(
+        impl TryFrom<String> for $kind {
+            type Error = String;
+
+            fn try_from(text: String) -> std::result::Result<$kind, String> {
+                <$kind>::parse(&text).ok_or_else(|| format!("{} `{text}` is not one Tandem knows", $what))
+            }
+        }
+    )*};
+}
+
+stored_as_text!(RunStatus => "run status", DeploymentStatus => "deployment status", DeploymentKind => "deployment kind");
 
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +324,7 @@ pub struct NewDeployment {
     pub spec: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Deployment {
     pub id: i64,
     pub repo_id: i64,
@@ -313,7 +333,9 @@ pub struct Deployment {
     pub sha: String,
     pub release: String,
     pub run_id: Option<i64>,
+    #[sqlx(try_from = "String")]
     pub kind: DeploymentKind,
+    #[sqlx(try_from = "String")]
     pub status: DeploymentStatus,
     /// Index of the strategy step reached (canary weight or rolling batch).
     pub step: i64,
@@ -342,14 +364,16 @@ pub struct Transition {
 }
 
 /// An environment of a service, as deployments left it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EnvironmentState {
     pub service: String,
     pub environment: String,
     pub repo_id: i64,
     /// The deployment serving all traffic.
+    #[sqlx(rename = "stable_deployment")]
     pub stable: Option<i64>,
     /// The one it replaced: where `tandem rollback` goes back to.
+    #[sqlx(rename = "previous_deployment")]
     pub previous: Option<i64>,
     /// Where the environment's proxy listens.
     pub listen: Option<String>,

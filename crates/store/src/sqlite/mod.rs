@@ -12,9 +12,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::time::now;
 use crate::{
-    BoxFuture, ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentKind, DeploymentStatus, EnvironmentState,
-    Event, GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
-    StoreError, Transition, event_hash,
+    BoxFuture, ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentStatus, EnvironmentState, Event,
+    GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError,
+    Transition, event_hash,
 };
 
 mod rows;
@@ -99,7 +99,7 @@ impl Store for SqliteStore {
                 .bind(now())
                 .fetch_one(&mut *tx)
                 .await?;
-            let repo = repo_from(&row)?;
+            let repo = decode::<Repo>(&row)?;
             append_event(
                 &mut tx,
                 "repo.added",
@@ -132,7 +132,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("repository {repo_id}")))?;
-            let repo = repo_from(&row)?;
+            let repo = decode::<Repo>(&row)?;
             append_event(
                 &mut tx,
                 "repo.forge_set",
@@ -167,7 +167,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?
                 .iter()
-                .map(repo_from)
+                .map(decode::<Repo>)
                 .collect()
         })
     }
@@ -176,14 +176,20 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let row =
                 sqlx::query("SELECT * FROM repos WHERE name = $1").bind(name).fetch_optional(&self.reader).await?;
-            row.as_ref().map(repo_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("repository `{name}`")))
+            row.as_ref()
+                .map(decode::<Repo>)
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound(format!("repository `{name}`")))
         })
     }
 
     fn repo_by_id<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Repo>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT * FROM repos WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
-            row.as_ref().map(repo_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("repository {id}")))
+            row.as_ref()
+                .map(decode::<Repo>)
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound(format!("repository {id}")))
         })
     }
 
@@ -389,7 +395,7 @@ impl Store for SqliteStore {
                 .bind(run_id)
                 .fetch_optional(&self.reader)
                 .await?;
-            row.as_ref().map(run_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+            row.as_ref().map(decode::<Run>).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
         })
     }
 
@@ -405,7 +411,7 @@ impl Store for SqliteStore {
             .bind(limit)
             .fetch_all(&self.reader)
             .await?;
-            rows.iter().map(run_from).collect()
+            rows.iter().map(decode::<Run>).collect()
         })
     }
 
@@ -502,14 +508,14 @@ impl Store for SqliteStore {
     fn events<'a>(&'a self, after_seq: i64, limit: i64) -> BoxFuture<'a, Result<Vec<Event>>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").bind(after_seq).bind(limit.clamp(1, 10_000)).fetch_all(&self.reader).await?;
-            rows.iter().map(event_from).collect()
+            rows.iter().map(decode::<Event>).collect()
         })
     }
 
     fn events_about<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Vec<Event>>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE subject = $1 ORDER BY seq").bind(subject).fetch_all(&self.reader).await?;
-            rows.iter().map(event_from).collect()
+            rows.iter().map(decode::<Event>).collect()
         })
     }
 
@@ -562,7 +568,7 @@ impl Store for SqliteStore {
                 .bind(if filter.limit > 0 { filter.limit } else { 100 })
                 .fetch_all(&self.writer)
                 .await?;
-            rows.iter().map(deployment_from).collect()
+            rows.iter().map(decode::<Deployment>).collect()
         })
     }
 
@@ -693,7 +699,7 @@ impl Store for SqliteStore {
                 .bind(environment)
                 .fetch_optional(&self.writer)
                 .await?;
-            row.as_ref().map(environment_from).transpose()
+            row.as_ref().map(decode::<EnvironmentState>).transpose()
         })
     }
 
@@ -701,7 +707,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let rows =
                 sqlx::query("SELECT * FROM environments ORDER BY service, environment").fetch_all(&self.writer).await?;
-            rows.iter().map(environment_from).collect()
+            rows.iter().map(decode::<EnvironmentState>).collect()
         })
     }
 
@@ -736,7 +742,7 @@ impl Store for SqliteStore {
                 .bind(environment)
                 .fetch_one(&mut *tx)
                 .await?;
-            let state = environment_from(&row)?;
+            let state = decode::<EnvironmentState>(&row)?;
             tx.commit().await?;
             Ok(state)
         })
@@ -794,6 +800,6 @@ impl SqliteStore {
             .bind(run_id)
             .fetch_optional(&self.writer)
             .await?;
-        row.as_ref().map(run_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+        row.as_ref().map(decode::<Run>).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
     }
 }

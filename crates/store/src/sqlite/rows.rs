@@ -3,105 +3,10 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(super) fn repo_from(row: &SqliteRow) -> Result<Repo> {
-    Ok(Repo {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        source: row.try_get("source")?,
-        webhook_secret: row.try_get("webhook_secret")?,
-        poll_seconds: row.try_get("poll_seconds")?,
-        created: row.try_get("created")?,
-        forge: row.try_get("forge")?,
-        api_url: row.try_get("api_url")?,
-        status_token: row.try_get("status_token")?,
-    })
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-pub(super) fn run_from(row: &SqliteRow) -> Result<Run> {
-    let status: String = row.try_get("status")?;
-    let jobs: Option<String> = row.try_get("jobs")?;
-    let payload: String = row.try_get("payload")?;
-    let report: Option<String> = row.try_get("report")?;
-    Ok(Run {
-        id: row.try_get("id")?,
-        repo_id: row.try_get("repo_id")?,
-        number: row.try_get("number")?,
-        workflow: row.try_get("workflow")?,
-        event: row.try_get("event")?,
-        git_ref: row.try_get("git_ref")?,
-        sha: row.try_get("sha")?,
-        before_sha: row.try_get("before_sha")?,
-        change_request: row.try_get("change_request")?,
-        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
-        reason: row.try_get("reason")?,
-        jobs: jobs.map(|j| parse(&j, "run jobs")).transpose()?,
-        payload: parse(&payload, "run payload")?,
-        attempt: row.try_get("attempt")?,
-        run_attempt: row.try_get("run_attempt")?,
-        rerun_of: row.try_get("rerun_of")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        report: report.map(|r| parse(&r, "run report")).transpose()?,
-        created: row.try_get("created")?,
-        started: row.try_get("started")?,
-        finished: row.try_get("finished")?,
-    })
-}
-
-pub(super) fn deployment_from(row: &SqliteRow) -> Result<Deployment> {
-    let status: String = row.try_get("status")?;
-    Ok(Deployment {
-        id: row.try_get("id")?,
-        repo_id: row.try_get("repo_id")?,
-        service: row.try_get("service")?,
-        environment: row.try_get("environment")?,
-        sha: row.try_get("sha")?,
-        release: row.try_get("release")?,
-        run_id: row.try_get("run_id")?,
-        kind: {
-            let kind: String = row.try_get("kind")?;
-            DeploymentKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("deployment kind `{kind}`")))?
-        },
-        status: DeploymentStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("deployment status `{status}`")))?,
-        step: row.try_get("step")?,
-        weight: row.try_get("weight")?,
-        reason: row.try_get("reason")?,
-        approved_by: row.try_get("approved_by")?,
-        abort_requested: row.try_get::<i64, _>("abort_requested")? != 0,
-        spec: row.try_get("spec")?,
-        created: row.try_get("created")?,
-        started: row.try_get("started")?,
-        finished: row.try_get("finished")?,
-    })
-}
-
-pub(super) fn environment_from(row: &SqliteRow) -> Result<EnvironmentState> {
-    Ok(EnvironmentState {
-        service: row.try_get("service")?,
-        environment: row.try_get("environment")?,
-        repo_id: row.try_get("repo_id")?,
-        stable: row.try_get("stable_deployment")?,
-        previous: row.try_get("previous_deployment")?,
-        listen: row.try_get("listen")?,
-    })
-}
-
-pub(super) fn event_from(row: &SqliteRow) -> Result<Event> {
-    let payload: String = row.try_get("payload")?;
-    Ok(Event {
-        seq: row.try_get("seq")?,
-        time: row.try_get("time")?,
-        kind: row.try_get("kind")?,
-        subject: row.try_get("subject")?,
-        actor: row.try_get("actor")?,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
+/// A row as its domain type (each derives `sqlx::FromRow`); a row that does not decode is the
+/// store's error, naming the column.
+pub(super) fn decode<T: for<'r> sqlx::FromRow<'r, SqliteRow>>(row: &SqliteRow) -> Result<T> {
+    T::from_row(row).map_err(StoreError::from)
 }
 
 /// What every deployment event says about its deployment.
@@ -129,7 +34,7 @@ pub(super) async fn deployment_in(tx: &mut SqliteConnection, id: i64) -> Result<
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(deployment_from).transpose()?.ok_or_else(|| StoreError::NotFound(format!("deployment {id}")))
+    row.as_ref().map(decode::<Deployment>).transpose()?.ok_or_else(|| StoreError::NotFound(format!("deployment {id}")))
 }
 
 pub(super) async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, actor: &str) -> Result<i64> {
