@@ -1,4 +1,4 @@
-//! Rows to domain types and back: the mappers, run insertion, log chunk compression.
+//! Rows to domain types and back: decoding through `sqlx::FromRow`, run insertion, log chunk compression.
 
 #[allow(unused_imports)]
 use super::*;
