@@ -49,6 +49,11 @@ impl std::fmt::Debug for dyn Executor {
     }
 }
 
+/// Where progress lines go, awaited: a slow reader slows the writer instead of lines piling up.
+pub trait LineSink: Send + Sync {
+    fn line<'a>(&'a self, text: String) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 /// Runs steps as processes on this machine, each in its own process group.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalExecutor;

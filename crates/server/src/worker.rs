@@ -188,7 +188,7 @@ async fn execute_inner(
         }
     };
     let groups = ProcessGroups::with_journal(app.config.data_dir.join("pgids").join(run.id.to_string()));
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(engine::EVENT_BUFFER);
     let collector = tokio::spawn(collect_logs(app.clone(), run.id, rx));
     let started = std::time::Instant::now();
     let report = engine::run(request, config, tx, cancel, groups.clone()).await;
@@ -283,7 +283,7 @@ impl Groups {
 }
 
 /// Turns engine events into stored log lines, flushed in chunks.
-async fn collect_logs(app: Arc<App>, run_id: i64, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+async fn collect_logs(app: Arc<App>, run_id: i64, mut rx: mpsc::Receiver<RunEvent>) {
     let mut buffer: Vec<LogLine> = Vec::new();
     let mut steps: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(LOG_FLUSH);

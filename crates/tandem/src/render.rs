@@ -52,7 +52,7 @@ impl Renderer {
         }
     }
 
-    pub async fn consume(&mut self, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+    pub async fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>) {
         while let Some(event) = rx.recv().await {
             self.event(event);
             // Whatever else arrived meanwhile is rendered with it, then written at once.

@@ -150,7 +150,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             run_dir: run_dir.clone(),
             platforms: platforms.clone(),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));
         let render = tokio::spawn(async move {
             renderer.consume(rx).await;

@@ -95,7 +95,7 @@ fn file_stream(
 impl DockerEngine {
     /// Builds an image from a context archive, tags it, and pushes the tags when asked. Progress
     /// goes to `log`.
-    pub async fn build_and_push(&self, build: ImageBuild, log: &(dyn Fn(&str) + Sync)) -> Result<BuiltImage, String> {
+    pub async fn build_and_push(&self, build: ImageBuild, log: &dyn crate::LineSink) -> Result<BuiltImage, String> {
         use bollard::query_parameters::{BuildImageOptions, PushImageOptions, TagImageOptions};
         let ImageBuild { context, dockerfile, tags, build_args, labels, push } = build;
         let mut tags = tags;
@@ -120,7 +120,7 @@ impl DockerEngine {
             }
             if let Some(text) = info.stream {
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    log(line);
+                    log.line(line.to_string()).await;
                 }
             }
             if let Some(image) = info.aux {
@@ -169,7 +169,7 @@ impl DockerEngine {
                         // "<tag>: digest: sha256:… size: N"
                         if let Some(found) = status.split_whitespace().skip_while(|w| *w != "digest:").nth(1) {
                             digest = Some(found.to_string());
-                            log(&format!("pushed {tag} ({found})"));
+                            log.line(format!("pushed {tag} ({found})")).await;
                         }
                     }
                 }

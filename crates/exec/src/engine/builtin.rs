@@ -17,7 +17,7 @@ pub(super) async fn run_builtin(
     inputs: &BTreeMap<String, String>,
     index: usize,
     dirs: &LegDirs,
-    log: &(dyn Fn(&str) + Sync),
+    log: &dyn crate::LineSink,
 ) -> BuiltinResult {
     let request = &shared.request;
     let input = |key: &str| inputs.get(key).map(String::as_str).unwrap_or("");
@@ -78,12 +78,13 @@ pub(super) async fn run_builtin(
                     .await
                     .map_err(|e| e.to_string())??
             };
-            log(&format!(
+            log.line(format!(
                 "building {} from {} ({} bytes of context)",
                 tags[0],
                 if input("context").is_empty() { "." } else { input("context") },
                 size
-            ));
+            ))
+            .await;
             let push = input("push") == "true";
             let build = crate::docker::ImageBuild {
                 context: context.clone(),
@@ -95,10 +96,10 @@ pub(super) async fn run_builtin(
             };
             let built = engine.build_and_push(build, log).await;
             if let Err(error) = tokio::fs::remove_file(&context).await {
-                log(&format!("warning: cannot remove the build context {}: {error}", context.display()));
+                log.line(format!("warning: cannot remove the build context {}: {error}", context.display())).await;
             }
             let built = built?;
-            log(&format!("image {} tagged {}", built.id, built.tags.join(", ")));
+            log.line(format!("image {} tagged {}", built.id, built.tags.join(", "))).await;
             // The release deployments will ship: recorded as an artifact of the run.
             let record = dirs.temp.join("image.json");
             std::fs::write(&record, serde_json::to_vec_pretty(&built).unwrap_or_default())
@@ -128,12 +129,13 @@ pub(super) async fn run_builtin(
                 git::repo::resolve_ref(&request.repo.root, input("ref")).await?
             };
             let worktree = request.worktree && input("ref").is_empty();
-            log(&format!(
+            log.line(format!(
                 "checking out {} at {}{}",
                 request.repo.repository,
                 &sha[..sha.len().min(12)],
                 if worktree { " with the working tree's changes" } else { "" }
-            ));
+            ))
+            .await;
             git::repo::checkout(&request.repo.root, &sha, &dest, worktree).await?;
             outputs.insert("commit".to_string(), sha);
             outputs.insert("ref".to_string(), request.repo.git_ref.clone());
@@ -164,7 +166,7 @@ pub(super) async fn run_builtin(
                         .await
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("cache save failed: {e}"))?;
-                log(&format!("cache save: {saved:?}"));
+                log.line(format!("cache save: {saved:?}")).await;
                 return Ok((Status::Success, outputs, None));
             }
             let restore_keys: Vec<String> =
@@ -180,13 +182,16 @@ pub(super) async fn run_builtin(
             .map_err(|e| format!("cache restore failed: {e}"))?;
             let exact = found.as_ref().is_some_and(|f| f.exact);
             match &found {
-                Some(restored) => log(&format!(
-                    "cache restored from key `{}` ({} entries){}",
-                    restored.key,
-                    restored.n_files,
-                    if restored.exact { "" } else { ", a partial match" }
-                )),
-                None => log(&format!("cache not found for key `{key}`")),
+                Some(restored) => {
+                    log.line(format!(
+                        "cache restored from key `{}` ({} entries){}",
+                        restored.key,
+                        restored.n_files,
+                        if restored.exact { "" } else { ", a partial match" }
+                    ))
+                    .await
+                }
+                None => log.line(format!("cache not found for key `{key}`")).await,
             }
             outputs.insert("cache-hit".to_string(), exact.to_string());
             outputs.insert("cache-primary-key".to_string(), key.clone());
@@ -212,7 +217,7 @@ pub(super) async fn run_builtin(
                     "error" => Err(message),
                     "ignore" => Ok((Status::Success, outputs, None)),
                     _ => {
-                        log(&format!("warning: {message}. No artifact will be uploaded."));
+                        log.line(format!("warning: {message}. No artifact will be uploaded.")).await;
                         Ok((Status::Success, outputs, None))
                     }
                 };
@@ -222,12 +227,13 @@ pub(super) async fn run_builtin(
             let uploaded = tokio::task::spawn_blocking(move || store.upload(&artifact, &resolved, overwrite))
                 .await
                 .map_err(|e| e.to_string())??;
-            log(&format!(
+            log.line(format!(
                 "artifact `{name}` uploaded: {} files, {} bytes, stored in {}",
                 uploaded.n_files,
                 uploaded.size,
                 uploaded.location.display()
-            ));
+            ))
+            .await;
             outputs.insert("artifact-id".to_string(), name.to_string());
             Ok((Status::Success, outputs, None))
         }
@@ -238,7 +244,7 @@ pub(super) async fn run_builtin(
             let n = tokio::task::spawn_blocking(move || store.download(wanted.as_deref(), &into))
                 .await
                 .map_err(|e| e.to_string())??;
-            log(&format!("downloaded {n} files to {}", dest.display()));
+            log.line(format!("downloaded {n} files to {}", dest.display())).await;
             outputs.insert("download-path".to_string(), dest.to_string_lossy().into_owned());
             Ok((Status::Success, outputs, None))
         }

@@ -120,7 +120,7 @@ pub(super) async fn run_leg(
     let started = Instant::now();
     let request = &shared.request;
     let step_names: Vec<String> = job.steps.iter().enumerate().map(|(i, s)| step_name(s, i, &contexts)).collect();
-    let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() });
+    let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() }).await;
     let mut report = JobReport {
         id: job.id.clone(),
         name: name.clone(),
@@ -132,20 +132,23 @@ pub(super) async fn run_leg(
         error: None,
         outputs: BTreeMap::new(),
     };
-    let fail = |mut report: JobReport, status: Status, error: String| {
+    let fail = async |mut report: JobReport, status: Status, error: String| {
         report.status = status;
         report.error = Some(error.clone());
         report.duration = started.elapsed();
-        let _ = shared.events.send(RunEvent::JobFinished {
-            job: report.name.clone(),
-            status,
-            duration: report.duration,
-            error: Some(error),
-        });
+        let _ = shared
+            .events
+            .send(RunEvent::JobFinished {
+                job: report.name.clone(),
+                status,
+                duration: report.duration,
+                error: Some(error),
+            })
+            .await;
         report
     };
     if let Err(error) = check_executor(job, &contexts) {
-        return fail(report, Status::Failure, error);
+        return fail(report, Status::Failure, error).await;
     }
     // Global concurrency: one slot per running leg.
     let mut cancel_wait = cancel.clone();
@@ -154,7 +157,7 @@ pub(super) async fn run_leg(
         () = cancel_wait.cancelled() => None,
     };
     if cancel.is_cancelled() {
-        return fail(report, Status::Cancelled, "cancelled before it started".to_string());
+        return fail(report, Status::Cancelled, "cancelled before it started".to_string()).await;
     }
     // Jobs in the same concurrency group run one at a time; one with `cancel-in-progress`
     // cancels the job of its group that is running.
@@ -163,12 +166,12 @@ pub(super) async fn run_leg(
         Some(concurrency) => {
             let group = match contexts.render(&concurrency.group) {
                 Ok(group) => group,
-                Err(error) => return fail(report, Status::Failure, error),
+                Err(error) => return fail(report, Status::Failure, error).await,
             };
             let cancel_in_progress = match &concurrency.cancel_in_progress {
                 Some(text) => match contexts.evaluate(text) {
                     Ok(value) => value.is_truthy(),
-                    Err(error) => return fail(report, Status::Failure, error),
+                    Err(error) => return fail(report, Status::Failure, error).await,
                 },
                 None => false,
             };
@@ -184,7 +187,7 @@ pub(super) async fn run_leg(
             let guard = tokio::select! {
                 guard = slot.lock_owned() => guard,
                 () = cancel_wait.cancelled() => {
-                    return fail(report, Status::Cancelled, "cancelled while waiting for its concurrency group".to_string());
+                    return fail(report, Status::Cancelled, "cancelled while waiting for its concurrency group".to_string()).await;
                 }
             };
             if let Some(entry) = shared.concurrency.lock().await.get_mut(&group) {
@@ -201,7 +204,7 @@ pub(super) async fn run_leg(
     if !reused {
         for dir in [&dirs.workspace, &dirs.temp, &tool_cache] {
             if let Err(error) = std::fs::create_dir_all(dir) {
-                return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display()));
+                return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display())).await;
             }
         }
     }
@@ -245,7 +248,7 @@ pub(super) async fn run_leg(
             Ok(value) => {
                 state.env.insert(key.clone(), value);
             }
-            Err(error) => return fail(report, Status::Failure, format!("env `{key}`: {error}")),
+            Err(error) => return fail(report, Status::Failure, format!("env `{key}`: {error}")).await,
         }
     }
     contexts.set("env", string_map(&state.env));
@@ -271,7 +274,7 @@ pub(super) async fn run_leg(
                 if !shared.config.keep_workspaces {
                     release(&shared.workspaces, slot).await;
                 }
-                return fail(report, Status::Failure, error);
+                return fail(report, Status::Failure, error).await;
             }
         }
     } else {
@@ -286,9 +289,10 @@ pub(super) async fn run_leg(
                     report,
                     Status::Failure,
                     format!("timeout-minutes must be a positive number, found `{}`", v.to_text()),
-                );
+                )
+                .await;
             }
-            Err(error) => return fail(report, Status::Failure, error),
+            Err(error) => return fail(report, Status::Failure, error).await,
         },
         None => DEFAULT_JOB_TIMEOUT,
     };
@@ -323,7 +327,7 @@ pub(super) async fn run_leg(
             Ok(true) => None,
             Ok(false) => Some(Status::Skipped),
             Err(error) => {
-                emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks);
+                emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks).await;
                 failed = true;
                 Some(Status::Failure)
             }
@@ -341,10 +345,11 @@ pub(super) async fn run_leg(
                 status,
                 step_started,
                 BTreeMap::new(),
-            );
+            )
+            .await;
             continue;
         }
-        let _ = shared.events.send(RunEvent::StepStarted { job: name.clone(), step: index });
+        let _ = shared.events.send(RunEvent::StepStarted { job: name.clone(), step: index }).await;
         // A step that runs although the job is cancelled (`always()`, `cancelled()`) runs to its
         // end as on GitHub, within its own budget; a second interrupt still kills it.
         let (step_cancel, step_deadline) = if cancelled {
@@ -358,7 +363,7 @@ pub(super) async fn run_leg(
         let (outcome, outputs) = match result {
             Ok(outcome) => outcome,
             Err(error) => {
-                emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks);
+                emit_line(shared, &name, index, Stream::Stderr, &format!("error: {error}"), &state.masks).await;
                 (Status::Failure, BTreeMap::new())
             }
         };
@@ -381,7 +386,8 @@ pub(super) async fn run_leg(
             conclusion,
             step_started,
             outputs,
-        );
+        )
+        .await;
     }
 
     // Post steps: cache saves, only when the job succeeded, in reverse order.
@@ -410,7 +416,7 @@ pub(super) async fn run_leg(
                 Ok(Err(error)) => format!("warning: cache not saved: {error}"),
                 Err(error) => format!("warning: cache not saved: {error}"),
             };
-            emit_line(shared, &name, step, Stream::Stdout, &format!("post: {message}"), &state.masks);
+            emit_line(shared, &name, step, Stream::Stdout, &format!("post: {message}"), &state.masks).await;
         }
     }
     timer.abort();
@@ -422,14 +428,17 @@ pub(super) async fn run_leg(
             Ok(value) => {
                 report.outputs.insert(key.clone(), commands::mask(&value, &state.masks));
             }
-            Err(error) => emit_line(
-                shared,
-                &name,
-                job.steps.len().saturating_sub(1),
-                Stream::Stderr,
-                &format!("warning: output `{key}`: {error}"),
-                &state.masks,
-            ),
+            Err(error) => {
+                emit_line(
+                    shared,
+                    &name,
+                    job.steps.len().saturating_sub(1),
+                    Stream::Stderr,
+                    &format!("warning: output `{key}`: {error}"),
+                    &state.masks,
+                )
+                .await
+            }
         }
     }
     // Whatever the steps left running in the background dies with the job.
@@ -445,7 +454,8 @@ pub(super) async fn run_leg(
                     Stream::Stdout,
                     &format!("service {service} | {line}"),
                     &state.masks,
-                );
+                )
+                .await;
             }
         }
     }
@@ -465,12 +475,15 @@ pub(super) async fn run_leg(
     };
     report.summary = state.summary;
     report.duration = started.elapsed();
-    let _ = shared.events.send(RunEvent::JobFinished {
-        job: name,
-        status: report.status,
-        duration: report.duration,
-        error: report.error.clone(),
-    });
+    let _ = shared
+        .events
+        .send(RunEvent::JobFinished {
+            job: name,
+            status: report.status,
+            duration: report.duration,
+            error: report.error.clone(),
+        })
+        .await;
     report
 }
 
@@ -578,7 +591,7 @@ pub(super) fn step_name(step: &Step, index: usize, contexts: &Contexts) -> Strin
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn record_step(
+pub(super) async fn record_step(
     shared: &Shared,
     report: &mut JobReport,
     contexts: &mut Contexts,
@@ -591,12 +604,10 @@ pub(super) fn record_step(
     outputs: BTreeMap<String, String>,
 ) {
     let duration = started.elapsed();
-    let _ = shared.events.send(RunEvent::StepFinished {
-        job: report.name.clone(),
-        step: index,
-        status: conclusion,
-        duration,
-    });
+    let _ = shared
+        .events
+        .send(RunEvent::StepFinished { job: report.name.clone(), step: index, status: conclusion, duration })
+        .await;
     let started_at_ms = unix_ms().saturating_sub(duration.as_millis() as u64);
     report.steps.push(StepReport { name: name.to_string(), status: conclusion, outcome, started_at_ms, duration });
     if let Some(id) = &step.id {
@@ -611,7 +622,22 @@ pub(super) fn record_step(
     }
 }
 
-pub(super) fn emit_line(shared: &Shared, job: &str, step: usize, stream: Stream, text: &str, masks: &[String]) {
-    let _ =
-        shared.events.send(RunEvent::Line { job: job.to_string(), step, stream, text: commands::mask(text, masks) });
+pub(super) async fn emit_line(shared: &Shared, job: &str, step: usize, stream: Stream, text: &str, masks: &[String]) {
+    let line = RunEvent::Line { job: job.to_string(), step, stream, text: commands::mask(text, masks) };
+    // A reader that is gone (the run's output closed) takes nothing more; the run goes on.
+    let _ = shared.events.send(line).await;
+}
+
+/// The lines of a built-in action, as the step's output.
+pub(super) struct StepLog<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) leg: &'a str,
+    pub(super) index: usize,
+    pub(super) masks: &'a [String],
+}
+
+impl crate::LineSink for StepLog<'_> {
+    fn line<'a>(&'a self, text: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { emit_line(self.shared, self.leg, self.index, Stream::Stdout, &text, self.masks).await })
+    }
 }

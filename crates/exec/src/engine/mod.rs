@@ -44,6 +44,10 @@ pub fn workflow_concurrency(request: &RunRequest) -> Result<Option<(String, bool
     Ok(Some((group, cancel_in_progress)))
 }
 
+/// Events in flight between the engine and whoever renders or stores them: when the reader
+/// falls behind, steps wait (their output pipes fill) rather than lines piling up in memory.
+pub const EVENT_BUFFER: usize = 4096;
+
 /// Default job timeout, as on GitHub: six hours.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(360 * 60);
 /// Time a step that starts after its job was cancelled (an `always()` step) may take.
@@ -187,7 +191,7 @@ struct ConcurrencyGroup {
 struct Shared {
     request: RunRequest,
     config: EngineConfig,
-    events: mpsc::UnboundedSender<RunEvent>,
+    events: mpsc::Sender<RunEvent>,
     slots: Arc<Semaphore>,
     groups: ProcessGroups,
     concurrency: Mutex<HashMap<String, ConcurrencyGroup>>,

@@ -21,7 +21,7 @@ use ci::matrix::Combination;
 pub async fn run(
     request: RunRequest,
     config: EngineConfig,
-    events: mpsc::UnboundedSender<RunEvent>,
+    events: mpsc::Sender<RunEvent>,
     cancel: Cancel,
     groups: ProcessGroups,
 ) -> RunReport {
@@ -90,12 +90,15 @@ pub async fn run(
                 let Some(&index) = task_jobs.get(&error.id()) else { break };
                 let job = &workflow.jobs[index];
                 tracing::error!(job = %job.id, %error, "a job's task panicked; the job fails");
-                let _ = shared.events.send(RunEvent::JobFinished {
-                    job: job.id.clone(),
-                    status: Status::Failure,
-                    duration: Duration::ZERO,
-                    error: Some(format!("internal error: {error}")),
-                });
+                let _ = shared
+                    .events
+                    .send(RunEvent::JobFinished {
+                        job: job.id.clone(),
+                        status: Status::Failure,
+                        duration: Duration::ZERO,
+                        error: Some(format!("internal error: {error}")),
+                    })
+                    .await;
                 results.insert(index, JobResult { status: Status::Failure, outputs: BTreeMap::new() });
                 reports.push((index, vec![panicked_leg(job, &error.to_string())]));
             }
@@ -156,13 +159,16 @@ pub(super) async fn run_job(
         blocked: needs.values().any(|r| r.status != Status::Success),
     };
     let display = job.name.as_ref().and_then(|n| contexts.render(n).ok()).unwrap_or_else(|| job.id.clone());
-    let finish = |status: Status, error: Option<String>| {
-        let _ = shared.events.send(RunEvent::JobFinished {
-            job: display.clone(),
-            status,
-            duration: Duration::ZERO,
-            error: error.clone(),
-        });
+    let finish = async |status: Status, error: Option<String>| {
+        let _ = shared
+            .events
+            .send(RunEvent::JobFinished {
+                job: display.clone(),
+                status,
+                duration: Duration::ZERO,
+                error: error.clone(),
+            })
+            .await;
         let report = JobReport {
             id: job.id.clone(),
             name: display.clone(),
@@ -178,16 +184,16 @@ pub(super) async fn run_job(
     };
     match contexts.condition(job.condition.as_ref()) {
         Ok(true) => {}
-        Ok(false) if cancel.is_cancelled() => return finish(Status::Cancelled, None),
-        Ok(false) => return finish(Status::Skipped, None),
-        Err(error) => return finish(Status::Failure, Some(error)),
+        Ok(false) if cancel.is_cancelled() => return finish(Status::Cancelled, None).await,
+        Ok(false) => return finish(Status::Skipped, None).await,
+        Err(error) => return finish(Status::Failure, Some(error)).await,
     }
     let legs = match matrix_legs(job, &contexts) {
         Ok(legs) => legs,
-        Err(error) => return finish(Status::Failure, Some(error)),
+        Err(error) => return finish(Status::Failure, Some(error)).await,
     };
     if legs.is_empty() {
-        return finish(Status::Skipped, Some("the matrix expands to no jobs".to_string()));
+        return finish(Status::Skipped, Some("the matrix expands to no jobs".to_string())).await;
     }
     let strategy = job.strategy.as_ref();
     let fail_fast = match strategy.and_then(|s| s.fail_fast.as_ref()) {

@@ -89,7 +89,7 @@ pub(super) async fn run_step(
             for (key, text) in with {
                 inputs.insert(key.clone(), contexts.render(text)?);
             }
-            let log = |text: &str| emit_line(shared, leg, index, Stream::Stdout, text, &state.masks);
+            let log = StepLog { shared, leg, index, masks: &state.masks };
             run_builtin(shared, *action, &inputs, index, dirs, &log).await.map(|(status, outputs, post)| {
                 if let Some(post) = post {
                     state.post.push(post);
@@ -253,16 +253,16 @@ pub(super) async fn run_script(
                     }
                 }
                 Some(WorkflowCommand::Group(title)) => {
-                    emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks)
+                    emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks).await
                 }
                 Some(WorkflowCommand::EndGroup) => {}
                 Some(WorkflowCommand::Annotation { level, message }) => {
-                    emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks)
+                    emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks).await
                 }
                 Some(WorkflowCommand::SetOutput { name, value }) => {
                     step_outputs.insert(name, value);
                 }
-                None => emit_line(shared, leg, index, stream, &line, &state.masks),
+                None => emit_line(shared, leg, index, stream, &line, &state.masks).await,
             }
         }
     };
@@ -297,7 +297,7 @@ pub(super) async fn run_script(
         }
     }
     for problem in &problems {
-        emit_line(shared, leg, index, Stream::Stderr, &format!("error: {problem}"), &state.masks);
+        emit_line(shared, leg, index, Stream::Stderr, &format!("error: {problem}"), &state.masks).await;
     }
     let status = match exit {
         Exit::Code(0) if problems.is_empty() => Status::Success,
@@ -310,7 +310,8 @@ pub(super) async fn run_script(
                 Stream::Stderr,
                 &format!("error: the step exited with code {code}"),
                 &state.masks,
-            );
+            )
+            .await;
             Status::Failure
         }
         Exit::Signal(signal) => {
@@ -321,7 +322,8 @@ pub(super) async fn run_script(
                 Stream::Stderr,
                 &format!("error: the step was killed by signal {signal}"),
                 &state.masks,
-            );
+            )
+            .await;
             Status::Failure
         }
         Exit::TimedOut => {
@@ -335,11 +337,12 @@ pub(super) async fn run_script(
                     timeout.as_secs_f64() / 60.0
                 ),
                 &state.masks,
-            );
+            )
+            .await;
             Status::Failure
         }
         Exit::Cancelled => {
-            emit_line(shared, leg, index, Stream::Stderr, "the step was cancelled", &state.masks);
+            emit_line(shared, leg, index, Stream::Stderr, "the step was cancelled", &state.masks).await;
             Status::Cancelled
         }
         Exit::NotStarted => Status::Failure,

@@ -1,7 +1,7 @@
 //! The scheduler, driven through a fake executor: no processes, no sockets, no sleeps. The fake
 //! reads each step's script and acts it out: `exit N`, `echo TEXT`, `output K=V`, `block NAME`
 //! (until the test releases NAME or the step is cancelled), `yield` (a step that takes a few turns
-//! of the runtime) and `panic`.
+//! of the runtime), `lines N` and `panic`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -45,6 +45,11 @@ impl Fake {
             match op {
                 "exit" => return Exit::Code(arg.parse().unwrap()),
                 "echo" => lines.send((Stream::Stdout, arg.to_string())).await.unwrap(),
+                "lines" => {
+                    for n in 0..arg.parse::<usize>().unwrap() {
+                        lines.send((Stream::Stdout, n.to_string())).await.unwrap();
+                    }
+                }
                 "output" => {
                     use std::io::Write;
                     let path = &spec.env["GITHUB_OUTPUT"];
@@ -98,13 +103,17 @@ impl Executor for FakeExecutor {
 /// A run of `workflow` on the fake, its events as they come, and the cancel handle.
 struct Run {
     fake: Arc<Fake>,
-    events: mpsc::UnboundedReceiver<RunEvent>,
+    events: mpsc::Receiver<RunEvent>,
     report: tokio::task::JoinHandle<RunReport>,
     cancel: CancelSource,
     _dir: tempfile::TempDir,
 }
 
 fn start(workflow: &str, max_parallel: usize, attempt: u64) -> Run {
+    start_with(workflow, max_parallel, attempt, engine::EVENT_BUFFER)
+}
+
+fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) -> Run {
     let (parsed, diagnostics) = ci::check::validate(workflow);
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +142,7 @@ fn start(workflow: &str, max_parallel: usize, attempt: u64) -> Run {
         keep_workspaces: false,
         executor: Arc::new(FakeExecutor(fake.clone())),
     };
-    let (tx, events) = mpsc::unbounded_channel();
+    let (tx, events) = mpsc::channel(buffer);
     let (cancel, token) = CancelSource::new();
     let report = tokio::spawn(engine::run(request, config, tx, token, ProcessGroups::default()));
     Run { fake, events, report, cancel, _dir: dir }
@@ -378,4 +387,32 @@ jobs:
     assert!(broken.error.as_deref().unwrap_or("").contains("internal error"), "{:?}", broken.error);
     assert_eq!(statuses(&report)["fine"], Status::Success);
     assert_eq!(report.status, Status::Failure);
+}
+
+#[tokio::test]
+async fn a_slow_reader_slows_the_run_and_loses_no_line() {
+    let wf = "on: push
+jobs:
+  chatty:
+    runs-on: ubuntu-latest
+    steps:
+      - run: lines 5000
+";
+    // One event in flight at a time: the step waits for the reader, line by line.
+    let mut run = start_with(wf, 1, 1, 1);
+    let mut received = Vec::new();
+    let read = async {
+        while let Some(event) = run.events.recv().await {
+            if let RunEvent::Line { text, .. } = event {
+                received.push(text);
+                if received.len() % 500 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("the run hangs");
+    let report = run.report.await.unwrap();
+    assert_eq!(report.status, Status::Success);
+    assert_eq!(received, (0..5000).map(|n| n.to_string()).collect::<Vec<_>>(), "every line, in order");
 }
