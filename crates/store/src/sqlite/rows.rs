@@ -95,3 +95,32 @@ pub(super) fn decompress(data: &[u8]) -> Result<Vec<LogLine>> {
         .map_err(|e| StoreError::Corrupt(format!("log chunk: {e}")))?;
     text.lines().map(|l| serde_json::from_str(l).map_err(|e| StoreError::Corrupt(format!("log line: {e}")))).collect()
 }
+
+/// Appends an event to the hash chain, inside the transaction that makes the change it explains.
+pub(super) async fn append_event(
+    tx: &mut SqliteConnection,
+    kind: &str,
+    subject: &str,
+    actor: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+    let seq = prev_seq + 1;
+    let time = now();
+    let payload = payload.to_string();
+    let hash = event_hash(&prev_hash, seq, &time, kind, subject, actor, &payload);
+    sqlx::query("INSERT INTO events (seq, time, kind, subject, actor, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(seq)
+        .bind(&time)
+        .bind(kind)
+        .bind(subject)
+        .bind(actor)
+        .bind(&payload)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
