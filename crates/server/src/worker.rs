@@ -237,8 +237,23 @@ struct Group {
 }
 
 /// A run's turn in its group; the group is free again when it is dropped.
-pub struct Turn {
+pub struct Turn<'a> {
+    groups: &'a Groups,
+    group: String,
+    run_id: i64,
     _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // The run is over: nothing newer may cancel it any more.
+        if let Ok(mut groups) = self.groups.groups.lock()
+            && let Some(entry) = groups.get_mut(&self.group)
+            && entry.running.as_ref().is_some_and(|(id, _)| *id == self.run_id)
+        {
+            entry.running = None;
+        }
+    }
 }
 
 impl Groups {
@@ -251,7 +266,7 @@ impl Groups {
         cancel_in_progress: bool,
         source: &CancelSource,
         cancel: &exec::Cancel,
-    ) -> Option<Turn> {
+    ) -> Option<Turn<'_>> {
         let turn = {
             let mut groups = self.groups.lock().ok()?;
             let entry = groups.entry(group.to_string()).or_default();
@@ -278,7 +293,7 @@ impl Groups {
             entry.waiting = None;
         }
         entry.running = Some((run_id, source.clone()));
-        Some(Turn { _guard: guard })
+        Some(Turn { groups: self, group: group.to_string(), run_id, _guard: guard })
     }
 }
 

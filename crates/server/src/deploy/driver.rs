@@ -177,7 +177,9 @@ pub(super) async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<
                 drop(serving);
                 // Old instances out of service stop once traffic no longer reaches them.
                 retire(out);
-                deployment = stepped(app, &deployment, index as i64, weight, None, detail).await?;
+                deployment =
+                    transition(app, &deployment, "step", DeploymentStatus::Running, index as i64, weight, None, detail)
+                        .await?;
                 progress.at = Some(index);
                 progress.judged = None;
             }
@@ -187,7 +189,8 @@ pub(super) async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<
                 env.routing(&serving.stable, &progress.new, 0.0);
                 drop(serving);
                 let detail = serde_json::json!({"preview_header": proxy::PREVIEW_HEADER});
-                deployment = stepped(app, &deployment, 0, 0.0, Some("preview".into()), detail).await?;
+                let (status, reason) = (DeploymentStatus::Running, Some("preview".to_string()));
+                deployment = transition(app, &deployment, "step", status, 0, 0.0, reason, detail).await?;
                 progress.at = Some(0);
                 progress.preview_began = Some(Instant::now());
             }
@@ -234,7 +237,9 @@ pub(super) async fn drive(app: &Arc<App>, mut deployment: Deployment) -> Result<
                     Some(evidence) => serde_json::json!({"evidence": evidence}),
                     None => serde_json::json!({}),
                 };
-                rolled_back(app, &deployment, step as i64, weight, Some(reason), detail).await?;
+                // Traffic is back on stable before the end is recorded.
+                let status = DeploymentStatus::RolledBack;
+                transition(app, &deployment, "rolled_back", status, step as i64, weight, Some(reason), detail).await?;
                 return Ok(());
             }
         }

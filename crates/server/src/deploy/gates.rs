@@ -19,30 +19,6 @@ pub(super) async fn transition(
     app.store.transition_deployment(deployment.id, transition, "tandem").await.map_err(|e| e.to_string())
 }
 
-/// A step reached: the new release's share of traffic now.
-pub(super) async fn stepped(
-    app: &App,
-    deployment: &Deployment,
-    step: i64,
-    weight: f64,
-    reason: Option<String>,
-    detail: serde_json::Value,
-) -> Result<Deployment, String> {
-    transition(app, deployment, "step", DeploymentStatus::Running, step, weight, reason, detail).await
-}
-
-/// The end of a deployment that lost: traffic is back on stable before this is recorded.
-pub(super) async fn rolled_back(
-    app: &App,
-    deployment: &Deployment,
-    step: i64,
-    weight: f64,
-    reason: Option<String>,
-    detail: serde_json::Value,
-) -> Result<Deployment, String> {
-    transition(app, deployment, "rolled_back", DeploymentStatus::RolledBack, step, weight, reason, detail).await
-}
-
 /// The gate's name in events and API answers.
 pub(super) fn gate_name(gate: Gate) -> &'static str {
     match gate {
