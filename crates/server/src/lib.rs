@@ -17,7 +17,7 @@ use exec::CancelSource;
 use sha2::{Digest, Sha256};
 use store::{SqliteStore, Store};
 
-pub use api::{ROUTES, openapi, router};
+pub use api::{openapi, router};
 pub use repos::{Origin, QueueError, git as git_output, plan_runs, push_change, push_payload, queue_change};
 
 /// Brings the repository's mirror up to date and returns its path.

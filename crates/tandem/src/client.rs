@@ -1,6 +1,6 @@
 //! Commands that talk to a Tandem server over its API (`TANDEM_URL`, `TANDEM_TOKEN`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 
 use crate::Format;
@@ -36,26 +36,40 @@ impl Client {
         Ok(self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token))
     }
 
-    pub async fn call(
+    /// `GET` a path and read the answer as `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(reqwest::Method::GET, path)?).await
+    }
+
+    /// `POST` a body (or none) to a path and read the answer as `T`.
+    pub async fn post<T: serde::de::DeserializeOwned>(
         &self,
-        method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let mut request = self.request(method, path)?;
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T> {
+        let mut request = self.request(reqwest::Method::POST, path)?;
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
+        self.send(request).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"raw": text}));
+        let text = response.text().await.context("the server's answer broke off")?;
         if !status.is_success() {
-            let code = json.pointer("/error/code").and_then(|v| v.as_str()).unwrap_or("error");
-            let message = json.pointer("/error/message").and_then(|v| v.as_str()).unwrap_or(&text);
-            bail!("{message} ({code}, HTTP {})", status.as_u16());
+            return Err(match serde_json::from_str::<api::ErrorBody>(&text) {
+                Ok(body) => anyhow!("{} ({}, HTTP {})", body.error.message, body.error.code, status.as_u16()),
+                Err(_) => anyhow!("{} (HTTP {})", text.trim(), status.as_u16()),
+            });
         }
-        Ok(json)
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the server's answer does not read as this CLI expects (is the server another version?): {}",
+                text.chars().take(200).collect::<String>()
+            )
+        })
     }
 
     /// Streams a run's log as it is written, until the run ends. Returns the final status.
@@ -84,10 +98,10 @@ impl Client {
                     if event == "end" {
                         return Ok(data.to_string());
                     }
-                    if let Ok(serde_json::Value::Array(lines)) = serde_json::from_str::<serde_json::Value>(data) {
-                        for line in lines {
-                            print_line(&line);
-                        }
+                    let lines: Vec<api::LogLine> =
+                        serde_json::from_str(data).context("a log event does not read as lines")?;
+                    for line in &lines {
+                        print_line(line);
                     }
                 }
             }
@@ -110,19 +124,19 @@ pub fn path_segment(value: &str) -> String {
         .collect()
 }
 
-pub fn print_line(line: &serde_json::Value) {
-    let job = line.get("job").and_then(|v| v.as_str()).unwrap_or("");
-    let text = line.get("text").and_then(|v| v.as_str()).unwrap_or("");
-    println!("[{job}] {text}");
+pub fn print_line(line: &api::LogLine) {
+    println!("[{}] {}", line.job, line.text);
 }
 
-/// A field as text for people: strings as they are, null or missing as empty, the rest as JSON.
-pub fn text(value: &serde_json::Value, key: &str) -> String {
-    match value.get(key) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
+/// An optional field for people: empty when absent.
+pub fn or_empty(value: &Option<impl ToString>) -> String {
+    value.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+/// Prints a value as pretty JSON, for `--format json`.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// Prints rows as aligned columns.
@@ -146,24 +160,22 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn print_runs(json: &serde_json::Value, format: Format) {
+pub fn print_runs(list: &api::RunList, format: Format) -> Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
-        return;
+        return print_json(list);
     }
-    let rows: Vec<Vec<String>> = json["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = list
+        .runs
+        .iter()
         .map(|r| {
             vec![
-                text(r, "id"),
-                text(r, "status"),
-                text(r, "workflow"),
-                text(r, "event"),
-                text(r, "ref").trim_start_matches("refs/heads/").to_string(),
-                text(r, "sha").chars().take(10).collect(),
-                text(r, "created"),
+                r.id.to_string(),
+                r.status.as_str().to_string(),
+                r.workflow.clone(),
+                r.event.clone(),
+                r.git_ref.trim_start_matches("refs/heads/").to_string(),
+                r.sha.chars().take(10).collect(),
+                r.created.clone(),
             ]
         })
         .collect();
@@ -172,47 +184,48 @@ pub fn print_runs(json: &serde_json::Value, format: Format) {
     } else {
         table(&["RUN", "STATUS", "WORKFLOW", "EVENT", "REF", "COMMIT", "QUEUED"], &rows);
     }
+    Ok(())
 }
 
-pub fn print_run(run: &serde_json::Value, format: Format) {
+pub fn print_run(detail: &api::RunDetail, format: Format) -> Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
-        return;
+        return print_json(detail);
     }
+    let run = &detail.run;
     println!(
         "run {}  {}  {} on {} at {}",
-        text(run, "id"),
-        text(run, "status"),
-        text(run, "workflow"),
-        text(run, "git_ref"),
-        text(run, "sha").chars().take(12).collect::<String>()
+        run.id,
+        run.status.as_str(),
+        run.workflow,
+        run.git_ref,
+        run.sha.chars().take(12).collect::<String>()
     );
-    if let Some(reason) = run.get("reason").and_then(|r| r.as_str()) {
+    if let Some(reason) = &run.reason {
         println!("reason: {reason}");
     }
     println!(
         "queued {}  started {}  finished {}  attempt {}",
-        text(run, "created"),
-        text(run, "started"),
-        text(run, "finished"),
-        text(run, "attempt")
+        run.created,
+        or_empty(&run.started),
+        or_empty(&run.finished),
+        run.attempt
     );
-    let jobs = run.pointer("/report/jobs").and_then(|j| j.as_array()).cloned().unwrap_or_default();
-    if jobs.is_empty() {
-        return;
-    }
+    let Some(report) = detail.report.as_ref().filter(|r| !r.jobs.is_empty()) else {
+        return Ok(());
+    };
     let mut rows = Vec::new();
-    for job in &jobs {
-        rows.push(vec![text(job, "name"), String::new(), text(job, "status"), format!("{}s", text(job, "duration"))]);
-        for step in job["steps"].as_array().into_iter().flatten() {
+    for job in &report.jobs {
+        rows.push(vec![job.name.clone(), String::new(), job.status.clone(), format!("{}s", job.duration)]);
+        for step in &job.steps {
             rows.push(vec![
                 String::new(),
-                text(step, "name").chars().take(60).collect(),
-                text(step, "status"),
-                format!("{}s", text(step, "duration")),
+                step.name.chars().take(60).collect(),
+                step.status.clone(),
+                format!("{}s", step.duration),
             ]);
         }
     }
     println!();
     table(&["JOB", "STEP", "STATUS", "DURATION"], &rows);
+    Ok(())
 }

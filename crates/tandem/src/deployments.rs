@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use reqwest::Method;
 
 use crate::Format;
-use crate::client::{self, Client, Connection, text};
+use crate::client::{self, Client, Connection};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -82,19 +81,13 @@ pub struct RollbackArgs {
 
 pub async fn deploy(args: DeployArgs) -> Result<i32> {
     let client = Client::new(&args.connection)?;
-    let body = serde_json::json!({"service": args.repository, "environment": args.environment, "ref": args.git_ref});
-    let deployment = client.call(Method::POST, "/api/v1/deployments", Some(body)).await?;
+    let request = api::DeployRequest { service: args.repository, environment: args.environment, git_ref: args.git_ref };
+    let deployment: api::Deployment = client.post("/api/v1/deployments", Some(&request)).await?;
     if args.format == Format::Json && !args.wait {
-        println!("{}", serde_json::to_string_pretty(&deployment)?);
-        return Ok(0);
+        return client::print_json(&deployment).map(|()| 0);
     }
-    let id = deployment["id"].as_i64().unwrap_or_default();
-    println!(
-        "deployment {id}: {} {} to {} requested",
-        text(&deployment, "service"),
-        text(&deployment, "release"),
-        text(&deployment, "environment")
-    );
+    let id = deployment.id;
+    println!("deployment {id}: {} {} to {} requested", deployment.service, deployment.release, deployment.environment);
     if args.wait {
         return follow(&client, id, args.format).await;
     }
@@ -111,28 +104,24 @@ pub async fn deployments(command: DeploymentsCommand) -> Result<i32> {
                     query.push(format!("{key}={}", client::path_segment(&value)));
                 }
             }
-            let json = Client::new(&connection)?
-                .call(Method::GET, &format!("/api/v1/deployments?{}", query.join("&")), None)
-                .await?;
+            let list: Vec<api::Deployment> =
+                Client::new(&connection)?.get(&format!("/api/v1/deployments?{}", query.join("&"))).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
-                return Ok(0);
+                return client::print_json(&list).map(|()| 0);
             }
-            let rows: Vec<Vec<String>> = json
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = list
+                .iter()
                 .map(|d| {
                     vec![
-                        text(d, "id"),
-                        text(d, "service"),
-                        text(d, "environment"),
-                        text(d, "release"),
-                        text(d, "kind"),
-                        text(d, "status"),
-                        format!("{:.0}%", d["weight"].as_f64().unwrap_or(0.0) * 100.0),
-                        text(d, "created"),
-                        text(d, "reason").chars().take(70).collect(),
+                        d.id.to_string(),
+                        d.service.clone(),
+                        d.environment.clone(),
+                        d.release.clone(),
+                        d.kind.as_str().to_string(),
+                        d.status.as_str().to_string(),
+                        format!("{:.0}%", d.weight * 100.0),
+                        d.created.clone(),
+                        client::or_empty(&d.reason).chars().take(70).collect(),
                     ]
                 })
                 .collect();
@@ -151,13 +140,12 @@ pub async fn deployments(command: DeploymentsCommand) -> Result<i32> {
             if wait {
                 return follow(&client, id, format).await;
             }
-            let json = client.call(Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+            let detail: api::DeploymentDetail = client.get(&format!("/api/v1/deployments/{id}")).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
-                return Ok(0);
+                return client::print_json(&detail).map(|()| 0);
             }
-            print_header(&json);
-            for event in json["events"].as_array().into_iter().flatten() {
+            print_header(&detail.deployment);
+            for event in &detail.events {
                 print_event(event);
             }
             Ok(0)
@@ -166,20 +154,19 @@ pub async fn deployments(command: DeploymentsCommand) -> Result<i32> {
 }
 
 pub async fn approve(id: i64, connection: Connection) -> Result<i32> {
-    let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/deployments/{id}/approve"), None).await?;
+    let deployment: api::Deployment =
+        Client::new(&connection)?.post(&format!("/api/v1/deployments/{id}/approve"), None::<&()>).await?;
     println!(
         "deployment {id} approved by {}; it starts once no other gate holds it",
-        json["approved_by"].as_str().unwrap_or("you")
+        deployment.approved_by.as_deref().unwrap_or("you")
     );
     Ok(0)
 }
 
 pub async fn promote(id: i64, connection: Connection) -> Result<i32> {
-    let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/deployments/{id}/promote"), None).await?;
-    println!(
-        "deployment {id} ({}) is being promoted: its remaining steps are skipped",
-        json["release"].as_str().unwrap_or_default()
-    );
+    let deployment: api::Deployment =
+        Client::new(&connection)?.post(&format!("/api/v1/deployments/{id}/promote"), None::<&()>).await?;
+    println!("deployment {id} ({}) is being promoted: its remaining steps are skipped", deployment.release);
     Ok(0)
 }
 
@@ -190,37 +177,41 @@ pub async fn rollback(args: RollbackArgs) -> Result<i32> {
         client::path_segment(&args.service),
         client::path_segment(&args.environment)
     );
-    let json = client.call(Method::POST, &path, Some(serde_json::json!({"emergency": args.emergency}))).await?;
-    let id = json["id"].as_i64().unwrap_or_default();
-    if json["abort_requested"].as_bool() == Some(true) {
+    let deployment: api::Deployment =
+        client.post(&path, Some(&api::RollbackRequest { emergency: args.emergency })).await?;
+    let id = deployment.id;
+    if deployment.abort_requested {
         println!(
             "deployment {id} ({}) is being rolled back: traffic returns to the stable release",
-            text(&json, "release")
+            deployment.release
         );
     } else {
-        println!("deployment {id}: back to release {} ({})", text(&json, "release"), text(&json, "kind"));
+        println!("deployment {id}: back to release {} ({})", deployment.release, deployment.kind.as_str());
     }
     if args.wait {
         let code = follow(&client, id, Format::Text).await?;
         // For an aborted rollout, rolled back is the wanted end.
-        return Ok(if json["abort_requested"].as_bool() == Some(true) { 1 - code } else { code });
+        return Ok(if deployment.abort_requested { 1 - code } else { code });
     }
     Ok(0)
 }
 
 pub async fn environments(format: Format, connection: Connection) -> Result<i32> {
-    let json = Client::new(&connection)?.call(Method::GET, "/api/v1/environments", None).await?;
+    let list: Vec<api::Environment> = Client::new(&connection)?.get("/api/v1/environments").await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(0);
+        return client::print_json(&list).map(|()| 0);
     }
-    let rows: Vec<Vec<String>> = json
-        .as_array()
-        .into_iter()
-        .flatten()
+    let release = |r: &Option<api::ReleaseRef>| r.as_ref().map_or_else(|| "-".to_string(), |r| r.release.clone());
+    let rows: Vec<Vec<String>> = list
+        .iter()
         .map(|e| {
-            let release = |key: &str| e[key]["release"].as_str().unwrap_or("-").to_string();
-            vec![text(e, "service"), text(e, "environment"), release("stable"), release("previous"), text(e, "listen")]
+            vec![
+                e.service.clone(),
+                e.environment.clone(),
+                release(&e.stable),
+                release(&e.previous),
+                client::or_empty(&e.listen),
+            ]
         })
         .collect();
     if rows.is_empty() {
@@ -236,67 +227,67 @@ async fn follow(client: &Client, id: i64, format: Format) -> Result<i32> {
     let mut printed = 0;
     let mut header = false;
     loop {
-        let json = client.call(Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+        let detail: api::DeploymentDetail = client.get(&format!("/api/v1/deployments/{id}")).await?;
         if !header && format == Format::Text {
-            print_header(&json);
+            print_header(&detail.deployment);
             header = true;
         }
-        let events = json["events"].as_array().cloned().unwrap_or_default();
-        for event in events.iter().skip(printed) {
+        for event in detail.events.iter().skip(printed) {
             if format == Format::Json {
                 println!("{}", serde_json::to_string(event)?);
             } else {
                 print_event(event);
             }
         }
-        printed = events.len();
-        let status = text(&json, "status");
-        if ["promoted", "rolled_back", "failed", "skipped"].contains(&status.as_str()) {
-            return Ok(if status == "promoted" { 0 } else { 1 });
+        printed = detail.events.len();
+        let status = detail.deployment.status;
+        if status.is_finished() {
+            return Ok(if status == api::DeploymentStatus::Promoted { 0 } else { 1 });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-fn print_header(json: &serde_json::Value) {
+fn print_header(d: &api::Deployment) {
     println!(
         "deployment {}  {} {} → {}  {} ({})",
-        text(json, "id"),
-        text(json, "service"),
-        text(json, "release"),
-        text(json, "environment"),
-        text(json, "status"),
-        text(json, "kind")
+        d.id,
+        d.service,
+        d.release,
+        d.environment,
+        d.status.as_str(),
+        d.kind.as_str()
     );
 }
 
-fn print_event(event: &serde_json::Value) {
-    let kind = text(event, "kind");
-    let kind = kind.strip_prefix("deployment.").unwrap_or(&kind);
-    let payload = &event["payload"];
-    let time: String = text(event, "time").chars().skip(11).take(12).collect();
-    let weight = payload["weight"].as_f64().unwrap_or(0.0) * 100.0;
+fn print_event(event: &api::DeploymentEvent) {
+    let kind = event.kind.strip_prefix("deployment.").unwrap_or(&event.kind);
+    let payload = &event.payload;
+    let time: String = event.time.chars().skip(11).take(12).collect();
+    let weight = payload.weight.unwrap_or(0.0) * 100.0;
     let detail = match kind {
-        "step" => match payload["reason"].as_str() {
-            Some(reason) => reason.to_string(),
+        "step" => match &payload.reason {
+            Some(reason) => reason.clone(),
             None => format!("{weight:.0}% of traffic on the new release"),
         },
-        "requested" => format!("{} {} by {}", text(payload, "kind"), text(payload, "release"), text(event, "actor")),
-        "approved" | "rollback_requested" | "promote_requested" => format!("by {}", text(event, "actor")),
-        "started" => format!("strategy {}", text(payload, "strategy")),
-        _ => text(payload, "reason"),
+        "requested" => {
+            format!("{} {} by {}", client::or_empty(&payload.kind), client::or_empty(&payload.release), event.actor)
+        }
+        "approved" | "rollback_requested" | "promote_requested" => format!("by {}", event.actor),
+        "started" => format!("strategy {}", client::or_empty(&payload.strategy)),
+        _ => client::or_empty(&payload.reason),
     };
     println!("  {time}  {kind:<18} {detail}");
-    if let Some(evidence) = payload.get("evidence").filter(|e| !e.is_null()) {
+    if let Some(e) = &payload.evidence {
         println!(
             "                     {}: canary {:.2}% vs stable {:.2}% over {} vs {} requests; evidence {:.1} ≥ {:.1}",
-            text(evidence, "metric"),
-            evidence["canary_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            evidence["stable_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            text(evidence, "canary_requests"),
-            text(evidence, "stable_requests"),
-            evidence["evidence"].as_f64().unwrap_or(0.0),
-            evidence["threshold"].as_f64().unwrap_or(0.0)
+            e.metric,
+            e.canary_rate * 100.0,
+            e.stable_rate * 100.0,
+            e.canary_requests,
+            e.stable_requests,
+            e.evidence,
+            e.threshold
         );
     }
 }

@@ -261,7 +261,6 @@ fn block_on(future: impl Future<Output = Result<i32>>) -> Result<i32> {
 }
 
 async fn repo_command(command: RepoCommand) -> Result<i32> {
-    use reqwest::Method;
     match command {
         RepoCommand::Add { source, name, poll, forge, api_url, status_token, connection } => {
             let is_url = source.contains("://") || source.contains('@');
@@ -274,38 +273,35 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
                     .into_owned()
             };
             let client = Client::new(&connection)?;
-            let json = client
-                .call(
-                    Method::POST,
-                    "/api/v1/repos",
-                    Some(serde_json::json!({"source": source, "name": name, "poll_seconds": poll, "forge": forge, "api_url": forge.as_ref().and(api_url), "status_token": forge.as_ref().and(status_token)})),
-                )
-                .await?;
-            let name = json.pointer("/repo/name").and_then(|n| n.as_str()).unwrap_or_default();
-            println!("added {name} ({source})");
-            println!("webhook secret (shown once): {}", json["webhook_secret"].as_str().unwrap_or_default());
+            let request = api::AddRepository {
+                source: source.clone(),
+                name,
+                poll_seconds: poll,
+                api_url: forge.as_ref().and(api_url),
+                status_token: forge.as_ref().and(status_token),
+                forge,
+            };
+            let added: api::AddedRepository = client.post("/api/v1/repos", Some(&request)).await?;
+            println!("added {} ({source})", added.repo.name);
+            println!("webhook secret (shown once): {}", added.webhook_secret);
             let base = connection.url.trim_end_matches('/');
             println!("webhook URLs: {base}/api/v1/webhooks/github | /gitea | /gitlab");
-            if let Some(warning) = json["warning"].as_str() {
+            if let Some(warning) = &added.warning {
                 println!("warning: {warning}");
             }
             Ok(0)
         }
         RepoCommand::List { format, connection } => {
-            let json = Client::new(&connection)?.call(Method::GET, "/api/v1/repos", None).await?;
+            let list: api::RepositoryList = Client::new(&connection)?.get("/api/v1/repos").await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                client::print_json(&list)?;
             } else {
-                let rows: Vec<Vec<String>> = json["repos"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let rows: Vec<Vec<String>> = list
+                    .repos
+                    .iter()
                     .map(|r| {
-                        vec![
-                            r["name"].as_str().unwrap_or_default().to_string(),
-                            r["source"].as_str().unwrap_or_default().to_string(),
-                            r["poll_seconds"].as_i64().map(|s| format!("{s}s")).unwrap_or_else(|| "webhooks".into()),
-                        ]
+                        let triggers = r.poll_seconds.map(|s| format!("{s}s")).unwrap_or_else(|| "webhooks".into());
+                        vec![r.name.clone(), r.source.clone(), triggers]
                     })
                     .collect();
                 client::table(&["NAME", "SOURCE", "TRIGGERS"], &rows);
@@ -313,42 +309,32 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
             Ok(0)
         }
         RepoCommand::Run { name, git_ref, connection } => {
-            let json = Client::new(&connection)?
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/repos/{}/runs", client::path_segment(&name)),
-                    Some(serde_json::json!({"ref": git_ref})),
-                )
-                .await?;
-            println!(
-                "queued run(s) {} for {} at {}",
-                json["runs"],
-                json["ref"].as_str().unwrap_or_default(),
-                json["sha"].as_str().unwrap_or_default()
-            );
+            let path = format!("/api/v1/repos/{}/runs", client::path_segment(&name));
+            let triggered: api::Triggered =
+                Client::new(&connection)?.post(&path, Some(&api::TriggerRequest { git_ref })).await?;
+            println!("queued run(s) {:?} for {} at {}", triggered.runs, triggered.git_ref, triggered.sha);
             Ok(0)
         }
     }
 }
 
 async fn runs_command(command: RunsCommand) -> Result<i32> {
-    use reqwest::Method;
     match command {
         RunsCommand::List { repo, branch, status, limit, format, connection } => {
             let mut query = vec![format!("limit={limit}")];
             for (key, value) in [("repo", repo), ("branch", branch), ("status", status)] {
                 if let Some(value) = value {
-                    query.push(format!("{key}={value}"));
+                    query.push(format!("{key}={}", client::path_segment(&value)));
                 }
             }
-            let json =
-                Client::new(&connection)?.call(Method::GET, &format!("/api/v1/runs?{}", query.join("&")), None).await?;
-            client::print_runs(&json, format);
+            let list: api::RunList =
+                Client::new(&connection)?.get(&format!("/api/v1/runs?{}", query.join("&"))).await?;
+            client::print_runs(&list, format)?;
             Ok(0)
         }
         RunsCommand::Show { id, format, connection } => {
-            let json = Client::new(&connection)?.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await?;
-            client::print_run(&json, format);
+            let run: api::RunDetail = Client::new(&connection)?.get(&format!("/api/v1/runs/{id}")).await?;
+            client::print_run(&run, format)?;
             Ok(0)
         }
         RunsCommand::Logs { id, follow, connection } => {
@@ -361,30 +347,28 @@ async fn runs_command(command: RunsCommand) -> Result<i32> {
             // Page by page: a long log is never held whole, here or on the server.
             let mut after = 0;
             loop {
-                let json = client.call(Method::GET, &format!("/api/v1/runs/{id}/logs?after={after}"), None).await?;
-                for line in json["lines"].as_array().into_iter().flatten() {
+                let page: api::LogPage = client.get(&format!("/api/v1/runs/{id}/logs?after={after}")).await?;
+                for line in &page.lines {
                     client::print_line(line);
                 }
-                after = json["next"].as_i64().unwrap_or(after);
-                if json["complete"].as_bool() != Some(false) {
+                after = page.next;
+                if page.complete {
                     return Ok(0);
                 }
             }
         }
         RunsCommand::Cancel { id, connection } => {
-            let json = Client::new(&connection)?.call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;
-            println!("run {id}: cancel requested (now {})", json["status"].as_str().unwrap_or_default());
+            let answer: api::CancelResponse =
+                Client::new(&connection)?.post(&format!("/api/v1/runs/{id}/cancel"), None::<&()>).await?;
+            println!("run {id}: cancel requested (now {})", answer.status.as_str());
             Ok(0)
         }
         RunsCommand::Rerun { id, failed, connection } => {
-            let json = Client::new(&connection)?
-                .call(Method::POST, &format!("/api/v1/runs/{id}/rerun"), Some(serde_json::json!({"failed": failed})))
+            let answer: api::RerunResponse = Client::new(&connection)?
+                .post(&format!("/api/v1/runs/{id}/rerun"), Some(&api::RerunRequest { failed }))
                 .await?;
-            println!(
-                "queued run {}{}",
-                json["id"],
-                if failed { format!(" for jobs {}", json["jobs"]) } else { String::new() }
-            );
+            let jobs = answer.jobs.filter(|_| failed).map(|j| format!(" for jobs {j:?}")).unwrap_or_default();
+            println!("queued run {}{jobs}", answer.id);
             Ok(0)
         }
     }

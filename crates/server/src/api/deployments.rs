@@ -3,124 +3,122 @@
 #[allow(unused_imports)]
 use super::*;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct DeployRequest {
-    /// The service, or the repository that holds its service file.
-    #[serde(alias = "service")]
-    pub(super) repo: String,
-    pub(super) environment: String,
-    #[serde(rename = "ref")]
-    pub(super) git_ref: Option<String>,
-}
-
+#[utoipa::path(post, path = "/api/v1/deployments", tag = "deployments",
+    summary = "Deploy a repository's commit to an environment of its service file",
+    request_body = api::DeployRequest, security(("token" = [])),
+    responses((status = 201, body = api::Deployment), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn request_deployment(
     State(app): State<Arc<App>>,
     caller: Caller,
-    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
+    request: Result<Json<api::DeployRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let Json(body) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let repo = deploy::repository_for(&app, &body.repo)
+    let request = body(request)?;
+    let repo = deploy::repository_for(&app, &request.service)
         .await
         .map_err(|e| AppError::new(StatusCode::NOT_FOUND, "not_found", e))?;
-    let git_ref = body.git_ref.unwrap_or_else(|| "HEAD".into());
-    let new = deploy::plan(&app, &repo, &git_ref, &body.environment, store::DeploymentKind::Deploy, None)
+    let git_ref = request.git_ref.unwrap_or_else(|| "HEAD".into());
+    let new = deploy::plan(&app, &repo, &git_ref, &request.environment, store::DeploymentKind::Deploy, None)
         .await
         .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_deploy", e))?;
     let deployment = app.store.request_deployment(new, &caller.0).await?;
     app.deployer.wake.notify_waiters();
-    Ok((StatusCode::CREATED, Json(deployment)).into_response())
+    Ok((StatusCode::CREATED, Json(api::Deployment::from(deployment))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct DeploymentQuery {
-    pub(super) service: Option<String>,
-    pub(super) environment: Option<String>,
-    pub(super) limit: Option<i64>,
-}
-
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", summary = "List deployments, newest first",
+    params(api::DeploymentsQuery), security(("token" = [])),
+    responses((status = 200, body = Vec<api::Deployment>), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn list_deployments(
     State(app): State<Arc<App>>,
     _caller: Caller,
-    Query(query): Query<DeploymentQuery>,
-) -> ApiResult<Json<Vec<store::Deployment>>> {
+    Params(query): Params<api::DeploymentsQuery>,
+) -> ApiResult<Json<Vec<api::Deployment>>> {
     let filter = DeploymentFilter {
         service: query.service,
         environment: query.environment,
         active_only: false,
         limit: query.limit.unwrap_or(50).clamp(1, 1000),
     };
-    Ok(Json(app.store.deployments(filter).await?))
+    Ok(Json(app.store.deployments(filter).await?.into_iter().map(api::Deployment::from).collect()))
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
+    summary = "One deployment with its events: gates, steps, verdicts, the end",
+    params(("id" = i64, Path, description = "The deployment's id")), security(("token" = [])),
+    responses((status = 200, body = api::DeploymentDetail), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn show_deployment(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<api::DeploymentDetail>> {
     let id = parse_id(&id)?;
     let deployment = app.store.deployment(id).await?;
     let events = app.store.events_about(&format!("deployment/{id}")).await?;
-    let events: Vec<serde_json::Value> = events
-        .into_iter()
-        .map(|e| serde_json::json!({"seq": e.seq, "time": e.time, "kind": e.kind, "actor": e.actor, "payload": e.payload}))
-        .collect();
-    let mut value = serde_json::to_value(deployment).unwrap_or_default();
-    value["events"] = serde_json::Value::Array(events);
-    Ok(Json(value))
+    let events = events.into_iter().map(api::DeploymentEvent::from).collect();
+    Ok(Json(api::DeploymentDetail { deployment: deployment.into(), events }))
 }
 
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/approve", tag = "deployments",
+    summary = "Approve a deployment held for approval",
+    params(("id" = i64, Path, description = "The deployment's id")), security(("token" = [])),
+    responses((status = 200, body = api::Deployment), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<store::Deployment>> {
+) -> ApiResult<Json<api::Deployment>> {
     let deployment = app.store.approve_deployment(parse_id(&id)?, &caller.0).await?;
     app.deployer.wake.notify_waiters();
-    Ok(Json(deployment))
+    Ok(Json(deployment.into()))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments", tag = "deployments",
+    summary = "Environments: their stable release, the previous one and the proxy address",
+    security(("token" = [])),
+    responses((status = 200, body = Vec<api::Environment>), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn list_environments(
     State(app): State<Arc<App>>,
     _caller: Caller,
-) -> ApiResult<Json<Vec<serde_json::Value>>> {
+) -> ApiResult<Json<Vec<api::Environment>>> {
     let mut list = Vec::new();
     for env in app.store.environments().await? {
         let release = |id: Option<i64>| {
             let app = app.clone();
             async move {
                 match id {
-                    Some(id) => app
-                        .store
-                        .deployment(id)
-                        .await
-                        .ok()
-                        .map(|d| serde_json::json!({"deployment": d.id, "release": d.release, "sha": d.sha})),
+                    Some(id) => app.store.deployment(id).await.ok().map(|d| api::ReleaseRef {
+                        deployment: d.id,
+                        release: d.release,
+                        sha: d.sha,
+                    }),
                     None => None,
                 }
             }
         };
-        list.push(serde_json::json!({
-            "service": env.service,
-            "environment": env.environment,
-            "listen": env.listen,
-            "stable": release(env.stable).await,
-            "previous": release(env.previous).await,
-        }));
+        list.push(api::Environment {
+            stable: release(env.stable).await,
+            previous: release(env.previous).await,
+            service: env.service,
+            environment: env.environment,
+            listen: env.listen,
+        });
     }
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub(super) struct RollbackRequest {
-    #[serde(default)]
-    pub(super) emergency: bool,
-}
-
+#[utoipa::path(post, path = "/api/v1/environments/{service}/{environment}/rollback", tag = "deployments",
+    summary = "Roll back the rollout in progress, else go back to the previous release (emergency=true skips gates and analysis)",
+    params(("service" = String, Path), ("environment" = String, Path)),
+    request_body(content = Option<api::RollbackRequest>), security(("token" = [])),
+    responses(
+        (status = 202, body = api::Deployment, description = "The rollout in progress, now being rolled back"),
+        (status = 201, body = api::Deployment, description = "A deployment of the previous release"),
+        (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn rollback(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((service, environment)): Path<(String, String)>,
-    body: Option<Json<RollbackRequest>>,
+    body: Option<Json<api::RollbackRequest>>,
 ) -> ApiResult<Response> {
     let emergency = body.is_some_and(|b| b.0.emergency);
     let active = app
@@ -136,7 +134,7 @@ pub(super) async fn rollback(
     if let Some(current) = active.last() {
         let deployment = app.store.abort_deployment(current.id, &caller.0).await?;
         app.deployer.abort(current.id);
-        return Ok((StatusCode::ACCEPTED, Json(deployment)).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(api::Deployment::from(deployment))).into_response());
     }
     let Some(state) = app.store.environment(&service, &environment).await? else {
         return Err(AppError::new(
@@ -165,14 +163,18 @@ pub(super) async fn rollback(
     };
     let deployment = app.store.request_deployment(new, &caller.0).await?;
     app.deployer.wake.notify_waiters();
-    Ok((StatusCode::CREATED, Json(deployment)).into_response())
+    Ok((StatusCode::CREATED, Json(api::Deployment::from(deployment))).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/promote", tag = "deployments",
+    summary = "Promote a running deployment now: its remaining steps are skipped",
+    params(("id" = i64, Path, description = "The deployment's id")), security(("token" = [])),
+    responses((status = 200, body = api::Deployment), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn promote(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<store::Deployment>> {
+) -> ApiResult<Json<api::Deployment>> {
     let id = parse_id(&id)?;
     let deployment = app.store.deployment(id).await?;
     if deployment.status != store::DeploymentStatus::Running {
@@ -185,5 +187,5 @@ pub(super) async fn promote(
     let payload = serde_json::json!({"service": deployment.service, "environment": deployment.environment, "sha": deployment.sha, "release": deployment.release});
     app.store.record_event("deployment.promote_requested", &format!("deployment/{id}"), &caller.0, payload).await?;
     app.deployer.promote(id);
-    Ok(Json(deployment))
+    Ok(Json(deployment.into()))
 }

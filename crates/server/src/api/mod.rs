@@ -2,7 +2,7 @@
 //! every call but health, metrics, the OpenAPI document and webhooks needs a token.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -11,11 +11,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use git::webhook::{self, Forge, Parsed};
-use serde::Deserialize;
-use store::{Delivery, DeploymentFilter, NewRun, Repo, RunFilter, RunStatus, StoreError};
+use store::{Delivery, DeploymentFilter, NewRun, Repo, RunFilter, StoreError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{App, Metrics, deploy, repos, token_hash};
 
@@ -23,78 +23,59 @@ mod deployments;
 mod repositories;
 mod runs;
 mod webhooks;
-#[allow(unused_imports)]
-use deployments::*;
-#[allow(unused_imports)]
-use repositories::*;
-#[allow(unused_imports)]
-use runs::*;
-#[allow(unused_imports)]
-use webhooks::*;
 
 /// Largest webhook body accepted.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
-/// Every endpoint: method, path, whether it needs a token, summary. The OpenAPI document is
-/// built from this list, and a test checks that the router serves each entry.
-pub const ROUTES: &[(&str, &str, bool, &str)] = &[
-    ("get", "/healthz", false, "Liveness: 200 when the server answers"),
-    ("get", "/metrics", false, "Prometheus text format: queue depth, run durations, step outcomes"),
-    ("get", "/api/v1/openapi.json", false, "This document"),
-    (
-        "post",
-        "/api/v1/webhooks/{forge}",
-        false,
-        "Webhook from GitHub (X-Hub-Signature-256), Gitea/Forgejo (X-Gitea-Signature) or GitLab (X-Gitlab-Token)",
-    ),
-    ("get", "/api/v1/repos", true, "List repositories"),
-    ("post", "/api/v1/repos", true, "Add a repository (local path or git URL); returns its webhook secret once"),
-    ("post", "/api/v1/repos/{name}/runs", true, "Queue the runs a push of a ref would start"),
-    ("get", "/api/v1/runs", true, "List runs, newest first (filters: repo, ref, status, limit)"),
-    ("get", "/api/v1/runs/{id}", true, "One run with its report"),
-    ("get", "/api/v1/runs/{id}/logs", true, "A run's log; with follow=true a live Server-Sent Events stream"),
-    ("post", "/api/v1/runs/{id}/cancel", true, "Cancel a queued or running run"),
-    ("post", "/api/v1/runs/{id}/rerun", true, "Queue the run again, all jobs or only the failed ones"),
-    ("get", "/api/v1/events", true, "The event log (audit trail), after a sequence number"),
-    ("post", "/api/v1/deployments", true, "Deploy a repository's commit to an environment of its service file"),
-    ("get", "/api/v1/deployments", true, "List deployments, newest first (filters: service, environment, limit)"),
-    ("get", "/api/v1/deployments/{id}", true, "One deployment with its events: gates, steps, verdicts, the end"),
-    ("post", "/api/v1/deployments/{id}/approve", true, "Approve a deployment held for approval"),
-    (
-        "post",
-        "/api/v1/deployments/{id}/promote",
-        true,
-        "Promote a running deployment now: its remaining steps are skipped",
-    ),
-    ("get", "/api/v1/environments", true, "Environments: their stable release, the previous one and the proxy address"),
-    (
-        "post",
-        "/api/v1/environments/{service}/{environment}/rollback",
-        true,
-        "Roll back the rollout in progress, else go back to the previous release (emergency=true skips gates and analysis)",
-    ),
-];
+/// The document's frame: title, the token scheme, the error body. Paths and the other schemas
+/// come from the handlers' `#[utoipa::path]` annotations as they are routed.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tandem", description = "Tandem's HTTP API. Every call but health, metrics, this document and webhooks needs `Authorization: Bearer <token>`."),
+    modifiers(&TokenScheme),
+    components(schemas(api::ErrorBody))
+)]
+struct Frame;
+
+struct TokenScheme;
+
+impl utoipa::Modify for TokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every endpoint, each with its OpenAPI description: what is routed is what is documented.
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(<Frame as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_document))
+        .routes(routes!(webhooks::webhook))
+        .routes(routes!(repositories::list_repos, repositories::add_repo))
+        .routes(routes!(repositories::trigger))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::show_run))
+        .routes(routes!(runs::logs))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::rerun))
+        .routes(routes!(runs::events))
+        .routes(routes!(deployments::list_deployments, deployments::request_deployment))
+        .routes(routes!(deployments::show_deployment))
+        .routes(routes!(deployments::approve))
+        .routes(routes!(deployments::promote))
+        .routes(routes!(deployments::list_environments))
+        .routes(routes!(deployments::rollback))
+}
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
-        .route("/api/v1/webhooks/{forge}", post(webhook))
-        .route("/api/v1/repos", get(list_repos).post(add_repo))
-        .route("/api/v1/repos/{name}/runs", post(trigger))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v1/runs/{id}", get(show_run))
-        .route("/api/v1/runs/{id}/logs", get(logs))
-        .route("/api/v1/runs/{id}/cancel", post(cancel))
-        .route("/api/v1/runs/{id}/rerun", post(rerun))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/deployments", get(list_deployments).post(request_deployment))
-        .route("/api/v1/deployments/{id}", get(show_deployment))
-        .route("/api/v1/deployments/{id}/approve", post(approve))
-        .route("/api/v1/deployments/{id}/promote", post(promote))
-        .route("/api/v1/environments", get(list_environments))
-        .route("/api/v1/environments/{service}/{environment}/rollback", post(rollback))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
         })
@@ -102,37 +83,26 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The OpenAPI 3.1 description of [`ROUTES`].
-pub fn openapi() -> serde_json::Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, auth, summary) in ROUTES {
-        let mut operation = serde_json::json!({
-            "summary": summary,
-            "responses": {"200": {"description": "success"}, "4XX": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
-        });
-        if *auth {
-            operation["security"] = serde_json::json!([{"token": []}]);
-        }
-        let parameters: Vec<serde_json::Value> = path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !parameters.is_empty() {
-            operation["parameters"] = serde_json::Value::Array(parameters);
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| serde_json::json!({}));
-        entry[*method] = operation;
-    }
-    serde_json::json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Tandem", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
-        },
+/// The OpenAPI 3.1 document of every route, with the request and response schemas of `api`.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = routes().split_for_parts().1;
+        document.info.version = env!("CARGO_PKG_VERSION").to_string();
+        document
     })
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "server", summary = "Liveness: 200 when the server answers",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+async fn openapi_document() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 /// An API error: a status and a stable code, with a message for people. Internals stay in the
@@ -152,7 +122,8 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let body = api::ErrorBody { error: api::ErrorDetail { code: self.code.to_string(), message: self.message } };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -203,6 +174,9 @@ fn parse_id(text: &str) -> ApiResult<i64> {
     text.parse().map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{text}` is not an id")))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    summary = "Prometheus text format: queue depth, runs, steps, webhooks, deployments and the proxies' figures",
+    responses((status = 200, description = "Prometheus exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -273,4 +247,23 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         let _ = writeln!(out, "tandem_deployments_total{{result=\"{}\"}} {n}", status.as_str());
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Query parameters whose rejection is an API error (JSON with a code), not axum's plain text.
+pub(super) struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, AppError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(AppError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())),
+        }
+    }
+}
+
+/// A JSON body whose rejection is an API error.
+pub(super) fn body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(value)| value).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
 }

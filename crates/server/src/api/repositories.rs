@@ -3,27 +3,24 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(super) async fn list_repos(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(serde_json::json!({"repos": app.store.repos().await?})))
+#[utoipa::path(get, path = "/api/v1/repos", tag = "repositories", summary = "List repositories",
+    security(("token" = [])),
+    responses((status = 200, body = api::RepositoryList), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn list_repos(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<api::RepositoryList>> {
+    let repos = app.store.repos().await?.into_iter().map(api::Repository::from).collect();
+    Ok(Json(api::RepositoryList { repos }))
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct AddRepo {
-    pub(super) source: String,
-    pub(super) name: Option<String>,
-    pub(super) poll_seconds: Option<i64>,
-    /// Where to post commit statuses: `github`, `gitea`/`forgejo` or `gitlab`, with `api_url` and `status_token`.
-    pub(super) forge: Option<String>,
-    pub(super) api_url: Option<String>,
-    pub(super) status_token: Option<String>,
-}
-
+#[utoipa::path(post, path = "/api/v1/repos", tag = "repositories",
+    summary = "Add a repository (local path or git URL); returns its webhook secret once",
+    request_body = api::AddRepository, security(("token" = [])),
+    responses((status = 201, body = api::AddedRepository), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn add_repo(
     State(app): State<Arc<App>>,
     caller: Caller,
-    body: Result<Json<AddRepo>, axum::extract::rejection::JsonRejection>,
+    request: Result<Json<api::AddRepository>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let Json(body) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let body = body(request)?;
     let source = body.source.trim().to_string();
     let is_url = source.contains("://") || source.contains('@');
     let source = if is_url {
@@ -78,27 +75,21 @@ pub(super) async fn add_repo(
         repo = app.store.set_forge(repo.id, &forge, &api_url, &token, &caller.0).await?;
     }
     // Fetch now, so that a bad source is reported at once.
-    if let Err(error) = repos::sync(&app, &repo, None).await {
-        return Ok((
-            StatusCode::CREATED,
-            Json(serde_json::json!({"repo": repo, "webhook_secret": secret, "warning": error})),
-        )
-            .into_response());
-    }
-    Ok((StatusCode::CREATED, Json(serde_json::json!({"repo": repo, "webhook_secret": secret}))).into_response())
+    let warning = repos::sync(&app, &repo, None).await.err();
+    let answer = api::AddedRepository { repo: repo.into(), webhook_secret: secret, warning };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct Trigger {
-    #[serde(rename = "ref")]
-    pub(super) git_ref: Option<String>,
-}
-
+#[utoipa::path(post, path = "/api/v1/repos/{name}/runs", tag = "repositories",
+    summary = "Queue the runs a push of a ref would start",
+    params(("name" = String, Path, description = "The repository's name")),
+    request_body(content = Option<api::TriggerRequest>), security(("token" = [])),
+    responses((status = 202, body = api::Triggered), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn trigger(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Option<Json<Trigger>>,
+    body: Option<Json<api::TriggerRequest>>,
 ) -> ApiResult<Response> {
     let repo = app.store.repo(&name).await?;
     let mirror = repos::sync(&app, &repo, None)
@@ -118,5 +109,5 @@ pub(super) async fn trigger(
         Err(repos::QueueError::Store(error)) => return Err(error.into()),
         Err(error) => return Err(AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", error.to_string())),
     };
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"runs": ids, "ref": git_ref, "sha": sha}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(api::Triggered { runs: ids, git_ref, sha })).into_response())
 }

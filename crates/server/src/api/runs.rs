@@ -3,60 +3,50 @@
 #[allow(unused_imports)]
 use super::*;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct RunsQuery {
-    pub(super) repo: Option<String>,
-    #[serde(rename = "ref")]
-    pub(super) git_ref: Option<String>,
-    pub(super) branch: Option<String>,
-    pub(super) status: Option<String>,
-    pub(super) limit: Option<i64>,
-}
-
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", summary = "List runs, newest first",
+    params(api::RunsQuery), security(("token" = [])),
+    responses((status = 200, body = api::RunList), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn list_runs(
     State(app): State<Arc<App>>,
     _caller: Caller,
-    Query(query): Query<RunsQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+    Params(query): Params<api::RunsQuery>,
+) -> ApiResult<Json<api::RunList>> {
     let repo_id = match &query.repo {
         Some(name) => Some(app.store.repo(name).await?.id),
         None => None,
     };
-    let status = match &query.status {
-        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
-            AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("unknown status `{text}`"))
-        })?),
-        None => None,
-    };
     let git_ref = query.git_ref.clone().or(query.branch.as_ref().map(|b| format!("refs/heads/{b}")));
-    let runs = app.store.runs(RunFilter { repo_id, git_ref, status, limit: query.limit.unwrap_or(50) }).await?;
-    let runs: Vec<serde_json::Value> = runs.into_iter().map(|r| serde_json::json!({"id": r.id, "repo_id": r.repo_id, "number": r.number, "workflow": r.workflow, "event": r.event, "ref": r.git_ref, "sha": r.sha, "status": r.status, "reason": r.reason, "attempt": r.attempt, "run_attempt": r.run_attempt, "rerun_of": r.rerun_of, "created": r.created, "started": r.started, "finished": r.finished})).collect();
-    Ok(Json(serde_json::json!({"runs": runs})))
+    let filter = RunFilter { repo_id, git_ref, status: query.status, limit: query.limit.unwrap_or(50) };
+    let runs = app.store.runs(filter).await?;
+    Ok(Json(api::RunList { runs: runs.iter().map(api::RunSummary::from).collect() }))
 }
 
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", summary = "One run with its report",
+    params(("id" = i64, Path, description = "The run's id")), security(("token" = [])),
+    responses((status = 200, body = api::RunDetail), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn show_run(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<api::RunDetail>> {
     let run = app.store.run(parse_id(&id)?).await?;
-    Ok(Json(serde_json::to_value(run).unwrap_or_default()))
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct LogQuery {
-    pub(super) after: Option<i64>,
-    pub(super) follow: Option<bool>,
+    Ok(Json(api::RunDetail::from(run)))
 }
 
 /// Chunks (of up to 500 lines each) in one page of a log or one live event.
 const LOG_PAGE_CHUNKS: i64 = 50;
 
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs",
+    summary = "A run's log, a page at a time; with follow=true a live Server-Sent Events stream",
+    params(("id" = i64, Path, description = "The run's id"), api::LogQuery), security(("token" = [])),
+    responses(
+        (status = 200, body = api::LogPage, description = "A page (or, with follow=true, `text/event-stream` of `lines` events carrying arrays of LogLine, then `end` with the status)"),
+        (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn logs(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<LogQuery>,
+    Params(query): Params<api::LogQuery>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let run = app.store.run(id).await?;
@@ -67,10 +57,8 @@ pub(super) async fn logs(
         let complete = chunks.len() as i64 <= LOG_PAGE_CHUNKS;
         let chunks = &chunks[..chunks.len().min(LOG_PAGE_CHUNKS as usize)];
         let next = chunks.last().map_or(after, |(seq, _)| *seq);
-        let lines: Vec<&store::LogLine> = chunks.iter().flat_map(|(_, lines)| lines).collect();
-        let body =
-            serde_json::json!({"run": id, "status": run.status, "lines": lines, "next": next, "complete": complete});
-        return Ok(Json(body).into_response());
+        let lines = chunks.iter().flat_map(|(_, lines)| lines.iter().cloned()).collect();
+        return Ok(Json(api::LogPage { run: id, status: run.status, lines, next, complete }).into_response());
     }
     // Live: poll the store (the durable source of truth) and stream new chunks as events.
     let stream = futures_util::stream::unfold((app, after, false), move |(app, mut after, done)| async move {
@@ -98,30 +86,32 @@ pub(super) async fn logs(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", summary = "Cancel a queued or running run",
+    params(("id" = i64, Path, description = "The run's id")), security(("token" = [])),
+    responses((status = 200, body = api::CancelResponse), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn cancel(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<api::CancelResponse>> {
     let id = parse_id(&id)?;
     let run = app.store.request_cancel(id, &caller.0).await?;
     if let Some(source) = app.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
         source.cancel();
     }
-    Ok(Json(serde_json::json!({"id": id, "status": run.status, "cancel_requested": true})))
+    Ok(Json(api::CancelResponse { id, status: run.status, cancel_requested: true }))
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub(super) struct Rerun {
-    #[serde(default)]
-    pub(super) failed: bool,
-}
-
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rerun", tag = "runs",
+    summary = "Queue the run again, all jobs or only the failed ones",
+    params(("id" = i64, Path, description = "The run's id")), request_body(content = Option<api::RerunRequest>),
+    security(("token" = [])),
+    responses((status = 202, body = api::RerunResponse), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn rerun(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Option<Json<Rerun>>,
+    body: Option<Json<api::RerunRequest>>,
 ) -> ApiResult<Response> {
     let run = app.store.run(parse_id(&id)?).await?;
     if !run.status.is_finished() {
@@ -133,15 +123,12 @@ pub(super) async fn rerun(
     }
     let failed_only = body.map(|b| b.0.failed).unwrap_or(false);
     let jobs = if failed_only {
-        let failed: Vec<String> = run
-            .report
-            .as_ref()
-            .and_then(|r| r.get("jobs"))
-            .and_then(|j| j.as_array())
-            .into_iter()
-            .flatten()
-            .filter(|j| matches!(j.get("status").and_then(|s| s.as_str()), Some("failure" | "cancelled")))
-            .filter_map(|j| j.get("id").and_then(|i| i.as_str()).map(str::to_string))
+        let report = run.report.clone().and_then(|r| serde_json::from_value::<api::RunReport>(r).ok());
+        let failed: Vec<String> = report
+            .iter()
+            .flat_map(|r| &r.jobs)
+            .filter(|j| matches!(j.status.as_str(), "failure" | "cancelled"))
+            .map(|j| j.id.clone())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -170,21 +157,18 @@ pub(super) async fn rerun(
     };
     let queued = app.store.enqueue(new, &caller.0).await?;
     app.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": queued.id, "number": queued.number, "jobs": queued.jobs})))
-        .into_response())
+    let answer = api::RerunResponse { id: queued.id, number: queued.number, jobs: queued.jobs };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct EventsQuery {
-    pub(super) after: Option<i64>,
-    pub(super) limit: Option<i64>,
-}
-
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", summary = "The event log (audit trail), after a sequence number",
+    params(api::EventsQuery), security(("token" = [])),
+    responses((status = 200, body = api::EventList), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn events(
     State(app): State<Arc<App>>,
     _caller: Caller,
-    Query(query): Query<EventsQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+    Params(query): Params<api::EventsQuery>,
+) -> ApiResult<Json<api::EventList>> {
     let events = app.store.events(query.after.unwrap_or(0), query.limit.unwrap_or(100)).await?;
-    Ok(Json(serde_json::json!({"events": events})))
+    Ok(Json(api::EventList { events }))
 }

@@ -27,6 +27,13 @@ pub(super) fn find_repo<'r>(repos: &'r [Repo], name: Option<&str>, urls: &[Strin
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/{forge}", tag = "webhooks",
+    summary = "Webhook from GitHub (X-Hub-Signature-256), Gitea/Forgejo (X-Gitea-Signature) or GitLab (X-Gitlab-Token)",
+    params(("forge" = String, Path, description = "`github`, `gitea`, `forgejo` or `gitlab`")),
+    request_body(content = serde_json::Value, description = "The forge's event payload, as it sends it"),
+    responses((status = 202, description = "Stored; the runs it starts are queued"),
+        (status = 200, description = "A delivery seen before, or an event that starts nothing"),
+        (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn webhook(
     State(app): State<Arc<App>>,
     Path(forge_name): Path<String>,

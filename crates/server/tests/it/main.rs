@@ -173,3 +173,31 @@ async fn a_run_still_going_cannot_be_rerun_and_a_finished_one_counts_its_attempt
         api.call("POST", &format!("/api/v1/runs/{}/rerun", run.id), Some("tdm_test"), r#"{"failed": true}"#).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("nothing_failed")), "{body}");
 }
+
+#[tokio::test]
+async fn answers_read_as_the_api_types_and_bad_query_parameters_are_json_errors() {
+    let api = Api::new().await;
+    let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();
+    let run = api.app.store.enqueue(new_run(repo.id), "test").await.unwrap();
+    api.app.store.claim_next().await.unwrap();
+    let report = serde_json::json!({"workflow": "ci", "status": "failure", "duration": 1.5, "artifacts": [], "artifacts_dir": "/x",
+        "jobs": [{"id": "build", "name": "build", "status": "failure", "started_at_ms": 1, "duration": 1.25, "summary": "",
+                  "error": "exit 1", "outputs": {}, "steps": [{"name": "make", "status": "failure", "outcome": "failure", "started_at_ms": 1, "duration": 1.0}]}]});
+    api.app.store.finish(run.id, store::RunStatus::Failure, Some("exit 1".into()), Some(report)).await.unwrap();
+
+    let (status, body) = api.get("/api/v1/runs?status=failure").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: api::RunList = serde_json::from_value(body).unwrap();
+    assert_eq!(list.runs.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(), [(run.id, store::RunStatus::Failure)]);
+    let (_, body) = api.get(&format!("/api/v1/runs/{}", run.id)).await;
+    let detail: api::RunDetail = serde_json::from_value(body).unwrap();
+    let report = detail.report.expect("the stored report reads as a RunReport");
+    assert_eq!((report.jobs[0].id.as_str(), report.jobs[0].steps[0].name.as_str()), ("build", "make"));
+    assert_eq!(detail.run.git_ref, "refs/heads/main");
+
+    // An unknown status is refused with a stable code, as every other error.
+    let (status, body) = api.get("/api/v1/runs?status=exploded").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = api.get("/api/v1/events?limit=many").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+}
