@@ -6,6 +6,38 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
+/// Why a git operation failed, with what to do where there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0} (is git installed?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("git {command} did not finish within {minutes} minutes")]
+    Timeout { command: String, minutes: u64 },
+    #[error("git {command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("ref `{0}` does not exist in the repository")]
+    UnknownRef(String),
+    #[error("cannot clone {url}: {error}")]
+    Clone { url: String, error: Box<GitError> },
+    #[error(
+        "{error}\n  hint: `tandem run` runs the commit at HEAD; make a first commit, or run from inside a git repository"
+    )]
+    NoCommit { error: Box<GitError> },
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+}
+
+/// For callers whose errors are messages for people.
+impl From<GitError> for String {
+    fn from(error: GitError) -> String {
+        error.to_string()
+    }
+}
+
 /// What a run needs to know about the repository it runs for.
 #[derive(Debug, Clone, Default)]
 pub struct RepoFacts {
@@ -32,53 +64,53 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60)
 /// Runs `git args…` (in `dir`, when given) and returns its standard output without trailing
 /// whitespace. Git never prompts for credentials here (a prompt would hang a server); a command
 /// still running after [`TIMEOUT`] is killed and reported.
-pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }
     command.args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
     let output = match tokio::time::timeout(TIMEOUT, command.output()).await {
-        Ok(output) => output.map_err(|e| format!("cannot run git: {e} (is git installed?)"))?,
-        Err(_) => {
-            return Err(format!("git {} did not finish within {} minutes", args.join(" "), TIMEOUT.as_secs() / 60));
-        }
+        Ok(output) => output.map_err(GitError::Spawn)?,
+        Err(_) => return Err(GitError::Timeout { command: args.join(" "), minutes: TIMEOUT.as_secs() / 60 }),
     };
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
     } else {
-        Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        Err(GitError::Failed { command: args.join(" "), stderr })
     }
 }
 
 /// [`run`] in the repository at `dir`.
-pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
     run(Some(dir), args).await
 }
 
 /// The commit `name` (a branch, tag or commit) names in the repository at `repo`.
-pub async fn resolve_ref(repo: &Path, name: &str) -> Result<String, String> {
-    git(repo, &["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")])
-        .await
-        .map(|sha| sha.trim().to_string())
-        .map_err(|_| format!("ref `{name}` does not exist in the repository"))
+pub async fn resolve_ref(repo: &Path, name: &str) -> Result<String, GitError> {
+    match git(repo, &["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")]).await {
+        Ok(sha) => Ok(sha.trim().to_string()),
+        Err(GitError::Failed { .. }) => Err(GitError::UnknownRef(name.to_string())),
+        Err(other) => Err(other),
+    }
 }
 
 /// A bare mirror of `source` at `mirror`, cloned when it does not exist yet.
-pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), String> {
+pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), GitError> {
     if mirror.join("HEAD").exists() {
         return Ok(());
     }
     let parent = mirror.parent().unwrap_or(mirror);
-    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    tokio::fs::create_dir_all(parent).await.map_err(|error| GitError::Io { path: parent.to_path_buf(), error })?;
     run(None, &["clone", "--quiet", "--bare", source, &mirror.to_string_lossy()])
         .await
         .map(|_| ())
-        .map_err(|e| format!("cannot clone {source}: {e}"))
+        .map_err(|e| GitError::Clone { url: source.to_string(), error: Box::new(e) })
 }
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
-pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String> {
+pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, GitError> {
     // Independent questions, asked at once, and as few as possible: each git call costs a
     // process start. The commit's changed files come with its log entry.
     let (log, branch, remote, status) = tokio::join!(
@@ -89,9 +121,7 @@ pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, String
             if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
         },
     );
-    let log = log.map_err(|e| {
-        format!("{e}\n  hint: `tandem run` runs the commit at HEAD; make a first commit, or run from inside a git repository")
-    })?;
+    let log = log.map_err(|e| GitError::NoCommit { error: Box::new(e) })?;
     let mut parts = log.splitn(6, '\0');
     let sha = parts.next().unwrap_or_default().to_string();
     let before = parts.next().and_then(|p| p.split_whitespace().next()).map_or_else(|| "0".repeat(40), str::to_string);
@@ -141,7 +171,7 @@ pub fn owner_and_name(url: &str) -> Option<String> {
 /// Checks out `sha` of the repository at `repo` into `dest` (an empty or missing directory).
 /// With `worktree`, the working tree's uncommitted state is laid over it, untracked files
 /// included and ignored files left out.
-pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Result<(), String> {
+pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Result<(), GitError> {
     let dest_str = dest.to_string_lossy().into_owned();
     let repo_str = repo.to_string_lossy().into_owned();
     if dest.join(".git").exists() {
@@ -157,18 +187,19 @@ pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Re
             let target = dest.join(relative);
             match source.symlink_metadata() {
                 Ok(meta) if meta.file_type().is_symlink() => {
-                    let link = std::fs::read_link(&source).map_err(|e| e.to_string())?;
+                    let link = std::fs::read_link(&source).map_err(io(&source))?;
+                    // A file or link already there is replaced; none there is what we want.
                     let _ = std::fs::remove_file(&target);
                     if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(parent).map_err(io(parent))?;
                     }
-                    std::os::unix::fs::symlink(link, &target).map_err(|e| e.to_string())?;
+                    std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
                 }
                 Ok(meta) if meta.is_file() => {
                     if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(parent).map_err(io(parent))?;
                     }
-                    std::fs::copy(&source, &target).map_err(|e| format!("cannot copy {relative}: {e}"))?;
+                    std::fs::copy(&source, &target).map_err(io(&target))?;
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -179,6 +210,10 @@ pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Re
         }
     }
     Ok(())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + '_ {
+    move |error| GitError::Io { path: path.to_path_buf(), error }
 }
 
 #[cfg(test)]

@@ -216,7 +216,7 @@ impl ImageStep {
         cancel: &Cancel,
     ) -> Exit {
         if let Err(error) = self.engine.ensure_image(&self.image, None).await {
-            let _ = lines.send((Stream::Stderr, error)).await;
+            let _ = lines.send((Stream::Stderr, error.to_string())).await;
             return Exit::NotStarted;
         }
         let docker = &self.engine.docker;

@@ -86,20 +86,46 @@ fn labels(run_id: u64, key: &str) -> HashMap<String, String> {
     ])
 }
 
+/// Why the Docker engine could not do what a job or a deployment asked, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine: {0}")]
+    Connect(#[source] bollard::errors::Error),
+    #[error(
+        "the Docker engine does not answer ({0}); start it (e.g. `dockerd`) or set DOCKER_HOST. Jobs without `container:` or `services:` still run on this machine"
+    )]
+    NoAnswer(#[source] bollard::errors::Error),
+    #[error("the Docker engine did not answer within 3 s; start it (e.g. `dockerd`) or set DOCKER_HOST")]
+    Timeout,
+    #[error(
+        "image `{image}` is not present and cannot be pulled ({error}); build or import it on this machine (`docker build`, `docker import`), or push it to a registry this machine reaches"
+    )]
+    ImageUnavailable {
+        image: String,
+        #[source]
+        error: bollard::errors::Error,
+    },
+    /// A job's network, services or container could not start; the message names which, and
+    /// carries a failing service's last log lines.
+    #[error("{0}")]
+    Job(String),
+}
+
+/// For callers whose errors are messages for people.
+impl From<EngineError> for String {
+    fn from(error: EngineError) -> String {
+        error.to_string()
+    }
+}
+
 impl DockerEngine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
-    pub async fn connect() -> Result<DockerEngine, String> {
-        let docker =
-            Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+    pub async fn connect() -> Result<DockerEngine, EngineError> {
+        let docker = Docker::connect_with_local_defaults().map_err(EngineError::Connect)?;
         match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
             Ok(Ok(_)) => Ok(DockerEngine { docker }),
-            Ok(Err(e)) => Err(format!(
-                "the Docker engine does not answer ({e}); start it (e.g. `dockerd`) or set DOCKER_HOST. Jobs without `container:` or `services:` still run on this machine"
-            )),
-            Err(_) => {
-                Err("the Docker engine did not answer within 3 s; start it (e.g. `dockerd`) or set DOCKER_HOST"
-                    .to_string())
-            }
+            Ok(Err(e)) => Err(EngineError::NoAnswer(e)),
+            Err(_) => Err(EngineError::Timeout),
         }
     }
 
@@ -148,7 +174,7 @@ impl DockerEngine {
     }
 
     /// Makes sure an image is present, pulling it if not; the error says what to do.
-    pub async fn ensure_image(&self, image: &str, credentials: Option<&(String, String)>) -> Result<(), String> {
+    pub async fn ensure_image(&self, image: &str, credentials: Option<&(String, String)>) -> Result<(), EngineError> {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
@@ -164,9 +190,7 @@ impl DockerEngine {
         );
         while let Some(progress) = pull.next().await {
             if let Err(error) = progress {
-                return Err(format!(
-                    "image `{image}` is not present and cannot be pulled ({error}); build or import it on this machine (`docker build`, `docker import`), or push it to a registry this machine reaches"
-                ));
+                return Err(EngineError::ImageUnavailable { image: image.to_string(), error });
             }
         }
         Ok(())
@@ -174,7 +198,7 @@ impl DockerEngine {
 
     /// Creates the job's network, starts its services and waits for them to be healthy, then
     /// starts the job container. On failure everything created so far is removed.
-    pub async fn start_job(&self, job: &JobContainers) -> Result<JobEnvironment, String> {
+    pub async fn start_job(&self, job: &JobContainers) -> Result<JobEnvironment, EngineError> {
         // A network of its own only where there are services to reach by name; a lone job
         // container uses the default bridge (creating a network costs more than a step).
         let network = if job.services.is_empty() { None } else { Some(format!("tandem-{}-{}", job.run_id, job.key)) };
@@ -185,7 +209,10 @@ impl DockerEngine {
                 labels: Some(labels(job.run_id, &job.key)),
                 ..Default::default()
             };
-            self.docker.create_network(request).await.map_err(|e| format!("cannot create the job's network: {e}"))?;
+            self.docker
+                .create_network(request)
+                .await
+                .map_err(|e| EngineError::Job(format!("cannot create the job's network: {e}")))?;
         }
         let mut environment =
             JobEnvironment { docker: self.docker.clone(), network, job_container: None, services: Vec::new() };
@@ -193,7 +220,7 @@ impl DockerEngine {
             Ok(()) => Ok(environment),
             Err(error) => {
                 environment.teardown().await;
-                Err(error)
+                Err(EngineError::Job(error))
             }
         }
     }

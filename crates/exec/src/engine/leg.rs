@@ -555,7 +555,7 @@ pub(super) async fn start_containers(
         ],
         health_timeout: Duration::from_secs(120),
     };
-    engine.start_job(&request).await
+    Ok(engine.start_job(&request).await?)
 }
 
 /// Refuses runners no executor here can serve.

@@ -93,7 +93,9 @@ impl Deployer {
 
     async fn docker(&self) -> Result<bollard::Docker, String> {
         self.docker
-            .get_or_init(|| async { exec::docker::DockerEngine::connect().await.map(|e| e.client().clone()) })
+            .get_or_init(|| async {
+                exec::docker::DockerEngine::connect().await.map(|e| e.client().clone()).map_err(String::from)
+            })
             .await
             .clone()
     }
