@@ -1,0 +1,300 @@
+//! Gorilla-style compressed chunks of one series: timestamps as delta-of-delta, values XORed with
+//! the previous one (Pelkonen et al., "Gorilla", VLDB 2015; the millisecond bucket widths are
+//! Prometheus's). A scrape every 15 s with a slowly changing value costs about 1–2 bytes a sample.
+//!
+//! A chunk is its bytes plus the encoder's state, so a chunk read back from disk can take more
+//! samples. Values are kept bit for bit, NaN payloads (the staleness marker) included.
+
+/// Samples per chunk before it is sealed and a new one starts (Prometheus uses 120).
+pub const SAMPLES_PER_CHUNK: u16 = 120;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunk {
+    bytes: Vec<u8>,
+    /// Bits used in `bytes`.
+    bits: u64,
+    count: u16,
+    first_t: i64,
+    last_t: i64,
+    last_delta: i64,
+    last_v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Chunk {
+    pub fn new() -> Chunk {
+        Chunk::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count >= SAMPLES_PER_CHUNK
+    }
+
+    pub fn first_t(&self) -> i64 {
+        self.first_t
+    }
+
+    pub fn last_t(&self) -> i64 {
+        self.last_t
+    }
+
+    /// Bytes the samples take.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends a sample; `t` must be after the last one (the caller checks).
+    pub fn push(&mut self, t: i64, v: f64) {
+        let v = v.to_bits();
+        match self.count {
+            0 => {
+                self.write(t as u64, 64);
+                self.write(v, 64);
+                self.first_t = t;
+            }
+            _ => {
+                let delta = t - self.last_t;
+                let dod = delta - self.last_delta;
+                self.write_dod(dod);
+                self.write_xor(v);
+                self.last_delta = delta;
+            }
+        }
+        self.last_t = t;
+        self.last_v = v;
+        self.count += 1;
+    }
+
+    fn write_dod(&mut self, dod: i64) {
+        // (prefix, prefix bits, value bits) per bucket, as Prometheus sizes them for milliseconds.
+        const BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+        if dod == 0 {
+            self.write(0, 1);
+            return;
+        }
+        for (prefix, prefix_bits, bits) in BUCKETS {
+            let limit = 1i64 << (bits - 1);
+            if -limit < dod && dod <= limit {
+                self.write(prefix, prefix_bits);
+                self.write((dod as u64) & ((1u64 << bits) - 1), bits);
+                return;
+            }
+        }
+        self.write(0b1111, 4);
+        self.write(dod as u64, 64);
+    }
+
+    fn write_xor(&mut self, v: u64) {
+        let xor = v ^ self.last_v;
+        if xor == 0 {
+            self.write(0, 1);
+            return;
+        }
+        self.write(1, 1);
+        let leading = (xor.leading_zeros() as u8).min(31);
+        let trailing = xor.trailing_zeros() as u8;
+        if self.count > 1 && leading >= self.leading && trailing >= self.trailing && self.leading + self.trailing > 0 {
+            // Fits the previous window.
+            self.write(0, 1);
+            let width = 64 - self.leading - self.trailing;
+            self.write(xor >> self.trailing, width);
+            return;
+        }
+        self.write(1, 1);
+        let width = 64 - leading - trailing;
+        self.write(leading as u64, 5);
+        // 64 meaningful bits are written as 0: six bits hold 0..=63.
+        self.write((width % 64) as u64, 6);
+        self.write(xor >> trailing, width);
+        self.leading = leading;
+        self.trailing = trailing;
+    }
+
+    fn write(&mut self, value: u64, n: u8) {
+        for i in (0..n).rev() {
+            let bit = (value >> i) & 1;
+            let byte = (self.bits / 8) as usize;
+            if byte == self.bytes.len() {
+                self.bytes.push(0);
+            }
+            if bit == 1 {
+                self.bytes[byte] |= 0x80 >> (self.bits % 8);
+            }
+            self.bits += 1;
+        }
+    }
+
+    /// The samples, oldest first.
+    pub fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter { chunk: self, pos: 0, index: 0, t: 0, delta: 0, v: 0, leading: 0, trailing: 0 }
+    }
+
+    /// The chunk as bytes for a snapshot: its length, sample count and unused bits, then the
+    /// encoded samples. The encoder's state is not stored: reading the samples back restores it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.push((self.bytes.len() as u64 * 8 - self.bits) as u8);
+        out.extend_from_slice(&self.bytes);
+    }
+
+    /// Reads what [`Chunk::encode`] wrote; `None` when the bytes are cut short or do not decode
+    /// to as many samples as they claim.
+    pub fn decode(input: &mut &[u8]) -> Option<Chunk> {
+        fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = input.split_at_checked(n)?;
+            *input = tail;
+            Some(head)
+        }
+        let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+        let count = u16::from_le_bytes(take(input, 2)?.try_into().ok()?);
+        let unused = take(input, 1)?[0] as u64;
+        let bytes = take(input, len)?.to_vec();
+        let bits = (len as u64 * 8).checked_sub(unused)?;
+        if unused > 7 || (len == 0) != (count == 0) {
+            return None;
+        }
+        let mut chunk = Chunk { bytes, bits, count, ..Chunk::default() };
+        let mut iter = chunk.iter();
+        let mut first_t = 0;
+        let mut n = 0;
+        for (t, _) in iter.by_ref() {
+            if n == 0 {
+                first_t = t;
+            }
+            n += 1;
+        }
+        // Every sample must read back and fill the bits exactly; a chunk that does not is refused.
+        if n != count as usize || iter.pos != bits {
+            return None;
+        }
+        let (last_t, last_delta, last_v, leading, trailing) = (iter.t, iter.delta, iter.v, iter.leading, iter.trailing);
+        chunk.first_t = first_t;
+        chunk.last_t = last_t;
+        chunk.last_delta = last_delta;
+        chunk.last_v = last_v;
+        chunk.leading = leading;
+        chunk.trailing = trailing;
+        Some(chunk)
+    }
+}
+
+pub struct ChunkIter<'a> {
+    chunk: &'a Chunk,
+    pos: u64,
+    index: u16,
+    t: i64,
+    delta: i64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl ChunkIter<'_> {
+    fn read(&mut self, n: u8) -> Option<u64> {
+        if self.pos + n as u64 > self.chunk.bits {
+            return None;
+        }
+        let mut value = 0u64;
+        for _ in 0..n {
+            let byte = self.chunk.bytes[(self.pos / 8) as usize];
+            let bit = (byte >> (7 - (self.pos % 8))) & 1;
+            value = (value << 1) | bit as u64;
+            self.pos += 1;
+        }
+        Some(value)
+    }
+
+    fn read_dod(&mut self) -> Option<i64> {
+        let mut prefix = 0;
+        while prefix < 4 && self.read(1)? == 1 {
+            prefix += 1;
+        }
+        let bits = match prefix {
+            0 => return Some(0),
+            1 => 14,
+            2 => 17,
+            3 => 20,
+            _ => return Some(self.read(64)? as i64),
+        };
+        let raw = self.read(bits)?;
+        // Sign-extend from `bits`.
+        let shift = 64 - bits as u32;
+        Some(((raw << shift) as i64) >> shift)
+    }
+
+    fn read_xor(&mut self) -> Option<u64> {
+        if self.read(1)? == 0 {
+            return Some(self.v);
+        }
+        if self.read(1)? == 1 {
+            self.leading = self.read(5)? as u8;
+            let mut width = self.read(6)? as u8;
+            if width == 0 {
+                width = 64;
+            }
+            self.trailing = 64 - self.leading - width;
+        }
+        let width = 64 - self.leading - self.trailing;
+        let meaningful = self.read(width)?;
+        Some(self.v ^ (meaningful << self.trailing))
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        if self.index >= self.chunk.count {
+            return None;
+        }
+        if self.index == 0 {
+            self.t = self.read(64)? as i64;
+            self.v = self.read(64)?;
+        } else {
+            let dod = self.read_dod()?;
+            self.delta += dod;
+            self.t += self.delta;
+            self.v = self.read_xor()?;
+        }
+        self.index += 1;
+        Some((self.t, f64::from_bits(self.v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_scrape_of_a_slow_counter_costs_under_two_bytes_a_sample() {
+        let mut chunk = Chunk::new();
+        let samples: Vec<(i64, f64)> = (0..120).map(|i| (1_700_000_000_000 + i * 15_000, (i * 3) as f64)).collect();
+        for &(t, v) in &samples {
+            chunk.push(t, v);
+        }
+        assert_eq!(chunk.iter().collect::<Vec<_>>(), samples);
+        assert!(chunk.size() < 2 * 120, "{} bytes for 120 samples", chunk.size());
+    }
+
+    #[test]
+    fn nan_payloads_and_extremes_survive_bit_for_bit() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let values = [0.0, -0.0, stale, f64::INFINITY, f64::MIN_POSITIVE, f64::MAX, 1.5, stale, -7.25];
+        let mut chunk = Chunk::new();
+        for (i, v) in values.iter().enumerate() {
+            chunk.push(i as i64 * 1000 - 5_000_000_000, *v);
+        }
+        let back: Vec<u64> = chunk.iter().map(|(_, v)| v.to_bits()).collect();
+        assert_eq!(back, values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,491 @@
+//! The embedded time-series store: series in memory as compressed chunks, every accepted batch
+//! written ahead to a log before it is acknowledged, and a snapshot of the chunks that replaces
+//! the log when it grows (`checkpoint`).
+//!
+//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, written to a
+//! temporary file and renamed, so it is whole or absent) and `wal` (records appended since the
+//! snapshot, each with its length and a checksum; a torn record at the end, as `kill -9` leaves
+//! it, ends the replay). Retention counts back from the newest sample, not from the clock, so
+//! imported history stays.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use crate::chunk::Chunk;
+use crate::labels::Labels;
+
+/// Prometheus's staleness marker: a NaN with this payload ends a series at its timestamp.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(
+        "{path} is damaged at byte {offset}: {what}\n  hint: move it aside to start from the write-ahead log alone"
+    )]
+    Corrupt { path: PathBuf, offset: usize, what: String },
+    #[error(
+        "the store holds {limit} series, its limit; {labels} was refused\n  hint: drop high-cardinality labels, or raise the limit"
+    )]
+    TooManySeries { limit: usize, labels: String },
+    #[error("{labels}: sample at {t} ms is not after the series' last one at {last} ms")]
+    OutOfOrder { labels: String, t: i64, last: i64 },
+}
+
+/// Where and how long the store keeps samples.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub retention_ms: i64,
+    pub max_series: usize,
+    /// A checkpoint is due when the log grows past this.
+    pub wal_bytes_before_checkpoint: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { retention_ms: 30 * 24 * 3600 * 1000, max_series: 1_000_000, wal_bytes_before_checkpoint: 64 << 20 }
+    }
+}
+
+struct Series {
+    labels: Labels,
+    sealed: Vec<Chunk>,
+    head: Chunk,
+}
+
+impl Series {
+    fn last_t(&self) -> Option<i64> {
+        if !self.head.is_empty() { Some(self.head.last_t()) } else { self.sealed.last().map(Chunk::last_t) }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    series: Vec<Series>,
+    by_labels: HashMap<Labels, u32>,
+    /// label name → value → series ids.
+    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    newest: Option<i64>,
+    samples: u64,
+}
+
+impl Inner {
+    fn id_of(&mut self, labels: &Labels) -> (u32, bool) {
+        if let Some(id) = self.by_labels.get(labels) {
+            return (*id, false);
+        }
+        let id = self.series.len() as u32;
+        for (name, value) in labels.iter() {
+            self.postings.entry(name.to_string()).or_default().entry(value.to_string()).or_default().push(id);
+        }
+        self.by_labels.insert(labels.clone(), id);
+        self.series.push(Series { labels: labels.clone(), sealed: Vec::new(), head: Chunk::new() });
+        (id, true)
+    }
+
+    fn push(&mut self, id: u32, t: i64, v: f64) {
+        let series = &mut self.series[id as usize];
+        if series.head.is_full() {
+            let full = std::mem::take(&mut series.head);
+            series.sealed.push(full);
+        }
+        series.head.push(t, v);
+        self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        self.samples += 1;
+    }
+}
+
+/// A label matcher of a selection.
+#[derive(Debug, Clone)]
+pub enum Match {
+    Equal(String, String),
+    NotEqual(String, String),
+    Regex(String, regex::Regex),
+    NotRegex(String, regex::Regex),
+}
+
+impl Match {
+    fn name(&self) -> &str {
+        match self {
+            Match::Equal(n, _) | Match::NotEqual(n, _) | Match::Regex(n, _) | Match::NotRegex(n, _) => n,
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Match::Equal(_, v) => value == v,
+            Match::NotEqual(_, v) => value != v,
+            Match::Regex(_, r) => r.is_match(value),
+            Match::NotRegex(_, r) => !r.is_match(value),
+        }
+    }
+}
+
+/// A series and its samples within the asked range, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Figures about the store, for `/metrics` and the benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub series: usize,
+    pub samples: u64,
+    pub chunk_bytes: usize,
+    pub newest: Option<i64>,
+}
+
+pub struct Db {
+    dir: PathBuf,
+    options: Options,
+    inner: RwLock<Inner>,
+    wal: Mutex<Wal>,
+}
+
+struct Wal {
+    file: BufWriter<File>,
+    bytes: u64,
+}
+
+const RECORD_SERIES: u8 = 1;
+const RECORD_SAMPLES: u8 = 2;
+
+impl Db {
+    /// Opens (or creates) the store in `dir`: the snapshot, then the log replayed over it.
+    pub fn open(dir: &Path, options: Options) -> Result<Db, DbError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| DbError::Io { path, error }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut inner = Inner::default();
+        let snapshot = dir.join("snapshot");
+        if snapshot.exists() {
+            let bytes = fs::read(&snapshot).map_err(io(&snapshot))?;
+            read_snapshot(&bytes, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
+                path: snapshot.clone(),
+                offset,
+                what,
+            })?;
+        }
+        let wal_path = dir.join("wal");
+        let mut valid = 0u64;
+        if wal_path.exists() {
+            let mut bytes = Vec::new();
+            File::open(&wal_path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(&wal_path))?;
+            valid = replay(&bytes, &mut inner) as u64;
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&wal_path).map_err(io(&wal_path))?;
+        // A torn record at the end (a crash mid-write) is cut off, so new records follow whole ones.
+        file.set_len(valid).map_err(io(&wal_path))?;
+        let mut file = BufWriter::new(file);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(valid)).map_err(io(&wal_path))?;
+        Ok(Db {
+            dir: dir.to_path_buf(),
+            options,
+            inner: RwLock::new(inner),
+            wal: Mutex::new(Wal { file, bytes: valid }),
+        })
+    }
+
+    /// Appends samples; when this returns `Ok`, they are in the log. A sample that is not after
+    /// its series' last one is refused (named in the error) and the rest of the batch is kept.
+    pub fn append(&self, batch: &[(Labels, i64, f64)]) -> Result<usize, DbError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut new_series = Vec::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut first_error = None;
+        for (labels, t, v) in batch {
+            let id = match inner.by_labels.get(labels) {
+                Some(id) => *id,
+                None => {
+                    if inner.series.len() >= self.options.max_series {
+                        first_error.get_or_insert(DbError::TooManySeries {
+                            limit: self.options.max_series,
+                            labels: labels.to_string(),
+                        });
+                        continue;
+                    }
+                    let (id, _) = inner.id_of(labels);
+                    new_series.push(id);
+                    id
+                }
+            };
+            let last = inner.series[id as usize].last_t();
+            if let Some(last) = last.filter(|last| t <= last) {
+                first_error.get_or_insert(DbError::OutOfOrder { labels: labels.to_string(), t: *t, last });
+                continue;
+            }
+            inner.push(id, *t, *v);
+            accepted.push((id, *t, v.to_bits()));
+        }
+        let mut record = Vec::new();
+        for id in &new_series {
+            let mut payload = vec![RECORD_SERIES];
+            payload.extend_from_slice(&id.to_le_bytes());
+            encode_labels(&inner.series[*id as usize].labels, &mut payload);
+            frame(&payload, &mut record);
+        }
+        if !accepted.is_empty() {
+            let mut payload = Vec::with_capacity(5 + accepted.len() * 20);
+            payload.push(RECORD_SAMPLES);
+            payload.extend_from_slice(&(accepted.len() as u32).to_le_bytes());
+            for (id, t, v) in &accepted {
+                payload.extend_from_slice(&id.to_le_bytes());
+                payload.extend_from_slice(&t.to_le_bytes());
+                payload.extend_from_slice(&v.to_le_bytes());
+            }
+            frame(&payload, &mut record);
+        }
+        drop(inner);
+        let wal_path = self.dir.join("wal");
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        wal.file
+            .write_all(&record)
+            .and_then(|()| wal.file.flush())
+            .map_err(|error| DbError::Io { path: wal_path, error })?;
+        wal.bytes += record.len() as u64;
+        let due = wal.bytes > self.options.wal_bytes_before_checkpoint;
+        drop(wal);
+        if due {
+            self.checkpoint()?;
+        }
+        match first_error {
+            Some(error) if accepted.is_empty() => Err(error),
+            _ => Ok(accepted.len()),
+        }
+    }
+
+    /// Drops chunks older than the retention (from the newest sample), writes a snapshot of
+    /// every series and empties the log.
+    pub fn checkpoint(&self) -> Result<(), DbError> {
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(newest) = inner.newest {
+            let cutoff = newest - self.options.retention_ms;
+            for series in &mut inner.series {
+                series.sealed.retain(|c| c.last_t() >= cutoff);
+            }
+        }
+        let mut bytes = b"TSNAP1".to_vec();
+        bytes.extend_from_slice(&(inner.series.len() as u32).to_le_bytes());
+        for series in &inner.series {
+            encode_labels(&series.labels, &mut bytes);
+            bytes.extend_from_slice(&(series.sealed.len() as u32 + 1).to_le_bytes());
+            for chunk in series.sealed.iter().chain([&series.head]) {
+                chunk.encode(&mut bytes);
+            }
+        }
+        drop(inner);
+        let temporary = self.dir.join("snapshot.tmp");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| DbError::Io { path, error }
+        };
+        let mut file = File::create(&temporary).map_err(io(&temporary))?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
+        fs::rename(&temporary, self.dir.join("snapshot")).map_err(io(&temporary))?;
+        let wal_path = self.dir.join("wal");
+        wal.file.get_ref().set_len(0).map_err(io(&wal_path))?;
+        std::io::Seek::seek(&mut wal.file, std::io::SeekFrom::Start(0)).map_err(io(&wal_path))?;
+        wal.bytes = 0;
+        Ok(())
+    }
+
+    /// The series every matcher accepts, with their samples in `[mint, maxt]`. A label a series
+    /// lacks matches as the empty string, as in Prometheus.
+    pub fn select(&self, matchers: &[Match], mint: i64, maxt: i64) -> Vec<SeriesData> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let candidates: Vec<u32> = match matchers.iter().find_map(|m| match m {
+            Match::Equal(n, v) if !v.is_empty() => Some((n, v)),
+            _ => None,
+        }) {
+            Some((name, value)) => {
+                inner.postings.get(name).and_then(|values| values.get(value)).cloned().unwrap_or_default()
+            }
+            None => (0..inner.series.len() as u32).collect(),
+        };
+        let mut out = Vec::new();
+        for id in candidates {
+            let series = &inner.series[id as usize];
+            if !matchers.iter().all(|m| m.matches(series.labels.get(m.name()))) {
+                continue;
+            }
+            let mut samples = Vec::new();
+            for chunk in series.sealed.iter().chain([&series.head]) {
+                if chunk.is_empty() || chunk.last_t() < mint || chunk.first_t() > maxt {
+                    continue;
+                }
+                samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+            }
+            out.push(SeriesData { labels: series.labels.clone(), samples });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Every label name, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.postings.keys().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+    }
+
+    /// Every value of a label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .postings
+            .get(name)
+            .map(|values| values.keys().cloned().collect::<BTreeSet<_>>().into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let chunk_bytes =
+            inner.series.iter().flat_map(|s| s.sealed.iter().chain([&s.head])).map(Chunk::size).sum::<usize>();
+        Stats { series: inner.series.len(), samples: inner.samples, chunk_bytes, newest: inner.newest }
+    }
+}
+
+fn encode_labels(labels: &Labels, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(labels.len() as u16).to_le_bytes());
+    for (name, value) in labels.iter() {
+        for text in [name, value] {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+fn decode_labels(input: &mut &[u8]) -> Option<Labels> {
+    let n = u16::from_le_bytes(take(input, 2)?.try_into().ok()?);
+    let mut pairs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let mut text = || -> Option<String> {
+            let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+            String::from_utf8(take(input, len)?.to_vec()).ok()
+        };
+        let name = text()?;
+        let value = text()?;
+        pairs.push((name, value));
+    }
+    Some(Labels::new(pairs))
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = input.split_at_checked(n)?;
+    *input = tail;
+    Some(head)
+}
+
+/// FNV-1a: enough to tell a torn or garbled record from a whole one.
+fn checksum(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
+}
+
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checksum(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Applies the log's whole records; returns how many bytes they span.
+fn replay(bytes: &[u8], inner: &mut Inner) -> usize {
+    let mut input = bytes;
+    let mut valid = 0;
+    loop {
+        let Some(applied) = replay_record(&mut input, inner) else { return valid };
+        if !applied {
+            return valid;
+        }
+        valid = bytes.len() - input.len();
+    }
+}
+
+fn replay_record(input: &mut &[u8], inner: &mut Inner) -> Option<bool> {
+    let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+    let sum = u32::from_le_bytes(take(input, 4)?.try_into().ok()?);
+    let mut payload = take(input, len)?;
+    if checksum(payload) != sum {
+        return Some(false);
+    }
+    match take(&mut payload, 1)?[0] {
+        RECORD_SERIES => {
+            let id = u32::from_le_bytes(take(&mut payload, 4)?.try_into().ok()?);
+            let labels = decode_labels(&mut payload)?;
+            let (got, _) = inner.id_of(&labels);
+            (got == id).then_some(true)
+        }
+        RECORD_SAMPLES => {
+            let n = u32::from_le_bytes(take(&mut payload, 4)?.try_into().ok()?);
+            for _ in 0..n {
+                let id = u32::from_le_bytes(take(&mut payload, 4)?.try_into().ok()?);
+                let t = i64::from_le_bytes(take(&mut payload, 8)?.try_into().ok()?);
+                let v = u64::from_le_bytes(take(&mut payload, 8)?.try_into().ok()?);
+                let series = inner.series.get(id as usize)?;
+                if series.last_t().is_some_and(|last| t <= last) {
+                    continue;
+                }
+                inner.push(id, t, f64::from_bits(v));
+            }
+            Some(true)
+        }
+        _ => Some(false),
+    }
+}
+
+fn read_snapshot(bytes: &[u8], inner: &mut Inner) -> Result<(), (usize, String)> {
+    let mut input = bytes;
+    let at = |input: &[u8]| bytes.len() - input.len();
+    if take(&mut input, 6) != Some(b"TSNAP1".as_slice()) {
+        return Err((0, "not a snapshot of this store".into()));
+    }
+    let n = take(&mut input, 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or((6, "cut short".to_string()))?;
+    for _ in 0..n {
+        let labels =
+            decode_labels(&mut input).ok_or_else(|| (at(input), "a series' labels are cut short".to_string()))?;
+        let (id, _) = inner.id_of(&labels);
+        let chunks = take(&mut input, 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| (at(input), "cut short".to_string()))?;
+        let mut all = Vec::with_capacity(chunks as usize);
+        for _ in 0..chunks {
+            all.push(
+                Chunk::decode(&mut input)
+                    .ok_or_else(|| (at(input), format!("a chunk of {labels} does not read back")))?,
+            );
+        }
+        let head = all.pop().unwrap_or_default();
+        let series = &mut inner.series[id as usize];
+        inner.samples += all.iter().chain([&head]).map(|c| c.len() as u64).sum::<u64>();
+        if let Some(t) = series_last(&all, &head) {
+            inner.newest = Some(inner.newest.map_or(t, |n| n.max(t)));
+        }
+        series.sealed = all;
+        series.head = head;
+    }
+    Ok(())
+}
+
+fn series_last(sealed: &[Chunk], head: &Chunk) -> Option<i64> {
+    if !head.is_empty() { Some(head.last_t()) } else { sealed.last().map(Chunk::last_t) }
+}

@@ -1,0 +1,12 @@
+//! Monitoring's data: the exposition formats targets serve, an embedded time-series store with a
+//! write-ahead log and compressed chunks, and PromQL evaluated over it with Prometheus's
+//! semantics (parsed by `promql-parser`, evaluated here).
+
+pub mod chunk;
+pub mod db;
+pub mod exposition;
+pub mod labels;
+pub mod promql;
+
+pub use db::{Db, DbError, Match, Options, SeriesData};
+pub use labels::Labels;
