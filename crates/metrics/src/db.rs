@@ -156,6 +156,12 @@ pub struct Db {
     wal: Mutex<Wal>,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.dir).field("stats", &self.stats()).finish()
+    }
+}
+
 struct Wal {
     file: BufWriter<File>,
     bytes: u64,
@@ -189,7 +195,8 @@ impl Db {
             File::open(&wal_path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(&wal_path))?;
             valid = replay(&bytes, &mut inner) as u64;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&wal_path).map_err(io(&wal_path))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&wal_path).map_err(io(&wal_path))?;
         // A torn record at the end (a crash mid-write) is cut off, so new records follow whole ones.
         file.set_len(valid).map_err(io(&wal_path))?;
         let mut file = BufWriter::new(file);

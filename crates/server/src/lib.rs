@@ -3,6 +3,7 @@
 
 mod api;
 pub mod deploy;
+mod monitor;
 mod repos;
 mod status;
 mod worker;
@@ -81,13 +82,16 @@ pub struct App {
     pub deployer: deploy::Deployer,
     /// Workflow-level concurrency groups of the runs executing or waiting in this process.
     pub(crate) concurrency: worker::Groups,
+    /// The time-series store: Tandem's own figures (and later its targets'), queried with PromQL.
+    pub tsdb: Arc<metrics::Db>,
 }
 
 impl App {
     /// The shared state over an opened store; nothing runs until the worker, the poller and the
     /// controller are started (`start` does; tests drive the router alone).
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> App {
+    pub fn new(store: Arc<dyn Store>, tsdb: Arc<metrics::Db>, config: ServerConfig) -> App {
         App {
+            tsdb,
             store,
             config,
             metrics: Metrics::default(),
@@ -109,6 +113,8 @@ pub enum ServerError {
     Listen(SocketAddr, std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tsdb(#[from] metrics::DbError),
     #[error("a server (pid {0}) is running on this data directory; stop it first")]
     Running(i32),
 }
@@ -124,6 +130,11 @@ pub fn random_secret() -> std::io::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(hex::encode(bytes))
+}
+
+/// Where the time-series store lives in a data directory (`tandem metrics import` writes there).
+pub fn tsdb_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tsdb")
 }
 
 pub fn database_path(data_dir: &Path) -> PathBuf {
@@ -212,8 +223,10 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServerError::Listen(config.listen, e))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(Arc::new(store), config));
+    let tsdb = metrics::Db::open(&tsdb_path(&config.data_dir), metrics::Options::default())?;
+    let app = Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config));
     let worker = tokio::spawn(worker::run_forever(app.clone()));
+    let monitor = tokio::spawn(monitor::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
@@ -223,7 +236,13 @@ pub async fn start(
         worker.abort();
         poller.abort();
         deployer.abort();
+        monitor.abort();
         shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
+        if let Err(error) = shutting_down.tsdb.checkpoint() {
+            tracing::warn!(
+                "cannot write the time-series snapshot (the write-ahead log still holds every sample): {error}"
+            );
+        }
         if let Err(error) = std::fs::remove_file(pid_file(&shutting_down.config.data_dir)) {
             tracing::warn!("cannot remove the server's pid file: {error}");
         }

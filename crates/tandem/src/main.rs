@@ -3,6 +3,7 @@
 
 mod client;
 mod deployments;
+mod monitoring;
 mod proxy;
 mod render;
 mod run;
@@ -99,6 +100,11 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Evaluate PromQL on the server, at one instant or over a range.
+    Query(monitoring::QueryArgs),
+    /// The time-series store: import past samples.
+    #[command(subcommand)]
+    Metrics(monitoring::MetricsCommand),
 }
 
 #[derive(Subcommand)]
@@ -242,6 +248,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
         Command::Repo(command) => block_on(repo_command(command)),
+        Command::Query(args) => block_on(monitoring::query(args)),
+        Command::Metrics(command) => monitoring::metrics(command),
         Command::Runs(command) => block_on(runs_command(command)),
         Command::Deploy(args) => block_on(deployments::deploy(args)),
         Command::Deployments(command) => block_on(deployments::deployments(command)),

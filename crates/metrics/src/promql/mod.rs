@@ -512,6 +512,11 @@ fn apply(op: &str, a: f64, b: f64) -> Result<Option<f64>, QueryError> {
     })
 }
 
+/// The store's matchers for a parsed selector (its name included).
+pub fn matchers_of(vs: &VectorSelector) -> Vec<Match> {
+    to_matches(vs.name.as_deref(), &vs.matchers)
+}
+
 fn to_matches(name: Option<&str>, matchers: &Matchers) -> Vec<Match> {
     let mut out: Vec<Match> = name.map(|n| Match::Equal(NAME.to_string(), n.to_string())).into_iter().collect();
     for m in &matchers.matchers {

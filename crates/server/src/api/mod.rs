@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::{App, Metrics, deploy, repos, token_hash};
 
 mod deployments;
+mod prometheus;
 mod repositories;
 mod runs;
 mod webhooks;
@@ -71,6 +72,11 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(deployments::promote))
         .routes(routes!(deployments::list_environments))
         .routes(routes!(deployments::rollback))
+        .routes(routes!(prometheus::query))
+        .routes(routes!(prometheus::query_range))
+        .routes(routes!(prometheus::series))
+        .routes(routes!(prometheus::labels))
+        .routes(routes!(prometheus::label_values))
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -178,6 +184,13 @@ fn parse_id(text: &str) -> ApiResult<i64> {
     summary = "Prometheus text format: queue depth, runs, steps, webhooks, deployments and the proxies' figures",
     responses((status = 200, description = "Prometheus exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
+    let out = exposition(&app).await?;
+    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Tandem's own figures in the Prometheus text format: what `/metrics` serves and what the
+/// monitor records in the time-series store.
+pub(crate) async fn exposition(app: &App) -> Result<String, StoreError> {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let m = &app.metrics;
@@ -246,7 +259,18 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "tandem_deployments_total{{result=\"{}\"}} {n}", status.as_str());
     }
-    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+    let stats = app.tsdb.stats();
+    let _ = writeln!(
+        out,
+        "# HELP tandem_tsdb_series Series in the time-series store.\n# TYPE tandem_tsdb_series gauge\ntandem_tsdb_series {}",
+        stats.series
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tandem_tsdb_samples Samples in the time-series store.\n# TYPE tandem_tsdb_samples gauge\ntandem_tsdb_samples {}",
+        stats.samples
+    );
+    Ok(out)
 }
 
 /// Query parameters whose rejection is an API error (JSON with a code), not axum's plain text.

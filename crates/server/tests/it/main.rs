@@ -28,7 +28,8 @@ impl Api {
             max_parallel_jobs: 1,
             max_attempts: 2,
         };
-        Api { app: Arc::new(App::new(Arc::new(store), config)), token, _dir: dir }
+        let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
+        Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }
     }
 
     /// (status, JSON body) of one request through the router.

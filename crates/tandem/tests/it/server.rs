@@ -293,7 +293,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(n_operations, 20);
+    assert_eq!(n_operations, 25);
     // The schemas are derived from the types the CLI reads: a client generated from the document
     // sees the same shapes.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -329,7 +329,9 @@ fn every_documented_route_is_served_and_errors_are_json() {
             if status >= 400 {
                 let json: serde_json::Value =
                     serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {body}"));
-                assert!(json["error"]["code"].is_string(), "{method} {path}: {body}");
+                // Tandem's own shape, or Prometheus's on the query API (what Grafana reads).
+                let prometheus = json["status"] == "error" && json["errorType"].is_string();
+                assert!(json["error"]["code"].is_string() || prometheus, "{method} {path}: {body}");
             }
         }
     }
@@ -697,4 +699,89 @@ fn a_newer_run_of_a_concurrency_group_cancels_the_one_in_progress() {
     let cancelled = server.cli(&["runs", "cancel", &runs[0]["id"].to_string()]);
     assert_eq!(cancelled.code, 0, "{}", cancelled.all());
     server.wait_for("the newer run to end", |runs| runs[0]["status"] == "cancelled");
+}
+
+#[test]
+fn imported_history_and_tandems_own_figures_answer_promql_on_the_prometheus_api() {
+    let data = tempfile::tempdir().unwrap();
+    // Two hours of a service's requests, as OpenMetrics with timestamps (seconds), from the epoch.
+    let mut history = String::from("# TYPE http_requests counter\n");
+    for minute in 0..=120 {
+        let t = minute * 60;
+        history += &format!("http_requests_total{{code=\"200\",service=\"shop\"}} {} {t}\n", minute * 600);
+        history += &format!("http_requests_total{{code=\"500\",service=\"shop\"}} {} {t}\n", minute * 6);
+    }
+    history += "# EOF\n";
+    let file = data.path().join("history.om");
+    std::fs::write(&file, history).unwrap();
+    let imported = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["metrics", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(imported.code, 0, "{}", imported.all());
+    assert!(imported.stdout.contains("imported 242 samples"), "{}", imported.all());
+    // A malformed file is refused with its place, and nothing of it is stored.
+    std::fs::write(&file, "ok 1 1\nbad{code=\"200\" 1 2\n").unwrap();
+    let refused = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["metrics", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("history.om:2:16: expected `,` or `}`"), "{}", refused.all());
+
+    let server = Server::start(data.path(), None);
+    // The error ratio over the last five minutes of the imported history: 1% of requests failed.
+    let ratio = server.cli(&[
+        "query",
+        r#"sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))"#,
+        "--time",
+        "7200",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(ratio.code, 0, "{}", ratio.all());
+    let value: f64 = ratio.json()["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((value - 6.0 / 606.0).abs() < 1e-9, "{value}");
+    let range =
+        server.cli(&["query", "sum by (code) (rate(http_requests_total[5m]))", "--range", "1h", "--time", "7200"]);
+    assert_eq!(range.code, 0, "{}", range.all());
+    assert!(range.stdout.contains("{code=\"500\"}") && range.stdout.contains("POINTS"), "{}", range.all());
+    // Tandem records its own figures: the first scrape happens as the server starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let own = server.cli(&["query", r#"tandem_queue_depth{job="tandem"}"#, "--format", "json"]);
+        assert_eq!(own.code, 0, "{}", own.all());
+        if own.json()["result"].as_array().is_some_and(|r| r.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Tandem's own figures never appeared: {}", own.all());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The API speaks Prometheus's dialect: label values, series, and errors in its shape.
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) = http(&server.addr, "GET", "/api/v1/label/code/values", &[("authorization", &auth)], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"], serde_json::json!(["200", "500"]));
+    let (status, body) = http(
+        &server.addr,
+        "GET",
+        "/api/v1/series?match%5B%5D=http_requests_total%7Bcode%3D%22500%22%7D",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"service\":\"shop\""), "{body}");
+    let (status, body) = http(&server.addr, "GET", "/api/v1/query?query=sum(", &[("authorization", &auth)], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
 }
