@@ -100,6 +100,49 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
             Ok(Value::Vector(if input.is_empty() { vec![absent_sample(arg(0)?, t)] } else { Vec::new() }))
         }
         "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "start" => Ok(Value::Scalar(engine.start as f64 / 1000.0)),
+        "end" => Ok(Value::Scalar(engine.end as f64 / 1000.0)),
+        "range" => Ok(Value::Scalar((engine.end - engine.start) as f64 / 1000.0)),
+        "mad_over_time" => per_series(
+            &|p, _| {
+                let values = values(p);
+                let median = quantile(0.5, values.clone());
+                Some(quantile(0.5, values.iter().map(|v| (v - median).abs()).collect()))
+            },
+            false,
+        ),
+        "ts_of_first_over_time" => per_series(&|p, _| p.first().map(|x| x.0 as f64 / 1000.0), false),
+        "ts_of_last_over_time" => per_series(&|p, _| p.last().map(|x| x.0 as f64 / 1000.0), false),
+        "ts_of_min_over_time" | "ts_of_max_over_time" => {
+            let max = name == "ts_of_max_over_time";
+            per_series(
+                &|p, _| {
+                    let mut best: Option<(i64, f64)> = None;
+                    for &(ts, v) in p.iter().filter(|x| !x.1.is_nan()) {
+                        // The latest of equal extremes, as Prometheus reports it.
+                        if best.is_none_or(|(_, b)| if max { v >= b } else { v <= b }) {
+                            best = Some((ts, v));
+                        }
+                    }
+                    best.map(|(ts, _)| ts as f64 / 1000.0)
+                },
+                false,
+            )
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut input = engine.vector(arg(0)?, t)?;
+            let names: Vec<String> = (1..args.len()).map(string_arg).collect::<Result<_, _>>()?;
+            let descending = name == "sort_by_label_desc";
+            input.sort_by(|a, b| {
+                let mut order = std::cmp::Ordering::Equal;
+                for n in &names {
+                    order = order.then_with(|| natural(a.labels.get(n), b.labels.get(n)));
+                }
+                let order = order.then_with(|| a.labels.cmp(&b.labels));
+                if descending { order.reverse() } else { order }
+            });
+            Ok(Value::Vector(input))
+        }
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
         "vector" => Ok(Value::Vector(vec![Sample { labels: Labels::default(), v: scalar_arg(0)?, ts: t }])),
         "scalar" => {
@@ -248,6 +291,34 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
             Ok(Value::Vector(out))
         }
         other => fail(format!("function `{other}` is not supported yet")),
+    }
+}
+
+/// Natural order: runs of digits compare as numbers ("a2" before "a10").
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, _) => return std::cmp::Ordering::Less,
+            (_, None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.len() - a.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let db = b.len() - b.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let (na, nb) = (a[..da].trim_start_matches('0'), b[..db].trim_start_matches('0'));
+                let order = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+                if order != std::cmp::Ordering::Equal {
+                    return order;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) if x != y => return x.cmp(&y),
+            (Some(x), _) => {
+                a = &a[x.len_utf8()..];
+                b = &b[x.len_utf8()..];
+            }
+        }
     }
 }
 
