@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod expr;
+pub mod monitors;
 pub mod service;
 pub mod workflow;
 pub mod yaml;

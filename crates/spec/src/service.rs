@@ -28,6 +28,9 @@ pub struct Environment {
     pub strategy: Strategy,
     pub analysis: Analysis,
     pub gates: Gates,
+    /// Checks run against the environment (a path probes its proxy).
+    pub probes: Vec<crate::monitors::ProbeSpec>,
+    pub slos: Vec<crate::monitors::SloSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +159,7 @@ impl Freeze {
 
 const TOP_KEYS: &[&str] = &["service", "environments"];
 const ENV_KEYS: &[&str] =
-    &["target", "command", "image", "port", "instances", "listen", "health", "sticky", "strategy", "analysis", "gates"];
+    &["target", "command", "image", "port", "instances", "listen", "health", "sticky", "strategy", "analysis", "gates", "probes", "slos"];
 const HEALTH_KEYS: &[&str] =
     &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within", "liveness"];
 const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];
@@ -202,20 +205,20 @@ pub fn parse(source: &str) -> (Option<Service>, Vec<Diagnostic>) {
     (service, checker.diagnostics)
 }
 
-struct Checker {
-    diagnostics: Vec<Diagnostic>,
+pub(crate) struct Checker {
+    pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 impl Checker {
-    fn push(&mut self, diagnostic: Diagnostic) {
+    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
     }
 
-    fn entries<'n>(&mut self, node: &'n Node, what: &str, known: &[&str]) -> Vec<(&'n str, &'n Node, Span)> {
+    pub(crate) fn entries<'n>(&mut self, node: &'n Node, what: &str, known: &[&str]) -> Vec<(&'n str, &'n Node, Span)> {
         yaml::entries(node, what, known, false, &mut self.diagnostics)
     }
 
-    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, what: &str) -> Option<String> {
         match node.as_scalar() {
             Some(text) if !text.trim().is_empty() => Some(text.to_string()),
             _ => {
@@ -228,7 +231,7 @@ impl Checker {
         }
     }
 
-    fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<f64> {
+    pub(crate) fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<f64> {
         match node.to_value() {
             Value::Number(n) if n >= min && n <= max => Some(n),
             _ => {
@@ -246,7 +249,7 @@ impl Checker {
         }
     }
 
-    fn duration(&mut self, node: &Node, what: &str) -> Option<u64> {
+    pub(crate) fn duration(&mut self, node: &Node, what: &str) -> Option<u64> {
         match node.as_scalar().and_then(parse_duration) {
             Some(ms) => Some(ms),
             None => {
@@ -375,7 +378,11 @@ impl Checker {
         let strategy = self.strategy(field("strategy"), &what);
         let analysis = self.analysis(field("analysis"));
         let gates = self.gates(field("gates"));
+        let probes = field("probes").map(|n| self.probes(n)).unwrap_or_default();
+        let slos = field("slos").map(|n| self.slos(n, &probes, true)).unwrap_or_default();
         Some(Environment {
+            probes,
+            slos,
             name: name.to_string(),
             span,
             target: target?,

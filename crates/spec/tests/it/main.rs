@@ -2,6 +2,7 @@
 
 mod corpus;
 mod diagnostics;
+mod monitors;
 mod robustness;
 mod service;
 

@@ -1,0 +1,379 @@
+//! Probes and SLOs: declared per environment in `.tandem/service.yml` (`probes:`, `slos:`) or in
+//! a standalone monitors file for what Tandem does not deploy (`probes:`, `slos:` at the top).
+//!
+//! ```yaml
+//! probes:
+//!   home:
+//!     http: /health            # a path on the environment's proxy, or an http:// URL
+//!     interval: 15s
+//!     expect-status: [200, 204]
+//!     expect-body: ok           # a substring, or /a regex/
+//!     max-latency: 500ms
+//!     failing-after: 3          # consecutive failures before the probe is failing
+//!     recovered-after: 2
+//!   database: { tcp: 127.0.0.1:5432 }
+//!   disk: { command: test -w /var/lib/app }
+//! slos:
+//!   availability:
+//!     objective: 99.9%
+//!     window: 30d
+//!     sli: requests              # the proxy's requests; 5xx and failed upstreams are errors
+//!   checkout-latency:
+//!     objective: 99%
+//!     good: sum(rate(checkout_seconds_bucket{le="0.5"}[$window]))
+//!     total: sum(rate(checkout_seconds_count[$window]))
+//! ```
+
+use crate::diag::{Diagnostic, Span};
+use crate::service::{Checker, parse_duration};
+use crate::yaml::{self, Node};
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Monitors {
+    pub probes: Vec<ProbeSpec>,
+    pub slos: Vec<SloSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub span: Span,
+    pub check: Check,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures before the probe is failing (an event, and its SLI counts them).
+    pub failing_after: u32,
+    /// Consecutive successes before a failing probe has recovered.
+    pub recovered_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    Http {
+        /// A path (on the environment's proxy) or an `http://` URL.
+        target: String,
+        method: String,
+        headers: Vec<(String, String)>,
+        /// Accepted statuses; empty means 200–399.
+        expect_status: Vec<u16>,
+        expect_body: Option<BodyMatch>,
+        max_latency_ms: Option<u64>,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        command: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyMatch {
+    Contains(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloSpec {
+    pub name: String,
+    pub span: Span,
+    /// The share of good events (or good time slices) wanted, e.g. 0.999.
+    pub objective: f64,
+    pub window_ms: u64,
+    pub sli: Sli,
+    /// Below this many events in an alert's long window, burn alerts do not fire (one failed
+    /// request of three is not a page).
+    pub min_events: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sli {
+    /// The environment's proxy: requests, and errors (5xx or no answer).
+    Requests,
+    /// A probe of the same file: its failed checks over all checks.
+    Probe(String),
+    /// PromQL for good and total events; `$window` is replaced by each window evaluated.
+    Ratio { good: String, total: String },
+}
+
+const MONITOR_KEYS: &[&str] = &["probes", "slos"];
+const PROBE_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "command",
+    "method",
+    "headers",
+    "interval",
+    "timeout",
+    "expect-status",
+    "expect-body",
+    "max-latency",
+    "failing-after",
+    "recovered-after",
+];
+const SLO_KEYS: &[&str] = &["objective", "window", "sli", "probe", "good", "total", "min-events"];
+
+/// Parses and checks a standalone monitors file; every problem is reported at once.
+pub fn parse(source: &str) -> (Option<Monitors>, Vec<Diagnostic>) {
+    let root = match yaml::parse(source) {
+        Ok(Some(root)) => root,
+        Ok(None) => return (Some(Monitors::default()), Vec::new()),
+        Err(diagnostic) => return (None, vec![diagnostic]),
+    };
+    let mut checker = Checker { diagnostics: Vec::new() };
+    let mut monitors = Monitors::default();
+    for (key, value, _) in checker.entries(&root, "the monitors file", MONITOR_KEYS) {
+        match key {
+            "probes" => monitors.probes = checker.probes(value),
+            _ => monitors.slos = checker.slos(value, &monitors.probes, false),
+        }
+    }
+    // SLOs may name probes declared after them.
+    let probes = monitors.probes.clone();
+    checker.check_probe_references(&monitors.slos, &probes);
+    checker.diagnostics.sort_by_key(|d| (d.span.line, d.span.col));
+    let ok = !checker.diagnostics.iter().any(Diagnostic::is_error);
+    (ok.then_some(monitors), checker.diagnostics)
+}
+
+/// `99.9%`, `0.999` or `99.9` (read as a percentage when above 1).
+fn objective_of(node: &Node) -> Option<f64> {
+    let text = node.as_scalar()?.trim();
+    let value: f64 = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+        None => {
+            let v: f64 = text.parse().ok()?;
+            if v > 1.0 { v / 100.0 } else { v }
+        }
+    };
+    (value > 0.0 && value < 1.0).then_some(value)
+}
+
+impl Checker {
+    pub(crate) fn probes(&mut self, node: &Node) -> Vec<ProbeSpec> {
+        let mut out = Vec::new();
+        for (name, value, span) in self.entries(node, "`probes`", &[]) {
+            if let Some(probe) = self.probe(name, value, span) {
+                out.push(probe);
+            }
+        }
+        out
+    }
+
+    fn probe(&mut self, name: &str, node: &Node, span: Span) -> Option<ProbeSpec> {
+        let what = format!("probe `{name}`");
+        let entries = self.entries(node, &what, PROBE_KEYS);
+        let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
+        let kinds: Vec<&str> = ["http", "tcp", "command"].into_iter().filter(|k| field(k).is_some()).collect();
+        if kinds.len() != 1 {
+            let message = if kinds.is_empty() {
+                format!("{what} says nothing to check")
+            } else {
+                format!("{what} has {}: a probe checks one thing", kinds.join(" and "))
+            };
+            self.push(
+                Diagnostic::error("probe-kind", span, message)
+                    .expected("exactly one of `http`, `tcp` or `command`")
+                    .hint("e.g. `http: /health`, `tcp: 127.0.0.1:5432` or `command: pg_isready`"),
+            );
+            return None;
+        }
+        let duration = |checker: &mut Checker, key: &str, default: u64| {
+            field(key).map_or(Some(default), |n| checker.duration(n, &format!("`{key}` of {what}"))).unwrap_or(default)
+        };
+        let interval_ms = duration(self, "interval", 15_000).max(1_000);
+        let timeout_ms = duration(self, "timeout", interval_ms.min(10_000));
+        let count = |checker: &mut Checker, key: &str| {
+            field(key).map_or(Some(1.0), |n| checker.number(n, &format!("`{key}`"), 1.0, 100.0)).unwrap_or(1.0) as u32
+        };
+        let failing_after = count(self, "failing-after");
+        let recovered_after = count(self, "recovered-after");
+        let http_only = ["method", "headers", "expect-status", "expect-body", "max-latency"];
+        if kinds[0] != "http" {
+            for key in http_only {
+                if let Some((_, _, key_span)) = entries.iter().find(|(k, ..)| *k == key) {
+                    self.push(Diagnostic::error(
+                        "probe-kind",
+                        *key_span,
+                        format!("`{key}` applies to http probes only; {what} is a {} probe", kinds[0]),
+                    ));
+                }
+            }
+        }
+        let check = match kinds[0] {
+            "tcp" => {
+                let address = self.string(field("tcp")?, "`tcp`")?;
+                if !address.contains(':') {
+                    self.push(
+                        Diagnostic::error("wrong-type", field("tcp")?.span, format!("`tcp` must be HOST:PORT, found `{address}`"))
+                            .expected("an address such as 127.0.0.1:5432"),
+                    );
+                }
+                Check::Tcp { address }
+            }
+            "command" => Check::Command { command: self.string(field("command")?, "`command`")? },
+            _ => {
+                let target_node = field("http")?;
+                let target = self.string(target_node, "`http`")?;
+                if target.starts_with("https://") {
+                    self.push(
+                        Diagnostic::error("unsupported", target_node.span, "https probes are not supported yet")
+                            .hint("probe the service over http on its proxy or instance address"),
+                    );
+                } else if !target.starts_with('/') && !target.starts_with("http://") {
+                    self.push(
+                        Diagnostic::error("wrong-type", target_node.span, format!("`http` must be a path or an http:// URL, found `{target}`"))
+                            .expected("`/health` (on the environment's proxy) or `http://host:port/path`"),
+                    );
+                }
+                let method = field("method").and_then(|n| self.string(n, "`method`")).unwrap_or_else(|| "GET".into());
+                let mut headers = Vec::new();
+                if let Some(node) = field("headers") {
+                    for (key, value, _) in self.entries(node, "`headers`", &[]) {
+                        if let Some(text) = self.string(value, &format!("header `{key}`")) {
+                            headers.push((key.to_string(), text));
+                        }
+                    }
+                }
+                let expect_status = match field("expect-status") {
+                    None => Vec::new(),
+                    Some(node) => {
+                        let items: Vec<&Node> = match node.as_seq() {
+                            Some(items) => items.iter().collect(),
+                            None => vec![node],
+                        };
+                        items
+                            .into_iter()
+                            .filter_map(|n| self.number(n, "`expect-status`", 100.0, 599.0).map(|v| v as u16))
+                            .collect()
+                    }
+                };
+                let expect_body = field("expect-body").and_then(|n| self.string(n, "`expect-body`")).and_then(|text| {
+                    match text.strip_prefix('/').and_then(|t| t.strip_suffix('/')) {
+                        Some(pattern) => match regex_check(pattern) {
+                            Ok(()) => Some(BodyMatch::Regex(pattern.to_string())),
+                            Err(error) => {
+                                self.push(Diagnostic::error(
+                                    "bad-regex",
+                                    field("expect-body").map_or(span, |n| n.span),
+                                    format!("`expect-body` is not a valid regular expression: {error}"),
+                                ));
+                                None
+                            }
+                        },
+                        None => Some(BodyMatch::Contains(text)),
+                    }
+                });
+                let max_latency_ms = field("max-latency").and_then(|n| self.duration(n, "`max-latency`"));
+                Check::Http { target, method, headers, expect_status, expect_body, max_latency_ms }
+            }
+        };
+        Some(ProbeSpec { name: name.to_string(), span, check, interval_ms, timeout_ms, failing_after, recovered_after })
+    }
+
+    /// `in_service`: SLOs of an environment may use `sli: requests` (its proxy's traffic).
+    pub(crate) fn slos(&mut self, node: &Node, probes: &[ProbeSpec], in_service: bool) -> Vec<SloSpec> {
+        let mut out = Vec::new();
+        for (name, value, span) in self.entries(node, "`slos`", &[]) {
+            if let Some(slo) = self.slo(name, value, span, in_service) {
+                out.push(slo);
+            }
+        }
+        if in_service {
+            self.check_probe_references(&out, probes);
+        }
+        out
+    }
+
+    fn slo(&mut self, name: &str, node: &Node, span: Span, in_service: bool) -> Option<SloSpec> {
+        let what = format!("SLO `{name}`");
+        let entries = self.entries(node, &what, SLO_KEYS);
+        let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
+        let objective = match field("objective") {
+            Some(node) => match objective_of(node) {
+                Some(v) => Some(v),
+                None => {
+                    self.push(
+                        Diagnostic::error("out-of-range", node.span, format!("the objective of {what} must be between 0 and 100%"))
+                            .expected("e.g. `99.9%` or `0.999`"),
+                    );
+                    None
+                }
+            },
+            None => {
+                self.push(Diagnostic::error("missing-key", span, format!("{what} has no `objective`")).hint("add e.g. `objective: 99.9%`"));
+                None
+            }
+        };
+        let window_ms = field("window").map_or(Some(30 * 86_400_000), |n| self.duration(n, "`window`"))?;
+        let min_events = field("min-events").map_or(Some(10.0), |n| self.number(n, "`min-events`", 0.0, 1e12))?;
+        let sli = match (field("sli").and_then(|n| n.as_scalar()), field("probe"), field("good"), field("total")) {
+            (_, Some(probe), None, None) => Sli::Probe(self.string(probe, "`probe`")?),
+            (_, None, Some(good), Some(total)) => Sli::Ratio { good: self.string(good, "`good`")?, total: self.string(total, "`total`")? },
+            (Some("requests") | None, None, None, None) if in_service => Sli::Requests,
+            (Some(other), None, None, None) if other != "requests" => {
+                self.push(
+                    Diagnostic::error("unknown-sli", field("sli").map_or(span, |n| n.span), format!("unknown SLI `{other}` in {what}"))
+                        .expected("`requests`, or `probe: NAME`, or `good:` and `total:` queries"),
+                );
+                return None;
+            }
+            _ => {
+                let hint = if in_service {
+                    "use `sli: requests`, `probe: NAME`, or `good:` and `total:` PromQL queries"
+                } else {
+                    "outside a service file, use `probe: NAME`, or `good:` and `total:` PromQL queries"
+                };
+                self.push(Diagnostic::error("unknown-sli", span, format!("{what} does not say how to count good events")).hint(hint));
+                return None;
+            }
+        };
+        Some(SloSpec { name: name.to_string(), span, objective: objective?, window_ms, sli, min_events })
+    }
+
+    fn check_probe_references(&mut self, slos: &[SloSpec], probes: &[ProbeSpec]) {
+        for slo in slos {
+            if let Sli::Probe(name) = &slo.sli
+                && !probes.iter().any(|p| &p.name == name)
+            {
+                let names: Vec<&str> = probes.iter().map(|p| p.name.as_str()).collect();
+                let hint = crate::diag::did_you_mean(name, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                self.push(
+                    Diagnostic::error("unknown-probe", slo.span, format!("SLO `{}` counts probe `{name}`, which is not declared", slo.name))
+                        .maybe_hint(hint),
+                );
+            }
+        }
+    }
+}
+
+/// A minimal check of a regular expression's syntax: balanced groups and classes. The server
+/// compiles it; this catches the common mistakes at validation time.
+fn regex_check(pattern: &str) -> Result<(), String> {
+    let (mut depth, mut class, mut escaped) = (0i32, false, false);
+    for c in pattern.chars() {
+        match (escaped, class, c) {
+            (true, ..) => escaped = false,
+            (false, _, '\\') => escaped = true,
+            (false, false, '[') => class = true,
+            (false, true, ']') => class = false,
+            (false, false, '(') => depth += 1,
+            (false, false, ')') => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("a `)` closes nothing".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    if depth > 0 || class || escaped {
+        return Err("a group, class or escape is not closed".into());
+    }
+    Ok(())
+}
+
+/// A duration as the monitors file writes it (also `d` for days).
+pub fn duration_ms(text: &str) -> Option<u64> {
+    parse_duration(text)
+}
