@@ -469,3 +469,110 @@ impl From<store::Event> for DeploymentEvent {
         DeploymentEvent { seq: e.seq, time: e.time, kind: e.kind, actor: e.actor, payload }
     }
 }
+
+/// A probe and how it stands (`GET /api/v1/probes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Probe {
+    /// `service/environment/name`, or `monitors/name` for the monitors file.
+    pub key: String,
+    pub name: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    /// `http`, `tcp` or `command`.
+    pub kind: String,
+    /// The URL, address or command checked.
+    pub target: String,
+    pub interval_seconds: f64,
+    /// `unknown` (not checked yet), `up` or `failing`.
+    pub state: String,
+    pub checks: u64,
+    pub failures: u64,
+    pub last: Option<ProbeResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub seconds: f64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// An SLO with its figures and alerts (`GET /api/v1/slos`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Slo {
+    pub key: String,
+    pub name: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    /// 0 to 1, e.g. 0.999.
+    pub objective: f64,
+    /// e.g. `30d`.
+    pub window: String,
+    /// How good events are counted, e.g. `requests through the proxy`.
+    pub sli: String,
+    /// `None` until first evaluated.
+    pub figures: Option<SloFigures>,
+    pub alerts: Vec<SloAlert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SloFigures {
+    /// RFC 3339.
+    pub at: String,
+    /// Good ÷ all over the window; `None` without data.
+    pub sli: Option<f64>,
+    pub events: f64,
+    /// 1 − error ratio ÷ (1 − objective); negative once overspent.
+    pub budget_remaining: Option<f64>,
+    pub burn: Vec<Burn>,
+    /// At the last hour's burn.
+    pub exhaustion_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Burn {
+    pub window: String,
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SloAlert {
+    /// `SLOBurnRate` or `SLODataAbsent`.
+    pub name: String,
+    /// `page` or `ticket`.
+    pub severity: String,
+    pub long_window: String,
+    pub short_window: String,
+    pub factor: f64,
+    /// RFC 3339, while firing.
+    pub firing_since: Option<String>,
+    pub value: f64,
+    pub summary: String,
+}
+
+/// An alert as Prometheus's `/api/v1/alerts` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Alert {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `pending` or `firing`.
+    pub state: String,
+    #[serde(rename = "activeAt")]
+    pub active_at: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<Alert>,
+}
+
+/// Prometheus's envelope: `{"status": "success", "data": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Answer<T> {
+    pub status: String,
+    pub data: T,
+}

@@ -3,7 +3,7 @@
 
 mod api;
 pub mod deploy;
-mod monitor;
+pub mod monitor;
 mod repos;
 mod status;
 mod worker;
@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub max_parallel_jobs: usize,
     /// How often a run interrupted by a crash is started again before it fails.
     pub max_attempts: i64,
+    /// A monitors file (probes and SLOs of what Tandem does not deploy), read again every 15 s.
+    pub monitors: Option<PathBuf>,
 }
 
 /// The workflow files of one commit: (path, text).
@@ -84,6 +86,8 @@ pub struct App {
     pub(crate) concurrency: worker::Groups,
     /// The time-series store: Tandem's own figures (and later its targets'), queried with PromQL.
     pub tsdb: Arc<metrics::Db>,
+    /// Probes and SLOs being watched, with their state.
+    pub monitor: monitor::Monitor,
 }
 
 impl App {
@@ -92,6 +96,7 @@ impl App {
     pub fn new(store: Arc<dyn Store>, tsdb: Arc<metrics::Db>, config: ServerConfig) -> App {
         App {
             tsdb,
+            monitor: monitor::Monitor::default(),
             store,
             config,
             metrics: Metrics::default(),

@@ -205,8 +205,12 @@ impl Checker {
                 let address = self.string(field("tcp")?, "`tcp`")?;
                 if !address.contains(':') {
                     self.push(
-                        Diagnostic::error("wrong-type", field("tcp")?.span, format!("`tcp` must be HOST:PORT, found `{address}`"))
-                            .expected("an address such as 127.0.0.1:5432"),
+                        Diagnostic::error(
+                            "wrong-type",
+                            field("tcp")?.span,
+                            format!("`tcp` must be HOST:PORT, found `{address}`"),
+                        )
+                        .expected("an address such as 127.0.0.1:5432"),
                     );
                 }
                 Check::Tcp { address }
@@ -222,8 +226,12 @@ impl Checker {
                     );
                 } else if !target.starts_with('/') && !target.starts_with("http://") {
                     self.push(
-                        Diagnostic::error("wrong-type", target_node.span, format!("`http` must be a path or an http:// URL, found `{target}`"))
-                            .expected("`/health` (on the environment's proxy) or `http://host:port/path`"),
+                        Diagnostic::error(
+                            "wrong-type",
+                            target_node.span,
+                            format!("`http` must be a path or an http:// URL, found `{target}`"),
+                        )
+                        .expected("`/health` (on the environment's proxy) or `http://host:port/path`"),
                     );
                 }
                 let method = field("method").and_then(|n| self.string(n, "`method`")).unwrap_or_else(|| "GET".into());
@@ -294,14 +302,21 @@ impl Checker {
                 Some(v) => Some(v),
                 None => {
                     self.push(
-                        Diagnostic::error("out-of-range", node.span, format!("the objective of {what} must be between 0 and 100%"))
-                            .expected("e.g. `99.9%` or `0.999`"),
+                        Diagnostic::error(
+                            "out-of-range",
+                            node.span,
+                            format!("the objective of {what} must be between 0 and 100%"),
+                        )
+                        .expected("e.g. `99.9%` or `0.999`"),
                     );
                     None
                 }
             },
             None => {
-                self.push(Diagnostic::error("missing-key", span, format!("{what} has no `objective`")).hint("add e.g. `objective: 99.9%`"));
+                self.push(
+                    Diagnostic::error("missing-key", span, format!("{what} has no `objective`"))
+                        .hint("add e.g. `objective: 99.9%`"),
+                );
                 None
             }
         };
@@ -309,12 +324,18 @@ impl Checker {
         let min_events = field("min-events").map_or(Some(10.0), |n| self.number(n, "`min-events`", 0.0, 1e12))?;
         let sli = match (field("sli").and_then(|n| n.as_scalar()), field("probe"), field("good"), field("total")) {
             (_, Some(probe), None, None) => Sli::Probe(self.string(probe, "`probe`")?),
-            (_, None, Some(good), Some(total)) => Sli::Ratio { good: self.string(good, "`good`")?, total: self.string(total, "`total`")? },
+            (_, None, Some(good), Some(total)) => {
+                Sli::Ratio { good: self.string(good, "`good`")?, total: self.string(total, "`total`")? }
+            }
             (Some("requests") | None, None, None, None) if in_service => Sli::Requests,
             (Some(other), None, None, None) if other != "requests" => {
                 self.push(
-                    Diagnostic::error("unknown-sli", field("sli").map_or(span, |n| n.span), format!("unknown SLI `{other}` in {what}"))
-                        .expected("`requests`, or `probe: NAME`, or `good:` and `total:` queries"),
+                    Diagnostic::error(
+                        "unknown-sli",
+                        field("sli").map_or(span, |n| n.span),
+                        format!("unknown SLI `{other}` in {what}"),
+                    )
+                    .expected("`requests`, or `probe: NAME`, or `good:` and `total:` queries"),
                 );
                 return None;
             }
@@ -324,7 +345,10 @@ impl Checker {
                 } else {
                     "outside a service file, use `probe: NAME`, or `good:` and `total:` PromQL queries"
                 };
-                self.push(Diagnostic::error("unknown-sli", span, format!("{what} does not say how to count good events")).hint(hint));
+                self.push(
+                    Diagnostic::error("unknown-sli", span, format!("{what} does not say how to count good events"))
+                        .hint(hint),
+                );
                 return None;
             }
         };
@@ -337,10 +361,15 @@ impl Checker {
                 && !probes.iter().any(|p| &p.name == name)
             {
                 let names: Vec<&str> = probes.iter().map(|p| p.name.as_str()).collect();
-                let hint = crate::diag::did_you_mean(name, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                let hint =
+                    crate::diag::did_you_mean(name, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
                 self.push(
-                    Diagnostic::error("unknown-probe", slo.span, format!("SLO `{}` counts probe `{name}`, which is not declared", slo.name))
-                        .maybe_hint(hint),
+                    Diagnostic::error(
+                        "unknown-probe",
+                        slo.span,
+                        format!("SLO `{}` counts probe `{name}`, which is not declared", slo.name),
+                    )
+                    .maybe_hint(hint),
                 );
             }
         }

@@ -158,8 +158,21 @@ impl Freeze {
 }
 
 const TOP_KEYS: &[&str] = &["service", "environments"];
-const ENV_KEYS: &[&str] =
-    &["target", "command", "image", "port", "instances", "listen", "health", "sticky", "strategy", "analysis", "gates", "probes", "slos"];
+const ENV_KEYS: &[&str] = &[
+    "target",
+    "command",
+    "image",
+    "port",
+    "instances",
+    "listen",
+    "health",
+    "sticky",
+    "strategy",
+    "analysis",
+    "gates",
+    "probes",
+    "slos",
+];
 const HEALTH_KEYS: &[&str] =
     &["path", "tcp", "command", "interval", "timeout", "threshold", "ready-within", "liveness"];
 const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];

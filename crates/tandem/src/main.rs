@@ -105,6 +105,24 @@ enum Command {
     /// The time-series store: import past samples.
     #[command(subcommand)]
     Metrics(monitoring::MetricsCommand),
+    /// SLOs: error budget, burn rates, time to exhaustion, alerts.
+    #[command(subcommand)]
+    Slo(monitoring::SloCommand),
+    /// Probes and how they stand; exits 1 when one is failing.
+    #[command(after_help = "Examples:\n  tandem probes\n  tandem probes --format json")]
+    Probes {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Alerts firing now (SLO burn rates, SLIs without data).
+    Alerts {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +268,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Repo(command) => block_on(repo_command(command)),
         Command::Query(args) => block_on(monitoring::query(args)),
         Command::Metrics(command) => monitoring::metrics(command),
+        Command::Slo(command) => block_on(monitoring::slo(command)),
+        Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
+        Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Runs(command) => block_on(runs_command(command)),
         Command::Deploy(args) => block_on(deployments::deploy(args)),
         Command::Deployments(command) => block_on(deployments::deployments(command)),

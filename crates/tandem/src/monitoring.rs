@@ -209,3 +209,198 @@ pub fn metrics(command: MetricsCommand) -> Result<i32> {
         }
     }
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SloCommand {
+    /// Every SLO: objective, SLI, budget left, the last hour's burn, time to exhaustion.
+    #[command(after_help = "Examples:\n  tandem slo list\n  tandem slo list --format json")]
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// One SLO (by name or key) with its burn rate per window and its alerts.
+    #[command(after_help = "Examples:\n  tandem slo show availability\n  tandem slo show shop/production/availability")]
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+fn percent(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.digits$}%", v * 100.0))
+}
+
+fn duration_text(seconds: f64) -> String {
+    if seconds <= 0.0 {
+        "exhausted".into()
+    } else if seconds < 3600.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 2.0 * 86_400.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.1} d", seconds / 86_400.0)
+    }
+}
+
+pub async fn slo(command: SloCommand) -> Result<i32> {
+    match command {
+        SloCommand::List { format, connection } => {
+            let slos: Vec<api::Slo> = Client::new(&connection)?.get("/api/v1/slos").await?;
+            if format == Format::Json {
+                return client::print_json(&slos).map(|()| 0);
+            }
+            if slos.is_empty() {
+                println!(
+                    "no SLOs yet; declare them under `slos:` in an environment of .tandem/service.yml, or in a monitors file"
+                );
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = slos
+                .iter()
+                .map(|s| {
+                    let f = s.figures.as_ref();
+                    let hour = f.and_then(|f| f.burn.iter().find(|b| b.window == "1h")).and_then(|b| b.rate);
+                    let firing = s
+                        .alerts
+                        .iter()
+                        .filter(|a| a.firing_since.is_some())
+                        .map(|a| a.severity.clone())
+                        .collect::<Vec<_>>();
+                    vec![
+                        s.key.clone(),
+                        percent(Some(s.objective), 2),
+                        s.window.clone(),
+                        percent(f.and_then(|f| f.sli), 3),
+                        percent(f.and_then(|f| f.budget_remaining), 1),
+                        hour.map_or_else(|| "-".into(), |b| format!("{b:.2}×")),
+                        f.and_then(|f| f.exhaustion_seconds).map_or_else(|| "-".into(), duration_text),
+                        if firing.is_empty() { "-".into() } else { firing.join(",") },
+                    ]
+                })
+                .collect();
+            client::table(
+                &["SLO", "OBJECTIVE", "WINDOW", "SLI", "BUDGET LEFT", "BURN 1H", "EXHAUSTED IN", "ALERTS"],
+                &rows,
+            );
+            Ok(0)
+        }
+        SloCommand::Show { name, format, connection } => {
+            let slos: Vec<api::Slo> = Client::new(&connection)?.get("/api/v1/slos").await?;
+            let matching: Vec<&api::Slo> = slos.iter().filter(|s| s.key == name || s.name == name).collect();
+            let slo = match matching.as_slice() {
+                [one] => *one,
+                [] => bail!("no SLO is named `{name}`\n  hint: `tandem slo list` shows them"),
+                _ => bail!(
+                    "several SLOs are named `{name}`; give the key, one of: {}",
+                    matching.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            if format == Format::Json {
+                return client::print_json(slo).map(|()| 0);
+            }
+            println!("SLO {}: {} over {}", slo.key, percent(Some(slo.objective), 3), slo.window);
+            println!("SLI: {}", slo.sli);
+            match &slo.figures {
+                None => println!("not evaluated yet"),
+                Some(f) => {
+                    println!(
+                        "now {} over {} events; error budget left {}; {}",
+                        percent(f.sli, 3),
+                        f.events,
+                        percent(f.budget_remaining, 1),
+                        f.exhaustion_seconds.map_or_else(
+                            || "not burning".into(),
+                            |s| format!("exhausted in {} at the last hour's burn", duration_text(s))
+                        )
+                    );
+                    let rows: Vec<Vec<String>> = f
+                        .burn
+                        .iter()
+                        .map(|b| {
+                            vec![b.window.clone(), b.rate.map_or_else(|| "no data".into(), |r| format!("{r:.2}×"))]
+                        })
+                        .collect();
+                    client::table(&["WINDOW", "BURN RATE"], &rows);
+                }
+            }
+            println!();
+            let rows: Vec<Vec<String>> = slo
+                .alerts
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.severity.clone(),
+                        format!("{}/{}", a.long_window, a.short_window),
+                        if a.factor > 0.0 { format!("{}×", a.factor) } else { "-".into() },
+                        a.firing_since.as_ref().map_or_else(|| "no".into(), |t| format!("since {t}")),
+                    ]
+                })
+                .collect();
+            client::table(&["ALERT", "SEVERITY", "WINDOWS", "THRESHOLD", "FIRING"], &rows);
+            Ok(0)
+        }
+    }
+}
+
+pub async fn probes(format: Format, connection: Connection) -> Result<i32> {
+    let probes: Vec<api::Probe> = Client::new(&connection)?.get("/api/v1/probes").await?;
+    if format == Format::Json {
+        return client::print_json(&probes).map(|()| 0);
+    }
+    if probes.is_empty() {
+        println!(
+            "no probes yet; declare them under `probes:` in an environment of .tandem/service.yml, or in a monitors file (`tandem server --monitors FILE`)"
+        );
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = probes
+        .iter()
+        .map(|p| {
+            let last = p.last.as_ref();
+            vec![
+                p.key.clone(),
+                p.kind.clone(),
+                p.target.clone(),
+                p.state.clone(),
+                last.map_or_else(|| "-".into(), |l| format!("{:.0} ms", l.seconds * 1000.0)),
+                format!("{}/{}", p.checks - p.failures, p.checks),
+                last.and_then(|l| l.error.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    client::table(&["PROBE", "KIND", "TARGET", "STATE", "LAST", "OK/CHECKS", "ERROR"], &rows);
+    Ok(if probes.iter().any(|p| p.state == "failing") { 1 } else { 0 })
+}
+
+pub async fn alerts(format: Format, connection: Connection) -> Result<i32> {
+    let answer: api::Answer<api::AlertList> = Client::new(&connection)?.get("/api/v1/alerts").await?;
+    if format == Format::Json {
+        return client::print_json(&answer.data).map(|()| 0);
+    }
+    if answer.data.alerts.is_empty() {
+        println!("no alerts firing");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = answer
+        .data
+        .alerts
+        .iter()
+        .map(|a| {
+            vec![
+                a.labels.get("alertname").cloned().unwrap_or_default(),
+                a.labels.get("severity").cloned().unwrap_or_default(),
+                a.state.clone(),
+                a.active_at.clone(),
+                a.annotations.get("summary").cloned().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    client::table(&["ALERT", "SEVERITY", "STATE", "SINCE", "SUMMARY"], &rows);
+    Ok(0)
+}

@@ -25,6 +25,9 @@ pub struct ServerArgs {
     /// Jobs at once within a run (default: the number of cores).
     #[arg(short = 'j', long = "parallel", value_name = "N")]
     pub parallel: Option<usize>,
+    /// A monitors file: probes and SLOs of services Tandem does not deploy (read again every 15 s).
+    #[arg(long, env = "TANDEM_MONITORS", value_name = "FILE")]
+    pub monitors: Option<PathBuf>,
 }
 
 fn config(args: &ServerArgs) -> ServerConfig {
@@ -34,6 +37,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         max_parallel_runs: args.parallel_runs.max(1),
         max_parallel_jobs: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         max_attempts: 2,
+        monitors: args.monitors.clone(),
     }
 }
 

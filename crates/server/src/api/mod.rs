@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::{App, Metrics, deploy, repos, token_hash};
 
 mod deployments;
+mod monitoring;
 mod prometheus;
 mod repositories;
 mod runs;
@@ -77,6 +78,9 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(prometheus::series))
         .routes(routes!(prometheus::labels))
         .routes(routes!(prometheus::label_values))
+        .routes(routes!(monitoring::probes))
+        .routes(routes!(monitoring::slos))
+        .routes(routes!(monitoring::alerts))
 }
 
 pub fn router(app: Arc<App>) -> Router {

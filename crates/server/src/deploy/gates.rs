@@ -49,6 +49,20 @@ pub(super) async fn gate(
         }
     }
     if let Some(floor) = spec.gates.min_error_budget {
+        // The environment's SLOs, as the monitor last evaluated them, decide when they have data.
+        if let Some((name, left)) = lowest_budget(app, deployment, spec) {
+            if left < floor {
+                return Some((
+                    Gate::ErrorBudget,
+                    format!(
+                        "error budget of SLO `{name}` is {:.0}% left, below the {:.0}% floor (`tandem slo show {name}`)",
+                        left.max(0.0) * 100.0,
+                        floor * 100.0
+                    ),
+                ));
+            }
+            return approval(app, deployment, spec).await;
+        }
         let (requests, errors) = env.traffic();
         if requests > 0 {
             let allowed = 1.0 - spec.gates.objective;
@@ -69,6 +83,23 @@ pub(super) async fn gate(
             }
         }
     }
+    approval(app, deployment, spec).await
+}
+
+/// The SLO of this environment with the least budget left, among those with data.
+fn lowest_budget(app: &App, deployment: &Deployment, spec: &service::Environment) -> Option<(String, f64)> {
+    let slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
+    slos.iter()
+        .filter(|s| {
+            s.scope.service.as_deref() == Some(deployment.service.as_str())
+                && s.scope.environment.as_deref() == Some(deployment.environment.as_str())
+                && spec.slos.iter().any(|declared| declared.name == s.spec.name)
+        })
+        .filter_map(|s| Some((s.spec.name.clone(), s.status.as_ref()?.budget_remaining?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+async fn approval(app: &App, deployment: &Deployment, spec: &service::Environment) -> Option<(Gate, String)> {
     if spec.gates.approval {
         // Fails closed: a deployment whose approval cannot be read stays held.
         match app.store.deployment(deployment.id).await {

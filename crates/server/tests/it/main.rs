@@ -27,6 +27,7 @@ impl Api {
             max_parallel_runs: 1,
             max_parallel_jobs: 1,
             max_attempts: 2,
+            monitors: None,
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }
@@ -201,4 +202,92 @@ async fn answers_read_as_the_api_types_and_bad_query_parameters_are_json_errors(
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
     let (status, body) = api.get("/api/v1/events?limit=many").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+}
+
+/// A 30-day 99.9% SLO on an environment's requests, fed with proxy counters scraped every 15 s.
+fn requests_slo(min_events: f64) -> server::monitor::slos::SloState {
+    let spec = spec::monitors::SloSpec {
+        name: "availability".into(),
+        span: spec::Span::at(1, 1, 1),
+        objective: 0.999,
+        window_ms: 30 * 86_400_000,
+        sli: spec::monitors::Sli::Requests,
+        min_events,
+    };
+    let scope = server::monitor::Scope { service: Some("shop".into()), environment: Some("production".into()) };
+    let mut state = server::monitor::slos::SloState::new(scope, spec);
+    state.watched_since = 0;
+    state
+}
+
+/// Two hours of traffic at `per_scrape` requests a scrape, failing `error_ratio` in the last hour.
+fn feed(db: &metrics::Db, per_scrape: f64, error_ratio: f64) -> i64 {
+    let labels = |class: &str| {
+        metrics::Labels::new(
+            [
+                ("__name__", "tandem_proxy_requests_total"),
+                ("service", "shop"),
+                ("environment", "production"),
+                ("version", "stable"),
+                ("class", class),
+            ]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        )
+    };
+    let (mut ok, mut bad) = (0.0, 0.0);
+    let start = 1_800_000_000_000i64;
+    let mut batch = Vec::new();
+    for i in 0..480 {
+        let ratio = if i >= 240 { error_ratio } else { 0.0 };
+        ok += per_scrape * (1.0 - ratio);
+        bad += per_scrape * ratio;
+        let t = start + i * 15_000;
+        batch.push((labels("2xx"), t, ok));
+        batch.push((labels("5xx"), t, bad));
+    }
+    db.append(&batch).unwrap();
+    start + 479 * 15_000
+}
+
+#[test]
+fn burn_rate_alerts_fire_on_a_fast_burn_not_on_one_failure_of_a_quiet_service() {
+    use server::monitor::slos::evaluate_one;
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let now = feed(&db, 100.0, 0.02);
+    let mut slo = requests_slo(10.0);
+    evaluate_one(&db, &mut slo, now);
+    let status = slo.status.clone().unwrap();
+    let burn = |w: u64| status.burn.iter().find(|(window, _)| *window == w).unwrap().1.unwrap();
+    // 2% errors against a 0.1% budget: 20× over the last hour and the last 5 minutes.
+    assert!((burn(3_600_000) - 20.0).abs() < 0.5, "{status:?}");
+    assert!((burn(300_000) - 20.0).abs() < 0.5, "{status:?}");
+    // Over two hours of data half of it clean: about 1% errors, ten times the allowed ratio.
+    let left = status.budget_remaining.unwrap();
+    assert!((left - (1.0 - 10.0)).abs() < 0.5, "{left}");
+    assert_eq!(status.exhaustion_seconds, Some(0.0), "the budget is overspent");
+    let firing: Vec<(&str, u64)> =
+        slo.alerts.iter().filter(|a| a.firing_since.is_some()).map(|a| (a.severity, a.long_ms)).collect();
+    // 14.4× over 1 h and 5 m; over the 6 h and 3 d windows the two hours of data burn 10× (the
+    // clean hour halves it), above 6× and 1×: every burn alert fires, the absence alert does not.
+    assert_eq!(firing, [("page", 3_600_000), ("page", 21_600_000), ("ticket", 259_200_000)], "{:#?}", slo.alerts);
+
+    // A quiet service: one failed request of three in the last hour is not a page.
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let now = feed(&db, 0.0125, 0.3);
+    let mut slo = requests_slo(10.0);
+    evaluate_one(&db, &mut slo, now);
+    assert!(slo.alerts.iter().all(|a| a.firing_since.is_none()), "{:#?}", slo.alerts);
+
+    // No data at all: the SLI's absence is the alert.
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let mut slo = requests_slo(10.0);
+    evaluate_one(&db, &mut slo, 1_800_000_000_000);
+    let firing: Vec<&str> = slo.alerts.iter().filter(|a| a.firing_since.is_some()).map(|a| a.name.as_str()).collect();
+    assert_eq!(firing, ["SLODataAbsent"]);
+    assert_eq!(slo.status.unwrap().budget_remaining, None);
 }

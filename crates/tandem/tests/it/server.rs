@@ -20,9 +20,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &std::path::Path, token: Option<&str>) -> Server {
+        Server::start_with(data, token, &[])
+    }
+
+    /// A server with more arguments (e.g. `--monitors FILE`).
+    pub fn start_with(data: &std::path::Path, token: Option<&str>, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -293,7 +299,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(n_operations, 25);
+    assert_eq!(n_operations, 28);
     // The schemas are derived from the types the CLI reads: a client generated from the document
     // sees the same shapes.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -784,4 +790,78 @@ fn imported_history_and_tandems_own_figures_answer_promql_on_the_prometheus_api(
     let (status, body) = http(&server.addr, "GET", "/api/v1/query?query=sum(", &[("authorization", &auth)], b"");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
+}
+
+/// Answers every connection with `200 ok` until the test ends.
+fn tiny_http_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
+#[test]
+fn probes_of_a_monitors_file_record_series_events_and_an_slo() {
+    let data = tempfile::tempdir().unwrap();
+    let web = tiny_http_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let monitors = data.path().join("monitors.yml");
+    std::fs::write(
+        &monitors,
+        format!(
+            "probes:\n  web:\n    http: http://127.0.0.1:{web}/health\n    interval: 1s\n    expect-body: ok\n  closed:\n    tcp: 127.0.0.1:{closed}\n    interval: 1s\n    failing-after: 2\nslos:\n  web-up:\n    objective: 99%\n    window: 1d\n    probe: web\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(data.path(), None, &["--monitors", monitors.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probes = server.cli(&["probes", "--format", "json"]);
+        let json = probes.json();
+        let state = |name: &str| {
+            json.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["state"].as_str().unwrap().to_string())
+        };
+        if state("web").as_deref() == Some("up") && state("closed").as_deref() == Some("failing") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "probes never settled: {json}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let table = server.cli(&["probes"]);
+    assert_eq!(table.code, 1, "a failing probe makes `tandem probes` exit 1: {}", table.all());
+    assert!(table.stdout.contains("monitors/closed") && table.stdout.contains("cannot connect"), "{}", table.all());
+    // The failure is an event, and the results are series.
+    let auth = format!("Bearer {}", server.token);
+    let (_, events) = http(&server.addr, "GET", "/api/v1/events?limit=1000", &[("authorization", &auth)], b"");
+    assert!(events.contains("probe.failing") && events.contains("probe/monitors/closed"), "{events}");
+    let success = server.cli(&["query", r#"probe_success{probe="web"}"#, "--format", "json"]);
+    assert_eq!(success.json()["result"][0]["value"][1], "1", "{}", success.all());
+    // The SLO counts the web probe's checks: all good, the whole budget left.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let shown = server.cli(&["slo", "show", "web-up", "--format", "json"]);
+        assert_eq!(shown.code, 0, "{}", shown.all());
+        let json = shown.json();
+        if json["figures"]["sli"].as_f64() == Some(1.0) {
+            assert_eq!(json["figures"]["budget_remaining"].as_f64(), Some(1.0), "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SLO was never evaluated with data: {json}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let listed = server.cli(&["slo", "list"]);
+    assert!(listed.stdout.contains("monitors/web-up") && listed.stdout.contains("100.0%"), "{}", listed.all());
+    let alerts = server.cli(&["alerts"]);
+    assert_eq!(alerts.code, 0, "{}", alerts.all());
 }

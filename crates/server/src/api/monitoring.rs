@@ -1,0 +1,140 @@
+//! Probes, SLOs and alerts as the monitor sees them now: `/api/v1/probes`, `/api/v1/slos`, and
+//! `/api/v1/alerts` in Prometheus's shape (SLO burn-rate and data-absent alerts, firing).
+
+#[allow(unused_imports)]
+use super::*;
+use crate::monitor::slos::human;
+use spec::monitors::{Check, Sli};
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+#[utoipa::path(get, path = "/api/v1/probes", tag = "monitoring", summary = "Every probe with its state and last result",
+    security(("token" = [])), responses((status = 200, body = Vec<api::Probe>), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn probes(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<api::Probe>> {
+    let probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut list: Vec<api::Probe> = probes
+        .iter()
+        .map(|(key, p)| {
+            let (kind, target) = match &p.spec.check {
+                Check::Http { target, .. } => match (&p.base, target.starts_with('/')) {
+                    (Some(base), true) => ("http", format!("http://{base}{target}")),
+                    _ => ("http", target.clone()),
+                },
+                Check::Tcp { address } => ("tcp", address.clone()),
+                Check::Command { command } => ("command", command.clone()),
+            };
+            let state = match (&p.last, p.failing) {
+                (None, _) => "unknown",
+                (_, true) => "failing",
+                _ => "up",
+            };
+            api::Probe {
+                key: key.clone(),
+                name: p.spec.name.clone(),
+                service: p.scope.service.clone(),
+                environment: p.scope.environment.clone(),
+                kind: kind.into(),
+                target,
+                interval_seconds: p.spec.interval_ms as f64 / 1000.0,
+                state: state.into(),
+                checks: p.checks,
+                failures: p.failures,
+                last: p.last.as_ref().map(|o| api::ProbeResult {
+                    ok: o.ok,
+                    seconds: o.seconds,
+                    status: o.status,
+                    error: o.error.clone(),
+                    at: rfc3339(o.at),
+                }),
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| a.key.cmp(&b.key));
+    Json(list)
+}
+
+pub(crate) fn slo_views(app: &App) -> Vec<api::Slo> {
+    let slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
+    slos.iter()
+        .map(|s| api::Slo {
+            key: s.key(),
+            name: s.spec.name.clone(),
+            service: s.scope.service.clone(),
+            environment: s.scope.environment.clone(),
+            objective: s.spec.objective,
+            window: human(s.spec.window_ms),
+            sli: match &s.spec.sli {
+                Sli::Requests => "requests through the proxy (errors: 5xx and no answer)".into(),
+                Sli::Probe(name) => format!("checks of probe `{name}`"),
+                Sli::Ratio { good, total } => format!("good: {good}; total: {total}"),
+            },
+            figures: s.status.as_ref().map(|f| api::SloFigures {
+                at: rfc3339(f.at),
+                sli: f.sli,
+                events: f.events,
+                budget_remaining: f.budget_remaining,
+                burn: f.burn.iter().map(|(w, rate)| api::Burn { window: human(*w), rate: *rate }).collect(),
+                exhaustion_seconds: f.exhaustion_seconds,
+            }),
+            alerts: s
+                .alerts
+                .iter()
+                .map(|a| api::SloAlert {
+                    name: a.name.clone(),
+                    severity: a.severity.into(),
+                    long_window: human(a.long_ms),
+                    short_window: human(a.short_ms),
+                    factor: a.factor,
+                    firing_since: a.firing_since.map(rfc3339),
+                    value: a.value,
+                    summary: a.summary.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/api/v1/slos", tag = "monitoring",
+    summary = "Every SLO: SLI, error budget left, burn rates, time to exhaustion, alerts",
+    security(("token" = [])), responses((status = 200, body = Vec<api::Slo>), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn slos(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<api::Slo>> {
+    let mut list = slo_views(&app);
+    list.sort_by(|a, b| a.key.cmp(&b.key));
+    Json(list)
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring",
+    summary = "Firing alerts, in Prometheus's shape (`data.alerts`)",
+    security(("token" = [])), responses((status = 200, body = api::Answer<api::AlertList>)))]
+pub(super) async fn alerts(State(app): State<Arc<App>>, _caller: Caller) -> Json<api::Answer<api::AlertList>> {
+    let mut alerts = Vec::new();
+    for slo in slo_views(&app) {
+        for alert in slo.alerts.iter().filter(|a| a.firing_since.is_some()) {
+            let mut labels: std::collections::BTreeMap<String, String> = [
+                ("alertname", alert.name.clone()),
+                ("slo", slo.name.clone()),
+                ("severity", alert.severity.clone()),
+                ("long_window", alert.long_window.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            if let Some(service) = &slo.service {
+                labels.insert("service".into(), service.clone());
+            }
+            if let Some(environment) = &slo.environment {
+                labels.insert("environment".into(), environment.clone());
+            }
+            alerts.push(api::Alert {
+                labels,
+                annotations: [("summary".to_string(), alert.summary.clone())].into_iter().collect(),
+                state: "firing".into(),
+                active_at: alert.firing_since.clone().unwrap_or_default(),
+                value: metrics::promql::format_value(alert.value),
+            });
+        }
+    }
+    Json(api::Answer { status: "success".into(), data: api::AlertList { alerts } })
+}

@@ -1,0 +1,172 @@
+//! The monitor: Tandem's own figures recorded every scrape interval (`job="tandem"`), the probes
+//! and SLOs of every deployed environment and of the monitors file, burn-rate alerts, and a
+//! snapshot of the time-series store every ten minutes.
+//!
+//! What to watch is read again every scrape interval: the stable release's service file of each
+//! environment (`probes:`, `slos:`) and `--monitors FILE`. A probe keeps its state while its
+//! definition stays the same.
+
+pub mod probes;
+pub mod slos;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spec::monitors::{ProbeSpec, SloSpec};
+
+use crate::App;
+
+/// How often Tandem records its own figures and evaluates SLOs (Prometheus's common setting).
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+
+const CHECKPOINT_EVERY: u32 = 40;
+
+/// Whose a probe or SLO is: an environment of a service, or the monitors file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Scope {
+    pub service: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl Scope {
+    /// `service/environment`, or `monitors` for the monitors file.
+    pub fn key(&self) -> String {
+        match (&self.service, &self.environment) {
+            (Some(s), Some(e)) => format!("{s}/{e}"),
+            _ => "monitors".to_string(),
+        }
+    }
+
+    pub fn labels(&self, extra: &[(&str, &str)]) -> metrics::Labels {
+        let mut pairs: Vec<(String, String)> = extra.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        if let Some(service) = &self.service {
+            pairs.push(("service".into(), service.clone()));
+        }
+        if let Some(environment) = &self.environment {
+            pairs.push(("environment".into(), environment.clone()));
+        }
+        metrics::Labels::new(pairs)
+    }
+}
+
+/// What the monitor knows now.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    /// By `scope/name`.
+    pub probes: Mutex<HashMap<String, probes::ProbeState>>,
+    pub slos: Mutex<Vec<slos::SloState>>,
+}
+
+pub async fn run_forever(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seconds = 0u64;
+    let mut scrapes = 0u32;
+    loop {
+        tick.tick().await;
+        if seconds.is_multiple_of(SCRAPE_INTERVAL.as_secs()) {
+            refresh(&app).await;
+            if let Err(error) = scrape_self(&app).await {
+                tracing::warn!("cannot record Tandem's own figures: {error}");
+            }
+            let evaluating = app.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || slos::evaluate(&evaluating)).await {
+                tracing::error!("the SLO evaluation failed: {error}");
+            }
+            slos::record_transitions(&app).await;
+            scrapes += 1;
+            if scrapes.is_multiple_of(CHECKPOINT_EVERY) {
+                let tsdb = app.tsdb.clone();
+                match tokio::task::spawn_blocking(move || tsdb.checkpoint()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!("cannot write the time-series snapshot: {error}"),
+                    Err(error) => tracing::error!("the time-series snapshot task failed: {error}"),
+                }
+            }
+        }
+        probes::start_due(&app);
+        seconds += 1;
+    }
+}
+
+/// Every environment's and the monitors file's probes and SLOs.
+pub async fn definitions(app: &App) -> Vec<(Scope, Option<String>, Vec<ProbeSpec>, Vec<SloSpec>)> {
+    let mut out = Vec::new();
+    match app.store.environments().await {
+        Ok(environments) => {
+            for env in environments {
+                let Some(stable) = env.stable else { continue };
+                let Ok(deployment) = app.store.deployment(stable).await else { continue };
+                let Ok(spec) = crate::deploy::environment_spec(&deployment) else { continue };
+                if spec.probes.is_empty() && spec.slos.is_empty() {
+                    continue;
+                }
+                let scope = Scope { service: Some(env.service.clone()), environment: Some(env.environment.clone()) };
+                out.push((scope, env.listen.clone(), spec.probes, spec.slos));
+            }
+        }
+        Err(error) => tracing::warn!("cannot read the environments to monitor: {error}"),
+    }
+    if let Some(path) = &app.config.monitors {
+        match std::fs::read_to_string(path) {
+            Ok(text) => match spec::monitors::parse(&text) {
+                (Some(monitors), _) => out.push((Scope::default(), None, monitors.probes, monitors.slos)),
+                (None, diagnostics) => {
+                    let first = diagnostics.first().map(|d| format!("{}:{}: {}", d.span.line, d.span.col, d.message));
+                    tracing::warn!("{} is not valid: {}", path.display(), first.unwrap_or_default());
+                }
+            },
+            Err(error) => tracing::warn!("cannot read {}: {error}", path.display()),
+        }
+    }
+    out
+}
+
+async fn refresh(app: &Arc<App>) {
+    let definitions = definitions(app).await;
+    {
+        let mut probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = std::collections::HashSet::new();
+        for (scope, base, specs, _) in &definitions {
+            for spec in specs {
+                let key = format!("{}/{}", scope.key(), spec.name);
+                wanted.insert(key.clone());
+                let same = probes.get(&key).is_some_and(|p| p.spec == *spec && p.base == *base);
+                if !same {
+                    probes.insert(key, probes::ProbeState::new(scope.clone(), spec.clone(), base.clone()));
+                }
+            }
+        }
+        probes.retain(|key, _| wanted.contains(key));
+    }
+    let mut slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
+    let mut next = Vec::new();
+    for (scope, _, _, specs) in definitions {
+        for spec in specs {
+            // Keep the evaluated state (and alert states) of an SLO whose definition is unchanged.
+            match slos.iter().position(|s| s.scope == scope && s.spec == spec) {
+                Some(i) => next.push(slos.swap_remove(i)),
+                None => next.push(slos::SloState::new(scope.clone(), spec)),
+            }
+        }
+    }
+    *slos = next;
+}
+
+/// Reads `/metrics` as a scrape would and appends it, stamped now.
+pub async fn scrape_self(app: &Arc<App>) -> Result<usize, String> {
+    let text = crate::api::exposition(app).await.map_err(|e| e.to_string())?;
+    let samples = metrics::exposition::parse(&text).map_err(|e| format!("Tandem's own /metrics: {e}"))?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let instance = app.config.listen.to_string();
+    let batch: Vec<_> = samples
+        .into_iter()
+        .map(|s| (s.labels.with("job", "tandem").with("instance", &instance), s.t.unwrap_or(now), s.value))
+        .collect();
+    let tsdb = app.tsdb.clone();
+    tokio::task::spawn_blocking(move || tsdb.append(&batch))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
