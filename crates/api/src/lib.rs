@@ -576,3 +576,38 @@ pub struct Answer<T> {
     pub status: String,
     pub data: T,
 }
+
+/// Rule groups as Prometheus's `/api/v1/rules` lists them (`data.groups`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RuleGroups {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RuleGroup {
+    pub name: String,
+    pub file: String,
+    /// Seconds.
+    pub interval: f64,
+    pub rules: Vec<RuleView>,
+    #[serde(rename = "lastEvaluation")]
+    pub last_evaluation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RuleView {
+    /// `alerting` or `recording`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub query: String,
+    /// `ok` or `err`.
+    pub health: String,
+    #[serde(rename = "lastError", default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// For alerting rules: `inactive`, `pending` or `firing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+}

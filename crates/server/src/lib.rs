@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_attempts: i64,
     /// A monitors file (probes and SLOs of what Tandem does not deploy), read again every 15 s.
     pub monitors: Option<PathBuf>,
+    /// Prometheus rule files, or directories of them, read again every 15 s.
+    pub rules: Vec<PathBuf>,
 }
 
 /// The workflow files of one commit: (path, text).

@@ -105,6 +105,9 @@ enum Command {
     /// The time-series store: import past samples.
     #[command(subcommand)]
     Metrics(monitoring::MetricsCommand),
+    /// Prometheus rule files.
+    #[command(subcommand)]
+    Rules(monitoring::RulesCommand),
     /// SLOs: error budget, burn rates, time to exhaustion, alerts.
     #[command(subcommand)]
     Slo(monitoring::SloCommand),
@@ -269,6 +272,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Query(args) => block_on(monitoring::query(args)),
         Command::Metrics(command) => monitoring::metrics(command),
         Command::Slo(command) => block_on(monitoring::slo(command)),
+        Command::Rules(command) => monitoring::rules(command),
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Runs(command) => block_on(runs_command(command)),

@@ -404,3 +404,31 @@ pub async fn alerts(format: Format, connection: Connection) -> Result<i32> {
     client::table(&["ALERT", "SEVERITY", "STATE", "SINCE", "SUMMARY"], &rows);
     Ok(0)
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Check Prometheus rule files (YAML shape and every PromQL expression), as `promtool check rules` does.
+    #[command(after_help = "Examples:\n  tandem rules check rules/*.yml")]
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn rules(command: RulesCommand) -> Result<i32> {
+    let RulesCommand::Check { files } = command;
+    let mut failed = 0;
+    for file in &files {
+        match server::monitor::rules::check_file(file) {
+            Ok(groups) => {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!("✓ {}: {} groups, {n} rules", file.display(), groups.len());
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("✗ {error}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}

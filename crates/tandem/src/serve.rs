@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// A monitors file: probes and SLOs of services Tandem does not deploy (read again every 15 s).
     #[arg(long, env = "TANDEM_MONITORS", value_name = "FILE")]
     pub monitors: Option<PathBuf>,
+    /// Prometheus rule files (or directories of them) to evaluate; repeat for more.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
 }
 
 fn config(args: &ServerArgs) -> ServerConfig {
@@ -38,6 +41,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         max_parallel_jobs: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         max_attempts: 2,
         monitors: args.monitors.clone(),
+        rules: args.rules.clone(),
     }
 }
 

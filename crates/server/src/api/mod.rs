@@ -81,6 +81,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::probes))
         .routes(routes!(monitoring::slos))
         .routes(routes!(monitoring::alerts))
+        .routes(routes!(monitoring::rules))
 }
 
 pub fn router(app: Arc<App>) -> Router {

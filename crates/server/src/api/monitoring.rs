@@ -106,7 +106,7 @@ pub(super) async fn slos(State(app): State<Arc<App>>, _caller: Caller) -> Json<V
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring",
-    summary = "Firing alerts, in Prometheus's shape (`data.alerts`)",
+    summary = "Alerts pending and firing (SLO burn rates, absent SLIs, alerting rules), in Prometheus's shape (`data.alerts`)",
     security(("token" = [])), responses((status = 200, body = api::Answer<api::AlertList>)))]
 pub(super) async fn alerts(State(app): State<Arc<App>>, _caller: Caller) -> Json<api::Answer<api::AlertList>> {
     let mut alerts = Vec::new();
@@ -136,5 +136,72 @@ pub(super) async fn alerts(State(app): State<Arc<App>>, _caller: Caller) -> Json
             });
         }
     }
+    for group in rule_groups(&app).groups {
+        for rule in group.rules {
+            alerts.extend(rule.alerts);
+        }
+    }
     Json(api::Answer { status: "success".into(), data: api::AlertList { alerts } })
+}
+
+fn rule_groups(app: &App) -> api::RuleGroups {
+    use spec::rules::RuleKind;
+    let groups = app.monitor.rules.lock().unwrap_or_else(|e| e.into_inner());
+    let groups = groups
+        .iter()
+        .map(|g| api::RuleGroup {
+            name: g.group.name.clone(),
+            file: g.file.display().to_string(),
+            interval: g.interval_ms() as f64 / 1000.0,
+            last_evaluation: g.last_evaluation.map(rfc3339),
+            rules: g
+                .group
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| {
+                    let alerts: Vec<api::Alert> = g.alerts[i]
+                        .values()
+                        .map(|a| api::Alert {
+                            labels: a.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                            annotations: a.annotations.clone(),
+                            state: if a.firing { "firing" } else { "pending" }.into(),
+                            active_at: rfc3339(a.active_at),
+                            value: metrics::promql::format_value(a.value),
+                        })
+                        .collect();
+                    let (kind, name, state) = match &rule.kind {
+                        RuleKind::Record(name) => ("recording", name.clone(), None),
+                        RuleKind::Alert { name, .. } => {
+                            let state = if alerts.iter().any(|a| a.state == "firing") {
+                                "firing"
+                            } else if alerts.is_empty() {
+                                "inactive"
+                            } else {
+                                "pending"
+                            };
+                            ("alerting", name.clone(), Some(state.to_string()))
+                        }
+                    };
+                    api::RuleView {
+                        kind: kind.into(),
+                        name,
+                        query: rule.expr.clone(),
+                        health: if g.errors[i].is_some() { "err" } else { "ok" }.into(),
+                        last_error: g.errors[i].clone(),
+                        state,
+                        alerts,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    api::RuleGroups { groups }
+}
+
+#[utoipa::path(get, path = "/api/v1/rules", tag = "monitoring",
+    summary = "Rule groups of --rules with each rule's health and alerts, in Prometheus's shape (`data.groups`)",
+    security(("token" = [])), responses((status = 200, body = api::Answer<api::RuleGroups>)))]
+pub(super) async fn rules(State(app): State<Arc<App>>, _caller: Caller) -> Json<api::Answer<api::RuleGroups>> {
+    Json(api::Answer { status: "success".into(), data: rule_groups(&app) })
 }

@@ -7,6 +7,7 @@
 //! definition stays the same.
 
 pub mod probes;
+pub mod rules;
 pub mod slos;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Monitor {
     /// By `scope/name`.
     pub probes: Mutex<HashMap<String, probes::ProbeState>>,
     pub slos: Mutex<Vec<slos::SloState>>,
+    /// Rule groups of `--rules`, with their alerts.
+    pub rules: Mutex<Vec<rules::GroupState>>,
 }
 
 pub async fn run_forever(app: Arc<App>) {
@@ -86,7 +89,56 @@ pub async fn run_forever(app: Arc<App>) {
             }
         }
         probes::start_due(&app);
+        evaluate_rules(&app).await;
         seconds += 1;
+    }
+}
+
+/// Evaluates the rule groups that are due; records what recording rules produce and the alerts' moves.
+async fn evaluate_rules(app: &Arc<App>) {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let due = {
+        let groups = app.monitor.rules.lock().unwrap_or_else(|e| e.into_inner());
+        groups.iter().any(|g| g.next_due <= now)
+    };
+    if !due {
+        return;
+    }
+    let evaluating = app.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut groups = evaluating.monitor.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut samples = Vec::new();
+        let mut events = Vec::new();
+        for group in groups.iter_mut().filter(|g| g.next_due <= now) {
+            let (s, e) = group.evaluate(&evaluating.tsdb, now);
+            samples.extend(s);
+            events.extend(e.into_iter().map(|(kind, payload)| (group.group.name.clone(), kind, payload)));
+        }
+        drop(groups);
+        if !samples.is_empty()
+            && let Err(error) = evaluating.tsdb.append(&samples)
+        {
+            tracing::warn!("cannot record the recording rules' results: {error}");
+        }
+        events
+    })
+    .await;
+    let events = match outcome {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::error!("the rule evaluation failed: {error}");
+            return;
+        }
+    };
+    for (group, kind, payload) in events {
+        let alertname = payload["labels"]["alertname"].as_str().unwrap_or("alert").to_string();
+        if kind == "alert.firing" {
+            tracing::warn!("{kind}: {alertname} ({group})");
+        }
+        if let Err(error) = app.store.record_event(kind, &format!("alert/{group}/{alertname}"), "tandem", payload).await
+        {
+            tracing::error!("cannot record {kind} of {alertname}: {error}");
+        }
     }
 }
 
@@ -124,6 +176,21 @@ pub async fn definitions(app: &App) -> Vec<(Scope, Option<String>, Vec<ProbeSpec
 }
 
 async fn refresh(app: &Arc<App>) {
+    if !app.config.rules.is_empty() {
+        let paths = app.config.rules.clone();
+        let loaded = tokio::task::spawn_blocking(move || rules::load(&paths)).await.unwrap_or_default();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut groups = app.monitor.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Vec::new();
+        for (file, group) in loaded {
+            // A group whose file and definition are unchanged keeps its alerts and schedule.
+            match groups.iter().position(|g| g.file == file && g.group == group) {
+                Some(i) => next.push(groups.swap_remove(i)),
+                None => next.push(rules::GroupState::new(file, group, now)),
+            }
+        }
+        *groups = next;
+    }
     let definitions = definitions(app).await;
     {
         let mut probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,6 +28,7 @@ impl Api {
             max_parallel_jobs: 1,
             max_attempts: 2,
             monitors: None,
+            rules: Vec::new(),
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }
@@ -290,4 +291,46 @@ fn burn_rate_alerts_fire_on_a_fast_burn_not_on_one_failure_of_a_quiet_service() 
     let firing: Vec<&str> = slo.alerts.iter().filter(|a| a.firing_since.is_some()).map(|a| a.name.as_str()).collect();
     assert_eq!(firing, ["SLODataAbsent"]);
     assert_eq!(slo.status.unwrap().budget_remaining, None);
+}
+
+#[test]
+fn an_alerting_rule_goes_pending_firing_and_resolved_and_a_recording_rule_writes_its_series() {
+    use server::monitor::rules::{GroupState, expand};
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let source = "groups:\n  - name: api\n    interval: 15s\n    rules:\n      - record: job:errors:sum\n        expr: sum by (job) (errors)\n      - alert: TooManyErrors\n        expr: job:errors:sum > 5\n        for: 30s\n        keep_firing_for: 15s\n        labels: { severity: page }\n        annotations: { summary: '{{ $labels.job }} has {{ $value }} errors' }\n";
+    let (file, diagnostics) = spec::rules::parse(source);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let group = file.unwrap().groups.remove(0);
+    let mut state = GroupState::new("rules.yml".into(), group, 0);
+    let errors = || metrics::Labels::new(vec![("__name__".into(), "errors".into()), ("job".into(), "api".into())]);
+    let mut kinds = Vec::new();
+    // Errors climb past 5 at 30 s, stay there, and fall back at 120 s.
+    for (step, value) in [1.0, 2.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 0.0, 0.0, 0.0].iter().enumerate() {
+        let t = step as i64 * 15_000;
+        db.append(&[(errors(), t, *value)]).unwrap();
+        let (samples, events) = state.evaluate(&db, t);
+        db.append(&samples).unwrap();
+        kinds.extend(
+            events.iter().map(|(kind, payload)| (t / 1000, *kind, payload["summary"].as_str().map(str::to_string))),
+        );
+    }
+    // Recorded at 30 s; 15 s later the recording rule's own series reaches the alert (pending),
+    // `for: 30s` after that it fires, and it resolves 15 s after the condition ends.
+    assert_eq!(
+        kinds,
+        [
+            (45, "alert.pending", Some("api has 9 errors".to_string())),
+            (75, "alert.firing", Some("api has 9 errors".to_string())),
+            (150, "alert.resolved", Some("api has 9 errors".to_string())),
+        ]
+    );
+    let recorded = db.select(&[metrics::Match::Equal("__name__".into(), "job:errors:sum".into())], 0, i64::MAX);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].labels.get("job"), "api");
+    let labels = metrics::Labels::new(vec![("instance".into(), "a:1".into())]);
+    assert_eq!(
+        expand("{{ $labels.instance }} at {{ .Value | humanize }} ({{ .Labels.none }})", &labels, 0.5),
+        "a:1 at 0.5 ()"
+    );
 }

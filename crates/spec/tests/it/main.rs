@@ -4,6 +4,7 @@ mod corpus;
 mod diagnostics;
 mod monitors;
 mod robustness;
+mod rules;
 mod service;
 
 use std::path::PathBuf;

@@ -299,7 +299,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(n_operations, 28);
+    assert_eq!(n_operations, 29);
     // The schemas are derived from the types the CLI reads: a client generated from the document
     // sees the same shapes.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -864,4 +864,50 @@ fn probes_of_a_monitors_file_record_series_events_and_an_slo() {
     assert!(listed.stdout.contains("monitors/web-up") && listed.stdout.contains("100.0%"), "{}", listed.all());
     let alerts = server.cli(&["alerts"]);
     assert_eq!(alerts.code, 0, "{}", alerts.all());
+}
+
+#[test]
+fn alerting_rules_from_a_rule_file_fire_on_tandems_own_figures() {
+    let data = tempfile::tempdir().unwrap();
+    let rules = data.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: tandem\n    interval: 1s\n    rules:\n      - alert: QueueWatched\n        expr: tandem_queue_depth{job=\"tandem\"} >= 0\n        labels: { severity: ticket }\n        annotations: { summary: 'queue depth is {{ $value }}' }\n",
+    )
+    .unwrap();
+    let bad = data.path().join("bad.yml");
+    std::fs::write(&bad, "groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m])\n")
+        .unwrap();
+    let checked = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem")).args(["rules", "check"]).arg(&rules).arg(&bad).output().unwrap(),
+    );
+    assert_eq!(checked.code, 1, "{}", checked.all());
+    assert!(checked.stdout.contains("1 groups, 1 rules"), "{}", checked.all());
+    assert!(checked.stderr.contains("bad.yml:5:15: invalid PromQL"), "{}", checked.all());
+
+    let server = Server::start_with(data.path(), None, &["--rules", rules.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = server.cli(&["alerts", "--format", "json"]);
+        assert_eq!(alerts.code, 0, "{}", alerts.all());
+        let json = alerts.json();
+        if let Some(alert) =
+            json["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "QueueWatched")
+        {
+            if alert["state"] == "firing" {
+                assert_eq!(alert["annotations"]["summary"], "queue depth is 0", "{alert}");
+                assert_eq!(alert["labels"]["severity"], "ticket");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the alert never fired: {json}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let auth = format!("Bearer {}", server.token);
+    let (_, body) = http(&server.addr, "GET", "/api/v1/rules", &[("authorization", &auth)], b"");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["data"]["groups"][0]["rules"][0]["health"], "ok", "{json}");
+    assert_eq!(json["data"]["groups"][0]["rules"][0]["state"], "firing", "{json}");
+    let (_, events) = http(&server.addr, "GET", "/api/v1/events?limit=1000", &[("authorization", &auth)], b"");
+    assert!(events.contains("alert.firing") && events.contains("alert/tandem/QueueWatched"), "{events}");
 }
