@@ -13,6 +13,10 @@ use spec::rules::{Group, RuleKind};
 /// Groups without an `interval` are evaluated this often.
 pub const DEFAULT_INTERVAL_MS: u64 = 15_000;
 
+/// What one evaluation of a group gives: samples from recording rules, and alert moves as
+/// `(event kind, payload)`.
+pub type Evaluation = (Vec<(Labels, i64, f64)>, Vec<(&'static str, serde_json::Value)>);
+
 #[derive(Debug, Clone)]
 pub struct GroupState {
     pub file: PathBuf,
@@ -108,11 +112,7 @@ impl GroupState {
 
     /// Evaluates every rule at `now`; returns the samples recording rules produced and the
     /// alert transitions as `(event kind, payload)`.
-    pub fn evaluate(
-        &mut self,
-        db: &metrics::Db,
-        now: i64,
-    ) -> (Vec<(Labels, i64, f64)>, Vec<(&'static str, serde_json::Value)>) {
+    pub fn evaluate(&mut self, db: &metrics::Db, now: i64) -> Evaluation {
         let mut samples = Vec::new();
         let mut events = Vec::new();
         self.last_evaluation = Some(now);
