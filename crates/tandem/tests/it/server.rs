@@ -891,14 +891,15 @@ fn alerting_rules_from_a_rule_file_fire_on_tandems_own_figures() {
         let alerts = server.cli(&["alerts", "--format", "json"]);
         assert_eq!(alerts.code, 0, "{}", alerts.all());
         let json = alerts.json();
-        if let Some(alert) =
-            json["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "QueueWatched")
-        {
-            if alert["state"] == "firing" {
-                assert_eq!(alert["annotations"]["summary"], "queue depth is 0", "{alert}");
-                assert_eq!(alert["labels"]["severity"], "ticket");
-                break;
-            }
+        let firing = json["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "QueueWatched" && a["state"] == "firing");
+        if let Some(alert) = firing {
+            assert_eq!(alert["annotations"]["summary"], "queue depth is 0", "{alert}");
+            assert_eq!(alert["labels"]["severity"], "ticket");
+            break;
         }
         assert!(Instant::now() < deadline, "the alert never fired: {json}");
         std::thread::sleep(Duration::from_millis(300));
