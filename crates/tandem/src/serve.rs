@@ -261,6 +261,15 @@ environments:
         pause: 5s
     analysis:
       min-requests: 50
+    probes:
+      greet:
+        http: /greet?name=probe
+        interval: 5s
+        expect-body: Hello
+    slos:
+      availability:
+        objective: 99.9%
+        window: 1d
 "#;
 
 const DEMO_WORKFLOW: &str = r#"name: sample-service
@@ -419,7 +428,28 @@ async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
             }
         }
     }
-    println!("demo: done — see both with `tandem deployments list` and `tandem deployments show 3`");
+    // The SLO saw the bad canary's errors: its budget burned, and the burn stops after the rollback.
+    tokio::time::sleep(server::monitor::SCRAPE_INTERVAL + std::time::Duration::from_secs(2)).await;
+    if let Some(line) = slo_line(&app) {
+        println!("demo: {line}");
+    }
+    println!("demo: done — see both with `tandem deployments list` and `tandem deployments show 3`;");
+    println!("demo: the SLO with `tandem slo show availability`, the probe with `tandem probes`");
+}
+
+/// The demo SLO in one line: budget left and how fast it burned over the last hour.
+fn slo_line(app: &server::App) -> Option<String> {
+    let slos = app.monitor.slos.lock().ok()?;
+    let slo = slos.iter().find(|s| s.spec.name == "availability")?;
+    let status = slo.status.as_ref()?;
+    let burn = |w: u64| status.burn.iter().find(|(window, _)| *window == w).and_then(|(_, b)| *b);
+    Some(format!(
+        "SLO availability ({}%): {:.1}% of the error budget left; burn {:.1}× over the last hour, {:.1}× over the last 5 minutes",
+        slo.spec.objective * 100.0,
+        status.budget_remaining? * 100.0,
+        burn(3_600_000).unwrap_or(0.0),
+        burn(300_000).unwrap_or(0.0)
+    ))
 }
 
 /// Steady demo traffic: 50 GET /greet per second through staging's proxy.

@@ -565,6 +565,12 @@ fn up_serves_a_demo_repository_and_runs_it() {
     assert!(lines[1].contains("deployment 2") && lines[1].contains("promoted"), "{story}");
     assert!(lines[2].contains("deployment 3") && lines[2].contains("rolled back"), "{story}");
     assert!(lines[2].contains("worse on the canary"), "{story}");
+    // The bad canary's errors burned the SLO's budget.
+    let slo = story.lines().find(|l| l.starts_with("demo: SLO availability")).unwrap_or_else(|| panic!("{story}"));
+    let hour: f64 = slo.split("burn ").nth(1).and_then(|r| r.split('×').next()).unwrap().parse().unwrap();
+    assert!(hour > 0.0, "the SLO did not see the bad release: {slo}");
+    let probes = server.cli(&["probes", "--format", "json"]);
+    assert_eq!(probes.json()[0]["key"], "sample-service/staging/greet", "{}", probes.all());
     let shown = server.cli(&["deployments", "list"]);
     assert!(shown.stdout.contains("rolled_back") && shown.stdout.contains("promoted"), "{}", shown.all());
 }
