@@ -32,6 +32,16 @@ use crate::yaml::{self, Node};
 pub struct Monitors {
     pub probes: Vec<ProbeSpec>,
     pub slos: Vec<SloSpec>,
+    /// Prometheus endpoints to scrape every 15 s.
+    pub scrapes: Vec<ScrapeSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeSpec {
+    pub name: String,
+    pub url: String,
+    /// Added to every sample (besides `job`, which is the name).
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +106,7 @@ pub enum Sli {
     Ratio { good: String, total: String },
 }
 
-const MONITOR_KEYS: &[&str] = &["probes", "slos"];
+const MONITOR_KEYS: &[&str] = &["probes", "slos", "scrape"];
 const PROBE_KEYS: &[&str] = &[
     "http",
     "tcp",
@@ -125,6 +135,7 @@ pub fn parse(source: &str) -> (Option<Monitors>, Vec<Diagnostic>) {
     for (key, value, _) in checker.entries(&root, "the monitors file", MONITOR_KEYS) {
         match key {
             "probes" => monitors.probes = checker.probes(value),
+            "scrape" => monitors.scrapes = checker.scrapes(value),
             _ => monitors.slos = checker.slos(value, &monitors.probes, false),
         }
     }
@@ -150,6 +161,45 @@ fn objective_of(node: &Node) -> Option<f64> {
 }
 
 impl Checker {
+    fn scrapes(&mut self, node: &Node) -> Vec<ScrapeSpec> {
+        let mut out = Vec::new();
+        for (name, value, span) in self.entries(node, "`scrape`", &[]) {
+            let entries = self.entries(value, &format!("scrape target `{name}`"), &["url", "labels"]);
+            let mut url = None;
+            let mut labels = Vec::new();
+            for (key, value, _) in entries {
+                if key == "url" {
+                    url = self.string(value, "`url`");
+                    if let Some(text) = &url
+                        && !text.starts_with("http://")
+                    {
+                        self.push(
+                            Diagnostic::error(
+                                "wrong-type",
+                                value.span,
+                                format!("`url` must be an http:// URL, found `{text}`"),
+                            )
+                            .expected("e.g. http://127.0.0.1:9100/metrics"),
+                        );
+                    }
+                } else {
+                    for (label, text, _) in self.entries(value, "`labels`", &[]) {
+                        if let Some(text) = self.string(text, &format!("label `{label}`")) {
+                            labels.push((label.to_string(), text));
+                        }
+                    }
+                }
+            }
+            match url {
+                Some(url) => out.push(ScrapeSpec { name: name.to_string(), url, labels }),
+                None => {
+                    self.push(Diagnostic::error("missing-key", span, format!("scrape target `{name}` has no `url`")))
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn probes(&mut self, node: &Node) -> Vec<ProbeSpec> {
         let mut out = Vec::new();
         for (name, value, span) in self.entries(node, "`probes`", &[]) {

@@ -31,6 +31,8 @@ pub struct Environment {
     /// Checks run against the environment (a path probes its proxy).
     pub probes: Vec<crate::monitors::ProbeSpec>,
     pub slos: Vec<crate::monitors::SloSpec>,
+    /// The path each instance serves Prometheus metrics on, scraped every 15 s.
+    pub metrics_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,9 +395,20 @@ impl Checker {
         let gates = self.gates(field("gates"));
         let probes = field("probes").map(|n| self.probes(n)).unwrap_or_default();
         let slos = field("slos").map(|n| self.slos(n, &probes, true)).unwrap_or_default();
+        let metrics_path = field("metrics").and_then(|n| self.string(n, "`metrics`"));
+        if let (Some(path), Some(node)) = (&metrics_path, field("metrics"))
+            && !path.starts_with('/')
+        {
+            self.push(Diagnostic::error(
+                "wrong-type",
+                node.span,
+                format!("`metrics` must be a path such as /metrics, found `{path}`"),
+            ));
+        }
         Some(Environment {
             probes,
             slos,
+            metrics_path,
             name: name.to_string(),
             span,
             target: target?,

@@ -100,6 +100,20 @@ impl Deployer {
             .clone()
     }
 
+    /// Every instance the proxies route to: (service, environment, `stable` or `canary`, address).
+    pub async fn instances(&self) -> Vec<(String, String, &'static str, std::net::SocketAddr)> {
+        let envs = self.envs.lock().await;
+        let mut out = Vec::new();
+        for ((service, environment), env) in envs.iter() {
+            let routing = env.proxy.routing();
+            for (version, addrs) in [("stable", &routing.stable), ("canary", &routing.canary)] {
+                out.extend(addrs.iter().map(|a| (service.clone(), environment.clone(), version, *a)));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The environments' proxy figures in Prometheus text format.
     pub async fn metrics(&self) -> String {
         use std::fmt::Write;

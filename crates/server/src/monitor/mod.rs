@@ -8,6 +8,7 @@
 
 pub mod probes;
 pub mod rules;
+pub mod scrape;
 pub mod slos;
 
 use std::collections::HashMap;
@@ -73,6 +74,11 @@ pub async fn run_forever(app: Arc<App>) {
             if let Err(error) = scrape_self(&app).await {
                 tracing::warn!("cannot record Tandem's own figures: {error}");
             }
+            // Targets are scraped beside the loop, so a slow one never delays probes or rules.
+            tokio::spawn({
+                let app = app.clone();
+                async move { scrape::scrape_all(&app).await }
+            });
             let evaluating = app.clone();
             if let Err(error) = tokio::task::spawn_blocking(move || slos::evaluate(&evaluating)).await {
                 tracing::error!("the SLO evaluation failed: {error}");

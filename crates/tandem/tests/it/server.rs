@@ -800,6 +800,11 @@ fn imported_history_and_tandems_own_figures_answer_promql_on_the_prometheus_api(
 
 /// Answers every connection with `200 ok` until the test ends.
 fn tiny_http_server() -> u16 {
+    serve_text("ok")
+}
+
+/// Answers every connection with `body` until the test ends.
+fn serve_text(body: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -807,7 +812,9 @@ fn tiny_http_server() -> u16 {
             let Ok(mut stream) = stream else { continue };
             let mut buffer = [0u8; 1024];
             let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
         }
     });
     port
@@ -817,12 +824,14 @@ fn tiny_http_server() -> u16 {
 fn probes_of_a_monitors_file_record_series_events_and_an_slo() {
     let data = tempfile::tempdir().unwrap();
     let web = tiny_http_server();
+    let exporter = serve_text("# TYPE node_load1 gauge\nnode_load1{cpu=\"all\"} 0.75\n");
+    let broken = serve_text("node_load1{cpu=\"all\" 0.75\n");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let monitors = data.path().join("monitors.yml");
     std::fs::write(
         &monitors,
         format!(
-            "probes:\n  web:\n    http: http://127.0.0.1:{web}/health\n    interval: 1s\n    expect-body: ok\n  closed:\n    tcp: 127.0.0.1:{closed}\n    interval: 1s\n    failing-after: 2\nslos:\n  web-up:\n    objective: 99%\n    window: 1d\n    probe: web\n"
+            "probes:\n  web:\n    http: http://127.0.0.1:{web}/health\n    interval: 1s\n    expect-body: ok\n  closed:\n    tcp: 127.0.0.1:{closed}\n    interval: 1s\n    failing-after: 2\nslos:\n  web-up:\n    objective: 99%\n    window: 1d\n    probe: web\nscrape:\n  node:\n    url: http://127.0.0.1:{exporter}/metrics\n    labels: {{ team: infra }}\n  broken:\n    url: http://127.0.0.1:{broken}/metrics\n"
         ),
     )
     .unwrap();
@@ -868,6 +877,24 @@ fn probes_of_a_monitors_file_record_series_events_and_an_slo() {
     }
     let listed = server.cli(&["slo", "list"]);
     assert!(listed.stdout.contains("monitors/web-up") && listed.stdout.contains("100.0%"), "{}", listed.all());
+    // Scrape targets: the exporter's series with the target's labels; a malformed one is down.
+    let load = server.cli(&["query", "node_load1", "--format", "json"]);
+    let series = &load.json()["result"][0];
+    assert_eq!(
+        (series["metric"]["team"].as_str(), series["value"][1].as_str()),
+        (Some("infra"), Some("0.75")),
+        "{}",
+        load.all()
+    );
+    let up = server.cli(&["query", "sum by (job) (up)", "--format", "json"]);
+    let up: std::collections::BTreeMap<String, String> = up.json()["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["job"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(up.get("node").map(String::as_str), Some("1"), "{up:?}");
+    assert_eq!(up.get("broken").map(String::as_str), Some("0"), "{up:?}");
     let alerts = server.cli(&["alerts"]);
     assert_eq!(alerts.code, 0, "{}", alerts.all());
 }
