@@ -7,6 +7,7 @@
 pub mod diag;
 pub mod expr;
 pub mod monitors;
+pub mod openslo;
 pub mod rules;
 pub mod service;
 pub mod workflow;

@@ -220,6 +220,9 @@ pub enum SloCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Check a monitors file or an OpenSLO file: every SLO as Tandem will evaluate it, and what it will not.
+    #[command(after_help = "Examples:\n  tandem slo check monitors.yml\n  tandem slo check openslo/checkout.yaml")]
+    Check { file: PathBuf },
     /// One SLO (by name or key) with its burn rate per window and its alerts.
     #[command(after_help = "Examples:\n  tandem slo show availability\n  tandem slo show shop/production/availability")]
     Show {
@@ -249,6 +252,45 @@ fn duration_text(seconds: f64) -> String {
 
 pub async fn slo(command: SloCommand) -> Result<i32> {
     match command {
+        SloCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (slos, diagnostics): (Vec<(String, Option<spec::monitors::SloSpec>)>, _) =
+                if server::monitor::is_openslo(&text) {
+                    let (found, diagnostics) = spec::openslo::parse(&text);
+                    (found.into_iter().map(|o| (o.name, o.slo)).collect(), diagnostics)
+                } else {
+                    let (monitors, diagnostics) = spec::monitors::parse(&text);
+                    (
+                        monitors
+                            .map(|m| m.slos)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|s| (s.name.clone(), Some(s)))
+                            .collect(),
+                        diagnostics,
+                    )
+                };
+            let name = file.display().to_string();
+            for diagnostic in &diagnostics {
+                eprint!("{}", diagnostic.render(&name, &text));
+            }
+            for (slo_name, slo) in &slos {
+                match slo {
+                    Some(slo) => println!(
+                        "✓ {slo_name}: {} over {} — {}",
+                        percent(Some(slo.objective), 3),
+                        server::monitor::slos::human(slo.window_ms),
+                        match &slo.sli {
+                            spec::monitors::Sli::Requests => "requests through the proxy".to_string(),
+                            spec::monitors::Sli::Probe(p) => format!("checks of probe `{p}`"),
+                            spec::monitors::Sli::Ratio { good, total } => format!("good: {good}; total: {total}"),
+                        }
+                    ),
+                    None => println!("✗ {slo_name}: loaded, not evaluated (see the warning above)"),
+                }
+            }
+            Ok(if diagnostics.iter().any(|d| d.is_error()) { 1 } else { 0 })
+        }
         SloCommand::List { format, connection } => {
             let slos: Vec<api::Slo> = Client::new(&connection)?.get("/api/v1/slos").await?;
             if format == Format::Json {

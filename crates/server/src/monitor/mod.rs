@@ -168,6 +168,14 @@ pub async fn definitions(app: &App) -> Vec<(Scope, Option<String>, Vec<ProbeSpec
     }
     if let Some(path) = &app.config.monitors {
         match std::fs::read_to_string(path) {
+            Ok(text) if is_openslo(&text) => {
+                for found in spec::openslo::parse(&text).0 {
+                    if let Some(slo) = found.slo {
+                        let scope = Scope { service: found.service, environment: None };
+                        out.push((scope, None, Vec::new(), vec![slo]));
+                    }
+                }
+            }
             Ok(text) => match spec::monitors::parse(&text) {
                 (Some(monitors), _) => out.push((Scope::default(), None, monitors.probes, monitors.slos)),
                 (None, diagnostics) => {
@@ -179,6 +187,14 @@ pub async fn definitions(app: &App) -> Vec<(Scope, Option<String>, Vec<ProbeSpec
         }
     }
     out
+}
+
+/// An OpenSLO file rather than Tandem's monitors file.
+pub fn is_openslo(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start_matches(['-', ' ']);
+        l.starts_with("apiVersion:") && l.contains("openslo")
+    })
 }
 
 async fn refresh(app: &Arc<App>) {

@@ -70,6 +70,7 @@ pub async fn targets(app: &Arc<App>) -> Vec<Target> {
     }
     if let Some(path) = &app.config.monitors
         && let Ok(text) = std::fs::read_to_string(path)
+        && !super::is_openslo(&text)
         && let (Some(monitors), _) = spec::monitors::parse(&text)
     {
         for scrape in monitors.scrapes {

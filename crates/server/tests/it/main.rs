@@ -334,3 +334,46 @@ fn an_alerting_rule_goes_pending_firing_and_resolved_and_a_recording_rule_writes
         "a:1 at 0.5 ()"
     );
 }
+
+#[test]
+fn an_openslo_ratio_slo_is_evaluated_over_the_store() {
+    let source = "apiVersion: openslo/v1\nkind: SLO\nmetadata: { name: checkout }\nspec:\n  service: shop\n  indicator:\n    metadata: { name: ok }\n    spec:\n      ratioMetric:\n        counter: true\n        good: { metricSource: { type: Prometheus, spec: { query: 'sum(http_requests_total{code=\"200\"})' } } }\n        total: { metricSource: { type: Prometheus, spec: { query: 'sum(http_requests_total)' } } }\n  timeWindow: [{ duration: 1d, isRolling: true }]\n  objectives: [{ target: 0.99 }]\n";
+    let (found, _) = spec::openslo::parse(source);
+    let spec = found[0].slo.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let labels = |code: &str| {
+        metrics::Labels::new(vec![("__name__".into(), "http_requests_total".into()), ("code".into(), code.into())])
+    };
+    // An hour at 100 requests a minute, 5% of them failing.
+    let start = 1_800_000_000_000i64;
+    let batch: Vec<_> = (0..=60)
+        .flat_map(|m| {
+            [(labels("200"), start + m * 60_000, m as f64 * 95.0), (labels("500"), start + m * 60_000, m as f64 * 5.0)]
+        })
+        .collect();
+    db.append(&batch).unwrap();
+    let mut state = server::monitor::slos::SloState::new(server::monitor::Scope::default(), spec);
+    server::monitor::slos::evaluate_one(&db, &mut state, start + 60 * 60_000);
+    let status = state.status.unwrap();
+    assert!((status.sli.unwrap() - 0.95).abs() < 0.005, "{status:?}");
+    let hour = status.burn.iter().find(|(w, _)| *w == 3_600_000).unwrap().1.unwrap();
+    assert!((hour - 5.0).abs() < 0.3, "5% errors against a 1% budget burns 5×: {hour}");
+    // Every evaluable SLO of the corpus translates to PromQL Tandem parses.
+    let Some(dir) =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/openslo").canonicalize().ok()
+    else {
+        assert!(std::env::var_os("TANDEM_REQUIRE_CORPUS").is_none(), "the corpus is missing");
+        return;
+    };
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for slo in spec::openslo::parse(&text).0.into_iter().filter_map(|o| o.slo) {
+            let spec::monitors::Sli::Ratio { good, total } = slo.sli else { continue };
+            for query in [good, total] {
+                let query = query.replace("$window", "5m");
+                assert!(metrics::promql::parse(&query).is_ok(), "{query}");
+            }
+        }
+    }
+}

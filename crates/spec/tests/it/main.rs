@@ -3,6 +3,7 @@
 mod corpus;
 mod diagnostics;
 mod monitors;
+mod openslo;
 mod robustness;
 mod rules;
 mod service;
