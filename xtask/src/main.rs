@@ -5,6 +5,7 @@ mod bench;
 mod bench_canary;
 mod bench_containers;
 mod bench_deploy;
+mod bench_monitoring;
 mod bench_proxy;
 mod bench_server;
 mod tidy;
@@ -23,6 +24,7 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("containers") => bench_containers::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("canary") => bench_canary::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("proxy") => bench_proxy::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("monitoring") => bench_monitoring::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("deploy") => bench_deploy::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("self-check") => self_check(),

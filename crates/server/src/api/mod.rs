@@ -275,6 +275,11 @@ pub(crate) async fn exposition(app: &App) -> Result<String, StoreError> {
         "# HELP tandem_tsdb_samples Samples in the time-series store.\n# TYPE tandem_tsdb_samples gauge\ntandem_tsdb_samples {}",
         stats.samples
     );
+    let _ = writeln!(
+        out,
+        "# HELP tandem_tsdb_chunk_bytes Bytes of compressed samples in the time-series store.\n# TYPE tandem_tsdb_chunk_bytes gauge\ntandem_tsdb_chunk_bytes {}",
+        stats.chunk_bytes
+    );
     Ok(out)
 }
 

@@ -75,9 +75,12 @@ pub async fn targets(app: &Arc<App>) -> Vec<Target> {
     {
         for scrape in monitors.scrapes {
             let instance = scrape.url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_string();
-            let mut pairs = vec![("job".to_string(), scrape.name.clone()), ("instance".to_string(), instance)];
-            pairs.extend(scrape.labels);
-            out.push(Target { url: scrape.url, labels: Labels::new(pairs) });
+            let mut labels = Labels::new(vec![("job".to_string(), scrape.name.clone()), ("instance".to_string(), instance)]);
+            // The file's labels win, `job` and `instance` included.
+            for (name, value) in &scrape.labels {
+                labels = labels.with(name, value);
+            }
+            out.push(Target { url: scrape.url, labels });
         }
     }
     out

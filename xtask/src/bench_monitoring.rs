@@ -1,0 +1,251 @@
+//! Monitoring side by side with Prometheus (Debian's 2.42, from `../shared/peers/prometheus`):
+//! both scrape the same synthetic exporter (200 targets × 100 series every 15 s) at the same time;
+//! after a warm-up, CPU per 1,000 samples and RSS of each process over a window, bytes per sample
+//! on disk, and the median time of the same two queries on each.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const EXPORTER_PORT: u16 = 19150;
+const PROMETHEUS_PORT: u16 = 19151;
+const TANDEM_PORT: u16 = 19152;
+const QUERIES: [&str; 2] =
+    ["sum by (job) (rate(x_total[5m]))", "histogram_quantile(0.99, sum by (le) (rate(h_bucket[5m])))"];
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = nix_kill(self.0.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nix_kill(pid: u32, signal: &str) -> Result<()> {
+    crate::run(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()))
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').context("odd /proc stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}connection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}\n{body}");
+    }
+    // Chunked answers (Prometheus's) are read whole; only their figures matter here.
+    Ok(body.to_string())
+}
+
+/// A metric's value in a Prometheus text exposition (the sum over its series).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_for(port: u16, path: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if get(port, path, None).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("nothing answered on 127.0.0.1:{port}{path}")
+}
+
+fn encode(query: &str) -> String {
+    query.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// Median milliseconds of 10 evaluations of `query` at now.
+fn query_ms(port: u16, token: Option<&str>, query: &str) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let body = get(port, &format!("/api/v1/query?query={}", encode(query)), token)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !body.contains("\"success\"") {
+            bail!("{query} on port {port}: {body}");
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() { dir_bytes(&path) } else { e.metadata().map_or(0, |m| m.len()) }
+        })
+        .sum()
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let (warmup, window) = if quick { (45, 90) } else { (60, 300) };
+    let targets = 200;
+    let peer = Path::new("../shared/peers/prometheus").canonicalize().context("the Prometheus peer scripts are missing")?;
+    if !Path::new("/usr/bin/prometheus").exists() {
+        crate::run(Command::new("bash").arg(peer.join("setup.sh")))?;
+    }
+    crate::run(Command::new("cargo").args(["build", "--release", "-p", "tandem", "--quiet"]))?;
+    let tandem = Path::new("target/release/tandem").canonicalize()?;
+    let scratch: PathBuf = std::env::temp_dir().join(format!("tandem-bench-monitoring-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("prometheus"))?;
+
+    let _exporter = Process(
+        Command::new("python3")
+            .arg(peer.join("tools/exporter.py"))
+            .args([EXPORTER_PORT.to_string(), targets.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for(EXPORTER_PORT, "/healthz", Duration::from_secs(30))?;
+    let mut prometheus_config = String::from("global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n");
+    let mut monitors = String::from("scrape:\n");
+    for i in 0..targets {
+        let job = format!("svc{:02}", i / (targets / 10));
+        let _ = write!(
+            prometheus_config,
+            "- job_name: t{i:03}\n  metrics_path: /t/{i}/metrics\n  static_configs:\n  - targets: ['127.0.0.1:{EXPORTER_PORT}']\n    labels: {{job: {job}, instance: target-{i:03}}}\n"
+        );
+        let _ = write!(
+            monitors,
+            "  t{i:03}:\n    url: http://127.0.0.1:{EXPORTER_PORT}/t/{i}/metrics\n    labels: {{job: {job}, instance: target-{i:03}}}\n"
+        );
+    }
+    std::fs::write(scratch.join("prometheus.yml"), &prometheus_config)?;
+    std::fs::write(scratch.join("monitors.yml"), &monitors)?;
+    let prometheus = Process(
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", scratch.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", scratch.join("prometheus").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let mut server = Command::new(&tandem)
+        .args(["server", "--listen", &format!("127.0.0.1:{TANDEM_PORT}"), "--data"])
+        .arg(scratch.join("tandem"))
+        .arg("--monitors")
+        .arg(scratch.join("monitors.yml"))
+        .env("TANDEM_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut reader = BufReader::new(server.stdout.take().context("no stdout")?);
+    let mut token = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while token.is_none() && Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("the Tandem server exited early");
+        }
+        token = line.find("tdm_").map(|at| line[at..].trim().to_string());
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let tandem_process = Process(server);
+    let token = token.context("the server printed no token")?;
+    wait_for(PROMETHEUS_PORT, "/-/ready", Duration::from_secs(60))?;
+    let (tandem_pid, prometheus_pid) = (tandem_process.0.id(), prometheus.0.id());
+
+    eprintln!("monitoring bench: {targets} targets × 100 series every 15 s; warm-up {warmup} s, window {window} s");
+    std::thread::sleep(Duration::from_secs(warmup));
+    let snapshot = || -> Result<(f64, f64, f64, f64)> {
+        let ours = metric(&get(TANDEM_PORT, "/metrics", None)?, "tandem_tsdb_samples");
+        let theirs = metric(&get(PROMETHEUS_PORT, "/metrics", None)?, "prometheus_tsdb_head_samples_appended_total");
+        Ok((ours, theirs, cpu_seconds(tandem_pid)?, cpu_seconds(prometheus_pid)?))
+    };
+    let start = snapshot()?;
+    std::thread::sleep(Duration::from_secs(window));
+    let end = snapshot()?;
+    let (rss_ours, rss_theirs) = (rss_mib(tandem_pid)?, rss_mib(prometheus_pid)?);
+    let cpu_ours = (end.2 - start.2) / ((end.0 - start.0) / 1000.0);
+    let cpu_theirs = (end.3 - start.3) / ((end.1 - start.1) / 1000.0);
+    let mut query_rows = String::new();
+    for query in QUERIES {
+        let ours = query_ms(TANDEM_PORT, Some(&token), query)?;
+        let theirs = query_ms(PROMETHEUS_PORT, None, query)?;
+        let _ = writeln!(query_rows, "| query `{query}` (median of 10) | {ours:.1} ms | {theirs:.1} ms | {:.2}× |", ours / theirs);
+    }
+    let own = get(TANDEM_PORT, "/metrics", None)?;
+    let series_ours = metric(&own, "tandem_tsdb_series");
+    let chunk_bytes = metric(&own, "tandem_tsdb_chunk_bytes") / metric(&own, "tandem_tsdb_samples");
+    let samples_theirs = end.1;
+    let prometheus_disk = dir_bytes(&scratch.join("prometheus/chunks_head")) as f64;
+    let prometheus_wal = dir_bytes(&scratch.join("prometheus/wal")) as f64;
+    // Stopping Tandem writes its snapshot (and empties its log).
+    drop(tandem_process);
+    let snapshot_bytes = std::fs::metadata(scratch.join("tandem/tsdb/snapshot")).map_or(0, |m| m.len()) as f64;
+    let samples_ours = end.0;
+    drop(prometheus);
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Both scrape the same {targets} targets × 100 series every 15 s at once; window {window} s after {warmup} s of warm-up.\n"
+    );
+    let _ = writeln!(report, "| measure | Tandem | Prometheus 2.42 | ratio |\n|---|---|---|---|");
+    let _ = writeln!(report, "| CPU per 1,000 samples ingested | {:.2} ms | {:.2} ms | {:.2}× |", cpu_ours * 1000.0, cpu_theirs * 1000.0, cpu_ours / cpu_theirs);
+    let _ = writeln!(report, "| RSS at the end ({series_ours:.0} series in Tandem) | {rss_ours:.0} MiB | {rss_theirs:.0} MiB | {:.2}× |", rss_ours / rss_theirs);
+    let _ = writeln!(
+        report,
+        "| bytes per sample on disk (Tandem: snapshot of compressed chunks; Prometheus: chunks_head + WAL) | {:.2} B | {:.2} B ({:.2} B chunks alone) | {:.2}× |",
+        snapshot_bytes / samples_ours,
+        (prometheus_disk + prometheus_wal) / samples_theirs,
+        prometheus_disk / samples_theirs,
+        (snapshot_bytes / samples_ours) / ((prometheus_disk + prometheus_wal) / samples_theirs)
+    );
+    let _ = writeln!(
+        report,
+        "| compressed samples alone (Tandem: chunk bytes; Prometheus: 1.3–4.1 B in its docs and the peer's 10-minute run) | {chunk_bytes:.2} B | — | — |"
+    );
+    report.push_str(&query_rows);
+    println!("{report}");
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
