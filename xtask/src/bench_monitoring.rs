@@ -93,7 +93,10 @@ fn wait_for(port: u16, path: &str, within: Duration) -> Result<()> {
 }
 
 fn encode(query: &str) -> String {
-    query.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    query
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// Median milliseconds of 10 evaluations of `query` at now.
@@ -126,7 +129,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let (warmup, window) = if quick { (45, 90) } else { (60, 300) };
     let targets = 200;
-    let peer = Path::new("../shared/peers/prometheus").canonicalize().context("the Prometheus peer scripts are missing")?;
+    let peer =
+        Path::new("../shared/peers/prometheus").canonicalize().context("the Prometheus peer scripts are missing")?;
     if !Path::new("/usr/bin/prometheus").exists() {
         crate::run(Command::new("bash").arg(peer.join("setup.sh")))?;
     }
@@ -145,7 +149,8 @@ pub fn run(args: &[String]) -> Result<()> {
             .spawn()?,
     );
     wait_for(EXPORTER_PORT, "/healthz", Duration::from_secs(30))?;
-    let mut prometheus_config = String::from("global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n");
+    let mut prometheus_config =
+        String::from("global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n");
     let mut monitors = String::from("scrape:\n");
     for i in 0..targets {
         let job = format!("svc{:02}", i / (targets / 10));
@@ -211,7 +216,11 @@ pub fn run(args: &[String]) -> Result<()> {
     for query in QUERIES {
         let ours = query_ms(TANDEM_PORT, Some(&token), query)?;
         let theirs = query_ms(PROMETHEUS_PORT, None, query)?;
-        let _ = writeln!(query_rows, "| query `{query}` (median of 10) | {ours:.1} ms | {theirs:.1} ms | {:.2}× |", ours / theirs);
+        let _ = writeln!(
+            query_rows,
+            "| query `{query}` (median of 10) | {ours:.1} ms | {theirs:.1} ms | {:.2}× |",
+            ours / theirs
+        );
     }
     let own = get(TANDEM_PORT, "/metrics", None)?;
     let series_ours = metric(&own, "tandem_tsdb_series");
@@ -230,8 +239,18 @@ pub fn run(args: &[String]) -> Result<()> {
         "Both scrape the same {targets} targets × 100 series every 15 s at once; window {window} s after {warmup} s of warm-up.\n"
     );
     let _ = writeln!(report, "| measure | Tandem | Prometheus 2.42 | ratio |\n|---|---|---|---|");
-    let _ = writeln!(report, "| CPU per 1,000 samples ingested | {:.2} ms | {:.2} ms | {:.2}× |", cpu_ours * 1000.0, cpu_theirs * 1000.0, cpu_ours / cpu_theirs);
-    let _ = writeln!(report, "| RSS at the end ({series_ours:.0} series in Tandem) | {rss_ours:.0} MiB | {rss_theirs:.0} MiB | {:.2}× |", rss_ours / rss_theirs);
+    let _ = writeln!(
+        report,
+        "| CPU per 1,000 samples ingested | {:.2} ms | {:.2} ms | {:.2}× |",
+        cpu_ours * 1000.0,
+        cpu_theirs * 1000.0,
+        cpu_ours / cpu_theirs
+    );
+    let _ = writeln!(
+        report,
+        "| RSS at the end ({series_ours:.0} series in Tandem) | {rss_ours:.0} MiB | {rss_theirs:.0} MiB | {:.2}× |",
+        rss_ours / rss_theirs
+    );
     let _ = writeln!(
         report,
         "| bytes per sample on disk (Tandem: snapshot of compressed chunks; Prometheus: chunks_head + WAL) | {:.2} B | {:.2} B ({:.2} B chunks alone) | {:.2}× |",

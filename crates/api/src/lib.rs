@@ -611,3 +611,19 @@ pub struct RuleView {
     #[serde(default)]
     pub alerts: Vec<Alert>,
 }
+
+/// A forecast or an anomaly that holds now (`GET /api/v1/insights`): a warning with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Insight {
+    /// `forecast` or `anomaly`.
+    pub kind: String,
+    pub key: String,
+    pub name: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub summary: String,
+    /// The model and its figures.
+    pub evidence: serde_json::Value,
+    /// RFC 3339.
+    pub since: String,
+}

@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod db;
 pub mod exposition;
 pub mod labels;
+pub mod predict;
 pub mod promql;
 
 pub use db::{Db, DbError, Match, Options, SeriesData};

@@ -34,6 +34,21 @@ pub struct Monitors {
     pub slos: Vec<SloSpec>,
     /// Prometheus endpoints to scrape every 15 s.
     pub scrapes: Vec<ScrapeSpec>,
+    /// Trends to watch: when a query's line reaches a limit within a horizon, a warning.
+    pub forecasts: Vec<ForecastSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastSpec {
+    pub name: String,
+    /// PromQL giving one series (e.g. `min(node_filesystem_avail_bytes{mountpoint="/"})`).
+    pub query: String,
+    /// The value that means exhausted (0 free bytes, 100% used…).
+    pub limit: f64,
+    /// How much history the line is fitted to.
+    pub window_ms: u64,
+    /// Warn when the limit is reached within this.
+    pub within_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +121,7 @@ pub enum Sli {
     Ratio { good: String, total: String },
 }
 
-const MONITOR_KEYS: &[&str] = &["probes", "slos", "scrape"];
+const MONITOR_KEYS: &[&str] = &["probes", "slos", "scrape", "forecasts"];
 const PROBE_KEYS: &[&str] = &[
     "http",
     "tcp",
@@ -136,6 +151,7 @@ pub fn parse(source: &str) -> (Option<Monitors>, Vec<Diagnostic>) {
         match key {
             "probes" => monitors.probes = checker.probes(value),
             "scrape" => monitors.scrapes = checker.scrapes(value),
+            "forecasts" => monitors.forecasts = checker.forecasts(value),
             _ => monitors.slos = checker.slos(value, &monitors.probes, false),
         }
     }
@@ -161,6 +177,38 @@ fn objective_of(node: &Node) -> Option<f64> {
 }
 
 impl Checker {
+    fn forecasts(&mut self, node: &Node) -> Vec<ForecastSpec> {
+        let mut out = Vec::new();
+        for (name, value, span) in self.entries(node, "`forecasts`", &[]) {
+            let what = format!("forecast `{name}`");
+            let entries = self.entries(value, &what, &["query", "limit", "window", "within"]);
+            let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
+            let query = match field("query") {
+                Some(n) => self.string(n, "`query`"),
+                None => {
+                    self.push(Diagnostic::error("missing-key", span, format!("{what} has no `query`")));
+                    None
+                }
+            };
+            let limit = match field("limit") {
+                Some(n) => self.number(n, "`limit`", f64::MIN, f64::MAX),
+                None => {
+                    self.push(
+                        Diagnostic::error("missing-key", span, format!("{what} has no `limit`"))
+                            .hint("e.g. `limit: 0` for free space"),
+                    );
+                    None
+                }
+            };
+            let window_ms = field("window").map_or(Some(6 * 3_600_000), |n| self.duration(n, "`window`"));
+            let within_ms = field("within").map_or(Some(24 * 3_600_000), |n| self.duration(n, "`within`"));
+            if let (Some(query), Some(limit), Some(window_ms), Some(within_ms)) = (query, limit, window_ms, within_ms) {
+                out.push(ForecastSpec { name: name.to_string(), query, limit, window_ms, within_ms });
+            }
+        }
+        out
+    }
+
     fn scrapes(&mut self, node: &Node) -> Vec<ScrapeSpec> {
         let mut out = Vec::new();
         for (name, value, span) in self.entries(node, "`scrape`", &[]) {

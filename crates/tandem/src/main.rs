@@ -119,6 +119,14 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Forecasts and anomalies that hold now: warnings with their evidence.
+    #[command(after_help = "Examples:\n  tandem insights\n  tandem insights --format json")]
+    Insights {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Alerts firing now (SLO burn rates, SLIs without data).
     Alerts {
         #[arg(long, value_enum, default_value = "text")]
@@ -275,6 +283,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rules(command) => monitoring::rules(command),
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
+        Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
         Command::Runs(command) => block_on(runs_command(command)),
         Command::Deploy(args) => block_on(deployments::deploy(args)),
         Command::Deployments(command) => block_on(deployments::deployments(command)),

@@ -474,3 +474,21 @@ pub fn rules(command: RulesCommand) -> Result<i32> {
     }
     Ok(if failed > 0 { 1 } else { 0 })
 }
+
+pub async fn insights(format: Format, connection: Connection) -> Result<i32> {
+    let insights: Vec<api::Insight> = Client::new(&connection)?.get("/api/v1/insights").await?;
+    if format == Format::Json {
+        return client::print_json(&insights).map(|()| 0);
+    }
+    if insights.is_empty() {
+        println!("nothing unusual: no forecast reaches its limit, no anomaly against earlier days");
+        return Ok(0);
+    }
+    for insight in &insights {
+        println!("{} {} (since {})", insight.kind, insight.summary, insight.since);
+        if let Some(model) = insight.evidence["model"].as_str() {
+            println!("    model: {model}");
+        }
+    }
+    Ok(0)
+}

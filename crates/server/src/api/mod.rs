@@ -82,6 +82,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::slos))
         .routes(routes!(monitoring::alerts))
         .routes(routes!(monitoring::rules))
+        .routes(routes!(monitoring::insights))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -205,3 +205,25 @@ fn rule_groups(app: &App) -> api::RuleGroups {
 pub(super) async fn rules(State(app): State<Arc<App>>, _caller: Caller) -> Json<api::Answer<api::RuleGroups>> {
     Json(api::Answer { status: "success".into(), data: rule_groups(&app) })
 }
+
+#[utoipa::path(get, path = "/api/v1/insights", tag = "monitoring",
+    summary = "Forecasts (a trend reaching its limit) and seasonal anomalies that hold now, with their evidence",
+    security(("token" = [])), responses((status = 200, body = Vec<api::Insight>), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn insights(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<api::Insight>> {
+    let insights = app.monitor.insights.lock().unwrap_or_else(|e| e.into_inner());
+    Json(
+        insights
+            .iter()
+            .map(|i| api::Insight {
+                kind: i.kind.into(),
+                key: i.key(),
+                name: i.name.clone(),
+                service: i.scope.service.clone(),
+                environment: i.scope.environment.clone(),
+                summary: i.summary.clone(),
+                evidence: i.evidence.clone(),
+                since: rfc3339(i.since),
+            })
+            .collect(),
+    )
+}

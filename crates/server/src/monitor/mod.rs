@@ -6,6 +6,7 @@
 //! environment (`probes:`, `slos:`) and `--monitors FILE`. A probe keeps its state while its
 //! definition stays the same.
 
+pub mod insights;
 pub mod probes;
 pub mod rules;
 pub mod scrape;
@@ -23,6 +24,22 @@ use crate::App;
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 
 const CHECKPOINT_EVERY: u32 = 40;
+
+/// Insights (forecasts, anomalies) are evaluated every this many scrape intervals (a minute).
+const INSIGHTS_EVERY: u32 = 4;
+
+/// The forecasts of the monitors file.
+fn forecasts(app: &App) -> Vec<(Scope, spec::monitors::ForecastSpec)> {
+    let Some(path) = &app.config.monitors else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    if is_openslo(&text) {
+        return Vec::new();
+    }
+    match spec::monitors::parse(&text) {
+        (Some(monitors), _) => monitors.forecasts.into_iter().map(|f| (Scope::default(), f)).collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Whose a probe or SLO is: an environment of a service, or the monitors file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -60,6 +77,8 @@ pub struct Monitor {
     pub slos: Mutex<Vec<slos::SloState>>,
     /// Rule groups of `--rules`, with their alerts.
     pub rules: Mutex<Vec<rules::GroupState>>,
+    /// Forecasts and anomalies that hold now.
+    pub insights: Mutex<Vec<insights::Insight>>,
 }
 
 pub async fn run_forever(app: Arc<App>) {
@@ -67,17 +86,22 @@ pub async fn run_forever(app: Arc<App>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seconds = 0u64;
     let mut scrapes = 0u32;
+    let started = jiff::Timestamp::now().as_millisecond();
     loop {
         tick.tick().await;
         if seconds.is_multiple_of(SCRAPE_INTERVAL.as_secs()) {
+            // Samples carry the scheduled time, not the moment the scrape happened to run: exact
+            // intervals make every timestamp after a chunk's second cost one bit (as Prometheus's
+            // timestamp tolerance does).
+            let scheduled = started + seconds as i64 * 1000;
             refresh(&app).await;
-            if let Err(error) = scrape_self(&app).await {
+            if let Err(error) = scrape_self(&app, scheduled).await {
                 tracing::warn!("cannot record Tandem's own figures: {error}");
             }
             // Targets are scraped beside the loop, so a slow one never delays probes or rules.
             tokio::spawn({
                 let app = app.clone();
-                async move { scrape::scrape_all(&app).await }
+                async move { scrape::scrape_all(&app, scheduled).await }
             });
             let evaluating = app.clone();
             if let Err(error) = tokio::task::spawn_blocking(move || slos::evaluate(&evaluating)).await {
@@ -85,6 +109,13 @@ pub async fn run_forever(app: Arc<App>) {
             }
             slos::record_transitions(&app).await;
             scrapes += 1;
+            if scrapes % INSIGHTS_EVERY == 1 {
+                let forecasts = forecasts(&app);
+                tokio::spawn({
+                    let app = app.clone();
+                    async move { insights::refresh(&app, forecasts).await }
+                });
+            }
             if scrapes.is_multiple_of(CHECKPOINT_EVERY) {
                 let tsdb = app.tsdb.clone();
                 match tokio::task::spawn_blocking(move || tsdb.checkpoint()).await {
@@ -243,11 +274,10 @@ async fn refresh(app: &Arc<App>) {
     *slos = next;
 }
 
-/// Reads `/metrics` as a scrape would and appends it, stamped now.
-pub async fn scrape_self(app: &Arc<App>) -> Result<usize, String> {
+/// Reads `/metrics` as a scrape would and appends it, stamped `now` (ms).
+pub async fn scrape_self(app: &Arc<App>, now: i64) -> Result<usize, String> {
     let text = crate::api::exposition(app).await.map_err(|e| e.to_string())?;
     let samples = metrics::exposition::parse(&text).map_err(|e| format!("Tandem's own /metrics: {e}"))?;
-    let now = jiff::Timestamp::now().as_millisecond();
     let instance = app.config.listen.to_string();
     let batch: Vec<_> = samples
         .into_iter()

@@ -75,7 +75,8 @@ pub async fn targets(app: &Arc<App>) -> Vec<Target> {
     {
         for scrape in monitors.scrapes {
             let instance = scrape.url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_string();
-            let mut labels = Labels::new(vec![("job".to_string(), scrape.name.clone()), ("instance".to_string(), instance)]);
+            let mut labels =
+                Labels::new(vec![("job".to_string(), scrape.name.clone()), ("instance".to_string(), instance)]);
             // The file's labels win, `job` and `instance` included.
             for (name, value) in &scrape.labels {
                 labels = labels.with(name, value);
@@ -86,8 +87,9 @@ pub async fn targets(app: &Arc<App>) -> Vec<Target> {
     out
 }
 
-/// Scrapes every target at once (each within its timeout) and stores what each gave.
-pub async fn scrape_all(app: &Arc<App>) {
+/// Scrapes every target at once (each within its timeout) and stores what each gave, stamped
+/// `now` (the scheduled scrape time, ms) unless the exposition gives its own timestamps.
+pub async fn scrape_all(app: &Arc<App>, now: i64) {
     let targets = targets(app).await;
     let client = reqwest::Client::new();
     let scrapes = targets.into_iter().map(|target| {
@@ -95,7 +97,6 @@ pub async fn scrape_all(app: &Arc<App>) {
         let app = app.clone();
         async move {
             let started = Instant::now();
-            let now = jiff::Timestamp::now().as_millisecond();
             let result = scrape(&client, &target).await;
             let seconds = started.elapsed().as_secs_f64();
             let mut batch = Vec::new();

@@ -377,3 +377,58 @@ fn an_openslo_ratio_slo_is_evaluated_over_the_store() {
         }
     }
 }
+
+#[test]
+fn insights_forecast_a_filling_disk_and_flag_traffic_unusual_for_the_time_of_day() {
+    use server::monitor::Scope;
+    use server::monitor::insights::evaluate;
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    let now = 1_800_000_000_000i64;
+    let name = |n: &str| metrics::Labels::new(vec![("__name__".into(), n.into())]);
+    // 10 GB free, losing 2 GB an hour for the last six hours: empty in five hours.
+    let disk: Vec<_> =
+        (0..=360).map(|m| (name("disk_free_bytes"), now - (360 - m) * 60_000, 22e9 - m as f64 / 60.0 * 2e9)).collect();
+    db.append(&disk).unwrap();
+    let spec = spec::monitors::ForecastSpec {
+        name: "disk-full".into(),
+        query: "disk_free_bytes".into(),
+        limit: 0.0,
+        window_ms: 6 * 3_600_000,
+        within_ms: 24 * 3_600_000,
+    };
+    // Eight days of a proxy's requests at 100 a second, steady; the last ten minutes at 300.
+    let labels = metrics::Labels::new(
+        [
+            ("__name__", "tandem_proxy_requests_total"),
+            ("service", "shop"),
+            ("environment", "production"),
+            ("version", "stable"),
+            ("class", "2xx"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect(),
+    );
+    let mut total = 0.0;
+    let mut batch = Vec::new();
+    let start = now - 8 * 86_400_000;
+    let mut t = start;
+    while t <= now {
+        let rate = if t > now - 600_000 { 300.0 } else { 100.0 + 5.0 * ((t / 60_000) % 7) as f64 };
+        total += rate * 60.0;
+        batch.push((labels.clone(), t, total));
+        t += 60_000;
+    }
+    db.append(&batch).unwrap();
+    let environment = Scope { service: Some("shop".into()), environment: Some("production".into()) };
+    let found = evaluate(&db, &[(Scope::default(), spec)], &[environment], now);
+    let forecast = found.iter().find(|i| i.kind == "forecast").expect("the disk forecast");
+    let seconds = forecast.evidence["seconds_to_limit"].as_f64().unwrap();
+    assert!((seconds / 3600.0 - 5.0).abs() < 0.05, "{forecast:?}");
+    assert!(forecast.summary.contains("5.0 h"), "{}", forecast.summary);
+    let anomaly = found.iter().find(|i| i.kind == "anomaly").expect("the traffic anomaly");
+    assert_eq!(anomaly.name, "request rate", "{anomaly:?}");
+    assert!(anomaly.evidence["score"].as_f64().unwrap() > 3.5, "{anomaly:?}");
+    assert!(!found.iter().any(|i| i.name == "error ratio"), "no errors, no error-ratio anomaly: {found:#?}");
+}
