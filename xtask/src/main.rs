@@ -76,6 +76,8 @@ fn ensure_prerequisites() -> Result<()> {
         ("dockerd", "docker.io"),
         ("busybox", "busybox-static"),
         ("docker-registry", "docker-registry"),
+        ("prometheus", "prometheus"),
+        ("promtool", "prometheus"),
     ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {

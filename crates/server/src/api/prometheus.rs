@@ -103,8 +103,13 @@ fn metric(labels: &metrics::Labels) -> serde_json::Value {
     serde_json::Value::Object(labels.iter().map(|(n, v)| (n.to_string(), serde_json::Value::from(v))).collect())
 }
 
+/// `[unix seconds, "value"]`; whole seconds are written without a fraction, as Prometheus does.
 fn point(t: i64, v: f64) -> serde_json::Value {
-    serde_json::json!([t as f64 / 1000.0, format_value(v)])
+    serde_json::json!([seconds(t), format_value(v)])
+}
+
+fn seconds(t: i64) -> serde_json::Value {
+    if t % 1000 == 0 { serde_json::json!(t / 1000) } else { serde_json::json!(t as f64 / 1000.0) }
 }
 
 #[utoipa::path(get, path = "/api/v1/query", tag = "monitoring",
@@ -130,7 +135,7 @@ pub(super) async fn query(
         .map_err(query_error)?;
     let data = match value {
         Value::Scalar(v) => serde_json::json!({"resultType": "scalar", "result": point(t, v)}),
-        Value::String(s) => serde_json::json!({"resultType": "string", "result": [t as f64 / 1000.0, s]}),
+        Value::String(s) => serde_json::json!({"resultType": "string", "result": [seconds(t), s]}),
         Value::Vector(samples) => serde_json::json!({"resultType": "vector", "result":
             samples.iter().map(|s| serde_json::json!({"metric": metric(&s.labels), "value": point(t, s.v)})).collect::<Vec<_>>()}),
         Value::Matrix(series) => serde_json::json!({"resultType": "matrix", "result":

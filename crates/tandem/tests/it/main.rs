@@ -2,6 +2,7 @@
 
 mod containers;
 mod deploy;
+mod monitoring;
 mod proxy;
 mod run;
 mod server;
