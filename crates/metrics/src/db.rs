@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -154,6 +154,7 @@ pub struct Db {
     options: Options,
     inner: RwLock<Inner>,
     wal: Mutex<Wal>,
+    failed_appends: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Db {
@@ -163,7 +164,7 @@ impl std::fmt::Debug for Db {
 }
 
 struct Wal {
-    file: BufWriter<File>,
+    file: File,
     bytes: u64,
 }
 
@@ -199,52 +200,60 @@ impl Db {
             OpenOptions::new().create(true).truncate(false).write(true).open(&wal_path).map_err(io(&wal_path))?;
         // A torn record at the end (a crash mid-write) is cut off, so new records follow whole ones.
         file.set_len(valid).map_err(io(&wal_path))?;
-        let mut file = BufWriter::new(file);
+        let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(valid)).map_err(io(&wal_path))?;
         Ok(Db {
             dir: dir.to_path_buf(),
             options,
             inner: RwLock::new(inner),
             wal: Mutex::new(Wal { file, bytes: valid }),
+            failed_appends: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Appends samples; when this returns `Ok`, they are in the log. A sample that is not after
-    /// its series' last one is refused (named in the error) and the rest of the batch is kept.
+    /// Appends samples; when this returns `Ok`, they are in the log, and only then can a query
+    /// see them. A sample that is not after its series' last one is refused (named in the error)
+    /// and the rest of the batch is kept. When the log cannot be written (a full disk), nothing
+    /// of the batch is kept and the log is cut back to its last whole record.
     pub fn append(&self, batch: &[(Labels, i64, f64)]) -> Result<usize, DbError> {
+        // The log's lock first, then the series' (as `checkpoint` takes them).
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let mut new_series = Vec::new();
+        let mut new_series: Vec<Labels> = Vec::new();
+        let mut last: HashMap<u32, i64> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut first_error = None;
         for (labels, t, v) in batch {
             let id = match inner.by_labels.get(labels) {
                 Some(id) => *id,
-                None => {
-                    if inner.series.len() >= self.options.max_series {
-                        first_error.get_or_insert(DbError::TooManySeries {
-                            limit: self.options.max_series,
-                            labels: labels.to_string(),
-                        });
-                        continue;
+                None => match new_series.iter().position(|l| l == labels) {
+                    Some(i) => (inner.series.len() + i) as u32,
+                    None => {
+                        if inner.series.len() + new_series.len() >= self.options.max_series {
+                            first_error.get_or_insert(DbError::TooManySeries {
+                                limit: self.options.max_series,
+                                labels: labels.to_string(),
+                            });
+                            continue;
+                        }
+                        new_series.push(labels.clone());
+                        (inner.series.len() + new_series.len() - 1) as u32
                     }
-                    let (id, _) = inner.id_of(labels);
-                    new_series.push(id);
-                    id
-                }
+                },
             };
-            let last = inner.series[id as usize].last_t();
-            if let Some(last) = last.filter(|last| t <= last) {
-                first_error.get_or_insert(DbError::OutOfOrder { labels: labels.to_string(), t: *t, last });
+            let previous = last.get(&id).copied().or_else(|| inner.series.get(id as usize).and_then(Series::last_t));
+            if let Some(previous) = previous.filter(|previous| t <= previous) {
+                first_error.get_or_insert(DbError::OutOfOrder { labels: labels.to_string(), t: *t, last: previous });
                 continue;
             }
-            inner.push(id, *t, *v);
+            last.insert(id, *t);
             accepted.push((id, *t, v.to_bits()));
         }
         let mut record = Vec::new();
-        for id in &new_series {
+        for (i, labels) in new_series.iter().enumerate() {
             let mut payload = vec![RECORD_SERIES];
-            payload.extend_from_slice(&id.to_le_bytes());
-            encode_labels(&inner.series[*id as usize].labels, &mut payload);
+            payload.extend_from_slice(&((inner.series.len() + i) as u32).to_le_bytes());
+            encode_labels(labels, &mut payload);
             frame(&payload, &mut record);
         }
         if !accepted.is_empty() {
@@ -258,14 +267,24 @@ impl Db {
             }
             frame(&payload, &mut record);
         }
+        if !record.is_empty() {
+            let before = wal.bytes;
+            if let Err(error) = wal.file.write_all(&record) {
+                // Cut a half-written record off, so that what follows lands after whole ones.
+                let _ = wal.file.set_len(before);
+                let _ = std::io::Seek::seek(&mut wal.file, std::io::SeekFrom::Start(before));
+                self.failed_appends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(DbError::Io { path: self.dir.join("wal"), error });
+            }
+            wal.bytes += record.len() as u64;
+        }
+        for labels in &new_series {
+            inner.id_of(labels);
+        }
+        for (id, t, v) in &accepted {
+            inner.push(*id, *t, f64::from_bits(*v));
+        }
         drop(inner);
-        let wal_path = self.dir.join("wal");
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        wal.file
-            .write_all(&record)
-            .and_then(|()| wal.file.flush())
-            .map_err(|error| DbError::Io { path: wal_path, error })?;
-        wal.bytes += record.len() as u64;
         let due = wal.bytes > self.options.wal_bytes_before_checkpoint;
         drop(wal);
         if due {
@@ -275,6 +294,11 @@ impl Db {
             Some(error) if accepted.is_empty() => Err(error),
             _ => Ok(accepted.len()),
         }
+    }
+
+    /// Appends that failed because the log could not be written.
+    pub fn failed_appends(&self) -> u64 {
+        self.failed_appends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops chunks older than the retention (from the newest sample), writes a snapshot of
@@ -307,7 +331,7 @@ impl Db {
         file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
         fs::rename(&temporary, self.dir.join("snapshot")).map_err(io(&temporary))?;
         let wal_path = self.dir.join("wal");
-        wal.file.get_ref().set_len(0).map_err(io(&wal_path))?;
+        wal.file.set_len(0).map_err(io(&wal_path))?;
         std::io::Seek::seek(&mut wal.file, std::io::SeekFrom::Start(0)).map_err(io(&wal_path))?;
         wal.bytes = 0;
         Ok(())

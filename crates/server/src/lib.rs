@@ -38,8 +38,10 @@ pub struct ServerConfig {
     pub max_attempts: i64,
     /// A monitors file (probes and SLOs of what Tandem does not deploy), read again every 15 s.
     pub monitors: Option<PathBuf>,
-    /// Prometheus rule files, or directories of them, read again every 15 s.
+    /// Prometheus rule files, or directories of them, read again every scrape interval.
     pub rules: Vec<PathBuf>,
+    /// How often targets are scraped and SLOs evaluated (whole seconds; 15 s by default).
+    pub scrape_interval: std::time::Duration,
 }
 
 /// The workflow files of one commit: (path, text).

@@ -31,6 +31,16 @@ pub struct ServerArgs {
     /// Prometheus rule files (or directories of them) to evaluate; repeat for more.
     #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
+    /// How often to scrape targets, record Tandem's own figures and evaluate SLOs (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_interval, value_name = "DURATION")]
+    pub scrape_interval: std::time::Duration,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    match spec::service::parse_duration(text) {
+        Some(ms) if ms >= 1000 && ms % 1000 == 0 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("`{text}` is not a whole number of seconds such as 15s or 1m")),
+    }
 }
 
 fn config(args: &ServerArgs) -> ServerConfig {
@@ -42,6 +52,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         max_attempts: 2,
         monitors: args.monitors.clone(),
         rules: args.rules.clone(),
+        scrape_interval: args.scrape_interval,
     }
 }
 
@@ -429,7 +440,7 @@ async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
         }
     }
     // The SLO saw the bad canary's errors: its budget burned, and the burn stops after the rollback.
-    tokio::time::sleep(server::monitor::SCRAPE_INTERVAL + std::time::Duration::from_secs(2)).await;
+    tokio::time::sleep(app.config.scrape_interval + std::time::Duration::from_secs(2)).await;
     if let Some(line) = slo_line(&app) {
         println!("demo: {line}");
     }

@@ -278,6 +278,11 @@ pub(crate) async fn exposition(app: &App) -> Result<String, StoreError> {
     );
     let _ = writeln!(
         out,
+        "# HELP tandem_tsdb_append_failures_total Appends refused because the store's log could not be written.\n# TYPE tandem_tsdb_append_failures_total counter\ntandem_tsdb_append_failures_total {}",
+        app.tsdb.failed_appends()
+    );
+    let _ = writeln!(
+        out,
         "# HELP tandem_tsdb_chunk_bytes Bytes of compressed samples in the time-series store.\n# TYPE tandem_tsdb_chunk_bytes gauge\ntandem_tsdb_chunk_bytes {}",
         stats.chunk_bytes
     );

@@ -141,6 +141,25 @@ pub(super) async fn alerts(State(app): State<Arc<App>>, _caller: Caller) -> Json
             alerts.extend(rule.alerts);
         }
     }
+    let store_failing = *app.monitor.store_failing.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(since) = store_failing {
+        alerts.push(api::Alert {
+            labels: [("alertname", "StoreWriteFailing"), ("severity", "page")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: [(
+                "summary".to_string(),
+                "the time-series store cannot write its log (is the disk full?); new samples are refused until it can"
+                    .to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            state: "firing".into(),
+            active_at: rfc3339(since),
+            value: metrics::promql::format_value(app.tsdb.failed_appends() as f64),
+        });
+    }
     Json(api::Answer { status: "success".into(), data: api::AlertList { alerts } })
 }
 

@@ -20,7 +20,8 @@ use spec::monitors::{ProbeSpec, SloSpec};
 
 use crate::App;
 
-/// How often Tandem records its own figures and evaluates SLOs (Prometheus's common setting).
+/// How often Tandem scrapes, records its own figures and evaluates SLOs, unless configured
+/// (Prometheus's common setting).
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 
 const CHECKPOINT_EVERY: u32 = 40;
@@ -79,6 +80,8 @@ pub struct Monitor {
     pub rules: Mutex<Vec<rules::GroupState>>,
     /// Forecasts and anomalies that hold now.
     pub insights: Mutex<Vec<insights::Insight>>,
+    /// Since when (Unix ms) the time-series store cannot write (a full disk): a paging alert.
+    pub store_failing: Mutex<Option<i64>>,
 }
 
 pub async fn run_forever(app: Arc<App>) {
@@ -87,9 +90,11 @@ pub async fn run_forever(app: Arc<App>) {
     let mut seconds = 0u64;
     let mut scrapes = 0u32;
     let started = jiff::Timestamp::now().as_millisecond();
+    let mut failed_appends = app.tsdb.failed_appends();
     loop {
         tick.tick().await;
-        if seconds.is_multiple_of(SCRAPE_INTERVAL.as_secs()) {
+        failed_appends = watch_store(&app, failed_appends).await;
+        if seconds.is_multiple_of(app.config.scrape_interval.as_secs().max(1)) {
             // Samples carry the scheduled time, not the moment the scrape happened to run: exact
             // intervals make every timestamp after a chunk's second cost one bit (as Prometheus's
             // timestamp tolerance does).
@@ -129,6 +134,41 @@ pub async fn run_forever(app: Arc<App>) {
         evaluate_rules(&app).await;
         seconds += 1;
     }
+}
+
+/// Raises (and clears) the store's own alert: appends that failed since the last look mean the
+/// log cannot be written — ingestion has stopped, nothing is corrupted, someone must act.
+async fn watch_store(app: &Arc<App>, seen: u64) -> u64 {
+    let now_failed = app.tsdb.failed_appends();
+    let failing = now_failed > seen;
+    let transition = {
+        let mut state = app.monitor.store_failing.lock().unwrap_or_else(|e| e.into_inner());
+        match (failing, *state) {
+            (true, None) => {
+                *state = Some(jiff::Timestamp::now().as_millisecond());
+                Some("alert.firing")
+            }
+            (false, Some(_)) => {
+                *state = None;
+                Some("alert.resolved")
+            }
+            _ => None,
+        }
+    };
+    if let Some(kind) = transition {
+        let summary = if kind == "alert.firing" {
+            "the time-series store cannot write its log (is the disk full?); new samples are refused until it can"
+        } else {
+            "the time-series store writes again"
+        };
+        tracing::error!("{kind}: {summary}");
+        let payload =
+            serde_json::json!({"labels": {"alertname": "StoreWriteFailing", "severity": "page"}, "summary": summary});
+        if let Err(error) = app.store.record_event(kind, "alert/tandem/StoreWriteFailing", "tandem", payload).await {
+            tracing::error!("cannot record {kind}: {error}");
+        }
+    }
+    now_failed
 }
 
 /// Evaluates the rule groups that are due; records what recording rules produce and the alerts' moves.

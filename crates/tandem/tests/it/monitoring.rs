@@ -1,13 +1,14 @@
-//! PromQL side by side with a real Prometheus (Debian's 2.42): the same history is loaded into
-//! both — `promtool tsdb create-blocks-from openmetrics` for Prometheus, `tandem metrics import`
-//! for Tandem — and the same queries must give the same answers.
+//! Monitoring end to end: PromQL side by side with a real Prometheus (Debian's 2.42: the same
+//! history loaded into both, the same queries, the same answers), imported history, probes,
+//! SLOs and scrape targets of a monitors file, alerting rules, and the store through `kill -9`
+//! and a full disk.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::server::Server;
+use crate::server::{Server, http};
 
 struct Prometheus(Child);
 
@@ -232,4 +233,330 @@ fn promql_answers_equal_a_real_prometheus_on_the_same_history() {
         }
     }
     assert!(differences.is_empty(), "{} of {compared} answers differ:\n{}", differences.len(), differences.join("\n"));
+}
+
+#[test]
+fn imported_history_and_tandems_own_figures_answer_promql_on_the_prometheus_api() {
+    let data = tempfile::tempdir().unwrap();
+    // Two hours of a service's requests, as OpenMetrics with timestamps (seconds), from the epoch.
+    let mut history = String::from("# TYPE http_requests counter\n");
+    for minute in 0..=120 {
+        let t = minute * 60;
+        history += &format!("http_requests_total{{code=\"200\",service=\"shop\"}} {} {t}\n", minute * 600);
+        history += &format!("http_requests_total{{code=\"500\",service=\"shop\"}} {} {t}\n", minute * 6);
+    }
+    history += "# EOF\n";
+    let file = data.path().join("history.om");
+    std::fs::write(&file, history).unwrap();
+    let imported = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["metrics", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(imported.code, 0, "{}", imported.all());
+    assert!(imported.stdout.contains("imported 242 samples"), "{}", imported.all());
+    // A malformed file is refused with its place, and nothing of it is stored.
+    std::fs::write(&file, "ok 1 1\nbad{code=\"200\" 1 2\n").unwrap();
+    let refused = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["metrics", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("history.om:2:16: expected `,` or `}`"), "{}", refused.all());
+
+    let server = Server::start(data.path(), None);
+    // The error ratio over the last five minutes of the imported history: 1% of requests failed.
+    let ratio = server.cli(&[
+        "query",
+        r#"sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))"#,
+        "--time",
+        "7200",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(ratio.code, 0, "{}", ratio.all());
+    let value: f64 = ratio.json()["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((value - 6.0 / 606.0).abs() < 1e-9, "{value}");
+    let range =
+        server.cli(&["query", "sum by (code) (rate(http_requests_total[5m]))", "--range", "1h", "--time", "7200"]);
+    assert_eq!(range.code, 0, "{}", range.all());
+    assert!(range.stdout.contains("{code=\"500\"}") && range.stdout.contains("POINTS"), "{}", range.all());
+    // Tandem records its own figures: the first scrape happens as the server starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let own = server.cli(&["query", r#"tandem_queue_depth{job="tandem"}"#, "--format", "json"]);
+        assert_eq!(own.code, 0, "{}", own.all());
+        if own.json()["result"].as_array().is_some_and(|r| r.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Tandem's own figures never appeared: {}", own.all());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The API speaks Prometheus's dialect: label values, series, and errors in its shape.
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) = http(&server.addr, "GET", "/api/v1/label/code/values", &[("authorization", &auth)], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"], serde_json::json!(["200", "500"]));
+    let (status, body) = http(
+        &server.addr,
+        "GET",
+        "/api/v1/series?match%5B%5D=http_requests_total%7Bcode%3D%22500%22%7D",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"service\":\"shop\""), "{body}");
+    let (status, body) = http(&server.addr, "GET", "/api/v1/query?query=sum(", &[("authorization", &auth)], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
+}
+
+/// Answers every connection with `200 ok` until the test ends.
+fn tiny_http_server() -> u16 {
+    serve_text("ok")
+}
+
+/// Answers every connection with `body` until the test ends.
+fn serve_text(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn probes_of_a_monitors_file_record_series_events_and_an_slo() {
+    let data = tempfile::tempdir().unwrap();
+    let web = tiny_http_server();
+    let exporter = serve_text("# TYPE node_load1 gauge\nnode_load1{cpu=\"all\"} 0.75\n");
+    let broken = serve_text("node_load1{cpu=\"all\" 0.75\n");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let monitors = data.path().join("monitors.yml");
+    std::fs::write(
+        &monitors,
+        format!(
+            "probes:\n  web:\n    http: http://127.0.0.1:{web}/health\n    interval: 1s\n    expect-body: ok\n  closed:\n    tcp: 127.0.0.1:{closed}\n    interval: 1s\n    failing-after: 2\nslos:\n  web-up:\n    objective: 99%\n    window: 1d\n    probe: web\nscrape:\n  node:\n    url: http://127.0.0.1:{exporter}/metrics\n    labels: {{ team: infra }}\n  broken:\n    url: http://127.0.0.1:{broken}/metrics\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(data.path(), None, &["--monitors", monitors.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probes = server.cli(&["probes", "--format", "json"]);
+        let json = probes.json();
+        let state = |name: &str| {
+            json.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["state"].as_str().unwrap().to_string())
+        };
+        if state("web").as_deref() == Some("up") && state("closed").as_deref() == Some("failing") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "probes never settled: {json}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let table = server.cli(&["probes"]);
+    assert_eq!(table.code, 1, "a failing probe makes `tandem probes` exit 1: {}", table.all());
+    assert!(table.stdout.contains("monitors/closed") && table.stdout.contains("cannot connect"), "{}", table.all());
+    // The failure is an event, and the results are series.
+    let auth = format!("Bearer {}", server.token);
+    let (_, events) = http(&server.addr, "GET", "/api/v1/events?limit=1000", &[("authorization", &auth)], b"");
+    assert!(events.contains("probe.failing") && events.contains("probe/monitors/closed"), "{events}");
+    let success = server.cli(&["query", r#"probe_success{probe="web"}"#, "--format", "json"]);
+    assert_eq!(success.json()["result"][0]["value"][1], "1", "{}", success.all());
+    // The SLO counts the web probe's checks: all good, the whole budget left.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let shown = server.cli(&["slo", "show", "web-up", "--format", "json"]);
+        assert_eq!(shown.code, 0, "{}", shown.all());
+        let json = shown.json();
+        if json["figures"]["sli"].as_f64() == Some(1.0) {
+            assert_eq!(json["figures"]["budget_remaining"].as_f64(), Some(1.0), "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SLO was never evaluated with data: {json}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let listed = server.cli(&["slo", "list"]);
+    assert!(listed.stdout.contains("monitors/web-up") && listed.stdout.contains("100.0%"), "{}", listed.all());
+    // Scrape targets: the exporter's series with the target's labels; a malformed one is down.
+    let load = server.cli(&["query", "node_load1", "--format", "json"]);
+    let series = &load.json()["result"][0];
+    assert_eq!(
+        (series["metric"]["team"].as_str(), series["value"][1].as_str()),
+        (Some("infra"), Some("0.75")),
+        "{}",
+        load.all()
+    );
+    let up = server.cli(&["query", "sum by (job) (up)", "--format", "json"]);
+    let up: std::collections::BTreeMap<String, String> = up.json()["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["job"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(up.get("node").map(String::as_str), Some("1"), "{up:?}");
+    assert_eq!(up.get("broken").map(String::as_str), Some("0"), "{up:?}");
+    let alerts = server.cli(&["alerts"]);
+    assert_eq!(alerts.code, 0, "{}", alerts.all());
+}
+
+#[test]
+fn alerting_rules_from_a_rule_file_fire_on_tandems_own_figures() {
+    let data = tempfile::tempdir().unwrap();
+    let rules = data.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: tandem\n    interval: 1s\n    rules:\n      - alert: QueueWatched\n        expr: tandem_queue_depth{job=\"tandem\"} >= 0\n        labels: { severity: ticket }\n        annotations: { summary: 'queue depth is {{ $value }}' }\n",
+    )
+    .unwrap();
+    let bad = data.path().join("bad.yml");
+    std::fs::write(&bad, "groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m])\n")
+        .unwrap();
+    let checked = crate::Run::from(
+        Command::new(env!("CARGO_BIN_EXE_tandem")).args(["rules", "check"]).arg(&rules).arg(&bad).output().unwrap(),
+    );
+    assert_eq!(checked.code, 1, "{}", checked.all());
+    assert!(checked.stdout.contains("1 groups, 1 rules"), "{}", checked.all());
+    assert!(checked.stderr.contains("bad.yml:5:15: invalid PromQL"), "{}", checked.all());
+
+    let server = Server::start_with(data.path(), None, &["--rules", rules.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = server.cli(&["alerts", "--format", "json"]);
+        assert_eq!(alerts.code, 0, "{}", alerts.all());
+        let json = alerts.json();
+        let firing = json["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "QueueWatched" && a["state"] == "firing");
+        if let Some(alert) = firing {
+            assert_eq!(alert["annotations"]["summary"], "queue depth is 0", "{alert}");
+            assert_eq!(alert["labels"]["severity"], "ticket");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert never fired: {json}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let auth = format!("Bearer {}", server.token);
+    let (_, body) = http(&server.addr, "GET", "/api/v1/rules", &[("authorization", &auth)], b"");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["data"]["groups"][0]["rules"][0]["health"], "ok", "{json}");
+    assert_eq!(json["data"]["groups"][0]["rules"][0]["state"], "firing", "{json}");
+    let (_, events) = http(&server.addr, "GET", "/api/v1/events?limit=1000", &[("authorization", &auth)], b"");
+    assert!(events.contains("alert.firing") && events.contains("alert/tandem/QueueWatched"), "{events}");
+}
+
+#[test]
+fn kill_9_during_ingestion_keeps_every_sample_a_query_saw() {
+    let data = tempfile::tempdir().unwrap();
+    let exporter = serve_text("# TYPE queue_depth gauge\nqueue_depth{queue=\"mail\"} 3\n");
+    let monitors = data.path().join("monitors.yml");
+    std::fs::write(&monitors, format!("scrape:\n  mailer:\n    url: http://127.0.0.1:{exporter}/metrics\n")).unwrap();
+    let args = ["--monitors", monitors.to_str().unwrap(), "--scrape-interval", "1s"];
+    let server = Server::start_with(data.path(), None, &args);
+    let token = server.token.clone();
+    let count = |server: &Server, at: &str| -> u64 {
+        let answer = server.cli(&[
+            "query",
+            r#"count_over_time(queue_depth{job="mailer"}[1h])"#,
+            "--time",
+            at,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(answer.code, 0, "{}", answer.all());
+        answer.json()["result"][0]["value"][1].as_str().map_or(0, |v| v.parse().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (at, seen) = loop {
+        let at =
+            format!("{:.3}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+        let seen = count(&server, &at);
+        if seen >= 5 {
+            break (at, seen);
+        }
+        assert!(Instant::now() < deadline, "ingestion never reached 5 samples ({seen})");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // Killed while it keeps ingesting every second: what a query saw was in the log already.
+    let _crashed = server.kill9();
+    let server = Server::start_with(data.path(), Some(&token), &args);
+    assert_eq!(count(&server, &at), seen, "samples seen before the kill are lost");
+}
+
+/// Serves `n` gauges, each in its own series, at every request.
+fn serve_many(n: usize) -> u16 {
+    let body: String = (0..n).map(|i| format!("wide_gauge{{i=\"{i}\"}} {i}\n")).collect();
+    serve_text(Box::leak(body.into_boxed_str()))
+}
+
+#[test]
+fn a_full_disk_stops_ingestion_with_an_alert_and_corrupts_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut monitors = String::from("scrape:\n");
+    for name in ["a", "b", "c"] {
+        monitors += &format!("  {name}:\n    url: http://127.0.0.1:{}/metrics\n", serve_many(9_000));
+    }
+    let file = data.path().join("monitors.yml");
+    std::fs::write(&file, monitors).unwrap();
+    // Files may not grow past 8 MiB: the store's log fills up within seconds (SIGXFSZ ignored, so a
+    // write past the limit fails as a full disk's would).
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", "trap '' XFSZ; ulimit -f 8192; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_tandem"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .args(["--monitors", file.to_str().unwrap(), "--scrape-interval", "1s"]);
+    let server = Server::spawn(command, data.path(), None);
+    let token = server.token.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let alerts = server.cli(&["alerts", "--format", "json"]);
+        assert_eq!(alerts.code, 0, "the server must keep answering: {}", alerts.all());
+        if alerts.json()["alerts"].as_array().unwrap().iter().any(|a| a["labels"]["alertname"] == "StoreWriteFailing") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert while the log cannot grow: {}", alerts.all());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let auth = format!("Bearer {}", server.token);
+    let (_, events) = http(&server.addr, "GET", "/api/v1/events?limit=1000", &[("authorization", &auth)], b"");
+    assert!(events.contains("alert/tandem/StoreWriteFailing"), "{events}");
+    let stored = |server: &Server| -> u64 {
+        let answer = server.cli(&["query", "count(count_over_time(wide_gauge[1h]))", "--format", "json"]);
+        answer.json()["result"][0]["value"][1].as_str().map_or(0, |v| v.parse().unwrap())
+    };
+    let before = stored(&server);
+    assert!(before > 0, "nothing was stored before the disk filled");
+    drop(server);
+    // With room again, the store opens from a log cut at its last whole record and ingests again.
+    let server = Server::start_with(
+        data.path(),
+        Some(&token),
+        &["--monitors", file.to_str().unwrap(), "--scrape-interval", "1s"],
+    );
+    assert_eq!(stored(&server), before, "the series stored before the disk filled");
 }
