@@ -627,3 +627,40 @@ pub struct Insight {
     /// RFC 3339.
     pub since: String,
 }
+
+/// A service at a glance (`GET /api/v1/services/{name}/overview`): its SLOs, probes, and key
+/// series with its deployments on the same time axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceOverview {
+    pub service: String,
+    /// Unix seconds: the time axis every series and mark shares.
+    pub start: f64,
+    pub end: f64,
+    pub step: f64,
+    pub environments: Vec<Environment>,
+    pub slos: Vec<Slo>,
+    pub probes: Vec<Probe>,
+    pub series: Vec<KeySeries>,
+    /// Deployments and rollbacks that started or ended within the range.
+    pub marks: Vec<DeploymentMark>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeySeries {
+    /// e.g. `production: requests/s`, or a `key-series` name of the service file.
+    pub name: String,
+    pub query: String,
+    /// (Unix seconds, value); a gap is a missing point.
+    pub points: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentMark {
+    pub deployment: i64,
+    pub environment: String,
+    pub release: String,
+    pub kind: DeploymentKind,
+    pub status: DeploymentStatus,
+    /// Unix seconds.
+    pub at: f64,
+}

@@ -8,6 +8,7 @@ pub mod exposition;
 pub mod labels;
 pub mod predict;
 pub mod promql;
+pub mod remote;
 
 pub use db::{Db, DbError, Match, Options, SeriesData};
 pub use labels::Labels;

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub rules: Vec<PathBuf>,
     /// How often targets are scraped and SLOs evaluated (whole seconds; 15 s by default).
     pub scrape_interval: std::time::Duration,
+    /// Prometheus remote-write receivers every stored sample is also sent to.
+    pub remote_write: Vec<String>,
 }
 
 /// The workflow files of one commit: (path, text).
@@ -92,6 +94,8 @@ pub struct App {
     pub tsdb: Arc<metrics::Db>,
     /// Probes and SLOs being watched, with their state.
     pub monitor: monitor::Monitor,
+    /// Senders to the remote-write receivers.
+    pub remote: monitor::remote_write::RemoteWrite,
 }
 
 impl App {
@@ -101,6 +105,7 @@ impl App {
         App {
             tsdb,
             monitor: monitor::Monitor::default(),
+            remote: monitor::remote_write::RemoteWrite::start(&config.remote_write),
             store,
             config,
             metrics: Metrics::default(),
@@ -232,6 +237,9 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServerError::Listen(config.listen, e))?;
     let addr = listener.local_addr()?;
+    // The address actually bound (an ephemeral port is known only now): `instance` labels use it.
+    let mut config = config;
+    config.listen = addr;
     let tsdb = metrics::Db::open(&tsdb_path(&config.data_dir), metrics::Options::default())?;
     let app = Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config));
     let worker = tokio::spawn(worker::run_forever(app.clone()));

@@ -33,6 +33,9 @@ pub struct Environment {
     pub slos: Vec<crate::monitors::SloSpec>,
     /// The path each instance serves Prometheus metrics on, scraped every 15 s.
     pub metrics_path: Option<String>,
+    /// Series the service's overview shows beside traffic, errors and latency (business
+    /// counters such as orders or sign-ups): name → PromQL.
+    pub key_series: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -396,6 +399,14 @@ impl Checker {
         let probes = field("probes").map(|n| self.probes(n)).unwrap_or_default();
         let slos = field("slos").map(|n| self.slos(n, &probes, true)).unwrap_or_default();
         let metrics_path = field("metrics").and_then(|n| self.string(n, "`metrics`"));
+        let mut key_series = Vec::new();
+        if let Some(node) = field("key-series") {
+            for (name, query, _) in self.entries(node, "`key-series`", &[]) {
+                if let Some(text) = self.string(query, &format!("key series `{name}`")) {
+                    key_series.push((name.to_string(), text));
+                }
+            }
+        }
         if let (Some(path), Some(node)) = (&metrics_path, field("metrics"))
             && !path.starts_with('/')
         {
@@ -409,6 +420,7 @@ impl Checker {
             probes,
             slos,
             metrics_path,
+            key_series,
             name: name.to_string(),
             span,
             target: target?,

@@ -108,6 +108,9 @@ enum Command {
     /// Prometheus rule files.
     #[command(subcommand)]
     Rules(monitoring::RulesCommand),
+    /// A service at a glance: SLOs, probes, key series and deployments on one time axis.
+    #[command(subcommand)]
+    Service(monitoring::ServiceCommand),
     /// SLOs: error budget, burn rates, time to exhaustion, alerts.
     #[command(subcommand)]
     Slo(monitoring::SloCommand),
@@ -281,6 +284,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Metrics(command) => monitoring::metrics(command),
         Command::Slo(command) => block_on(monitoring::slo(command)),
         Command::Rules(command) => monitoring::rules(command),
+        Command::Service(command) => block_on(monitoring::service(command)),
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),

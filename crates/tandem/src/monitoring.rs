@@ -492,3 +492,96 @@ pub async fn insights(format: Format, connection: Connection) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// A service at a glance: environments, SLOs, probes, and traffic, errors, latency and its key
+    /// series over time, with its deployments (▲ promoted, ✗ rolled back or failed) on the same axis.
+    #[command(
+        after_help = "Examples:\n  tandem service show shop\n  tandem service show shop --range 7d --format json"
+    )]
+    Show {
+        name: String,
+        /// How far back: 6h by default.
+        #[arg(long, default_value = "6h")]
+        range: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Columns of the time axis in `tandem service show`.
+const AXIS: usize = 60;
+
+pub async fn service(command: ServiceCommand) -> Result<i32> {
+    let ServiceCommand::Show { name, range, format, connection } = command;
+    let path =
+        format!("/api/v1/services/{}/overview?range={}", client::path_segment(&name), client::path_segment(&range));
+    let overview: api::ServiceOverview = Client::new(&connection)?.get(&path).await?;
+    if format == Format::Json {
+        return client::print_json(&overview).map(|()| 0);
+    }
+    println!("service {} over the last {range}", overview.service);
+    for env in &overview.environments {
+        let release = |r: &Option<api::ReleaseRef>| r.as_ref().map_or("-".to_string(), |r| r.release.clone());
+        println!("  {}: stable {} (previous {})", env.environment, release(&env.stable), release(&env.previous));
+    }
+    for slo in &overview.slos {
+        let f = slo.figures.as_ref();
+        let firing = slo.alerts.iter().filter(|a| a.firing_since.is_some()).count();
+        println!(
+            "  SLO {} {} over {}: now {}, budget left {}{}",
+            slo.name,
+            percent(Some(slo.objective), 2),
+            slo.window,
+            percent(f.and_then(|f| f.sli), 3),
+            percent(f.and_then(|f| f.budget_remaining), 1),
+            if firing > 0 { format!(", {firing} alert(s) firing") } else { String::new() }
+        );
+    }
+    for probe in &overview.probes {
+        println!(
+            "  probe {}: {} ({}/{} checks ok)",
+            probe.name,
+            probe.state,
+            probe.checks - probe.failures,
+            probe.checks
+        );
+    }
+    println!();
+    let column = |t: f64| {
+        (((t - overview.start) / (overview.end - overview.start)) * (AXIS - 1) as f64)
+            .round()
+            .clamp(0.0, (AXIS - 1) as f64) as usize
+    };
+    let width = overview.series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0).max(11);
+    for series in &overview.series {
+        let mut cells = vec![f64::NAN; AXIS];
+        for (t, v) in &series.points {
+            cells[column(*t)] = *v;
+        }
+        let last = series.points.last().map_or("-".to_string(), |p| format!("{:.4}", p.1));
+        println!("  {:<width$}  {}  {last}", series.name, sparkline(&cells));
+    }
+    let mut axis = vec![' '; AXIS];
+    for mark in &overview.marks {
+        axis[column(mark.at)] = if mark.status == api::DeploymentStatus::Promoted { '▲' } else { '✗' };
+    }
+    println!("  {:<width$}  {}", "deployments", axis.iter().collect::<String>());
+    for mark in &overview.marks {
+        let at =
+            jiff::Timestamp::from_millisecond((mark.at * 1000.0) as i64).map(|t| t.to_string()).unwrap_or_default();
+        println!(
+            "    {} {at}  deployment {} {} → {} ({}, {})",
+            if mark.status == api::DeploymentStatus::Promoted { '▲' } else { '✗' },
+            mark.deployment,
+            mark.release,
+            mark.environment,
+            mark.kind.as_str(),
+            mark.status.as_str()
+        );
+    }
+    Ok(0)
+}

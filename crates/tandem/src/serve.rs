@@ -34,6 +34,9 @@ pub struct ServerArgs {
     /// How often to scrape targets, record Tandem's own figures and evaluate SLOs (whole seconds).
     #[arg(long, default_value = "15s", value_parser = parse_interval, value_name = "DURATION")]
     pub scrape_interval: std::time::Duration,
+    /// A Prometheus remote-write URL every stored sample is also sent to; repeat for more.
+    #[arg(long = "remote-write", value_name = "URL")]
+    pub remote_write: Vec<String>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -53,6 +56,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         monitors: args.monitors.clone(),
         rules: args.rules.clone(),
         scrape_interval: args.scrape_interval,
+        remote_write: args.remote_write.clone(),
     }
 }
 

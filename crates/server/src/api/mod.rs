@@ -83,6 +83,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::alerts))
         .routes(routes!(monitoring::rules))
         .routes(routes!(monitoring::insights))
+        .routes(routes!(monitoring::service_overview))
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -275,6 +276,14 @@ pub(crate) async fn exposition(app: &App) -> Result<String, StoreError> {
         out,
         "# HELP tandem_tsdb_samples Samples in the time-series store.\n# TYPE tandem_tsdb_samples gauge\ntandem_tsdb_samples {}",
         stats.samples
+    );
+    let remote = &app.remote.counters;
+    let _ = writeln!(
+        out,
+        "# HELP tandem_remote_write_samples_total Samples for the remote-write receivers, by outcome.\n# TYPE tandem_remote_write_samples_total counter\ntandem_remote_write_samples_total{{outcome=\"sent\"}} {}\ntandem_remote_write_samples_total{{outcome=\"failed\"}} {}\ntandem_remote_write_samples_total{{outcome=\"dropped\"}} {}",
+        remote.sent.load(Relaxed),
+        remote.failed.load(Relaxed),
+        remote.dropped.load(Relaxed)
     );
     let _ = writeln!(
         out,

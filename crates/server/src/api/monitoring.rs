@@ -13,6 +13,10 @@ fn rfc3339(ms: i64) -> String {
 #[utoipa::path(get, path = "/api/v1/probes", tag = "monitoring", summary = "Every probe with its state and last result",
     security(("token" = [])), responses((status = 200, body = Vec<api::Probe>), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn probes(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<api::Probe>> {
+    Json(probe_views(&app))
+}
+
+fn probe_views(app: &App) -> Vec<api::Probe> {
     let probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());
     let mut list: Vec<api::Probe> = probes
         .iter()
@@ -52,7 +56,7 @@ pub(super) async fn probes(State(app): State<Arc<App>>, _caller: Caller) -> Json
         })
         .collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
-    Json(list)
+    list
 }
 
 pub(crate) fn slo_views(app: &App) -> Vec<api::Slo> {
@@ -245,4 +249,131 @@ pub(super) async fn insights(State(app): State<Arc<App>>, _caller: Caller) -> Js
             })
             .collect(),
     )
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OverviewQuery {
+    /// How far back, e.g. `6h` (the default) or `7d`.
+    range: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{name}/overview", tag = "monitoring",
+    summary = "A service at a glance: SLOs, probes, traffic, errors, latency and its key series, with its deployments on the same time axis",
+    params(("name" = String, Path), OverviewQuery), security(("token" = [])),
+    responses((status = 200, body = api::ServiceOverview), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn service_overview(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+    Params(query): Params<OverviewQuery>,
+) -> ApiResult<Json<api::ServiceOverview>> {
+    let range_text = query.range.unwrap_or_else(|| "6h".into());
+    let range = spec::rules::prometheus_duration(&range_text).filter(|r| *r >= 60_000).ok_or_else(|| {
+        AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{range_text}` is not a range such as 6h or 7d"))
+    })? as i64;
+    let end = jiff::Timestamp::now().as_millisecond();
+    let start = end - range;
+    let step = (range / 120).max(15_000);
+    let environments: Vec<store::EnvironmentState> =
+        app.store.environments().await?.into_iter().filter(|e| e.service == name).collect();
+    let deployments = app
+        .store
+        .deployments(DeploymentFilter {
+            service: Some(name.clone()),
+            environment: None,
+            active_only: false,
+            limit: 500,
+        })
+        .await?;
+    if environments.is_empty() && deployments.is_empty() {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no service `{name}` has been deployed"),
+        ));
+    }
+    let mut queries: Vec<(String, String)> = Vec::new();
+    let mut views = Vec::new();
+    for env in &environments {
+        let selector = format!("service={:?},environment={:?}", env.service, env.environment);
+        queries.push((
+            format!("{}: requests/s", env.environment),
+            format!("sum(rate(tandem_proxy_requests_total{{{selector}}}[5m]))"),
+        ));
+        queries.push((
+            format!("{}: error ratio", env.environment),
+            format!("sum(rate(tandem_proxy_requests_total{{{selector},class=~\"5xx|none\"}}[5m])) / sum(rate(tandem_proxy_requests_total{{{selector}}}[5m]))"),
+        ));
+        queries.push((
+            format!("{}: p99 latency (s)", env.environment),
+            format!("histogram_quantile(0.99, sum by (le) (rate(tandem_proxy_request_duration_seconds_bucket{{{selector}}}[5m])))"),
+        ));
+        let release = |id: Option<i64>| {
+            deployments.iter().find(|d| Some(d.id) == id).map(|d| api::ReleaseRef {
+                deployment: d.id,
+                release: d.release.clone(),
+                sha: d.sha.clone(),
+            })
+        };
+        if let Some(stable) = env.stable.and_then(|id| deployments.iter().find(|d| d.id == id))
+            && let Ok(spec) = crate::deploy::environment_spec(stable)
+        {
+            queries.extend(spec.key_series.into_iter().map(|(n, q)| (format!("{}: {n}", env.environment), q)));
+        }
+        views.push(api::Environment {
+            service: env.service.clone(),
+            environment: env.environment.clone(),
+            listen: env.listen.clone(),
+            stable: release(env.stable),
+            previous: release(env.previous),
+        });
+    }
+    let tsdb = app.tsdb.clone();
+    let series = tokio::task::spawn_blocking(move || {
+        queries
+            .into_iter()
+            .map(|(name, query)| {
+                let points = match metrics::promql::Engine::range(&tsdb, &query, start, end, step) {
+                    Ok(found) => found.into_iter().next().map(|s| s.points).unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                api::KeySeries {
+                    name,
+                    query,
+                    points: points.into_iter().map(|(t, v)| (t as f64 / 1000.0, v)).collect(),
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut marks = Vec::new();
+    for d in &deployments {
+        let at = d.finished.as_deref().or(d.started.as_deref()).unwrap_or(&d.created);
+        let Ok(at) = at.parse::<jiff::Timestamp>() else { continue };
+        let at = at.as_millisecond();
+        if at >= start && at <= end {
+            marks.push(api::DeploymentMark {
+                deployment: d.id,
+                environment: d.environment.clone(),
+                release: d.release.clone(),
+                kind: d.kind,
+                status: d.status,
+                at: at as f64 / 1000.0,
+            });
+        }
+    }
+    marks.sort_by(|a, b| a.at.total_cmp(&b.at));
+    Ok(Json(api::ServiceOverview {
+        service: name.clone(),
+        start: start as f64 / 1000.0,
+        end: end as f64 / 1000.0,
+        step: step as f64 / 1000.0,
+        environments: views,
+        slos: slo_views(&app).into_iter().filter(|s| s.service.as_deref() == Some(name.as_str())).collect(),
+        probes: probe_views(&app).into_iter().filter(|p| p.service.as_deref() == Some(name.as_str())).collect(),
+        series,
+        marks,
+    }))
 }

@@ -8,6 +8,7 @@
 
 pub mod insights;
 pub mod probes;
+pub mod remote_write;
 pub mod rules;
 pub mod scrape;
 pub mod slos;
@@ -40,6 +41,13 @@ fn forecasts(app: &App) -> Vec<(Scope, spec::monitors::ForecastSpec)> {
         (Some(monitors), _) => monitors.forecasts.into_iter().map(|f| (Scope::default(), f)).collect(),
         _ => Vec::new(),
     }
+}
+
+/// Stores samples, and queues them for the remote-write receivers.
+pub fn store(app: &App, batch: &[(metrics::Labels, i64, f64)]) -> Result<usize, metrics::DbError> {
+    let stored = app.tsdb.append(batch)?;
+    app.remote.offer(batch);
+    Ok(stored)
 }
 
 /// Whose a probe or SLO is: an environment of a service, or the monitors file.
@@ -193,7 +201,7 @@ async fn evaluate_rules(app: &Arc<App>) {
         }
         drop(groups);
         if !samples.is_empty()
-            && let Err(error) = evaluating.tsdb.append(&samples)
+            && let Err(error) = store(&evaluating, &samples)
         {
             tracing::warn!("cannot record the recording rules' results: {error}");
         }
@@ -323,8 +331,8 @@ pub async fn scrape_self(app: &Arc<App>, now: i64) -> Result<usize, String> {
         .into_iter()
         .map(|s| (s.labels.with("job", "tandem").with("instance", &instance), s.t.unwrap_or(now), s.value))
         .collect();
-    let tsdb = app.tsdb.clone();
-    tokio::task::spawn_blocking(move || tsdb.append(&batch))
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || store(&app, &batch))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())

@@ -118,7 +118,7 @@ async fn finish(app: &Arc<App>, key: &str, outcome: Outcome) {
     if let Some(status) = outcome.status {
         batch.push((labels.with(metrics::labels::NAME, "probe_http_status_code"), outcome.at, status as f64));
     }
-    if let Err(error) = app.tsdb.append(&batch) {
+    if let Err(error) = super::store(app, &batch) {
         tracing::warn!("cannot record probe {key}: {error}");
     }
     if let Some(failing) = transition {

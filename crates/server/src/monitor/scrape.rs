@@ -116,8 +116,8 @@ pub async fn scrape_all(app: &Arc<App>, now: i64) {
             {
                 batch.push((target.labels.with(NAME, name), now, value));
             }
-            let tsdb = app.tsdb.clone();
-            match tokio::task::spawn_blocking(move || tsdb.append(&batch)).await {
+            let storing = app.clone();
+            match tokio::task::spawn_blocking(move || super::store(&storing, &batch)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::warn!("samples of {} not stored: {error}", target.url),
                 Err(error) => tracing::error!("storing the samples of {} failed: {error}", target.url),

@@ -560,3 +560,67 @@ fn a_full_disk_stops_ingestion_with_an_alert_and_corrupts_nothing() {
     );
     assert_eq!(stored(&server), before, "the series stored before the disk filled");
 }
+
+#[test]
+fn remote_write_sends_every_sample_to_a_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").unwrap();
+    let _prometheus = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("prometheus").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Debian's prometheus; `cargo xtask test` installs it"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err()
+        || get(port, "/api/v1/query?query=1", None)["status"] != "success"
+    {
+        assert!(Instant::now() < deadline, "Prometheus did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let server =
+        Server::start_with(&dir.path().join("tandem"), None, &["--remote-write", &url, "--scrape-interval", "1s"]);
+    let ours_port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
+    // Tandem's own figures arrive in Prometheus with the same labels and values.
+    let query = format!("/api/v1/query?query={}", encode("tandem_tsdb_series{job=\"tandem\"}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let theirs = get(port, &query, None);
+        if let Some(series) = theirs["data"]["result"].as_array().and_then(|r| r.first()) {
+            assert_eq!(series["metric"]["instance"].as_str(), Some(server.addr.as_str()), "{theirs}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived in Prometheus: {theirs}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Over the same window both hold the same number of samples of a series (give the queue a moment).
+    std::thread::sleep(Duration::from_secs(3));
+    let at =
+        get(ours_port, &format!("/api/v1/query?query={}", encode("time() - 2")), Some(&server.token))["data"]["result"]
+            [1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let count =
+        format!("/api/v1/query?query={}&time={at}", encode("count_over_time(tandem_queue_depth{job=\"tandem\"}[1h])"));
+    let ours = get(ours_port, &count, Some(&server.token))["data"]["result"][0]["value"][1].clone();
+    let theirs = get(port, &count, None)["data"]["result"][0]["value"][1].clone();
+    assert_eq!(ours, theirs, "samples stored here and received there");
+    let metrics = get_text(ours_port, "/metrics");
+    assert!(metrics.contains("tandem_remote_write_samples_total{outcome=\"failed\"} 0"), "{metrics}");
+}
+
+fn get_text(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}

@@ -299,7 +299,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(n_operations, 30);
+    assert_eq!(n_operations, 31);
     // The schemas are derived from the types the CLI reads: a client generated from the document
     // sees the same shapes.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -571,6 +571,16 @@ fn up_serves_a_demo_repository_and_runs_it() {
     assert!(hour > 0.0, "the SLO did not see the bad release: {slo}");
     let probes = server.cli(&["probes", "--format", "json"]);
     assert_eq!(probes.json()[0]["key"], "sample-service/staging/greet", "{}", probes.all());
+    // The overview puts traffic, errors and the three deployments on one time axis.
+    let overview = server.cli(&["service", "show", "sample-service", "--range", "1h"]);
+    assert_eq!(overview.code, 0, "{}", overview.all());
+    let axis = overview.stdout.lines().find(|l| l.trim_start().starts_with("deployments")).unwrap_or_default();
+    assert!(axis.contains('▲') && axis.contains('✗'), "{}", overview.all());
+    assert!(
+        overview.stdout.contains("staging: error ratio") && overview.stdout.contains("SLO availability"),
+        "{}",
+        overview.all()
+    );
     let shown = server.cli(&["deployments", "list"]);
     assert!(shown.stdout.contains("rolled_back") && shown.stdout.contains("promoted"), "{}", shown.all());
 }
