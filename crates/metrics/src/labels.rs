@@ -47,6 +47,38 @@ impl Labels {
         Labels::new(pairs)
     }
 
+    /// These labels with `overrides` laid over them (an override's empty value removes the
+    /// label): one pass over two sorted lists.
+    pub fn merged(&self, overrides: &Labels) -> Labels {
+        let (a, b) = (&self.0, &overrides.0);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    out.push(y.clone());
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    out.push(x.clone());
+                    i += 1;
+                }
+                (Some(_), Some(y)) | (None, Some(y)) => {
+                    out.push(y.clone());
+                    j += 1;
+                }
+                (Some(x), None) => {
+                    out.push(x.clone());
+                    i += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        out.retain(|(_, v)| !v.is_empty());
+        Labels(out)
+    }
+
     pub fn without_name(&self) -> Labels {
         self.retain(|n| n != NAME)
     }
@@ -70,5 +102,24 @@ impl fmt::Display for Labels {
             write!(f, "{n}={v:?}")?;
         }
         write!(f, "}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_lays_overrides_over_and_keeps_the_order() {
+        let base = Labels::new(vec![("a".into(), "1".into()), ("job".into(), "x".into()), ("z".into(), "9".into())]);
+        let over = Labels::new(vec![("job".into(), "y".into()), ("m".into(), "5".into())]);
+        let merged = base.merged(&over);
+        let expected = Labels::new(vec![
+            ("a".into(), "1".into()),
+            ("job".into(), "y".into()),
+            ("m".into(), "5".into()),
+            ("z".into(), "9".into()),
+        ]);
+        assert_eq!(merged, expected);
     }
 }

@@ -326,11 +326,9 @@ async fn refresh(app: &Arc<App>) {
 pub async fn scrape_self(app: &Arc<App>, now: i64) -> Result<usize, String> {
     let text = crate::api::exposition(app).await.map_err(|e| e.to_string())?;
     let samples = metrics::exposition::parse(&text).map_err(|e| format!("Tandem's own /metrics: {e}"))?;
-    let instance = app.config.listen.to_string();
-    let batch: Vec<_> = samples
-        .into_iter()
-        .map(|s| (s.labels.with("job", "tandem").with("instance", &instance), s.t.unwrap_or(now), s.value))
-        .collect();
+    let own =
+        metrics::Labels::new(vec![("job".into(), "tandem".into()), ("instance".into(), app.config.listen.to_string())]);
+    let batch: Vec<_> = samples.into_iter().map(|s| (s.labels.merged(&own), s.t.unwrap_or(now), s.value)).collect();
     let app = app.clone();
     tokio::task::spawn_blocking(move || store(&app, &batch))
         .await

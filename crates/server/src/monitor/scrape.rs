@@ -151,13 +151,7 @@ async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scraped, St
     }
     Ok(samples
         .into_iter()
-        .map(|s| {
-            let mut labels = s.labels;
-            for (name, value) in target.labels.iter() {
-                // The target's labels win, as Prometheus's `honor_labels: false` does.
-                labels = labels.with(name, value);
-            }
-            (labels, s.t, s.value)
-        })
+        // The target's labels win, as Prometheus's `honor_labels: false` does.
+        .map(|s| (s.labels.merged(&target.labels), s.t, s.value))
         .collect())
 }
