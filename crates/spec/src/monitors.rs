@@ -90,6 +90,11 @@ pub enum Check {
     Command {
         command: String,
     },
+    /// Something pings `POST /api/v1/heartbeats/NAME` (a job, a cron task); silence longer than
+    /// the period is a failure.
+    Heartbeat {
+        period_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +129,7 @@ pub enum Sli {
 const MONITOR_KEYS: &[&str] = &["probes", "slos", "scrape", "forecasts"];
 const PROBE_KEYS: &[&str] = &[
     "http",
+    "heartbeat",
     "tcp",
     "command",
     "method",
@@ -262,7 +268,8 @@ impl Checker {
         let what = format!("probe `{name}`");
         let entries = self.entries(node, &what, PROBE_KEYS);
         let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
-        let kinds: Vec<&str> = ["http", "tcp", "command"].into_iter().filter(|k| field(k).is_some()).collect();
+        let kinds: Vec<&str> =
+            ["http", "tcp", "command", "heartbeat"].into_iter().filter(|k| field(k).is_some()).collect();
         if kinds.len() != 1 {
             let message = if kinds.is_empty() {
                 format!("{what} says nothing to check")
@@ -271,15 +278,21 @@ impl Checker {
             };
             self.push(
                 Diagnostic::error("probe-kind", span, message)
-                    .expected("exactly one of `http`, `tcp` or `command`")
-                    .hint("e.g. `http: /health`, `tcp: 127.0.0.1:5432` or `command: pg_isready`"),
+                    .expected("exactly one of `http`, `tcp`, `command` or `heartbeat`")
+                    .hint("e.g. `http: /health`, `tcp: 127.0.0.1:5432`, `command: pg_isready` or `heartbeat: 1h`"),
             );
             return None;
         }
         let duration = |checker: &mut Checker, key: &str, default: u64| {
             field(key).map_or(Some(default), |n| checker.duration(n, &format!("`{key}` of {what}"))).unwrap_or(default)
         };
-        let interval_ms = duration(self, "interval", 15_000).max(1_000);
+        let heartbeat = match kinds[0] {
+            "heartbeat" => Some(self.duration(field("heartbeat")?, "`heartbeat`")?.max(1_000)),
+            _ => None,
+        };
+        // A heartbeat is checked often enough to notice silence within a quarter of its period.
+        let default_interval = heartbeat.map_or(15_000, |period| (period / 4).clamp(1_000, 15_000));
+        let interval_ms = duration(self, "interval", default_interval).max(1_000);
         let timeout_ms = duration(self, "timeout", interval_ms.min(10_000));
         let count = |checker: &mut Checker, key: &str| {
             field(key).map_or(Some(1.0), |n| checker.number(n, &format!("`{key}`"), 1.0, 100.0)).unwrap_or(1.0) as u32
@@ -314,6 +327,7 @@ impl Checker {
                 Check::Tcp { address }
             }
             "command" => Check::Command { command: self.string(field("command")?, "`command`")? },
+            "heartbeat" => Check::Heartbeat { period_ms: heartbeat? },
             _ => {
                 let target_node = field("http")?;
                 let target = self.string(target_node, "`http`")?;

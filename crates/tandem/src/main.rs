@@ -130,6 +130,19 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Ping a heartbeat probe: run it at the end of a job or cron task.
+    #[command(
+        after_help = "Examples:\n  tandem heartbeat nightly-backup\n  backup.sh && tandem heartbeat nightly-backup --service shop --environment production\n  curl -X POST -H \"Authorization: Bearer $TANDEM_TOKEN\" $TANDEM_URL/api/v1/heartbeats/nightly-backup"
+    )]
+    Heartbeat {
+        name: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Alerts firing now (SLO burn rates, SLIs without data).
     Alerts {
         #[arg(long, value_enum, default_value = "text")]
@@ -288,6 +301,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
+        Command::Heartbeat { name, service, environment, connection } => {
+            block_on(monitoring::heartbeat(name, service, environment, connection))
+        }
         Command::Runs(command) => block_on(runs_command(command)),
         Command::Deploy(args) => block_on(deployments::deploy(args)),
         Command::Deployments(command) => block_on(deployments::deployments(command)),

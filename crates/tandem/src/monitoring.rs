@@ -585,3 +585,25 @@ pub async fn service(command: ServiceCommand) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// `tandem heartbeat NAME`: the ping a job or cron task sends when it ran.
+pub async fn heartbeat(
+    name: String,
+    service: Option<String>,
+    environment: Option<String>,
+    connection: Connection,
+) -> Result<i32> {
+    let mut path = format!("/api/v1/heartbeats/{}", client::path_segment(&name));
+    let filters: Vec<String> = [("service", service), ("environment", environment)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", client::path_segment(&v))))
+        .collect();
+    if !filters.is_empty() {
+        path = format!("{path}?{}", filters.join("&"));
+    }
+    let answer: serde_json::Value = Client::new(&connection)?.post(&path, None::<&()>).await?;
+    let keys: Vec<String> =
+        answer["pinged"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    println!("pinged {}", keys.join(", "));
+    Ok(0)
+}

@@ -84,6 +84,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::rules))
         .routes(routes!(monitoring::insights))
         .routes(routes!(monitoring::service_overview))
+        .routes(routes!(monitoring::heartbeat))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -28,6 +28,7 @@ fn probe_views(app: &App) -> Vec<api::Probe> {
                 },
                 Check::Tcp { address } => ("tcp", address.clone()),
                 Check::Command { command } => ("command", command.clone()),
+                Check::Heartbeat { period_ms } => ("heartbeat", format!("a ping every {}", human(*period_ms))),
             };
             let state = match (&p.last, p.failing) {
                 (None, _) => "unknown",
@@ -376,4 +377,33 @@ pub(super) async fn service_overview(
         series,
         marks,
     }))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HeartbeatQuery {
+    /// Only the heartbeat of this service's environment (when names repeat).
+    service: Option<String>,
+    environment: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/heartbeats/{name}", tag = "monitoring",
+    summary = "A ping for heartbeat probes: a job or cron task calls it when it ran; silence past the period fails the probe",
+    params(("name" = String, Path), HeartbeatQuery), security(("token" = [])),
+    responses((status = 202, description = "`{\"pinged\": [probe keys]}`"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn heartbeat(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+    Params(query): Params<HeartbeatQuery>,
+) -> ApiResult<Response> {
+    let pinged = crate::monitor::probes::ping(&app, &name, query.service.as_deref(), query.environment.as_deref());
+    if pinged.is_empty() {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no heartbeat probe is named `{name}`; declare one with `heartbeat: PERIOD` under `probes:`"),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"pinged": pinged}))).into_response())
 }

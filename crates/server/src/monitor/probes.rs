@@ -25,6 +25,9 @@ pub struct ProbeState {
     pub checks: u64,
     pub failures: u64,
     pub last: Option<Outcome>,
+    /// Heartbeats: the last ping (Unix ms), and when watching began.
+    pub last_ping: Option<i64>,
+    pub watched_since: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +54,8 @@ impl ProbeState {
             checks: 0,
             failures: 0,
             last: None,
+            last_ping: None,
+            watched_since: jiff::Timestamp::now().as_millisecond(),
         }
     }
 
@@ -77,6 +82,27 @@ impl ProbeState {
         self.last = Some(outcome);
         transition
     }
+}
+
+/// Records a ping of every heartbeat probe named `name` (in `scope`, when given); the keys pinged.
+pub fn ping(app: &App, name: &str, service: Option<&str>, environment: Option<&str>) -> Vec<String> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pinged = Vec::new();
+    for (key, probe) in probes.iter_mut() {
+        let wanted = probe.spec.name == name
+            && matches!(probe.spec.check, Check::Heartbeat { .. })
+            && service.is_none_or(|s| probe.scope.service.as_deref() == Some(s))
+            && environment.is_none_or(|e| probe.scope.environment.as_deref() == Some(e));
+        if wanted {
+            probe.last_ping = Some(now);
+            // Checked at once, so a recovery shows without waiting for the next interval.
+            probe.next_due = Instant::now();
+            pinged.push(key.clone());
+        }
+    }
+    pinged.sort();
+    pinged
 }
 
 /// Starts every due probe that is not already running.
@@ -169,6 +195,21 @@ async fn run(probe: &ProbeState) -> CheckResult {
             Ok(_) => Ok(None),
             Err(error) => Err((None, format!("cannot connect to {address}: {error}"))),
         },
+        Check::Heartbeat { period_ms } => {
+            let now = jiff::Timestamp::now().as_millisecond();
+            let since = probe.last_ping.unwrap_or(probe.watched_since);
+            let silence = now - since;
+            if silence <= *period_ms as i64 {
+                Ok(None)
+            } else if probe.last_ping.is_none() {
+                Err((
+                    None,
+                    format!("no ping in the {} s since watching began (period {} s)", silence / 1000, period_ms / 1000),
+                ))
+            } else {
+                Err((None, format!("last ping {} s ago, over the {} s period", silence / 1000, period_ms / 1000)))
+            }
+        }
         Check::Command { command } => {
             let output = tokio::process::Command::new("sh")
                 .args(["-c", command])

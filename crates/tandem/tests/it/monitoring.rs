@@ -624,3 +624,36 @@ fn get_text(port: u16, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+#[test]
+fn a_heartbeat_fails_when_its_job_goes_silent_and_recovers_with_a_ping() {
+    let data = tempfile::tempdir().unwrap();
+    let monitors = data.path().join("monitors.yml");
+    std::fs::write(&monitors, "probes:\n  nightly-backup:\n    heartbeat: 2s\n    interval: 1s\n").unwrap();
+    let server = Server::start_with(data.path(), None, &["--monitors", monitors.to_str().unwrap()]);
+    let state = |server: &Server| -> (String, String) {
+        let probes = server.cli(&["probes", "--format", "json"]);
+        let probe = &probes.json()[0];
+        (probe["state"].as_str().unwrap_or("").to_string(), probe["last"]["error"].as_str().unwrap_or("").to_string())
+    };
+    let wait_for = |wanted: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (now, error) = state(&server);
+            if now == wanted {
+                return error;
+            }
+            assert!(Instant::now() < deadline, "the heartbeat never became {wanted} (it is {now}: {error})");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let error = wait_for("failing");
+    assert!(error.contains("no ping"), "{error}");
+    let pinged = server.cli(&["heartbeat", "nightly-backup"]);
+    assert_eq!(pinged.code, 0, "{}", pinged.all());
+    assert!(pinged.stdout.contains("monitors/nightly-backup"), "{}", pinged.all());
+    wait_for("up");
+    let unknown = server.cli(&["heartbeat", "no-such-job"]);
+    assert_ne!(unknown.code, 0);
+    assert!(unknown.stderr.contains("no heartbeat probe is named `no-such-job`"), "{}", unknown.all());
+}
