@@ -264,7 +264,90 @@ pub fn run(args: &[String]) -> Result<()> {
         "| compressed samples alone (Tandem: chunk bytes; Prometheus: 1.3–4.1 B in its docs and the peer's 10-minute run) | {chunk_bytes:.2} B | — | — |"
     );
     report.push_str(&query_rows);
+    report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+const PROBES: usize = 500;
+
+/// 500 HTTP probes every 15 s: Tandem alone, against blackbox_exporter probing for Prometheus,
+/// each against its own copy of the peer's counting target. CPU per 1,000 probes.
+fn probes(tandem: &Path, peer: &Path, scratch: &Path, quick: bool) -> Result<String> {
+    let (warmup, window) = if quick { (30, 90) } else { (45, 240) };
+    let (ours_port, theirs_port, blackbox_port, prometheus_port, tandem_port) = (19160u16, 19161u16, 19162u16, 19163u16, 19164u16);
+    let target = |port: u16| -> Result<Process> {
+        Ok(Process(
+            Command::new("python3")
+                .arg(peer.join("tools/probe_target.py"))
+                .arg(port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        ))
+    };
+    let _ours_target = target(ours_port)?;
+    let _theirs_target = target(theirs_port)?;
+    wait_for(ours_port, "/__count", Duration::from_secs(30))?;
+    wait_for(theirs_port, "/__count", Duration::from_secs(30))?;
+    let dir = scratch.join("probes");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("blackbox.yml"), "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      ip_protocol_fallback: false\n")?;
+    let mut prometheus_config = format!(
+        "global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [http_2xx]\n  relabel_configs:\n  - source_labels: [__address__]\n    target_label: __param_target\n  - source_labels: [__param_target]\n    target_label: instance\n  - target_label: __address__\n    replacement: 127.0.0.1:{blackbox_port}\n  static_configs:\n  - targets:\n"
+    );
+    let mut monitors = String::from("probes:\n");
+    for i in 0..PROBES {
+        let _ = writeln!(prometheus_config, "    - http://127.0.0.1:{theirs_port}/p/{i}");
+        let _ = write!(monitors, "  p{i}:\n    http: http://127.0.0.1:{ours_port}/p/{i}\n    interval: 15s\n");
+    }
+    std::fs::write(dir.join("prometheus.yml"), prometheus_config)?;
+    std::fs::write(dir.join("monitors.yml"), monitors)?;
+    let blackbox = Process(
+        Command::new("/usr/bin/prometheus-blackbox-exporter")
+            .arg(format!("--config.file={}", dir.join("blackbox.yml").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{blackbox_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("blackbox_exporter is missing: run ../shared/peers/prometheus/setup.sh")?,
+    );
+    let prometheus = Process(
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let server = Process(
+        Command::new(tandem)
+            .args(["server", "--listen", &format!("127.0.0.1:{tandem_port}"), "--data"])
+            .arg(dir.join("tandem"))
+            .arg("--monitors")
+            .arg(dir.join("monitors.yml"))
+            .env("TANDEM_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for(tandem_port, "/healthz", Duration::from_secs(30))?;
+    eprintln!("probes bench: {PROBES} HTTP probes every 15 s; warm-up {warmup} s, window {window} s");
+    std::thread::sleep(Duration::from_secs(warmup));
+    let count = |port: u16| -> Result<f64> { Ok(get(port, "/__count", None)?.trim().parse()?) };
+    let cpu = |ids: &[u32]| -> Result<f64> { ids.iter().map(|id| cpu_seconds(*id)).sum() };
+    let (ours_ids, theirs_ids) = ([server.0.id()], [blackbox.0.id(), prometheus.0.id()]);
+    let start = (count(ours_port)?, count(theirs_port)?, cpu(&ours_ids)?, cpu(&theirs_ids)?);
+    std::thread::sleep(Duration::from_secs(window));
+    let end = (count(ours_port)?, count(theirs_port)?, cpu(&ours_ids)?, cpu(&theirs_ids)?);
+    let ours = (end.2 - start.2) / ((end.0 - start.0) / 1000.0);
+    let theirs = (end.3 - start.3) / ((end.1 - start.1) / 1000.0);
+    Ok(format!(
+        "| CPU per 1,000 HTTP probes ({PROBES} every 15 s; {:.0} and {:.0} probes in the window) | {ours:.2} s | {theirs:.2} s (blackbox_exporter + Prometheus) | {:.2}× |\n",
+        end.0 - start.0,
+        end.1 - start.1,
+        ours / theirs
+    ))
 }

@@ -187,6 +187,12 @@ pub async fn check(probe: &ProbeState) -> Outcome {
     }
 }
 
+/// One HTTP client for every probe: its connection pool is shared, as a browser's would be.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 type CheckResult = Result<Option<u16>, (Option<u16>, String)>;
 
 async fn run(probe: &ProbeState) -> CheckResult {
@@ -244,8 +250,7 @@ async fn run(probe: &ProbeState) -> CheckResult {
             let started = Instant::now();
             let method = reqwest::Method::from_bytes(method.as_bytes())
                 .map_err(|_| (None, format!("`{method}` is not an HTTP method")))?;
-            let client = reqwest::Client::new();
-            let mut request = client.request(method, &url);
+            let mut request = client().request(method, &url);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
