@@ -276,7 +276,8 @@ const PROBES: usize = 500;
 /// each against its own copy of the peer's counting target. CPU per 1,000 probes.
 fn probes(tandem: &Path, peer: &Path, scratch: &Path, quick: bool) -> Result<String> {
     let (warmup, window) = if quick { (30, 90) } else { (45, 240) };
-    let (ours_port, theirs_port, blackbox_port, prometheus_port, tandem_port) = (19160u16, 19161u16, 19162u16, 19163u16, 19164u16);
+    let (ours_port, theirs_port, blackbox_port, prometheus_port, tandem_port) =
+        (19160u16, 19161u16, 19162u16, 19163u16, 19164u16);
     let target = |port: u16| -> Result<Process> {
         Ok(Process(
             Command::new("python3")
@@ -293,7 +294,10 @@ fn probes(tandem: &Path, peer: &Path, scratch: &Path, quick: bool) -> Result<Str
     wait_for(theirs_port, "/__count", Duration::from_secs(30))?;
     let dir = scratch.join("probes");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("blackbox.yml"), "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      ip_protocol_fallback: false\n")?;
+    std::fs::write(
+        dir.join("blackbox.yml"),
+        "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      ip_protocol_fallback: false\n",
+    )?;
     let mut prometheus_config = format!(
         "global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [http_2xx]\n  relabel_configs:\n  - source_labels: [__address__]\n    target_label: __param_target\n  - source_labels: [__param_target]\n    target_label: instance\n  - target_label: __address__\n    replacement: 127.0.0.1:{blackbox_port}\n  static_configs:\n  - targets:\n"
     );

@@ -108,6 +108,30 @@ fn point(t: i64, v: f64) -> serde_json::Value {
     serde_json::json!([seconds(t), format_value(v)])
 }
 
+/// A range vector as Prometheus answers it.
+fn matrix(series: &[metrics::promql::Series]) -> serde_json::Value {
+    let result: Vec<serde_json::Value> = series
+        .iter()
+        .map(|s| {
+            let values: Vec<serde_json::Value> = s.points.iter().map(|(t, v)| point(*t, *v)).collect();
+            serde_json::json!({"metric": metric(&s.labels), "values": values})
+        })
+        .collect();
+    serde_json::json!({"resultType": "matrix", "result": result})
+}
+
+/// Runs a query off the async threads; its error in Prometheus's shape.
+async fn evaluate<T: Send + 'static>(
+    app: &App,
+    query: impl FnOnce(&metrics::Db) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, PromError> {
+    let tsdb = app.tsdb.clone();
+    tokio::task::spawn_blocking(move || query(&tsdb))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(query_error)
+}
+
 fn seconds(t: i64) -> serde_json::Value {
     if t % 1000 == 0 { serde_json::json!(t / 1000) } else { serde_json::json!(t as f64 / 1000.0) }
 }
@@ -128,18 +152,13 @@ pub(super) async fn query(
         Some(t) => time_of(t)?,
         None => jiff::Timestamp::now().as_millisecond(),
     };
-    let tsdb = app.tsdb.clone();
-    let value = tokio::task::spawn_blocking(move || Engine::instant(&tsdb, &text, t))
-        .await
-        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(query_error)?;
+    let value = evaluate(&app, move |tsdb| Engine::instant(tsdb, &text, t)).await?;
     let data = match value {
         Value::Scalar(v) => serde_json::json!({"resultType": "scalar", "result": point(t, v)}),
         Value::String(s) => serde_json::json!({"resultType": "string", "result": [seconds(t), s]}),
         Value::Vector(samples) => serde_json::json!({"resultType": "vector", "result":
             samples.iter().map(|s| serde_json::json!({"metric": metric(&s.labels), "value": point(t, s.v)})).collect::<Vec<_>>()}),
-        Value::Matrix(series) => serde_json::json!({"resultType": "matrix", "result":
-            series.iter().map(|s| serde_json::json!({"metric": metric(&s.labels), "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
+        Value::Matrix(series) => matrix(&series),
     };
     Ok(success(data))
 }
@@ -162,16 +181,8 @@ pub(super) async fn query_range(
     if end < start {
         return Err(bad("end timestamp must not be before start time"));
     }
-    let tsdb = app.tsdb.clone();
-    let series = tokio::task::spawn_blocking(move || Engine::range(&tsdb, &text, start, end, step))
-        .await
-        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(query_error)?;
-    let result: Vec<serde_json::Value> = series
-        .iter()
-        .map(|s| serde_json::json!({"metric": metric(&s.labels), "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>()}))
-        .collect();
-    Ok(success(serde_json::json!({"resultType": "matrix", "result": result})))
+    let series = evaluate(&app, move |tsdb| Engine::range(tsdb, &text, start, end, step)).await?;
+    Ok(success(matrix(&series)))
 }
 
 #[utoipa::path(get, path = "/api/v1/series", tag = "monitoring",

@@ -12,6 +12,34 @@ use crate::server::{Server, http};
 
 struct Prometheus(Child);
 
+impl Prometheus {
+    /// Debian's Prometheus on a free loopback port, with no scrape targets, storing in `data`;
+    /// returns once it answers queries.
+    fn start(dir: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> (Prometheus, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(dir.join("prometheus.yml"), "global: {}\n").unwrap();
+        let prometheus = Prometheus(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Debian's prometheus; `cargo xtask test` installs it"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || get(port, "/api/v1/query?query=1", None)["status"] != "success"
+        {
+            assert!(Instant::now() < deadline, "Prometheus did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (prometheus, port)
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -180,25 +208,7 @@ fn promql_answers_equal_a_real_prometheus_on_the_same_history() {
         .unwrap();
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").unwrap();
-    let _prometheus = Prometheus(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", blocks.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err()
-        || get(port, "/api/v1/query?query=1", None)["status"] != "success"
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (_prometheus, port) = Prometheus::start(dir.path(), &blocks, &[]);
     let server = Server::start(&data, None);
     let ours_port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
     let mut differences = Vec::new();
@@ -248,28 +258,23 @@ fn imported_history_and_tandems_own_figures_answer_promql_on_the_prometheus_api(
     history += "# EOF\n";
     let file = data.path().join("history.om");
     std::fs::write(&file, history).unwrap();
-    let imported = crate::Run::from(
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["metrics", "import"])
-            .arg(&file)
-            .arg("--data")
-            .arg(data.path())
-            .output()
-            .unwrap(),
-    );
+    let import = || {
+        crate::Run::from(
+            Command::new(env!("CARGO_BIN_EXE_tandem"))
+                .args(["metrics", "import"])
+                .arg(&file)
+                .arg("--data")
+                .arg(data.path())
+                .output()
+                .unwrap(),
+        )
+    };
+    let imported = import();
     assert_eq!(imported.code, 0, "{}", imported.all());
     assert!(imported.stdout.contains("imported 242 samples"), "{}", imported.all());
     // A malformed file is refused with its place, and nothing of it is stored.
     std::fs::write(&file, "ok 1 1\nbad{code=\"200\" 1 2\n").unwrap();
-    let refused = crate::Run::from(
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["metrics", "import"])
-            .arg(&file)
-            .arg("--data")
-            .arg(data.path())
-            .output()
-            .unwrap(),
-    );
+    let refused = import();
     assert_ne!(refused.code, 0);
     assert!(refused.stderr.contains("history.om:2:16: expected `,` or `}`"), "{}", refused.all());
 
@@ -564,26 +569,8 @@ fn a_full_disk_stops_ingestion_with_an_alert_and_corrupts_nothing() {
 #[test]
 fn remote_write_sends_every_sample_to_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").unwrap();
-    let _prometheus = Prometheus(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prometheus").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Debian's prometheus; `cargo xtask test` installs it"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err()
-        || get(port, "/api/v1/query?query=1", None)["status"] != "success"
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (_prometheus, port) =
+        Prometheus::start(dir.path(), &dir.path().join("prometheus"), &["--web.enable-remote-write-receiver"]);
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let server =
         Server::start_with(&dir.path().join("tandem"), None, &["--remote-write", &url, "--scrape-interval", "1s"]);
