@@ -4,11 +4,13 @@
 
 use promql_parser::parser::{Call, Expr};
 
-use super::{Engine, QueryError, Sample, Series, Value, fail, fold_ignoring_nan, kahan_sum, mean, quantile, variance};
+use super::{
+    Engine, QueryError, Sample, Series, Value, fail, fold_ignoring_nan, kahan_sum, mean, quantile, unique, variance,
+};
 use crate::labels::{Labels, NAME};
 
-/// A function of one series' points in a window (and the window's length, ms).
-type Window<'f> = &'f dyn Fn(&[(i64, f64)], i64) -> Option<f64>;
+/// A function of one series' points in a window, with the window's length and end (ms).
+type Window<'f> = &'f dyn Fn(&[(i64, f64)], i64, i64) -> Option<f64>;
 
 pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
     let name = call.func.name;
@@ -16,11 +18,12 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
     let arg = |i: usize| -> Result<&Expr, QueryError> {
         args.get(i).map(|b| b.as_ref()).ok_or_else(|| QueryError::Eval(format!("{name} needs argument {}", i + 1)))
     };
-    let matrix = |i: usize| -> Result<(Vec<Series>, i64), QueryError> {
+    // A range argument: its series, its window's length, and when its window ends.
+    let matrix = |i: usize| -> Result<(Vec<Series>, i64, i64), QueryError> {
         let expr = arg(i)?;
         let range = range_of(expr);
         match engine.eval(expr, t)? {
-            Value::Matrix(m) => Ok((m, range)),
+            Value::Matrix(m) => Ok((m, range, engine.range_end(expr, t))),
             other => fail(format!("{name} needs a range vector, got a {}", other.kind())),
         }
     };
@@ -30,41 +33,38 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
         other => fail(format!("{name} needs a string for argument {}, got a {}", i + 1, other.kind())),
     };
     let per_series = |f: Window<'_>, keep_name: bool| -> Result<Value, QueryError> {
-        let (series, range) = matrix(0)?;
-        Ok(Value::Vector(
-            series
-                .into_iter()
-                .filter_map(|s| {
-                    let v = f(&s.points, range)?;
-                    let labels = if keep_name { s.labels } else { s.labels.without_name() };
-                    Some(Sample { labels, v, ts: t })
-                })
-                .collect(),
-        ))
+        let (series, range, end) = matrix(0)?;
+        let samples = series
+            .into_iter()
+            .filter_map(|s| {
+                let v = f(&s.points, range, end)?;
+                let labels = if keep_name { s.labels } else { s.labels.without_name() };
+                Some(Sample { labels, v, ts: t })
+            })
+            .collect();
+        unique(samples)
     };
     let math = |f: &dyn Fn(f64) -> f64| -> Result<Value, QueryError> {
         let input = engine.vector(arg(0)?, t)?;
-        Ok(Value::Vector(
-            input.into_iter().map(|s| Sample { labels: s.labels.without_name(), v: f(s.v), ts: s.ts }).collect(),
-        ))
+        unique(input.into_iter().map(|s| Sample { labels: s.labels.without_name(), v: f(s.v), ts: t }).collect())
     };
     let values = |points: &[(i64, f64)]| points.iter().map(|p| p.1).collect::<Vec<f64>>();
     match name {
-        "rate" => per_series(&|p, r| extrapolated(p, t, r, true, true), false),
-        "increase" => per_series(&|p, r| extrapolated(p, t, r, true, false), false),
-        "delta" => per_series(&|p, r| extrapolated(p, t, r, false, false), false),
-        "irate" => per_series(&|p, _| instant_delta(p, true), false),
-        "idelta" => per_series(&|p, _| instant_delta(p, false), false),
-        "avg_over_time" => per_series(&|p, _| Some(mean(&values(p))), false),
-        "sum_over_time" => per_series(&|p, _| Some(kahan_sum(&values(p))), false),
-        "count_over_time" => per_series(&|p, _| Some(p.len() as f64), false),
-        "min_over_time" => per_series(&|p, _| Some(fold_ignoring_nan(&values(p), f64::min)), false),
-        "max_over_time" => per_series(&|p, _| Some(fold_ignoring_nan(&values(p), f64::max)), false),
-        "last_over_time" => per_series(&|p, _| p.last().map(|x| x.1), true),
-        "first_over_time" => per_series(&|p, _| p.first().map(|x| x.1), true),
-        "present_over_time" => per_series(&|_, _| Some(1.0), false),
-        "stddev_over_time" => per_series(&|p, _| Some(variance(&values(p)).sqrt()), false),
-        "stdvar_over_time" => per_series(&|p, _| Some(variance(&values(p))), false),
+        "rate" => per_series(&|p, r, end| extrapolated(p, end, r, true, true), false),
+        "increase" => per_series(&|p, r, end| extrapolated(p, end, r, true, false), false),
+        "delta" => per_series(&|p, r, end| extrapolated(p, end, r, false, false), false),
+        "irate" => per_series(&|p, _, _| instant_delta(p, true), false),
+        "idelta" => per_series(&|p, _, _| instant_delta(p, false), false),
+        "avg_over_time" => per_series(&|p, _, _| Some(mean(&values(p))), false),
+        "sum_over_time" => per_series(&|p, _, _| Some(kahan_sum(&values(p))), false),
+        "count_over_time" => per_series(&|p, _, _| Some(p.len() as f64), false),
+        "min_over_time" => per_series(&|p, _, _| Some(fold_ignoring_nan(&values(p), f64::min)), false),
+        "max_over_time" => per_series(&|p, _, _| Some(fold_ignoring_nan(&values(p), f64::max)), false),
+        "last_over_time" => per_series(&|p, _, _| p.last().map(|x| x.1), true),
+        "first_over_time" => per_series(&|p, _, _| p.first().map(|x| x.1), true),
+        "present_over_time" => per_series(&|_, _, _| Some(1.0), false),
+        "stddev_over_time" => per_series(&|p, _, _| Some(variance(&values(p)).sqrt()), false),
+        "stdvar_over_time" => per_series(&|p, _, _| Some(variance(&values(p))), false),
         "quantile_over_time" => {
             let phi = scalar_arg(0)?;
             let expr = arg(1)?;
@@ -80,19 +80,19 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
             }
         }
         "changes" => per_series(
-            &|p, _| {
+            &|p, _, _| {
                 Some(p.windows(2).filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())).count() as f64)
             },
             false,
         ),
-        "resets" => per_series(&|p, _| Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64), false),
-        "deriv" => per_series(&|p, _| regression(p, p.first()?.0).map(|(slope, _)| slope), false),
+        "resets" => per_series(&|p, _, _| Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64), false),
+        "deriv" => per_series(&|p, _, _| regression(p, p.first()?.0).map(|(slope, _)| slope), false),
         "predict_linear" => {
             let ahead = scalar_arg(1)?;
-            per_series(&|p, _| regression(p, t).map(|(slope, intercept)| intercept + slope * ahead), false)
+            per_series(&|p, _, _| regression(p, t).map(|(slope, intercept)| intercept + slope * ahead), false)
         }
         "absent_over_time" => {
-            let (series, _) = matrix(0)?;
+            let (series, _, _) = matrix(0)?;
             Ok(Value::Vector(if series.is_empty() { vec![absent_sample(arg(0)?, t)] } else { Vec::new() }))
         }
         "absent" => {
@@ -100,23 +100,45 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
             Ok(Value::Vector(if input.is_empty() { vec![absent_sample(arg(0)?, t)] } else { Vec::new() }))
         }
         "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "step" => Ok(Value::Scalar(engine.step as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let (a, b) = (scalar_arg(0)?, scalar_arg(1)?);
+            // Go's math.Min and math.Max: NaN wins.
+            Ok(Value::Scalar(if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else if name == "min_of" {
+                a.min(b)
+            } else {
+                a.max(b)
+            }))
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let (sf, tf) = (scalar_arg(1)?, scalar_arg(2)?);
+            if !(sf > 0.0 && sf < 1.0) {
+                return fail(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return fail(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}"));
+            }
+            per_series(&|p, _, _| smooth(p, sf, tf), false)
+        }
         "start" => Ok(Value::Scalar(engine.start as f64 / 1000.0)),
         "end" => Ok(Value::Scalar(engine.end as f64 / 1000.0)),
         "range" => Ok(Value::Scalar((engine.end - engine.start) as f64 / 1000.0)),
         "mad_over_time" => per_series(
-            &|p, _| {
+            &|p, _, _| {
                 let values = values(p);
                 let median = quantile(0.5, values.clone());
                 Some(quantile(0.5, values.iter().map(|v| (v - median).abs()).collect()))
             },
             false,
         ),
-        "ts_of_first_over_time" => per_series(&|p, _| p.first().map(|x| x.0 as f64 / 1000.0), false),
-        "ts_of_last_over_time" => per_series(&|p, _| p.last().map(|x| x.0 as f64 / 1000.0), false),
+        "ts_of_first_over_time" => per_series(&|p, _, _| p.first().map(|x| x.0 as f64 / 1000.0), false),
+        "ts_of_last_over_time" => per_series(&|p, _, _| p.last().map(|x| x.0 as f64 / 1000.0), false),
         "ts_of_min_over_time" | "ts_of_max_over_time" => {
             let max = name == "ts_of_max_over_time";
             per_series(
-                &|p, _| {
+                &|p, _, _| {
                     let mut best: Option<(i64, f64)> = None;
                     for &(ts, v) in p.iter().filter(|x| !x.1.is_nan()) {
                         // The latest of equal extremes, as Prometheus reports it.
@@ -218,6 +240,11 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
         "label_replace" => {
             let input = engine.vector(arg(0)?, t)?;
             let (dst, replacement, src, pattern) = (string_arg(1)?, string_arg(2)?, string_arg(3)?, string_arg(4)?);
+            let valid = dst.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && dst.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return fail(format!("invalid destination label name in label_replace(): {dst}"));
+            }
             let regex = regex::Regex::new(&format!("^(?s:{pattern})$"))
                 .map_err(|e| QueryError::Eval(format!("invalid regular expression in label_replace(): {e}")))?;
             let mut out = Vec::with_capacity(input.len());
@@ -294,6 +321,26 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
     }
 }
 
+/// Holt's double exponential smoothing (Prometheus's `double_exponential_smoothing`): the
+/// smoothed level at the window's last sample.
+fn smooth(points: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, points[0].1);
+    let mut b = points[1].1 - points[0].1;
+    for (i, &(_, v)) in points.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let x = sf * v;
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
 /// Natural order: runs of digits compare as numbers ("a2" before "a10").
 fn natural(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut a, mut b) = (a, b);
@@ -320,17 +367,6 @@ fn natural(a: &str, b: &str) -> std::cmp::Ordering {
             }
         }
     }
-}
-
-/// After relabelling, two samples with one label set are an error, as in Prometheus.
-fn unique(samples: Vec<Sample>) -> Result<Value, QueryError> {
-    let mut seen = std::collections::HashSet::new();
-    for s in &samples {
-        if !seen.insert(&s.labels) {
-            return fail("vector cannot contain metrics with the same labelset");
-        }
-    }
-    Ok(Value::Vector(samples))
 }
 
 fn parse_le(text: &str) -> Result<f64, ()> {

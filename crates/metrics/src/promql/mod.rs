@@ -81,6 +81,8 @@ pub struct Engine<'a> {
     db: &'a Db,
     /// The query's start and end (for `@ start()` and `@ end()`), ms.
     start: i64,
+    /// A range query's step (0 for an instant query), ms.
+    step: i64,
     end: i64,
 }
 
@@ -88,7 +90,7 @@ impl<'a> Engine<'a> {
     /// The value of `query` at `t` (ms).
     pub fn instant(db: &'a Db, query: &str, t: i64) -> Result<Value, QueryError> {
         let expr = parse(query)?;
-        Engine { db, start: t, end: t }.eval(&expr, t)
+        Engine { db, start: t, end: t, step: 0 }.eval(&expr, t)
     }
 
     /// `query` at every step from `start` to `end` (ms), as one series per label set.
@@ -100,7 +102,7 @@ impl<'a> Engine<'a> {
             return fail("more than 11,000 points per series; raise the step");
         }
         let expr = parse(query)?;
-        let engine = Engine { db, start, end };
+        let engine = Engine { db, start, end, step };
         let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = start;
         while t <= end {
@@ -129,12 +131,9 @@ impl<'a> Engine<'a> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
-                Value::Vector(samples) => Ok(Value::Vector(
-                    samples
-                        .into_iter()
-                        .map(|s| Sample { labels: s.labels.without_name(), v: -s.v, ts: s.ts })
-                        .collect(),
-                )),
+                Value::Vector(samples) => {
+                    unique(samples.into_iter().map(|s| Sample { labels: s.labels.without_name(), v: -s.v, ts: t }).collect())
+                }
                 other => fail(format!("unary minus needs a scalar or a vector, not a {}", other.kind())),
             },
             Expr::VectorSelector(vs) => self.instant_selector(vs, t).map(Value::Vector),
@@ -176,6 +175,21 @@ impl<'a> Engine<'a> {
             Expr::Binary(bin) => self.binary(bin, t),
             Expr::Call(call) => functions::call(self, call, t),
             Expr::Extension(_) => fail("extension expressions are not PromQL"),
+        }
+    }
+
+    /// When a range argument's window ends (its `@` and `offset` applied), ms.
+    fn range_end(&self, expr: &Expr, t: i64) -> i64 {
+        match expr {
+            Expr::MatrixSelector(ms) => self.selector_time(&ms.vs, t),
+            Expr::Subquery(sq) => {
+                (match &sq.at {
+                    Some(at) => self.at_time(at),
+                    None => t,
+                }) - offset_ms(&sq.offset)
+            }
+            Expr::Paren(p) => self.range_end(&p.expr, t),
+            _ => t,
         }
     }
 
@@ -281,6 +295,11 @@ impl<'a> Engine<'a> {
             Some(p) => Some(self.eval(p, t)?),
             None => None,
         };
+        if matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio")
+            && matches!(param, Some(Value::Scalar(k)) if k.is_nan())
+        {
+            return fail(format!("parameter value is NaN for {op}"));
+        }
         let number = || match &param {
             Some(Value::Scalar(v)) => Ok(*v),
             _ => fail(format!("{op} needs a number parameter")),
@@ -301,6 +320,9 @@ impl<'a> Engine<'a> {
                 "quantile" => out.push(one(quantile(number()?, values))),
                 "topk" | "bottomk" => {
                     let k = number()?;
+                    if k.is_nan() {
+                        return fail(format!("parameter value is NaN for {op}"));
+                    }
                     if k < 1.0 {
                         continue;
                     }
@@ -330,6 +352,9 @@ impl<'a> Engine<'a> {
                 }
                 "limitk" => {
                     let k = number()?;
+                    if k.is_nan() {
+                        return fail("parameter value is NaN for limitk");
+                    }
                     out.extend(samples.into_iter().take(k.max(0.0) as usize));
                 }
                 other => return fail(format!("aggregation `{other}` is not supported")),
@@ -413,9 +438,15 @@ impl<'a> Engine<'a> {
         }
         let mut out = Vec::new();
         let mut seen: HashMap<Labels, ()> = HashMap::new();
+        let mut matched: std::collections::HashSet<Labels> = std::collections::HashSet::new();
         for s in many {
             let key = signature(&s.labels);
             let Some(other) = index.get(&key) else { continue };
+            // One-to-one: a second series of this side with the same signature is an error,
+            // whatever the operation then gives.
+            if include.is_none() && !matched.insert(key.clone()) {
+                return fail("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+            }
             let (a, b) = if swapped { (other.v, s.v) } else { (s.v, other.v) };
             let result = apply(op, a, b)?;
             let value = match (comparison, return_bool, result) {
@@ -461,6 +492,17 @@ impl<'a> Engine<'a> {
         }
         Ok(out)
     }
+}
+
+/// After names are dropped, two samples with one label set are an error, as in Prometheus.
+pub(crate) fn unique(samples: Vec<Sample>) -> Result<Value, QueryError> {
+    let mut seen = std::collections::HashSet::new();
+    for s in &samples {
+        if !seen.insert(&s.labels) {
+            return fail("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(Value::Vector(samples))
 }
 
 fn t_of(s: &Sample) -> i64 {
@@ -553,14 +595,18 @@ pub fn millis(d: Duration) -> i64 {
 pub(crate) fn kahan_sum(values: &[f64]) -> f64 {
     let (mut sum, mut c) = (0.0f64, 0.0f64);
     for &v in values {
-        if v.is_infinite() {
-            return values.iter().sum();
-        }
         let t = sum + v;
-        c += if sum.abs() >= v.abs() { (sum - t) + v } else { (v - t) + sum };
+        if t.is_infinite() {
+            // Past overflow (or an infinite value) there is nothing left to compensate.
+            c = 0.0;
+        } else if sum.abs() >= v.abs() {
+            c += (sum - t) + v;
+        } else {
+            c += (v - t) + sum;
+        }
         sum = t;
     }
-    sum + c
+    if c.is_finite() { sum + c } else { sum }
 }
 
 pub(crate) fn mean(values: &[f64]) -> f64 {
@@ -568,7 +614,7 @@ pub(crate) fn mean(values: &[f64]) -> f64 {
         return f64::NAN;
     }
     let sum = kahan_sum(values);
-    if sum.is_finite() || values.iter().any(|v| v.is_nan()) {
+    if sum.is_finite() || values.iter().any(|v| v.is_nan() || v.is_infinite()) {
         return sum / values.len() as f64;
     }
     // Overflow: average incrementally instead.
@@ -601,7 +647,13 @@ pub(crate) fn quantile(phi: f64, mut values: Vec<f64>) -> f64 {
     if phi > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.total_cmp(b));
+    // NaN sorts first, as Go's sort.Float64s puts it (Prometheus's quantiles depend on it).
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
     let n = values.len() as f64;
     let rank = phi * (n - 1.0);
     let lower = rank.floor().max(0.0) as usize;

@@ -227,8 +227,11 @@ fn compare(
         if ordered && position != index {
             return Err(format!("{labels} at position {position}, expected {index}"));
         }
-        let actual = &got[position].1;
-        let trimmed: Vec<Option<f64>> = actual.clone();
+        // A grid's missing points at the end are not written in the files' expectations.
+        let mut trimmed: Vec<Option<f64>> = got[position].1.clone();
+        while trimmed.len() > values.len() && trimmed.last() == Some(&None) {
+            trimmed.pop();
+        }
         let matches = values.len() == trimmed.len()
             && values.iter().zip(&trimmed).all(|(a, b)| match (a, b) {
                 (None, None) => true,
