@@ -11,6 +11,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, RemoveContainerOptions};
 
+use crate::TargetError;
 use crate::process::{self, ProcessTarget, Supervised};
 
 /// Label on every container Tandem deploys: `<service>/<environment>`.
@@ -244,7 +245,7 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    pub async fn start(launch: &Launch) -> Result<Instance, String> {
+    pub async fn start(launch: &Launch) -> Result<Instance, TargetError> {
         let (addr, target): (SocketAddr, Arc<dyn Target>) = match launch {
             Launch::Process { command, dir, env, journal } => {
                 let target = ProcessTarget {
@@ -271,23 +272,24 @@ impl Instance {
     }
 
     /// Waits until the instance passes its check, or fails after `health.ready_within`.
-    pub async fn wait_ready(&self, health: &Health) -> Result<(), String> {
+    pub async fn wait_ready(&self, health: &Health) -> Result<(), TargetError> {
         let deadline = Instant::now() + health.ready_within;
         let pause = (health.interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         loop {
-            if check(self.addr, &health.check, health.timeout).await && self.target.running().await? {
+            if check(self.addr, &health.check, health.timeout).await
+                && self.target.running().await.map_err(TargetError::Engine)?
+            {
                 return Ok(());
             }
             if let Some(reason) = self.target.exited().await {
-                return Err(reason);
+                return Err(TargetError::Exited(reason));
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "the instance on {} did not pass its check ({}) within {:?}",
-                    self.addr,
-                    describe(&health.check),
-                    health.ready_within
-                ));
+                return Err(TargetError::NotReady {
+                    addr: self.addr,
+                    what: format!("pass its check ({})", describe(&health.check)),
+                    within: health.ready_within,
+                });
             }
             tokio::time::sleep(pause).await;
         }
@@ -357,9 +359,9 @@ async fn start_container(
     port: u16,
     env: &[(String, String)],
     labels: &HashMap<String, String>,
-) -> Result<(SocketAddr, String), String> {
+) -> Result<(SocketAddr, String), TargetError> {
     if docker.inspect_image(image).await.is_err() {
-        return Err(format!("the image `{image}` is not on this Docker engine; build or pull it first"));
+        return Err(TargetError::ImageMissing(image.to_string()));
     }
     let key = format!("{port}/tcp");
     let mut labels = labels.clone();
@@ -384,19 +386,24 @@ async fn start_container(
     let created = docker
         .create_container(None::<CreateContainerOptions>, body)
         .await
-        .map_err(|e| format!("cannot create a container of `{image}`: {e}"))?;
+        .map_err(|e| TargetError::Engine(format!("cannot create a container of `{image}`: {e}")))?;
     let id = created.id;
     if let Err(error) = docker.start_container(&id, None).await {
         remove(docker, &id).await;
-        return Err(format!("cannot start a container of `{image}`: {error}"));
+        return Err(TargetError::Engine(format!("cannot start a container of `{image}`: {error}")));
     }
-    let inspect = docker.inspect_container(&id, None).await.map_err(|e| e.to_string())?;
+    let inspect = docker
+        .inspect_container(&id, None)
+        .await
+        .map_err(|e| TargetError::Engine(format!("cannot inspect the container of `{image}`: {e}")))?;
     if let Some(state) = &inspect.state
         && state.running == Some(false)
     {
         let code = state.exit_code.unwrap_or_default();
         remove(docker, &id).await;
-        return Err(format!("the container of `{image}` exited with code {code} right after it started"));
+        return Err(TargetError::Exited(format!(
+            "the container of `{image}` exited with code {code} right after it started"
+        )));
     }
     let host_port = inspect
         .network_settings
@@ -408,7 +415,7 @@ async fn start_container(
         Some(host_port) => Ok((SocketAddr::from(([127, 0, 0, 1], host_port)), id)),
         None => {
             remove(docker, &id).await;
-            Err(format!("the container of `{image}` has no published port for {key}"))
+            Err(TargetError::Engine(format!("the container of `{image}` has no published port for {key}")))
         }
     }
 }
@@ -476,7 +483,7 @@ async fn start_service(
     port: u16,
     env: &[(String, String)],
     labels: &HashMap<String, String>,
-) -> Result<(SocketAddr, String), String> {
+) -> Result<(SocketAddr, String), TargetError> {
     use bollard::models::{
         EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
         ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
@@ -484,19 +491,19 @@ async fn start_service(
     match docker.inspect_swarm().await {
         Ok(_) => {}
         Err(_) => {
-            return Err(
-                "this Docker engine is not part of a swarm; run `docker swarm init` (or use `target: docker`)".into()
-            );
+            return Err(TargetError::Engine(
+                "this Docker engine is not part of a swarm; run `docker swarm init` (or use `target: docker`)".into(),
+            ));
         }
     }
     if docker.inspect_image(image).await.is_err() {
-        return Err(format!("the image `{image}` is not on this Docker engine; build or pull it first"));
+        return Err(TargetError::ImageMissing(image.to_string()));
     }
     let mut labels = labels.clone();
     labels.insert(exec::docker::OWNER_LABEL.into(), std::process::id().to_string());
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("PORT={port}"));
-    let host_port = process::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+    let host_port = process::free_port().map_err(TargetError::Port)?;
     let name = format!("{name}-{}", SERVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let spec = ServiceSpec {
         name: Some(name.clone()),
@@ -526,9 +533,11 @@ async fn start_service(
         }),
         ..Default::default()
     };
-    let created =
-        docker.create_service(spec, None).await.map_err(|e| format!("cannot create swarm service {name}: {e}"))?;
-    let id = created.id.ok_or("the engine created a service without an id")?;
+    let created = docker
+        .create_service(spec, None)
+        .await
+        .map_err(|e| TargetError::Engine(format!("cannot create swarm service {name}: {e}")))?;
+    let id = created.id.ok_or_else(|| TargetError::Engine("the engine created a service without an id".into()))?;
     Ok((SocketAddr::from(([127, 0, 0, 1], host_port)), id))
 }
 

@@ -50,9 +50,9 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts the instances and keeps them running until `stop`.
-pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
+pub fn start(target: &ProcessTarget) -> Result<Supervised, crate::TargetError> {
     if target.instances == 0 {
-        return Err("a process target needs at least one instance".into());
+        return Err(crate::TargetError::NoInstances);
     }
     let restarts = Arc::new(AtomicU64::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -64,7 +64,7 @@ pub fn start(target: &ProcessTarget) -> Result<Supervised, String> {
         tasks: Vec::new(),
     };
     for _ in 0..target.instances {
-        let port = free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+        let port = free_port().map_err(crate::TargetError::Port)?;
         let pid = Arc::new(AtomicU64::new(0));
         supervised.addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
         supervised.pids.push(pid.clone());
@@ -149,12 +149,16 @@ pub async fn probe(addr: SocketAddr, path: &str) -> bool {
 
 impl Supervised {
     /// Waits until every instance answers its health path, or fails after `timeout`.
-    pub async fn wait_ready(&self, health_path: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_ready(&self, health_path: &str, timeout: Duration) -> Result<(), crate::TargetError> {
         let deadline = Instant::now() + timeout;
         for addr in &self.addrs {
             while !probe(*addr, health_path).await {
                 if Instant::now() > deadline {
-                    return Err(format!("the instance on {addr} did not answer {health_path} within {timeout:?}"));
+                    return Err(crate::TargetError::NotReady {
+                        addr: *addr,
+                        what: format!("answer {health_path}"),
+                        within: timeout,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -131,9 +131,9 @@ impl<'a> Engine<'a> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
-                Value::Vector(samples) => {
-                    unique(samples.into_iter().map(|s| Sample { labels: s.labels.without_name(), v: -s.v, ts: t }).collect())
-                }
+                Value::Vector(samples) => unique(
+                    samples.into_iter().map(|s| Sample { labels: s.labels.without_name(), v: -s.v, ts: t }).collect(),
+                ),
                 other => fail(format!("unary minus needs a scalar or a vector, not a {}", other.kind())),
             },
             Expr::VectorSelector(vs) => self.instant_selector(vs, t).map(Value::Vector),
@@ -445,7 +445,9 @@ impl<'a> Engine<'a> {
             // One-to-one: a second series of this side with the same signature is an error,
             // whatever the operation then gives.
             if include.is_none() && !matched.insert(key.clone()) {
-                return fail("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+                return fail(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                );
             }
             let (a, b) = if swapped { (other.v, s.v) } else { (s.v, other.v) };
             let result = apply(op, a, b)?;

@@ -105,14 +105,14 @@ pub(super) async fn start_instances(launch: &Launch, n: usize, checks: &Checks) 
             Ok(instance) => started.push(instance),
             Err(error) => {
                 stop_all(started).await;
-                return Err(error);
+                return Err(error.into());
             }
         }
     }
     let ready = futures_util::future::join_all(started.iter().map(|i| i.wait_ready(&checks.ready))).await;
     if let Some(error) = ready.into_iter().find_map(Result::err) {
         stop_all(started).await;
-        return Err(error);
+        return Err(error.into());
     }
     for instance in &mut started {
         instance.watch(checks.live.clone());
