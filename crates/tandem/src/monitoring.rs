@@ -136,6 +136,21 @@ pub async fn query(args: QueryArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// One block character per cell (a space where there is no value), scaled to the cells' range.
+fn bars(cells: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let finite = cells.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    cells
+        .iter()
+        .map(|v| match v {
+            v if !v.is_finite() => ' ',
+            _ if hi == lo => BARS[3],
+            v => BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize],
+        })
+        .collect()
+}
+
 /// The shape of a series in eight levels of block characters, at most 40 wide.
 fn sparkline(values: &[f64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -563,7 +578,7 @@ pub async fn service(command: ServiceCommand) -> Result<i32> {
             cells[column(*t)] = *v;
         }
         let last = series.points.last().map_or("-".to_string(), |p| format!("{:.4}", p.1));
-        println!("  {:<width$}  {}  {last}", series.name, sparkline(&cells));
+        println!("  {:<width$}  {}  {last}", series.name, bars(&cells));
     }
     let mut axis = vec![' '; AXIS];
     for mark in &overview.marks {

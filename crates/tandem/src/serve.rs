@@ -143,6 +143,8 @@ pub fn up(args: ServerArgs) -> Result<i32> {
         );
         println!("  tandem deployments list            # what reached staging, and what was rolled back");
         println!("  tandem environments                # each environment's stable release and proxy");
+        println!("  tandem service show sample-service # SLO, probe, traffic and errors, deployments on one axis");
+        println!("  tandem slo list                    # error budget and burn rates; `tandem alerts` for what fires");
         println!("  tandem audit verify --data {}", data.display());
         if fresh {
             println!("\nThe demo deploys sample-service to staging, then ships a good change and a bad one:");
