@@ -255,3 +255,17 @@ fn seasonal_anomalies_are_found_with_high_precision_and_recall() {
     }
     assert!(worst.0 >= 0.9 && worst.1 >= 0.9, "worst precision {:.3}, recall {:.3}", worst.0, worst.1);
 }
+
+proptest! {
+    /// Any query text: an answer or an error, never a panic, on a store with a few series.
+    #[test]
+    fn promql_never_panics(query in "(sum|rate|by|without|on|ignoring|group_left|offset|@|bool|topk|histogram_quantile|label_replace|x|y|le|\\(|\\)|\\[|\\]|\\{|\\}|=|~|!|\"|,|:|[0-9]|m|s|\\+|-|\\*|/|\\^| ){0,60}") {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        let labels = |name: &str, le: &str| Labels::new(vec![("__name__".into(), name.into()), ("le".into(), le.into())]);
+        let batch: Vec<_> = (0..20).flat_map(|i| [(labels("x", "1"), i * 15_000, i as f64), (labels("y", "+Inf"), i * 15_000, 2.0 * i as f64)]).collect();
+        db.append(&batch).unwrap();
+        let _ = Engine::instant(&db, &query, 300_000);
+        let _ = Engine::range(&db, &query, 0, 300_000, 60_000);
+    }
+}

@@ -65,3 +65,13 @@ proptest! {
         prop_assert_eq!(template.render(&expr::Contexts::default()).unwrap(), text);
     }
 }
+
+proptest::proptest! {
+    /// Monitors, rule and OpenSLO files: arbitrary text gives diagnostics, never a panic.
+    #[test]
+    fn monitoring_files_never_panic(text in "(probes|slos|groups|rules|apiVersion|kind|objective|expr|http|heartbeat|:|-| |\n|\\{|\\}|\\[|\\]|[a-z0-9%./]){0,300}") {
+        let _ = spec::monitors::parse(&text);
+        let _ = spec::rules::parse(&text);
+        let _ = spec::openslo::parse(&text);
+    }
+}
