@@ -1,6 +1,7 @@
 //! `tandem server`: the durable event log, git triggers, the run queue and its worker, live logs,
 //! and the REST API — wired together.
 
+pub mod alerting;
 mod api;
 pub mod deploy;
 pub mod monitor;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub scrape_interval: std::time::Duration,
     /// Prometheus remote-write receivers every stored sample is also sent to.
     pub remote_write: Vec<String>,
+    /// An Alertmanager configuration: how alerts are routed to receivers.
+    pub alertmanager: Option<PathBuf>,
 }
 
 /// The workflow files of one commit: (path, text).
@@ -96,6 +99,8 @@ pub struct App {
     pub monitor: monitor::Monitor,
     /// Senders to the remote-write receivers.
     pub remote: monitor::remote_write::RemoteWrite,
+    /// Alerts, their groups and routes to receivers.
+    pub router: alerting::Router,
 }
 
 impl App {
@@ -106,6 +111,7 @@ impl App {
             tsdb,
             monitor: monitor::Monitor::default(),
             remote: monitor::remote_write::RemoteWrite::start(&config.remote_write),
+            router: alerting::Router::default(),
             store,
             config,
             metrics: Metrics::default(),
@@ -244,6 +250,8 @@ pub async fn start(
     let app = Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config));
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let monitor = tokio::spawn(monitor::run_forever(app.clone()));
+    alerting::load(&app);
+    let alerter = tokio::spawn(alerting::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
@@ -254,6 +262,7 @@ pub async fn start(
         poller.abort();
         deployer.abort();
         monitor.abort();
+        alerter.abort();
         shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
         if let Err(error) = shutting_down.tsdb.checkpoint() {
             tracing::warn!(

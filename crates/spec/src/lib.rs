@@ -4,6 +4,7 @@
 //! language ([`expr`]) and the service file ([`service`]), on top of a span-carrying YAML tree
 //! ([`yaml`]).
 
+pub mod alertmanager;
 pub mod diag;
 pub mod expr;
 pub mod monitors;

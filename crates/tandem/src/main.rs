@@ -143,6 +143,13 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// The notification log: every attempt to tell a receiver, newest first.
+    Notifications {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Alerts firing now (SLO burn rates, SLIs without data).
     Alerts {
         #[arg(long, value_enum, default_value = "text")]
@@ -301,6 +308,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
+        Command::Notifications { format, connection } => block_on(monitoring::notifications(format, connection)),
         Command::Heartbeat { name, service, environment, connection } => {
             block_on(monitoring::heartbeat(name, service, environment, connection))
         }

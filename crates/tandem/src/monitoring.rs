@@ -622,3 +622,33 @@ pub async fn heartbeat(
     println!("pinged {}", keys.join(", "));
     Ok(0)
 }
+
+/// `tandem notifications`: who was told what, and when.
+pub async fn notifications(format: Format, connection: Connection) -> Result<i32> {
+    let list: api::EventList = Client::new(&connection)?.get("/api/v1/notifications").await?;
+    if format == Format::Json {
+        return client::print_json(&list).map(|()| 0);
+    }
+    if list.events.is_empty() {
+        println!("no notifications yet; route alerts to receivers with `tandem server --alertmanager-config FILE`");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .events
+        .iter()
+        .map(|e| {
+            let p = &e.payload;
+            vec![
+                e.time.clone(),
+                e.kind.trim_start_matches("notification.").to_string(),
+                p["receiver"].as_str().unwrap_or_default().to_string(),
+                p["status"].as_str().unwrap_or_default().to_string(),
+                p["alerts"].as_array().map_or(0, Vec::len).to_string(),
+                p["attempt"].to_string(),
+                p["error"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    client::table(&["TIME", "OUTCOME", "RECEIVER", "STATUS", "ALERTS", "ATTEMPT", "ERROR"], &rows);
+    Ok(0)
+}

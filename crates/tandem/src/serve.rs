@@ -37,6 +37,9 @@ pub struct ServerArgs {
     /// A Prometheus remote-write URL every stored sample is also sent to; repeat for more.
     #[arg(long = "remote-write", value_name = "URL")]
     pub remote_write: Vec<String>,
+    /// An Alertmanager configuration file: the route tree, receivers (webhooks) and inhibition rules.
+    #[arg(long, value_name = "FILE")]
+    pub alertmanager_config: Option<PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -57,6 +60,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         rules: args.rules.clone(),
         scrape_interval: args.scrape_interval,
         remote_write: args.remote_write.clone(),
+        alertmanager: args.alertmanager_config.clone(),
     }
 }
 

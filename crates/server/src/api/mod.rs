@@ -85,6 +85,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::insights))
         .routes(routes!(monitoring::service_overview))
         .routes(routes!(monitoring::heartbeat))
+        .routes(routes!(monitoring::receive_alerts, monitoring::held_alerts))
+        .routes(routes!(monitoring::notifications))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -407,3 +407,56 @@ pub(super) async fn heartbeat(
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"pinged": pinged}))).into_response())
 }
+
+#[utoipa::path(post, path = "/api/v2/alerts", tag = "alerting",
+    summary = "Alertmanager's intake: a list of alerts (labels, annotations, startsAt, endsAt, generatorURL), as Prometheus's `alerting:` block sends them",
+    request_body(content = serde_json::Value, description = "A JSON list of alerts"), security(("token" = [])),
+    responses((status = 200, description = "Taken"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn receive_alerts(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    request: Result<Json<Vec<crate::alerting::Alert>>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let alerts = body(request)?;
+    if let Some(bad) = alerts.iter().find(|a| a.labels.is_empty()) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_alert",
+            format!("an alert has no labels: {}", serde_json::to_string(bad).unwrap_or_default()),
+        ));
+    }
+    if !app.router.configured() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "no_routes",
+            "no Alertmanager configuration is loaded; start the server with --alertmanager-config FILE",
+        ));
+    }
+    let n = alerts.len();
+    app.router.receive(alerts, jiff::Timestamp::now().as_millisecond(), false);
+    Ok(Json(serde_json::json!({"received": n})))
+}
+
+#[utoipa::path(get, path = "/api/v2/alerts", tag = "alerting",
+    summary = "Alerts the router holds, in Alertmanager's shape", security(("token" = [])),
+    responses((status = 200, description = "A JSON list of alerts with fingerprint and status")))]
+pub(super) async fn held_alerts(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<serde_json::Value>> {
+    Json(app.router.alerts(jiff::Timestamp::now().as_millisecond()))
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "alerting",
+    summary = "The notification log: every attempt to tell a receiver, newest first", security(("token" = [])),
+    responses((status = 200, body = api::EventList), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn notifications(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<api::EventList>> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app.store.events(after, 1000).await?;
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        events.extend(page.into_iter().filter(|e| e.kind.starts_with("notification.")));
+        after = last;
+    }
+    events.reverse();
+    events.truncate(500);
+    Ok(Json(api::EventList { events }))
+}

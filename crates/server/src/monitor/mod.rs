@@ -172,6 +172,7 @@ async fn watch_store(app: &Arc<App>, seen: u64) -> u64 {
         tracing::error!("{kind}: {summary}");
         let payload =
             serde_json::json!({"labels": {"alertname": "StoreWriteFailing", "severity": "page"}, "summary": summary});
+        crate::alerting::from_event(app, kind, &payload);
         if let Err(error) = app.store.record_event(kind, "alert/tandem/StoreWriteFailing", "tandem", payload).await {
             tracing::error!("cannot record {kind}: {error}");
         }
@@ -220,6 +221,7 @@ async fn evaluate_rules(app: &Arc<App>) {
         if kind == "alert.firing" {
             tracing::warn!("{kind}: {alertname} ({group})");
         }
+        crate::alerting::from_event(app, kind, &payload);
         if let Err(error) = app.store.record_event(kind, &format!("alert/{group}/{alertname}"), "tandem", payload).await
         {
             tracing::error!("cannot record {kind} of {alertname}: {error}");

@@ -269,6 +269,7 @@ pub async fn record_transitions(app: &Arc<App>) {
     };
     for (key, kind, payload) in pending {
         tracing::warn!("{kind}: {}", payload["summary"].as_str().unwrap_or(&key));
+        crate::alerting::from_event(app, kind, &payload);
         if let Err(error) = app.store.record_event(kind, &format!("slo/{key}"), "tandem", payload).await {
             tracing::error!("cannot record {kind} of SLO {key}: {error}");
         }

@@ -1,5 +1,6 @@
 //! Integration tests of the `spec` crate: real-world workflows, diagnostics, robustness.
 
+mod alertmanager;
 mod corpus;
 mod diagnostics;
 mod monitors;

@@ -644,3 +644,111 @@ fn a_heartbeat_fails_when_its_job_goes_silent_and_recovers_with_a_ping() {
     assert_ne!(unknown.code, 0);
     assert!(unknown.stderr.contains("no heartbeat probe is named `no-such-job`"), "{}", unknown.all());
 }
+
+/// Records every request body it receives (a webhook receiver) and answers 200.
+fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let (mut line, mut length) = (String::new(), 0usize);
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(json) = serde_json::from_slice(&body) {
+                seen.lock().unwrap().push(json);
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn alerts_from_a_prometheus_are_routed_grouped_and_sent_to_a_webhook_once() {
+    let data = tempfile::tempdir().unwrap();
+    let (page_port, pages) = webhook_receiver();
+    let (team_port, team) = webhook_receiver();
+    let config = data.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: team\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  routes:\n    - matchers: ['severity=\"page\"']\n      receiver: pager\ninhibit_rules:\n  - source_matchers: [alertname=ServiceDown]\n    target_matchers: [alertname=HighLatency]\n    equal: [service]\nreceivers:\n  - name: pager\n    webhook_configs: [{{ url: 'http://127.0.0.1:{page_port}/hook' }}]\n  - name: team\n    webhook_configs: [{{ url: 'http://127.0.0.1:{team_port}/hook', send_resolved: false }}]\n    slack_configs: [{{ channel: '#ops' }}]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(data.path(), None, &["--alertmanager-config", config.to_str().unwrap()]);
+    let auth = format!("Bearer {}", server.token);
+    let post = |body: &str| {
+        http(
+            &server.addr,
+            "POST",
+            "/api/v2/alerts",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    // Two pages for one service in the same group, a latency alert the outage inhibits, and a ticket.
+    let (status, body) = post(
+        r#"[{"labels": {"alertname": "ServiceDown", "severity": "page", "service": "shop", "instance": "a"}, "annotations": {"summary": "shop is down"}},
+            {"labels": {"alertname": "ServiceDown", "severity": "page", "service": "shop", "instance": "b"}},
+            {"labels": {"alertname": "HighLatency", "severity": "page", "service": "shop"}},
+            {"labels": {"alertname": "DiskFilling", "severity": "ticket"}}]"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pages.lock().unwrap().is_empty() || team.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no notification arrived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = pages.lock().unwrap().clone();
+    let outage = sent.iter().find(|p| p["groupLabels"]["alertname"] == "ServiceDown").expect("the outage's page");
+    assert_eq!((outage["version"].as_str(), outage["status"].as_str()), (Some("4"), Some("firing")), "{outage}");
+    assert_eq!(outage["alerts"].as_array().unwrap().len(), 2, "both instances in one notification: {outage}");
+    assert_eq!(outage["commonLabels"]["service"], "shop");
+    assert!(
+        !sent.iter().any(|p| p["groupLabels"]["alertname"] == "HighLatency"),
+        "the outage inhibits the latency page: {sent:?}"
+    );
+    assert_eq!(
+        sent.iter().filter(|p| p["groupLabels"]["alertname"] == "ServiceDown").count(),
+        1,
+        "told once, not every interval: {sent:?}"
+    );
+    assert_eq!(team.lock().unwrap()[0]["alerts"][0]["labels"]["alertname"], "DiskFilling");
+    // The outage ends: the pager hears it is resolved; the team, without send_resolved, does not.
+    let (status, _) = post(
+        r#"[{"labels": {"alertname": "ServiceDown", "severity": "page", "service": "shop", "instance": "a"}, "endsAt": "2020-01-01T00:00:00Z"},
+                             {"labels": {"alertname": "ServiceDown", "severity": "page", "service": "shop", "instance": "b"}, "endsAt": "2020-01-01T00:00:00Z"}]"#,
+    );
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pages
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p["status"] == "resolved" && p["groupLabels"]["alertname"] == "ServiceDown")
+    {
+        assert!(Instant::now() < deadline, "no resolved notification: {:?}", pages.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = server.cli(&["notifications", "--format", "json"]);
+    let events = log.json()["events"].as_array().unwrap().clone();
+    assert!(events.iter().filter(|e| e["kind"] == "notification.sent").count() >= 3, "{events:?}");
+    let table = server.cli(&["notifications"]);
+    assert!(table.stdout.contains("pager") && table.stdout.contains("resolved"), "{}", table.all());
+    // A malformed alert is refused with its reason.
+    let (status, body) = post(r#"[{"labels": {}}]"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no labels"), "{body}");
+}

@@ -1,0 +1,364 @@
+//! Alert routing with Alertmanager's semantics: alerts arrive from Tandem's own evaluations (SLO
+//! burn rates, alerting rules, the store) and from any Prometheus (`POST /api/v2/alerts`); the
+//! route tree of `--alertmanager-config` sends each to its groups (`group_by`), a group notifies
+//! after `group_wait`, then every `group_interval` when it changed, and again after
+//! `repeat_interval`; inhibition rules mute what a matching alert makes redundant. Receivers are
+//! webhooks in Alertmanager's JSON (version 4), sent with retries and backoff. Every attempt is an
+//! event (`notification.sent`, `notification.failed`): the notification log that answers "who was
+//! told what, and when".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spec::alertmanager::{Config, Matcher, Route};
+
+use crate::App;
+
+/// An alert as Alertmanager's API carries it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt", default)]
+    pub starts_at: Option<String>,
+    #[serde(rename = "endsAt", default)]
+    pub ends_at: Option<String>,
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: Option<String>,
+}
+
+/// An alert Tandem holds: resolved once `ends_at` has passed.
+#[derive(Debug, Clone)]
+struct Held {
+    alert: Alert,
+    fingerprint: String,
+    /// Unix ms; `None` while firing with no end given.
+    ends_at: Option<i64>,
+}
+
+impl Held {
+    fn resolved(&self, now: i64) -> bool {
+        self.ends_at.is_some_and(|end| end <= now)
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    receiver: String,
+    route: Route,
+    labels: BTreeMap<String, String>,
+    fingerprints: Vec<String>,
+    next_flush: i64,
+    /// What the last notification said: (fingerprint, resolved) pairs, and when.
+    last_sent: Option<(Vec<(String, bool)>, i64)>,
+}
+
+/// The router's state: alerts by fingerprint, aggregation groups by (receiver, group key).
+#[derive(Debug, Default)]
+pub struct Router {
+    config: Mutex<Option<Config>>,
+    alerts: Mutex<HashMap<String, Held>>,
+    groups: Mutex<BTreeMap<String, Group>>,
+}
+
+/// Alertmanager's resolve timeout: an alert re-sent without an end is resolved this long after its
+/// last update.
+const RESOLVE_TIMEOUT_MS: i64 = 5 * 60_000;
+
+fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn matches(matchers: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
+    matchers.iter().all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+}
+
+/// The routes an alert's labels reach: depth first, the deepest match wins unless `continue`.
+fn routes_for<'r>(route: &'r Route, labels: &BTreeMap<String, String>, out: &mut Vec<&'r Route>) -> bool {
+    if !matches(&route.matchers, labels) {
+        return false;
+    }
+    let mut matched_child = false;
+    for child in &route.routes {
+        if routes_for(child, labels, out) {
+            matched_child = true;
+            if !child.continue_matching {
+                break;
+            }
+        }
+    }
+    if !matched_child {
+        out.push(route);
+    }
+    true
+}
+
+fn parse_time(text: &Option<String>) -> Option<i64> {
+    text.as_deref()
+        .filter(|t| !t.is_empty() && !t.starts_with("0001-"))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond())
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+impl Router {
+    pub fn configure(&self, config: Option<Config>) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    pub fn configured(&self) -> bool {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Takes alerts (new, updated or resolved) and places them in their groups. Alerts from the
+    /// API without an end resolve after Alertmanager's resolve timeout unless re-sent; Tandem's
+    /// own (`own`) fire until their resolution arrives.
+    pub fn receive(&self, alerts: Vec<Alert>, now: i64, own: bool) {
+        let config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(config) = config else { return };
+        let mut held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for mut alert in alerts {
+            let fingerprint = fingerprint(&alert.labels);
+            let ends_at = match parse_time(&alert.ends_at) {
+                Some(end) => Some(end),
+                None if own => None,
+                None => Some(now + RESOLVE_TIMEOUT_MS),
+            };
+            if alert.starts_at.as_deref().is_none_or(str::is_empty) {
+                alert.starts_at = Some(
+                    held.get(&fingerprint).and_then(|h| h.alert.starts_at.clone()).unwrap_or_else(|| rfc3339(now)),
+                );
+            }
+            let mut routes = Vec::new();
+            routes_for(&config.route, &alert.labels, &mut routes);
+            for route in routes {
+                let group_labels: BTreeMap<String, String> = if route.group_by.iter().any(|g| g == "...") {
+                    alert.labels.clone()
+                } else {
+                    route.group_by.iter().filter_map(|g| alert.labels.get(g).map(|v| (g.clone(), v.clone()))).collect()
+                };
+                let key = format!("{}:{}", route.receiver, serde_json::to_string(&group_labels).unwrap_or_default());
+                let group = groups.entry(key).or_insert_with(|| Group {
+                    receiver: route.receiver.clone(),
+                    route: route.clone(),
+                    labels: group_labels,
+                    fingerprints: Vec::new(),
+                    next_flush: now + route.group_wait_ms as i64,
+                    last_sent: None,
+                });
+                if !group.fingerprints.contains(&fingerprint) {
+                    group.fingerprints.push(fingerprint.clone());
+                }
+            }
+            held.insert(fingerprint.clone(), Held { alert, fingerprint, ends_at });
+        }
+    }
+
+    /// Alerts held now, as `GET /api/v2/alerts` lists them.
+    pub fn alerts(&self, now: i64) -> Vec<serde_json::Value> {
+        let held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<serde_json::Value> = held
+            .values()
+            .map(|h| {
+                serde_json::json!({
+                    "labels": h.alert.labels, "annotations": h.alert.annotations,
+                    "startsAt": h.alert.starts_at, "endsAt": h.ends_at.map(rfc3339),
+                    "generatorURL": h.alert.generator_url, "fingerprint": h.fingerprint,
+                    "status": {"state": if h.resolved(now) { "resolved" } else { "active" }, "silencedBy": [], "inhibitedBy": []},
+                })
+            })
+            .collect();
+        out.sort_by_key(|a| a["fingerprint"].as_str().unwrap_or_default().to_string());
+        out
+    }
+
+    /// The notifications due now: (receiver, payload), and the groups' bookkeeping done.
+    fn due(&self, now: i64) -> Vec<(spec::alertmanager::Receiver, String, serde_json::Value)> {
+        let config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(config) = config else { return Vec::new() };
+        let mut held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let firing_now: Vec<BTreeMap<String, String>> =
+            held.values().filter(|h| !h.resolved(now)).map(|h| h.alert.labels.clone()).collect();
+        let inhibited = |labels: &BTreeMap<String, String>| {
+            config.inhibit_rules.iter().any(|rule| {
+                matches(&rule.target, labels)
+                    && firing_now.iter().any(|source| {
+                        source != labels
+                            && matches(&rule.source, source)
+                            && rule.equal.iter().all(|l| source.get(l) == labels.get(l))
+                    })
+            })
+        };
+        let mut out = Vec::new();
+        for (key, group) in groups.iter_mut() {
+            if group.next_flush > now {
+                continue;
+            }
+            group.next_flush = now + group.route.group_interval_ms as i64;
+            let members: Vec<&Held> =
+                group.fingerprints.iter().filter_map(|f| held.get(f)).filter(|h| !inhibited(&h.alert.labels)).collect();
+            let state: Vec<(String, bool)> = members.iter().map(|h| (h.fingerprint.clone(), h.resolved(now))).collect();
+            let changed = group.last_sent.as_ref().is_none_or(|(last, _)| *last != state);
+            let repeat =
+                group.last_sent.as_ref().is_some_and(|(_, at)| now - at >= group.route.repeat_interval_ms as i64);
+            let any_firing = state.iter().any(|(_, resolved)| !resolved);
+            let nothing_sent_yet = group.last_sent.is_none();
+            if state.is_empty() || !(changed || repeat) || (nothing_sent_yet && !any_firing) {
+                continue;
+            }
+            let Some(receiver) = config.receivers.iter().find(|r| r.name == group.receiver).cloned() else { continue };
+            let alerts: Vec<serde_json::Value> = members
+                .iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "status": if h.resolved(now) { "resolved" } else { "firing" },
+                        "labels": h.alert.labels, "annotations": h.alert.annotations,
+                        "startsAt": h.alert.starts_at, "endsAt": h.ends_at.filter(|_| h.resolved(now)).map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                        "generatorURL": h.alert.generator_url, "fingerprint": h.fingerprint,
+                    })
+                })
+                .collect();
+            let common = |pick: fn(&Held) -> &BTreeMap<String, String>| -> BTreeMap<String, String> {
+                let mut common = members.first().map(|h| pick(h).clone()).unwrap_or_default();
+                common.retain(|k, v| members.iter().all(|h| pick(h).get(k) == Some(v)));
+                common
+            };
+            let payload = serde_json::json!({
+                "version": "4", "groupKey": key, "truncatedAlerts": 0,
+                "status": if any_firing { "firing" } else { "resolved" },
+                "receiver": group.receiver, "groupLabels": group.labels,
+                "commonLabels": common(|h| &h.alert.labels), "commonAnnotations": common(|h| &h.alert.annotations),
+                "externalURL": "", "alerts": alerts,
+            });
+            group.last_sent = Some((state, now));
+            out.push((receiver, key.clone(), payload));
+        }
+        // Resolved alerts that were told are forgotten, and so are empty groups.
+        let told: Vec<String> = held
+            .values()
+            .filter(|h| h.resolved(now) && now - h.ends_at.unwrap_or(now) > 3_600_000)
+            .map(|h| h.fingerprint.clone())
+            .collect();
+        for fingerprint in &told {
+            held.remove(fingerprint);
+        }
+        groups.retain(|_, g| {
+            g.fingerprints.retain(|f| held.contains_key(f));
+            !g.fingerprints.is_empty()
+        });
+        out
+    }
+}
+
+/// Sends what is due, every second; each webhook attempt is an event.
+pub async fn run_forever(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now().as_millisecond();
+        for (receiver, key, payload) in app.router.due(now) {
+            for hook in receiver.webhooks.clone() {
+                if payload["status"] == "resolved" && !hook.send_resolved {
+                    continue;
+                }
+                let (app, name, key, payload) = (app.clone(), receiver.name.clone(), key.clone(), payload.clone());
+                tokio::spawn(async move { send(&app, &name, &key, &hook, payload).await });
+            }
+        }
+    }
+}
+
+async fn send(
+    app: &App,
+    receiver: &str,
+    key: &str,
+    hook: &spec::alertmanager::Webhook,
+    mut payload: serde_json::Value,
+) {
+    if hook.max_alerts > 0
+        && let Some(alerts) = payload["alerts"].as_array_mut()
+        && alerts.len() > hook.max_alerts
+    {
+        let cut = alerts.len() - hook.max_alerts;
+        alerts.truncate(hook.max_alerts);
+        payload["truncatedAlerts"] = serde_json::json!(cut);
+    }
+    let client = reqwest::Client::new();
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=6 {
+        let result = client.post(&hook.url).timeout(Duration::from_secs(10)).json(&payload).send().await;
+        let outcome = match result {
+            Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
+            Ok(response) => Err(format!("{} answered {}", hook.url, response.status())),
+            Err(error) => Err(format!("{}: {error}", hook.url)),
+        };
+        let fingerprints: Vec<&serde_json::Value> =
+            payload["alerts"].as_array().into_iter().flatten().map(|a| &a["fingerprint"]).collect();
+        let record = serde_json::json!({
+            "receiver": receiver, "url": hook.url, "group": key, "status": payload["status"],
+            "alerts": fingerprints, "attempt": attempt, "error": outcome.as_ref().err(),
+        });
+        let kind = if outcome.is_ok() { "notification.sent" } else { "notification.failed" };
+        if let Err(error) = app.store.record_event(kind, &format!("receiver/{receiver}"), "tandem", record).await {
+            tracing::error!("cannot record {kind}: {error}");
+        }
+        if outcome.is_ok() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Reads `--alertmanager-config` into the router (an invalid file is reported and routes nothing).
+pub fn load(app: &App) {
+    let Some(path) = &app.config.alertmanager else { return };
+    match std::fs::read_to_string(path) {
+        Ok(text) => match spec::alertmanager::parse(&text) {
+            (Some(config), _) => app.router.configure(Some(config)),
+            (None, diagnostics) => {
+                let first = diagnostics
+                    .iter()
+                    .find(|d| d.is_error())
+                    .map(|d| format!("{}:{}: {}", d.span.line, d.span.col, d.message));
+                tracing::error!("{} is not valid: {}", path.display(), first.unwrap_or_default());
+            }
+        },
+        Err(error) => tracing::error!("cannot read {}: {error}", path.display()),
+    }
+}
+
+/// Tandem's own alert moves (SLO burn, rules, the store) go to the router as Alertmanager alerts.
+pub fn from_event(app: &App, kind: &str, payload: &serde_json::Value) {
+    if !matches!(kind, "alert.firing" | "alert.resolved") || !app.router.configured() {
+        return;
+    }
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(object) = payload["labels"].as_object() {
+        labels.extend(object.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))));
+    }
+    for key in ["alertname", "slo", "service", "environment", "severity", "long_window"] {
+        if let Some(value) = payload[key].as_str() {
+            labels.entry(key.to_string()).or_insert_with(|| value.to_string());
+        }
+    }
+    let mut annotations = BTreeMap::new();
+    if let Some(summary) = payload["summary"].as_str() {
+        annotations.insert("summary".to_string(), summary.to_string());
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Firing alerts carry no end (they are re-evaluated); a resolved one ends now.
+    let ends_at = (kind == "alert.resolved").then(|| rfc3339(now));
+    let alert = Alert { labels, annotations, starts_at: None, ends_at, generator_url: None };
+    app.router.receive(vec![alert], now, true);
+}
