@@ -139,6 +139,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let scratch: PathBuf = std::env::temp_dir().join(format!("tandem-bench-monitoring-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(scratch.join("prometheus"))?;
+    // `cargo xtask bench monitoring detection`: that part alone.
+    if args.iter().any(|a| a == "detection") {
+        let row = detection(&tandem, &peer, &scratch)?;
+        println!("| measure | Tandem | peer | ratio |\n|---|---|---|---|\n{row}");
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
 
     let _exporter = Process(
         Command::new("python3")
@@ -265,6 +272,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     report.push_str(&query_rows);
     report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
+    report.push_str(&detection(&tandem, &peer, &scratch)?);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
@@ -354,4 +362,101 @@ fn probes(tandem: &Path, peer: &Path, scratch: &Path, quick: bool) -> Result<Str
         end.1 - start.1,
         ours / theirs
     ))
+}
+
+/// A service starts failing 10% of its requests: seconds until a webhook gets the page, from
+/// Tandem (scrape, rule, routing in one process) and from Prometheus + Alertmanager, with the
+/// same rule, the same 15 s scrape and evaluation intervals, and `group_wait: 0s`.
+fn detection(tandem: &Path, peer: &Path, scratch: &Path) -> Result<String> {
+    let (ours_svc, theirs_svc, hook, prometheus_port, alertmanager_port, tandem_port) = (19170u16, 19171u16, 19172u16, 19173u16, 19174u16, 19175u16);
+    let dir = scratch.join("detection");
+    std::fs::create_dir_all(&dir)?;
+    let python = |args: Vec<String>| -> Result<Process> {
+        Ok(Process(Command::new("python3").args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?))
+    };
+    let _ours = python(vec![peer.join("tools/errsvc.py").display().to_string(), ours_svc.to_string()])?;
+    let _theirs = python(vec![peer.join("tools/errsvc.py").display().to_string(), theirs_svc.to_string()])?;
+    let log = dir.join("webhook.jsonl");
+    let _hook = python(vec![peer.join("tools/webhook.py").display().to_string(), hook.to_string(), log.display().to_string()])?;
+    let rules = "groups:\n- name: detect\n  interval: 15s\n  rules:\n  - alert: HighErrorRatio\n    expr: sum(rate(errors_total[1m])) / sum(rate(requests_total[1m])) > 0.05\n    labels: {severity: page}\n";
+    std::fs::write(dir.join("rules.yml"), rules)?;
+    let route = |path: &str| format!("route:\n  receiver: webhook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n- name: webhook\n  webhook_configs:\n  - url: http://127.0.0.1:{hook}/{path}\n");
+    std::fs::write(dir.join("alertmanager-prometheus.yml"), route("prometheus"))?;
+    std::fs::write(dir.join("alertmanager-tandem.yml"), route("tandem"))?;
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\nrule_files: ['{}']\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{alertmanager_port}']\nscrape_configs:\n- job_name: errsvc\n  static_configs:\n  - targets: ['127.0.0.1:{theirs_svc}']\n",
+            dir.join("rules.yml").display()
+        ),
+    )?;
+    std::fs::write(dir.join("monitors.yml"), format!("scrape:\n  errsvc:\n    url: http://127.0.0.1:{ours_svc}/metrics\n"))?;
+    let _alertmanager = Process(
+        Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!("--config.file={}", dir.join("alertmanager-prometheus.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{alertmanager_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("Alertmanager is missing: run ../shared/peers/prometheus/setup.sh")?,
+    );
+    let _prometheus = Process(
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let _tandem = Process(
+        Command::new(tandem)
+            .args(["server", "--listen", &format!("127.0.0.1:{tandem_port}"), "--data"])
+            .arg(dir.join("tandem"))
+            .arg("--monitors")
+            .arg(dir.join("monitors.yml"))
+            .arg("--rules")
+            .arg(dir.join("rules.yml"))
+            .arg("--alertmanager-config")
+            .arg(dir.join("alertmanager-tandem.yml"))
+            .env("TANDEM_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for(tandem_port, "/healthz", Duration::from_secs(30))?;
+    wait_for(prometheus_port, "/-/ready", Duration::from_secs(60))?;
+    wait_for(alertmanager_port, "/-/ready", Duration::from_secs(60))?;
+    eprintln!("detection bench: both services clean for 60 s, then 10% errors");
+    std::thread::sleep(Duration::from_secs(60));
+    let switched = |port: u16| -> Result<f64> {
+        let body = get(port, "/set?ratio=0.1", None)?;
+        let json: serde_json::Value = serde_json::from_str(body.trim())?;
+        json["t"].as_f64().context("errsvc gave no switch time")
+    };
+    let (ours_at, theirs_at) = (switched(ours_svc)?, switched(theirs_svc)?);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let arrival = |path: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(path)) && r["status"] == "firing")
+            .and_then(|r| r["t"].as_f64())
+    };
+    loop {
+        if let (Some(ours), Some(theirs)) = (arrival("/tandem"), arrival("/prometheus")) {
+            return Ok(format!(
+                "| 0 → 10% errors until the webhook gets the page (rule over `rate[1m]` > 5%, 15 s scrape and evaluation, `group_wait: 0s`; one trial) | {:.1} s | {:.1} s (Prometheus + Alertmanager 0.25) | {:.2}× |\n",
+                ours - ours_at,
+                theirs - theirs_at,
+                (ours - ours_at) / (theirs - theirs_at)
+            ));
+        }
+        if Instant::now() > deadline {
+            bail!("no page within 240 s (Tandem: {:?}, Prometheus: {:?})", arrival("/tandem"), arrival("/prometheus"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
