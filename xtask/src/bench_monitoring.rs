@@ -368,7 +368,8 @@ fn probes(tandem: &Path, peer: &Path, scratch: &Path, quick: bool) -> Result<Str
 /// Tandem (scrape, rule, routing in one process) and from Prometheus + Alertmanager, with the
 /// same rule, the same 15 s scrape and evaluation intervals, and `group_wait: 0s`.
 fn detection(tandem: &Path, peer: &Path, scratch: &Path) -> Result<String> {
-    let (ours_svc, theirs_svc, hook, prometheus_port, alertmanager_port, tandem_port) = (19170u16, 19171u16, 19172u16, 19173u16, 19174u16, 19175u16);
+    let (ours_svc, theirs_svc, hook, prometheus_port, alertmanager_port, tandem_port) =
+        (19170u16, 19171u16, 19172u16, 19173u16, 19174u16, 19175u16);
     let dir = scratch.join("detection");
     std::fs::create_dir_all(&dir)?;
     let python = |args: Vec<String>| -> Result<Process> {
@@ -377,10 +378,15 @@ fn detection(tandem: &Path, peer: &Path, scratch: &Path) -> Result<String> {
     let _ours = python(vec![peer.join("tools/errsvc.py").display().to_string(), ours_svc.to_string()])?;
     let _theirs = python(vec![peer.join("tools/errsvc.py").display().to_string(), theirs_svc.to_string()])?;
     let log = dir.join("webhook.jsonl");
-    let _hook = python(vec![peer.join("tools/webhook.py").display().to_string(), hook.to_string(), log.display().to_string()])?;
+    let _hook =
+        python(vec![peer.join("tools/webhook.py").display().to_string(), hook.to_string(), log.display().to_string()])?;
     let rules = "groups:\n- name: detect\n  interval: 15s\n  rules:\n  - alert: HighErrorRatio\n    expr: sum(rate(errors_total[1m])) / sum(rate(requests_total[1m])) > 0.05\n    labels: {severity: page}\n";
     std::fs::write(dir.join("rules.yml"), rules)?;
-    let route = |path: &str| format!("route:\n  receiver: webhook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n- name: webhook\n  webhook_configs:\n  - url: http://127.0.0.1:{hook}/{path}\n");
+    let route = |path: &str| {
+        format!(
+            "route:\n  receiver: webhook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 5m\n  repeat_interval: 4h\nreceivers:\n- name: webhook\n  webhook_configs:\n  - url: http://127.0.0.1:{hook}/{path}\n"
+        )
+    };
     std::fs::write(dir.join("alertmanager-prometheus.yml"), route("prometheus"))?;
     std::fs::write(dir.join("alertmanager-tandem.yml"), route("tandem"))?;
     std::fs::write(
@@ -390,7 +396,10 @@ fn detection(tandem: &Path, peer: &Path, scratch: &Path) -> Result<String> {
             dir.join("rules.yml").display()
         ),
     )?;
-    std::fs::write(dir.join("monitors.yml"), format!("scrape:\n  errsvc:\n    url: http://127.0.0.1:{ours_svc}/metrics\n"))?;
+    std::fs::write(
+        dir.join("monitors.yml"),
+        format!("scrape:\n  errsvc:\n    url: http://127.0.0.1:{ours_svc}/metrics\n"),
+    )?;
     let _alertmanager = Process(
         Command::new("/usr/bin/prometheus-alertmanager")
             .arg(format!("--config.file={}", dir.join("alertmanager-prometheus.yml").display()))

@@ -61,17 +61,20 @@ pub struct Router {
     config: Mutex<Option<Config>>,
     alerts: Mutex<HashMap<String, Held>>,
     groups: Mutex<BTreeMap<String, Group>>,
+    /// What the notification log says each group was last told, read at start: a restart does
+    /// not tell a receiver again what it already heard within the repeat interval.
+    remembered: Mutex<HashMap<String, (Vec<(String, bool)>, i64)>>,
 }
 
 /// Alertmanager's resolve timeout: an alert re-sent without an end is resolved this long after its
 /// last update.
 const RESOLVE_TIMEOUT_MS: i64 = 5 * 60_000;
 
+/// The same labels give the same fingerprint in every run (it is kept in the notification log).
 fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    labels.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_string(labels).unwrap_or_default();
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..8])
 }
 
 fn matches(matchers: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
@@ -126,6 +129,7 @@ impl Router {
         let Some(config) = config else { return };
         let mut held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
         for mut alert in alerts {
             let fingerprint = fingerprint(&alert.labels);
             let ends_at = match parse_time(&alert.ends_at) {
@@ -147,13 +151,14 @@ impl Router {
                     route.group_by.iter().filter_map(|g| alert.labels.get(g).map(|v| (g.clone(), v.clone()))).collect()
                 };
                 let key = format!("{}:{}", route.receiver, serde_json::to_string(&group_labels).unwrap_or_default());
+                let last_sent = remembered.remove(&key);
                 let group = groups.entry(key).or_insert_with(|| Group {
                     receiver: route.receiver.clone(),
                     route: route.clone(),
                     labels: group_labels,
                     fingerprints: Vec::new(),
                     next_flush: now + route.group_wait_ms as i64,
-                    last_sent: None,
+                    last_sent,
                 });
                 if !group.fingerprints.contains(&fingerprint) {
                     group.fingerprints.push(fingerprint.clone());
@@ -304,9 +309,15 @@ async fn send(
         };
         let fingerprints: Vec<&serde_json::Value> =
             payload["alerts"].as_array().into_iter().flatten().map(|a| &a["fingerprint"]).collect();
+        let state: Vec<serde_json::Value> = payload["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| serde_json::json!([a["fingerprint"], a["status"] == "resolved"]))
+            .collect();
         let record = serde_json::json!({
             "receiver": receiver, "url": hook.url, "group": key, "status": payload["status"],
-            "alerts": fingerprints, "attempt": attempt, "error": outcome.as_ref().err(),
+            "alerts": fingerprints, "state": state, "attempt": attempt, "error": outcome.as_ref().err(),
         });
         let kind = if outcome.is_ok() { "notification.sent" } else { "notification.failed" };
         if let Err(error) = app.store.record_event(kind, &format!("receiver/{receiver}"), "tandem", record).await {
@@ -318,6 +329,36 @@ async fn send(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Reads what each group was last told from the notification log (the events of earlier runs).
+pub async fn remember(app: &App) {
+    let mut remembered = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = match app.store.events(after, 1000).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!("cannot read the notification log: {error}; groups may notify again after this restart");
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        for event in page.into_iter().filter(|e| e.kind == "notification.sent") {
+            let (Some(group), Ok(at)) = (event.payload["group"].as_str(), event.time.parse::<jiff::Timestamp>()) else {
+                continue;
+            };
+            let state: Vec<(String, bool)> = event.payload["state"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_bool()?)))
+                .collect();
+            remembered.insert(group.to_string(), (state, at.as_millisecond()));
+        }
+        after = last;
+    }
+    *app.router.remembered.lock().unwrap_or_else(|e| e.into_inner()) = remembered;
 }
 
 /// Reads `--alertmanager-config` into the router (an invalid file is reported and routes nothing).

@@ -251,6 +251,7 @@ pub async fn start(
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let monitor = tokio::spawn(monitor::run_forever(app.clone()));
     alerting::load(&app);
+    alerting::remember(&app).await;
     let alerter = tokio::spawn(alerting::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));

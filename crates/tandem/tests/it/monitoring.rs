@@ -752,3 +752,52 @@ fn alerts_from_a_prometheus_are_routed_grouped_and_sent_to_a_webhook_once() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("no labels"), "{body}");
 }
+
+#[test]
+fn after_kill_9_a_receiver_is_not_told_again_what_it_heard() {
+    let data = tempfile::tempdir().unwrap();
+    let (port, bodies) = webhook_receiver();
+    let config = data.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!("route:\n  receiver: r\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: r\n    webhook_configs: [{{ url: 'http://127.0.0.1:{port}/' }}]\n"),
+    )
+    .unwrap();
+    let args = ["--alertmanager-config", config.to_str().unwrap()];
+    let post = |server: &Server, body: &str| {
+        let auth = format!("Bearer {}", server.token);
+        let (status, answer) = http(
+            &server.addr,
+            "POST",
+            "/api/v2/alerts",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bodies.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "{} notification(s), expected {n}", bodies.lock().unwrap().len());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let alert = r#"[{"labels": {"alertname": "QueueStuck", "instance": "a"}}]"#;
+    let server = Server::start_with(data.path(), None, &args);
+    let token = server.token.clone();
+    post(&server, alert);
+    wait_for(1);
+    let _crashed = server.kill9();
+    // Prometheus sends its firing alerts again after the restart: the receiver heard this one.
+    let server = Server::start_with(data.path(), Some(&token), &args);
+    post(&server, alert);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(bodies.lock().unwrap().len(), 1, "told twice: {:?}", bodies.lock().unwrap());
+    // What changes is told.
+    post(
+        &server,
+        r#"[{"labels": {"alertname": "QueueStuck", "instance": "a"}}, {"labels": {"alertname": "QueueStuck", "instance": "b"}}]"#,
+    );
+    wait_for(2);
+    assert_eq!(bodies.lock().unwrap()[1]["alerts"].as_array().unwrap().len(), 2);
+}
