@@ -44,6 +44,9 @@ impl Held {
     }
 }
 
+/// What a group last told its receiver: (fingerprint, resolved) per alert, and when (Unix ms).
+type Told = (Vec<(String, bool)>, i64);
+
 #[derive(Debug)]
 struct Group {
     receiver: String,
@@ -51,8 +54,8 @@ struct Group {
     labels: BTreeMap<String, String>,
     fingerprints: Vec<String>,
     next_flush: i64,
-    /// What the last notification said: (fingerprint, resolved) pairs, and when.
-    last_sent: Option<(Vec<(String, bool)>, i64)>,
+    /// What the last notification said.
+    last_sent: Option<Told>,
 }
 
 /// The router's state: alerts by fingerprint, aggregation groups by (receiver, group key).
@@ -63,7 +66,7 @@ pub struct Router {
     groups: Mutex<BTreeMap<String, Group>>,
     /// What the notification log says each group was last told, read at start: a restart does
     /// not tell a receiver again what it already heard within the repeat interval.
-    remembered: Mutex<HashMap<String, (Vec<(String, bool)>, i64)>>,
+    remembered: Mutex<HashMap<String, Told>>,
 }
 
 /// Alertmanager's resolve timeout: an alert re-sent without an end is resolved this long after its
