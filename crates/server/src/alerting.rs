@@ -67,6 +67,71 @@ pub struct Router {
     /// What the notification log says each group was last told, read at start: a restart does
     /// not tell a receiver again what it already heard within the repeat interval.
     remembered: Mutex<HashMap<String, Told>>,
+    /// Silences by id, expired ones included (as Alertmanager lists them).
+    silences: Mutex<BTreeMap<String, Silence>>,
+}
+
+/// A silence: alerts its matchers all match are not notified between its start and end.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Silence {
+    #[serde(default)]
+    pub id: String,
+    pub matchers: Vec<SilenceMatcher>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt")]
+    pub ends_at: String,
+    #[serde(rename = "createdBy")]
+    pub created_by: String,
+    pub comment: String,
+}
+
+/// A matcher as Alertmanager's silences API writes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SilenceMatcher {
+    pub name: String,
+    pub value: String,
+    #[serde(rename = "isRegex", default)]
+    pub is_regex: bool,
+    #[serde(rename = "isEqual", default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Silence {
+    fn span(&self) -> (i64, i64) {
+        (
+            parse_time(&Some(self.starts_at.clone())).unwrap_or(i64::MIN),
+            parse_time(&Some(self.ends_at.clone())).unwrap_or(i64::MIN),
+        )
+    }
+
+    pub fn state(&self, now: i64) -> &'static str {
+        let (start, end) = self.span();
+        if now >= end {
+            "expired"
+        } else if now < start {
+            "pending"
+        } else {
+            "active"
+        }
+    }
+
+    fn mutes(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        self.state(now) == "active"
+            && self.matchers.iter().all(|m| {
+                let value = labels.get(&m.name).map_or("", String::as_str);
+                let hit = if m.is_regex {
+                    regex::Regex::new(&format!("^(?:{})$", m.value)).is_ok_and(|r| r.is_match(value))
+                } else {
+                    value == m.value
+                };
+                hit == m.is_equal
+            })
+    }
 }
 
 /// Alertmanager's resolve timeout: an alert re-sent without an end is resolved this long after its
@@ -213,8 +278,15 @@ impl Router {
                 continue;
             }
             group.next_flush = now + group.route.group_interval_ms as i64;
-            let members: Vec<&Held> =
-                group.fingerprints.iter().filter_map(|f| held.get(f)).filter(|h| !inhibited(&h.alert.labels)).collect();
+            let silences = self.silences.lock().unwrap_or_else(|e| e.into_inner());
+            let silenced = |labels: &BTreeMap<String, String>| silences.values().any(|s| s.mutes(labels, now));
+            let members: Vec<&Held> = group
+                .fingerprints
+                .iter()
+                .filter_map(|f| held.get(f))
+                .filter(|h| !inhibited(&h.alert.labels) && !silenced(&h.alert.labels))
+                .collect();
+            drop(silences);
             let state: Vec<(String, bool)> = members.iter().map(|h| (h.fingerprint.clone(), h.resolved(now))).collect();
             let changed = group.last_sent.as_ref().is_none_or(|(last, _)| *last != state);
             let repeat =
@@ -265,6 +337,32 @@ impl Router {
             !g.fingerprints.is_empty()
         });
         out
+    }
+}
+
+impl Router {
+    /// Adds (or, with a known id, replaces) a silence; its id.
+    pub fn silence(&self, mut silence: Silence) -> String {
+        if silence.id.is_empty() {
+            silence.id = crate::random_secret()
+                .unwrap_or_else(|_| format!("{:x}", jiff::Timestamp::now().as_nanosecond()))[..16]
+                .to_string();
+        }
+        let id = silence.id.clone();
+        self.silences.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), silence);
+        id
+    }
+
+    /// Ends a silence now; false when there is none with that id.
+    pub fn expire(&self, id: &str, now: i64) -> Option<Silence> {
+        let mut silences = self.silences.lock().unwrap_or_else(|e| e.into_inner());
+        let silence = silences.get_mut(id)?;
+        silence.ends_at = rfc3339(now);
+        Some(silence.clone())
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        self.silences.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }
 
@@ -347,6 +445,11 @@ pub async fn remember(app: &App) {
             }
         };
         let Some(last) = page.last().map(|e| e.seq) else { break };
+        for event in page.iter().filter(|e| e.kind == "silence.created" || e.kind == "silence.expired") {
+            if let Ok(silence) = serde_json::from_value::<Silence>(event.payload.clone()) {
+                app.router.silence(silence);
+            }
+        }
         for event in page.into_iter().filter(|e| e.kind == "notification.sent") {
             let (Some(group), Ok(at)) = (event.payload["group"].as_str(), event.time.parse::<jiff::Timestamp>()) else {
                 continue;

@@ -54,6 +54,11 @@ impl Client {
         self.send(request).await
     }
 
+    /// `DELETE` a path and read the answer as `T`.
+    pub async fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(reqwest::Method::DELETE, path)?).await
+    }
+
     async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
         let status = response.status();

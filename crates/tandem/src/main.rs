@@ -143,6 +143,9 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Silences: mute matching alerts for a while.
+    #[command(subcommand)]
+    Silence(monitoring::SilenceCommand),
     /// The notification log: every attempt to tell a receiver, newest first.
     Notifications {
         #[arg(long, value_enum, default_value = "text")]
@@ -309,6 +312,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
         Command::Notifications { format, connection } => block_on(monitoring::notifications(format, connection)),
+        Command::Silence(command) => block_on(monitoring::silence(command)),
         Command::Heartbeat { name, service, environment, connection } => {
             block_on(monitoring::heartbeat(name, service, environment, connection))
         }

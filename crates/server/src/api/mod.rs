@@ -87,6 +87,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::heartbeat))
         .routes(routes!(monitoring::receive_alerts, monitoring::held_alerts))
         .routes(routes!(monitoring::notifications))
+        .routes(routes!(monitoring::add_silence, monitoring::list_silences))
+        .routes(routes!(monitoring::expire_silence))
 }
 
 pub fn router(app: Arc<App>) -> Router {

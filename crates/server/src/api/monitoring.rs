@@ -460,3 +460,81 @@ pub(super) async fn notifications(State(app): State<Arc<App>>, _caller: Caller) 
     events.truncate(500);
     Ok(Json(api::EventList { events }))
 }
+
+#[utoipa::path(post, path = "/api/v2/silences", tag = "alerting",
+    summary = "Create a silence (matchers, startsAt, endsAt, createdBy, comment), as Alertmanager's API takes it",
+    request_body(content = serde_json::Value), security(("token" = [])),
+    responses((status = 200, description = "`{\"silenceID\": ID}`"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn add_silence(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    request: Result<Json<crate::alerting::Silence>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let mut silence = body(request)?;
+    if silence.matchers.is_empty() {
+        return Err(AppError::new(StatusCode::BAD_REQUEST, "bad_silence", "a silence needs at least one matcher"));
+    }
+    for (what, text) in [("startsAt", &silence.starts_at), ("endsAt", &silence.ends_at)] {
+        if text.parse::<jiff::Timestamp>().is_err() {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_silence",
+                format!("`{what}` is not an RFC 3339 time: `{text}`"),
+            ));
+        }
+    }
+    if silence.created_by.is_empty() {
+        silence.created_by = caller.0.clone();
+    }
+    let id = app.router.silence(silence.clone());
+    silence.id = id.clone();
+    app.store
+        .record_event(
+            "silence.created",
+            &format!("silence/{id}"),
+            &caller.0,
+            serde_json::to_value(&silence).unwrap_or_default(),
+        )
+        .await?;
+    Ok(Json(serde_json::json!({"silenceID": id})))
+}
+
+#[utoipa::path(get, path = "/api/v2/silences", tag = "alerting", summary = "Every silence with its state (active, pending, expired)",
+    security(("token" = [])), responses((status = 200, description = "A JSON list of silences")))]
+pub(super) async fn list_silences(State(app): State<Arc<App>>, _caller: Caller) -> Json<Vec<serde_json::Value>> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    Json(
+        app.router
+            .silences()
+            .into_iter()
+            .map(|s| {
+                let state = s.state(now);
+                let mut value = serde_json::to_value(&s).unwrap_or_default();
+                value["status"] = serde_json::json!({"state": state});
+                value
+            })
+            .collect(),
+    )
+}
+
+#[utoipa::path(delete, path = "/api/v2/silence/{id}", tag = "alerting", summary = "Expire a silence now",
+    params(("id" = String, Path)), security(("token" = [])),
+    responses((status = 200, description = "Expired"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn expire_silence(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Some(silence) = app.router.expire(&id, jiff::Timestamp::now().as_millisecond()) else {
+        return Err(AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no silence has the id `{id}`")));
+    };
+    app.store
+        .record_event(
+            "silence.expired",
+            &format!("silence/{id}"),
+            &caller.0,
+            serde_json::to_value(&silence).unwrap_or_default(),
+        )
+        .await?;
+    Ok(Json(serde_json::json!({"silenceID": id, "status": "expired"})))
+}

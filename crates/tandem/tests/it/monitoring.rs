@@ -801,3 +801,73 @@ fn after_kill_9_a_receiver_is_not_told_again_what_it_heard() {
     wait_for(2);
     assert_eq!(bodies.lock().unwrap()[1]["alerts"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_silence_mutes_matching_alerts_until_it_expires_and_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (port, bodies) = webhook_receiver();
+    let config = data.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!("route:\n  receiver: r\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: r\n    webhook_configs: [{{ url: 'http://127.0.0.1:{port}/' }}]\n"),
+    )
+    .unwrap();
+    let args = ["--alertmanager-config", config.to_str().unwrap()];
+    let server = Server::start_with(data.path(), None, &args);
+    let token = server.token.clone();
+    let added = server.cli(&[
+        "silence",
+        "add",
+        "alertname=Noisy",
+        "instance=~db-.*",
+        "--duration",
+        "1h",
+        "--comment",
+        "resizing",
+    ]);
+    assert_eq!(added.code, 0, "{}", added.all());
+    let id = added.stdout.split_whitespace().nth(1).unwrap().to_string();
+    // The silence is in the log: a crash does not lift it.
+    let _crashed = server.kill9();
+    let server = Server::start_with(data.path(), Some(&token), &args);
+    let listed = server.cli(&["silence", "list"]);
+    assert!(
+        listed.stdout.contains(&id) && listed.stdout.contains("active") && listed.stdout.contains("instance=~db-.*"),
+        "{}",
+        listed.all()
+    );
+    let auth = format!("Bearer {}", server.token);
+    let post = |body: &str| {
+        let (status, answer) = http(
+            &server.addr,
+            "POST",
+            "/api/v2/alerts",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    };
+    post(
+        r#"[{"labels": {"alertname": "Noisy", "instance": "db-1"}}, {"labels": {"alertname": "Other", "instance": "db-1"}}]"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bodies.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was told");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let names: Vec<String> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["groupLabels"]["alertname"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["Other"], "the silenced alert was told");
+    let expired = server.cli(&["silence", "expire", &id]);
+    assert_eq!(expired.code, 0, "{}", expired.all());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bodies.lock().unwrap().iter().any(|b| b["groupLabels"]["alertname"] == "Noisy") {
+        assert!(Instant::now() < deadline, "the alert stayed muted after its silence expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
