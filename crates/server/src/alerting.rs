@@ -36,6 +36,8 @@ struct Held {
     fingerprint: String,
     /// Unix ms; `None` while firing with no end given.
     ends_at: Option<i64>,
+    /// When the router last heard of it (Unix ms).
+    seen: i64,
 }
 
 impl Held {
@@ -232,7 +234,7 @@ impl Router {
                     group.fingerprints.push(fingerprint.clone());
                 }
             }
-            held.insert(fingerprint.clone(), Held { alert, fingerprint, ends_at });
+            held.insert(fingerprint.clone(), Held { alert, fingerprint, ends_at, seen: now });
         }
     }
 
@@ -323,10 +325,11 @@ impl Router {
             group.last_sent = Some((state, now));
             out.push((receiver, key.clone(), payload));
         }
-        // Resolved alerts that were told are forgotten, and so are empty groups.
+        // Resolved alerts are kept an hour after the router heard of their end (their groups tell
+        // it meanwhile, however long ago the end itself lies), then forgotten, as are empty groups.
         let told: Vec<String> = held
             .values()
-            .filter(|h| h.resolved(now) && now - h.ends_at.unwrap_or(now) > 3_600_000)
+            .filter(|h| h.resolved(now) && now - h.seen > 3_600_000)
             .map(|h| h.fingerprint.clone())
             .collect();
         for fingerprint in &told {
