@@ -78,6 +78,7 @@ fn ensure_prerequisites() -> Result<()> {
         ("docker-registry", "docker-registry"),
         ("prometheus", "prometheus"),
         ("promtool", "prometheus"),
+        ("aiosmtpd", "python3-aiosmtpd"),
     ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {

@@ -8,6 +8,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod incidents;
+
+pub use incidents::*;
 pub use store::{DeploymentKind, DeploymentStatus, Event, LogLine, RunStatus};
 
 /// Every error answer: a stable code for scripts and a message for people.

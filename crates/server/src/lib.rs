@@ -4,6 +4,8 @@
 pub mod alerting;
 mod api;
 pub mod deploy;
+pub mod dora;
+pub mod incidents;
 pub mod monitor;
 mod repos;
 mod status;
@@ -101,6 +103,8 @@ pub struct App {
     pub remote: monitor::remote_write::RemoteWrite,
     /// Alerts, their groups and routes to receivers.
     pub router: alerting::Router,
+    /// Incidents, folded from the event log.
+    pub incidents: incidents::Desk,
 }
 
 impl App {
@@ -112,6 +116,7 @@ impl App {
             monitor: monitor::Monitor::default(),
             remote: monitor::remote_write::RemoteWrite::start(&config.remote_write),
             router: alerting::Router::default(),
+            incidents: incidents::Desk::default(),
             store,
             config,
             metrics: Metrics::default(),
@@ -253,6 +258,8 @@ pub async fn start(
     alerting::load(&app);
     alerting::remember(&app).await;
     let alerter = tokio::spawn(alerting::run_forever(app.clone()));
+    incidents::replay(&app).await?;
+    let responder = tokio::spawn(incidents::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
@@ -264,6 +271,7 @@ pub async fn start(
         deployer.abort();
         monitor.abort();
         alerter.abort();
+        responder.abort();
         shutting_down.deployer.shutdown(&shutting_down.config.data_dir).await;
         if let Err(error) = shutting_down.tsdb.checkpoint() {
             tracing::warn!(

@@ -1,8 +1,11 @@
 //! The `tandem` command line: run and validate workflows locally, serve them to a team, and talk
 //! to a running server.
 
+mod alerting;
 mod client;
+mod demo;
 mod deployments;
+mod incidents;
 mod monitoring;
 mod proxy;
 mod render;
@@ -108,6 +111,9 @@ enum Command {
     /// Prometheus rule files.
     #[command(subcommand)]
     Rules(monitoring::RulesCommand),
+    /// Alert routing: check an Alertmanager configuration file.
+    #[command(subcommand)]
+    Routes(alerting::RoutesCommand),
     /// A service at a glance: SLOs, probes, key series and deployments on one time axis.
     #[command(subcommand)]
     Service(monitoring::ServiceCommand),
@@ -145,7 +151,13 @@ enum Command {
     },
     /// Silences: mute matching alerts for a while.
     #[command(subcommand)]
-    Silence(monitoring::SilenceCommand),
+    Silence(alerting::SilenceCommand),
+    /// Incidents: open, acknowledge, resolve, roll back the suspect, write the postmortem.
+    #[command(subcommand)]
+    Incident(incidents::IncidentCommand),
+    /// DORA's delivery figures from Tandem's own records, with their performance bands.
+    #[command(after_help = "Examples:\n  tandem dora\n  tandem dora --service shop --days 90 --format json")]
+    Dora(incidents::DoraArgs),
     /// The notification log: every attempt to tell a receiver, newest first.
     Notifications {
         #[arg(long, value_enum, default_value = "text")]
@@ -307,12 +319,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Metrics(command) => monitoring::metrics(command),
         Command::Slo(command) => block_on(monitoring::slo(command)),
         Command::Rules(command) => monitoring::rules(command),
+        Command::Routes(command) => alerting::routes(command),
         Command::Service(command) => block_on(monitoring::service(command)),
         Command::Probes { format, connection } => block_on(monitoring::probes(format, connection)),
         Command::Alerts { format, connection } => block_on(monitoring::alerts(format, connection)),
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
-        Command::Notifications { format, connection } => block_on(monitoring::notifications(format, connection)),
-        Command::Silence(command) => block_on(monitoring::silence(command)),
+        Command::Notifications { format, connection } => block_on(alerting::notifications(format, connection)),
+        Command::Silence(command) => block_on(alerting::silence(command)),
+        Command::Incident(command) => block_on(incidents::incident(command)),
+        Command::Dora(args) => block_on(incidents::dora(args)),
         Command::Heartbeat { name, service, environment, connection } => {
             block_on(monitoring::heartbeat(name, service, environment, connection))
         }

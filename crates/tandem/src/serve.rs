@@ -149,8 +149,13 @@ pub fn up(args: ServerArgs) -> Result<i32> {
         println!("  tandem environments                # each environment's stable release and proxy");
         println!("  tandem service show sample-service # SLO, probe, traffic and errors, deployments on one axis");
         println!("  tandem slo list                    # error budget and burn rates; `tandem alerts` for what fires");
+        println!("  tandem incident list               # what paged, the suspect deployment, MTTA and MTTR");
+        println!("  tandem dora                        # delivery figures from the same event log");
         println!("  tandem audit verify --data {}", data.display());
         if fresh {
+            if let Err(error) = crate::demo::start_pager(&started.app).await {
+                println!("the demo's on-call webhook cannot start: {error:#}");
+            }
             println!("\nThe demo deploys sample-service to staging, then ships a good change and a bad one:");
             tokio::spawn(demo_story(started.app.clone(), demo.clone()));
         }
@@ -190,7 +195,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 
-# Every n-th greeting fails (0: never). The demo's bad release sets it to 10.
+# Every n-th greeting fails (0: never). The demo's bad release sets it to 2.
 ERRORS_EVERY = 0
 greetings = itertools.count(1)
 
@@ -288,8 +293,10 @@ environments:
         interval: 5s
         expect-body: Hello
     slos:
+      # A strict objective and a one-day window, so that the burn of a few seconds of canary
+      # errors pages at demo speed; real services use 99.9% (or what users need) over 30d.
       availability:
-        objective: 99.9%
+        objective: 99.99%
         window: 1d
 "#;
 
@@ -416,12 +423,13 @@ async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
         ("Say when the service was released (a good change)", |dir| {
             std::fs::write(dir.join("RELEASES.md"), "- release 2: greetings are unchanged, notes added\n")
         }),
-        ("Count greetings (a bad change: every 10th request fails)", |dir| {
+        ("Count greetings (a bad change: every 2nd request fails)", |dir| {
             let path = dir.join("service.py");
             let text = std::fs::read_to_string(&path)?;
-            std::fs::write(path, text.replace("ERRORS_EVERY = 0", "ERRORS_EVERY = 10"))
+            std::fs::write(path, text.replace("ERRORS_EVERY = 0", "ERRORS_EVERY = 2"))
         }),
     ];
+    let mut bad = None;
     for (message, change) in changes {
         let committed = std::time::Instant::now();
         let sha = match change(&dir) {
@@ -442,20 +450,28 @@ async fn demo_story(app: std::sync::Arc<server::App>, dir: PathBuf) {
         // requests the deployment.
         println!("demo: committed \"{message}\" ({})", &sha[..12]);
         match ended_deployment(&app, |d| d.sha == sha, minutes).await {
-            Some(deployment) => tell(&deployment, committed),
+            Some(deployment) => {
+                tell(&deployment, committed);
+                bad = Some(deployment.id);
+            }
             None => {
                 println!("demo: the change was not deployed; see `tandem runs list`");
                 return;
             }
         }
     }
-    // The SLO saw the bad canary's errors: its budget burned, and the burn stops after the rollback.
+    // The SLO saw the bad canary's errors: its budget burned, a page went out, an incident
+    // opened naming the bad deployment; the burn stops after the rollback.
     tokio::time::sleep(app.config.scrape_interval + std::time::Duration::from_secs(2)).await;
     if let Some(line) = slo_line(&app) {
         println!("demo: {line}");
     }
+    if let Some(bad) = bad {
+        crate::demo::incident_story(&app, bad).await;
+    }
     println!("demo: done — see both with `tandem deployments list` and `tandem deployments show 3`;");
-    println!("demo: the SLO with `tandem slo show availability`, the probe with `tandem probes`");
+    println!("demo: the SLO with `tandem slo show availability`, the probe with `tandem probes`,");
+    println!("demo: the incident with `tandem incident show 1`, the team's figures with `tandem dora`");
 }
 
 /// The demo SLO in one line: budget left and how fast it burned over the last hour.

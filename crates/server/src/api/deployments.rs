@@ -121,22 +121,34 @@ pub(super) async fn rollback(
     body: Option<Json<api::RollbackRequest>>,
 ) -> ApiResult<Response> {
     let emergency = body.is_some_and(|b| b.0.emergency);
+    let (status, deployment) = roll_back(&app, &service, &environment, emergency, &caller.0).await?;
+    Ok((status, Json(api::Deployment::from(deployment))).into_response())
+}
+
+/// Stops the rollout in progress (202), else deploys the previous release again (201).
+pub(super) async fn roll_back(
+    app: &App,
+    service: &str,
+    environment: &str,
+    emergency: bool,
+    actor: &str,
+) -> ApiResult<(StatusCode, store::Deployment)> {
     let active = app
         .store
         .deployments(DeploymentFilter {
-            service: Some(service.clone()),
-            environment: Some(environment.clone()),
+            service: Some(service.to_string()),
+            environment: Some(environment.to_string()),
             active_only: true,
             limit: 1000,
         })
         .await?;
     // A rollout in progress (the oldest unfinished one is the one being carried out) stops now.
     if let Some(current) = active.last() {
-        let deployment = app.store.abort_deployment(current.id, &caller.0).await?;
+        let deployment = app.store.abort_deployment(current.id, actor).await?;
         app.deployer.abort(current.id);
-        return Ok((StatusCode::ACCEPTED, Json(api::Deployment::from(deployment))).into_response());
+        return Ok((StatusCode::ACCEPTED, deployment));
     }
-    let Some(state) = app.store.environment(&service, &environment).await? else {
+    let Some(state) = app.store.environment(service, environment).await? else {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -161,9 +173,9 @@ pub(super) async fn rollback(
         kind: if emergency { store::DeploymentKind::Emergency } else { store::DeploymentKind::Rollback },
         spec: previous.spec,
     };
-    let deployment = app.store.request_deployment(new, &caller.0).await?;
+    let deployment = app.store.request_deployment(new, actor).await?;
     app.deployer.wake.notify_waiters();
-    Ok((StatusCode::CREATED, Json(api::Deployment::from(deployment))).into_response())
+    Ok((StatusCode::CREATED, deployment))
 }
 
 #[utoipa::path(post, path = "/api/v1/deployments/{id}/promote", tag = "deployments",

@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::{App, Metrics, deploy, repos, token_hash};
 
 mod deployments;
+mod incidents;
 mod monitoring;
 mod prometheus;
 mod repositories;
@@ -89,6 +90,13 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(monitoring::notifications))
         .routes(routes!(monitoring::add_silence, monitoring::list_silences))
         .routes(routes!(monitoring::expire_silence))
+        .routes(routes!(incidents::list_incidents, incidents::open_incident))
+        .routes(routes!(incidents::show_incident))
+        .routes(routes!(incidents::incident_command))
+        .routes(routes!(incidents::postmortem))
+        .routes(routes!(incidents::add_action_item))
+        .routes(routes!(incidents::finish_action_item))
+        .routes(routes!(incidents::dora))
 }
 
 pub fn router(app: Arc<App>) -> Router {

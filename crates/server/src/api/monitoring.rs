@@ -414,7 +414,7 @@ pub(super) async fn heartbeat(
     responses((status = 200, description = "Taken"), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn receive_alerts(
     State(app): State<Arc<App>>,
-    _caller: Caller,
+    caller: Caller,
     request: Result<Json<Vec<crate::alerting::Alert>>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let alerts = body(request)?;
@@ -433,7 +433,16 @@ pub(super) async fn receive_alerts(
         ));
     }
     let n = alerts.len();
-    app.router.receive(alerts, jiff::Timestamp::now().as_millisecond(), false);
+    let moved = app.router.receive(alerts, jiff::Timestamp::now().as_millisecond(), false);
+    // Alerts that started or ended are events: incidents open from them, timelines show them.
+    for (kind, alert) in moved {
+        let fingerprint = crate::alerting::fingerprint(&alert.labels);
+        let payload = serde_json::json!({
+            "labels": alert.labels, "annotations": alert.annotations, "startsAt": alert.starts_at,
+            "endsAt": alert.ends_at, "generatorURL": alert.generator_url, "source": "api",
+        });
+        app.store.record_event(kind, &format!("alert/api/{fingerprint}"), &caller.0, payload).await?;
+    }
     Ok(Json(serde_json::json!({"received": n})))
 }
 

@@ -9,6 +9,8 @@ use server::{App, ServerConfig};
 use store::{LogLine, NewRun, SqliteStore, Store};
 use tower::ServiceExt;
 
+mod incidents;
+
 struct Api {
     app: Arc<App>,
     token: String,

@@ -299,7 +299,7 @@ fn every_documented_route_is_served_and_errors_are_json() {
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let n_operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(n_operations, 38);
+    assert_eq!(n_operations, 47);
     // The schemas are derived from the types the CLI reads: a client generated from the document
     // sees the same shapes.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -551,7 +551,7 @@ fn up_serves_a_demo_repository_and_runs_it() {
 
     // The demo story: the first release, a good change promoted, a bad one rolled back.
     let mut story = String::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(480);
     let mut reader = reader;
     while !story.contains("demo: done") {
         let mut line = String::new();
@@ -559,12 +559,30 @@ fn up_serves_a_demo_repository_and_runs_it() {
         assert!(Instant::now() < deadline, "the demo did not finish:\n{story}");
         story.push_str(&line);
     }
-    let lines: Vec<&str> = story.lines().filter(|l| l.starts_with("demo: ✓") || l.starts_with("demo: ✗")).collect();
+    let lines: Vec<&str> =
+        story.lines().filter(|l| l.starts_with("demo: ✓ deployment") || l.starts_with("demo: ✗ deployment")).collect();
     assert_eq!(lines.len(), 3, "{story}");
     assert!(lines[0].contains("deployment 1") && lines[0].contains("promoted"), "{story}");
     assert!(lines[1].contains("deployment 2") && lines[1].contains("promoted"), "{story}");
     assert!(lines[2].contains("deployment 3") && lines[2].contains("rolled back"), "{story}");
     assert!(lines[2].contains("worse on the canary"), "{story}");
+    // Its burn paged the on-call webhook; an incident opened naming it, and was resolved once
+    // the rollback had stopped the burn; the postmortem draft was written.
+    let paged = story.lines().find(|l| l.starts_with("demo: ✉ the on-call webhook received a firing notification"));
+    assert!(paged.is_some_and(|l| l.contains("SLOBurnRate sample-service (page, firing)")), "{story}");
+    let opened =
+        story.lines().find(|l| l.starts_with("demo: 🚨 incident 1 opened")).unwrap_or_else(|| panic!("{story}"));
+    assert!(opened.contains("suspect: deployment 3"), "{story}");
+    let resolved =
+        story.lines().find(|l| l.starts_with("demo: ✓ incident 1 resolved")).unwrap_or_else(|| panic!("{story}"));
+    assert!(resolved.contains("deployment 3") && resolved.contains("rolled back"), "{story}");
+    let draft = std::fs::read_to_string(data.path().join("postmortems/incident-1.md")).unwrap();
+    assert!(draft.contains("## Timeline") && draft.contains("The suspect change is deployment 3"), "{draft}");
+    let incidents = server.cli(&["incident", "list", "--format", "json"]);
+    assert_eq!(incidents.json()[0]["state"], "resolved", "{}", incidents.all());
+    let dora = server.cli(&["dora", "--format", "json"]);
+    assert_eq!(dora.json()["deployments"], 3, "{}", dora.all());
+    assert_eq!(dora.json()["change_failure_rate"]["value"].as_f64(), Some(1.0 / 3.0), "{}", dora.all());
     // The bad canary's errors burned the SLO's budget.
     let slo = story.lines().find(|l| l.starts_with("demo: SLO availability")).unwrap_or_else(|| panic!("{story}"));
     let hour: f64 = slo.split("burn ").nth(1).and_then(|r| r.split('×').next()).unwrap().parse().unwrap();

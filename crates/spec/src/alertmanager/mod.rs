@@ -1,7 +1,16 @@
 //! Alertmanager's configuration file, the parts Tandem routes with: the route tree (matchers,
-//! `continue`, grouping and its timers, inherited by child routes), receivers with
-//! `webhook_configs`, and inhibition rules. What Tandem does not support yet is named, with its
-//! place, as a warning — never silently dropped.
+//! `continue`, grouping and its timers, inherited by child routes; mute and active time
+//! intervals, not inherited), receivers (webhook, Slack, email) with the `global` defaults, and
+//! inhibition rules. What Tandem does not support yet is named, with its place, as a warning —
+//! never silently dropped.
+
+mod receivers;
+mod time;
+
+use std::collections::BTreeMap;
+
+pub use receivers::{Email, Global, Receiver, Slack, Webhook};
+pub use time::TimeInterval;
 
 use crate::diag::{Diagnostic, Span};
 use crate::rules::prometheus_duration;
@@ -10,9 +19,24 @@ use crate::yaml::{self, Node};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub global: Global,
     pub route: Route,
     pub receivers: Vec<Receiver>,
     pub inhibit_rules: Vec<Inhibit>,
+    /// Named time intervals, for routes' `mute_time_intervals` and `active_time_intervals`.
+    pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
+}
+
+impl Config {
+    /// Whether a route may notify at this instant: outside its mute intervals, and inside its
+    /// active ones when it has any (a mute interval wins).
+    pub fn may_notify(&self, route: &Route, ms: i64) -> bool {
+        let inside = |names: &[String]| {
+            names.iter().any(|name| self.time_intervals.get(name).is_some_and(|all| all.iter().any(|i| i.contains(ms))))
+        };
+        !inside(&route.mute_time_intervals)
+            && (route.active_time_intervals.is_empty() || inside(&route.active_time_intervals))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +50,10 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     pub continue_matching: bool,
     pub routes: Vec<Route>,
+    /// Names of time intervals when this route does not notify (not inherited).
+    pub mute_time_intervals: Vec<String>,
+    /// Names of time intervals outside which this route does not notify (not inherited).
+    pub active_time_intervals: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,20 +87,6 @@ impl Matcher {
 /// A fully anchored match, as Alertmanager's matchers are.
 fn regex_lite_full(pattern: &str, value: &str) -> bool {
     regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(value))
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Receiver {
-    pub name: String,
-    pub webhooks: Vec<Webhook>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Webhook {
-    pub url: String,
-    pub send_resolved: bool,
-    /// At most this many alerts in one notification (0: all).
-    pub max_alerts: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,19 +129,31 @@ pub fn parse(source: &str) -> (Option<Config>, Vec<Diagnostic>) {
     let mut checker = Checker { diagnostics: Vec::new() };
     let entries = checker.entries(&root, "the Alertmanager configuration", TOP_KEYS);
     let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
-    for key in ["global", "templates", "time_intervals", "mute_time_intervals"] {
-        if let Some((_, _, span)) = entries.iter().find(|(k, ..)| *k == key) {
-            checker.push(Diagnostic::warning(
-                "unsupported",
-                *span,
-                format!("`{key}` is not supported yet; it is ignored"),
-            ));
+    if let Some((_, _, span)) = entries.iter().find(|(k, ..)| *k == "templates") {
+        checker.push(Diagnostic::warning(
+            "unsupported",
+            *span,
+            "`templates` are not supported yet: Tandem writes its own notification text",
+        ));
+    }
+    let global = field("global").map(|n| checker.global(n)).unwrap_or_default();
+    let mut time_intervals = BTreeMap::new();
+    for key in ["time_intervals", "mute_time_intervals"] {
+        if let Some(node) = field(key) {
+            time_intervals.extend(checker.time_intervals(node));
         }
     }
-    let mut receivers = Vec::new();
+    let mut receivers: Vec<Receiver> = Vec::new();
     if let Some(list) = field("receivers").and_then(|n| n.as_seq()) {
         for item in list {
-            if let Some(receiver) = checker.receiver(item) {
+            if let Some(receiver) = checker.receiver(item, &global) {
+                if receivers.iter().any(|r| r.name == receiver.name) {
+                    checker.push(Diagnostic::error(
+                        "duplicate-receiver",
+                        item.span,
+                        format!("two receivers are named `{}`", receiver.name),
+                    ));
+                }
                 receivers.push(receiver);
             }
         }
@@ -141,9 +167,11 @@ pub fn parse(source: &str) -> (Option<Config>, Vec<Diagnostic>) {
         matchers: Vec::new(),
         continue_matching: false,
         routes: Vec::new(),
+        mute_time_intervals: Vec::new(),
+        active_time_intervals: Vec::new(),
     };
     let route = match field("route") {
-        Some(node) => checker.route(node, &defaults, &receivers, true),
+        Some(node) => checker.route(node, &defaults, &receivers, &time_intervals, true),
         None => {
             checker.push(
                 Diagnostic::error("missing-key", root.span, "the configuration has no `route`")
@@ -187,7 +215,7 @@ pub fn parse(source: &str) -> (Option<Config>, Vec<Diagnostic>) {
     }
     checker.diagnostics.sort_by_key(|d| (d.span.line, d.span.col));
     let ok = !checker.diagnostics.iter().any(Diagnostic::is_error);
-    let config = route.filter(|_| ok).map(|route| Config { route, receivers, inhibit_rules });
+    let config = route.filter(|_| ok).map(|route| Config { global, route, receivers, inhibit_rules, time_intervals });
     (config, checker.diagnostics)
 }
 
@@ -227,48 +255,24 @@ impl Checker {
         out
     }
 
-    fn receiver(&mut self, node: &Node) -> Option<Receiver> {
-        let entries = self.entries(node, "a receiver", &[]);
-        let mut name = None;
-        let mut webhooks = Vec::new();
-        for (key, value, span) in entries {
-            match key {
-                "name" => name = self.string(value, "a receiver's `name`"),
-                "webhook_configs" => {
-                    for item in value.as_seq().unwrap_or_default() {
-                        let hook = self.entries(
-                            item,
-                            "a webhook",
-                            &["url", "send_resolved", "max_alerts", "http_config", "url_file", "timeout"],
-                        );
-                        let field = |k: &str| hook.iter().find(|(key, ..)| *key == k).map(|(_, v, _)| *v);
-                        let Some(url) = field("url").and_then(|n| self.string(n, "`url`")) else {
-                            self.push(Diagnostic::error("missing-key", item.span, "a webhook has no `url`"));
-                            continue;
-                        };
-                        let send_resolved = field("send_resolved").and_then(|n| n.as_scalar()) != Some("false");
-                        let max_alerts =
-                            field("max_alerts").and_then(|n| n.as_scalar()).and_then(|t| t.parse().ok()).unwrap_or(0);
-                        webhooks.push(Webhook { url, send_resolved, max_alerts });
-                    }
-                }
-                other if other.ends_with("_configs") => self.push(Diagnostic::warning(
-                    "unsupported",
-                    span,
-                    format!("`{other}` is not supported yet: this receiver sends only to its webhooks"),
-                )),
-                other => {
-                    self.push(Diagnostic::error("unknown-key", span, format!("unknown key `{other}` in a receiver")))
-                }
-            }
-        }
-        Some(Receiver { name: name?, webhooks })
-    }
-
-    fn route(&mut self, node: &Node, parent: &Route, receivers: &[Receiver], root: bool) -> Option<Route> {
+    fn route(
+        &mut self,
+        node: &Node,
+        parent: &Route,
+        receivers: &[Receiver],
+        intervals: &BTreeMap<String, Vec<TimeInterval>>,
+        root: bool,
+    ) -> Option<Route> {
         let entries = self.entries(node, "a route", ROUTE_KEYS);
         let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
-        let mut route = Route { matchers: Vec::new(), continue_matching: false, routes: Vec::new(), ..parent.clone() };
+        let mut route = Route {
+            matchers: Vec::new(),
+            continue_matching: false,
+            routes: Vec::new(),
+            mute_time_intervals: Vec::new(),
+            active_time_intervals: Vec::new(),
+            ..parent.clone()
+        };
         match field("receiver").and_then(|n| self.string(n, "`receiver`")) {
             Some(name) => {
                 if !receivers.iter().any(|r| r.name == name) {
@@ -315,17 +319,33 @@ impl Checker {
         }
         route.continue_matching = field("continue").and_then(|n| n.as_scalar()) == Some("true");
         for key in ["mute_time_intervals", "active_time_intervals"] {
-            if let Some((_, _, span)) = entries.iter().find(|(k, ..)| *k == key) {
-                self.push(Diagnostic::warning(
-                    "unsupported",
-                    *span,
-                    format!("`{key}` is not supported yet; the route always notifies"),
-                ));
+            let Some(node) = field(key) else { continue };
+            if root {
+                self.push(
+                    Diagnostic::error("bad-value", node.span, format!("the root route cannot have `{key}`"))
+                        .hint("put them on a child route"),
+                );
+                continue;
+            }
+            let names = self.strings(node, &format!("`{key}`"));
+            for name in &names {
+                if !intervals.contains_key(name) {
+                    self.push(
+                        Diagnostic::error("unknown-interval", node.span, format!("no time interval is named `{name}`"))
+                            .hint("declare it under `time_intervals:`"),
+                    );
+                }
+            }
+            if key == "mute_time_intervals" {
+                route.mute_time_intervals = names;
+            } else {
+                route.active_time_intervals = names;
             }
         }
         if let Some(children) = field("routes").and_then(|n| n.as_seq()) {
             let inherited = route.clone();
-            route.routes = children.iter().filter_map(|c| self.route(c, &inherited, receivers, false)).collect();
+            route.routes =
+                children.iter().filter_map(|c| self.route(c, &inherited, receivers, intervals, false)).collect();
         }
         Some(route)
     }

@@ -2,10 +2,13 @@
 //! burn rates, alerting rules, the store) and from any Prometheus (`POST /api/v2/alerts`); the
 //! route tree of `--alertmanager-config` sends each to its groups (`group_by`), a group notifies
 //! after `group_wait`, then every `group_interval` when it changed, and again after
-//! `repeat_interval`; inhibition rules mute what a matching alert makes redundant. Receivers are
-//! webhooks in Alertmanager's JSON (version 4), sent with retries and backoff. Every attempt is an
-//! event (`notification.sent`, `notification.failed`): the notification log that answers "who was
-//! told what, and when".
+//! `repeat_interval`; inhibition rules mute what a matching alert makes redundant, and a route's
+//! time intervals mute it at set times. Receivers ([`receivers`]) are webhooks in Alertmanager's
+//! JSON (version 4), Slack-compatible webhooks and email, sent with retries and backoff. Every
+//! attempt is an event (`notification.sent`, `notification.failed`): the notification log that
+//! answers "who was told what, and when".
+
+pub mod receivers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -136,12 +139,8 @@ impl Silence {
     }
 }
 
-/// Alertmanager's resolve timeout: an alert re-sent without an end is resolved this long after its
-/// last update.
-const RESOLVE_TIMEOUT_MS: i64 = 5 * 60_000;
-
 /// The same labels give the same fingerprint in every run (it is kept in the notification log).
-fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     use sha2::{Digest, Sha256};
     let canonical = serde_json::to_string(labels).unwrap_or_default();
     hex::encode(&Sha256::digest(canonical.as_bytes())[..8])
@@ -193,10 +192,12 @@ impl Router {
 
     /// Takes alerts (new, updated or resolved) and places them in their groups. Alerts from the
     /// API without an end resolve after Alertmanager's resolve timeout unless re-sent; Tandem's
-    /// own (`own`) fire until their resolution arrives.
-    pub fn receive(&self, alerts: Vec<Alert>, now: i64, own: bool) {
+    /// own (`own`) fire until their resolution arrives. Returns the alerts that started or
+    /// ended with this call: (`alert.firing` or `alert.resolved`, the alert), for the event log.
+    pub fn receive(&self, alerts: Vec<Alert>, now: i64, own: bool) -> Vec<(&'static str, Alert)> {
         let config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(config) = config else { return };
+        let Some(config) = config else { return Vec::new() };
+        let mut moved = Vec::new();
         let mut held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +206,9 @@ impl Router {
             let ends_at = match parse_time(&alert.ends_at) {
                 Some(end) => Some(end),
                 None if own => None,
-                None => Some(now + RESOLVE_TIMEOUT_MS),
+                // Alertmanager's resolve timeout: an alert re-sent without an end is resolved
+                // this long after its last update.
+                None => Some(now + config.global.resolve_timeout_ms as i64),
             };
             if alert.starts_at.as_deref().is_none_or(str::is_empty) {
                 alert.starts_at = Some(
@@ -234,8 +237,16 @@ impl Router {
                     group.fingerprints.push(fingerprint.clone());
                 }
             }
+            let was_firing = held.get(&fingerprint).map(|h| !h.resolved(now));
+            let firing = ends_at.is_none_or(|end| end > now);
+            match (was_firing, firing) {
+                (None | Some(false), true) => moved.push(("alert.firing", alert.clone())),
+                (Some(true), false) => moved.push(("alert.resolved", alert.clone())),
+                _ => {}
+            }
             held.insert(fingerprint.clone(), Held { alert, fingerprint, ends_at, seen: now });
         }
+        moved
     }
 
     /// Alerts held now, as `GET /api/v2/alerts` lists them.
@@ -276,7 +287,7 @@ impl Router {
         };
         let mut out = Vec::new();
         for (key, group) in groups.iter_mut() {
-            if group.next_flush > now {
+            if group.next_flush > now || !config.may_notify(&group.route, now) {
                 continue;
             }
             group.next_flush = now + group.route.group_interval_ms as i64;
@@ -369,69 +380,21 @@ impl Router {
     }
 }
 
-/// Sends what is due, every second; each webhook attempt is an event.
+/// Sends what is due, every second; each attempt is an event.
 pub async fn run_forever(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let now = jiff::Timestamp::now().as_millisecond();
         for (receiver, key, payload) in app.router.due(now) {
-            for hook in receiver.webhooks.clone() {
-                if payload["status"] == "resolved" && !hook.send_resolved {
+            for channel in receivers::Channel::of(&receiver) {
+                if payload["status"] == "resolved" && !channel.send_resolved() {
                     continue;
                 }
                 let (app, name, key, payload) = (app.clone(), receiver.name.clone(), key.clone(), payload.clone());
-                tokio::spawn(async move { send(&app, &name, &key, &hook, payload).await });
+                tokio::spawn(async move { receivers::deliver(&app, &name, &key, channel, payload).await });
             }
         }
-    }
-}
-
-async fn send(
-    app: &App,
-    receiver: &str,
-    key: &str,
-    hook: &spec::alertmanager::Webhook,
-    mut payload: serde_json::Value,
-) {
-    if hook.max_alerts > 0
-        && let Some(alerts) = payload["alerts"].as_array_mut()
-        && alerts.len() > hook.max_alerts
-    {
-        let cut = alerts.len() - hook.max_alerts;
-        alerts.truncate(hook.max_alerts);
-        payload["truncatedAlerts"] = serde_json::json!(cut);
-    }
-    let client = reqwest::Client::new();
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1..=6 {
-        let result = client.post(&hook.url).timeout(Duration::from_secs(10)).json(&payload).send().await;
-        let outcome = match result {
-            Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
-            Ok(response) => Err(format!("{} answered {}", hook.url, response.status())),
-            Err(error) => Err(format!("{}: {error}", hook.url)),
-        };
-        let fingerprints: Vec<&serde_json::Value> =
-            payload["alerts"].as_array().into_iter().flatten().map(|a| &a["fingerprint"]).collect();
-        let state: Vec<serde_json::Value> = payload["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| serde_json::json!([a["fingerprint"], a["status"] == "resolved"]))
-            .collect();
-        let record = serde_json::json!({
-            "receiver": receiver, "url": hook.url, "group": key, "status": payload["status"],
-            "alerts": fingerprints, "state": state, "attempt": attempt, "error": outcome.as_ref().err(),
-        });
-        let kind = if outcome.is_ok() { "notification.sent" } else { "notification.failed" };
-        if let Err(error) = app.store.record_event(kind, &format!("receiver/{receiver}"), "tandem", record).await {
-            tracing::error!("cannot record {kind}: {error}");
-        }
-        if outcome.is_ok() {
-            return;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -493,15 +456,7 @@ pub fn from_event(app: &App, kind: &str, payload: &serde_json::Value) {
     if !matches!(kind, "alert.firing" | "alert.resolved") || !app.router.configured() {
         return;
     }
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(object) = payload["labels"].as_object() {
-        labels.extend(object.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))));
-    }
-    for key in ["alertname", "slo", "service", "environment", "severity", "long_window"] {
-        if let Some(value) = payload[key].as_str() {
-            labels.entry(key.to_string()).or_insert_with(|| value.to_string());
-        }
-    }
+    let labels = labels_of(payload);
     let mut annotations = BTreeMap::new();
     if let Some(summary) = payload["summary"].as_str() {
         annotations.insert("summary".to_string(), summary.to_string());
@@ -511,4 +466,18 @@ pub fn from_event(app: &App, kind: &str, payload: &serde_json::Value) {
     let ends_at = (kind == "alert.resolved").then(|| rfc3339(now));
     let alert = Alert { labels, annotations, starts_at: None, ends_at, generator_url: None };
     app.router.receive(vec![alert], now, true);
+}
+
+/// An alert event's labels: its `labels`, and the fields Tandem's own alerts carry beside them.
+pub fn labels_of(payload: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(object) = payload["labels"].as_object() {
+        labels.extend(object.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))));
+    }
+    for key in ["alertname", "slo", "service", "environment", "severity", "long_window"] {
+        if let Some(value) = payload[key].as_str() {
+            labels.entry(key.to_string()).or_insert_with(|| value.to_string());
+        }
+    }
+    labels
 }
