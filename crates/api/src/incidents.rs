@@ -210,3 +210,35 @@ pub struct Dora {
     pub time_to_restore: DoraMeasure,
     pub rework_rate: DoraMeasure,
 }
+
+/// `GET /api/v1/oncall`: one schedule now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OnCallNow {
+    pub schedule: String,
+    /// Who is on call now (`None`: nobody covers this moment).
+    pub user: Option<String>,
+    /// When that changes (within the next eight days).
+    pub until: Option<String>,
+    /// Who takes over then.
+    pub next: Option<String>,
+    /// Overrides now or to come.
+    pub overrides: Vec<OnCallOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OnCallOverride {
+    pub user: String,
+    pub from: String,
+    pub until: String,
+}
+
+/// `POST /api/v1/oncall/{schedule}/overrides`: someone takes the schedule for a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewOverride {
+    pub user: String,
+    /// RFC 3339; now when absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// RFC 3339.
+    pub until: String,
+}

@@ -121,7 +121,8 @@ fn unreachable_hmac() -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(b"k").unwrap_or_else(|_| std::process::abort())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares without revealing, through timing, where two byte strings first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

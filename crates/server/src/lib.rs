@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub remote_write: Vec<String>,
     /// An Alertmanager configuration: how alerts are routed to receivers.
     pub alertmanager: Option<PathBuf>,
+    /// An on-call file: people, schedules and escalation policies that page for incidents.
+    pub oncall: Option<PathBuf>,
 }
 
 /// The workflow files of one commit: (path, text).
@@ -105,6 +107,8 @@ pub struct App {
     pub router: alerting::Router,
     /// Incidents, folded from the event log.
     pub incidents: incidents::Desk,
+    /// Who is on call, and the key of acknowledgement links.
+    pub oncall: incidents::oncall::Roster,
 }
 
 impl App {
@@ -117,6 +121,7 @@ impl App {
             remote: monitor::remote_write::RemoteWrite::start(&config.remote_write),
             router: alerting::Router::default(),
             incidents: incidents::Desk::default(),
+            oncall: incidents::oncall::Roster::default(),
             store,
             config,
             metrics: Metrics::default(),
@@ -256,6 +261,7 @@ pub async fn start(
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let monitor = tokio::spawn(monitor::run_forever(app.clone()));
     alerting::load(&app);
+    incidents::oncall::load(&app);
     alerting::remember(&app).await;
     let alerter = tokio::spawn(alerting::run_forever(app.clone()));
     incidents::replay(&app).await?;

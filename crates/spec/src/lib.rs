@@ -8,6 +8,7 @@ pub mod alertmanager;
 pub mod diag;
 pub mod expr;
 pub mod monitors;
+pub mod oncall;
 pub mod openslo;
 pub mod rules;
 pub mod service;

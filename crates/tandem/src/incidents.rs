@@ -375,3 +375,80 @@ pub async fn dora(args: DoraArgs) -> Result<i32> {
     client::table(&["MEASURE", "VALUE", "BAND", "BASIS"], &rows);
     Ok(0)
 }
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct OncallArgs {
+    #[command(subcommand)]
+    pub command: Option<OncallCommand>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum OncallCommand {
+    /// Put someone on call in a schedule's place for a while.
+    #[command(
+        after_help = "Examples:\n  tandem oncall override primary ana --for 4h\n  tandem oncall override primary bo --from 2026-12-24T18:00:00Z --for 1d"
+    )]
+    Override {
+        schedule: String,
+        user: String,
+        /// How long: 30m, 4h, 1d.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        /// When it starts (RFC 3339); now by default.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+fn print_oncall(list: &[api::OnCallNow]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.schedule.clone(),
+                s.user.clone().unwrap_or_else(|| "nobody".into()),
+                s.until.clone().unwrap_or_else(|| "—".into()),
+                s.next.clone().unwrap_or_else(|| "—".into()),
+                s.overrides.iter().map(|o| format!("{} {}→{}", o.user, o.from, o.until)).collect::<Vec<_>>().join("; "),
+            ]
+        })
+        .collect();
+    client::table(&["SCHEDULE", "ON CALL", "UNTIL", "NEXT", "OVERRIDES"], &rows);
+}
+
+/// `tandem oncall`: who is on call now and next; `tandem oncall override`.
+pub async fn oncall(args: OncallArgs) -> Result<i32> {
+    match args.command {
+        None => {
+            let list: Vec<api::OnCallNow> = Client::new(&args.connection)?.get("/api/v1/oncall").await?;
+            if args.format == Format::Json {
+                return client::print_json(&list).map(|()| 0);
+            }
+            print_oncall(&list);
+            Ok(0)
+        }
+        Some(OncallCommand::Override { schedule, user, duration, from, connection }) => {
+            let ms = spec::rules::prometheus_duration(&duration)
+                .ok_or_else(|| anyhow::anyhow!("--for {duration}: not a duration\n  hint: e.g. 30m, 4h, 1d"))?;
+            let start = match &from {
+                Some(text) => text.parse::<jiff::Timestamp>().map_err(|_| {
+                    anyhow::anyhow!("--from {text}: not an RFC 3339 time\n  hint: e.g. 2026-12-24T18:00:00Z")
+                })?,
+                None => jiff::Timestamp::now(),
+            };
+            let until = start.checked_add(jiff::SignedDuration::from_millis(ms as i64))?;
+            let body = api::NewOverride { user, from: from.map(|_| start.to_string()), until: until.to_string() };
+            let path = format!("/api/v1/oncall/{}/overrides", client::path_segment(&schedule));
+            let list: Vec<api::OnCallNow> = Client::new(&connection)?.post(&path, Some(&body)).await?;
+            print_oncall(&list);
+            Ok(0)
+        }
+    }
+}

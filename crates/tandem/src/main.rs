@@ -158,6 +158,9 @@ enum Command {
     /// DORA's delivery figures from Tandem's own records, with their performance bands.
     #[command(after_help = "Examples:\n  tandem dora\n  tandem dora --service shop --days 90 --format json")]
     Dora(incidents::DoraArgs),
+    /// Who is on call now and next in each schedule; `override` puts someone in for a while.
+    #[command(after_help = "Examples:\n  tandem oncall\n  tandem oncall override primary ana --for 4h")]
+    Oncall(incidents::OncallArgs),
     /// The notification log: every attempt to tell a receiver, newest first.
     Notifications {
         #[arg(long, value_enum, default_value = "text")]
@@ -328,6 +331,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Silence(command) => block_on(alerting::silence(command)),
         Command::Incident(command) => block_on(incidents::incident(command)),
         Command::Dora(args) => block_on(incidents::dora(args)),
+        Command::Oncall(args) => block_on(incidents::oncall(args)),
         Command::Heartbeat { name, service, environment, connection } => {
             block_on(monitoring::heartbeat(name, service, environment, connection))
         }

@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// An Alertmanager configuration file: the route tree, receivers (webhooks) and inhibition rules.
     #[arg(long, value_name = "FILE")]
     pub alertmanager_config: Option<PathBuf>,
+    /// An on-call file: people, schedules (rotations, layers) and escalation policies that page
+    /// for incidents; email goes through the Alertmanager configuration's SMTP server.
+    #[arg(long, value_name = "FILE")]
+    pub oncall: Option<PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -61,6 +65,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         scrape_interval: args.scrape_interval,
         remote_write: args.remote_write.clone(),
         alertmanager: args.alertmanager_config.clone(),
+        oncall: args.oncall.clone(),
     }
 }
 

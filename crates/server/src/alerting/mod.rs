@@ -186,6 +186,11 @@ impl Router {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
+    /// The configuration's `global` block, when one is loaded.
+    pub fn global(&self) -> Option<spec::alertmanager::Global> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.global.clone())
+    }
+
     pub fn configured(&self) -> bool {
         self.config.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }

@@ -115,6 +115,32 @@ async fn attempt(client: &reqwest::Client, channel: &Channel, payload: &Value) -
 }
 
 async fn send_mail(email: &Email, payload: &Value) -> Result<(), String> {
+    let mut body = lines(payload).join("\n");
+    body.push_str("\n\nSent by Tandem (receiver ");
+    body.push_str(payload["receiver"].as_str().unwrap_or_default());
+    body.push_str(").\n");
+    smtp(email, &title(payload), body).await
+}
+
+/// Mails a person through the SMTP server of the Alertmanager configuration's `global` block.
+pub async fn mail(app: &App, to: &str, subject: &str, body: &str) -> Result<(), String> {
+    let global = app.router.global().unwrap_or_default();
+    let (Some(from), Some(smarthost)) = (global.smtp_from, global.smtp_smarthost) else {
+        return Err("no SMTP server is configured: set `global.smtp_from` and `global.smtp_smarthost` in the Alertmanager configuration".into());
+    };
+    let email = Email {
+        to: to.to_string(),
+        from,
+        smarthost,
+        auth_username: global.smtp_auth_username,
+        auth_password: global.smtp_auth_password,
+        require_tls: global.smtp_require_tls,
+        send_resolved: false,
+    };
+    smtp(&email, subject, body.to_string()).await
+}
+
+async fn smtp(email: &Email, subject: &str, body: String) -> Result<(), String> {
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let (host, port) =
@@ -131,15 +157,11 @@ async fn send_mail(email: &Email, payload: &Value) -> Result<(), String> {
     }
     let mut message = Message::builder()
         .from(email.from.parse().map_err(|e| format!("from `{}`: {e}", email.from))?)
-        .subject(title(payload))
+        .subject(subject)
         .header(lettre::message::header::ContentType::TEXT_PLAIN);
     for to in email.to.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         message = message.to(to.parse().map_err(|e| format!("to `{to}`: {e}"))?);
     }
-    let mut body = lines(payload).join("\n");
-    body.push_str("\n\nSent by Tandem (receiver ");
-    body.push_str(payload["receiver"].as_str().unwrap_or_default());
-    body.push_str(").\n");
     let message = message.body(body).map_err(|e| format!("the message cannot be built: {e}"))?;
     builder.build().send(message).await.map(|_| ()).map_err(|e| format!("smtp://{}: {e}", email.smarthost))
 }

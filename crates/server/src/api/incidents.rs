@@ -197,3 +197,127 @@ pub(super) async fn dora(
     }
     Ok(Json(crate::dora::report(&app, query).await?))
 }
+
+#[utoipa::path(get, path = "/api/v1/oncall", tag = "incidents",
+    summary = "Each schedule: who is on call now, until when, who is next, and its overrides",
+    security(("token" = [])), responses((status = 200, body = Vec<api::OnCallNow>), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn oncall(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<Vec<api::OnCallNow>>> {
+    let config = oncall_config(&app)?;
+    let overrides = app.incidents.book.lock().await.overrides.clone();
+    Ok(Json(crate::incidents::oncall::now_and_next(&config, &overrides, jiff::Timestamp::now().as_millisecond())))
+}
+
+fn oncall_config(app: &App) -> ApiResult<spec::oncall::OnCall> {
+    app.oncall.config().ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "no_oncall",
+            "no on-call file is loaded; start the server with --oncall FILE",
+        )
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/oncall/{schedule}/overrides", tag = "incidents",
+    summary = "Someone takes a schedule's place for a while (from now, or from `from`, until `until`)",
+    params(("schedule" = String, Path)), request_body = api::NewOverride, security(("token" = [])),
+    responses((status = 201, body = Vec<api::OnCallNow>), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn add_override(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(schedule): Path<String>,
+    request: Result<Json<api::NewOverride>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let request = body(request)?;
+    let config = oncall_config(&app)?;
+    let bad = |message: String| AppError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    if !config.schedules.contains_key(&schedule) {
+        return Err(AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no schedule is named `{schedule}`")));
+    }
+    if !config.users.contains_key(&request.user) {
+        return Err(bad(format!("`{}` is not a user of the on-call file", request.user)));
+    }
+    let time = |text: &str, what: &str| {
+        text.parse::<jiff::Timestamp>().map_err(|_| bad(format!("`{what}` is not an RFC 3339 time: `{text}`")))
+    };
+    let from = match &request.from {
+        Some(text) => time(text, "from")?,
+        None => jiff::Timestamp::now(),
+    };
+    let until = time(&request.until, "until")?;
+    if until <= from {
+        return Err(bad("`until` must come after `from`".into()));
+    }
+    let payload = serde_json::json!({"schedule": schedule, "user": request.user, "from": from.to_string(), "until": until.to_string()});
+    app.store.record_event("oncall.override", &format!("schedule/{schedule}"), &caller.0, payload).await?;
+    incidents::list(&app).await?;
+    let overrides = app.incidents.book.lock().await.overrides.clone();
+    let now = crate::incidents::oncall::now_and_next(&config, &overrides, jiff::Timestamp::now().as_millisecond());
+    Ok((StatusCode::CREATED, Json(now)).into_response())
+}
+
+/// `?user=NAME&key=SIGNATURE` of an acknowledgement link.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(super) struct AckQuery {
+    user: String,
+    key: String,
+}
+
+fn checked_ack(app: &App, id: &str, query: &AckQuery) -> ApiResult<i64> {
+    let id = parse_id(id)?;
+    if !crate::incidents::oncall::ack_valid(app, id, &query.user, &query.key) {
+        return Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "this acknowledgement link is not valid"));
+    }
+    Ok(id)
+}
+
+fn page_html(title: &str, body: &str) -> axum::response::Html<String> {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><main><h1>{}</h1>{body}</main></body></html>",
+        escape(title),
+        escape(title)
+    ))
+}
+
+#[utoipa::path(get, path = "/ack/{id}", tag = "incidents",
+    summary = "The page behind the link in a page: the incident and a button to acknowledge it (no token: the link is signed)",
+    params(("id" = i64, Path), AckQuery), responses((status = 200, description = "An HTML page"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn ack_page(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Params(query): Params<AckQuery>,
+) -> ApiResult<Response> {
+    let id = checked_ack(&app, &id, &query)?;
+    let incident = incidents::get(&app, id).await?;
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    let form = format!(
+        "<p>{} — {}</p><form method=\"post\" action=\"/ack/{id}?user={}&amp;key={}\"><button type=\"submit\">Acknowledge as {}</button></form>",
+        escape(&incident.title),
+        incident.state.as_str(),
+        escape(&query.user),
+        escape(&query.key),
+        escape(&query.user)
+    );
+    Ok(page_html(&format!("Incident {id}"), &form).into_response())
+}
+
+#[utoipa::path(post, path = "/ack/{id}", tag = "incidents",
+    summary = "Acknowledge an incident from the signed link in a page", params(("id" = i64, Path), AckQuery),
+    responses((status = 200, description = "An HTML page"), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn ack_link(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Params(query): Params<AckQuery>,
+) -> ApiResult<Response> {
+    let id = checked_ack(&app, &id, &query)?;
+    let incident = incidents::get(&app, id).await?;
+    if incident.state == api::IncidentState::Acknowledged {
+        let by = incident.acknowledged_by.unwrap_or_default();
+        return Ok(
+            page_html(&format!("Incident {id} was already acknowledged"), &format!("<p>by {by}</p>")).into_response()
+        );
+    }
+    let text = Some("from the link in a page".to_string());
+    incidents::command(&app, id, Command::Acknowledge, text, &query.user).await?;
+    Ok(page_html(&format!("Incident {id} acknowledged"), &format!("<p>by {}</p>", query.user)).into_response())
+}

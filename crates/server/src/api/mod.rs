@@ -97,6 +97,9 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(incidents::add_action_item))
         .routes(routes!(incidents::finish_action_item))
         .routes(routes!(incidents::dora))
+        .routes(routes!(incidents::oncall))
+        .routes(routes!(incidents::add_override))
+        .routes(routes!(incidents::ack_page, incidents::ack_link))
 }
 
 pub fn router(app: Arc<App>) -> Router {

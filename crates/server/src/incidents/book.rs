@@ -31,6 +31,19 @@ pub struct Book {
     pub cursor: i64,
     /// (seq, Unix ms) of every 256th event: where to start reading for a time.
     marks: Vec<(i64, i64)>,
+    /// On-call overrides, oldest first.
+    pub overrides: Vec<Override>,
+    /// The furthest page of each incident's escalation: (level, round, Unix ms).
+    pages: HashMap<i64, (usize, u32, i64)>,
+}
+
+/// Someone on call in a schedule's place for a while.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub schedule: String,
+    pub user: String,
+    pub from_ms: i64,
+    pub until_ms: i64,
 }
 
 /// `production`, `prod`, `prod-eu`, …: environments whose rollbacks open incidents.
@@ -55,6 +68,11 @@ impl Book {
     pub fn seq_before(&self, at_ms: i64) -> i64 {
         let i = self.marks.partition_point(|(_, t)| *t < at_ms);
         if i == 0 { 0 } else { self.marks[i - 1].0 }
+    }
+
+    /// Where an incident's escalation stands: the last level paged, its round, and when.
+    pub fn last_page(&self, incident: i64) -> Option<(usize, u32, i64)> {
+        self.pages.get(&incident).copied()
     }
 
     fn next_id(&self) -> i64 {
@@ -87,6 +105,12 @@ impl Book {
         }
         if event.kind.starts_with("incident.") {
             self.absorb(&event.kind, &event.actor, p);
+            return Vec::new();
+        }
+        if event.kind == "oncall.override" {
+            let (Some(schedule), Some(user)) = (text(&p["schedule"]), text(&p["user"])) else { return Vec::new() };
+            let (from_ms, until_ms) = (p["from"].as_str().map_or(at, ms), p["until"].as_str().map_or(at, ms));
+            self.overrides.push(Override { schedule, user, from_ms, until_ms });
             return Vec::new();
         }
         if !react {
@@ -278,6 +302,15 @@ impl Book {
                 postmortem: false,
             });
             return;
+        }
+        if kind == "incident.paged" {
+            let level = p["level"].as_u64().unwrap_or(1).saturating_sub(1) as usize;
+            let round = p["round"].as_u64().unwrap_or(0) as u32;
+            let step = (level, round, ms(&at));
+            let furthest = self.pages.entry(id).or_insert(step);
+            if (round, level) > (furthest.1, furthest.0) {
+                *furthest = step;
+            }
         }
         if kind == "incident.postmortem_drafted"
             && let Some(markdown) = p["markdown"].as_str()

@@ -6,6 +6,7 @@
 //! alert, probe move, deployment and note of the affected service.
 
 pub mod book;
+pub mod oncall;
 pub mod postmortem;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use book::{Book, Decision, LOOK_BACK_MS, Opening};
 /// The incident book behind one lock: decisions and their recording never interleave.
 #[derive(Debug, Default)]
 pub struct Desk {
-    book: tokio::sync::Mutex<Book>,
+    pub(crate) book: tokio::sync::Mutex<Book>,
 }
 
 fn now_ms() -> i64 {
@@ -60,6 +61,7 @@ pub async fn run_forever(app: Arc<App>) {
         if let Err(error) = catch_up(&app, true).await {
             tracing::error!("cannot follow the event log for incidents: {error}");
         }
+        oncall::escalate(&app).await;
     }
 }
 

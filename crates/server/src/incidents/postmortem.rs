@@ -59,6 +59,13 @@ pub fn describe(event: &store::Event) -> Option<String> {
         "incident.commander" => format!("{} is the incident commander", s(&p["name"])),
         "incident.rollback_requested" => format!("{} asked to roll back deployment {}", s(&p["by"]), p["deployment"]),
         "incident.postmortem_drafted" => "postmortem draft written".into(),
+        "incident.paged" => match (p["user"].as_str(), p["error"].as_str()) {
+            (Some(user), None) => format!("paged {user} via {} (level {})", s(&p["to"]), p["level"]),
+            (Some(user), Some(error)) => {
+                format!("paging {user} via {} failed (level {}): {error}", s(&p["to"]), p["level"])
+            }
+            (None, error) => format!("nobody to page at level {}: {}", p["level"], error.unwrap_or("?")),
+        },
         "incident.postmortem_done" => format!("postmortem done ({})", s(&p["by"])),
         "incident.action_item" => {
             let item = &p["item"];

@@ -34,6 +34,7 @@ impl Api {
             scrape_interval: server::monitor::SCRAPE_INTERVAL,
             remote_write: Vec::new(),
             alertmanager: None,
+            oncall: None,
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }

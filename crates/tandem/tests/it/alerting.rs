@@ -199,3 +199,100 @@ receivers:
         mails(&smtp.maildir).iter().any(|m| m.contains("Subject: [RESOLVED:1] DiskFull"))
     });
 }
+
+#[test]
+fn an_unacknowledged_incident_escalates_from_the_person_on_call_to_the_next_level_until_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let smtp = smtp(data.path());
+    let (ana_port, ana) = webhook_receiver();
+    let routes = data.path().join("alertmanager.yml");
+    std::fs::write(
+        &routes,
+        format!(
+            "global:\n  smtp_from: tandem@example.org\n  smtp_smarthost: 127.0.0.1:{}\n  smtp_require_tls: false\nroute:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let oncall = data.path().join("oncall.yml");
+    std::fs::write(
+        &oncall,
+        format!(
+            r#"users:
+  ana: {{ webhook: 'http://127.0.0.1:{ana_port}/page' }}
+  bo: {{ email: bo@example.org }}
+schedules:
+  primary:
+    time_zone: Europe/Berlin
+    layers:
+      - users: [bo]
+        rotation: weekly
+escalation_policies:
+  default:
+    levels:
+      - {{ notify: ['schedule:primary'], after: 2s }}
+      - {{ notify: ['user:bo'], after: 2s }}
+services: {{ shop: default }}
+"#
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        data.path(),
+        None,
+        &["--alertmanager-config", routes.to_str().unwrap(), "--oncall", oncall.to_str().unwrap()],
+    );
+    let now = server.cli(&["oncall", "--format", "json"]);
+    assert_eq!(now.json()[0]["user"], "bo", "{}", now.all());
+    let overridden = server.cli(&["oncall", "override", "primary", "ana", "--for", "1h"]);
+    assert_eq!(overridden.code, 0, "{}", overridden.all());
+    assert!(overridden.stdout.contains("primary") && overridden.stdout.contains("ana"), "{}", overridden.all());
+    let now = server.cli(&["oncall", "--format", "json"]);
+    assert_eq!(
+        (now.json()[0]["user"].as_str(), now.json()[0]["next"].as_str()),
+        (Some("ana"), Some("bo")),
+        "{}",
+        now.all()
+    );
+
+    let opened = server.cli(&["incident", "open", "Checkout fails", "--service", "shop"]);
+    assert_eq!(opened.code, 0, "{}", opened.all());
+    // Level 1: the person on call (ana, by the override) is paged through her webhook.
+    wait_until("ana's page", || !ana.lock().unwrap().is_empty());
+    let page = ana.lock().unwrap()[0].clone();
+    assert_eq!((page["incident"]["id"].as_i64(), page["level"].as_i64()), (Some(1), Some(1)), "{page}");
+    let ack_url = page["ack_url"].as_str().unwrap().to_string();
+    assert!(page["text"].as_str().unwrap().contains("tandem incident ack 1"), "{page}");
+    // Unacknowledged after 2 s: level 2, bo, by email.
+    wait_until("bo's email", || !mails(&smtp.maildir).is_empty());
+    let mail = mails(&smtp.maildir).remove(0);
+    assert!(mail.contains("Subject: [Tandem] incident 1 (page): Checkout fails"), "{mail}");
+    assert!(mail.contains("/ack/1?user=bo&key="), "{mail}");
+
+    // A forged link is refused; ana's acknowledges, and the escalation stops.
+    let path = ack_url.split_once("/ack/").map(|(_, rest)| format!("/ack/{rest}")).unwrap();
+    let (status, body) = http(&server.addr, "POST", &path.replace("key=", "key=0"), &[], b"");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http(&server.addr, "GET", &path, &[], b"");
+    assert!(status == 200 && body.contains("Acknowledge as ana"), "{status} {body}");
+    let (status, body) = http(&server.addr, "POST", &path, &[], b"");
+    assert!(status == 200 && body.contains("acknowledged"), "{status} {body}");
+    let shown = server.cli(&["incident", "show", "1", "--format", "json"]);
+    let incident = &shown.json()["incident"];
+    assert_eq!((incident["state"].as_str(), incident["acknowledged_by"].as_str()), (Some("acknowledged"), Some("ana")));
+    let pages_before = (ana.lock().unwrap().len(), mails(&smtp.maildir).len());
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        (ana.lock().unwrap().len(), mails(&smtp.maildir).len()),
+        pages_before,
+        "no page after the acknowledgement"
+    );
+    let timeline: Vec<String> =
+        shown.json()["timeline"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()).collect();
+    assert!(
+        timeline.iter().any(|t| t.starts_with("paged ana via http://") && t.ends_with("(level 1)")),
+        "{timeline:#?}"
+    );
+    assert!(timeline.iter().any(|t| t == "paged bo via mailto:bo@example.org (level 2)"), "{timeline:#?}");
+    assert!(timeline.iter().any(|t| t == "acknowledged by ana"), "{timeline:#?}");
+}
