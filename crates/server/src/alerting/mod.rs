@@ -305,7 +305,10 @@ impl Router {
                 .filter(|h| !inhibited(&h.alert.labels) && !silenced(&h.alert.labels))
                 .collect();
             drop(silences);
-            let state: Vec<(String, bool)> = members.iter().map(|h| (h.fingerprint.clone(), h.resolved(now))).collect();
+            // Compared as a set: the order alerts joined the group in is not news.
+            let mut state: Vec<(String, bool)> =
+                members.iter().map(|h| (h.fingerprint.clone(), h.resolved(now))).collect();
+            state.sort();
             let changed = group.last_sent.as_ref().is_none_or(|(last, _)| *last != state);
             let repeat =
                 group.last_sent.as_ref().is_some_and(|(_, at)| now - at >= group.route.repeat_interval_ms as i64);
@@ -406,6 +409,8 @@ pub async fn run_forever(app: Arc<App>) {
 /// Reads what each group was last told from the notification log (the events of earlier runs).
 pub async fn remember(app: &App) {
     let mut remembered = HashMap::new();
+    // Alerts Prometheus sent through the API, by fingerprint: (the alert, when heard, firing).
+    let mut heard: HashMap<String, (Alert, i64, bool)> = HashMap::new();
     let mut after = 0;
     loop {
         let page = match app.store.events(after, 1000).await {
@@ -421,6 +426,14 @@ pub async fn remember(app: &App) {
                 app.router.silence(silence);
             }
         }
+        for event in page.iter().filter(|e| e.kind.starts_with("alert.") && e.payload["source"] == "api") {
+            let (Ok(alert), Ok(at)) =
+                (serde_json::from_value::<Alert>(event.payload.clone()), event.time.parse::<jiff::Timestamp>())
+            else {
+                continue;
+            };
+            heard.insert(fingerprint(&alert.labels), (alert, at.as_millisecond(), event.kind == "alert.firing"));
+        }
         for event in page.into_iter().filter(|e| e.kind == "notification.sent") {
             let (Some(group), Ok(at)) = (event.payload["group"].as_str(), event.time.parse::<jiff::Timestamp>()) else {
                 continue;
@@ -431,11 +444,29 @@ pub async fn remember(app: &App) {
                 .flatten()
                 .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_bool()?)))
                 .collect();
+            let mut state = state;
+            state.sort();
             remembered.insert(group.to_string(), (state, at.as_millisecond()));
         }
         after = last;
     }
     *app.router.remembered.lock().unwrap_or_else(|e| e.into_inner()) = remembered;
+    // Alerts that were firing when the server stopped come back until their resolve timeout
+    // (Prometheus re-sends them anyway): one heard just before a crash is still notified, once.
+    let now = jiff::Timestamp::now().as_millisecond();
+    let timeout = app.router.global().map_or(5 * 60_000, |g| g.resolve_timeout_ms as i64);
+    let firing: Vec<Alert> = heard
+        .into_values()
+        .filter(|(alert, at, firing)| *firing && alert.ends_at.is_none() && now < at + timeout)
+        .map(|(mut alert, at, _)| {
+            alert.ends_at = Some(rfc3339(at + timeout));
+            alert
+        })
+        .collect();
+    if !firing.is_empty() {
+        tracing::info!("{} alert(s) heard before the restart are routed again", firing.len());
+        app.router.receive(firing, now, false);
+    }
 }
 
 /// Reads `--alertmanager-config` into the router (an invalid file is reported and routes nothing).

@@ -800,6 +800,16 @@ fn after_kill_9_a_receiver_is_not_told_again_what_it_heard() {
     );
     wait_for(2);
     assert_eq!(bodies.lock().unwrap()[1]["alerts"].as_array().unwrap().len(), 2);
+    // Killed between an alert and its notification (within group_wait): after the restart it is
+    // told once, though nobody sends it again.
+    post(&server, r#"[{"labels": {"alertname": "DiskFull", "instance": "db"}}]"#);
+    let _crashed = server.kill9();
+    let _server = Server::start_with(data.path(), Some(&token), &args);
+    wait_for(3);
+    std::thread::sleep(Duration::from_secs(3));
+    let told = bodies.lock().unwrap().clone();
+    assert_eq!(told.len(), 3, "told once: {told:?}");
+    assert_eq!(told[2]["alerts"][0]["labels"]["alertname"], "DiskFull");
 }
 
 #[test]
