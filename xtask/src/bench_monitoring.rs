@@ -18,7 +18,7 @@ const TANDEM_PORT: u16 = 19152;
 const QUERIES: [&str; 2] =
     ["sum by (job) (rate(x_total[5m]))", "histogram_quantile(0.99, sum by (le) (rate(h_bucket[5m])))"];
 
-struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -40,14 +40,14 @@ fn nix_kill(pid: u32, signal: &str) -> Result<()> {
 }
 
 /// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat.rsplit_once(')').context("odd /proc stat")?.1.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / 100.0)
 }
 
-fn rss_mib(pid: u32) -> Result<f64> {
+pub fn rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
@@ -81,7 +81,7 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn wait_for(port: u16, path: &str, within: Duration) -> Result<()> {
+pub fn wait_for(port: u16, path: &str, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if get(port, path, None).is_ok() {

@@ -2,6 +2,7 @@
 //! against baselines run side by side on this machine).
 
 mod bench;
+mod bench_alerting;
 mod bench_canary;
 mod bench_containers;
 mod bench_deploy;
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("proxy") => bench_proxy::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("monitoring") => bench_monitoring::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("deploy") => bench_deploy::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("alerting") => bench_alerting::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("self-check") => self_check(),
         Some("tidy") => {
@@ -37,7 +39,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test        install what the tests need, then run every test (what CI runs)\n  bench       run the engine benchmarks and print a Markdown table (add --quick for a short run)\n  bench server [--peer]  server latency and webhook load; --peer also runs Buildbot side by side\n  bench containers  container steps against `docker run`, services to first step\n  bench canary      canary analysis: time to rollback, false rollbacks (simulation)\n  bench proxy       proxy overhead: direct, nginx and tandem proxy under wrk\n  bench deploy [--rounds=N]  real deployments through the server: time to roll back a bad release, to promote a good one\n  tidy        the house rules: no todo, dbg or ignore markers, a header line in every file, source files under 800 lines\n  self-check  run Tandem's own workflow (.tandem/workflows/ci.yml) with `tandem run`"
+                "usage: cargo xtask <task>\n\n  test        install what the tests need, then run every test (what CI runs)\n  bench       run the engine benchmarks and print a Markdown table (add --quick for a short run)\n  bench server [--peer]  server latency and webhook load; --peer also runs Buildbot side by side\n  bench containers  container steps against `docker run`, services to first step\n  bench canary      canary analysis: time to rollback, false rollbacks (simulation)\n  bench proxy       proxy overhead: direct, nginx and tandem proxy under wrk\n  bench deploy [--rounds=N]  real deployments through the server: time to roll back a bad release, to promote a good one\n  bench alerting    alert routing beside Alertmanager: page latency, a storm of 10,000 alerts\n  tidy        the house rules: no todo, dbg or ignore markers, a header line in every file, source files under 800 lines\n  self-check  run Tandem's own workflow (.tandem/workflows/ci.yml) with `tandem run`"
             );
             bail!("no task given")
         }

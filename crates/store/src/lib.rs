@@ -42,6 +42,15 @@ pub struct Event {
     pub hash: String,
 }
 
+/// An event to append: kind, subject, actor, payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: String,
+    pub subject: String,
+    pub actor: String,
+    pub payload: serde_json::Value,
+}
+
 /// The first link of the chain points at this.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -509,6 +518,8 @@ pub trait Store: Send + Sync {
         actor: &'a str,
         payload: serde_json::Value,
     ) -> BoxFuture<'a, Result<()>>;
+    /// Appends several such events in one transaction, in order: all or none.
+    fn record_events<'a>(&'a self, events: Vec<NewEvent>) -> BoxFuture<'a, Result<()>>;
     fn events<'a>(&'a self, after_seq: i64, limit: i64) -> BoxFuture<'a, Result<Vec<Event>>>;
     fn verify_chain<'a>(&'a self) -> BoxFuture<'a, Result<ChainReport>>;
 }

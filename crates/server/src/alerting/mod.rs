@@ -66,7 +66,7 @@ struct Group {
 /// The router's state: alerts by fingerprint, aggregation groups by (receiver, group key).
 #[derive(Debug, Default)]
 pub struct Router {
-    config: Mutex<Option<Config>>,
+    config: Mutex<Option<Arc<Config>>>,
     alerts: Mutex<HashMap<String, Held>>,
     groups: Mutex<BTreeMap<String, Group>>,
     /// What the notification log says each group was last told, read at start: a restart does
@@ -183,7 +183,12 @@ fn rfc3339(ms: i64) -> String {
 
 impl Router {
     pub fn configure(&self, config: Option<Config>) {
-        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config.map(Arc::new);
+    }
+
+    /// When the soonest group is due to flush (Unix ms).
+    pub fn next_flush(&self) -> Option<i64> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).values().map(|g| g.next_flush).min()
     }
 
     /// The configuration's `global` block, when one is loaded.
@@ -278,8 +283,18 @@ impl Router {
         let Some(config) = config else { return Vec::new() };
         let mut held = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        let firing_now: Vec<BTreeMap<String, String>> =
-            held.values().filter(|h| !h.resolved(now)).map(|h| h.alert.labels.clone()).collect();
+        if groups.values().all(|g| g.next_flush > now) {
+            return Vec::new();
+        }
+        // The firing alerts that may inhibit others (none without inhibition rules).
+        let firing_now: Vec<BTreeMap<String, String>> = if config.inhibit_rules.is_empty() {
+            Vec::new()
+        } else {
+            held.values()
+                .filter(|h| !h.resolved(now) && config.inhibit_rules.iter().any(|r| matches(&r.source, &h.alert.labels)))
+                .map(|h| h.alert.labels.clone())
+                .collect()
+        };
         let inhibited = |labels: &BTreeMap<String, String>| {
             config.inhibit_rules.iter().any(|rule| {
                 matches(&rule.target, labels)
@@ -292,7 +307,12 @@ impl Router {
         };
         let mut out = Vec::new();
         for (key, group) in groups.iter_mut() {
-            if group.next_flush > now || !config.may_notify(&group.route, now) {
+            if group.next_flush > now {
+                continue;
+            }
+            if !config.may_notify(&group.route, now) {
+                // Muted now: looked at again each second, told as soon as the interval ends.
+                group.next_flush = now + 1000;
                 continue;
             }
             group.next_flush = now + group.route.group_interval_ms as i64;
@@ -390,9 +410,12 @@ impl Router {
 
 /// Sends what is due, every second; each attempt is an event.
 pub async fn run_forever(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        // Wake when the next group is due (a page waits its group_wait, not a tick more), and at
+        // least every second for groups born meanwhile.
+        let now = jiff::Timestamp::now().as_millisecond();
+        let wait = app.router.next_flush().map_or(1000, |at| (at - now).clamp(5, 1000));
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         let now = jiff::Timestamp::now().as_millisecond();
         for (receiver, key, payload) in app.router.due(now) {
             for channel in receivers::Channel::of(&receiver) {

@@ -255,11 +255,13 @@ pub(super) async fn add_override(
     Ok((StatusCode::CREATED, Json(now)).into_response())
 }
 
-/// `?user=NAME&key=SIGNATURE` of an acknowledgement link.
+/// `?user=NAME&key=SIGNATURE` of an acknowledgement link; `&action=resolve` resolves instead.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub(super) struct AckQuery {
     user: String,
     key: String,
+    #[serde(default)]
+    action: Option<String>,
 }
 
 fn checked_ack(app: &App, id: &str, query: &AckQuery) -> ApiResult<i64> {
@@ -290,19 +292,26 @@ pub(super) async fn ack_page(
     let id = checked_ack(&app, &id, &query)?;
     let incident = incidents::get(&app, id).await?;
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    let button = |action: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/ack/{id}?user={}&amp;key={}&amp;action={action}\"><button type=\"submit\">{label} as {}</button></form>",
+            escape(&query.user),
+            escape(&query.key),
+            escape(&query.user)
+        )
+    };
     let form = format!(
-        "<p>{} — {}</p><form method=\"post\" action=\"/ack/{id}?user={}&amp;key={}\"><button type=\"submit\">Acknowledge as {}</button></form>",
+        "<p>{} — {}</p>{}{}",
         escape(&incident.title),
         incident.state.as_str(),
-        escape(&query.user),
-        escape(&query.key),
-        escape(&query.user)
+        button("acknowledge", "Acknowledge"),
+        button("resolve", "Resolve")
     );
     Ok(page_html(&format!("Incident {id}"), &form).into_response())
 }
 
 #[utoipa::path(post, path = "/ack/{id}", tag = "incidents",
-    summary = "Acknowledge an incident from the signed link in a page", params(("id" = i64, Path), AckQuery),
+    summary = "Acknowledge (or, with action=resolve, resolve) an incident from the signed link in a page", params(("id" = i64, Path), AckQuery),
     responses((status = 200, description = "An HTML page"), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn ack_link(
     State(app): State<Arc<App>>,
@@ -311,13 +320,22 @@ pub(super) async fn ack_link(
 ) -> ApiResult<Response> {
     let id = checked_ack(&app, &id, &query)?;
     let incident = incidents::get(&app, id).await?;
-    if incident.state == api::IncidentState::Acknowledged {
-        let by = incident.acknowledged_by.unwrap_or_default();
-        return Ok(
-            page_html(&format!("Incident {id} was already acknowledged"), &format!("<p>by {by}</p>")).into_response()
-        );
+    let (command, done) = match query.action.as_deref() {
+        None | Some("acknowledge") => (Command::Acknowledge, "acknowledged"),
+        Some("resolve") => (Command::Resolve, "resolved"),
+        Some(other) => {
+            let message = format!("`{other}` is not an action of a link; expected acknowledge or resolve");
+            return Err(AppError::new(StatusCode::BAD_REQUEST, "bad_request", message));
+        }
+    };
+    if command == Command::Acknowledge && incident.state != api::IncidentState::Triggered {
+        let state = incident.state.as_str().replace('_', " ");
+        return Ok(page_html(&format!("Incident {id} is {state}"), "<p>Nothing to acknowledge.</p>").into_response());
     }
-    let text = Some("from the link in a page".to_string());
-    incidents::command(&app, id, Command::Acknowledge, text, &query.user).await?;
-    Ok(page_html(&format!("Incident {id} acknowledged"), &format!("<p>by {}</p>", query.user)).into_response())
+    let text = match command {
+        Command::Resolve => Some(format!("resolved by {} from the link in a page", query.user)),
+        _ => Some("from the link in a page".to_string()),
+    };
+    incidents::command(&app, id, command, text, &query.user).await?;
+    Ok(page_html(&format!("Incident {id} {done}"), &format!("<p>by {}</p>", query.user)).into_response())
 }

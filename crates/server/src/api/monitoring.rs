@@ -434,14 +434,22 @@ pub(super) async fn receive_alerts(
     }
     let n = alerts.len();
     let moved = app.router.receive(alerts, jiff::Timestamp::now().as_millisecond(), false);
-    // Alerts that started or ended are events: incidents open from them, timelines show them.
-    for (kind, alert) in moved {
-        let fingerprint = crate::alerting::fingerprint(&alert.labels);
-        let payload = serde_json::json!({
-            "labels": alert.labels, "annotations": alert.annotations, "startsAt": alert.starts_at,
-            "endsAt": alert.ends_at, "generatorURL": alert.generator_url, "source": "api",
-        });
-        app.store.record_event(kind, &format!("alert/api/{fingerprint}"), &caller.0, payload).await?;
+    // Alerts that started or ended are events (one transaction per request): incidents open from
+    // them, timelines show them.
+    let events: Vec<store::NewEvent> = moved
+        .into_iter()
+        .map(|(kind, alert)| store::NewEvent {
+            kind: kind.to_string(),
+            subject: format!("alert/api/{}", crate::alerting::fingerprint(&alert.labels)),
+            actor: caller.0.clone(),
+            payload: serde_json::json!({
+                "labels": alert.labels, "annotations": alert.annotations, "startsAt": alert.starts_at,
+                "endsAt": alert.ends_at, "generatorURL": alert.generator_url, "source": "api",
+            }),
+        })
+        .collect();
+    if !events.is_empty() {
+        app.store.record_events(events).await?;
     }
     Ok(Json(serde_json::json!({"received": n})))
 }

@@ -13,8 +13,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::time::now;
 use crate::{
     BoxFuture, ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentStatus, EnvironmentState, Event,
-    GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store, StoreError,
-    Transition, event_hash,
+    GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewEvent, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
+    StoreError, Transition, event_hash,
 };
 
 mod rows;
@@ -129,6 +129,17 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let mut tx = self.writer.begin().await?;
             append_event(&mut tx, kind, subject, actor, payload).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn record_events<'a>(&'a self, events: Vec<NewEvent>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
+            for event in events {
+                append_event(&mut tx, &event.kind, &event.subject, &event.actor, event.payload).await?;
+            }
             tx.commit().await?;
             Ok(())
         })

@@ -41,6 +41,21 @@ pub async fn repos(store: &(impl Store + ?Sized)) {
     );
     assert!(!events[2].payload.to_string().contains("ghp_secret"), "tokens never enter the event log");
     assert_eq!(events[1].prev_hash, events[0].hash);
+    // A batch is appended in order, chained like the rest.
+    let batch = (0..3)
+        .map(|i| store::NewEvent {
+            kind: "alert.firing".into(),
+            subject: format!("alert/{i}"),
+            actor: "prometheus".into(),
+            payload: serde_json::json!({"i": i}),
+        })
+        .collect();
+    store.record_events(batch).await.unwrap();
+    let events = store.events(0, 100).await.unwrap();
+    let subjects: Vec<&str> = events[4..].iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["alert/0", "alert/1", "alert/2"]);
+    assert_eq!(events[4].prev_hash, events[3].hash);
+    assert!(store.verify_chain().await.unwrap().first_broken.is_none());
 }
 
 pub async fn deliveries_are_idempotent(store: &(impl Store + ?Sized)) {

@@ -280,6 +280,11 @@ services: {{ shop: default }}
     let shown = server.cli(&["incident", "show", "1", "--format", "json"]);
     let incident = &shown.json()["incident"];
     assert_eq!((incident["state"].as_str(), incident["acknowledged_by"].as_str()), (Some("acknowledged"), Some("ana")));
+    // bo's link (from the email) resolves it.
+    let bo_path =
+        mail.split_once("/ack/").map(|(_, rest)| format!("/ack/{}", rest.split_whitespace().next().unwrap())).unwrap();
+    let (status, body) = http(&server.addr, "POST", &format!("{bo_path}&action=resolve"), &[], b"");
+    assert!(status == 200 && body.contains("resolved"), "{status} {body}");
     let pages_before = (ana.lock().unwrap().len(), mails(&smtp.maildir).len());
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
@@ -295,4 +300,6 @@ services: {{ shop: default }}
     );
     assert!(timeline.iter().any(|t| t == "paged bo via mailto:bo@example.org (level 2)"), "{timeline:#?}");
     assert!(timeline.iter().any(|t| t == "acknowledged by ana"), "{timeline:#?}");
+    let shown = server.cli(&["incident", "show", "1", "--format", "json"]);
+    assert_eq!(shown.json()["incident"]["resolution"], "resolved by bo from the link in a page", "{}", shown.all());
 }
