@@ -291,7 +291,9 @@ impl Router {
             Vec::new()
         } else {
             held.values()
-                .filter(|h| !h.resolved(now) && config.inhibit_rules.iter().any(|r| matches(&r.source, &h.alert.labels)))
+                .filter(|h| {
+                    !h.resolved(now) && config.inhibit_rules.iter().any(|r| matches(&r.source, &h.alert.labels))
+                })
                 .map(|h| h.alert.labels.clone())
                 .collect()
         };
