@@ -178,6 +178,8 @@ pub struct DoraQuery {
     /// The period, counted back from now (default 30).
     pub days: Option<u32>,
     pub service: Option<String>,
+    /// A team of the on-call file: its services together.
+    pub team: Option<String>,
     /// Which environment is production (default: every environment named `production` or
     /// `prod`, else every environment).
     pub environment: Option<String>,
@@ -200,6 +202,9 @@ pub struct DoraMeasure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Dora {
     pub service: Option<String>,
+    pub team: Option<String>,
+    /// The services counted (empty: every service).
+    pub services: Vec<String>,
     pub environments: Vec<String>,
     pub from: String,
     pub to: String,

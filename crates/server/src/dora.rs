@@ -38,6 +38,14 @@ fn measure(value: Option<f64>, unit: &str, band: Option<String>, basis: String) 
     DoraMeasure { value, unit: unit.into(), band, basis }
 }
 
+/// Whose measures: a service, a team's services, or every service (`services` empty).
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub service: Option<String>,
+    pub team: Option<String>,
+    pub services: Vec<String>,
+}
+
 /// What the measures are computed from.
 #[derive(Debug, Default)]
 pub struct Inputs {
@@ -49,7 +57,7 @@ pub struct Inputs {
 }
 
 /// The measures over `[from, to)` (Unix ms).
-pub fn compute(inputs: &Inputs, service: Option<String>, environments: Vec<String>, from: i64, to: i64) -> Dora {
+pub fn compute(inputs: &Inputs, scope: Scope, environments: Vec<String>, from: i64, to: i64) -> Dora {
     let days = ((to - from) as f64 / DAY_MS).max(1.0 / 24.0);
     let within = |t: Option<i64>| t.is_some_and(|t| t >= from && t < to);
     let in_period: Vec<&Deployment> = inputs.deployments.iter().filter(|d| within(ms(&d.created))).collect();
@@ -148,7 +156,9 @@ pub fn compute(inputs: &Inputs, service: Option<String>, environments: Vec<Strin
 
     let rfc3339 = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
     Dora {
-        service,
+        service: scope.service,
+        team: scope.team,
+        services: scope.services,
         environments,
         from: rfc3339(from),
         to: rfc3339(to),
@@ -162,11 +172,25 @@ pub fn compute(inputs: &Inputs, service: Option<String>, environments: Vec<Strin
 }
 
 /// Gathers the inputs from the store, the incident book and the repositories' mirrors.
-pub async fn report(app: &Arc<App>, query: api::DoraQuery) -> Result<Dora, store::StoreError> {
+pub async fn report(app: &Arc<App>, query: api::DoraQuery) -> Result<Dora, DoraError> {
     let to = jiff::Timestamp::now().as_millisecond();
     let from = to - i64::from(query.days.unwrap_or(30)) * 86_400_000;
-    let filter = store::DeploymentFilter { service: query.service.clone(), limit: 100_000, ..Default::default() };
-    let all = app.store.deployments(filter).await?;
+    let services: Vec<String> = match (&query.service, &query.team) {
+        (Some(service), _) => vec![service.clone()],
+        (None, Some(team)) => {
+            let teams = app.oncall.config().map(|c| c.teams).unwrap_or_default();
+            teams.get(team).cloned().ok_or_else(|| DoraError::UnknownTeam(team.clone()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let filter = store::DeploymentFilter { limit: 100_000, ..Default::default() };
+    let all: Vec<Deployment> = app
+        .store
+        .deployments(filter)
+        .await?
+        .into_iter()
+        .filter(|d| services.is_empty() || services.contains(&d.service))
+        .collect();
     let environments: Vec<String> = match &query.environment {
         Some(environment) => vec![environment.clone()],
         None => {
@@ -188,7 +212,7 @@ pub async fn report(app: &Arc<App>, query: api::DoraQuery) -> Result<Dora, store
     let incidents: Vec<Incident> = crate::incidents::all(app)
         .await
         .into_iter()
-        .filter(|i| query.service.is_none() || i.service == query.service)
+        .filter(|i| services.is_empty() || i.service.as_ref().is_some_and(|s| services.contains(s)))
         .filter(|i| i.environment.as_ref().is_none_or(|e| environments.contains(e)))
         .collect();
     let mut first_commit = HashMap::new();
@@ -212,5 +236,14 @@ pub async fn report(app: &Arc<App>, query: api::DoraQuery) -> Result<Dora, store
         }
     }
     let inputs = Inputs { deployments, incidents, first_commit };
-    Ok(compute(&inputs, query.service, environments, from, to))
+    let scope = Scope { service: query.service, team: query.team, services };
+    Ok(compute(&inputs, scope, environments, from, to))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DoraError {
+    #[error("no team is named `{0}` in the on-call file (`teams:`)")]
+    UnknownTeam(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }

@@ -26,6 +26,7 @@
 //!       - { notify: [user:bo], after: 10m }
 //! services: { shop: default }
 //! default_policy: default
+//! teams: { payments: { services: [shop] } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct OnCall {
     /// Service → policy name.
     pub services: BTreeMap<String, String>,
     pub default_policy: Option<String>,
+    /// Team → the services it owns (for DORA per team).
+    pub teams: BTreeMap<String, Vec<String>>,
 }
 
 /// How a person is reached.
@@ -123,7 +126,7 @@ pub fn parse(source: &str) -> (Option<OnCall>, Vec<Diagnostic>) {
         Err(diagnostic) => return (None, vec![diagnostic]),
     };
     let mut c = Checker { diagnostics: Vec::new() };
-    let known = ["users", "schedules", "escalation_policies", "services", "default_policy"];
+    let known = ["users", "schedules", "escalation_policies", "services", "default_policy", "teams"];
     let entries = c.entries(&root, "the on-call file", &known);
     let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
     let mut config = OnCall {
@@ -132,6 +135,7 @@ pub fn parse(source: &str) -> (Option<OnCall>, Vec<Diagnostic>) {
         policies: BTreeMap::new(),
         services: BTreeMap::new(),
         default_policy: None,
+        teams: BTreeMap::new(),
     };
     for (name, node, _) in field("users").map(|n| c.entries(n, "`users`", &[])).unwrap_or_default() {
         let entries = c.entries(node, "a user", &["email", "webhook", "slack"]);
@@ -171,6 +175,11 @@ pub fn parse(source: &str) -> (Option<OnCall>, Vec<Diagnostic>) {
     }
     if let Some(node) = field("default_policy") {
         config.default_policy = c.policy_name(node, &config);
+    }
+    for (team, node, _) in field("teams").map(|n| c.entries(n, "`teams`", &[])).unwrap_or_default() {
+        let entries = c.entries(node, "a team", &["services"]);
+        let services = entries.iter().find(|(k, ..)| *k == "services").map(|(_, v, _)| c.names(v, "`services`"));
+        config.teams.insert(team.to_string(), services.unwrap_or_default());
     }
     c.diagnostics.sort_by_key(|d| (d.span.line, d.span.col));
     let ok = !c.diagnostics.iter().any(Diagnostic::is_error);
@@ -415,7 +424,7 @@ mod tests {
         text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
     }
 
-    const FILE: &str = "users:\n  ana: { email: ana@example.org }\n  bo: { webhook: 'http://127.0.0.1:1/bo' }\n  cy: { slack: 'http://127.0.0.1:1/cy' }\nschedules:\n  primary:\n    time_zone: Europe/Berlin\n    layers:\n      - users: [ana, bo]\n        rotation: weekly\n        handoff: monday 09:00\n        start: 2026-11-02\n      - users: [cy]\n        rotation: daily\n        restrict: { days: [saturday, sunday], hours: '20:00-08:00' }\nescalation_policies:\n  default:\n    repeat: 2\n    levels:\n      - { notify: [schedule:primary], after: 5m }\n      - { notify: ['user:cy'] }\nservices: { shop: default }\ndefault_policy: default\n";
+    const FILE: &str = "users:\n  ana: { email: ana@example.org }\n  bo: { webhook: 'http://127.0.0.1:1/bo' }\n  cy: { slack: 'http://127.0.0.1:1/cy' }\nschedules:\n  primary:\n    time_zone: Europe/Berlin\n    layers:\n      - users: [ana, bo]\n        rotation: weekly\n        handoff: monday 09:00\n        start: 2026-11-02\n      - users: [cy]\n        rotation: daily\n        restrict: { days: [saturday, sunday], hours: '20:00-08:00' }\nescalation_policies:\n  default:\n    repeat: 2\n    levels:\n      - { notify: [schedule:primary], after: 5m }\n      - { notify: ['user:cy'] }\nservices: { shop: default }\ndefault_policy: default\nteams: { payments: { services: [shop, checkout] } }\n";
 
     #[test]
     fn a_weekly_rotation_hands_off_on_monday_morning_local_time_and_a_later_layer_wins() {
@@ -436,6 +445,7 @@ mod tests {
         let policy = &config.policies["default"];
         assert_eq!((policy.repeat, policy.levels[0].after_ms, policy.levels[1].after_ms), (2, 300_000, 300_000));
         assert_eq!(config.services["shop"], "default");
+        assert_eq!(config.teams["payments"], ["shop", "checkout"]);
     }
 
     #[test]

@@ -324,6 +324,9 @@ pub struct DoraArgs {
     pub days: u32,
     #[arg(long)]
     pub service: Option<String>,
+    /// A team of the on-call file (`teams:`): its services together.
+    #[arg(long, conflicts_with = "service")]
+    pub team: Option<String>,
     /// The production environment (default: those named production or prod, else all).
     #[arg(long)]
     pub environment: Option<String>,
@@ -341,13 +344,20 @@ pub async fn dora(args: DoraArgs) -> Result<i32> {
     if let Some(environment) = &args.environment {
         path.push_str(&format!("&environment={}", client::path_segment(environment)));
     }
+    if let Some(team) = &args.team {
+        path.push_str(&format!("&team={}", client::path_segment(team)));
+    }
     let dora: api::Dora = Client::new(&args.connection)?.get(&path).await?;
     if args.format == Format::Json {
         return client::print_json(&dora).map(|()| 0);
     }
     println!(
         "DORA for {} in {} over {} → {} ({} deployments)",
-        dora.service.as_deref().unwrap_or("every service"),
+        match (&dora.service, &dora.team) {
+            (Some(service), _) => service.clone(),
+            (None, Some(team)) => format!("team {team} ({})", dora.services.join(", ")),
+            (None, None) => "every service".to_string(),
+        },
         dora.environments.join(", "),
         dora.from.get(..10).unwrap_or(&dora.from),
         dora.to.get(..10).unwrap_or(&dora.to),

@@ -195,7 +195,15 @@ pub(super) async fn dora(
     if query.days == Some(0) {
         return Err(AppError::new(StatusCode::BAD_REQUEST, "bad_request", "`days` must be at least 1"));
     }
-    Ok(Json(crate::dora::report(&app, query).await?))
+    match crate::dora::report(&app, query).await {
+        Ok(dora) => Ok(Json(dora)),
+        Err(crate::dora::DoraError::UnknownTeam(team)) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no team is named `{team}`; declare it under `teams:` in the on-call file"),
+        )),
+        Err(crate::dora::DoraError::Store(error)) => Err(error.into()),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/oncall", tag = "incidents",

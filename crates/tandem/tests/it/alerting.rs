@@ -233,6 +233,7 @@ escalation_policies:
       - {{ notify: ['schedule:primary'], after: 2s }}
       - {{ notify: ['user:bo'], after: 2s }}
 services: {{ shop: default }}
+teams: {{ payments: {{ services: [shop] }} }}
 "#
         ),
     )
@@ -302,4 +303,10 @@ services: {{ shop: default }}
     assert!(timeline.iter().any(|t| t == "acknowledged by ana"), "{timeline:#?}");
     let shown = server.cli(&["incident", "show", "1", "--format", "json"]);
     assert_eq!(shown.json()["incident"]["resolution"], "resolved by bo from the link in a page", "{}", shown.all());
+    // DORA per team: the team's incident counts for its time to restore.
+    let dora = server.cli(&["dora", "--team", "payments", "--format", "json"]);
+    assert_eq!(dora.json()["services"], serde_json::json!(["shop"]), "{}", dora.all());
+    assert!(dora.json()["time_to_restore"]["value"].as_f64().is_some(), "{}", dora.all());
+    let unknown = server.cli(&["dora", "--team", "nobody"]);
+    assert!(unknown.code != 0 && unknown.all().contains("no team is named `nobody`"), "{}", unknown.all());
 }
