@@ -89,8 +89,9 @@ fn ensure_prerequisites() -> Result<()> {
     let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
     if have("apt-get") {
         eprintln!("installing {}", packages.join(" "));
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&packages))?;
+        run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-q"]))?;
+        // Waits for another apt or dpkg to finish instead of failing at once.
+        run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q"]).args(&packages))?;
     }
     let still: Vec<&str> = missing.iter().map(|(program, _)| *program).filter(|program| !have(program)).collect();
     if !still.is_empty() {
