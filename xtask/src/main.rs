@@ -81,6 +81,8 @@ fn ensure_prerequisites() -> Result<()> {
         ("prometheus", "prometheus"),
         ("promtool", "prometheus"),
         ("aiosmtpd", "python3-aiosmtpd"),
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
     ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {

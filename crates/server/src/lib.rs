@@ -109,6 +109,35 @@ pub struct App {
     pub incidents: incidents::Desk,
     /// Who is on call, and the key of acknowledgement links.
     pub oncall: incidents::oncall::Roster,
+    /// One-time sign-in links of the web pages.
+    pub(crate) signin_links: api::web::session::Links,
+    /// The server's secret (sessions, CSRF tokens, acknowledgement links), read or made at first use.
+    secret: std::sync::OnceLock<String>,
+}
+
+/// The server's secret, kept in `secret.key` of the data directory (made at first use).
+pub(crate) fn secret_key(app: &App) -> &str {
+    app.secret.get_or_init(|| {
+        let path = app.config.data_dir.join("secret.key");
+        if let Ok(key) = std::fs::read_to_string(&path)
+            && key.trim().len() >= 32
+        {
+            return key.trim().to_string();
+        }
+        let key = random_secret().unwrap_or_else(|_| format!("{:x}", jiff::Timestamp::now().as_nanosecond()));
+        if let Err(error) = std::fs::write(&path, &key) {
+            tracing::warn!(
+                "cannot keep the server's secret in {}: {error}; sessions and links end at restart",
+                path.display()
+            );
+        }
+        key
+    })
+}
+
+/// A one-time link that signs `actor` in to the web pages (valid fifteen minutes).
+pub fn signin_link(app: &App, actor: &str) -> String {
+    format!("http://{}/signin/link/{}", app.config.listen, app.signin_links.issue(actor))
 }
 
 impl App {
@@ -122,6 +151,8 @@ impl App {
             router: alerting::Router::default(),
             incidents: incidents::Desk::default(),
             oncall: incidents::oncall::Roster::default(),
+            signin_links: Default::default(),
+            secret: std::sync::OnceLock::new(),
             store,
             config,
             metrics: Metrics::default(),

@@ -211,6 +211,8 @@ pub struct RunFilter {
     pub repo_id: Option<i64>,
     pub git_ref: Option<String>,
     pub status: Option<RunStatus>,
+    /// Only runs with a smaller id (the next page of a newest-first list).
+    pub before: Option<i64>,
     pub limit: i64,
 }
 

@@ -132,6 +132,10 @@ pub fn up(args: ServerArgs) -> Result<i32> {
         };
         let mirror_ok = trigger_first_run(app, &repo).await;
         println!("\nTandem is up at {url}");
+        println!(
+            "sign in to the web pages: {} (once, within 15 minutes; later with the admin token)",
+            server::signin_link(app, "admin")
+        );
         println!("data directory: {}", data.display());
         print_token(&started);
         println!("demo repository: {} (watched: commits there start runs)", demo.display());

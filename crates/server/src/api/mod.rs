@@ -25,6 +25,7 @@ mod monitoring;
 mod prometheus;
 mod repositories;
 mod runs;
+pub(crate) mod web;
 mod webhooks;
 
 /// Largest webhook body accepted.
@@ -105,6 +106,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .merge(web::routes())
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
         })
@@ -185,6 +187,14 @@ impl FromRequestParts<Arc<App>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, AppError> {
         let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        // The pages' own reads (a live log) go with the session cookie; anything that changes
+        // state needs a token, or a page's form with its CSRF token.
+        if header.is_empty()
+            && parts.method == axum::http::Method::GET
+            && let Some(viewer) = web::session::Viewer::from_parts(parts, app)
+        {
+            return Ok(Caller(viewer.actor));
+        }
         let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
             return Err(AppError::new(
                 StatusCode::UNAUTHORIZED,

@@ -16,7 +16,7 @@ pub(super) async fn list_runs(
         None => None,
     };
     let git_ref = query.git_ref.clone().or(query.branch.as_ref().map(|b| format!("refs/heads/{b}")));
-    let filter = RunFilter { repo_id, git_ref, status: query.status, limit: query.limit.unwrap_or(50) };
+    let filter = RunFilter { repo_id, git_ref, status: query.status, before: None, limit: query.limit.unwrap_or(50) };
     let runs = app.store.runs(filter).await?;
     Ok(Json(api::RunList { runs: runs.iter().map(api::RunSummary::from).collect() }))
 }

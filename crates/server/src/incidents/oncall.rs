@@ -4,8 +4,7 @@
 //! or the signed link in the page). Each page is an event (`incident.paged`), so a restart
 //! resumes where the escalation stood and the timeline shows who was paged, how and when.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,11 +13,10 @@ use spec::oncall::{OnCall, Target};
 use super::book::{Book, Override};
 use crate::App;
 
-/// The on-call file as loaded, and the key that signs acknowledgement links.
+/// The on-call file as loaded.
 #[derive(Debug, Default)]
 pub struct Roster {
     config: Mutex<Option<OnCall>>,
-    key: OnceLock<String>,
 }
 
 impl Roster {
@@ -28,27 +26,6 @@ impl Roster {
 
     pub fn configure(&self, config: Option<OnCall>) {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
-    }
-
-    /// The secret behind acknowledgement links, kept in the data directory (made at first use).
-    fn key(&self, data_dir: &Path) -> &str {
-        self.key.get_or_init(|| {
-            let path = data_dir.join("ack.key");
-            if let Ok(key) = std::fs::read_to_string(&path)
-                && key.trim().len() >= 32
-            {
-                return key.trim().to_string();
-            }
-            let key =
-                crate::random_secret().unwrap_or_else(|_| format!("{:x}", jiff::Timestamp::now().as_nanosecond()));
-            if let Err(error) = std::fs::write(&path, &key) {
-                tracing::warn!(
-                    "cannot keep the acknowledgement key in {}: {error}; links change at restart",
-                    path.display()
-                );
-            }
-            key
-        })
     }
 }
 
@@ -70,8 +47,7 @@ pub fn load(app: &App) {
 
 /// The signature of an acknowledgement link for one incident and person.
 pub fn ack_signature(app: &App, incident: i64, user: &str) -> String {
-    git::webhook::sign(app.oncall.key(&app.config.data_dir), format!("ack:{incident}:{user}").as_bytes())[..32]
-        .to_string()
+    git::webhook::sign(crate::secret_key(app), format!("ack:{incident}:{user}").as_bytes())[..32].to_string()
 }
 
 pub fn ack_url(app: &App, incident: i64, user: &str) -> String {

@@ -387,12 +387,13 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let limit = if filter.limit <= 0 { 50 } else { filter.limit.min(10_000) };
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR repo_id = $1) AND ($2 IS NULL OR git_ref = $2) AND ($3 IS NULL OR status = $3) ORDER BY id DESC LIMIT $4"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR repo_id = $1) AND ($2 IS NULL OR git_ref = $2) AND ($3 IS NULL OR status = $3) AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $4"
             )))
             .bind(filter.repo_id)
             .bind(filter.git_ref)
             .bind(filter.status.map(RunStatus::as_str))
             .bind(limit)
+            .bind(filter.before)
             .fetch_all(&self.reader)
             .await?;
             rows.iter().map(decode::<Run>).collect()

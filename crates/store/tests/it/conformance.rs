@@ -188,6 +188,12 @@ pub async fn concurrent_writers_keep_the_chain<S: Store + 'static>(store: Arc<S>
     assert_eq!(store.queue_depth().await.unwrap(), 20);
     let mut numbers: Vec<i64> =
         store.runs(RunFilter { limit: 100, ..RunFilter::default() }).await.unwrap().iter().map(|r| r.number).collect();
+    let newest_first = store.runs(RunFilter { limit: 100, ..RunFilter::default() }).await.unwrap();
+    if let Some(middle) = newest_first.get(newest_first.len() / 2) {
+        let page = store.runs(RunFilter { before: Some(middle.id), limit: 100, ..RunFilter::default() }).await.unwrap();
+        assert!(page.iter().all(|r| r.id < middle.id), "`before` pages to older runs");
+        assert_eq!(page.len(), newest_first.iter().filter(|r| r.id < middle.id).count());
+    }
     numbers.sort();
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
     let report = store.verify_chain().await.unwrap();

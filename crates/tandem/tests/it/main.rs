@@ -9,6 +9,7 @@ mod run;
 mod server;
 mod signals;
 mod validate;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

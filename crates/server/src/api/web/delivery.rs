@@ -1,0 +1,111 @@
+//! Deployment pages: environments (stable and previous release, proxy, roll back with a
+//! confirmation) and every deployment; one deployment with its traffic over time, each move with
+//! the analysis evidence behind it, and the actions it allows now.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use store::{DeploymentFilter, DeploymentStatus};
+
+use super::pages::{DeploymentRow, EnvironmentRow, Flash, deployment_rows, environment_rows, missing};
+use super::render::{self, time};
+use super::session::Viewer;
+use super::{Chrome, page};
+use crate::App;
+
+#[derive(askama::Template)]
+#[template(path = "deployments.html")]
+struct DeploymentsPage {
+    chrome: Chrome,
+    environments: Vec<EnvironmentRow>,
+    deployments: Vec<DeploymentRow>,
+}
+
+pub(super) async fn deployments(State(app): State<Arc<App>>, viewer: Viewer, Query(flash): Query<Flash>) -> Response {
+    let list = app.store.deployments(DeploymentFilter { limit: 200, ..Default::default() }).await.unwrap_or_default();
+    let mut chrome = Chrome::new(&viewer, "Deployments", "deployments", flash.flash);
+    chrome.live = list.iter().any(|d| !d.status.is_finished());
+    page(DeploymentsPage { chrome, environments: environment_rows(&app).await, deployments: deployment_rows(&list) })
+}
+
+pub(super) struct EventRow {
+    time: String,
+    kind: String,
+    actor: String,
+    weight: String,
+    detail: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "deployment.html")]
+struct DeploymentPage {
+    chrome: Chrome,
+    d: DeploymentRow,
+    approved_by: String,
+    awaiting_approval: bool,
+    running: bool,
+    chart: String,
+    events: Vec<EventRow>,
+}
+
+/// The evidence of a verdict, in a sentence: the metric, both versions and the threshold.
+fn evidence(p: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(reason) = p["reason"].as_str() {
+        parts.push(reason.to_string());
+    }
+    let e = &p["evidence"];
+    if e.is_object() {
+        let figure = |k: &str| e[k].as_f64().map(|v| format!("{k} {v:.4}"));
+        let fields: Vec<String> =
+            ["canary", "baseline", "evidence", "threshold"].iter().filter_map(|k| figure(k)).collect();
+        if let Some(metric) = e["metric"].as_str() {
+            parts.push(format!("{metric}: {}", fields.join(", ")));
+        } else if !fields.is_empty() {
+            parts.push(fields.join(", "));
+        }
+    }
+    parts.join(" — ")
+}
+
+pub(super) async fn deployment(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let Ok(d) = app.store.deployment(id).await else {
+        return missing(&viewer, format!("There is no deployment {id}."));
+    };
+    let events = app.store.events_about(&format!("deployment/{id}")).await.unwrap_or_default();
+    let start = events.first().and_then(|e| e.time.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond());
+    let points: Vec<(f64, f64)> = events
+        .iter()
+        .filter_map(|e| {
+            let at = e.time.parse::<jiff::Timestamp>().ok()?.as_millisecond();
+            Some(((at - start?) as f64 / 1000.0, e.payload["weight"].as_f64()?))
+        })
+        .collect();
+    let rows = events
+        .iter()
+        .map(|e| EventRow {
+            time: time(&e.time),
+            kind: e.kind.trim_start_matches("deployment.").replace('_', " "),
+            actor: e.actor.clone(),
+            weight: e.payload["weight"].as_f64().map(|w| format!("{:.0}%", w * 100.0)).unwrap_or_default(),
+            detail: evidence(&e.payload),
+        })
+        .collect();
+    let mut chrome = Chrome::new(&viewer, format!("Deployment {id}"), "deployments", flash.flash);
+    chrome.live = !d.status.is_finished();
+    page(DeploymentPage {
+        chrome,
+        approved_by: d.approved_by.clone().unwrap_or_else(|| "—".into()),
+        awaiting_approval: d.status == DeploymentStatus::AwaitingApproval,
+        running: d.status == DeploymentStatus::Running,
+        chart: render::weight_steps(&points, d.status == DeploymentStatus::RolledBack),
+        events: rows,
+        d: deployment_rows(std::slice::from_ref(&d)).remove(0),
+    })
+}

@@ -1,0 +1,181 @@
+//! The web pages at `/`: server-rendered HTML (askama templates, checked at compile time), a
+//! little plain JavaScript for live logs and refreshing pages, assets embedded in the binary.
+//! Every page reads without JavaScript; every form carries a CSRF token; actions go through the
+//! same handlers as the API, as the signed-in person.
+
+mod actions;
+mod delivery;
+mod pages;
+pub mod render;
+mod response;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::App;
+use session::Viewer;
+
+const CSS: &str = include_str!("../../../assets/app.css");
+const JS: &str = include_str!("../../../assets/app.js");
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}", get(pages::run))
+        .route("/deployments", get(delivery::deployments))
+        .route("/deployments/{id}", get(delivery::deployment))
+        .route("/incidents", get(response::incidents))
+        .route("/incidents/{id}", get(response::incident))
+        .route("/incidents/{id}/postmortem", get(response::postmortem))
+        .route("/audit", get(response::audit))
+        .route("/runs/{id}/{action}", post(actions::run))
+        .route("/deployments/{id}/{action}", post(actions::deployment))
+        .route("/environments/{service}/{environment}/rollback", post(actions::rollback))
+        .route("/incidents/{id}/{action}", post(actions::incident))
+        .route("/signin", get(signin_page).post(signin))
+        .route("/signin/link/{secret}", get(signin_link))
+        .route("/signout", post(signout))
+        .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
+        .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) }))
+}
+
+/// Renders a template into a page (a template error is the server's fault, said plainly).
+fn page(template: impl askama::Template) -> Response {
+    match template.render() {
+        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], html)
+            .into_response(),
+        Err(error) => {
+            tracing::error!("a page could not be rendered: {error}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "this page could not be rendered; see the server's log").into_response()
+        }
+    }
+}
+
+/// What every page's frame shows.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub title: String,
+    pub section: &'static str,
+    pub actor: String,
+    pub csrf: String,
+    pub flash: String,
+    /// The page refreshes itself while something moves.
+    pub live: bool,
+}
+
+impl Chrome {
+    fn new(viewer: &Viewer, title: impl Into<String>, section: &'static str, flash: Option<String>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            section,
+            actor: viewer.actor.clone(),
+            csrf: viewer.csrf.clone(),
+            flash: flash.unwrap_or_default(),
+            live: false,
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    next: String,
+    error: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct SignInQuery {
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Only paths of this site: a sign-in never sends the browser elsewhere.
+fn local(next: Option<&str>) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or("/").to_string()
+}
+
+async fn signin_page(axum::extract::Query(query): axum::extract::Query<SignInQuery>) -> Response {
+    page(SignInPage { next: local(query.next.as_deref()), error: query.error.unwrap_or_default() })
+}
+
+#[derive(serde::Deserialize)]
+struct SignInForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+fn signed_in(app: &App, actor: &str, next: &str, headers: &HeaderMap) -> Response {
+    let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let cookie = session::set_cookie(&session::new_session(app, actor), secure);
+    ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+}
+
+async fn signin(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> Response {
+    let next = local(form.next.as_deref());
+    match app.store.token_name(&crate::token_hash(form.token.trim())).await {
+        Ok(Some(name)) => {
+            record(&app, "session.signed_in", &name, serde_json::json!({"with": "token"})).await;
+            signed_in(&app, &name, &next, &headers)
+        }
+        Ok(None) => {
+            let to = format!(
+                "/signin?next={}&error={}",
+                session::urlencode(&next),
+                session::urlencode("That token is not valid.")
+            );
+            Redirect::to(&to).into_response()
+        }
+        Err(error) => {
+            tracing::error!("sign-in: {error}");
+            (StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read; try again").into_response()
+        }
+    }
+}
+
+async fn signin_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(secret): axum::extract::Path<String>,
+) -> Response {
+    match app.signin_links.redeem(&secret) {
+        Some(actor) => {
+            record(&app, "session.signed_in", &actor, serde_json::json!({"with": "one-time link"})).await;
+            signed_in(&app, &actor, "/", &headers)
+        }
+        None => Redirect::to(&format!(
+            "/signin?error={}",
+            session::urlencode("That sign-in link was used already or has expired; sign in with a token.")
+        ))
+        .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn signout(State(app): State<Arc<App>>, viewer: Viewer, Form(form): Form<CsrfForm>) -> Response {
+    if !actions::csrf_ok(&viewer, &form.csrf) {
+        return actions::refused();
+    }
+    record(&app, "session.signed_out", &viewer.actor, serde_json::json!({})).await;
+    ([(header::SET_COOKIE, session::clear_cookie())], Redirect::to("/signin")).into_response()
+}
+
+async fn record(app: &App, kind: &str, actor: &str, payload: serde_json::Value) {
+    if let Err(error) = app.store.record_event(kind, &format!("session/{actor}"), actor, payload).await {
+        tracing::error!("cannot record {kind}: {error}");
+    }
+}

@@ -1,0 +1,140 @@
+//! What pages show, made ready for the templates: escaped log lines with their ANSI colours as
+//! classes, `::group::` folds, durations and times for people, and server-rendered SVG charts.
+
+use std::fmt::Write;
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One log line as HTML: SGR colour codes become `<span class="fg-N">`, everything else escaped.
+pub fn ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut open = false;
+    let mut rest = text;
+    while let Some(at) = rest.find("\u{1b}[") {
+        out.push_str(&escape(&rest[..at]));
+        let after = &rest[at + 2..];
+        let Some(end) = after.find(|c: char| !(c.is_ascii_digit() || c == ';')) else {
+            rest = "";
+            break;
+        };
+        let (codes, tail) = after.split_at(end);
+        rest = &tail[1..];
+        if !tail.starts_with('m') {
+            continue;
+        }
+        if open {
+            out.push_str("</span>");
+            open = false;
+        }
+        let classes: Vec<String> = codes
+            .split(';')
+            .filter_map(|c| c.parse::<u8>().ok())
+            .filter_map(|c| match c {
+                1 => Some("bold".to_string()),
+                30..=37 | 90..=97 => Some(format!("fg-{c}")),
+                _ => None,
+            })
+            .collect();
+        if !classes.is_empty() {
+            let _ = write!(out, "<span class=\"{}\">", classes.join(" "));
+            open = true;
+        }
+    }
+    out.push_str(&escape(rest));
+    if open {
+        out.push_str("</span>");
+    }
+    out
+}
+
+pub fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else if seconds < 120.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+/// `2026-11-30 20:27:25` from an RFC 3339 time.
+pub fn time(text: &str) -> String {
+    text.get(..19).unwrap_or(text).replace('T', " ")
+}
+
+/// Bars of run durations, oldest left, coloured by outcome: (seconds, succeeded, label).
+pub fn duration_bars(runs: &[(f64, bool, String)]) -> String {
+    let (width, height) = (600.0, 120.0);
+    let max = runs.iter().map(|r| r.0).fold(1.0_f64, f64::max);
+    let bar = width / runs.len().max(1) as f64;
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Run durations, oldest first; {} runs, longest {}\">",
+        runs.len(),
+        duration(max)
+    );
+    for (i, (seconds, ok, label)) in runs.iter().enumerate() {
+        let h = (seconds / max * (height - 10.0)).max(2.0);
+        let class = if *ok { "ok" } else { "bad" };
+        let _ = write!(
+            svg,
+            "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{} — {}</title></rect>",
+            i as f64 * bar + 1.0,
+            height - h,
+            (bar - 2.0).max(1.0),
+            escape(label),
+            duration(*seconds)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A rollout's traffic weight over its events, a step line from 0 to 100%: (seconds since start, weight).
+pub fn weight_steps(points: &[(f64, f64)], rolled_back: bool) -> String {
+    let (width, height) = (600.0, 120.0);
+    let end = points.iter().map(|p| p.0).fold(1.0_f64, f64::max);
+    let x = |t: f64| 40.0 + t / end * (width - 50.0);
+    let y = |w: f64| height - 15.0 - w * (height - 25.0);
+    let mut path = String::new();
+    let mut last = 0.0;
+    for (i, (t, w)) in points.iter().enumerate() {
+        if i == 0 {
+            let _ = write!(path, "M{:.1},{:.1}", x(*t), y(*w));
+        } else {
+            let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(*t), y(last), x(*t), y(*w));
+        }
+        last = *w;
+    }
+    let class = if rolled_back { "bad" } else { "ok" };
+    format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"The new release's share of traffic over {}\"><text x=\"2\" y=\"{:.0}\">100%</text><text x=\"2\" y=\"{:.0}\">0%</text><path class=\"line {class}\" d=\"{path}\"/></svg>",
+        duration(end),
+        y(1.0) + 4.0,
+        y(0.0) + 4.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colours_become_classes_and_markup_is_escaped() {
+        assert_eq!(super::ansi("\u{1b}[31mfail\u{1b}[0m <b>"), "<span class=\"fg-31\">fail</span> &lt;b&gt;");
+        assert_eq!(super::ansi("\u{1b}[1;32mok"), "<span class=\"bold fg-32\">ok</span>");
+        assert_eq!(super::ansi("plain & simple"), "plain &amp; simple");
+    }
+}

@@ -1,0 +1,161 @@
+//! The web pages in a real browser (Debian's chromium, driven through chromium-driver): sign in
+//! with the one-time link `tandem up` prints, watch the first run's log stream in, see the demo's
+//! releases promoted, roll back staging from the environment page, sign out — with a screenshot
+//! of every page in `target/screenshots/` (CI keeps them).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thirtyfour::prelude::*;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn chromedriver() -> (Killed, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian's chromium-driver; `cargo xtask test` installs it)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), port)
+}
+
+async fn wait_for_text(driver: &WebDriver, what: &str, url: &str, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        driver.goto(url).await.unwrap();
+        let text = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: `{needle}` never appeared on {url}:\n{text}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
+    let data = tempfile::tempdir().unwrap();
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(up.stdout.take().unwrap());
+    let _up = Killed(up);
+    let (mut url, mut link) = (String::new(), String::new());
+    while link.is_empty() || url.is_empty() {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "tandem up exited early");
+        if let Some(rest) = line.strip_prefix("Tandem is up at ") {
+            url = rest.trim().to_string();
+        }
+        if let Some(at) = line.find("/signin/link/") {
+            link = format!("{url}{}", line[at..].split_whitespace().next().unwrap());
+        }
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let (_driver_process, port) = chromedriver();
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary("/usr/bin/chromium").unwrap();
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"] {
+        caps.add_arg(arg).unwrap();
+    }
+    let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps).await.unwrap();
+
+    // Without a session, a page sends the browser to the sign-in form.
+    driver.goto(format!("{url}/runs")).await.unwrap();
+    assert!(driver.current_url().await.unwrap().as_str().contains("/signin?next=/runs"));
+    driver.screenshot(&shots.join("signin.png")).await.unwrap();
+    // The one-time link signs in, once.
+    driver.goto(&link).await.unwrap();
+    assert_eq!(driver.title().await.unwrap(), "Overview · Tandem");
+    driver.screenshot(&shots.join("overview.png")).await.unwrap();
+
+    // The first run's log streams in while it runs, then the page shows the outcome.
+    driver.goto(format!("{url}/runs/1")).await.unwrap();
+    let log = driver.find(By::Id("log")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log.text().await.map(|t| t.contains("Ran 2 tests")).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the log never showed the tests");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if driver.find(By::Id("log")).await.is_err() {
+            continue;
+        }
+    }
+    let text = wait_for_text(&driver, "run 1", &format!("{url}/runs/1"), "success", Duration::from_secs(120)).await;
+    assert!(text.contains("Re-run all jobs"), "{text}");
+    // A line has a deep link.
+    driver.goto(format!("{url}/runs/1#L3")).await.unwrap();
+    assert!(driver.find(By::Css("#L3 a.ln")).await.is_ok());
+    driver.screenshot(&shots.join("run.png")).await.unwrap();
+    // Searching the log hides what does not match.
+    let search = driver.find(By::Id("log-search")).await.unwrap();
+    search.send_keys("Ran 2 tests").await.unwrap();
+    let visible = driver.find_all(By::Css("#log li[id^=L]:not([hidden])")).await.unwrap().len();
+    let all = driver.find_all(By::Css("#log li[id^=L]")).await.unwrap().len();
+    assert!(visible >= 1 && visible < all, "search shows {visible} of {all} lines");
+
+    // The demo's good change is promoted; its deployment shows the traffic steps.
+    wait_for_text(&driver, "deployment 2", &format!("{url}/deployments/2"), "promoted", Duration::from_secs(240)).await;
+    let chart = driver.find(By::Css("svg.chart")).await.unwrap();
+    assert!(chart.attr("aria-label").await.unwrap().unwrap_or_default().contains("share of traffic"));
+    driver.screenshot(&shots.join("deployment.png")).await.unwrap();
+    driver.goto(format!("{url}/runs")).await.unwrap();
+    driver.screenshot(&shots.join("runs.png")).await.unwrap();
+
+    // Roll back staging from the environment page: refused until confirmed, then done.
+    driver.goto(format!("{url}/deployments")).await.unwrap();
+    driver.screenshot(&shots.join("deployments.png")).await.unwrap();
+    let form = driver.find(By::Css("form[action='/environments/sample-service/staging/rollback']")).await.unwrap();
+    form.find(By::Css("input[name=confirm]")).await.unwrap().click().await.unwrap();
+    form.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
+    assert!(flash.contains("Rollback of sample-service/staging started"), "{flash}");
+    driver.screenshot(&shots.join("rollback.png")).await.unwrap();
+    for (page, name) in [("/incidents", "incidents"), ("/audit", "audit")] {
+        driver.goto(format!("{url}{page}")).await.unwrap();
+        driver.screenshot(&shots.join(format!("{name}.png"))).await.unwrap();
+    }
+    let chain = driver.find(By::Css(".chain")).await.unwrap().text().await.unwrap();
+    assert!(chain.starts_with("✓ The event log is intact"), "{chain}");
+
+    // A form without its CSRF token is refused.
+    let refused = reqwest_like_post(&url, "/signout");
+    assert_eq!(refused, 303, "without a session the sign-out form leads to the sign-in page");
+    // Signing out ends the session.
+    driver.goto(&url).await.unwrap();
+    driver.find(By::Css("form.signout button")).await.unwrap().click().await.unwrap();
+    assert!(driver.current_url().await.unwrap().as_str().ends_with("/signin"));
+    driver.goto(format!("{url}/runs")).await.unwrap();
+    assert!(driver.current_url().await.unwrap().as_str().contains("/signin"));
+    driver.quit().await.unwrap();
+}
+
+/// The status of a bare POST (no cookie, no token) to a page's form.
+fn reqwest_like_post(url: &str, path: &str) -> u16 {
+    let addr = url.trim_start_matches("http://");
+    crate::server::http(addr, "POST", path, &[("content-type", "application/x-www-form-urlencoded")], b"csrf=x").0
+}
