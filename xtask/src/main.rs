@@ -152,8 +152,37 @@ fn ensure_swarm() -> Result<()> {
     Ok(())
 }
 
+/// axe-core, the accessibility checker the browser tests inject into every page: fetched once
+/// from the npm registry (no npm needed) into `target/axe-core/`, checked against its integrity.
+const AXE_VERSION: &str = "4.14.1";
+const AXE_SHA512: &str = "FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==";
+
+fn ensure_axe() -> Result<()> {
+    let dir = std::path::Path::new("target/axe-core");
+    if dir.join("axe.min.js").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let tarball = dir.join("axe-core.tgz");
+    let url = format!("https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz");
+    eprintln!("fetching {url}");
+    run(Command::new("curl").args(["-sfL", "--retry", "3", "-o"]).arg(&tarball).arg(&url))
+        .context("cannot fetch axe-core from the npm registry")?;
+    let digest = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl dgst -sha512 -binary {} | base64 -w0", tarball.display()))
+        .output()?;
+    if String::from_utf8_lossy(&digest.stdout).trim() != AXE_SHA512 {
+        let _ = std::fs::remove_file(&tarball);
+        bail!("axe-core {AXE_VERSION} from the npm registry does not match its published integrity");
+    }
+    run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(dir).args(["--strip-components=1", "package/axe.min.js"]))?;
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_prerequisites()?;
+    ensure_axe()?;
     ensure_docker_engine()?;
     ensure_swarm()?;
     let corpus = std::path::Path::new("../shared/corpus/workflows").is_dir();

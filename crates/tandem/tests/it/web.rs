@@ -38,6 +38,19 @@ fn chromedriver() -> (Killed, u16) {
     (Killed(child), port)
 }
 
+/// axe-core's serious and critical violations on the page now (`cargo xtask test` fetches axe).
+async fn accessibility(driver: &WebDriver, page: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/axe-core/axe.min.js");
+    let axe = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; `cargo xtask test` fetches axe-core from the npm registry", path.display()));
+    let script = format!(
+        "{axe}\nconst done = arguments[arguments.length - 1];\naxe.run(document).then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id + ': ' + v.help + ' — ' + v.nodes.map(n => n.target.join(' ')).join(', '))));"
+    );
+    let found = driver.execute_async(&script, Vec::new()).await.unwrap();
+    let violations: Vec<String> = found.convert().unwrap();
+    assert!(violations.is_empty(), "{page}: accessibility violations:\n{}", violations.join("\n"));
+}
+
 async fn wait_for_text(driver: &WebDriver, what: &str, url: &str, needle: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
@@ -89,10 +102,12 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     driver.goto(format!("{url}/runs")).await.unwrap();
     assert!(driver.current_url().await.unwrap().as_str().contains("/signin?next=/runs"));
     driver.screenshot(&shots.join("signin.png")).await.unwrap();
+    accessibility(&driver, "signin").await;
     // The one-time link signs in, once.
     driver.goto(&link).await.unwrap();
     assert_eq!(driver.title().await.unwrap(), "Overview · Tandem");
     driver.screenshot(&shots.join("overview.png")).await.unwrap();
+    accessibility(&driver, "overview").await;
 
     // The first run's log streams in while it runs, then the page shows the outcome.
     driver.goto(format!("{url}/runs/1")).await.unwrap();
@@ -111,6 +126,7 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     driver.goto(format!("{url}/runs/1#L3")).await.unwrap();
     assert!(driver.find(By::Css("#L3 a.ln")).await.is_ok());
     driver.screenshot(&shots.join("run.png")).await.unwrap();
+    accessibility(&driver, "run").await;
     // Searching the log hides what does not match.
     let search = driver.find(By::Id("log-search")).await.unwrap();
     search.send_keys("Ran 2 tests").await.unwrap();
@@ -123,21 +139,26 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let chart = driver.find(By::Css("svg.chart")).await.unwrap();
     assert!(chart.attr("aria-label").await.unwrap().unwrap_or_default().contains("share of traffic"));
     driver.screenshot(&shots.join("deployment.png")).await.unwrap();
+    accessibility(&driver, "deployment").await;
     driver.goto(format!("{url}/runs")).await.unwrap();
     driver.screenshot(&shots.join("runs.png")).await.unwrap();
+    accessibility(&driver, "runs").await;
 
     // Roll back staging from the environment page: refused until confirmed, then done.
     driver.goto(format!("{url}/deployments")).await.unwrap();
     driver.screenshot(&shots.join("deployments.png")).await.unwrap();
+    accessibility(&driver, "deployments").await;
     let form = driver.find(By::Css("form[action='/environments/sample-service/staging/rollback']")).await.unwrap();
     form.find(By::Css("input[name=confirm]")).await.unwrap().click().await.unwrap();
     form.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("Rollback of sample-service/staging started"), "{flash}");
     driver.screenshot(&shots.join("rollback.png")).await.unwrap();
+    accessibility(&driver, "rollback").await;
     for (page, name) in [("/incidents", "incidents"), ("/audit", "audit")] {
         driver.goto(format!("{url}{page}")).await.unwrap();
         driver.screenshot(&shots.join(format!("{name}.png"))).await.unwrap();
+        accessibility(&driver, name).await;
     }
     let chain = driver.find(By::Css(".chain")).await.unwrap().text().await.unwrap();
     assert!(chain.starts_with("✓ The event log is intact"), "{chain}");
