@@ -176,7 +176,12 @@ fn ensure_axe() -> Result<()> {
         let _ = std::fs::remove_file(&tarball);
         bail!("axe-core {AXE_VERSION} from the npm registry does not match its published integrity");
     }
-    run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(dir).args(["--strip-components=1", "package/axe.min.js"]))?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir)
+        .args(["--strip-components=1", "package/axe.min.js"]))?;
     Ok(())
 }
 

@@ -135,6 +135,19 @@ pub(crate) fn secret_key(app: &App) -> &str {
     })
 }
 
+/// A password's Argon2id hash (PHC string, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Whether a password matches a stored hash (constant time, in Argon2's verification).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    argon2::password_hash::phc::PasswordHash::new(hash)
+        .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
 /// A one-time link that signs `actor` in to the web pages (valid fifteen minutes).
 pub fn signin_link(app: &App, actor: &str) -> String {
     format!("http://{}/signin/link/{}", app.config.listen, app.signin_links.issue(actor))
@@ -250,6 +263,8 @@ pub struct Started {
     pub app: Arc<App>,
     pub addr: SocketAddr,
     pub admin_token: Option<String>,
+    /// The web password of the `admin` user, on the first start only.
+    pub admin_password: Option<String>,
     pub served: tokio::task::JoinHandle<()>,
 }
 
@@ -278,6 +293,14 @@ pub async fn start(
         let token = format!("tdm_{}", random_secret()?);
         store.add_token("admin", &token_hash(&token), "tandem").await?;
         Some(token)
+    } else {
+        None
+    };
+    let admin_password = if store.n_users().await? == 0 {
+        let password = random_secret()?[..20].to_string();
+        let hash = hash_password(&password).map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        store.add_user("admin", &hash, "tandem").await?;
+        Some(password)
     } else {
         None
     };
@@ -322,5 +345,5 @@ pub async fn start(
             tracing::error!("server stopped: {error}");
         }
     });
-    Ok(Started { app, addr, admin_token, served })
+    Ok(Started { app, addr, admin_token, admin_password, served })
 }

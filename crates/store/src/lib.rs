@@ -470,6 +470,11 @@ pub trait Store: Send + Sync {
     fn add_token<'a>(&'a self, name: &'a str, hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
     fn token_name<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
     fn n_tokens<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
+    /// Adds a person who signs in with a password (event `user.added`; the hash never enters the log).
+    fn add_user<'a>(&'a self, name: &'a str, password_hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// The stored password hash of a user, if there is one by that name.
+    fn user_password<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+    fn n_users<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
 
     /// The last known sha of each ref, for polling.
     fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>>;

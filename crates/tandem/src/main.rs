@@ -103,6 +103,9 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// People who sign in to the web pages with a password.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Evaluate PromQL on the server, at one instant or over a range.
     Query(monitoring::QueryArgs),
     /// The time-series store: import past samples.
@@ -276,6 +279,22 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user directly in a data directory; prints a generated password once, or reads one.
+    #[command(
+        after_help = "Examples:\n  tandem user add ana --data ./data\n  printf '%s\\n' \"$PASSWORD\" | tandem user add bo --password-stdin --data ./data"
+    )]
+    Add {
+        name: String,
+        /// Read the password (12 characters or more) from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: serve::DataArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Create an API token directly in a data directory (prints it once).
     Create {
@@ -317,6 +336,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Reap(args) => serve::reap(args),
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
+        Command::User(UserCommand::Add { name, password_stdin, data }) => serve::user_add(&name, password_stdin, data),
         Command::Repo(command) => block_on(repo_command(command)),
         Command::Query(args) => block_on(monitoring::query(args)),
         Command::Metrics(command) => monitoring::metrics(command),

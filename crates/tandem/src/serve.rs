@@ -101,6 +101,9 @@ fn print_token(started: &Started) {
             "admin token: created on this data directory's first start (make another with `tandem token create NAME`)"
         ),
     }
+    if let Some(password) = &started.admin_password {
+        println!("web sign-in: user admin, password {password} (shown once, stored as an Argon2id hash)");
+    }
 }
 
 pub fn server(args: ServerArgs) -> Result<i32> {
@@ -559,6 +562,33 @@ pub fn reap(args: DataArgs) -> Result<i32> {
             "ended {} step and {} instance process group(s); removed {} container(s) and {} service(s)",
             reaped.step_groups, reaped.instance_groups, reaped.containers, reaped.services
         );
+    }
+    Ok(0)
+}
+
+/// `tandem user add NAME`: a person who signs in to the web pages with a password.
+pub fn user_add(name: &str, password_stdin: bool, args: DataArgs) -> Result<i32> {
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.chars().count() < 12 {
+            bail!(
+                "the password is shorter than 12 characters\n  hint: use a longer one, or leave out --password-stdin for a generated one"
+            );
+        }
+        line
+    } else {
+        server::random_secret()?[..20].to_string()
+    };
+    let hash = server::hash_password(&password).map_err(anyhow::Error::msg)?;
+    let (runtime, store) = open_store(&args.data)?;
+    runtime.block_on(store.add_user(name, &hash, "cli"))?;
+    if !password_stdin {
+        println!("{password}");
+        eprintln!("user `{name}` created; the password is shown only now");
+    } else {
+        eprintln!("user `{name}` created");
     }
     Ok(0)
 }

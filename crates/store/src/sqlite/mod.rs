@@ -474,6 +474,44 @@ impl Store for SqliteStore {
         })
     }
 
+    fn add_user<'a>(&'a self, name: &'a str, password_hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO users (name, password_hash, created) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(password_hash)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!("a user named `{name}` exists already")));
+            }
+            append_event(&mut tx, "user.added", &format!("user/{name}"), actor, serde_json::json!({"name": name}))
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn user_password<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let row: Option<(String,)> = sqlx::query_as("SELECT password_hash FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+            Ok(row.map(|(h,)| h))
+        })
+    }
+
+    fn n_users<'a>(&'a self) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&self.writer).await?;
+            Ok(n)
+        })
+    }
+
     fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
         Box::pin(async move {
             Ok(sqlx::query_as("SELECT name, sha FROM refs WHERE repo_id = $1 ORDER BY name")

@@ -56,6 +56,17 @@ pub async fn repos(store: &(impl Store + ?Sized)) {
     assert_eq!(subjects, ["alert/0", "alert/1", "alert/2"]);
     assert_eq!(events[4].prev_hash, events[3].hash);
     assert!(store.verify_chain().await.unwrap().first_broken.is_none());
+    // Users: the hash is kept, never logged; a second user of the same name is a conflict.
+    store.add_user("ana", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "admin").await.unwrap();
+    assert_eq!(
+        store.user_password("ana").await.unwrap().as_deref(),
+        Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+    );
+    assert_eq!(store.user_password("bo").await.unwrap(), None);
+    assert!(matches!(store.add_user("ana", "x", "admin").await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.n_users().await.unwrap(), 1);
+    let last = store.events(0, 1000).await.unwrap().pop().unwrap();
+    assert_eq!((last.kind.as_str(), last.payload.to_string().contains("argon2")), ("user.added", false));
 }
 
 pub async fn deliveries_are_idempotent(store: &(impl Store + ?Sized)) {

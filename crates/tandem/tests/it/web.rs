@@ -41,14 +41,28 @@ fn chromedriver() -> (Killed, u16) {
 /// axe-core's serious and critical violations on the page now (`cargo xtask test` fetches axe).
 async fn accessibility(driver: &WebDriver, page: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/axe-core/axe.min.js");
-    let axe = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; `cargo xtask test` fetches axe-core from the npm registry", path.display()));
+    let axe = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{} is missing; `cargo xtask test` fetches axe-core from the npm registry", path.display())
+    });
     let script = format!(
         "{axe}\nconst done = arguments[arguments.length - 1];\naxe.run(document).then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id + ': ' + v.help + ' — ' + v.nodes.map(n => n.target.join(' ')).join(', '))));"
     );
     let found = driver.execute_async(&script, Vec::new()).await.unwrap();
     let violations: Vec<String> = found.convert().unwrap();
     assert!(violations.is_empty(), "{page}: accessibility violations:\n{}", violations.join("\n"));
+}
+
+/// The URL once it satisfies `want` (a click's navigation completes after the click returns).
+async fn wait_url(driver: &WebDriver, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = driver.current_url().await.unwrap().to_string();
+        if want(&url) {
+            return url;
+        }
+        assert!(Instant::now() < deadline, "the browser stayed at {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_for_text(driver: &WebDriver, what: &str, url: &str, needle: &str, within: Duration) -> String {
@@ -78,12 +92,15 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
         .unwrap();
     let mut reader = BufReader::new(up.stdout.take().unwrap());
     let _up = Killed(up);
-    let (mut url, mut link) = (String::new(), String::new());
-    while link.is_empty() || url.is_empty() {
+    let (mut url, mut link, mut password) = (String::new(), String::new(), String::new());
+    while link.is_empty() || url.is_empty() || password.is_empty() {
         let mut line = String::new();
         assert!(reader.read_line(&mut line).unwrap() > 0, "tandem up exited early");
         if let Some(rest) = line.strip_prefix("Tandem is up at ") {
             url = rest.trim().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("web sign-in: user admin, password ") {
+            password = rest.split_whitespace().next().unwrap().to_string();
         }
         if let Some(at) = line.find("/signin/link/") {
             link = format!("{url}{}", line[at..].split_whitespace().next().unwrap());
@@ -151,6 +168,7 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let form = driver.find(By::Css("form[action='/environments/sample-service/staging/rollback']")).await.unwrap();
     form.find(By::Css("input[name=confirm]")).await.unwrap().click().await.unwrap();
     form.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_url(&driver, |u| u.contains("flash=")).await;
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("Rollback of sample-service/staging started"), "{flash}");
     driver.screenshot(&shots.join("rollback.png")).await.unwrap();
@@ -169,9 +187,25 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     // Signing out ends the session.
     driver.goto(&url).await.unwrap();
     driver.find(By::Css("form.signout button")).await.unwrap().click().await.unwrap();
-    assert!(driver.current_url().await.unwrap().as_str().ends_with("/signin"));
+    wait_url(&driver, |u| u.ends_with("/signin")).await;
     driver.goto(format!("{url}/runs")).await.unwrap();
     assert!(driver.current_url().await.unwrap().as_str().contains("/signin"));
+    // A wrong password is refused with a message; the right one signs in and goes where asked.
+    let sign_in = |user: &'static str, password: String| {
+        let driver = driver.clone();
+        async move {
+            driver.find(By::Id("user")).await.unwrap().send_keys(user).await.unwrap();
+            driver.find(By::Id("password")).await.unwrap().send_keys(password).await.unwrap();
+            driver.find(By::Css("form.signin button[type=submit]")).await.unwrap().click().await.unwrap();
+        }
+    };
+    sign_in("admin", "not-the-password".into()).await;
+    wait_url(&driver, |u| u.contains("error=")).await;
+    let error = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(error, "The user name or the password is wrong.");
+    sign_in("admin", password).await;
+    wait_url(&driver, |u| u.ends_with("/runs")).await;
+    assert_eq!(driver.title().await.unwrap(), "Runs · Tandem");
     driver.quit().await.unwrap();
 }
 

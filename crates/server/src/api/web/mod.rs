@@ -109,9 +109,26 @@ async fn signin_page(axum::extract::Query(query): axum::extract::Query<SignInQue
 
 #[derive(serde::Deserialize)]
 struct SignInForm {
+    #[serde(default)]
     token: String,
     #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
     next: Option<String>,
+}
+
+/// Who the form names, if its password or token is right.
+async fn check(app: &App, form: &SignInForm) -> Result<Option<(String, &'static str)>, store::StoreError> {
+    if !form.user.is_empty() {
+        let Some(hash) = app.store.user_password(&form.user).await? else { return Ok(None) };
+        // Argon2 is slow on purpose: off the async workers.
+        let password = form.password.clone();
+        let ok = tokio::task::spawn_blocking(move || crate::verify_password(&password, &hash)).await.unwrap_or(false);
+        return Ok(ok.then(|| (form.user.clone(), "password")));
+    }
+    Ok(app.store.token_name(&crate::token_hash(form.token.trim())).await?.map(|name| (name, "token")))
 }
 
 fn signed_in(app: &App, actor: &str, next: &str, headers: &HeaderMap) -> Response {
@@ -122,17 +139,25 @@ fn signed_in(app: &App, actor: &str, next: &str, headers: &HeaderMap) -> Respons
 
 async fn signin(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> Response {
     let next = local(form.next.as_deref());
-    match app.store.token_name(&crate::token_hash(form.token.trim())).await {
-        Ok(Some(name)) => {
-            record(&app, "session.signed_in", &name, serde_json::json!({"with": "token"})).await;
+    match check(&app, &form).await {
+        Ok(Some((name, with))) => {
+            record(&app, "session.signed_in", &name, serde_json::json!({"with": with})).await;
             signed_in(&app, &name, &next, &headers)
         }
         Ok(None) => {
-            let to = format!(
-                "/signin?next={}&error={}",
-                session::urlencode(&next),
-                session::urlencode("That token is not valid.")
-            );
+            let what = if form.user.is_empty() {
+                "That token is not valid."
+            } else {
+                "The user name or the password is wrong."
+            };
+            record(
+                &app,
+                "session.refused",
+                if form.user.is_empty() { "token" } else { &form.user },
+                serde_json::json!({}),
+            )
+            .await;
+            let to = format!("/signin?next={}&error={}", session::urlencode(&next), session::urlencode(what));
             Redirect::to(&to).into_response()
         }
         Err(error) => {
