@@ -17,6 +17,7 @@ use crate::{
     StoreError, Transition, event_hash,
 };
 
+mod people;
 mod rows;
 #[allow(unused_imports)]
 use rows::*;
@@ -442,74 +443,27 @@ impl Store for SqliteStore {
     }
 
     fn add_token<'a>(&'a self, name: &'a str, hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let mut tx = self.writer.begin().await?;
-            sqlx::query("INSERT INTO tokens (name, hash, created) VALUES ($1, $2, $3)")
-                .bind(name)
-                .bind(hash)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            append_event(&mut tx, "token.created", &format!("token/{name}"), actor, serde_json::json!({"name": name}))
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        Box::pin(people::add_token(self, name, hash, actor))
     }
 
     fn token_name<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(async move {
-            let row: Option<(String,)> = sqlx::query_as("SELECT name FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.reader)
-                .await?;
-            Ok(row.map(|(n,)| n))
-        })
+        Box::pin(people::token_name(self, hash))
     }
 
     fn n_tokens<'a>(&'a self) -> BoxFuture<'a, Result<i64>> {
-        Box::pin(async move {
-            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens").fetch_one(&self.writer).await?;
-            Ok(n)
-        })
+        Box::pin(people::n_tokens(self))
     }
 
     fn add_user<'a>(&'a self, name: &'a str, password_hash: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let mut tx = self.writer.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO users (name, password_hash, created) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(password_hash)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                return Err(StoreError::Conflict(format!("a user named `{name}` exists already")));
-            }
-            append_event(&mut tx, "user.added", &format!("user/{name}"), actor, serde_json::json!({"name": name}))
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        Box::pin(people::add_user(self, name, password_hash, actor))
     }
 
     fn user_password<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(async move {
-            let row: Option<(String,)> = sqlx::query_as("SELECT password_hash FROM users WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await?;
-            Ok(row.map(|(h,)| h))
-        })
+        Box::pin(people::user_password(self, name))
     }
 
     fn n_users<'a>(&'a self) -> BoxFuture<'a, Result<i64>> {
-        Box::pin(async move {
-            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&self.writer).await?;
-            Ok(n)
-        })
+        Box::pin(people::n_users(self))
     }
 
     fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
