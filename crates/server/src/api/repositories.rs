@@ -20,7 +20,17 @@ pub(super) async fn add_repo(
     caller: Caller,
     request: Result<Json<api::AddRepository>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let body = body(request)?;
+    let added = add_repository(&app, body(request)?, &caller.0).await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+/// Adds a repository (checks its source and forge settings, fetches it once); its webhook
+/// secret is in the answer, and nowhere else ever again.
+pub(super) async fn add_repository(
+    app: &App,
+    body: api::AddRepository,
+    actor: &str,
+) -> ApiResult<api::AddedRepository> {
     let source = body.source.trim().to_string();
     let is_url = source.contains("://") || source.contains('@');
     let source = if is_url {
@@ -70,14 +80,13 @@ pub(super) async fn add_repo(
     };
     let secret = crate::random_secret()
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let mut repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, &caller.0).await?;
+    let mut repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, actor).await?;
     if let Some((forge, api_url, token)) = forge {
-        repo = app.store.set_forge(repo.id, &forge, &api_url, &token, &caller.0).await?;
+        repo = app.store.set_forge(repo.id, &forge, &api_url, &token, actor).await?;
     }
     // Fetch now, so that a bad source is reported at once.
-    let warning = repos::sync(&app, &repo, None).await.err();
-    let answer = api::AddedRepository { repo: repo.into(), webhook_secret: secret, warning };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    let warning = repos::sync(app, &repo, None).await.err();
+    Ok(api::AddedRepository { repo: repo.into(), webhook_secret: secret, warning })
 }
 
 #[utoipa::path(post, path = "/api/v1/repos/{name}/runs", tag = "repositories",

@@ -181,6 +181,40 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let chain = driver.find(By::Css(".chain")).await.unwrap().text().await.unwrap();
     assert!(chain.starts_with("✓ The event log is intact"), "{chain}");
 
+    // Repositories: add one (its webhook secret shown once), run a branch of another.
+    driver.goto(format!("{url}/repositories")).await.unwrap();
+    let source = data.path().join("demo/sample-service");
+    driver.find(By::Id("source")).await.unwrap().send_keys(source.to_str().unwrap()).await.unwrap();
+    driver.find(By::Id("name")).await.unwrap().send_keys("sample-copy").await.unwrap();
+    driver.find(By::Css("form[action='/repositories'] button")).await.unwrap().click().await.unwrap();
+    let secret = driver.find(By::Id("webhook-secret")).await.unwrap().text().await.unwrap();
+    assert_eq!(secret.len(), 48, "{secret}");
+    driver.screenshot(&shots.join("repositories.png")).await.unwrap();
+    accessibility(&driver, "repositories").await;
+    driver.goto(format!("{url}/repositories")).await.unwrap();
+    let listed = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(listed.contains("sample-copy") && !listed.contains(&secret), "the secret is shown once: {listed}");
+    let text = wait_for_text(
+        &driver,
+        "the demo's branches",
+        &format!("{url}/repositories/sample-service"),
+        "Run main",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(text.contains("refs/heads/main"), "{text}");
+    accessibility(&driver, "repository").await;
+    driver
+        .find(By::Css("form[action='/repositories/sample-service/run'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(&driver, |u| u.contains("flash=")).await;
+    let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(flash, "Runs of refs/heads/main queued.");
+
     // A form without its CSRF token is refused.
     let refused = reqwest_like_post(&url, "/signout");
     assert_eq!(refused, 303, "without a session the sign-out form leads to the sign-in page");

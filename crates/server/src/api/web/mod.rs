@@ -4,6 +4,7 @@
 //! same handlers as the API, as the signed-in person.
 
 mod actions;
+mod code;
 mod delivery;
 mod pages;
 pub mod render;
@@ -29,6 +30,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/", get(pages::overview))
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))
+        .route("/repositories", get(code::repositories).post(code::add))
+        .route("/repositories/{name}", get(code::repository))
+        .route("/repositories/{name}/run", post(code::run))
         .route("/deployments", get(delivery::deployments))
         .route("/deployments/{id}", get(delivery::deployment))
         .route("/incidents", get(response::incidents))

@@ -47,7 +47,7 @@ fn seconds_between(start: &Option<String>, end: &Option<String>) -> Option<f64> 
     Some((ms(end).unwrap_or_else(|| jiff::Timestamp::now().as_millisecond()) - ms(start)?) as f64 / 1000.0)
 }
 
-fn run_rows(runs: &[store::Run], repos: &HashMap<i64, String>) -> Vec<RunRow> {
+pub(super) fn run_rows(runs: &[store::Run], repos: &HashMap<i64, String>) -> Vec<RunRow> {
     runs.iter()
         .map(|r| RunRow {
             id: r.id,
