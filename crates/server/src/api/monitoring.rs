@@ -16,7 +16,7 @@ pub(super) async fn probes(State(app): State<Arc<App>>, _caller: Caller) -> Json
     Json(probe_views(&app))
 }
 
-fn probe_views(app: &App) -> Vec<api::Probe> {
+pub(crate) fn probe_views(app: &App) -> Vec<api::Probe> {
     let probes = app.monitor.probes.lock().unwrap_or_else(|e| e.into_inner());
     let mut list: Vec<api::Probe> = probes
         .iter()

@@ -173,6 +173,18 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     assert!(flash.contains("Rollback of sample-service/staging started"), "{flash}");
     driver.screenshot(&shots.join("rollback.png")).await.unwrap();
     accessibility(&driver, "rollback").await;
+    // Monitoring: the demo's SLO with its budget, its probe, the delivery figures.
+    let text = wait_for_text(
+        &driver,
+        "the SLO",
+        &format!("{url}/monitoring"),
+        "sample-service/staging/availability",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(text.contains("sample-service/staging/greet") && text.contains("Deployment frequency"), "{text}");
+    driver.screenshot(&shots.join("monitoring.png")).await.unwrap();
+    accessibility(&driver, "monitoring").await;
     for (page, name) in [("/incidents", "incidents"), ("/audit", "audit")] {
         driver.goto(format!("{url}{page}")).await.unwrap();
         driver.screenshot(&shots.join(format!("{name}.png"))).await.unwrap();

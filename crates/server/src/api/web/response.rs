@@ -156,3 +156,121 @@ pub(super) async fn audit(State(app): State<Arc<App>>, viewer: Viewer, Query(que
         older,
     })
 }
+
+pub(super) struct SloRow {
+    key: String,
+    sli: String,
+    objective: String,
+    window: String,
+    now: String,
+    budget: String,
+    burn: String,
+    alerts: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "monitoring.html")]
+struct MonitoringPage {
+    chrome: Chrome,
+    slos: Vec<SloRow>,
+    probes: Vec<(String, String, String, String, String)>,
+    oncall: Vec<(String, String, String, String)>,
+    dora: Vec<(String, String, String, String)>,
+}
+
+/// SLOs with their budget and burn, probes, who is on call, and the last 30 days' DORA figures.
+pub(super) async fn monitoring(State(app): State<Arc<App>>, viewer: Viewer, Query(flash): Query<Flash>) -> Response {
+    let percent = |v: f64| format!("{:.2}%", v * 100.0);
+    let mut slos: Vec<SloRow> = super::super::monitoring::slo_views(&app)
+        .into_iter()
+        .map(|s| {
+            let figures = s.figures.as_ref();
+            let burn = |w: &str| {
+                figures
+                    .and_then(|f| f.burn.iter().find(|b| b.window == w))
+                    .and_then(|b| b.rate)
+                    .map_or("—".to_string(), |r| format!("{r:.1}×"))
+            };
+            let budget = figures.and_then(|f| f.budget_remaining).map_or("—".to_string(), |b| {
+                let class = if b < 0.0 {
+                    "failure"
+                } else if b < 0.25 {
+                    "running"
+                } else {
+                    "success"
+                };
+                format!("<span class=\"badge {class}\">{:.1}%</span>", b * 100.0)
+            });
+            let firing: Vec<String> = s
+                .alerts
+                .iter()
+                .filter(|a| a.firing_since.is_some())
+                .map(|a| format!("{} {} ({} / {})", a.severity, a.name, a.long_window, a.short_window))
+                .collect();
+            SloRow {
+                key: s.key.clone(),
+                sli: s.sli.clone(),
+                objective: percent(s.objective),
+                window: s.window.clone(),
+                now: figures.and_then(|f| f.sli).map_or("no data".to_string(), percent),
+                budget,
+                burn: format!("{} / {} / {}", burn("5m"), burn("1h"), burn("6h")),
+                alerts: if firing.is_empty() { "none firing".into() } else { firing.join("; ") },
+            }
+        })
+        .collect();
+    slos.sort_by(|a, b| a.key.cmp(&b.key));
+    let probes = super::super::monitoring::probe_views(&app)
+        .into_iter()
+        .map(|p| {
+            let last = p.last.as_ref().map_or("—".to_string(), |l| {
+                let outcome = if l.ok { "ok".to_string() } else { l.error.clone().unwrap_or_else(|| "failed".into()) };
+                format!("{} — {outcome} in {:.0} ms", time(&l.at), l.seconds * 1000.0)
+            });
+            let state = match p.state.as_str() {
+                "up" => "success",
+                "failing" => "failure",
+                _ => "neutral",
+            };
+            (p.key, p.target, state.to_string(), last, format!("{} ({})", p.checks, p.failures))
+        })
+        .collect();
+    let oncall = match app.oncall.config() {
+        Some(config) => {
+            let overrides = app.incidents.book.lock().await.overrides.clone();
+            crate::incidents::oncall::now_and_next(&config, &overrides, jiff::Timestamp::now().as_millisecond())
+                .into_iter()
+                .map(|o| {
+                    let until = o.until.as_deref().map(time).unwrap_or_else(|| "—".into());
+                    (o.schedule, o.user.unwrap_or_else(|| "nobody".into()), until, o.next.unwrap_or_else(|| "—".into()))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let dora = match crate::dora::report(&app, api::DoraQuery::default()).await {
+        Ok(d) => [
+            ("Deployment frequency", &d.deployment_frequency),
+            ("Lead time for changes", &d.lead_time_for_changes),
+            ("Change failure rate", &d.change_failure_rate),
+            ("Time to restore", &d.time_to_restore),
+            ("Rework rate", &d.rework_rate),
+        ]
+        .into_iter()
+        .map(|(name, m)| {
+            let value = match (m.value, m.unit.as_str()) {
+                (None, _) => "—".to_string(),
+                (Some(v), "ratio") => format!("{:.1}%", v * 100.0),
+                (Some(v), "hours") if v < 1.0 => format!("{:.0} min", v * 60.0),
+                (Some(v), "hours") => format!("{v:.1} h"),
+                (Some(v), _) => format!("{v:.2} a day"),
+            };
+            (name.to_string(), value, m.band.clone().unwrap_or_default(), m.basis.clone())
+        })
+        .collect(),
+        Err(error) => vec![("DORA".into(), "—".into(), String::new(), error.to_string())],
+    };
+    let mut chrome = Chrome::new(&viewer, "Monitoring", "monitoring", flash.flash);
+    chrome.live = true;
+    page(MonitoringPage { chrome, slos, probes, oncall, dora })
+}
