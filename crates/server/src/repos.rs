@@ -108,7 +108,7 @@ pub async fn plan_runs(
 }
 
 /// The workflow files at a commit with their text, from the cache or the mirror.
-async fn workflows_at(app: &App, repo: &Repo, sha: &str) -> Result<crate::WorkflowFiles, String> {
+pub(crate) async fn workflows_at(app: &App, repo: &Repo, sha: &str) -> Result<crate::WorkflowFiles, String> {
     let key = (repo.id, sha.to_string());
     if let Some(found) = app.workflows_at.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
         return Ok(found);

@@ -139,6 +139,15 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     }
     let text = wait_for_text(&driver, "run 1", &format!("{url}/runs/1"), "success", Duration::from_secs(120)).await;
     assert!(text.contains("Re-run all jobs"), "{text}");
+    // The job graph follows `needs`: build, then test, then deploy, each with its status.
+    let nodes = driver.find_all(By::Css("svg.graph g.node")).await.unwrap();
+    let mut drawn = Vec::new();
+    for node in &nodes {
+        drawn.push((node.text().await.unwrap(), node.class_name().await.unwrap().unwrap_or_default()));
+    }
+    assert_eq!(drawn.len(), 3, "{drawn:?}");
+    assert!(drawn.iter().all(|(_, class)| class.contains("success")), "{drawn:?}");
+    assert_eq!(driver.find_all(By::Css("svg.graph path.edge")).await.unwrap().len(), 2);
     // A line has a deep link.
     driver.goto(format!("{url}/runs/1#L3")).await.unwrap();
     assert!(driver.find(By::Css("#L3 a.ln")).await.is_ok());

@@ -322,6 +322,7 @@ struct RunPage {
     attempt: i64,
     running: bool,
     jobs: Vec<JobRow>,
+    graph: String,
     log: String,
     n_lines: usize,
     shown: usize,
@@ -394,6 +395,7 @@ pub(super) async fn run(
     if open_group {
         html.push_str("</ol></details></li>");
     }
+    let graph = job_graph(&app, &run, report.as_ref()).await;
     // The log streams in through its own connection; the page reloads when the run ends.
     let chrome = Chrome::new(&viewer, format!("Run #{id}"), "runs", flash.flash);
     page(RunPage {
@@ -409,10 +411,40 @@ pub(super) async fn run(
         attempt: run.run_attempt,
         running: !run.status.is_finished(),
         jobs,
+        graph,
         log: html,
         n_lines: n,
         shown: n.min(MAX_LINES),
         truncated: n > MAX_LINES,
         next,
     })
+}
+
+/// The run's workflow at its commit, drawn from `needs`, each job with the status it reached.
+async fn job_graph(app: &App, run: &store::Run, report: Option<&api::RunReport>) -> String {
+    let Ok(repo) = app.store.repo_by_id(run.repo_id).await else { return String::new() };
+    let Ok(files) = crate::repos::workflows_at(app, &repo, &run.sha).await else { return String::new() };
+    let Some((_, source)) = files.iter().find(|(path, _)| *path == run.workflow) else { return String::new() };
+    let Some(workflow) = spec::workflow::parse(source).0 else { return String::new() };
+    let status = |id: &str| -> String {
+        let legs: Vec<&str> =
+            report.iter().flat_map(|r| &r.jobs).filter(|j| j.id == id).map(|j| j.status.as_str()).collect();
+        let selected = run.jobs.as_ref().is_none_or(|only| only.iter().any(|j| j == id));
+        match () {
+            _ if legs.contains(&"failure") => "failure",
+            _ if legs.contains(&"cancelled") => "cancelled",
+            _ if !legs.is_empty() && legs.iter().all(|s| *s == "skipped") => "skipped",
+            _ if !legs.is_empty() => "success",
+            _ if !selected => "skipped",
+            _ if run.status.is_finished() => "skipped",
+            _ => run.status.as_str(),
+        }
+        .to_string()
+    };
+    let jobs: Vec<(String, Vec<String>, String)> = workflow
+        .jobs
+        .iter()
+        .map(|j| (j.id.clone(), j.needs.iter().map(|(n, _)| n.clone()).collect(), status(&j.id)))
+        .collect();
+    render::job_graph(&jobs)
 }

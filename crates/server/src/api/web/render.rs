@@ -138,3 +138,60 @@ mod tests {
         assert_eq!(super::ansi("plain & simple"), "plain &amp; simple");
     }
 }
+
+/// The job graph of a run from `needs`, left to right by depth: (job id, its needs, its status).
+pub fn job_graph(jobs: &[(String, Vec<String>, String)]) -> String {
+    let (w, h, gap_x, gap_y) = (160.0, 34.0, 56.0, 12.0);
+    let mut depth: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Depths settle in at most as many passes as there are jobs (the workflow has no cycle).
+    for _ in 0..jobs.len() {
+        for (id, needs, _) in jobs {
+            let d = needs.iter().filter_map(|n| depth.get(n.as_str()).map(|d| d + 1)).max().unwrap_or(0);
+            depth.insert(id, d);
+        }
+    }
+    let mut rows: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut place: std::collections::HashMap<&str, (f64, f64)> = std::collections::HashMap::new();
+    for (id, _, _) in jobs {
+        let d = depth[id.as_str()];
+        let row = rows.entry(d).or_insert(0);
+        place.insert(id, (4.0 + d as f64 * (w + gap_x), 4.0 + *row as f64 * (h + gap_y)));
+        *row += 1;
+    }
+    let width = place.values().map(|p| p.0 + w + 4.0).fold(0.0, f64::max);
+    let height = place.values().map(|p| p.1 + h + 4.0).fold(0.0, f64::max);
+    let mut svg = format!(
+        "<svg class=\"graph\" viewBox=\"0 0 {width:.0} {height:.0}\" width=\"{width:.0}\" role=\"img\" aria-label=\"Job graph: {} jobs, each after the jobs it needs\">",
+        jobs.len()
+    );
+    for (id, needs, _) in jobs {
+        let (x, y) = place[id.as_str()];
+        for need in needs {
+            if let Some((nx, ny)) = place.get(need.as_str()) {
+                let (x1, y1, x2, y2) = (nx + w, ny + h / 2.0, x, y + h / 2.0);
+                let mid = (x1 + x2) / 2.0;
+                let _ = write!(
+                    svg,
+                    "<path class=\"edge\" d=\"M{x1:.0},{y1:.0} C{mid:.0},{y1:.0} {mid:.0},{y2:.0} {x2:.0},{y2:.0}\"/>"
+                );
+            }
+        }
+    }
+    for (id, _, status) in jobs {
+        let (x, y) = place[id.as_str()];
+        let label: String =
+            if id.chars().count() > 20 { id.chars().take(19).collect::<String>() + "…" } else { id.clone() };
+        let _ = write!(
+            svg,
+            "<g class=\"node {}\"><title>{} — {}</title><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{w}\" height=\"{h}\" rx=\"6\"/><text x=\"{:.0}\" y=\"{:.0}\">{}</text></g>",
+            escape(status),
+            escape(id),
+            escape(status),
+            x + 10.0,
+            y + h / 2.0 + 5.0,
+            escape(&label)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
