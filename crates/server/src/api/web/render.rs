@@ -129,16 +129,6 @@ pub fn weight_steps(points: &[(f64, f64)], rolled_back: bool) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn colours_become_classes_and_markup_is_escaped() {
-        assert_eq!(super::ansi("\u{1b}[31mfail\u{1b}[0m <b>"), "<span class=\"fg-31\">fail</span> &lt;b&gt;");
-        assert_eq!(super::ansi("\u{1b}[1;32mok"), "<span class=\"bold fg-32\">ok</span>");
-        assert_eq!(super::ansi("plain & simple"), "plain &amp; simple");
-    }
-}
-
 /// The job graph of a run from `needs`, left to right by depth: (job id, its needs, its status).
 pub fn job_graph(jobs: &[(String, Vec<String>, String)]) -> String {
     let (w, h, gap_x, gap_y) = (160.0, 34.0, 56.0, 12.0);
@@ -194,4 +184,14 @@ pub fn job_graph(jobs: &[(String, Vec<String>, String)]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colours_become_classes_and_markup_is_escaped() {
+        assert_eq!(super::ansi("\u{1b}[31mfail\u{1b}[0m <b>"), "<span class=\"fg-31\">fail</span> &lt;b&gt;");
+        assert_eq!(super::ansi("\u{1b}[1;32mok"), "<span class=\"bold fg-32\">ok</span>");
+        assert_eq!(super::ansi("plain & simple"), "plain &amp; simple");
+    }
 }
