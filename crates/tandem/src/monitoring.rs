@@ -582,7 +582,14 @@ pub async fn service(command: ServiceCommand) -> Result<i32> {
     }
     let mut axis = vec![' '; AXIS];
     for mark in &overview.marks {
-        axis[column(mark.at)] = if mark.status == api::DeploymentStatus::Promoted { '▲' } else { '✗' };
+        // Deployments closer than a column apart take the nearest free columns: each stays visible.
+        let at = column(mark.at) as i64;
+        let free = (0..AXIS as i64)
+            .flat_map(|d| [at + d, at - d])
+            .find(|c| (0..AXIS as i64).contains(c) && axis[*c as usize] == ' ');
+        if let Some(c) = free {
+            axis[c as usize] = if mark.status == api::DeploymentStatus::Promoted { '▲' } else { '✗' };
+        }
     }
     println!("  {:<width$}  {}", "deployments", axis.iter().collect::<String>());
     for mark in &overview.marks {
