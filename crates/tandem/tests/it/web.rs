@@ -52,6 +52,18 @@ async fn accessibility(driver: &WebDriver, page: &str) {
     assert!(violations.is_empty(), "{page}: accessibility violations:\n{}", violations.join("\n"));
 }
 
+/// An element that a navigation is about to bring.
+async fn find_soon(driver: &WebDriver, by: By) -> WebElement {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match driver.find(by.clone()).await {
+            Ok(element) => return element,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The URL once it satisfies `want` (a click's navigation completes after the click returns).
 async fn wait_url(driver: &WebDriver, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -164,6 +176,23 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_for_text(&driver, "deployment 2", &format!("{url}/deployments/2"), "promoted", Duration::from_secs(240)).await;
     let chart = driver.find(By::Css("svg.chart")).await.unwrap();
     assert!(chart.attr("aria-label").await.unwrap().unwrap_or_default().contains("share of traffic"));
+    // What users saw of each version, from the time-series store (the demo's traffic).
+    let text = wait_for_text(
+        &driver,
+        "per-version errors",
+        &format!("{url}/deployments/2"),
+        "stable",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(!text.contains("No requests were recorded"), "{text}");
+    let charts = driver.find_all(By::Css("svg.chart")).await.unwrap();
+    let mut labels = Vec::new();
+    for chart in &charts {
+        labels.push(chart.attr("aria-label").await.unwrap().unwrap_or_default());
+    }
+    assert!(labels.iter().any(|l| l == "Error ratio per version during the rollout"), "{labels:?}");
+    assert!(labels.iter().any(|l| l == "p99 latency per version during the rollout"), "{labels:?}");
     driver.screenshot(&shots.join("deployment.png")).await.unwrap();
     accessibility(&driver, "deployment").await;
     driver.goto(format!("{url}/runs")).await.unwrap();
@@ -208,7 +237,7 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     driver.find(By::Id("source")).await.unwrap().send_keys(source.to_str().unwrap()).await.unwrap();
     driver.find(By::Id("name")).await.unwrap().send_keys("sample-copy").await.unwrap();
     driver.find(By::Css("form[action='/repositories'] button")).await.unwrap().click().await.unwrap();
-    let secret = driver.find(By::Id("webhook-secret")).await.unwrap().text().await.unwrap();
+    let secret = find_soon(&driver, By::Id("webhook-secret")).await.text().await.unwrap();
     assert_eq!(secret.len(), 48, "{secret}");
     driver.screenshot(&shots.join("repositories.png")).await.unwrap();
     accessibility(&driver, "repositories").await;

@@ -46,7 +46,28 @@ struct DeploymentPage {
     awaiting_approval: bool,
     running: bool,
     chart: String,
+    /// Per version (stable, canary): error ratio and p99 latency over the rollout, from the store.
+    errors: String,
+    latency: String,
     events: Vec<EventRow>,
+}
+
+/// A per-version query over `[start, end]` (Unix ms), as (version, points in seconds since start).
+fn per_version(app: &App, query: &str, start: i64, end: i64) -> Vec<(String, Vec<(f64, f64)>)> {
+    let step = ((end - start) / 60).max(app.config.scrape_interval.as_millis() as i64);
+    match metrics::promql::Engine::range(&app.tsdb, query, start, end, step) {
+        Ok(series) => series
+            .into_iter()
+            .map(|s| {
+                let points = s.points.iter().map(|(t, v)| ((t - start) as f64 / 1000.0, *v)).collect();
+                (s.labels.get("version").to_string(), points)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!("per-version query failed: {error}");
+            Vec::new()
+        }
+    }
 }
 
 /// The evidence of a verdict, in a sentence: the metric, both versions and the threshold.
@@ -97,6 +118,38 @@ pub(super) async fn deployment(
             detail: evidence(&e.payload),
         })
         .collect();
+    // What users saw of each version while it rolled out (a minute either side).
+    let ms = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond());
+    let begin = ms(&d.created).unwrap_or(0) - 60_000;
+    let finish = d.finished.as_deref().and_then(ms).unwrap_or_else(|| jiff::Timestamp::now().as_millisecond()) + 60_000;
+    let finish = finish.min(jiff::Timestamp::now().as_millisecond());
+    let selector = format!("service={:?},environment={:?}", d.service, d.environment);
+    let errors = per_version(
+        &app,
+        &format!(
+            "sum by (version) (rate(tandem_proxy_requests_total{{{selector},class=~\"5xx|none\"}}[1m])) / sum by (version) (rate(tandem_proxy_requests_total{{{selector}}}[1m]))"
+        ),
+        begin,
+        finish,
+    );
+    let latency = per_version(
+        &app,
+        &format!(
+            "histogram_quantile(0.99, sum by (version, le) (rate(tandem_proxy_request_duration_seconds_bucket{{{selector}}}[1m])))"
+        ),
+        begin,
+        finish,
+    );
+    let errors = if errors.is_empty() {
+        String::new()
+    } else {
+        render::lines("Error ratio per version during the rollout", &errors, |v| format!("{:.1}%", v * 100.0))
+    };
+    let latency = if latency.is_empty() {
+        String::new()
+    } else {
+        render::lines("p99 latency per version during the rollout", &latency, |v| format!("{:.0} ms", v * 1000.0))
+    };
     let mut chrome = Chrome::new(&viewer, format!("Deployment {id}"), "deployments", flash.flash);
     chrome.live = !d.status.is_finished();
     page(DeploymentPage {
@@ -105,6 +158,8 @@ pub(super) async fn deployment(
         awaiting_approval: d.status == DeploymentStatus::AwaitingApproval,
         running: d.status == DeploymentStatus::Running,
         chart: render::weight_steps(&points, d.status == DeploymentStatus::RolledBack),
+        errors,
+        latency,
         events: rows,
         d: deployment_rows(std::slice::from_ref(&d)).remove(0),
     })

@@ -186,6 +186,55 @@ pub fn job_graph(jobs: &[(String, Vec<String>, String)]) -> String {
     svg
 }
 
+/// Lines over time, one per series (stable and canary): (name, [(seconds since start, value)]).
+pub fn lines(label: &str, series: &[(String, Vec<(f64, f64)>)], unit: impl Fn(f64) -> String) -> String {
+    let (width, height) = (600.0, 140.0);
+    let end = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).fold(1.0_f64, f64::max);
+    let top = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let x = |t: f64| 50.0 + t / end * (width - 120.0);
+    let y = |v: f64| height - 20.0 - v / top * (height - 30.0);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\"><text x=\"2\" y=\"{:.0}\">{}</text><text x=\"2\" y=\"{:.0}\">0</text>",
+        escape(label),
+        y(top) + 10.0,
+        escape(&unit(top)),
+        y(0.0) + 4.0
+    );
+    for (i, (name, points)) in series.iter().enumerate() {
+        let path: Vec<String> = points
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .enumerate()
+            .map(|(j, (t, v))| format!("{}{:.1},{:.1}", if j == 0 { "M" } else { "L" }, x(*t), y(*v)))
+            .collect();
+        if path.is_empty() {
+            continue;
+        }
+        let class = if name == "canary" { "bad" } else { "ok" };
+        let _ = write!(
+            svg,
+            "<path class=\"line {class}\" d=\"{}\"/><text x=\"{:.0}\" y=\"{}\">{}</text>",
+            path.join(" "),
+            width - 60.0,
+            14 + 14 * i,
+            escape(name)
+        );
+        // Each point shows too: a short canary may have only one.
+        for (t, v) in points.iter().filter(|p| p.1.is_finite()) {
+            let _ = write!(
+                svg,
+                "<circle class=\"dot {class}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{name}: {}</title></circle>",
+                x(*t),
+                y(*v),
+                escape(&unit(*v))
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
