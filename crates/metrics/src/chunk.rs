@@ -226,10 +226,11 @@ impl ChunkIter<'_> {
             3 => 20,
             _ => return Some(self.read(64)? as i64),
         };
-        let raw = self.read(bits)?;
-        // Sign-extend from `bits`.
-        let shift = 64 - bits as u32;
-        Some(((raw << shift) as i64) >> shift)
+        let raw = self.read(bits)? as i64;
+        // The buckets hold (-2^(n-1), 2^(n-1)], as the encoder (and Prometheus) has it: only
+        // values above half the range are negative; half itself is positive.
+        let half = 1i64 << (bits - 1);
+        Some(if raw > half { raw - (1i64 << bits) } else { raw })
     }
 
     fn read_xor(&mut self) -> Option<u64> {

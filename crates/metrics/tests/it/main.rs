@@ -189,6 +189,24 @@ proptest! {
     }
 }
 
+/// Deltas of deltas at the edges of every bucket, both signs (a proptest found 8192 read back as
+/// -8192: the buckets hold (-2^(n-1), 2^(n-1)]).
+#[test]
+fn deltas_of_deltas_at_the_edges_of_the_buckets_come_back() {
+    for half in [1i64 << 13, 1 << 16, 1 << 19] {
+        for dod in [half - 1, half, half + 1, -half + 1, -half, -half - 1] {
+            let mut chunk = metrics::chunk::Chunk::new();
+            let base = 1_000_000;
+            let times = [0, base, 2 * base + dod, 3 * base + 2 * dod];
+            for t in times {
+                chunk.push(t, 1.0);
+            }
+            let got: Vec<i64> = chunk.iter().map(|(t, _)| t).collect();
+            assert_eq!(got, times, "a delta of delta of {dod}");
+        }
+    }
+}
+
 /// A deterministic source of noise: xorshift, with Box–Muller for normal deviates.
 struct Noise(u64);
 
