@@ -104,12 +104,15 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
         .unwrap();
     let mut reader = BufReader::new(up.stdout.take().unwrap());
     let _up = Killed(up);
-    let (mut url, mut link, mut password) = (String::new(), String::new(), String::new());
-    while link.is_empty() || url.is_empty() || password.is_empty() {
+    let (mut url, mut link, mut password, mut token) = (String::new(), String::new(), String::new(), String::new());
+    while link.is_empty() || url.is_empty() || password.is_empty() || token.is_empty() {
         let mut line = String::new();
         assert!(reader.read_line(&mut line).unwrap() > 0, "tandem up exited early");
         if let Some(rest) = line.strip_prefix("Tandem is up at ") {
             url = rest.trim().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("admin token (shown once, stored hashed): ") {
+            token = rest.trim().to_string();
         }
         if let Some(rest) = line.strip_prefix("web sign-in: user admin, password ") {
             password = rest.split_whitespace().next().unwrap().to_string();
@@ -211,6 +214,78 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     assert!(flash.contains("Rollback of sample-service/staging started"), "{flash}");
     driver.screenshot(&shots.join("rollback.png")).await.unwrap();
     accessibility(&driver, "rollback").await;
+    // A held deployment is approved from its page: the service file gains an approval gate, the
+    // next release waits for it, and the environment shows the gate once that release is stable.
+    let deployments = |token: &str| {
+        let addr = url.trim_start_matches("http://").to_string();
+        let (_, body) = crate::server::http(
+            &addr,
+            "GET",
+            "/api/v1/deployments",
+            &[("authorization", &format!("Bearer {token}"))],
+            b"",
+        );
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while deployments(&token)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| !matches!(d["status"].as_str(), Some("promoted" | "rolled_back" | "failed" | "skipped")))
+    {
+        assert!(Instant::now() < deadline, "deployments never settled: {}", deployments(&token));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let repo = data.path().join("demo/sample-service");
+    let file = repo.join(".tandem/service.yml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("    instances: 2\n", "    instances: 2\n    gates:\n      approval: true\n");
+    std::fs::write(&file, text).unwrap();
+    // The demo's bad change is undone in the same commit, so that this release is promoted.
+    let code = repo.join("service.py");
+    std::fs::write(&code, std::fs::read_to_string(&code).unwrap().replace("ERRORS_EVERY = 2", "ERRORS_EVERY = 0"))
+        .unwrap();
+    for args in [
+        &["add", "-A"][..],
+        &["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "Staging needs an approval"],
+    ] {
+        assert!(Command::new("git").arg("-C").arg(&repo).args(args).status().unwrap().success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held = loop {
+        let list = deployments(&token);
+        if let Some(held) = list.as_array().unwrap().iter().find(|d| d["status"] == "awaiting_approval") {
+            break held["id"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no deployment waited for approval: {list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    driver.goto(format!("{url}/deployments/{held}")).await.unwrap();
+    driver.screenshot(&shots.join("approval.png")).await.unwrap();
+    accessibility(&driver, "approval").await;
+    driver
+        .find(By::Css(&format!("form[action='/deployments/{held}/approve'] button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(&driver, |u| u.contains("flash=")).await;
+    let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(flash, format!("Deployment {held} approved."));
+    wait_for_text(
+        &driver,
+        "the approved release",
+        &format!("{url}/deployments/{held}"),
+        "admin",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_for_text(&driver, "the gate", &format!("{url}/deployments"), "approval required", Duration::from_secs(120))
+        .await;
+
     // Monitoring: the demo's SLO with its budget, its probe, the delivery figures.
     let text = wait_for_text(
         &driver,

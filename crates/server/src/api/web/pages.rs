@@ -98,6 +98,35 @@ pub(super) struct EnvironmentRow {
     pub(super) listen: String,
     pub(super) health: String,
     pub(super) health_class: &'static str,
+    /// Approval, freeze windows (and whether one holds now), the error-budget gate.
+    pub(super) gates: String,
+}
+
+/// The gates of an environment as its stable release's service file declares them.
+fn gates(spec: &str, environment: &str) -> String {
+    let Some(service) = spec::service::parse(spec).0 else { return "—".into() };
+    let Some(env) = service.environments.iter().find(|e| e.name == environment) else { return "—".into() };
+    let g = &env.gates;
+    let mut parts = Vec::new();
+    if g.approval {
+        parts.push("approval required".to_string());
+    }
+    for freeze in &g.freezes {
+        let now = match freeze.active_at(jiff::Timestamp::now()) {
+            Ok(Some(end)) => format!(" — frozen now, until {}", time(&end.to_string())),
+            _ => String::new(),
+        };
+        parts.push(format!(
+            "freeze `{}` for {} ({}){now}",
+            freeze.cron,
+            duration(freeze.duration_ms as f64 / 1000.0),
+            freeze.timezone
+        ));
+    }
+    if let Some(min) = g.min_error_budget {
+        parts.push(format!("error budget ≥ {:.0}% of {:.2}%", min * 100.0, g.objective * 100.0));
+    }
+    if parts.is_empty() { "none".into() } else { parts.join("; ") }
 }
 
 pub(super) async fn environment_rows(app: &App) -> Vec<EnvironmentRow> {
@@ -108,8 +137,9 @@ pub(super) async fn environment_rows(app: &App) -> Vec<EnvironmentRow> {
         None => "—".into(),
     };
     let deployments = app.store.deployments(DeploymentFilter { limit: 1000, ..Default::default() }).await;
-    let releases: HashMap<i64, String> =
-        deployments.unwrap_or_default().into_iter().map(|d| (d.id, d.release)).collect();
+    let deployments = deployments.unwrap_or_default();
+    let releases: HashMap<i64, String> = deployments.iter().map(|d| (d.id, d.release.clone())).collect();
+    let specs: HashMap<i64, &str> = deployments.iter().map(|d| (d.id, d.spec.as_str())).collect();
     let slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut rows = Vec::new();
     for e in app.store.environments().await.unwrap_or_default() {
@@ -131,7 +161,10 @@ pub(super) async fn environment_rows(app: &App) -> Vec<EnvironmentRow> {
             (false, Some(b)) => (format!("{:.0}% of the error budget left", b * 100.0), "success"),
             (false, None) => ("no SLO".to_string(), "neutral"),
         };
+        let gates =
+            e.stable.and_then(|id| specs.get(&id)).map_or("—".to_string(), |spec| gates(spec, &e.environment));
         rows.push(EnvironmentRow {
+            gates,
             stable: link(e.stable, &releases),
             previous: link(e.previous, &releases),
             listen: e.listen.clone().unwrap_or_default(),
