@@ -266,7 +266,7 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     driver.screenshot(&shots.join("approval.png")).await.unwrap();
     accessibility(&driver, "approval").await;
     driver
-        .find(By::Css(&format!("form[action='/deployments/{held}/approve'] button")))
+        .find(By::Css(format!("form[action='/deployments/{held}/approve'] button")))
         .await
         .unwrap()
         .click()
