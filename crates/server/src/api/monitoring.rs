@@ -256,7 +256,7 @@ pub(super) async fn insights(State(app): State<Arc<App>>, _caller: Caller) -> Js
 #[into_params(parameter_in = Query)]
 pub(super) struct OverviewQuery {
     /// How far back, e.g. `6h` (the default) or `7d`.
-    range: Option<String>,
+    pub(super) range: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{name}/overview", tag = "monitoring",

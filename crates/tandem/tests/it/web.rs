@@ -298,6 +298,14 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     assert!(text.contains("sample-service/staging/greet") && text.contains("Deployment frequency"), "{text}");
     driver.screenshot(&shots.join("monitoring.png")).await.unwrap();
     accessibility(&driver, "monitoring").await;
+    // The service at a glance: its series with the deployments drawn on them.
+    driver.goto(format!("{url}/services/sample-service?range=15m")).await.unwrap();
+    let charts = driver.find_all(By::Css("svg.chart")).await.unwrap();
+    assert!(!charts.is_empty(), "no chart on the service page");
+    let marks = driver.find_all(By::Css("svg.chart line.mark")).await.unwrap().len();
+    assert!(marks >= charts.len() * 3, "{marks} marks on {} charts", charts.len());
+    driver.screenshot(&shots.join("service.png")).await.unwrap();
+    accessibility(&driver, "service").await;
     for (page, name) in [("/incidents", "incidents"), ("/audit", "audit")] {
         driver.goto(format!("{url}{page}")).await.unwrap();
         driver.screenshot(&shots.join(format!("{name}.png"))).await.unwrap();

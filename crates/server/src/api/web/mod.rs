@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/incidents/{id}/postmortem", get(response::postmortem))
         .route("/audit", get(response::audit))
         .route("/monitoring", get(response::monitoring))
+        .route("/services/{name}", get(response::service))
         .route("/runs/{id}/{action}", post(actions::run))
         .route("/deployments/{id}/{action}", post(actions::deployment))
         .route("/environments/{service}/{environment}/rollback", post(actions::rollback))

@@ -235,6 +235,47 @@ pub fn lines(label: &str, series: &[(String, Vec<(f64, f64)>)], unit: impl Fn(f6
     svg
 }
 
+/// One series over a shared time axis with the deployments marked on it: (Unix seconds, value)
+/// points and (Unix seconds, promoted, label) marks between `start` and `end`.
+pub fn timeline(label: &str, points: &[(f64, f64)], marks: &[(f64, bool, String)], start: f64, end: f64) -> String {
+    let (width, height) = (600.0, 110.0);
+    let span = (end - start).max(1.0);
+    let top = points.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let x = |t: f64| 40.0 + (t - start) / span * (width - 50.0);
+    let y = |v: f64| height - 15.0 - v / top * (height - 25.0);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}, with the deployments\"><text x=\"2\" y=\"{:.0}\">{}</text><text x=\"2\" y=\"{:.0}\">0</text>",
+        escape(label),
+        y(top) + 10.0,
+        if top >= 10.0 { format!("{top:.0}") } else { format!("{top:.3}") },
+        y(0.0) + 4.0
+    );
+    for (t, promoted, what) in marks {
+        let class = if *promoted { "ok" } else { "bad" };
+        let _ = write!(
+            svg,
+            "<line class=\"mark {class}\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"5\" y2=\"{:.0}\"><title>{}</title></line>",
+            x(*t),
+            x(*t),
+            height - 15.0,
+            escape(what)
+        );
+    }
+    let mut path = String::new();
+    let mut pen_up = true;
+    for (t, v) in points {
+        if !v.is_finite() {
+            pen_up = true;
+            continue;
+        }
+        let _ = write!(path, "{}{:.1},{:.1} ", if pen_up { "M" } else { "L" }, x(*t), y(*v));
+        pen_up = false;
+    }
+    let _ = write!(svg, "<path class=\"line ok\" d=\"{}\"/></svg>", path.trim_end());
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::pages::{Flash, IncidentRow, incident_row, missing};
-use super::render::time;
+use super::render::{self, time};
 use super::session::Viewer;
 use super::{Chrome, page};
 use crate::App;
@@ -273,4 +273,71 @@ pub(super) async fn monitoring(State(app): State<Arc<App>>, viewer: Viewer, Quer
     let mut chrome = Chrome::new(&viewer, "Monitoring", "monitoring", flash.flash);
     chrome.live = true;
     page(MonitoringPage { chrome, slos, probes, oncall, dora })
+}
+
+#[derive(askama::Template)]
+#[template(path = "service.html")]
+struct ServicePage {
+    chrome: Chrome,
+    name: String,
+    ranges: Vec<(&'static str, bool)>,
+    charts: Vec<(String, String)>,
+    marks: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct RangeQuery {
+    #[serde(default)]
+    range: Option<String>,
+}
+
+/// A service at a glance: its key series over a range, every chart with the deployments on it.
+pub(super) async fn service(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Query(query): Query<RangeQuery>,
+) -> Response {
+    let range =
+        query.range.filter(|r| ["15m", "1h", "6h", "1d", "7d"].contains(&r.as_str())).unwrap_or_else(|| "1h".into());
+    let answer = super::super::monitoring::service_overview(
+        State(app.clone()),
+        super::super::Caller(viewer.actor.clone()),
+        Path(name.clone()),
+        super::super::Params(super::super::monitoring::OverviewQuery { range: Some(range.clone()) }),
+    )
+    .await;
+    let Ok(axum::Json(overview)) = answer else { return missing(&viewer, format!("No overview of {name}.")) };
+    let marks: Vec<(f64, bool, String)> = overview
+        .marks
+        .iter()
+        .map(|m| {
+            let promoted = m.status == store::DeploymentStatus::Promoted;
+            (
+                m.at,
+                promoted,
+                format!(
+                    "deployment {} of {} to {} ({}, {})",
+                    m.deployment,
+                    m.release,
+                    m.environment,
+                    m.kind.as_str(),
+                    m.status.as_str()
+                ),
+            )
+        })
+        .collect();
+    let charts = overview
+        .series
+        .iter()
+        .filter(|s| !s.points.is_empty())
+        .map(|s| (s.name.clone(), render::timeline(&s.name, &s.points, &marks, overview.start, overview.end)))
+        .collect();
+    page(ServicePage {
+        chrome: Chrome::new(&viewer, format!("Service {name}"), "monitoring", None),
+        ranges: ["15m", "1h", "6h", "1d", "7d"].iter().map(|r| (*r, *r == range)).collect(),
+        charts,
+        marks: marks.into_iter().map(|m| m.2).collect(),
+        name,
+    })
 }
