@@ -59,6 +59,16 @@ function live(main) {
   }, Number(main.dataset.live));
 }
 
+// A link to a line outside the page of the log shown opens the page that holds it.
+function deepLink(log) {
+  const wanted = /^#L(\d+)$/.exec(window.location.hash);
+  if (!wanted || document.getElementById("L" + wanted[1])) return;
+  const line = Number(wanted[1]), size = Number(log.dataset.window);
+  const from = Math.floor((line - 1) / size) * size + 1;
+  if (from !== Number(log.dataset.from)) window.location.replace("/runs/" + log.dataset.run + "?from=" + from + "#L" + line);
+}
+
+document.querySelectorAll("ol.log[data-window]").forEach(deepLink);
 document.querySelectorAll("[data-follow]").forEach(follow);
 document.querySelectorAll("[data-log-search]").forEach(search);
 document.querySelectorAll("main[data-live]").forEach(live);

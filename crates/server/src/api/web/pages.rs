@@ -358,20 +358,37 @@ struct RunPage {
     graph: String,
     log: String,
     n_lines: usize,
-    shown: usize,
-    truncated: bool,
+    from: usize,
+    to: usize,
+    window: usize,
+    previous: String,
+    later: String,
+    paged: bool,
+    /// Lines follow that were not read: `n_lines` counts only those before.
+    more: bool,
     next: i64,
 }
 
 /// Lines rendered in the page; the rest is a search or a download away.
-const MAX_LINES: usize = 20_000;
+const MAX_LINES: usize = 10_000;
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct RunQuery {
+    #[serde(default)]
+    flash: Option<String>,
+    /// The first log line shown (1 by default); a page shows `MAX_LINES` lines.
+    #[serde(default)]
+    from: Option<usize>,
+}
 
 pub(super) async fn run(
     State(app): State<Arc<App>>,
     viewer: Viewer,
     Path(id): Path<i64>,
-    Query(flash): Query<Flash>,
+    Query(query): Query<RunQuery>,
 ) -> Response {
+    let from = query.from.unwrap_or(1).max(1);
+    let flash = Flash { flash: query.flash };
     let Ok(run) = app.store.run(id).await else { return missing(&viewer, format!("There is no run {id}.")) };
     let repos = repo_names(&app).await;
     let report = run.report.clone().and_then(|r| serde_json::from_value::<api::RunReport>(r).ok());
@@ -387,15 +404,21 @@ pub(super) async fn run(
         .collect();
     let (mut html, mut n, mut next, mut after) = (String::new(), 0usize, 0i64, 0i64);
     let mut open_group = false;
+    let mut more = false;
     loop {
-        let chunks = app.store.log(id, after, 200).await.unwrap_or_default();
+        if n >= from + MAX_LINES {
+            // Past the page: what follows is only counted as "more".
+            more = !app.store.log(id, after, 1).await.unwrap_or_default().is_empty();
+            break;
+        }
+        let chunks = app.store.log(id, after, 20).await.unwrap_or_default();
         let Some((last, _)) = chunks.last() else { break };
         after = *last;
         next = *last;
         for (_, lines) in chunks {
             for line in lines {
                 n += 1;
-                if n > MAX_LINES {
+                if n < from || n >= from + MAX_LINES {
                     continue;
                 }
                 let text = line.text.as_str();
@@ -447,8 +470,21 @@ pub(super) async fn run(
         graph,
         log: html,
         n_lines: n,
-        shown: n.min(MAX_LINES),
-        truncated: n > MAX_LINES,
+        from,
+        to: n.min(from + MAX_LINES - 1),
+        window: MAX_LINES,
+        previous: if from > 1 {
+            format!("/runs/{id}?from={}", from.saturating_sub(MAX_LINES).max(1))
+        } else {
+            String::new()
+        },
+        later: if n >= from + MAX_LINES || more {
+            format!("/runs/{id}?from={}", from + MAX_LINES)
+        } else {
+            String::new()
+        },
+        paged: n >= MAX_LINES || from > 1 || more,
+        more,
         next,
     })
 }
