@@ -475,6 +475,13 @@ pub trait Store: Send + Sync {
     /// The stored password hash of a user, if there is one by that name.
     fn user_password<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
     fn n_users<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
+    /// Replaces a user's password hash (event `user.password_changed`); `NotFound` without such a user.
+    fn set_user_password<'a>(
+        &'a self,
+        name: &'a str,
+        password_hash: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// The last known sha of each ref, for polling.
     fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>>;

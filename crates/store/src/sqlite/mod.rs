@@ -466,6 +466,15 @@ impl Store for SqliteStore {
         Box::pin(people::n_users(self))
     }
 
+    fn set_user_password<'a>(
+        &'a self,
+        name: &'a str,
+        password_hash: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(people::set_user_password(self, name, password_hash, actor))
+    }
+
     fn refs<'a>(&'a self, repo_id: i64) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
         Box::pin(async move {
             Ok(sqlx::query_as("SELECT name, sha FROM refs WHERE repo_id = $1 ORDER BY name")

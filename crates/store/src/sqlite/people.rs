@@ -56,3 +56,19 @@ pub(super) async fn n_users(store: &SqliteStore) -> Result<i64> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&store.writer).await?;
     Ok(n)
 }
+
+pub(super) async fn set_user_password(store: &SqliteStore, name: &str, password_hash: &str, actor: &str) -> Result<()> {
+    let mut tx = store.writer.begin().await?;
+    let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+        .bind(password_hash)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("user `{name}`")));
+    }
+    append_event(&mut tx, "user.password_changed", &format!("user/{name}"), actor, serde_json::json!({"name": name}))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

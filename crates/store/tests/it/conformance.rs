@@ -65,8 +65,11 @@ pub async fn repos(store: &(impl Store + ?Sized)) {
     assert_eq!(store.user_password("bo").await.unwrap(), None);
     assert!(matches!(store.add_user("ana", "x", "admin").await, Err(StoreError::Conflict(_))));
     assert_eq!(store.n_users().await.unwrap(), 1);
+    store.set_user_password("ana", "$argon2id$new", "ana").await.unwrap();
+    assert_eq!(store.user_password("ana").await.unwrap().as_deref(), Some("$argon2id$new"));
+    assert!(matches!(store.set_user_password("bo", "x", "bo").await, Err(StoreError::NotFound(_))));
     let last = store.events(0, 1000).await.unwrap().pop().unwrap();
-    assert_eq!((last.kind.as_str(), last.payload.to_string().contains("argon2")), ("user.added", false));
+    assert_eq!((last.kind.as_str(), last.payload.to_string().contains("argon2")), ("user.password_changed", false));
 }
 
 pub async fn deliveries_are_idempotent(store: &(impl Store + ?Sized)) {

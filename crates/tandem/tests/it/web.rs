@@ -370,9 +370,36 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&driver, |u| u.contains("error=")).await;
     let error = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert_eq!(error, "The user name or the password is wrong.");
-    sign_in("admin", password).await;
+    sign_in("admin", password.clone()).await;
     wait_url(&driver, |u| u.ends_with("/runs")).await;
     assert_eq!(driver.title().await.unwrap(), "Runs · Tandem");
+    // Changing the password: the current one is checked; then only the new one signs in.
+    let change = |current: String, new: &'static str| {
+        let driver = driver.clone();
+        async move {
+            driver
+                .goto(format!("{}/account", driver.current_url().await.unwrap().origin().ascii_serialization()))
+                .await
+                .unwrap();
+            driver.find(By::Id("current")).await.unwrap().send_keys(current).await.unwrap();
+            driver.find(By::Id("new")).await.unwrap().send_keys(new).await.unwrap();
+            driver.find(By::Id("again")).await.unwrap().send_keys(new).await.unwrap();
+            driver.find(By::Css("form[action='/account/password'] button")).await.unwrap().click().await.unwrap();
+            wait_url(&driver, |u| u.contains("flash=")).await;
+            driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap()
+        }
+    };
+    assert_eq!(
+        change("wrong-password-1".into(), "a-new-long-password").await,
+        "Refused: the current password is wrong."
+    );
+    assert_eq!(change(password, "a-new-long-password").await, "Your password is changed.");
+    accessibility(&driver, "account").await;
+    driver.find(By::Css("form.signout button")).await.unwrap().click().await.unwrap();
+    wait_url(&driver, |u| u.ends_with("/signin")).await;
+    sign_in("admin", "a-new-long-password".into()).await;
+    wait_url(&driver, |u| u.ends_with("/")).await;
+    assert_eq!(driver.title().await.unwrap(), "Overview · Tandem");
     driver.quit().await.unwrap();
 }
 

@@ -48,6 +48,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/signin", get(signin_page).post(signin))
         .route("/signin/link/{secret}", get(signin_link))
         .route("/signout", post(signout))
+        .route("/account", get(account))
+        .route("/account/password", post(change_password))
         .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) }))
 }
@@ -208,5 +210,65 @@ async fn signout(State(app): State<Arc<App>>, viewer: Viewer, Form(form): Form<C
 async fn record(app: &App, kind: &str, actor: &str, payload: serde_json::Value) {
     if let Err(error) = app.store.record_event(kind, &format!("session/{actor}"), actor, payload).await {
         tracing::error!("cannot record {kind}: {error}");
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    chrome: Chrome,
+    has_password: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AccountQuery {
+    #[serde(default)]
+    flash: Option<String>,
+}
+
+async fn account(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    axum::extract::Query(query): axum::extract::Query<AccountQuery>,
+) -> Response {
+    let has_password = app.store.user_password(&viewer.actor).await.ok().flatten().is_some();
+    page(AccountPage { chrome: Chrome::new(&viewer, "Your account", "", query.flash), has_password })
+}
+
+#[derive(serde::Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    current: String,
+    new: String,
+    again: String,
+}
+
+async fn change_password(State(app): State<Arc<App>>, viewer: Viewer, Form(form): Form<PasswordForm>) -> Response {
+    if !actions::csrf_ok(&viewer, &form.csrf) {
+        return actions::refused();
+    }
+    let back = |message: &str| Redirect::to(&format!("/account?flash={}", session::urlencode(message))).into_response();
+    let Ok(Some(hash)) = app.store.user_password(&viewer.actor).await else {
+        return back("Refused: this account has no password.");
+    };
+    if form.new != form.again {
+        return back("Refused: the two new passwords differ.");
+    }
+    if form.new.chars().count() < 12 {
+        return back("Refused: the new password is shorter than 12 characters.");
+    }
+    let current = form.current.clone();
+    if !tokio::task::spawn_blocking(move || crate::verify_password(&current, &hash)).await.unwrap_or(false) {
+        record(&app, "session.refused", &viewer.actor, serde_json::json!({"for": "password change"})).await;
+        return back("Refused: the current password is wrong.");
+    }
+    let new = form.new.clone();
+    let Ok(Ok(hash)) = tokio::task::spawn_blocking(move || crate::hash_password(&new)).await else {
+        return back("Refused: the password could not be hashed; see the server's log.");
+    };
+    match app.store.set_user_password(&viewer.actor, &hash, &viewer.actor).await {
+        Ok(()) => back("Your password is changed."),
+        Err(error) => back(&format!("Refused: {error}")),
     }
 }
