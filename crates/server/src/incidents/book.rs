@@ -35,6 +35,9 @@ pub struct Book {
     pub overrides: Vec<Override>,
     /// The furthest page of each incident's escalation: (level, round, Unix ms).
     pages: HashMap<i64, (usize, u32, i64)>,
+    /// The last event a recorded decision answered (its `cause`): what follows it may still
+    /// await its reaction after a crash.
+    pub reacted_through: i64,
 }
 
 /// Someone on call in a schedule's place for a while.
@@ -94,6 +97,17 @@ impl Book {
     /// Applies one event of the log; returns the incident events it calls for (applied already)
     /// when `react` (a live event, not a replay).
     pub fn apply(&mut self, event: &store::Event, react: bool) -> Vec<Decision> {
+        let mut decisions = self.apply_inner(event, react);
+        for decision in &mut decisions {
+            decision.2["cause"] = json!(event.seq);
+        }
+        if !decisions.is_empty() {
+            self.reacted_through = self.reacted_through.max(event.seq);
+        }
+        decisions
+    }
+
+    fn apply_inner(&mut self, event: &store::Event, react: bool) -> Vec<Decision> {
         self.cursor = self.cursor.max(event.seq);
         let at = ms(&event.time);
         if event.seq % 256 == 0 || self.marks.is_empty() {
@@ -104,6 +118,9 @@ impl Book {
             return self.deployment(id, event, at, react);
         }
         if event.kind.starts_with("incident.") {
+            if let Some(cause) = p["cause"].as_i64() {
+                self.reacted_through = self.reacted_through.max(cause);
+            }
             self.absorb(&event.kind, &event.actor, p);
             return Vec::new();
         }

@@ -47,10 +47,37 @@ pub enum IncidentError {
     Store(#[from] store::StoreError),
 }
 
-/// Reads the whole log into the book without acting on it: what it called for was recorded then.
-/// Runs before the API serves, so that no command reacts to the past.
+/// How far back, at start, an event without its reaction (the server died in between) is still
+/// acted on.
+const CATCH_UP_MS: i64 = 10 * 60_000;
+
+/// Reads the whole log into the book without acting on it: what it called for was recorded then
+/// (each decision names its `cause`). Then the events of the last ten minutes that came after the
+/// last answered one are acted on — a crash between an event and its reaction loses nothing
+/// recent, and an old log does not open incidents for old alerts. Runs before the API serves.
 pub async fn replay(app: &Arc<App>) -> Result<(), store::StoreError> {
-    catch_up(app, false).await
+    catch_up(app, false).await?;
+    let mut book = app.incidents.book.lock().await;
+    let since = jiff::Timestamp::now().as_millisecond() - CATCH_UP_MS;
+    let mut after = book.reacted_through;
+    let mut decisions = Vec::new();
+    loop {
+        let page = app.store.events(after, 1000).await?;
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        for event in page.iter().filter(|e| !e.kind.starts_with("incident.")) {
+            let recent = event.time.parse::<jiff::Timestamp>().is_ok_and(|t| t.as_millisecond() >= since);
+            if recent {
+                decisions.extend(book.apply(event, true));
+            }
+        }
+        after = last;
+    }
+    for decision in decisions {
+        tracing::warn!("acting on {} after a restart: {}", decision.1, decision.0);
+        tell(&decision);
+        record(app, decision).await;
+    }
+    Ok(())
 }
 
 /// Follows the log, every second.

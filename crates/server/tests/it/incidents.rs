@@ -208,3 +208,22 @@ async fn a_production_rollback_opens_an_incident_and_bad_commands_are_refused() 
     let (_, body) = api.get("/api/v1/incidents/2").await;
     assert_eq!(body["incident"]["resolution"], "cache flushed");
 }
+
+#[tokio::test]
+async fn a_page_recorded_just_before_a_crash_opens_its_incident_at_the_next_start_and_only_once() {
+    let api = Api::new().await;
+    let payload = serde_json::json!({"labels": {"alertname": "DiskFull", "service": "db", "severity": "page"}});
+    // The server recorded the page and died before its responder saw it.
+    api.app.store.record_event("alert.firing", "alert/rules/DiskFull", "tandem", payload).await.unwrap();
+    server::incidents::replay(&api.app).await.unwrap();
+    let first = server::incidents::list(&api.app).await.unwrap();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].title, "DiskFull on db");
+    // A later start reads the decision back, with its cause, and does not decide it again.
+    let restarted =
+        std::sync::Arc::new(server::App::new(api.app.store.clone(), api.app.tsdb.clone(), api.app.config.clone()));
+    server::incidents::replay(&restarted).await.unwrap();
+    let again = server::incidents::list(&restarted).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0].alerts.len(), 1);
+}
