@@ -401,6 +401,32 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&driver, |u| u.ends_with("/")).await;
     assert_eq!(driver.title().await.unwrap(), "Overview · Tandem");
     driver.quit().await.unwrap();
+
+    // Without JavaScript every page still reads: sign in with the form, read a run and its log.
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary("/usr/bin/chromium").unwrap();
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--blink-settings=scriptEnabled=false"] {
+        caps.add_arg(arg).unwrap();
+    }
+    let plain = WebDriver::new(format!("http://127.0.0.1:{port}"), caps).await.unwrap();
+    plain.goto(format!("{url}/runs/1")).await.unwrap();
+    plain.find(By::Id("user")).await.unwrap().send_keys("admin").await.unwrap();
+    plain.find(By::Id("password")).await.unwrap().send_keys("a-new-long-password").await.unwrap();
+    plain.find(By::Css("form.signin button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_url(&plain, |u| u.ends_with("/runs/1")).await;
+    let log = find_soon(&plain, By::Id("log")).await.text().await.unwrap();
+    assert!(log.contains("Ran 2 tests"), "{log}");
+    for page in ["/", "/runs", "/repositories", "/deployments", "/monitoring", "/incidents", "/audit"] {
+        plain.goto(format!("{url}{page}")).await.unwrap();
+        let main = plain.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+        assert!(main.lines().count() > 2, "{page} reads nothing without JavaScript: {main}");
+    }
+    // The script is really off: a link to a line on another page is not followed there.
+    plain.goto(format!("{url}/runs/1#L99999")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(plain.current_url().await.unwrap().as_str().ends_with("/runs/1#L99999"));
+    plain.screenshot(&shots.join("without-javascript.png")).await.unwrap();
+    plain.quit().await.unwrap();
 }
 
 /// The status of a bare POST (no cookie, no token) to a page's form.
