@@ -174,6 +174,17 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let visible = driver.find_all(By::Css("#log li[id^=L]:not([hidden])")).await.unwrap().len();
     let all = driver.find_all(By::Css("#log li[id^=L]")).await.unwrap().len();
     assert!(visible >= 1 && visible < all, "search shows {visible} of {all} lines");
+    // Asking for the whole log lists each matching line with a link to it.
+    driver.find(By::Css("form[role=search] button")).await.unwrap().click().await.unwrap();
+    wait_url(&driver, |u| u.contains("q=Ran+2+tests")).await;
+    let heading = find_soon(&driver, By::Id("matches")).await.text().await.unwrap();
+    assert!(heading.contains("of the whole log contain") && heading.contains("“Ran 2 tests”"), "{heading}");
+    let link = driver.find(By::Css("ol.matches a.ln")).await.unwrap();
+    let line = link.text().await.unwrap();
+    link.click().await.unwrap();
+    wait_url(&driver, |u| u.ends_with(&format!("#L{line}"))).await;
+    let target = driver.find(By::Id(format!("L{line}"))).await.unwrap().text().await.unwrap();
+    assert!(target.contains("Ran 2 tests"), "{target}");
 
     // The demo's good change is promoted; its deployment shows the traffic steps.
     wait_for_text(&driver, "deployment 2", &format!("{url}/deployments/2"), "promoted", Duration::from_secs(240)).await;
@@ -206,6 +217,15 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     driver.goto(format!("{url}/deployments")).await.unwrap();
     driver.screenshot(&shots.join("deployments.png")).await.unwrap();
     accessibility(&driver, "deployments").await;
+    // The timeline has a lane for staging with the promoted deployment 2 on it, in green.
+    let lane = driver.find(By::Css("svg[aria-label^='Deployments per environment']")).await.unwrap();
+    let dots = lane.find_all(By::Css("circle.dot.ok title")).await.unwrap();
+    let mut titles = Vec::new();
+    for d in dots {
+        titles.push(d.inner_html().await.unwrap());
+    }
+    assert!(titles.iter().any(|t| t.starts_with("deployment 2 of ")), "{titles:?}");
+    assert!(lane.inner_html().await.unwrap().contains("sample-service/staging"));
     let form = driver.find(By::Css("form[action='/environments/sample-service/staging/rollback']")).await.unwrap();
     form.find(By::Css("input[name=confirm]")).await.unwrap().click().await.unwrap();
     form.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();

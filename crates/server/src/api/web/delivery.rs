@@ -19,14 +19,59 @@ use crate::App;
 struct DeploymentsPage {
     chrome: Chrome,
     environments: Vec<EnvironmentRow>,
+    /// Each environment's deployments of the last 14 days on one time axis (SVG).
+    timeline: String,
     deployments: Vec<DeploymentRow>,
+}
+
+/// One lane per service and environment: each deployment at the time it ended (or started), its
+/// colour its outcome, from the oldest of the last 14 days' deployments to now.
+fn timeline(list: &[store::Deployment]) -> String {
+    let end = jiff::Timestamp::now().as_second() as f64;
+    let start = end - 14.0 * 86400.0;
+    let mut lanes: Vec<render::Lane> = Vec::new();
+    for d in list.iter().rev() {
+        let at = d.finished.as_deref().or(d.started.as_deref()).unwrap_or(&d.created);
+        let Ok(at) = at.parse::<jiff::Timestamp>() else { continue };
+        let at = at.as_second() as f64;
+        if at < start {
+            continue;
+        }
+        let class = match d.status {
+            DeploymentStatus::Promoted => "ok",
+            DeploymentStatus::RolledBack | DeploymentStatus::Failed => "bad",
+            _ => "wait",
+        };
+        let label = format!("{}/{}", d.service, d.environment);
+        let title = format!(
+            "deployment {} of {} ({}, {}) at {}",
+            d.id,
+            d.release,
+            d.kind.as_str(),
+            d.status.as_str(),
+            time(&d.created)
+        );
+        match lanes.iter_mut().find(|l| l.0 == label) {
+            Some(lane) => lane.1.push((at, class, title)),
+            None => lanes.push((label, vec![(at, class, title)])),
+        }
+    }
+    let oldest = lanes.iter().flat_map(|l| &l.1).map(|p| p.0).fold(end, f64::min);
+    // A margin on the left so that the oldest is not on the edge; at least ten minutes shown.
+    let start = (oldest - (end - oldest).max(600.0) * 0.1).max(start);
+    if lanes.is_empty() { String::new() } else { render::deploy_lanes(&lanes, start, end) }
 }
 
 pub(super) async fn deployments(State(app): State<Arc<App>>, viewer: Viewer, Query(flash): Query<Flash>) -> Response {
     let list = app.store.deployments(DeploymentFilter { limit: 200, ..Default::default() }).await.unwrap_or_default();
     let mut chrome = Chrome::new(&viewer, "Deployments", "deployments", flash.flash);
     chrome.live = list.iter().any(|d| !d.status.is_finished());
-    page(DeploymentsPage { chrome, environments: environment_rows(&app).await, deployments: deployment_rows(&list) })
+    page(DeploymentsPage {
+        chrome,
+        environments: environment_rows(&app).await,
+        timeline: timeline(&list),
+        deployments: deployment_rows(&list),
+    })
 }
 
 pub(super) struct EventRow {

@@ -367,6 +367,11 @@ struct RunPage {
     /// Lines follow that were not read: `n_lines` counts only those before.
     more: bool,
     next: i64,
+    /// The search of the whole log, when one was asked: its text, matches (line, link, job,
+    /// text as HTML) and their count.
+    query: String,
+    matches: Vec<(usize, String, String, String)>,
+    n_matches: usize,
 }
 
 /// Lines rendered in the page; the rest is a search or a download away.
@@ -379,6 +384,36 @@ pub(super) struct RunQuery {
     /// The first log line shown (1 by default); a page shows `MAX_LINES` lines.
     #[serde(default)]
     from: Option<usize>,
+    /// Text to find in the whole log (case-insensitive), not only the page shown.
+    #[serde(default)]
+    q: Option<String>,
+}
+
+/// Matches shown for a search of the whole log; the count goes on past it.
+const MAX_MATCHES: usize = 1_000;
+
+/// Every line of run `id`'s log that contains `query` (case-insensitive), as (line number, job,
+/// text), the first `MAX_MATCHES` of them, and how many there are in all.
+async fn search_log(app: &App, id: i64, query: &str) -> (Vec<(usize, String, String)>, usize) {
+    let query = query.to_lowercase();
+    let (mut found, mut total, mut n, mut after) = (Vec::new(), 0usize, 0usize, 0i64);
+    loop {
+        let chunks = app.store.log(id, after, 50).await.unwrap_or_default();
+        let Some((last, _)) = chunks.last() else { break };
+        after = *last;
+        for (_, lines) in chunks {
+            for line in lines {
+                n += 1;
+                if line.text.to_lowercase().contains(&query) {
+                    total += 1;
+                    if found.len() < MAX_MATCHES {
+                        found.push((n, line.job, line.text));
+                    }
+                }
+            }
+        }
+    }
+    (found, total)
 }
 
 pub(super) async fn run(
@@ -452,6 +487,20 @@ pub(super) async fn run(
         html.push_str("</ol></details></li>");
     }
     let graph = job_graph(&app, &run, report.as_ref()).await;
+    let query = query.q.unwrap_or_default();
+    let (matches, n_matches) = if query.trim().is_empty() {
+        (Vec::new(), 0)
+    } else {
+        let (found, total) = search_log(&app, id, &query).await;
+        let matches = found
+            .into_iter()
+            .map(|(n, job, text)| {
+                let page = (n - 1) / MAX_LINES * MAX_LINES + 1;
+                (n, format!("/runs/{id}?from={page}#L{n}"), job, ansi(&text))
+            })
+            .collect();
+        (matches, total)
+    };
     // The log streams in through its own connection; the page reloads when the run ends.
     let chrome = Chrome::new(&viewer, format!("Run #{id}"), "runs", flash.flash);
     page(RunPage {
@@ -486,6 +535,9 @@ pub(super) async fn run(
         paged: n >= MAX_LINES || from > 1 || more,
         more,
         next,
+        query,
+        matches,
+        n_matches,
     })
 }
 

@@ -276,6 +276,48 @@ pub fn timeline(label: &str, points: &[(f64, f64)], marks: &[(f64, bool, String)
     svg
 }
 
+/// One lane of the deployment timeline: its label, then its deployments as (Unix seconds, class
+/// `ok`/`bad`/`wait`, title).
+pub type Lane = (String, Vec<(f64, &'static str, String)>);
+
+/// The deployment timeline: one lane per environment, between `start` and `end` (Unix seconds).
+pub fn deploy_lanes(lanes: &[Lane], start: f64, end: f64) -> String {
+    let (width, lane) = (600.0, 26.0);
+    let height = lane * lanes.len() as f64 + 18.0;
+    let span = (end - start).max(1.0);
+    let x = |t: f64| 150.0 + (t - start) / span * (width - 160.0);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Deployments per environment over {}\">",
+        duration(span)
+    );
+    for (i, (label, points)) in lanes.iter().enumerate() {
+        let y = 14.0 + lane * i as f64;
+        let _ = write!(
+            svg,
+            "<text x=\"2\" y=\"{:.0}\">{}</text><line class=\"axis\" x1=\"150\" x2=\"{width}\" y1=\"{y:.0}\" y2=\"{y:.0}\"/>",
+            y + 4.0,
+            escape(label)
+        );
+        for (t, class, title) in points {
+            let _ = write!(
+                svg,
+                "<circle class=\"dot {class}\" cx=\"{:.1}\" cy=\"{y:.0}\" r=\"6\"><title>{}</title></circle>",
+                x(*t),
+                escape(title)
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"150\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">now</text></svg>",
+        height - 2.0,
+        jiff::Timestamp::from_second(start as i64).map(|t| time(&t.to_string())).unwrap_or_default(),
+        width,
+        height - 2.0
+    );
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
