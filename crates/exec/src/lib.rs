@@ -1,6 +1,7 @@
 //! Running workflows: the [`Executor`] port with its local-process adapter, and the engine that
 //! drives jobs, steps, the cache and artifacts.
 
+pub mod actions;
 pub mod artifacts;
 pub mod cache;
 mod cancel;

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub alertmanager: Option<PathBuf>,
     /// An on-call file: people, schedules and escalation policies that page for incidents.
     pub oncall: Option<PathBuf>,
+    /// Where runs' `uses:` actions come from and what runs them.
+    pub actions: exec::engine::ActionOptions,
 }
 
 /// The workflow files of one commit: (path, text).

@@ -151,12 +151,14 @@ async fn execute_inner(
         run_attempt: run.run_attempt as u64,
         run_dir: run_dir.clone(),
         platforms: BTreeMap::new(),
+        token: exec::engine::run_token(),
     };
     let config = EngineConfig {
         data_dir: app.config.data_dir.clone(),
         max_parallel: app.config.max_parallel_jobs,
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: false,
+        actions: app.config.actions.clone(),
         executor: std::sync::Arc::new(exec::LocalExecutor),
     };
     if app.store.run(run.id).await.map_err(|e| e.to_string())?.cancel_requested {

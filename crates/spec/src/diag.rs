@@ -121,6 +121,19 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
         .map(|(_, candidate)| candidate)
 }
 
+/// The candidate at most two edits away from `word`, for names where longer distances are
+/// usually other names altogether (`actions/upload-pages-artifact` is no typo of
+/// `actions/upload-artifact`).
+pub fn near_miss<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&word, &candidate.to_ascii_lowercase()), candidate))
+        .filter(|&(distance, _)| (1..=2).contains(&distance))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();

@@ -1,6 +1,7 @@
 //! The `tandem` command line: run and validate workflows locally, serve them to a team, and talk
 //! to a running server.
 
+mod actions;
 mod alerting;
 mod client;
 mod demo;
@@ -43,6 +44,9 @@ enum Command {
     Up(serve::ServerArgs),
     /// Run the repository's workflows on this machine, as the server will.
     Run(run::RunArgs),
+    /// Actions used by `uses:`: fetch them ahead of time, list what is cached.
+    #[command(subcommand)]
+    Actions(actions::ActionsCommand),
     /// Check every workflow file and print all diagnostics.
     #[command(
         after_help = "Examples:\n  tandem validate\n  tandem validate --format json\n  tandem validate path/to/workflow.yml other/dir/"
@@ -330,6 +334,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate { paths, format } => validate::run(&repo_root(cli.repo)?, &paths, format),
         Command::Run(args) => run::run(&repo_root(cli.repo)?, args),
+        Command::Actions(command @ actions::ActionsCommand::List { .. }) => {
+            actions::run(Path::new("."), command).map(|()| 0)
+        }
+        Command::Actions(command) => actions::run(&repo_root(cli.repo)?, command).map(|()| 0),
         Command::Server(args) => serve::server(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => serve::up(args),

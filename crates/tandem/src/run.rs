@@ -66,6 +66,35 @@ pub struct RunArgs {
     /// Output: live text for people, or a JSON report on stdout (logs go to stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    #[command(flatten)]
+    pub actions: ActionArgs,
+}
+
+/// Where `uses:` actions come from and what runs them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ActionArgs {
+    /// Fetch actions from here, tried in order: a forge's base URL (e.g. a Gitea at
+    /// `https://git.example.com`) or a directory of repositories (`DIR/owner/repo.git`);
+    /// repeatable, or comma-separated in TANDEM_ACTION_SOURCES. Default: https://github.com.
+    #[arg(long = "action-source", value_name = "URL|DIR", env = "TANDEM_ACTION_SOURCES", value_delimiter = ',')]
+    pub action_sources: Vec<String>,
+    /// Run actions/checkout, actions/cache, the artifact actions and docker/build-push-action
+    /// themselves instead of Tandem's built-in versions.
+    #[arg(long)]
+    pub no_builtin_actions: bool,
+    /// The `node` that runs JavaScript actions (default: the first on PATH).
+    #[arg(long, value_name = "PATH", env = "TANDEM_NODE")]
+    pub node: Option<String>,
+}
+
+impl ActionArgs {
+    pub fn options(&self) -> exec::engine::ActionOptions {
+        exec::engine::ActionOptions {
+            sources: self.action_sources.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            builtin: !self.no_builtin_actions,
+            node: self.node.clone(),
+        }
+    }
 }
 
 /// The default data directory: `$XDG_DATA_HOME/tandem`, else `~/.local/share/tandem`.
@@ -104,6 +133,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         max_parallel: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: args.keep,
+        actions: args.actions.options(),
         executor: std::sync::Arc::new(exec::LocalExecutor),
     };
     let secrets = parse_secrets(&args.secrets)?;
@@ -149,6 +179,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             run_attempt: 1,
             run_dir: run_dir.clone(),
             platforms: platforms.clone(),
+            token: exec::engine::run_token(),
         };
         let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));

@@ -44,6 +44,8 @@ pub struct ServerArgs {
     /// for incidents; email goes through the Alertmanager configuration's SMTP server.
     #[arg(long, value_name = "FILE")]
     pub oncall: Option<PathBuf>,
+    #[command(flatten)]
+    pub actions: crate::run::ActionArgs,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -66,6 +68,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
         remote_write: args.remote_write.clone(),
         alertmanager: args.alertmanager_config.clone(),
         oncall: args.oncall.clone(),
+        actions: args.actions.options(),
     }
 }
 

@@ -41,7 +41,7 @@ pub(super) fn github_context(request: &RunRequest) -> Value {
         ("run_id", Value::str(request.run_id.to_string())),
         ("run_number", Value::str(request.run_number.to_string())),
         ("sha", Value::str(&repo.sha)),
-        ("token", Value::str("")),
+        ("token", Value::str(&request.token)),
         ("workflow", Value::str(request.workflow.name.clone().unwrap_or_else(|| request.workflow_path.clone()))),
         ("workflow_ref", Value::str(format!("{}/{}@{}", repo.repository, request.workflow_path, repo.git_ref))),
         ("workflow_sha", Value::str(&repo.sha)),

@@ -23,7 +23,9 @@ pub(super) struct LegState {
     pub(super) path_prepend: Vec<String>,
     pub(super) masks: Vec<String>,
     pub(super) summary: String,
-    pub(super) post: Vec<PostAction>,
+    pub(super) post: Vec<super::action::Post>,
+    /// What each step saved through `$GITHUB_STATE`, by step index, for its later phases.
+    pub(super) saved: HashMap<usize, BTreeMap<String, String>>,
     pub(super) pgids: Vec<i32>,
     /// Where steps run: this machine, or the job's container.
     pub(super) executor: Arc<dyn Executor>,
@@ -232,9 +234,10 @@ pub(super) async fn run_leg(
     let mut state = LegState {
         env: BTreeMap::new(),
         path_prepend: Vec::new(),
-        masks: request.secrets.values().filter(|s| !s.is_empty()).cloned().collect(),
+        masks: request.secrets.values().chain([&request.token]).filter(|s| !s.is_empty()).cloned().collect(),
         summary: String::new(),
         post: Vec::new(),
+        saved: HashMap::new(),
         pgids: Vec::new(),
         executor: shared.config.executor.clone(),
         container_shell: None,
@@ -307,6 +310,14 @@ pub(super) async fn run_leg(
     });
 
     let mut failed = false;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if let Err(error) =
+        super::action::run_pres(shared, job, &name, &contexts, &mut state, &dirs, &leg_cancel, timeout).await
+    {
+        emit_line(shared, &name, 0, Stream::Stderr, &format!("error: {error}"), &state.masks).await;
+        report.error = Some(error);
+        failed = true;
+    }
     for (index, step) in job.steps.iter().enumerate() {
         let step_started = Instant::now();
         let cancelled = leg_cancel.is_cancelled();
@@ -390,33 +401,51 @@ pub(super) async fn run_leg(
         .await;
     }
 
-    // Post steps: cache saves, only when the job succeeded, in reverse order.
+    // Post steps, in reverse order: actions' `post` (by their `post-if`, `always()` when
+    // unset) and the built-in cache's saves (only when the job succeeded).
     let post = std::mem::take(&mut state.post);
     for action in post.into_iter().rev() {
-        if failed || leg_cancel.is_cancelled() {
-            break;
-        }
-        if let Some(cache) = shared.cache.clone() {
-            let scope = request.repo.repository.clone();
-            let workspace = dirs.workspace.clone();
-            let PostAction { step, key, patterns, version } = action;
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
-            let paths = crate::paths::resolve(&workspace, &home, &patterns);
-            let saved = tokio::task::spawn_blocking(move || {
-                cache.save(&scope, &version, &key, &paths, &workspace).map(|s| (s, key))
-            })
-            .await;
-            let message = match saved {
-                Ok(Ok((Saved::Stored { n_files, size, n_evicted }, key))) => format!(
-                    "cache saved with key `{key}`: {n_files} entries, {size} bytes{}",
-                    if n_evicted > 0 { format!(", {n_evicted} old entries evicted") } else { String::new() }
-                ),
-                Ok(Ok((Saved::Exists, key))) => format!("cache entry `{key}` exists already; not saved again"),
-                Ok(Ok((Saved::NothingToSave, _))) => "cache not saved: none of the paths exist".to_string(),
-                Ok(Err(error)) => format!("warning: cache not saved: {error}"),
-                Err(error) => format!("warning: cache not saved: {error}"),
-            };
-            emit_line(shared, &name, step, Stream::Stdout, &format!("post: {message}"), &state.masks).await;
+        let cancelled = leg_cancel.is_cancelled();
+        match action {
+            super::action::Post::Cache(action) => {
+                if failed || cancelled {
+                    continue;
+                }
+                save_cache(shared, &name, action, &dirs, &state.masks).await;
+            }
+            super::action::Post::Action { step, name: title, action, condition, env } => {
+                contexts.status = expr::Status { failed, cancelled, blocked: false };
+                let run = match &condition {
+                    Some(condition) => contexts.condition(Some(condition)).unwrap_or(false),
+                    None => true,
+                };
+                if !run {
+                    continue;
+                }
+                emit_line(shared, &name, step, Stream::Stdout, &format!("▸ {title}"), &state.masks).await;
+                let (step_cancel, step_deadline) = if cancelled {
+                    (Cancel::never(), Instant::now() + AFTER_CANCEL_BUDGET)
+                } else {
+                    (leg_cancel.clone(), deadline)
+                };
+                let timeout = step_deadline.saturating_duration_since(Instant::now());
+                let status = super::action::run_post(
+                    shared,
+                    &job.steps[step],
+                    step,
+                    &name,
+                    &action,
+                    env,
+                    &mut state,
+                    &dirs,
+                    &step_cancel,
+                    timeout,
+                )
+                .await;
+                if status != Status::Success {
+                    failed = true;
+                }
+            }
         }
     }
     timer.abort();
@@ -485,6 +514,30 @@ pub(super) async fn run_leg(
         })
         .await;
     report
+}
+
+/// Saves what a built-in cache step restored (or missed), at the end of a job that succeeded.
+async fn save_cache(shared: &Shared, leg: &str, action: PostAction, dirs: &LegDirs, masks: &[String]) {
+    let Some(cache) = shared.cache.clone() else { return };
+    let scope = shared.request.repo.repository.clone();
+    let workspace = dirs.workspace.clone();
+    let PostAction { step, key, patterns, version } = action;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let paths = crate::paths::resolve(&workspace, &home, &patterns);
+    let saved =
+        tokio::task::spawn_blocking(move || cache.save(&scope, &version, &key, &paths, &workspace).map(|s| (s, key)))
+            .await;
+    let message = match saved {
+        Ok(Ok((Saved::Stored { n_files, size, n_evicted }, key))) => format!(
+            "cache saved with key `{key}`: {n_files} entries, {size} bytes{}",
+            if n_evicted > 0 { format!(", {n_evicted} old entries evicted") } else { String::new() }
+        ),
+        Ok(Ok((Saved::Exists, key))) => format!("cache entry `{key}` exists already; not saved again"),
+        Ok(Ok((Saved::NothingToSave, _))) => "cache not saved: none of the paths exist".to_string(),
+        Ok(Err(error)) => format!("warning: cache not saved: {error}"),
+        Err(error) => format!("warning: cache not saved: {error}"),
+    };
+    emit_line(shared, leg, step, Stream::Stdout, &format!("post: {message}"), masks).await;
 }
 
 /// The Docker engine, connected on first use in a run; what dead Tandem processes left is reaped then.

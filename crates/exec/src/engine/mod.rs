@@ -19,6 +19,7 @@ use crate::process::{ProcessGroups, Stream};
 use git::repo::RepoFacts;
 use leg::WorkspacePool;
 
+mod action;
 mod builtin;
 mod contexts;
 mod leg;
@@ -84,9 +85,30 @@ pub struct EngineConfig {
     pub cache_limit: u64,
     /// Keep each job's workspace after the run, for debugging.
     pub keep_workspaces: bool,
+    /// Where actions come from and what runs them.
+    pub actions: ActionOptions,
     /// Where steps of jobs without a container run: [`LocalExecutor`](crate::LocalExecutor) in
     /// Tandem; tests inject a fake to exercise the scheduler without processes.
     pub executor: Arc<dyn Executor>,
+}
+
+/// How `uses:` steps run.
+#[derive(Debug, Clone)]
+pub struct ActionOptions {
+    /// Where remote actions are fetched from, in order: forge base URLs or directories of
+    /// repositories. Empty means GitHub.
+    pub sources: Vec<String>,
+    /// Run Tandem's own version of actions/checkout, actions/cache, the artifact actions and
+    /// docker/build-push-action (faster, nothing to fetch) instead of the actions themselves.
+    pub builtin: bool,
+    /// The `node` that runs JavaScript actions (default: the first on `PATH`).
+    pub node: Option<String>,
+}
+
+impl Default for ActionOptions {
+    fn default() -> ActionOptions {
+        ActionOptions { sources: Vec::new(), builtin: true, node: None }
+    }
 }
 
 /// One run of one workflow.
@@ -113,6 +135,23 @@ pub struct RunRequest {
     pub run_dir: PathBuf,
     /// `runs-on` labels that run in a container of the given image (`-P label=image`).
     pub platforms: BTreeMap<String, String>,
+    /// `github.token` and `secrets.GITHUB_TOKEN`: the run's own token, masked in its logs (see
+    /// [`run_token`]).
+    pub token: String,
+}
+
+/// A fresh random token for a run (`tdm_run_` and 48 hex digits).
+pub fn run_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: the clock and the process id, hashed, are still unique per run.
+        use sha2::Digest;
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..24]);
+    }
+    format!("tdm_run_{}", hex::encode(bytes))
 }
 
 /// Progress, as it happens. `job` is the leg's display key, e.g. `test (linux, 1)`.
@@ -202,4 +241,9 @@ struct Shared {
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
     github: Value,
+    action_sources: crate::actions::ActionSources,
+    /// Remote actions fetched in this run, by `owner/repo@ref`: each is resolved once per run.
+    fetched: std::sync::Mutex<HashMap<String, crate::actions::Fetched>>,
+    /// The `node` for JavaScript actions and its major version, found on first use.
+    node: tokio::sync::OnceCell<Result<(String, u32), String>>,
 }

@@ -44,7 +44,11 @@ pub async fn run(
     }
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
+    let action_sources = crate::actions::ActionSources::new(&config.data_dir, config.actions.sources.clone());
     let shared = Arc::new(Shared {
+        action_sources,
+        fetched: std::sync::Mutex::default(),
+        node: tokio::sync::OnceCell::new(),
         slots: Arc::new(Semaphore::new(config.max_parallel.max(1))),
         request,
         config,
@@ -137,7 +141,9 @@ pub(super) async fn run_job(
     contexts.set("github", shared.github.clone());
     contexts.set("inputs", Value::Object(request.inputs.clone()));
     contexts.set("vars", string_map(&request.vars));
-    contexts.set("secrets", string_map(&request.secrets));
+    let mut secrets = request.secrets.clone();
+    secrets.entry("GITHUB_TOKEN".to_string()).or_insert_with(|| request.token.clone());
+    contexts.set("secrets", string_map(&secrets));
     let needs_value = needs
         .iter()
         .map(|(id, r)| {

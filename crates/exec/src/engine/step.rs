@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spec::expr::Value;
-use spec::workflow::{BuiltinAction, Job, Step, StepAction};
+use spec::workflow::{Job, Step, StepAction};
 use tokio::sync::mpsc;
 
-use super::builtin::*;
 use super::contexts::*;
 use super::leg::*;
 use super::*;
@@ -71,31 +70,12 @@ pub(super) async fn run_step(
             let launch = Launch::Script { script, shell };
             run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
         }
-        StepAction::Uses { action: BuiltinAction::DockerImage, reference, with } => {
-            let mut inputs = BTreeMap::new();
-            for (key, text) in with {
-                inputs.insert(key.clone(), contexts.render(text)?);
-            }
-            let launch = Launch::Image {
-                image: reference.trim_start_matches("docker://").to_string(),
-                args: inputs.get("args").map(|a| crate::docker::split_words(a)).unwrap_or_default(),
-                entrypoint: inputs.get("entrypoint").filter(|e| !e.is_empty()).cloned(),
-            };
-            let cwd = dirs.workspace.clone();
-            run_script(shared, step, index, leg, launch, &cwd, env, state, dirs, cancel, timeout).await
-        }
-        StepAction::Uses { action, with, .. } => {
-            let mut inputs = BTreeMap::new();
-            for (key, text) in with {
-                inputs.insert(key.clone(), contexts.render(text)?);
-            }
-            let log = StepLog { shared, leg, index, masks: &state.masks };
-            run_builtin(shared, *action, &inputs, index, dirs, &log).await.map(|(status, outputs, post)| {
-                if let Some(post) = post {
-                    state.post.push(post);
-                }
-                (status, outputs)
-            })
+        StepAction::Uses { builtin, target, reference, with } => {
+            super::action::run_uses(
+                shared, job, step, index, leg, *builtin, target, reference, with, contexts, state, dirs, cancel,
+                timeout, env, 0,
+            )
+            .await
         }
     }
 }
@@ -104,9 +84,12 @@ pub(super) async fn run_step(
 /// Words are separated by `${IFS}` because the template is split on whitespace.
 pub(super) const CONTAINER_DEFAULT_SHELL: &str = "sh -c command${IFS}-v${IFS}bash>/dev/null&&exec${IFS}bash${IFS}-e${IFS}\"$0\"||exec${IFS}sh${IFS}-e${IFS}\"$0\" {0}";
 
-/// What a step starts: a script in a shell, or a container of an image.
+/// What a step starts: a script in a shell, a program on this machine (a JavaScript action's
+/// `node`, also for jobs in a container, whose folders are mounted at the same paths), or a
+/// container of an image.
 pub(super) enum Launch {
     Script { script: String, shell: Option<String> },
+    Program { argv: Vec<String> },
     Image { image: String, args: Vec<String>, entrypoint: Option<String> },
 }
 
@@ -125,6 +108,7 @@ pub(super) async fn run_script(
     timeout: Duration,
 ) -> Result<(Status, BTreeMap<String, String>), String> {
     let request = &shared.request;
+    let on_host = matches!(launch, Launch::Program { .. });
     let (argv, image_step) = match launch {
         Launch::Script { script, shell } => {
             let (extension, template): (&str, String) = match shell.as_deref() {
@@ -154,6 +138,7 @@ pub(super) async fn run_script(
             }
             (argv, None)
         }
+        Launch::Program { argv } => (argv, None),
         Launch::Image { image, args, entrypoint } => {
             let engine = docker_engine(shared).await?;
             let mounts =
@@ -173,10 +158,17 @@ pub(super) async fn run_script(
     let file = |name: &str| dirs.files.join(format!("{name}-{index}"));
     // Steps append to these with `>>`, which creates them; a missing file means nothing written.
     let (output_file, env_file, path_file, summary_file) = (file("output"), file("env"), file("path"), file("summary"));
+    let state_file = file("state");
+    // The actions toolkit refuses files that do not exist; shell steps create them with `>>`.
+    if on_host {
+        for path in [&output_file, &env_file, &path_file, &summary_file, &state_file] {
+            std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
+    }
     let event_path = request.run_dir.join("event.json");
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
-    let in_container = state.container_shell.is_some() || image_step.is_some();
+    let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
     let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { std::env::vars().collect() };
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
@@ -207,6 +199,7 @@ pub(super) async fn run_script(
         ("GITHUB_ENV", env_file.to_string_lossy().into_owned()),
         ("GITHUB_PATH", path_file.to_string_lossy().into_owned()),
         ("GITHUB_STEP_SUMMARY", summary_file.to_string_lossy().into_owned()),
+        ("GITHUB_STATE", state_file.to_string_lossy().into_owned()),
         ("RUNNER_OS", "Linux".to_string()),
         ("RUNNER_ARCH", if cfg!(target_arch = "aarch64") { "ARM64".to_string() } else { "X64".to_string() }),
         ("RUNNER_NAME", "tandem-local".to_string()),
@@ -234,6 +227,7 @@ pub(super) async fn run_script(
     let (tx, mut rx) = mpsc::channel(crate::process::LINE_BUFFER);
     let executor: Arc<dyn Executor> = match image_step {
         Some(step) => Arc::new(step),
+        None if on_host => shared.config.executor.clone(),
         None => state.executor.clone(),
     };
     let groups = shared.groups.clone();
@@ -289,7 +283,16 @@ pub(super) async fn run_script(
     for line in read(&path_file).lines().map(str::trim).filter(|l| !l.is_empty()) {
         state.path_prepend.push(line.to_string());
     }
+    match commands::parse_key_values(&read(&state_file)) {
+        Ok(pairs) if !pairs.is_empty() => state.saved.entry(index).or_default().extend(pairs),
+        Ok(_) => {}
+        Err(error) => problems.push(format!("$GITHUB_STATE: {error}")),
+    }
     let summary = read(&summary_file);
+    // The next step of the same index (inside a composite action) starts with fresh files.
+    for path in [&output_file, &env_file, &path_file, &summary_file, &state_file] {
+        let _ = std::fs::remove_file(path);
+    }
     if !summary.trim().is_empty() {
         state.summary.push_str(&commands::mask(&summary, &state.masks));
         if !summary.ends_with('\n') {

@@ -134,12 +134,14 @@ fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) 
         run_attempt: attempt,
         run_dir: dir.path().join("run"),
         platforms: BTreeMap::new(),
+        token: exec::engine::run_token(),
     };
     let config = EngineConfig {
         data_dir: dir.path().join("data"),
         max_parallel,
         cache_limit: 1 << 20,
         keep_workspaces: false,
+        actions: Default::default(),
         executor: Arc::new(FakeExecutor(fake.clone())),
     };
     let (tx, events) = mpsc::channel(buffer);

@@ -35,6 +35,7 @@ impl Api {
             remote_write: Vec::new(),
             alertmanager: None,
             oncall: None,
+            actions: Default::default(),
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }

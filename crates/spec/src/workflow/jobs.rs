@@ -363,50 +363,64 @@ impl Checker {
                     }
                 }
                 let reference = self.plain_string(uses, "`uses`")?;
-                // GitHub refuses a repository action without a version: `owner/repo@ref` is the syntax.
-                if !reference.starts_with("docker://")
-                    && !reference.starts_with("./")
-                    && reference.split('@').nth(1).is_none_or(|version| version.trim().is_empty())
-                {
-                    let diagnostic =
-                        Diagnostic::error("missing-ref", uses.span, format!("action `{reference}` names no version"))
-                            .expected("`owner/repo@ref`, `./path` or `docker://image`".to_string())
+                let target = match ActionRef::parse(&reference) {
+                    Ok(target) => target,
+                    Err(message) => {
+                        let code = if message.ends_with("names no version") { "missing-ref" } else { "invalid-action" };
+                        let diagnostic = Diagnostic::error(code, uses.span, message)
+                            .expected(
+                                "`owner/repo@ref`, `owner/repo/path@ref`, `./path` or `docker://image`".to_string(),
+                            )
                             .hint(format!("add a tag, branch or commit: `{}@v4`", reference.trim_end_matches('@')));
-                    self.diagnostics.push(diagnostic);
-                    return None;
-                }
-                let Some(action) = BuiltinAction::from_uses(&reference) else {
-                    let hint = if reference.starts_with("docker://") {
-                        "name an image after `docker://`, e.g. `docker://alpine:3.20`".to_string()
-                    } else if reference.starts_with("./") {
-                        "local actions are not supported yet; call the script with a `run:` step".to_string()
-                    } else {
-                        "built in are actions/checkout, actions/cache (and /restore, /save), actions/upload-artifact, actions/download-artifact, docker/build-push-action and docker:// images; replace the step with a `run:` step".to_string()
-                    };
-                    let diagnostic = Diagnostic::error(
-                        "unsupported-action",
-                        uses.span,
-                        format!("action `{reference}` is not available here"),
-                    )
-                    .hint(hint);
-                    self.diagnostics.push(diagnostic);
-                    return None;
+                        self.diagnostics.push(diagnostic);
+                        return None;
+                    }
                 };
+                let mut builtin = BuiltinAction::from_uses(&reference);
+                // A near miss of a built-in's name is most likely a typo: said before any fetch.
+                if let (None, ActionRef::Remote { owner, repo, path, .. }) = (builtin, &target) {
+                    let name =
+                        if path.is_empty() { format!("{owner}/{repo}") } else { format!("{owner}/{repo}/{path}") };
+                    if let Some(near) = crate::diag::near_miss(&name, BuiltinAction::NAMES.iter().copied()) {
+                        let diagnostic = Diagnostic::warning(
+                            "unknown-action",
+                            uses.span,
+                            format!("`{name}` is not a built-in action; it will be fetched from the action sources"),
+                        )
+                        .hint(format!("did you mean `{near}`?"));
+                        self.diagnostics.push(diagnostic);
+                    }
+                }
                 let mut with = Vec::new();
                 if let Some(v) = field("with") {
                     for (key, value, key_span) in self.map(v, "`with`", &[]) {
-                        if !action.inputs().contains(&key) {
-                            let hint = did_you_mean(key, action.inputs().iter().copied())
-                                .map(|s| format!("did you mean `{s}`?"));
-                            let diagnostic = Diagnostic::error(
+                        if let Some(action) = builtin
+                            && !action.inputs().contains(&key)
+                        {
+                            // A near miss of a known input is a typo; another input is one
+                            // Tandem's own version lacks, so the action itself runs.
+                            let expected = format!("one of {}", action.inputs().join(", "));
+                            if let Some(near) = did_you_mean(key, action.inputs().iter().copied()) {
+                                let diagnostic = Diagnostic::error(
+                                    "unknown-input",
+                                    key_span,
+                                    format!("`{reference}` has no input `{key}`"),
+                                )
+                                .expected(expected)
+                                .hint(format!("did you mean `{near}`?"));
+                                self.diagnostics.push(diagnostic);
+                                continue;
+                            }
+                            let diagnostic = Diagnostic::warning(
                                 "unknown-input",
                                 key_span,
-                                format!("`{reference}` has no input `{key}`"),
+                                format!(
+                                    "Tandem's built-in `{reference}` has no input `{key}`, so the action itself will be fetched and run"
+                                ),
                             )
-                            .expected(format!("one of {}", action.inputs().join(", ")))
-                            .maybe_hint(hint);
+                            .expected(expected);
                             self.diagnostics.push(diagnostic);
-                            continue;
+                            builtin = None;
                         }
                         let text = if value.is_null() {
                             Some(Text::literal(""))
@@ -418,13 +432,19 @@ impl Checker {
                         }
                     }
                 }
-                for required in action.required_inputs() {
-                    if !with.iter().any(|(k, _)| k == required) {
-                        self.error("missing-input", uses.span, format!("`{reference}` needs the input `{required}`"))
+                if let Some(action) = builtin {
+                    for required in action.required_inputs() {
+                        if !with.iter().any(|(k, _)| k == required) {
+                            self.error(
+                                "missing-input",
+                                uses.span,
+                                format!("`{reference}` needs the input `{required}`"),
+                            )
                             .hint = Some(format!("add `with: {{ {required}: ... }}`"));
+                        }
                     }
                 }
-                step.action = StepAction::Uses { action, reference, with };
+                step.action = StepAction::Uses { builtin, target, reference, with };
                 Some(step)
             }
         }

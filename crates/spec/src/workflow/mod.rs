@@ -5,8 +5,11 @@ use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::expr::{self, Expr, ExprError, Host, Template, Value};
 use crate::yaml::{self, Node, NodeKind};
 
+mod action;
 mod check;
 mod jobs;
+
+pub use action::{Action, ActionInput, NODE_VERSIONS, Runs, parse_action};
 
 /// Where a repository's workflows live, in order of precedence: the first of these folders that
 /// holds a workflow file is the one read (locally and on the server alike).
@@ -195,8 +198,71 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepAction {
-    Run { script: Text, shell: Option<String>, working_directory: Option<Text> },
-    Uses { action: BuiltinAction, reference: String, with: Vec<(String, Text)> },
+    Run {
+        script: Text,
+        shell: Option<String>,
+        working_directory: Option<Text>,
+    },
+    /// `uses:` an action. `builtin` is Tandem's own action of that name when there is one and it
+    /// knows every input given; otherwise (or when built-ins are turned off) `target` runs.
+    Uses {
+        builtin: Option<BuiltinAction>,
+        target: ActionRef,
+        reference: String,
+        with: Vec<(String, Text)>,
+    },
+}
+
+/// Where an action lives, from `uses:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRef {
+    /// `./path`: a folder of the workspace (the repository, once checked out).
+    Local { path: String },
+    /// `owner/repo[/path]@ref`: a folder of a repository at a tag, branch or commit, fetched from
+    /// the action sources.
+    Remote { owner: String, repo: String, path: String, git_ref: String },
+    /// `docker://image`: a container of that image.
+    Docker { image: String },
+}
+
+impl ActionRef {
+    /// Reads a `uses:` value; the error says what was expected.
+    pub fn parse(reference: &str) -> Result<ActionRef, String> {
+        let reference = reference.trim();
+        if let Some(image) = reference.strip_prefix("docker://") {
+            if image.trim().is_empty() {
+                return Err("`docker://` names no image".to_string());
+            }
+            return Ok(ActionRef::Docker { image: image.trim().to_string() });
+        }
+        if reference.starts_with("./") || reference == "." {
+            return Ok(ActionRef::Local { path: reference.trim_start_matches("./").trim_end_matches('/').to_string() });
+        }
+        let Some((name, git_ref)) = reference.split_once('@') else {
+            return Err(format!("action `{reference}` names no version"));
+        };
+        if git_ref.trim().is_empty() {
+            return Err(format!("action `{reference}` names no version"));
+        }
+        let mut parts = name.split('/');
+        let (owner, repo) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path: Vec<&str> = parts.collect();
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid(owner)
+            || !valid(repo)
+            || repo == "."
+            || repo == ".."
+            || path.iter().any(|p| p.is_empty() || *p == "..")
+        {
+            return Err(format!("`{reference}` is not an action reference"));
+        }
+        Ok(ActionRef::Remote {
+            owner: owner.to_string(),
+            repo: repo.to_string(),
+            path: path.join("/"),
+            git_ref: git_ref.trim().to_string(),
+        })
+    }
 }
 
 /// The actions Tandem provides itself, in place of the marketplace ones of the same name.
@@ -215,6 +281,17 @@ pub enum BuiltinAction {
 }
 
 impl BuiltinAction {
+    /// The names the built-ins answer to.
+    pub const NAMES: &'static [&'static str] = &[
+        "actions/checkout",
+        "actions/cache",
+        "actions/cache/restore",
+        "actions/cache/save",
+        "actions/upload-artifact",
+        "actions/download-artifact",
+        "docker/build-push-action",
+    ];
+
     pub fn from_uses(uses: &str) -> Option<BuiltinAction> {
         if uses.strip_prefix("docker://").is_some_and(|image| !image.trim().is_empty()) {
             return Some(BuiltinAction::DockerImage);
@@ -397,8 +474,7 @@ const GITHUB_EVENTS: &[&str] = &[
 
 /// Diagnostic codes that name a feature Tandem does not support, as opposed to a mistake in the
 /// file. Real-world workflows may carry these and nothing else.
-pub const UNSUPPORTED_CODES: &[&str] =
-    &["unsupported-action", "unsupported-reusable-workflow", "unsupported-event", "unsupported-shell"];
+pub const UNSUPPORTED_CODES: &[&str] = &["unsupported-reusable-workflow", "unsupported-event", "unsupported-shell"];
 
 /// Parses and checks a workflow file. Returns the workflow (as much of it as could be read) and
 /// every problem found. A workflow with error diagnostics must not be run.

@@ -19,7 +19,8 @@ fn typos_get_suggestions() {
         "did you mean `shell`?",
         "did you mean `needs`?",
         "did you mean `path`?",
-        "action `actions/chekout@v4` is not available here",
+        "`actions/chekout` is not a built-in action",
+        "did you mean `actions/checkout`?",
         "found `soon`",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

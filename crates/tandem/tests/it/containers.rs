@@ -8,7 +8,7 @@ use crate::Repo;
 
 /// Builds the test images once: `tandem-test/busybox` (a shell) and `tandem-test/web` (an HTTP
 /// server serving /www). Panics, saying what to do, when no engine answers: these tests never skip.
-fn images() {
+pub(crate) fn images() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
         let engine = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();

@@ -1,5 +1,6 @@
 //! End-to-end tests: the `tandem` binary against real git repositories and real processes.
 
+mod actions;
 mod alerting;
 mod containers;
 mod deploy;

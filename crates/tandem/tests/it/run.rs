@@ -309,13 +309,14 @@ fn the_parallel_limit_is_respected() {
 }
 
 #[test]
-fn unsupported_features_fail_clearly_before_running() {
-    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/setup-node@v4\n      - run: echo should-not-run\n";
+fn what_cannot_run_fails_clearly_before_any_step() {
+    // An action no source has fails the job as it is set up, before its first step.
+    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo should-not-run\n      - uses: actions/setup-node@v4\n";
     let repo = Repo::new(&[("ci.yml", wf)]);
-    let run = repo.tandem(&["run"]);
-    assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("action `actions/setup-node@v4` is not available here"), "{}", run.stderr);
-    assert!(!run.all().contains("should-not-run"));
+    let run = repo.tandem(&["run", "--action-source", "/nonexistent/mirrors"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("cannot fetch the action actions/setup-node@v4; tried 1"), "{}", run.all());
+    assert!(!run.all().contains("| should-not-run"), "{}", run.all());
     let windows = "on: push\njobs:\n  a:\n    runs-on: windows-latest\n    steps:\n      - run: echo hi\n";
     let repo = Repo::new(&[("ci.yml", windows)]);
     let run = repo.tandem(&["run"]);

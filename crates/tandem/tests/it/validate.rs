@@ -14,7 +14,7 @@ fn valid_files_exit_zero() {
 
 #[test]
 fn every_problem_is_reported_at_once_with_place_and_hint() {
-    let bad = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    need: b\n    steps:\n      - run: echo ${{ matrix.x = 1 }}\n      - uses: someone/thing@v1\n";
+    let bad = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    need: b\n    steps:\n      - run: echo ${{ matrix.x = 1 }}\n      - uses: someone@v1\n";
     let repo = Repo::new(&[("ok.yml", GOOD), ("bad.yml", bad)]);
     let run = repo.tandem(&["validate"]);
     assert_eq!(run.code, 1, "{}", run.all());
@@ -22,7 +22,7 @@ fn every_problem_is_reported_at_once_with_place_and_hint() {
         ".github/workflows/bad.yml:5:5",
         "did you mean `needs`?",
         ".github/workflows/bad.yml:7:32",
-        "action `someone/thing@v1` is not available here",
+        "`someone@v1` is not an action reference",
         "2 file(s), 3 error(s)",
     ] {
         assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);

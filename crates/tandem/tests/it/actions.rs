@@ -1,0 +1,382 @@
+//! Real actions, run for real: the four actions of the shared corpus (GitHub's github-script,
+//! cache and hello-world Docker action, dtolnay's rust-toolchain), served from a local action
+//! source (a directory of bare repositories made from their git bundles), and local actions
+//! with `pre`/`post` and state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::{Repo, jobs};
+
+/// A directory of bare repositories, `owner/repo.git`, cloned from the corpus bundles.
+fn action_source() -> &'static Path {
+    static SOURCE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let bundles = crate::project_root().join("../shared/corpus/actions");
+            assert!(bundles.is_dir(), "{} is missing; CI lays the shared corpus beside the clone", bundles.display());
+            let dir = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(&bundles).unwrap() {
+                let path = entry.unwrap().path();
+                let Some(name) = path.file_name().unwrap().to_str().unwrap().strip_suffix(".bundle") else { continue };
+                let (owner, repo) = name.split_once("__").unwrap();
+                let target = dir.path().join(owner).join(format!("{repo}.git"));
+                let status = Command::new("git")
+                    .args(["clone", "-q", "--bare"])
+                    .arg(&path)
+                    .arg(&target)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "git clone {}", path.display());
+            }
+            dir
+        })
+        .path()
+}
+
+fn source_arg() -> String {
+    action_source().to_string_lossy().into_owned()
+}
+
+fn run(repo: &Repo, extra: &[&str]) -> crate::Run {
+    let source = source_arg();
+    let mut args = vec!["run", "--format", "json", "--action-source", source.as_str()];
+    args.extend_from_slice(extra);
+    repo.tandem(&args)
+}
+
+/// The lines of a job's log in a finished run.
+fn log(repo: &Repo) -> String {
+    let runs = repo.data.path().join("runs");
+    let mut text = String::new();
+    for run in std::fs::read_dir(runs).unwrap() {
+        let logs = run.unwrap().path().join("logs");
+        for file in std::fs::read_dir(&logs).into_iter().flatten() {
+            text.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
+fn commit_of(owner: &str, repo: &str, git_ref: &str) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(action_source().join(owner).join(format!("{repo}.git")))
+        .args(["rev-parse", &format!("{git_ref}^{{commit}}")])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn github_script_returns_its_result_and_a_pinned_commit_is_checked() {
+    let pinned = commit_of("actions", "github-script", "v7.1.0");
+    let workflow = format!(
+        r#"on: push
+jobs:
+  script:
+    runs-on: ubuntu-latest
+    steps:
+      - id: s
+        uses: actions/github-script@v7
+        with:
+          result-encoding: string
+          script: |
+            core.info(`event ${{context.eventName}} on ${{context.ref}}`)
+            return 6 * 7
+      - id: json
+        uses: actions/github-script@{pinned}
+        with:
+          script: |
+            return {{ answer: Number(process.env.ANSWER) + 1 }}
+        env:
+          ANSWER: ${{{{ steps.s.outputs.result }}}}
+      - run: |
+          test "${{{{ steps.s.outputs.result }}}}" = 42
+          echo 'json=${{{{ steps.json.outputs.result }}}}'
+"#
+    );
+    let repo = Repo::new(&[("ci.yml", &workflow)]);
+    let out = run(&repo, &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(jobs(&out.json()), [("script".to_string(), "success".to_string())]);
+    let log = log(&repo);
+    assert!(log.contains("event push on refs/heads/main"), "{log}");
+    assert!(log.contains(r#"json={"answer":43}"#), "{log}");
+
+    // A commit that is not in the source is refused, saying which sources were tried.
+    let wrong = "0123456789abcdef0123456789abcdef01234567";
+    repo.write(".github/workflows/ci.yml", &workflow.replace(&pinned, wrong));
+    repo.commit("pin a commit that does not exist");
+    let out = run(&repo, &[]);
+    assert_ne!(out.code, 0);
+    let text = out.all();
+    assert!(text.contains(&format!("cannot fetch the action actions/github-script@{wrong}")), "{text}");
+    assert!(text.contains(&source_arg()), "the source tried is named: {text}");
+}
+
+#[test]
+fn a_docker_action_builds_its_image_once_and_sets_its_output() {
+    crate::containers::images();
+    // The action's Dockerfile says `FROM alpine:3.10`, which no registry here can give.
+    let tag = Command::new("docker").args(["tag", "tandem-test/busybox:1", "alpine:3.10"]).status().unwrap();
+    assert!(tag.success());
+    let repo = Repo::new(&[(
+        "ci.yml",
+        r#"on: push
+jobs:
+  hello:
+    runs-on: ubuntu-latest
+    steps:
+      - id: hello
+        uses: actions/hello-world-docker-action@v2
+        with:
+          who-to-greet: Tandem
+      - run: test -n "${{ steps.hello.outputs.time }}" && echo "greeted at ${{ steps.hello.outputs.time }}"
+"#,
+    )]);
+    let out = run(&repo, &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let log = log(&repo);
+    assert!(log.contains("Hello Tandem"), "{log}");
+    assert!(log.contains("greeted at "), "{log}");
+    // The second run finds the image built from the same files.
+    let out = run(&repo, &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+/// Serves `dir` over HTTP on loopback (GET only), for as long as the test runs.
+fn serve_files(dir: PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let mut stream = stream;
+            match std::fs::read(dir.join(&path)) {
+                Ok(body) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(&body);
+                }
+                Err(_) => {
+                    let _ = write!(stream, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn the_rust_toolchain_composite_action_sets_up_the_toolchain_already_installed() {
+    // rustup runs for real, in a home of its own whose one toolchain is the one installed here,
+    // and asks a distribution server on loopback that serves that toolchain's own manifest: so
+    // "install" finds it up to date, and nothing on this machine changes.
+    let text = |program: &str, args: &[&str]| {
+        let output = Command::new(program).args(args).output().unwrap();
+        assert!(output.status.success(), "{program} {args:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let sysroot = PathBuf::from(text("rustc", &["--print", "sysroot"]));
+    let verbose = text("rustc", &["-vV"]);
+    let field = |name: &str| verbose.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+    let (version, host) = (field("release:"), field("host:"));
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("toolchains")).unwrap();
+    std::os::unix::fs::symlink(&sysroot, home.path().join(format!("toolchains/{version}-{host}"))).unwrap();
+    std::fs::write(home.path().join("settings.toml"), "version = \"12\"\nprofile = \"minimal\"\n").unwrap();
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dist.path().join("dist")).unwrap();
+    let manifest = std::fs::read(sysroot.join("lib/rustlib/multirust-channel-manifest.toml")).unwrap();
+    let name = format!("channel-rust-{version}.toml");
+    std::fs::write(dist.path().join("dist").join(&name), &manifest).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&manifest))
+    };
+    std::fs::write(dist.path().join("dist").join(format!("{name}.sha256")), format!("{digest}  {name}\n")).unwrap();
+    let port = serve_files(dist.path().to_path_buf());
+    let workflow = format!(
+        r#"on: push
+jobs:
+  rust:
+    runs-on: ubuntu-latest
+    env:
+      RUSTUP_HOME: {home}
+      RUSTUP_DIST_SERVER: http://127.0.0.1:{port}
+    steps:
+      - id: toolchain
+        uses: dtolnay/rust-toolchain@master
+        with:
+          toolchain: {version}
+          components: ""
+      - run: |
+          echo "name=${{{{ steps.toolchain.outputs.name }}}} cachekey=${{{{ steps.toolchain.outputs.cachekey }}}}"
+          echo "incremental=$CARGO_INCREMENTAL colour=$CARGO_TERM_COLOR"
+          rustc --version
+"#,
+        home = home.path().display()
+    );
+    let repo = Repo::new(&[("ci.yml", &workflow)]);
+    let out = run(&repo, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.all(), log(&repo));
+    let log = log(&repo);
+    // Outputs computed from inner steps' outputs; `$GITHUB_ENV` from inside the action.
+    let commit_date = field("commit-date:").replace('-', "");
+    let cachekey: String = format!("{commit_date}{}", field("commit-hash:")).chars().take(12).collect();
+    assert!(log.contains(&format!("name={version} cachekey={cachekey}")), "{log}");
+    assert!(log.contains("incremental=0 colour=always"), "{log}");
+    assert!(log.contains(&format!("{version}-{host} unchanged")), "rustup found the toolchain: {log}");
+    assert!(log.contains(&format!("rustc {version}")), "{log}");
+    // `rustup default` ran in the action's home, not in this machine's.
+    let settings = std::fs::read_to_string(home.path().join("settings.toml")).unwrap();
+    assert!(settings.contains(&format!("default_toolchain = \"{version}-{host}\"")), "{settings}");
+}
+
+#[test]
+fn local_actions_run_pre_main_and_post_in_order_and_keep_their_state() {
+    let repo = Repo::new(&[(
+        "ci.yml",
+        r#"on: push
+jobs:
+  local:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: js
+        uses: ./.github/actions/js
+        with:
+          who: first
+      - id: wrapped
+        uses: ./.github/actions/wrapper
+        with:
+          greeting: hi
+      - run: |
+          echo "js said ${{ steps.js.outputs.said }}"
+          echo "wrapper gave ${{ steps.wrapped.outputs.shout }}"
+          exit 3
+      - run: echo never
+"#,
+    )]);
+    // A JavaScript action with pre, main and post that pass state along, and a post that runs
+    // only when the job failed.
+    repo.write(
+        ".github/actions/js/action.yml",
+        r#"name: js
+inputs:
+  who:
+    required: true
+  unused:
+    default: ${{ github.event_name }}
+runs:
+  using: node20
+  main: main.js
+  post: post.js
+  post-if: failure()
+"#,
+    );
+    repo.write(
+        ".github/actions/js/main.js",
+        r#"const fs = require("fs");
+console.log(`main: who=${process.env.INPUT_WHO} unused=${process.env.INPUT_UNUSED} path=${process.env.GITHUB_ACTION_PATH.endsWith(".github/actions/js")}`);
+fs.appendFileSync(process.env.GITHUB_STATE, "seen=yes\n");
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `said=hello ${process.env.INPUT_WHO}\n`);
+"#,
+    );
+    repo.write(".github/actions/js/post.js", "console.log(`post: state seen=${process.env.STATE_seen}`);\n");
+    // A composite action that calls the JavaScript action and a shell step, and maps an output.
+    repo.write(
+        ".github/actions/wrapper/action.yml",
+        r#"name: wrapper
+inputs:
+  greeting:
+    default: hello
+outputs:
+  shout:
+    value: ${{ steps.upper.outputs.text }}
+runs:
+  using: composite
+  steps:
+    - uses: ./.github/actions/js
+      with:
+        who: nested
+    - id: upper
+      shell: bash
+      run: echo "text=$(echo '${{ inputs.greeting }}' | tr a-z A-Z)!" >> "$GITHUB_OUTPUT"
+    - if: inputs.greeting == 'never'
+      shell: bash
+      run: echo "skipped step ran"
+"#,
+    );
+    repo.commit("local actions");
+    let out = run(&repo, &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let log = log(&repo);
+    assert!(log.contains("main: who=first unused=push path=true"), "{log}");
+    assert!(log.contains("main: who=nested"), "{log}");
+    assert!(log.contains("js said hello first"), "{log}");
+    assert!(log.contains("wrapper gave HI!"), "{log}");
+    assert!(!log.contains("skipped step ran"), "{log}");
+    assert!(!log.contains("never\n"), "{log}");
+    // Posts run after the failure, last registered first, each with the state its main saved.
+    let posts: Vec<usize> = log.match_indices("post: state seen=yes").map(|(i, _)| i).collect();
+    assert_eq!(posts.len(), 2, "{log}");
+    let failure = log.find("exited with code 3").expect("the failing step's exit");
+    assert!(posts[0] > failure, "posts run after the failing step: {log}");
+}
+
+#[test]
+fn pulled_actions_run_without_a_source_and_are_listed() {
+    let repo = Repo::new(&[(
+        "ci.yml",
+        r#"on: push
+jobs:
+  script:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/github-script@v7
+        with:
+          script: core.info("offline and fine")
+"#,
+    )]);
+    let source = source_arg();
+    let pulled = repo.tandem(&["actions", "pull", "--action-source", &source]);
+    assert_eq!(pulled.code, 0, "{}", pulled.all());
+    assert!(pulled.stdout.contains("✓ actions/github-script@v7"), "{}", pulled.all());
+    let listed = repo.tandem(&["actions", "list", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["repository"], "actions/github-script");
+    assert_eq!(listed[0]["commit"], commit_of("actions", "github-script", "v7"));
+    assert_eq!(listed[0]["refs"][0], "v7");
+    // No source answers now: the ref's last resolution is used, with a warning.
+    let out = repo.tandem(&["run", "--action-source", "/nonexistent/mirrors"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let log = log(&repo);
+    assert!(log.contains("offline and fine"), "{log}");
+    assert!(log.contains("no action source answered for actions/github-script@v7"), "{log}");
+    // A ref never resolved cannot run offline; the error names what was tried.
+    repo.write(
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/cache@v4.2.3\n        with: { path: x, key: y }\n",
+    );
+    repo.commit("another action");
+    let out = repo.tandem(&["run", "--no-builtin-actions", "--action-source", "/nonexistent/mirrors"]);
+    assert_ne!(out.code, 0);
+    assert!(out.all().contains("/nonexistent/mirrors: no repository actions/cache there"), "{}", out.all());
+}
