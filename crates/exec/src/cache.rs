@@ -111,8 +111,11 @@ impl CacheStore {
     ) -> io::Result<Option<Restored>> {
         let lock = self.lock()?;
         lock.lock_shared()?;
-        let entries: Vec<(PathBuf, Entry)> =
-            self.entries().into_iter().filter(|(_, e)| e.scope == scope && e.version == version).collect();
+        let entries: Vec<(PathBuf, Entry)> = self
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| e.scope == scope && e.version == version && !is_archive(e))
+            .collect();
         let infos: Vec<ci::cache::EntryInfo> =
             entries.iter().map(|(_, e)| ci::cache::EntryInfo { key: e.key.clone(), created: e.created }).collect();
         let Some(selection) = ci::cache::select(&infos, key, restore_keys) else { return Ok(None) };
@@ -217,7 +220,21 @@ impl CacheStore {
         if entry_path.exists() {
             return Ok(Saved::Exists);
         }
+        self.write_entry(&entry_path, scope, version, key, size, files)
+    }
+
+    /// Writes a new entry, then evicts what the limit requires. The caller holds the exclusive lock.
+    fn write_entry(
+        &self,
+        entry_path: &Path,
+        scope: &str,
+        version: &str,
+        key: &str,
+        size: u64,
+        files: Vec<FileRecord>,
+    ) -> io::Result<Saved> {
         let now = now_micros();
+        let n_files = files.len();
         let entry = Entry {
             scope: scope.to_string(),
             version: version.to_string(),
@@ -227,8 +244,7 @@ impl CacheStore {
             size,
             files,
         };
-        let n_files = entry.files.len();
-        write_atomically(&self.root.join("tmp"), &entry_path, &serde_json::to_vec(&entry)?)?;
+        write_atomically(&self.root.join("tmp"), entry_path, &serde_json::to_vec(&entry)?)?;
         let n_evicted = self.evict()?;
         Ok(Saved::Stored { n_files, size, n_evicted })
     }
@@ -268,6 +284,68 @@ impl CacheStore {
         Ok(evicted.len())
     }
 
+    /// The archive the cache service holds for `keys` (the primary key, then restore keys as
+    /// prefixes) and `version`, searching `scopes` in order as GitHub searches the branch's
+    /// scope before the default branch's: (key, scope, the archive's file).
+    pub fn find_archive(
+        &self,
+        scopes: &[String],
+        version: &str,
+        keys: &[String],
+    ) -> io::Result<Option<(String, String, PathBuf)>> {
+        let Some((key, restore_keys)) = keys.split_first() else { return Ok(None) };
+        let lock = self.lock()?;
+        lock.lock_shared()?;
+        let all = self.entries();
+        for scope in scopes {
+            let entries: Vec<&(PathBuf, Entry)> =
+                all.iter().filter(|(_, e)| &e.scope == scope && e.version == version && is_archive(e)).collect();
+            let infos: Vec<ci::cache::EntryInfo> =
+                entries.iter().map(|(_, e)| ci::cache::EntryInfo { key: e.key.clone(), created: e.created }).collect();
+            let Some(selection) = ci::cache::select(&infos, key, restore_keys) else { continue };
+            let Some((path, entry)) = entries.into_iter().find(|(_, e)| e.key == selection.key) else { continue };
+            let FileKind::File { blob, .. } = &entry.files[0].kind else { continue };
+            let mut used = entry.clone();
+            used.last_used = now_micros();
+            write_atomically(&self.root.join("tmp"), path, &serde_json::to_vec(&used)?)?;
+            return Ok(Some((entry.key.clone(), entry.scope.clone(), self.blob_path(blob))));
+        }
+        Ok(None)
+    }
+
+    /// Whether an archive entry exists for exactly this scope, version and key.
+    pub fn has_archive(&self, scope: &str, version: &str, key: &str) -> bool {
+        self.entry_path(scope, version, key).exists()
+    }
+
+    /// Keeps an uploaded archive (moved from `file`) under `scope`, `version` and `key`; entries
+    /// never change once written.
+    pub fn store_archive(&self, scope: &str, version: &str, key: &str, file: &Path) -> io::Result<Saved> {
+        let entry_path = self.entry_path(scope, version, key);
+        let size = fs::metadata(file)?.len();
+        let mut hasher = Sha256::new();
+        io::copy(&mut File::open(file)?, &mut hasher)?;
+        let blob = hex::encode(hasher.finalize());
+        let blob_path = self.blob_path(&blob);
+        if let Some(parent) = blob_path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let lock = self.lock()?;
+        lock.lock()?;
+        if entry_path.exists() {
+            return Ok(Saved::Exists);
+        }
+        fs::rename(file, &blob_path)?;
+        let files = vec![FileRecord { path: ARCHIVE.to_string(), kind: FileKind::File { blob, size, mode: 0o644 } }];
+        self.write_entry(&entry_path, scope, version, key, size, files)
+    }
+
+    /// Where uploads in progress are written, on the store's file system (so that keeping one is
+    /// a rename).
+    pub fn upload_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     /// Total bytes of stored blobs.
     pub fn disk_usage(&self) -> u64 {
         let mut total = 0;
@@ -276,6 +354,13 @@ impl CacheStore {
         });
         total
     }
+}
+
+/// The one file of an entry the cache service stored: the client's archive, opaque to Tandem.
+const ARCHIVE: &str = "\0archive";
+
+fn is_archive(entry: &Entry) -> bool {
+    entry.files.len() == 1 && entry.files[0].path == ARCHIVE
 }
 
 fn write_atomically(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {

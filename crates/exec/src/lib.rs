@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod artifacts;
 pub mod cache;
+pub mod cache_service;
 mod cancel;
 pub mod commands;
 pub mod docker;

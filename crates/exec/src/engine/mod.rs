@@ -242,6 +242,8 @@ struct Shared {
     cache: Option<CacheStore>,
     github: Value,
     action_sources: crate::actions::ActionSources,
+    /// The Actions cache service, when the run has actions that may call it.
+    cache_service: Option<crate::cache_service::CacheService>,
     /// Remote actions fetched in this run, by `owner/repo@ref`: each is resolved once per run.
     fetched: std::sync::Mutex<HashMap<String, crate::actions::Fetched>>,
     /// The `node` for JavaScript actions and its major version, found on first use.

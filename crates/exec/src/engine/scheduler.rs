@@ -45,7 +45,34 @@ pub async fn run(
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
     let action_sources = crate::actions::ActionSources::new(&config.data_dir, config.actions.sources.clone());
+    // Actions that run as themselves may call the cache service: it runs while the run does.
+    let real_actions = workflow.jobs.iter().flat_map(|j| &j.steps).any(|s| {
+        matches!(&s.action, spec::workflow::StepAction::Uses { builtin, target, .. }
+            if !matches!(target, spec::workflow::ActionRef::Docker { .. }) && (builtin.is_none() || !config.actions.builtin))
+    });
+    let cache_service = match (&cache, real_actions) {
+        (Some(store), true) => {
+            let own = format!("{}@{}", request.repo.repository, request.repo.git_ref);
+            let mut scopes = vec![own];
+            let base = github.get("base_ref").map(Value::to_text).unwrap_or_default();
+            for branch in [base.as_str(), "main", "master"] {
+                let scope = format!("{}@refs/heads/{branch}", request.repo.repository);
+                if !branch.is_empty() && !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+            match crate::cache_service::start(store.clone(), request.token.clone(), scopes).await {
+                Ok(service) => Some(service),
+                Err(error) => {
+                    tracing::warn!("the cache service did not start; actions that cache will miss: {error}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
+        cache_service,
         action_sources,
         fetched: std::sync::Mutex::default(),
         node: tokio::sync::OnceCell::new(),

@@ -211,6 +211,13 @@ pub(super) async fn run_script(
     for (key, value) in fixed {
         env.insert(key.to_string(), value);
     }
+    if step_debug(request) {
+        env.insert("RUNNER_DEBUG".into(), "1".into());
+    }
+    if let Some(service) = &shared.cache_service {
+        env.insert("ACTIONS_CACHE_URL".into(), service.url.clone());
+        env.insert("ACTIONS_RUNTIME_TOKEN".into(), request.token.clone());
+    }
     env.extend(step_env);
     if !state.path_prepend.is_empty() {
         let base = env
@@ -250,6 +257,8 @@ pub(super) async fn run_script(
                     emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks).await
                 }
                 Some(WorkflowCommand::EndGroup) => {}
+                // Debug messages show only when step debugging is on, as on GitHub.
+                Some(WorkflowCommand::Annotation { level, .. }) if level == "debug" && !step_debug(request) => {}
                 Some(WorkflowCommand::Annotation { level, message }) => {
                     emit_line(shared, leg, index, stream, &format!("{level}: {message}"), &state.masks).await
                 }
@@ -351,6 +360,14 @@ pub(super) async fn run_script(
         Exit::NotStarted => Status::Failure,
     };
     Ok((status, step_outputs))
+}
+
+/// Whether `ACTIONS_STEP_DEBUG` is `true` as a secret or a variable (GitHub's switch for
+/// `::debug::` lines and `RUNNER_DEBUG`).
+pub(super) fn step_debug(request: &RunRequest) -> bool {
+    [request.secrets.get("ACTIONS_STEP_DEBUG"), request.vars.get("ACTIONS_STEP_DEBUG")]
+        .iter()
+        .any(|v| v.is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
 /// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that

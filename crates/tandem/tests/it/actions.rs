@@ -380,3 +380,53 @@ jobs:
     assert_ne!(out.code, 0);
     assert!(out.all().contains("/nonexistent/mirrors: no repository actions/cache there"), "{}", out.all());
 }
+
+#[test]
+fn the_real_cache_action_saves_in_one_run_and_restores_in_the_next_through_the_cache_service() {
+    let workflow = |version: &str| {
+        format!(
+            r#"on: push
+jobs:
+  cache:
+    runs-on: ubuntu-latest
+    steps:
+      - id: cache
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-{version}
+          restore-keys: deps-
+      - run: |
+          echo "hit=${{{{ steps.cache.outputs.cache-hit }}}}"
+          if [ -f deps/made ]; then echo "found $(cat deps/made)"; else mkdir -p deps && echo "{version}" > deps/made; fi
+"#
+        )
+    };
+    let repo = Repo::new(&[("ci.yml", &workflow("1"))]);
+    let cache = |repo: &Repo| {
+        let out = run(repo, &["--no-builtin-actions"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let text = log(repo);
+        std::fs::remove_dir_all(repo.data.path().join("runs")).unwrap();
+        text
+    };
+    // First run on main: a miss; the action's post step uploads the archive.
+    let first = cache(&repo);
+    assert!(first.contains("Cache not found for input keys: deps-1, deps-"), "{first}");
+    assert!(first.contains("Cache saved with key: deps-1"), "{first}");
+    // Second run: the exact key hits and the files come back.
+    let second = cache(&repo);
+    assert!(second.contains("hit=true") && second.contains("found 1"), "{second}");
+    // A branch reads main's entries; what it saves stays its own.
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write(".github/workflows/ci.yml", &workflow("2"));
+    repo.commit("key 2");
+    let branch = cache(&repo);
+    assert!(branch.contains("Cache restored from key: deps-1"), "{branch}");
+    assert!(branch.contains("Cache saved with key: deps-2"), "{branch}");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(".github/workflows/ci.yml", &workflow("2"));
+    repo.commit("key 2 on main");
+    let main = cache(&repo);
+    assert!(main.contains("Cache restored from key: deps-1"), "main does not see the branch's deps-2: {main}");
+}
