@@ -152,6 +152,7 @@ async fn execute_inner(
         run_dir: run_dir.clone(),
         platforms: BTreeMap::new(),
         token: exec::engine::run_token(),
+        call_depth: 0,
     };
     let config = EngineConfig {
         data_dir: app.config.data_dir.clone(),

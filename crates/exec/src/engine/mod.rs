@@ -21,6 +21,7 @@ use leg::WorkspacePool;
 
 mod action;
 mod builtin;
+mod call;
 mod contexts;
 mod leg;
 mod scheduler;
@@ -138,6 +139,8 @@ pub struct RunRequest {
     /// `github.token` and `secrets.GITHUB_TOKEN`: the run's own token, masked in its logs (see
     /// [`run_token`]).
     pub token: String,
+    /// 0 for a run of its own; one more for each reusable workflow it was called through.
+    pub call_depth: usize,
 }
 
 /// A fresh random token for a run (`tdm_run_` and 48 hex digits).
@@ -244,6 +247,8 @@ struct Shared {
     action_sources: crate::actions::ActionSources,
     /// The Actions cache service, when the run has actions that may call it.
     cache_service: Option<crate::cache_service::CacheService>,
+    /// Reusable workflows called so far, naming their scratch directories.
+    n_calls: std::sync::atomic::AtomicUsize,
     /// Remote actions fetched in this run, by `owner/repo@ref`: each is resolved once per run.
     fetched: std::sync::Mutex<HashMap<String, crate::actions::Fetched>>,
     /// The `node` for JavaScript actions and its major version, found on first use.

@@ -73,6 +73,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         cache_service,
+        n_calls: std::sync::atomic::AtomicUsize::new(0),
         action_sources,
         fetched: std::sync::Mutex::default(),
         node: tokio::sync::OnceCell::new(),
@@ -278,15 +279,21 @@ pub(super) async fn run_job(
                 Some(text) => contexts.evaluate(text).map(|v| v.is_truthy()).unwrap_or(false),
                 None => false,
             };
+            if job.call.is_some() {
+                let (report, inner) =
+                    super::call::run_call(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
+                return (index, report, tolerated, inner);
+            }
             let report = run_leg(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
-            (index, report, tolerated)
+            (index, report, tolerated, Vec::new())
         });
     }
     let mut reports: Vec<(usize, JobReport)> = Vec::new();
+    let mut called: Vec<(usize, Vec<JobReport>)> = Vec::new();
     let mut outputs = BTreeMap::new();
     let mut failed = false;
     while let Some(joined) = set.join_next().await {
-        let (index, report, tolerated) = match joined {
+        let (index, report, tolerated, inner) = match joined {
             Ok(done) => done,
             Err(error) => {
                 // A leg's task panicked: its job fails with the reason instead of hanging or vanishing.
@@ -304,12 +311,17 @@ pub(super) async fn run_job(
         }
         outputs.extend(report.outputs.clone());
         reports.push((index, report));
+        called.push((index, inner));
     }
     reports.sort_by_key(|(i, _)| *i);
+    called.sort_by_key(|(i, _)| *i);
     let reports: Vec<JobReport> = reports.into_iter().map(|(_, r)| r).collect();
+    let status_reports = reports.clone();
+    // The called workflows' jobs follow their callers in the run's report.
+    let reports: Vec<JobReport> = reports.into_iter().chain(called.into_iter().flat_map(|(_, inner)| inner)).collect();
     let status = if failed {
         Status::Failure
-    } else if reports.iter().any(|r| r.status == Status::Cancelled) {
+    } else if status_reports.iter().any(|r| r.status == Status::Cancelled) {
         Status::Cancelled
     } else {
         Status::Success

@@ -135,6 +135,7 @@ fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) 
         run_dir: dir.path().join("run"),
         platforms: BTreeMap::new(),
         token: exec::engine::run_token(),
+        call_depth: 0,
     };
     let config = EngineConfig {
         data_dir: dir.path().join("data"),

@@ -457,10 +457,24 @@ pub fn parse_condition(text: &str) -> Result<Expr, ExprError> {
         Some(inner) if find_close(inner).is_none() => (inner, text.find("${{").unwrap_or(0) + 3),
         _ => {
             if trimmed.contains("${{") {
-                // A condition mixing text and expressions is a string, and so always truthy.
-                Template::parse(text)?;
-                return Err(ExprError::new(0, text.len(), "condition mixes text and `${{ }}`, so it is always true")
-                    .hint("write the whole condition as one expression, without `${{ }}`"));
+                // Text with `${{ }}` inside is a string, as on GitHub: `success() && 'the text'`,
+                // truthy unless it renders empty. The checker warns about it.
+                let template = Template::parse(text)?;
+                let mut pattern = String::new();
+                let mut args = Vec::new();
+                for segment in template.segments {
+                    match segment {
+                        Segment::Text(t) => pattern.push_str(&t.replace('{', "{{").replace('}', "}}")),
+                        Segment::Expr(expr, _) => {
+                            pattern.push_str(&format!("{{{}}}", args.len()));
+                            args.push(expr);
+                        }
+                    }
+                }
+                args.insert(0, Expr::Literal(Value::String(pattern)));
+                let text = Expr::Call { name: "format".to_string(), args, offset: 0 };
+                let success = Expr::Call { name: "success".to_string(), args: Vec::new(), offset: 0 };
+                return Ok(Expr::Binary(BinaryOp::And, Box::new(success), Box::new(text)));
             }
             (text, 0)
         }

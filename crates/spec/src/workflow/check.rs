@@ -122,6 +122,19 @@ impl Checker {
                 return None;
             }
         };
+        let trimmed = raw.trim();
+        let whole = trimmed.starts_with("${{") && trimmed.ends_with("}}") && trimmed.matches("${{").count() == 1;
+        if trimmed.contains("${{") && !whole {
+            let diagnostic = Diagnostic::warning(
+                "condition-is-text",
+                node.span,
+                format!(
+                    "{what} is text with `${{{{ }}}}` inside: a non-empty string, so it is always true (as on GitHub)"
+                ),
+            )
+            .hint("write the whole condition as one expression, without `${{ }}`");
+            self.diagnostics.push(diagnostic);
+        }
         match expr::parse_condition(&raw) {
             Ok(expr) => Some(Condition { raw, expr, span: node.span }),
             Err(error) => {
@@ -179,6 +192,9 @@ impl Checker {
     }
 
     pub(super) fn event(&mut self, name: &str, span: Span, config: Option<&Node>) -> Option<Trigger> {
+        if name == "workflow_call" {
+            return Some(self.workflow_call(span, config));
+        }
         if !SUPPORTED_EVENTS.contains(&name) {
             if GITHUB_EVENTS.contains(&name) {
                 let diagnostic = Diagnostic::warning(
@@ -253,6 +269,48 @@ impl Checker {
             }
         }
         Some(trigger)
+    }
+
+    /// `on.workflow_call`: the inputs, outputs and secrets a reusable workflow declares.
+    fn workflow_call(&mut self, span: Span, config: Option<&Node>) -> Trigger {
+        let mut trigger = Trigger { event: "workflow_call".to_string(), span, ..Trigger::default() };
+        let Some(config) = config.filter(|c| !c.is_null()) else { return trigger };
+        for (key, value, _) in self.map(config, "`on.workflow_call`", &["inputs", "outputs", "secrets"]) {
+            if value.is_null() {
+                continue;
+            }
+            match key {
+                "inputs" => trigger.inputs = self.inputs(value),
+                "outputs" => {
+                    for (name, output, output_span) in self.map(value, "`on.workflow_call.outputs`", &[]) {
+                        let entries = self.map(output, &format!("output `{name}`"), &["description", "value"]);
+                        match entries.iter().find(|(k, ..)| *k == "value") {
+                            Some((_, v, _)) => {
+                                if let Some(text) = self.text(v, &format!("`value` of output `{name}`")) {
+                                    trigger.outputs.push((name.to_string(), text));
+                                }
+                            }
+                            None => {
+                                self.error("missing-key", output_span, format!("output `{name}` has no `value`"))
+                                    .hint = Some("e.g. `value: ${{ jobs.build.outputs.version }}`".to_string());
+                            }
+                        }
+                    }
+                }
+                "secrets" => {
+                    for (name, secret, _) in self.map(value, "`on.workflow_call.secrets`", &[]) {
+                        let required = !secret.is_null()
+                            && self
+                                .map(secret, &format!("secret `{name}`"), &["description", "required"])
+                                .iter()
+                                .any(|(k, v, _)| *k == "required" && v.to_value().is_truthy());
+                        trigger.secrets.push((name.to_string(), required));
+                    }
+                }
+                _ => {}
+            }
+        }
+        trigger
     }
 
     pub(super) fn inputs(&mut self, node: &Node) -> Vec<Input> {

@@ -44,19 +44,12 @@ impl Checker {
             services: Vec::new(),
             steps: Vec::new(),
             concurrency: None,
+            call: None,
         };
         let what = format!("job `{id}`");
         let entries = self.map(node, &what, JOB_KEYS);
         if let Some((_, uses, _)) = entries.iter().find(|(k, ..)| *k == "uses") {
-            let name = uses.as_scalar().unwrap_or_default();
-            let diagnostic = Diagnostic::error(
-                "unsupported-reusable-workflow",
-                uses.span,
-                format!("job `{id}` calls the reusable workflow `{name}`, which is not available here"),
-            )
-            .hint("copy the called workflow's jobs into this file");
-            self.diagnostics.push(diagnostic);
-            return None;
+            job.call = self.call(id, uses, &entries);
         }
         for (key, value, key_span) in &entries {
             let field = format!("`jobs.{id}.{key}`");
@@ -127,7 +120,7 @@ impl Checker {
                 }
                 "steps" => job.steps = self.steps(value, &field),
                 "concurrency" => job.concurrency = self.concurrency(value, &field),
-                "with" | "secrets" => {
+                "with" | "secrets" if job.call.is_none() => {
                     self.error(
                         "unknown-key",
                         *key_span,
@@ -136,6 +129,21 @@ impl Checker {
                 }
                 _ => {}
             }
+        }
+        if job.call.is_some() {
+            const CALL_KEYS: &[&str] =
+                &["name", "needs", "if", "uses", "with", "secrets", "strategy", "permissions", "concurrency"];
+            for (key, _, key_span) in &entries {
+                if !CALL_KEYS.contains(key) {
+                    self.error(
+                        "unknown-key",
+                        *key_span,
+                        format!("`{key}` does not apply to a job that calls a reusable workflow"),
+                    )
+                    .hint = Some("the called workflow's jobs say where and how they run".to_string());
+                }
+            }
+            return Some(job);
         }
         if !entries.iter().any(|(k, ..)| *k == "runs-on") {
             self.error("missing-key", span, format!("job `{id}` has no `runs-on`")).hint = Some(
@@ -146,6 +154,59 @@ impl Checker {
             self.error("missing-key", span, format!("job `{id}` has no `steps`"));
         }
         Some(job)
+    }
+
+    /// `jobs.<id>.uses` with its `with` and `secrets`.
+    fn call(&mut self, id: &str, uses: &Node, entries: &[(&str, &Node, Span)]) -> Option<WorkflowCall> {
+        let reference = self.plain_string(uses, "`uses`")?;
+        let target = match ActionRef::parse(&reference) {
+            Ok(target @ (ActionRef::Local { .. } | ActionRef::Remote { .. })) => target,
+            Ok(ActionRef::Docker { .. }) | Err(_) => {
+                let diagnostic = Diagnostic::error(
+                    "invalid-workflow-ref",
+                    uses.span,
+                    format!("job `{id}`: `{reference}` is not a workflow"),
+                )
+                .expected("`./.github/workflows/FILE.yml` or `owner/repo/.github/workflows/FILE.yml@ref`".to_string());
+                self.diagnostics.push(diagnostic);
+                return None;
+            }
+        };
+        let path = match &target {
+            ActionRef::Local { path } | ActionRef::Remote { path, .. } => path.clone(),
+            ActionRef::Docker { .. } => String::new(),
+        };
+        if !path.starts_with(".github/workflows/") || !is_workflow_file(&path) {
+            let diagnostic = Diagnostic::error(
+                "invalid-workflow-ref",
+                uses.span,
+                format!("job `{id}`: `{reference}` does not name a file in .github/workflows"),
+            )
+            .hint("a reusable workflow is a `.yml` file in `.github/workflows`".to_string());
+            self.diagnostics.push(diagnostic);
+            return None;
+        }
+        let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
+        let mut with = Vec::new();
+        if let Some(node) = field("with") {
+            for (key, value, _) in self.map(node, "`with`", &[]) {
+                let text =
+                    if value.is_null() { Some(Text::literal("")) } else { self.text(value, &format!("`with.{key}`")) };
+                if let Some(text) = text {
+                    with.push((key.to_string(), text));
+                }
+            }
+        }
+        let secrets = match field("secrets") {
+            Some(node) if node.as_scalar() == Some("inherit") => None,
+            Some(node) if node.as_map().is_some() => Some(self.env(node, "`secrets`")),
+            Some(node) => {
+                self.type_error(node, "`secrets`", "`inherit` or a map of secrets");
+                Some(Vec::new())
+            }
+            None => Some(Vec::new()),
+        };
+        Some(WorkflowCall { uses: reference, target, with, secrets, span: uses.span })
     }
 
     pub(super) fn strategy(&mut self, node: &Node, what: &str) -> Option<Strategy> {

@@ -103,8 +103,13 @@ pub struct Trigger {
     pub types: Vec<String>,
     /// Cron lines, for `schedule`.
     pub crons: Vec<String>,
-    /// Typed inputs, for `workflow_dispatch`.
+    /// Typed inputs, for `workflow_dispatch` and `workflow_call`.
     pub inputs: Vec<Input>,
+    /// For `workflow_call`: the outputs the workflow gives its caller (`value` expressions over
+    /// the `jobs` context).
+    pub outputs: Vec<(String, Text)>,
+    /// For `workflow_call`: the secrets it takes, and whether each is required.
+    pub secrets: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +162,22 @@ pub struct Job {
     pub services: Vec<(String, Container)>,
     pub steps: Vec<Step>,
     pub concurrency: Option<Concurrency>,
+    /// `uses:` a reusable workflow instead of `steps`.
+    pub call: Option<WorkflowCall>,
+}
+
+/// A job that runs a reusable workflow (`jobs.<id>.uses`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowCall {
+    /// As written, for messages.
+    pub uses: String,
+    /// The workflow file: [`ActionRef::Local`] (a path in the repository) or
+    /// [`ActionRef::Remote`] (`owner/repo/.github/workflows/x.yml@ref`).
+    pub target: ActionRef,
+    pub with: Vec<(String, Text)>,
+    /// `None` for `secrets: inherit`: every secret of the caller.
+    pub secrets: Option<Vec<(String, Text)>>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -471,6 +492,10 @@ const GITHUB_EVENTS: &[&str] = &[
     "workflow_call",
     "workflow_run",
 ];
+
+/// How deep reusable workflows may call reusable workflows: the caller and nine levels, as on
+/// GitHub.
+pub const MAX_WORKFLOW_DEPTH: usize = 10;
 
 /// Diagnostic codes that name a feature Tandem does not support, as opposed to a mistake in the
 /// file. Real-world workflows may carry these and nothing else.

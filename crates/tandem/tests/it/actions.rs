@@ -430,3 +430,123 @@ jobs:
     let main = cache(&repo);
     assert!(main.contains("Cache restored from key: deps-1"), "main does not see the branch's deps-2: {main}");
 }
+
+const CALLED: &str = r#"on:
+  workflow_call:
+    inputs:
+      target:
+        type: string
+        required: true
+      count:
+        type: number
+        default: 1
+    outputs:
+      artifact:
+        value: ${{ jobs.compile.outputs.name }}
+    secrets:
+      DEPLOY_KEY:
+        required: true
+jobs:
+  compile:
+    runs-on: ubuntu-latest
+    outputs:
+      name: ${{ steps.n.outputs.name }}
+    steps:
+      - id: n
+        run: echo "name=app-${{ inputs.target }}-${{ inputs.count }}" >> "$GITHUB_OUTPUT"
+      - run: echo "key is ${{ secrets.DEPLOY_KEY }} and ${{ secrets.OTHER == '' && 'other is not passed' || 'other leaked' }}"
+  nested:
+    uses: ./.github/workflows/leaf.yml
+    with:
+      who: ${{ inputs.target }}
+"#;
+
+const LEAF: &str = r#"on:
+  workflow_call:
+    inputs:
+      who:
+        type: string
+        required: true
+jobs:
+  leaf:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "leaf for ${{ inputs.who }}"
+"#;
+
+#[test]
+fn reusable_workflows_take_inputs_and_secrets_nest_and_give_outputs_to_the_jobs_that_need_them() {
+    let caller = r#"on: push
+jobs:
+  build:
+    uses: ./.github/workflows/build.yml
+    with:
+      target: linux
+      count: ${{ fromJSON('3') }}
+    secrets:
+      DEPLOY_KEY: ${{ secrets.KEY }}
+  after:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "artifact=${{ needs.build.outputs.artifact }} result=${{ needs.build.result }}"
+"#;
+    let repo = Repo::new(&[("ci.yml", caller), ("build.yml", CALLED), ("leaf.yml", LEAF)]);
+    let out = repo.tandem(&[
+        "run",
+        "ci",
+        "--secret",
+        "KEY=s3cr3t-value",
+        "--secret",
+        "OTHER=other-secret",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let names: Vec<String> = jobs(&out.json()).into_iter().map(|(name, status)| format!("{name}: {status}")).collect();
+    assert_eq!(
+        names,
+        [
+            "build: success",
+            "build / compile: success",
+            "build / nested: success",
+            "build / nested / leaf: success",
+            "after: success"
+        ]
+    );
+    let log = log(&repo);
+    assert!(log.contains("artifact=app-linux-3 result=success"), "{log}");
+    assert!(log.contains("leaf for linux"), "{log}");
+    assert!(log.contains("key is *** and other is not passed"), "the secret is passed and masked: {log}");
+}
+
+#[test]
+fn a_reusable_workflow_called_wrongly_fails_its_caller_with_the_reason() {
+    let call = |with: &str, secrets: &str| {
+        format!(
+            "on: push\njobs:\n  build:\n    uses: ./.github/workflows/build.yml\n    with:\n{with}    secrets:\n{secrets}  after:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n"
+        )
+    };
+    let cases = [
+        (
+            call("      target: x\n      colour: red\n", "      DEPLOY_KEY: k\n"),
+            "has no input `colour`; it declares target, count",
+        ),
+        (call("      count: 2\n", "      DEPLOY_KEY: k\n"), "needs the input `target`"),
+        (call("      target: x\n", "      NOT_IT: k\n"), "needs the secret `DEPLOY_KEY`"),
+        (call("      target: x\n      count: many\n", "      DEPLOY_KEY: k\n"), "input `count` must be a number"),
+    ];
+    for (caller, expected) in cases {
+        let repo = Repo::new(&[("ci.yml", &caller), ("build.yml", CALLED), ("leaf.yml", LEAF)]);
+        let out = repo.tandem(&["run", "ci"]);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(out.all().contains(expected), "expected {expected:?}:\n{}", out.all());
+        assert!(!log(&repo).contains("never"), "the job that needs it is skipped");
+    }
+    // A workflow that calls itself stops at the depth limit instead of running forever.
+    let looping = "on:\n  push:\n  workflow_call:\njobs:\n  again:\n    uses: ./.github/workflows/loop.yml\n";
+    let repo = Repo::new(&[("loop.yml", looping)]);
+    let out = repo.tandem(&["run", "loop"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("reusable workflows nest deeper than 10 levels"), "{}", out.all());
+}

@@ -323,3 +323,17 @@ fn what_cannot_run_fails_clearly_before_any_step() {
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("Tandem runs jobs on Linux"), "{}", run.stdout);
 }
+
+#[test]
+fn a_condition_of_text_with_an_expression_inside_runs_as_on_github_with_a_warning() {
+    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - if: true && ${{ false }}\n        run: echo ran-mixed\n      - if: ${{ false }}\n        run: echo ran-false\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let checked = repo.tandem(&["validate"]);
+    assert_eq!(checked.code, 0, "{}", checked.all());
+    assert!(checked.stdout.contains("warning[condition-is-text]"), "{}", checked.stdout);
+    assert!(checked.stdout.contains("always true (as on GitHub)"), "{}", checked.stdout);
+    let run = repo.tandem(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("| ran-mixed"), "{}", run.all());
+    assert!(!run.all().contains("| ran-false"), "{}", run.all());
+}
