@@ -1,5 +1,5 @@
 //! Fuzz target: any bytes through the whole workflow check (YAML, spec, graph, matrix) and the
-//! service-file check.
+//! service-file check, and as an action's metadata file.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -9,5 +9,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = diagnostic.render("fuzz.yml", text);
         }
         let _ = spec::service::parse(text);
+        let _ = spec::workflow::parse_action(text);
     }
 });

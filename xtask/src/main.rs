@@ -2,6 +2,7 @@
 //! against baselines run side by side on this machine).
 
 mod bench;
+mod bench_actions;
 mod bench_alerting;
 mod bench_canary;
 mod bench_containers;
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("monitoring") => bench_monitoring::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("deploy") => bench_deploy::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("alerting") => bench_alerting::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("actions") => bench_actions::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("self-check") => self_check(),
         Some("tidy") => {

@@ -80,6 +80,18 @@ impl Checker {
                             labels
                         }
                         _ => self.texts(value, &field),
+                    };
+                    for label in job.runs_on.iter().filter(|l| l.template.is_literal()) {
+                        let lower = label.raw.to_ascii_lowercase();
+                        if lower.starts_with("windows") || lower.starts_with("macos") {
+                            let diagnostic = Diagnostic::warning(
+                                "unsupported-runner",
+                                label.span,
+                                format!("job `{id}` needs a {} runner (`{}`); Tandem runs jobs on Linux, so this job will fail", if lower.starts_with("windows") { "Windows" } else { "macOS" }, label.raw),
+                            )
+                            .hint("run it on `ubuntu-latest`, or keep it for GitHub's runners");
+                            self.diagnostics.push(diagnostic);
+                        }
                     }
                 }
                 "timeout-minutes" => job.timeout_minutes = self.typed(value, &field, "a number"),

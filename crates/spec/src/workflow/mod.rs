@@ -499,7 +499,7 @@ pub const MAX_WORKFLOW_DEPTH: usize = 10;
 
 /// Diagnostic codes that name a feature Tandem does not support, as opposed to a mistake in the
 /// file. Real-world workflows may carry these and nothing else.
-pub const UNSUPPORTED_CODES: &[&str] = &["unsupported-reusable-workflow", "unsupported-event", "unsupported-shell"];
+pub const UNSUPPORTED_CODES: &[&str] = &["unsupported-event", "unsupported-shell", "unsupported-runner"];
 
 /// Parses and checks a workflow file. Returns the workflow (as much of it as could be read) and
 /// every problem found. A workflow with error diagnostics must not be run.

@@ -75,3 +75,58 @@ proptest::proptest! {
         let _ = spec::openslo::parse(&text);
     }
 }
+
+proptest::proptest! {
+    /// Action metadata files: arbitrary text in their vocabulary gives diagnostics, never a panic.
+    #[test]
+    fn action_files_never_panic(text in "(name|inputs|outputs|runs|using|node20|composite|docker|main|post|post-if|steps|run|shell|uses|image|args|value|default|required|\\$\\{\\{|\\}\\}|:|-| |\n|'|[a-z0-9./]){0,300}") {
+        let _ = spec::workflow::parse_action(&text);
+    }
+}
+
+/// The four real actions of the corpus read without an error.
+#[test]
+fn the_corpus_actions_metadata_reads_cleanly() {
+    let Some(dir) = crate::corpus_dir("actions") else { return };
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bundle = entry.unwrap().path();
+        if bundle.extension().is_none_or(|e| e != "bundle") {
+            continue;
+        }
+        // Every tag and branch tip's action.yml, straight from the bundle.
+        let refs = std::process::Command::new("git").args(["bundle", "list-heads"]).arg(&bundle).output().unwrap();
+        let clone = std::env::temp_dir().join(format!("tandem-spec-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&clone);
+        let status = std::process::Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&bundle)
+            .arg(&clone)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for line in String::from_utf8_lossy(&refs.stdout).lines().take(20) {
+            let sha = line.split_whitespace().next().unwrap();
+            let shown = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&clone)
+                .args(["show", &format!("{sha}:action.yml")])
+                .output()
+                .unwrap();
+            if !shown.status.success() {
+                continue;
+            }
+            let text = String::from_utf8(shown.stdout).unwrap();
+            let (action, diagnostics) = spec::workflow::parse_action(&text);
+            assert!(
+                action.is_some() && diagnostics.iter().all(|d| !d.is_error()),
+                "{}@{sha}: {diagnostics:?}",
+                bundle.display()
+            );
+            n += 1;
+        }
+        let _ = std::fs::remove_dir_all(&clone);
+    }
+    assert!(n >= 4, "read {n} action files");
+}
