@@ -326,7 +326,11 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - name: Compile
-        run: python3 -m py_compile service.py test_service.py
+        id: compile
+        uses: ./.github/actions/python-check
+        with:
+          files: service.py test_service.py
+      - run: echo "compiled with ${{ steps.compile.outputs.python }}"
       - name: Package
         run: mkdir -p dist && cp service.py dist/ && echo "version=$(git rev-parse --short HEAD)" >> "$GITHUB_OUTPUT"
         id: package
@@ -353,6 +357,27 @@ jobs:
       - run: echo '### sample-service ${{ needs.build.outputs.version }} passed its tests' >> "$GITHUB_STEP_SUMMARY"
 "#;
 
+/// A composite action of the demo repository: actions run as GitHub's runner runs them.
+const DEMO_ACTION: &str = r#"name: python-check
+description: Compile Python files and say which Python did it
+inputs:
+  files:
+    description: The files to compile
+    required: true
+outputs:
+  python:
+    description: The Python version
+    value: ${{ steps.version.outputs.python }}
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: python3 -m py_compile ${{ inputs.files }}
+    - id: version
+      shell: bash
+      run: echo "python=$(python3 --version)" >> "$GITHUB_OUTPUT"
+"#;
+
 /// The demo repository under the data directory: a small Python service, its tests, and a
 /// workflow that builds and tests it. Created once.
 async fn create_demo_repository(data: &Path) -> Result<(PathBuf, bool)> {
@@ -364,6 +389,8 @@ async fn create_demo_repository(data: &Path) -> Result<(PathBuf, bool)> {
     std::fs::write(dir.join("service.py"), DEMO_SERVICE)?;
     std::fs::write(dir.join("test_service.py"), DEMO_TESTS)?;
     std::fs::write(dir.join(".tandem/workflows/ci.yml"), DEMO_WORKFLOW)?;
+    std::fs::create_dir_all(dir.join(".github/actions/python-check"))?;
+    std::fs::write(dir.join(".github/actions/python-check/action.yml"), DEMO_ACTION)?;
     std::fs::write(dir.join(".tandem/service.yml"), DEMO_SERVICE_FILE)?;
     std::fs::write(dir.join("README.md"), "# sample-service\n\nA demo service that Tandem builds and tests.\n")?;
     std::fs::write(dir.join(".gitignore"), "__pycache__/\ndist/\n")?;

@@ -112,11 +112,74 @@ pub fn load_all(root: &Path) -> Result<Vec<LoadedWorkflow>> {
             root.display()
         );
     };
-    list_files(&dir)?
+    let mut loaded: Vec<LoadedWorkflow> = list_files(&dir)?
         .iter()
         .map(|path| {
             let display = path.strip_prefix(root).unwrap_or(path).display().to_string();
             load_file(path, display)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    for workflow in &mut loaded {
+        let found = check_calls(root, workflow);
+        workflow.diagnostics.extend(found);
+    }
+    Ok(loaded)
+}
+
+/// Checks each call of a local reusable workflow against the file it calls (inputs, secrets,
+/// `on: workflow_call`), and follows calls to find cycles. Remote ones are checked when they run.
+fn check_calls(root: &Path, workflow: &LoadedWorkflow) -> Vec<Diagnostic> {
+    use spec::workflow::ActionRef;
+    let mut found = Vec::new();
+    let Some(parsed) = &workflow.workflow else { return found };
+    for job in &parsed.jobs {
+        let Some(call) = &job.call else { continue };
+        let ActionRef::Local { path } = &call.target else { continue };
+        let Some((called, _)) = read_called(root, path) else {
+            found.push(
+                Diagnostic::error("missing-workflow", call.span, format!("job `{}` calls {path}, which does not exist", job.id))
+                    .hint("a local reusable workflow is a path from the repository root, e.g. `./.github/workflows/build.yml`"),
+            );
+            continue;
+        };
+        found.extend(spec::workflow::check_call(call, &called));
+        // Follow the calls from there: coming back to this file is a cycle.
+        let mut chain = vec![workflow.path.clone(), path.clone()];
+        if let Some(cycle) = find_cycle(root, &called, &mut chain) {
+            found.push(Diagnostic::error(
+                "workflow-cycle",
+                call.span,
+                format!("reusable workflows call each other in a cycle: {}", cycle.join(" → ")),
+            ));
+        }
+    }
+    found
+}
+
+fn read_called(root: &Path, path: &str) -> Option<(spec::workflow::Workflow, String)> {
+    let source = std::fs::read_to_string(root.join(path)).ok()?;
+    let (workflow, _) = ci::check::validate(&source);
+    workflow.map(|w| (w, source))
+}
+
+fn find_cycle(root: &Path, workflow: &spec::workflow::Workflow, chain: &mut Vec<String>) -> Option<Vec<String>> {
+    if chain.len() > spec::workflow::MAX_WORKFLOW_DEPTH {
+        return None;
+    }
+    for job in &workflow.jobs {
+        let Some(spec::workflow::ActionRef::Local { path }) = job.call.as_ref().map(|c| &c.target) else { continue };
+        if chain.iter().any(|p| p == path) {
+            let mut cycle = chain.clone();
+            cycle.push(path.clone());
+            return Some(cycle);
+        }
+        let Some((called, _)) = read_called(root, path) else { continue };
+        chain.push(path.clone());
+        let found = find_cycle(root, &called, chain);
+        chain.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }

@@ -226,3 +226,76 @@ impl Checker {
         }
     }
 }
+
+/// Checks a call of a reusable workflow (`jobs.<id>.uses`) against the called workflow: it must
+/// be callable, take every input given (of its type, when the value is literal), and get every
+/// required input and secret.
+pub fn check_call(call: &WorkflowCall, called: &Workflow) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    let Some(trigger) = called.trigger("workflow_call") else {
+        found.push(
+            Diagnostic::error(
+                "not-callable",
+                call.span,
+                format!("`{}` cannot be called: it has no `on: workflow_call`", call.uses),
+            )
+            .hint("add `on: workflow_call:` to the called workflow"),
+        );
+        return found;
+    };
+    let names: Vec<&str> = trigger.inputs.iter().map(|i| i.name.as_str()).collect();
+    for (key, text) in &call.with {
+        let Some(input) = trigger.inputs.iter().find(|i| i.name == *key) else {
+            let declared = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            found.push(
+                Diagnostic::error(
+                    "unknown-input",
+                    text.span,
+                    format!("`{}` has no input `{key}`; it declares {declared}", call.uses),
+                )
+                .maybe_hint(did_you_mean(key, names.iter().copied()).map(|s| format!("did you mean `{s}`?"))),
+            );
+            continue;
+        };
+        if text.template.is_literal() {
+            let raw = text.raw.trim();
+            let wrong = match input.kind {
+                InputKind::Number => raw.parse::<f64>().is_err(),
+                InputKind::Boolean => !matches!(raw, "true" | "false"),
+                _ => false,
+            };
+            if wrong {
+                let kind = if input.kind == InputKind::Number { "a number" } else { "a boolean" };
+                found.push(Diagnostic::error(
+                    "wrong-type",
+                    text.span,
+                    format!("input `{key}` must be {kind}, found `{raw}`"),
+                ));
+            }
+        }
+    }
+    for input in &trigger.inputs {
+        if input.required && input.default.is_none() && !call.with.iter().any(|(k, _)| *k == input.name) {
+            found.push(Diagnostic::error(
+                "missing-input",
+                call.span,
+                format!("`{}` needs the input `{}`", call.uses, input.name),
+            ));
+        }
+    }
+    if let Some(given) = &call.secrets {
+        for (name, required) in &trigger.secrets {
+            if *required && !given.iter().any(|(k, _)| k == name) {
+                found.push(Diagnostic::error(
+                    "missing-secret",
+                    call.span,
+                    format!(
+                        "`{}` needs the secret `{name}`; pass it under `secrets:` (or `secrets: inherit`)",
+                        call.uses
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}

@@ -9,7 +9,7 @@ mod action;
 mod check;
 mod jobs;
 
-pub use action::{Action, ActionInput, NODE_VERSIONS, Runs, parse_action};
+pub use action::{Action, ActionInput, NODE_VERSIONS, Runs, check_call, parse_action};
 
 /// Where a repository's workflows live, in order of precedence: the first of these folders that
 /// holds a workflow file is the one read (locally and on the server alike).

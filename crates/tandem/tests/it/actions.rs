@@ -521,7 +521,7 @@ jobs:
 }
 
 #[test]
-fn a_reusable_workflow_called_wrongly_fails_its_caller_with_the_reason() {
+fn a_reusable_workflow_called_wrongly_is_refused_before_it_runs() {
     let call = |with: &str, secrets: &str| {
         format!(
             "on: push\njobs:\n  build:\n    uses: ./.github/workflows/build.yml\n    with:\n{with}    secrets:\n{secrets}  after:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n"
@@ -534,19 +534,83 @@ fn a_reusable_workflow_called_wrongly_fails_its_caller_with_the_reason() {
         ),
         (call("      count: 2\n", "      DEPLOY_KEY: k\n"), "needs the input `target`"),
         (call("      target: x\n", "      NOT_IT: k\n"), "needs the secret `DEPLOY_KEY`"),
-        (call("      target: x\n      count: many\n", "      DEPLOY_KEY: k\n"), "input `count` must be a number"),
+        (
+            call("      target: x\n      count: many\n", "      DEPLOY_KEY: k\n"),
+            "input `count` must be a number, found `many`",
+        ),
     ];
     for (caller, expected) in cases {
         let repo = Repo::new(&[("ci.yml", &caller), ("build.yml", CALLED), ("leaf.yml", LEAF)]);
+        let checked = repo.tandem(&["validate"]);
+        assert_eq!(checked.code, 1, "{}", checked.all());
+        assert!(checked.stdout.contains(expected), "expected {expected:?}:\n{}", checked.stdout);
+        assert!(checked.stdout.contains(".github/workflows/ci.yml:"), "the place is named: {}", checked.stdout);
         let out = repo.tandem(&["run", "ci"]);
-        assert_eq!(out.code, 1, "{}", out.all());
-        assert!(out.all().contains(expected), "expected {expected:?}:\n{}", out.all());
-        assert!(!log(&repo).contains("never"), "the job that needs it is skipped");
+        assert_eq!(out.code, 2, "{}", out.all());
+        assert!(!out.all().contains("never"));
     }
-    // A workflow that calls itself stops at the depth limit instead of running forever.
-    let looping = "on:\n  push:\n  workflow_call:\njobs:\n  again:\n    uses: ./.github/workflows/loop.yml\n";
-    let repo = Repo::new(&[("loop.yml", looping)]);
-    let out = repo.tandem(&["run", "loop"]);
+    // Workflows that call each other in a circle are named as such.
+    let a = "on:\n  push:\n  workflow_call:\njobs:\n  next:\n    uses: ./.github/workflows/b.yml\n";
+    let b = "on:\n  workflow_call:\njobs:\n  back:\n    uses: ./.github/workflows/a.yml\n";
+    let repo = Repo::new(&[("a.yml", a), ("b.yml", b)]);
+    let checked = repo.tandem(&["validate"]);
+    assert!(
+        checked.stdout.contains(
+            "reusable workflows call each other in a cycle: .github/workflows/a.yml → .github/workflows/b.yml → .github/workflows/a.yml"
+        ),
+        "{}",
+        checked.stdout
+    );
+}
+
+#[test]
+fn a_remote_reusable_workflow_is_fetched_checked_when_it_runs_and_stops_at_the_depth_limit() {
+    // A repository of shared workflows in a source of its own: `team/shared`.
+    let source = tempfile::tempdir().unwrap();
+    let shared = source.path().join("team/shared");
+    std::fs::create_dir_all(shared.join(".github/workflows")).unwrap();
+    std::fs::write(
+        shared.join(".github/workflows/build.yml"),
+        CALLED.replace("./.github/workflows/leaf.yml", "team/shared/.github/workflows/leaf.yml@main"),
+    )
+    .unwrap();
+    std::fs::write(shared.join(".github/workflows/leaf.yml"), LEAF).unwrap();
+    // Calls itself: only the depth limit stops it.
+    std::fs::write(
+        shared.join(".github/workflows/loop.yml"),
+        "on:\n  workflow_call:\njobs:\n  again:\n    uses: team/shared/.github/workflows/loop.yml@main\n",
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["-c", "user.name=a", "-c", "user.email=a@a", "commit", "-qm", "shared"],
+    ] {
+        assert!(Command::new("git").arg("-C").arg(&shared).args(args).status().unwrap().success());
+    }
+    let source_arg = source.path().to_string_lossy().into_owned();
+    let caller = |with: &str| {
+        format!(
+            "on: push\njobs:\n  build:\n    uses: team/shared/.github/workflows/build.yml@main\n    with:\n{with}    secrets:\n      DEPLOY_KEY: k\n  after:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"got ${{{{ needs.build.outputs.artifact }}}}\"\n"
+        )
+    };
+    let repo = Repo::new(&[("ci.yml", &caller("      target: arm\n"))]);
+    let out = repo.tandem(&["run", "--action-source", &source_arg]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let text = log(&repo);
+    assert!(text.contains("got app-arm-1") && text.contains("leaf for arm"), "{text}");
+    // A wrong call of a remote workflow fails its job when it runs, with the reason.
+    repo.write(".github/workflows/ci.yml", &caller("      target: arm\n      colour: red\n"));
+    repo.commit("wrong input");
+    let out = repo.tandem(&["run", "--action-source", &source_arg]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("has no input `colour`; it declares target, count"), "{}", out.all());
+    repo.write(
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  go:\n    uses: team/shared/.github/workflows/loop.yml@main\n",
+    );
+    repo.commit("loop");
+    let out = repo.tandem(&["run", "--action-source", &source_arg]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.all().contains("reusable workflows nest deeper than 10 levels"), "{}", out.all());
 }
