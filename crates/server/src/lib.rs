@@ -111,6 +111,9 @@ pub struct App {
     pub incidents: incidents::Desk,
     /// Who is on call, and the key of acknowledgement links.
     pub oncall: incidents::oncall::Roster,
+    /// The tokens of the runs executing (`github.token`), by hash: each reads the API while its
+    /// run lasts, and can change nothing.
+    pub run_tokens: RunTokens,
     /// One-time sign-in links of the web pages.
     pub(crate) signin_links: api::web::session::Links,
     /// The server's secret (sessions, CSRF tokens, acknowledgement links), read or made at first use.
@@ -167,6 +170,7 @@ impl App {
             incidents: incidents::Desk::default(),
             oncall: incidents::oncall::Roster::default(),
             signin_links: Default::default(),
+            run_tokens: RunTokens::default(),
             secret: std::sync::OnceLock::new(),
             store,
             config,
@@ -193,6 +197,31 @@ pub enum ServerError {
     Tsdb(#[from] metrics::DbError),
     #[error("a server (pid {0}) is running on this data directory; stop it first")]
     Running(i32),
+}
+
+/// Tokens of runs in progress: a run's `github.token` is accepted by the API for reading only,
+/// from when the run starts until it ends.
+#[derive(Debug, Default)]
+pub struct RunTokens(Mutex<HashMap<String, i64>>);
+
+impl RunTokens {
+    /// Accepts `token` for run `run_id` until [`RunTokens::forget`].
+    pub fn register(&self, token: &str, run_id: i64) {
+        if let Ok(mut tokens) = self.0.lock() {
+            tokens.insert(token_hash(token), run_id);
+        }
+    }
+
+    pub fn forget(&self, token: &str) {
+        if let Ok(mut tokens) = self.0.lock() {
+            tokens.remove(&token_hash(token));
+        }
+    }
+
+    /// The run whose token this is, while it runs.
+    pub fn run_of(&self, token: &str) -> Option<i64> {
+        self.0.lock().ok().and_then(|tokens| tokens.get(&token_hash(token)).copied())
+    }
 }
 
 /// SHA-256 of a token, as stored.

@@ -194,7 +194,10 @@ async fn execute_inner(
     let (tx, rx) = mpsc::channel(engine::EVENT_BUFFER);
     let collector = tokio::spawn(collect_logs(app.clone(), run.id, rx));
     let started = std::time::Instant::now();
+    let token = request.token.clone();
+    app.run_tokens.register(&token, run.id);
     let report = engine::run(request, config, tx, cancel, groups.clone()).await;
+    app.run_tokens.forget(&token);
     groups.kill_all();
     groups.close_journal();
     let _ = collector.await;

@@ -202,6 +202,17 @@ impl FromRequestParts<Arc<App>> for Caller {
                 "this call needs `Authorization: Bearer <token>` (TANDEM_TOKEN for the CLI)",
             ));
         };
+        // A run's own token (`github.token`) reads, while its run lasts; it changes nothing.
+        if let Some(run) = app.run_tokens.run_of(token) {
+            if parts.method != axum::http::Method::GET {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("run {run}'s token (github.token) may only read; use an API token to change anything"),
+                ));
+            }
+            return Ok(Caller(format!("run:{run}")));
+        }
         match app.store.token_name(&token_hash(token)).await? {
             Some(name) => Ok(Caller(name)),
             None => Err(AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token is not valid")),

@@ -185,6 +185,25 @@ async fn a_run_still_going_cannot_be_rerun_and_a_finished_one_counts_its_attempt
 }
 
 #[tokio::test]
+async fn a_runs_token_reads_the_api_while_it_runs_and_changes_nothing() {
+    let api = Api::new().await;
+    let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();
+    let run = api.app.store.enqueue(new_run(repo.id), "test").await.unwrap();
+    let token = exec::engine::run_token();
+    let path = format!("/api/v1/runs/{}", run.id);
+    assert_eq!(api.call("GET", &path, Some(&token), "").await.0, StatusCode::UNAUTHORIZED);
+    api.app.run_tokens.register(&token, run.id);
+    let (status, body) = api.call("GET", &path, Some(&token), "").await;
+    assert_eq!((status, body["id"].as_i64()), (StatusCode::OK, Some(run.id)), "{body}");
+    let (status, body) = api.call("POST", &format!("{path}/cancel"), Some(&token), "{}").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("may only read"), "{body}");
+    // Once the run has ended, its token is worth nothing.
+    api.app.run_tokens.forget(&token);
+    assert_eq!(api.call("GET", &path, Some(&token), "").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn answers_read_as_the_api_types_and_bad_query_parameters_are_json_errors() {
     let api = Api::new().await;
     let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();
