@@ -85,6 +85,9 @@ fn ensure_prerequisites() -> Result<()> {
         ("aiosmtpd", "python3-aiosmtpd"),
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
+        ("zstd", "zstd"),
     ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {
@@ -187,9 +190,28 @@ fn ensure_axe() -> Result<()> {
     Ok(())
 }
 
+/// The client library `actions/upload-artifact@v4` and `download-artifact@v4` are built on, from
+/// npm into `target/npm/`: the artifact service's test runs it for real.
+const ARTIFACT_CLIENT: &str = "@actions/artifact@2.3.2";
+
+fn ensure_artifact_client() -> Result<()> {
+    let dir = std::path::Path::new("target/npm");
+    if dir.join("node_modules/@actions/artifact/package.json").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    eprintln!("fetching {ARTIFACT_CLIENT} from the npm registry");
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(dir)
+        .arg(ARTIFACT_CLIENT))
+    .with_context(|| format!("cannot install {ARTIFACT_CLIENT} from the npm registry"))
+}
+
 fn test() -> Result<()> {
     ensure_prerequisites()?;
     ensure_axe()?;
+    ensure_artifact_client()?;
     ensure_docker_engine()?;
     ensure_swarm()?;
     let corpus = std::path::Path::new("../shared/corpus/workflows").is_dir();

@@ -20,11 +20,40 @@ use serde::Deserialize;
 
 use crate::cache::{CacheStore, Saved};
 
-/// The service, running until dropped.
+/// The runner's services for one run (the cache, and the artifacts of
+/// [`crate::artifact_service`]), running until dropped.
 pub struct CacheService {
-    /// `ACTIONS_CACHE_URL`: ends with `/`, as the client appends `_apis/…`.
+    /// `ACTIONS_CACHE_URL` and `ACTIONS_RESULTS_URL`: ends with `/`, as clients append `_apis/…`.
     pub url: String,
+    /// `ACTIONS_RUNTIME_TOKEN`: shaped as the JWT the artifact client reads its run from.
+    pub token: String,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A runtime token for run `run`: a JWT whose `scp` claim names the run (`Actions.Results:…`,
+/// which `@actions/artifact` reads) and whose last part is random, so it cannot be guessed. Only
+/// Tandem's services read it, and they compare it whole.
+pub fn runtime_token(run: u64) -> String {
+    let encode = |bytes: &[u8]| base64url(bytes);
+    let header = encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = format!(r#"{{"iss":"tandem","scp":"Actions.GenericRead:{run} Actions.Results:{run}:{run}"}}"#);
+    let secret = crate::engine::run_token();
+    format!("{header}.{}.{}", encode(claims.as_bytes()), encode(secret.as_bytes()))
+}
+
+/// Base64url without padding (RFC 4648 §5).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 impl Drop for CacheService {
@@ -52,13 +81,21 @@ struct Service {
     downloads: Mutex<HashMap<String, PathBuf>>,
 }
 
-/// Starts the service on a loopback port. `scopes`: the run's own first.
-pub async fn start(store: CacheStore, token: String, scopes: Vec<String>) -> std::io::Result<CacheService> {
+/// Starts the services on a loopback port. `scopes`: the run's own first; `artifacts`: where
+/// the run's uploaded artifacts go.
+pub async fn start(
+    store: CacheStore,
+    token: String,
+    scopes: Vec<String>,
+    artifacts: std::path::PathBuf,
+) -> std::io::Result<CacheService> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/", listener.local_addr()?);
+    std::fs::create_dir_all(&artifacts)?;
+    let results = Arc::new(crate::artifact_service::Artifacts::new(token.clone(), base.clone(), artifacts));
     let service = Arc::new(Service {
         store,
-        token,
+        token: token.clone(),
         scopes,
         base: base.clone(),
         uploads: Mutex::default(),
@@ -70,11 +107,12 @@ pub async fn start(store: CacheStore, token: String, scopes: Vec<String>) -> std
         .route("/_apis/artifactcache/caches", post(reserve))
         .route("/_apis/artifactcache/caches/{id}", post(commit).patch(upload))
         .route("/_apis/artifactcache/archives/{name}", get(download))
-        .with_state(service);
+        .with_state(service)
+        .merge(crate::artifact_service::router(results));
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(CacheService { url: base, task })
+    Ok(CacheService { url: base, token, task })
 }
 
 fn authorized(service: &Service, headers: &HeaderMap) -> bool {

@@ -2,6 +2,7 @@
 //! drives jobs, steps, the cache and artifacts.
 
 pub mod actions;
+pub mod artifact_service;
 pub mod artifacts;
 pub mod cache;
 pub mod cache_service;

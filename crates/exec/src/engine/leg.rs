@@ -234,7 +234,14 @@ pub(super) async fn run_leg(
     let mut state = LegState {
         env: BTreeMap::new(),
         path_prepend: Vec::new(),
-        masks: request.secrets.values().chain([&request.token]).filter(|s| !s.is_empty()).cloned().collect(),
+        masks: request
+            .secrets
+            .values()
+            .chain([&request.token])
+            .chain(shared.cache_service.as_ref().map(|s| &s.token))
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
         summary: String::new(),
         post: Vec::new(),
         saved: HashMap::new(),

@@ -61,7 +61,9 @@ pub async fn run(
                     scopes.push(scope);
                 }
             }
-            match crate::cache_service::start(store.clone(), request.token.clone(), scopes).await {
+            let token = crate::cache_service::runtime_token(request.run_id);
+            let artifacts = request.run_dir.join("artifacts-v4");
+            match crate::cache_service::start(store.clone(), token, scopes, artifacts).await {
                 Ok(service) => Some(service),
                 Err(error) => {
                     tracing::warn!("the cache service did not start; actions that cache will miss: {error}");

@@ -216,7 +216,8 @@ pub(super) async fn run_script(
     }
     if let Some(service) = &shared.cache_service {
         env.insert("ACTIONS_CACHE_URL".into(), service.url.clone());
-        env.insert("ACTIONS_RUNTIME_TOKEN".into(), request.token.clone());
+        env.insert("ACTIONS_RESULTS_URL".into(), service.url.clone());
+        env.insert("ACTIONS_RUNTIME_TOKEN".into(), service.token.clone());
     }
     env.extend(step_env);
     if !state.path_prepend.is_empty() {

@@ -614,3 +614,68 @@ fn a_remote_reusable_workflow_is_fetched_checked_when_it_runs_and_stops_at_the_d
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.all().contains("reusable workflows nest deeper than 10 levels"), "{}", out.all());
 }
+
+#[test]
+fn artifacts_go_up_and_come_down_through_the_artifact_service_with_the_real_client() {
+    // `@actions/artifact` 2.3.2 — what upload-artifact@v4 and download-artifact@v4 are built on —
+    // from npm (`cargo xtask test` installs it into target/npm).
+    let modules = crate::project_root().join("target/npm/node_modules");
+    assert!(
+        modules.join("@actions/artifact/package.json").is_file(),
+        "{} is missing; `cargo xtask test` installs @actions/artifact from the npm registry",
+        modules.display()
+    );
+    let repo = Repo::new(&[(
+        "ci.yml",
+        r#"on: push
+jobs:
+  up:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/art
+        with: { mode: upload }
+  down:
+    needs: up
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/art
+        with: { mode: download }
+"#,
+    )]);
+    repo.write(
+        ".github/actions/art/action.yml",
+        "name: art\ninputs:\n  mode:\n    required: true\nruns:\n  using: node20\n  main: index.js\n",
+    );
+    repo.write(
+        ".github/actions/art/index.js",
+        r#"const { DefaultArtifactClient } = require('@actions/artifact');
+const fs = require('fs');
+(async () => {
+  const client = new DefaultArtifactClient();
+  if (process.env.INPUT_MODE === 'upload') {
+    fs.mkdirSync('out/deep', { recursive: true });
+    fs.writeFileSync('out/a.txt', 'hello artifact\n');
+    fs.writeFileSync('out/deep/b.bin', Buffer.alloc(3 << 20, 7));
+    const r = await client.uploadArtifact('my-art', ['out/a.txt', 'out/deep/b.bin'], 'out');
+    console.log(`uploaded id=${r.id}`);
+  } else {
+    const { artifact } = await client.getArtifact('my-art');
+    const r = await client.downloadArtifact(artifact.id, { path: 'back' });
+    const big = fs.readFileSync('back/deep/b.bin');
+    console.log(`downloaded: ${fs.readFileSync('back/a.txt', 'utf8').trim()}, ${big.length} bytes of ${big[0]}`);
+    try { await client.getArtifact('missing'); } catch (e) { console.log(`missing: ${e.name}`); }
+  }
+})().catch(e => { console.error(e); process.exit(1); });
+"#,
+    );
+    repo.commit("artifact action");
+    let out = repo.command(&["run"]).env("NODE_PATH", &modules).output().unwrap();
+    let out = crate::Run::from(out);
+    assert_eq!(out.code, 0, "{}\n{}", out.all(), log(&repo));
+    let text = log(&repo);
+    assert!(text.contains("uploaded id=1"), "{text}");
+    assert!(text.contains("downloaded: hello artifact, 3145728 bytes of 7"), "{text}");
+    assert!(text.contains("missing: ArtifactNotFoundError"), "{text}");
+}
