@@ -35,6 +35,23 @@ pub struct ActionSources {
     pub cache: PathBuf,
 }
 
+/// Where a repository asks for its actions: `.tandem/action-sources` at the run's commit (the
+/// working tree's for `--worktree` runs), one URL or absolute directory per line, `#` comments.
+/// These are tried before the server's or the command line's.
+pub async fn repository_sources(root: &Path, sha: &str, worktree: bool) -> Vec<String> {
+    const FILE: &str = ".tandem/action-sources";
+    let text = if worktree || sha.is_empty() {
+        std::fs::read_to_string(root.join(FILE)).unwrap_or_default()
+    } else {
+        git::repo::git(root, &["show", &format!("{sha}:{FILE}")]).await.unwrap_or_default()
+    };
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| l.contains("://") || l.starts_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether `text` is a full commit id (40 hex digits, or 64 for SHA-256 repositories).
 pub fn is_full_sha(text: &str) -> bool {
     (text.len() == 40 || text.len() == 64) && text.chars().all(|c| c.is_ascii_hexdigit())

@@ -70,7 +70,10 @@ fn list(data: &Path, format: Format) -> Result<()> {
 }
 
 fn pull(root: &Path, args: &ActionArgs, data: &Path, format: Format) -> Result<()> {
-    let sources = ActionSources::new(data, args.options().sources);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut listed = runtime.block_on(exec::actions::repository_sources(root, "", true));
+    listed.extend(args.options().sources);
+    let sources = ActionSources::new(data, listed);
     let mut wanted: Vec<(String, String, String, String)> = Vec::new();
     for loaded in crate::workflows::load_all(root)? {
         for job in loaded.workflow.iter().flat_map(|w| &w.jobs) {

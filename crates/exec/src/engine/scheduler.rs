@@ -44,7 +44,10 @@ pub async fn run(
     }
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
-    let action_sources = crate::actions::ActionSources::new(&config.data_dir, config.actions.sources.clone());
+    // The repository's own action sources (`.tandem/action-sources`) come first.
+    let mut sources = crate::actions::repository_sources(&request.repo.root, &request.repo.sha, request.worktree).await;
+    sources.extend(config.actions.sources.iter().cloned());
+    let action_sources = crate::actions::ActionSources::new(&config.data_dir, sources);
     // Actions that run as themselves may call the cache service: it runs while the run does.
     let real_actions = workflow.jobs.iter().flat_map(|j| &j.steps).any(|s| {
         matches!(&s.action, spec::workflow::StepAction::Uses { builtin, target, .. }

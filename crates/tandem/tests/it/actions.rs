@@ -679,3 +679,18 @@ const fs = require('fs');
     assert!(text.contains("downloaded: hello artifact, 3145728 bytes of 7"), "{text}");
     assert!(text.contains("missing: ArtifactNotFoundError"), "{text}");
 }
+
+#[test]
+fn a_repository_names_its_own_action_sources() {
+    let repo = Repo::new(&[(
+        "ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/github-script@v7\n        with:\n          script: core.info('from the repository source')\n",
+    )]);
+    repo.write(".tandem/action-sources", &format!("# our mirrors\n{}\n", source_arg()));
+    repo.commit("action sources");
+    let out = repo.tandem(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(log(&repo).contains("from the repository source"));
+    let pulled = repo.tandem(&["actions", "pull"]);
+    assert_eq!(pulled.code, 0, "{}", pulled.all());
+}
