@@ -59,6 +59,13 @@ pub enum WorkflowCommand {
         name: String,
         value: String,
     },
+    /// The deprecated `::save-state name=N::V`, as `$GITHUB_STATE`.
+    SaveState {
+        name: String,
+        value: String,
+    },
+    /// `::stop-commands::TOKEN`: no command is read until a line `::TOKEN::`.
+    StopCommands(String),
 }
 
 /// Recognises a workflow command line. Returns `None` for ordinary output.
@@ -79,6 +86,11 @@ pub fn parse_command(line: &str) -> Option<WorkflowCommand> {
             let name = properties.split(',').find_map(|p| p.trim().strip_prefix("name="))?.to_string();
             WorkflowCommand::SetOutput { name, value: message }
         }
+        "save-state" => {
+            let name = properties.split(',').find_map(|p| p.trim().strip_prefix("name="))?.to_string();
+            WorkflowCommand::SaveState { name, value: message }
+        }
+        "stop-commands" if !message.is_empty() => WorkflowCommand::StopCommands(message),
         _ => return None,
     })
 }

@@ -245,9 +245,22 @@ pub(super) async fn run_script(
         result
     };
     let mut step_outputs = BTreeMap::new();
+    let mut saved_state = Vec::new();
+    let mut stopped: Option<String> = None;
     let consume = async {
         while let Some((stream, line)) = rx.recv().await {
+            // After `::stop-commands::TOKEN`, lines are output until `::TOKEN::`.
+            if let Some(token) = &stopped {
+                if line.trim() == format!("::{token}::") {
+                    stopped = None;
+                } else {
+                    emit_line(shared, leg, index, stream, &line, &state.masks).await;
+                }
+                continue;
+            }
             match commands::parse_command(&line) {
+                Some(WorkflowCommand::StopCommands(token)) => stopped = Some(token),
+                Some(WorkflowCommand::SaveState { name, value }) => saved_state.push((name, value)),
                 Some(WorkflowCommand::AddMask(value)) => {
                     if !value.is_empty() && !state.masks.contains(&value) {
                         state.masks.push(value);
@@ -292,6 +305,9 @@ pub(super) async fn run_script(
     }
     for line in read(&path_file).lines().map(str::trim).filter(|l| !l.is_empty()) {
         state.path_prepend.push(line.to_string());
+    }
+    if !saved_state.is_empty() {
+        state.saved.entry(index).or_default().extend(saved_state);
     }
     match commands::parse_key_values(&read(&state_file)) {
         Ok(pairs) if !pairs.is_empty() => state.saved.entry(index).or_default().extend(pairs),

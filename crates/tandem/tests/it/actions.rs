@@ -296,10 +296,14 @@ runs:
         r#"const fs = require("fs");
 console.log(`main: who=${process.env.INPUT_WHO} unused=${process.env.INPUT_UNUSED} path=${process.env.GITHUB_ACTION_PATH.endsWith(".github/actions/js")}`);
 fs.appendFileSync(process.env.GITHUB_STATE, "seen=yes\n");
+console.log("::save-state name=old::the deprecated way");
 fs.appendFileSync(process.env.GITHUB_OUTPUT, `said=hello ${process.env.INPUT_WHO}\n`);
 "#,
     );
-    repo.write(".github/actions/js/post.js", "console.log(`post: state seen=${process.env.STATE_seen}`);\n");
+    repo.write(
+        ".github/actions/js/post.js",
+        "console.log(`post: state seen=${process.env.STATE_seen} old=${process.env.STATE_old}`);\n",
+    );
     // A composite action that calls the JavaScript action and a shell step, and maps an output.
     repo.write(
         ".github/actions/wrapper/action.yml",
@@ -335,7 +339,7 @@ runs:
     assert!(!log.contains("skipped step ran"), "{log}");
     assert!(!log.contains("never\n"), "{log}");
     // Posts run after the failure, last registered first, each with the state its main saved.
-    let posts: Vec<usize> = log.match_indices("post: state seen=yes").map(|(i, _)| i).collect();
+    let posts: Vec<usize> = log.match_indices("post: state seen=yes old=the deprecated way").map(|(i, _)| i).collect();
     assert_eq!(posts.len(), 2, "{log}");
     let failure = log.find("exited with code 3").expect("the failing step's exit");
     assert!(posts[0] > failure, "posts run after the failing step: {log}");

@@ -337,3 +337,14 @@ fn a_condition_of_text_with_an_expression_inside_runs_as_on_github_with_a_warnin
     assert!(run.all().contains("| ran-mixed"), "{}", run.all());
     assert!(!run.all().contains("| ran-false"), "{}", run.all());
 }
+
+#[test]
+fn stop_commands_turns_workflow_commands_off_until_its_token() {
+    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo '::stop-commands::pause-here'\n          echo '::add-mask::not-a-secret'\n          echo '::pause-here::'\n          echo '::warning::commands again'\n          echo not-a-secret\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let run = repo.tandem(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("| ::add-mask::not-a-secret"), "shown as it is: {}", run.all());
+    assert!(run.all().contains("| not-a-secret"), "no mask was added: {}", run.all());
+    assert!(run.all().contains("warning: commands again"), "{}", run.all());
+}
