@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 mod incidents;
+mod secrets;
 
 pub use incidents::*;
+pub use secrets::*;
 pub use store::{DeploymentKind, DeploymentStatus, Event, LogLine, RunStatus};
 
 /// Every error answer: a stable code for scripts and a message for people.

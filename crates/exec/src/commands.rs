@@ -111,6 +111,61 @@ pub fn mask(line: &str, secrets: &[String]) -> String {
     out
 }
 
+/// What a secret may look like in a log, each of which is masked: the value; each line of a
+/// multi-line value; its base64 (standard, without padding, URL-safe); its URL and JSON
+/// escapings. Derived forms shorter than four characters are left out (they would mask noise).
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    let mut forms = vec![secret.to_string()];
+    if secret.contains('\n') {
+        forms.extend(secret.lines().map(str::trim).filter(|l| l.len() >= 4).map(str::to_string));
+    }
+    let bytes = secret.as_bytes();
+    let standard = base64(bytes, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+    forms.push(standard.trim_end_matches('=').to_string());
+    forms.push(standard.clone());
+    forms.push(
+        base64(bytes, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            .trim_end_matches('=')
+            .to_string(),
+    );
+    let percent: String = bytes
+        .iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(b) {
+                (*b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    forms.push(percent);
+    if let Ok(json) = serde_json::to_string(secret) {
+        forms.push(json[1..json.len() - 1].to_string());
+    }
+    forms.retain(|f| f == secret || f.len() >= 4);
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Base64 with `alphabet`, padded with `=`.
+pub(crate) fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod incidents;
 pub mod monitor;
 mod repos;
 mod status;
+pub mod vault;
 mod worker;
 
 use std::collections::HashMap;
@@ -118,6 +119,20 @@ pub struct App {
     pub(crate) signin_links: api::web::session::Links,
     /// The server's secret (sessions, CSRF tokens, acknowledgement links), read or made at first use.
     secret: std::sync::OnceLock<String>,
+    /// The secrets vault, opened at first use.
+    vault: std::sync::OnceLock<Result<vault::Vault, String>>,
+}
+
+impl App {
+    /// The secrets vault (its key from `TANDEM_SECRETS_KEY` or `<data>/secrets.key`).
+    pub fn vault(&self) -> Result<&vault::Vault, String> {
+        self.vault
+            .get_or_init(|| {
+                vault::Vault::open(&self.config.data_dir, std::env::var("TANDEM_SECRETS_KEY").ok().as_deref())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// The server's secret, kept in `secret.key` of the data directory (made at first use).
@@ -172,6 +187,7 @@ impl App {
             signin_links: Default::default(),
             run_tokens: RunTokens::default(),
             secret: std::sync::OnceLock::new(),
+            vault: std::sync::OnceLock::new(),
             store,
             config,
             metrics: Metrics::default(),

@@ -135,6 +135,10 @@ async fn execute_inner(
         .iter()
         .filter_map(|job| job.environment.as_ref().map(|e| (job.id.clone(), e.name.raw.clone())))
         .collect();
+    // Secrets and variables from the vault: org, then repository; environments' on the side.
+    let (secrets, vars, environment_secrets) = crate::api::secrets::for_run(app, &repo.name)
+        .await
+        .map_err(|e| format!("the run's secrets could not be read: {e}"))?;
     let request = RunRequest {
         workflow: Arc::new(workflow),
         workflow_path: run.workflow.clone(),
@@ -144,8 +148,8 @@ async fn execute_inner(
         event_name: run.event.clone(),
         event,
         inputs,
-        secrets: BTreeMap::new(),
-        vars: BTreeMap::new(),
+        secrets,
+        vars,
         run_id: run.id as u64,
         run_number: run.number as u64,
         run_attempt: run.run_attempt as u64,
@@ -153,6 +157,7 @@ async fn execute_inner(
         platforms: BTreeMap::new(),
         token: exec::engine::run_token(),
         call_depth: 0,
+        environment_secrets,
     };
     let config = EngineConfig {
         data_dir: app.config.data_dir.clone(),

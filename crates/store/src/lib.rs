@@ -362,6 +362,15 @@ pub struct Deployment {
     pub finished: Option<String>,
 }
 
+/// A secret (its value sealed) or a variable (in clear).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SecretRow {
+    pub scope: String,
+    pub name: String,
+    pub value: Vec<u8>,
+    pub updated: String,
+}
+
 /// A change of a deployment's state, recorded as event `deployment.<event>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -476,6 +485,31 @@ pub trait Store: Send + Sync {
     fn user_password<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
     fn n_users<'a>(&'a self) -> BoxFuture<'a, Result<i64>>;
     /// Replaces a user's password hash (event `user.password_changed`); `NotFound` without such a user.
+    /// Sets a secret (`kind` "secret": `value` sealed by the caller) or a variable ("variable":
+    /// in clear) of `scope`; event `secret.set` / `variable.set` names it, never its value.
+    fn set_secret<'a>(
+        &'a self,
+        kind: &'a str,
+        scope: &'a str,
+        name: &'a str,
+        value: &'a [u8],
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Removes one (event `secret.deleted` / `variable.deleted`); `NotFound` when absent.
+    fn delete_secret<'a>(
+        &'a self,
+        kind: &'a str,
+        scope: &'a str,
+        name: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// The secrets or variables of these scopes.
+    fn secrets<'a>(&'a self, kind: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Vec<SecretRow>>>;
+    /// Every sealed secret, for a key rotation.
+    fn all_secrets<'a>(&'a self) -> BoxFuture<'a, Result<Vec<SecretRow>>>;
+    /// Replaces the values of these secrets in one transaction (a key rotation; event
+    /// `secret.key_rotated` with their count).
+    fn reseal_secrets<'a>(&'a self, rows: &'a [SecretRow], actor: &'a str) -> BoxFuture<'a, Result<()>>;
     fn set_user_password<'a>(
         &'a self,
         name: &'a str,

@@ -59,6 +59,29 @@ impl Client {
         self.send(self.request(reqwest::Method::DELETE, path)?).await
     }
 
+    /// A call answered with no body (204): `PUT` with a body, or `DELETE`.
+    pub async fn call_empty(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<()> {
+        let mut request = self.request(method, path)?;
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<api::ErrorBody>(&text) {
+            Ok(body) => anyhow!("{} ({}, HTTP {})", body.error.message, body.error.code, status.as_u16()),
+            Err(_) => anyhow!("{} (HTTP {})", text.trim(), status.as_u16()),
+        })
+    }
+
     async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
         let status = response.status();

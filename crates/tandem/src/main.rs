@@ -11,6 +11,7 @@ mod monitoring;
 mod proxy;
 mod render;
 mod run;
+mod secrets;
 mod serve;
 mod validate;
 mod workflows;
@@ -156,6 +157,12 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Secrets for runs on the server: sealed at rest, masked in logs, never shown again.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
+    /// Variables for runs on the server (`vars.NAME`).
+    #[command(subcommand)]
+    Var(secrets::VarCommand),
     /// Silences: mute matching alerts for a while.
     #[command(subcommand)]
     Silence(alerting::SilenceCommand),
@@ -280,6 +287,12 @@ enum RunsCommand {
 enum AuditCommand {
     /// Check every link of the hash-chained event log; reports the first broken one.
     Verify(serve::DataArgs),
+    /// The event log from the server, oldest first, filtered; `--format json` writes JSON lines.
+    #[command(after_help = "Examples:
+  tandem audit log --kind secret.
+  tandem audit log --actor admin --after 1200
+  tandem audit log --format json > audit.jsonl")]
+    Log(secrets::AuditLogArgs),
 }
 
 #[derive(Subcommand)]
@@ -343,6 +356,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Up(args) => serve::up(args),
         Command::Reap(args) => serve::reap(args),
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
+        Command::Audit(AuditCommand::Log(args)) => block_on(secrets::audit_log(args)),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
         Command::User(UserCommand::Add { name, password_stdin, data }) => serve::user_add(&name, password_stdin, data),
         Command::Repo(command) => block_on(repo_command(command)),
@@ -357,6 +371,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Insights { format, connection } => block_on(monitoring::insights(format, connection)),
         Command::Notifications { format, connection } => block_on(alerting::notifications(format, connection)),
         Command::Silence(command) => block_on(alerting::silence(command)),
+        Command::Secret(command) => block_on(secrets::secret(command)),
+        Command::Var(command) => block_on(secrets::var(command)),
         Command::Incident(command) => block_on(incidents::incident(command)),
         Command::Dora(args) => block_on(incidents::dora(args)),
         Command::Oncall(args) => block_on(incidents::oncall(args)),

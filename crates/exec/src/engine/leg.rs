@@ -237,10 +237,11 @@ pub(super) async fn run_leg(
         masks: request
             .secrets
             .values()
+            .chain(request.environment_secrets.values().flat_map(|e| e.values()))
             .chain([&request.token])
             .chain(shared.cache_service.as_ref().map(|s| &s.token))
             .filter(|s| !s.is_empty())
-            .cloned()
+            .flat_map(|s| commands::secret_forms(s))
             .collect(),
         summary: String::new(),
         post: Vec::new(),

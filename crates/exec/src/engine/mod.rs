@@ -141,6 +141,9 @@ pub struct RunRequest {
     pub token: String,
     /// 0 for a run of its own; one more for each reusable workflow it was called through.
     pub call_depth: usize,
+    /// Secrets of each environment (by name): given, on top of `secrets`, only to the jobs whose
+    /// `environment:` is that one.
+    pub environment_secrets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A fresh random token for a run (`tdm_run_` and 48 hex digits).

@@ -176,6 +176,17 @@ pub(super) async fn run_job(
     contexts.set("vars", string_map(&request.vars));
     let mut secrets = request.secrets.clone();
     secrets.entry("GITHUB_TOKEN".to_string()).or_insert_with(|| request.token.clone());
+    // An environment's secrets go only to the jobs that deploy there.
+    if let Some(environment) = &job.environment {
+        let mut named = Contexts::default();
+        named.set("github", shared.github.clone());
+        named.set("inputs", Value::Object(request.inputs.clone()));
+        named.set("vars", string_map(&request.vars));
+        let name = named.render(&environment.name).unwrap_or_else(|_| environment.name.raw.clone());
+        if let Some(own) = request.environment_secrets.get(&name) {
+            secrets.extend(own.clone());
+        }
+    }
     contexts.set("secrets", string_map(&secrets));
     let needs_value = needs
         .iter()

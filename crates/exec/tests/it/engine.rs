@@ -136,6 +136,7 @@ fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) 
         platforms: BTreeMap::new(),
         token: exec::engine::run_token(),
         call_depth: 0,
+        environment_secrets: BTreeMap::new(),
     };
     let config = EngineConfig {
         data_dir: dir.path().join("data"),

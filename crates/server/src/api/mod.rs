@@ -25,6 +25,7 @@ mod monitoring;
 mod prometheus;
 mod repositories;
 mod runs;
+pub(crate) mod secrets;
 pub(crate) mod web;
 mod webhooks;
 
@@ -101,6 +102,11 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(incidents::oncall))
         .routes(routes!(incidents::add_override))
         .routes(routes!(incidents::ack_page, incidents::ack_link))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::set_secret, secrets::delete_secret))
+        .routes(routes!(secrets::rotate_key))
+        .routes(routes!(secrets::list_variables))
+        .routes(routes!(secrets::set_variable, secrets::delete_variable))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -13,8 +13,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::time::now;
 use crate::{
     BoxFuture, ChainReport, Delivery, Deployment, DeploymentFilter, DeploymentStatus, EnvironmentState, Event,
-    GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewEvent, NewRun, Repo, Result, Run, RunFilter, RunStatus, Store,
-    StoreError, Transition, event_hash,
+    GENESIS_HASH, LogChunk, LogLine, NewDeployment, NewEvent, NewRun, Repo, Result, Run, RunFilter, RunStatus,
+    SecretRow, Store, StoreError, Transition, event_hash,
 };
 
 mod people;
@@ -466,6 +466,45 @@ impl Store for SqliteStore {
         Box::pin(people::n_users(self))
     }
 
+    fn set_secret<'a>(
+        &'a self,
+        kind: &'a str,
+        scope: &'a str,
+        name: &'a str,
+        value: &'a [u8],
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(people::set_secret(self, kind, scope, name, value, actor))
+    }
+
+    fn delete_secret<'a>(
+        &'a self,
+        kind: &'a str,
+        scope: &'a str,
+        name: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(people::delete_secret(self, kind, scope, name, actor))
+    }
+
+    fn secrets<'a>(&'a self, kind: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Vec<SecretRow>>> {
+        Box::pin(people::secrets(self, kind, scopes))
+    }
+
+    fn all_secrets<'a>(&'a self) -> BoxFuture<'a, Result<Vec<SecretRow>>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as(
+                "SELECT scope, name, value, updated FROM secrets WHERE kind = 'secret' ORDER BY scope, name",
+            )
+            .fetch_all(&self.writer)
+            .await?)
+        })
+    }
+
+    fn reseal_secrets<'a>(&'a self, rows: &'a [SecretRow], actor: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(people::reseal_secrets(self, rows, actor))
+    }
+
     fn set_user_password<'a>(
         &'a self,
         name: &'a str,
@@ -735,47 +774,7 @@ impl Store for SqliteStore {
     }
 
     fn verify_chain<'a>(&'a self) -> BoxFuture<'a, Result<ChainReport>> {
-        Box::pin(async move {
-            use futures_util::TryStreamExt;
-            let (n_events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
-            // Streamed row by row: a log of millions of events is checked in constant memory.
-            let mut rows = sqlx::query(
-                "SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events ORDER BY seq",
-            )
-            .fetch(&self.reader);
-            let mut previous = GENESIS_HASH.to_string();
-            let mut expected_seq = 0i64;
-            while let Some(row) = rows.try_next().await? {
-                expected_seq += 1;
-                let row = &row;
-                let field = |name: &str| row.try_get::<String, _>(name);
-                let seq: i64 = row.try_get("seq")?;
-                let (prev_hash, hash) = (field("prev_hash")?, field("hash")?);
-                let problem = if seq != expected_seq {
-                    Some(format!("event {expected_seq} is missing"))
-                } else if prev_hash != previous {
-                    Some("its link to the previous event does not match".to_string())
-                } else if event_hash(
-                    &prev_hash,
-                    seq,
-                    &field("time")?,
-                    &field("kind")?,
-                    &field("subject")?,
-                    &field("actor")?,
-                    &field("payload")?,
-                ) != hash
-                {
-                    Some("its content does not match its hash (it was altered)".to_string())
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Ok(ChainReport { n_events, first_broken: Some((expected_seq.min(seq), problem)) });
-                }
-                previous = hash;
-            }
-            Ok(ChainReport { n_events, first_broken: None })
-        })
+        Box::pin(people::verify_chain(self))
     }
 }
 

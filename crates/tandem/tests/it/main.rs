@@ -7,6 +7,7 @@ mod deploy;
 mod monitoring;
 mod proxy;
 mod run;
+mod secrets;
 mod server;
 mod signals;
 mod validate;

@@ -348,3 +348,49 @@ fn stop_commands_turns_workflow_commands_off_until_its_token() {
     assert!(run.all().contains("| not-a-secret"), "no mask was added: {}", run.all());
     assert!(run.all().contains("warning: commands again"), "{}", run.all());
 }
+
+/// Ways other CI systems' logs have been made to show a secret, and whether Tandem masks them.
+#[test]
+fn secrets_are_masked_in_their_common_disguises() {
+    let wf = r#"on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "plain: $TOKEN"
+          printf '%s' "$TOKEN" | base64 | sed 's/^/base64: /'
+          printf '%s' "$TOKEN" | base64 | tr -d '=' | sed 's/^/unpadded: /'
+          python3 -c 'import os, urllib.parse; print("url:", urllib.parse.quote(os.environ["TOKEN"], safe=""))'
+          python3 -c 'import os, json; print("json:", json.dumps({"t": os.environ["TOKEN"]}))'
+          printf '%s\n' "$KEY" | sed 's/^/key line: /'
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+          KEY: ${{ secrets.KEY }}
+"#;
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let token = "p@ss/word+with \"quotes\" & more";
+    let key =
+        "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END KEY-----";
+    let mut command = repo.command(&["run", "--secret", "TOKEN", "--secret", "KEY"]);
+    command.env("TOKEN", token).env("KEY", key);
+    let run = crate::Run::from(command.output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.all());
+    let logs = std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("logs");
+    let mut text = run.all();
+    for file in std::fs::read_dir(logs).unwrap() {
+        text.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
+    }
+    for (form, label) in [
+        (token.to_string(), "plain"),
+        ("cEBzcy93b3JkK3dpdGggInF1b3RlcyIgJiBtb3Jl".to_string(), "base64"),
+        ("p%40ss%2Fword%2Bwith%20%22quotes%22%20%26%20more".to_string(), "url"),
+        (r#"p@ss/word+with \"quotes\" & more"#.to_string(), "json"),
+        ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC".to_string(), "a line of a multi-line secret"),
+    ] {
+        assert!(!text.contains(&form), "the {label} form leaked:\n{text}");
+    }
+    for shown in ["plain: ***", "base64: ***", "unpadded: ***", "url: ***", "key line: ***"] {
+        assert!(text.contains(shown), "missing {shown:?}:\n{text}");
+    }
+}

@@ -1,0 +1,128 @@
+//! Secrets and variables on a real server: set from the CLI, sealed at rest, given to runs (an
+//! environment's only to the jobs that deploy there), masked in logs, never shown again, and
+//! still readable after the vault's key is rotated.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::Repo;
+use crate::server::{Server, add_repo};
+
+fn set_secret(server: &Server, name: &str, scope: &[&str], value: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["secret", "set", name])
+        .args(scope)
+        .env("TANDEM_URL", server.url())
+        .env("TANDEM_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+// The workflow checks each value without naming it whole: it would be in the run's record.
+const WORKFLOW: &str = r#"on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          test "${KEY#repo-key-}" = "value-1" && echo "build sees the repository secret: $KEY"
+          test "${NPM#org-npm-}" = "token-9" && echo "and the organisation's"
+          test -z "$DB" && echo "but not production's"
+          echo "region ${{ vars.REGION }}"
+        env:
+          KEY: ${{ secrets.DEPLOY_KEY }}
+          NPM: ${{ secrets.NPM_TOKEN }}
+          DB: ${{ secrets.DB_PASSWORD }}
+  release:
+    needs: build
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - run: |
+          test "${DB#prod-db-}" = "password-7" && echo "release sees production's: $DB"
+        env:
+          DB: ${{ secrets.DB_PASSWORD }}
+"#;
+
+#[test]
+fn secrets_reach_their_runs_sealed_masked_and_scoped() {
+    let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+    set_secret(&server, "DEPLOY_KEY", &["--repository", "shop"], "repo-key-value-1");
+    set_secret(&server, "NPM_TOKEN", &["--org"], "org-npm-token-9");
+    set_secret(&server, "DB_PASSWORD", &["--env", "shop/production"], "prod-db-password-7");
+    let var = server.cli(&["var", "set", "REGION", "eu-west-1", "--repository", "shop"]);
+    assert_eq!(var.code, 0, "{}", var.all());
+    // Refused: no scope, a scope of no repository, a reserved name.
+    assert!(
+        server.cli(&["secret", "list"]).stderr.contains("exactly one of --repository NAME, --env REPO/ENV or --org")
+    );
+    assert!(server.cli(&["secret", "list", "--repository", "nope"]).stderr.contains("no repository `nope`"));
+    let listed = server.cli(&["secret", "list", "--repository", "shop", "--format", "json"]);
+    assert_eq!(listed.json()["secrets"][0]["name"], "DEPLOY_KEY", "{}", listed.all());
+    assert!(!listed.stdout.contains("repo-key-value-1"), "a value never comes back: {}", listed.stdout);
+
+    let run_and_log = |n: usize| {
+        let queued = server.cli(&["repo", "run", "shop"]);
+        assert_eq!(queued.code, 0, "{}", queued.all());
+        let runs = server.wait_for("the run to end", |runs| {
+            runs.len() == n && runs[0]["status"] != "queued" && runs[0]["status"] != "running"
+        });
+        let logs = server.cli(&["runs", "logs", &runs[0]["id"].to_string()]);
+        assert_eq!(runs[0]["status"], "success", "{}", logs.all());
+        logs.stdout
+    };
+    let logs = run_and_log(1);
+    assert!(logs.contains("build sees the repository secret: ***"), "{logs}");
+    assert!(logs.contains("and the organisation's") && logs.contains("but not production's"), "{logs}");
+    assert!(logs.contains("release sees production's: ***"), "{logs}");
+    assert!(logs.contains("region eu-west-1"), "{logs}");
+
+    // At rest: sealed in the database, and the event log names the secret, not its value.
+    let db = std::fs::read_dir(data.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tandem.db"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect::<Vec<_>>();
+    assert!(!db.is_empty());
+    for bytes in &db {
+        for value in ["repo-key-value-1", "org-npm-token-9", "prod-db-password-7"] {
+            assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()), "{value} is in the database in clear");
+        }
+    }
+    let audit = server.cli(&["audit", "log", "--kind", "secret.", "--format", "json"]);
+    assert_eq!(audit.code, 0, "{}", audit.all());
+    let events: Vec<serde_json::Value> = audit.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        ["secret/repo/shop/DEPLOY_KEY", "secret/org/NPM_TOKEN", "secret/env/shop/production/DB_PASSWORD"]
+    );
+    assert!(events.iter().all(|e| e["actor"] == "admin"), "{events:?}");
+    let everything = server.cli(&["audit", "log", "--format", "json"]).stdout;
+    for value in ["repo-key-value-1", "org-npm-token-9", "prod-db-password-7"] {
+        assert!(!everything.contains(value), "{value} is in the event log");
+    }
+
+    // A new key seals everything again; runs read the secrets as before.
+    let rotated = server.cli(&["secret", "rotate-key"]);
+    assert!(rotated.stdout.contains("3 secret(s) sealed again"), "{}", rotated.all());
+    let key_file = std::fs::read_to_string(data.path().join("secrets.key")).unwrap();
+    assert_eq!(key_file.lines().count(), 1, "the old key is gone");
+    let logs = run_and_log(2);
+    assert!(logs.contains("build sees the repository secret: ***"), "{logs}");
+
+    let removed = server.cli(&["secret", "rm", "DEPLOY_KEY", "--repository", "shop"]);
+    assert_eq!(removed.code, 0, "{}", removed.all());
+    let again = server.cli(&["secret", "rm", "DEPLOY_KEY", "--repository", "shop"]);
+    assert_ne!(again.code, 0);
+}
