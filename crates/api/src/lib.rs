@@ -392,7 +392,8 @@ impl From<store::Repo> for Repository {
         Repository {
             id: repo.id,
             name: repo.name,
-            source: repo.source,
+            // Credentials in a source URL stay on the server.
+            source: git::redact_credentials(&repo.source),
             poll_seconds: repo.poll_seconds,
             created: repo.created,
             forge: repo.forge,

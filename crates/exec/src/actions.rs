@@ -151,7 +151,7 @@ impl ActionSources {
     /// Fetches `git_ref` from `address` into the bare repository; the commit it names.
     fn fetch_from(&self, bare: &Path, address: &str, git_ref: &str) -> Result<String, String> {
         let spec = if is_full_sha(git_ref) { git_ref.to_string() } else { resolve_name(bare, address, git_ref)? };
-        git(bare, &["fetch", "--quiet", "--no-tags", "--depth=1", address, &spec])?;
+        git(bare, &["fetch", "--quiet", "--no-tags", "--depth=1", "--end-of-options", address, &spec])?;
         let commit = git(bare, &["rev-parse", "FETCH_HEAD^{commit}"])?;
         Ok(commit.trim().to_string())
     }
@@ -248,7 +248,7 @@ fn resolve_name(bare: &Path, address: &str, name: &str) -> Result<String, String
     if name.starts_with("refs/") {
         return Ok(name.to_string());
     }
-    let listed = git(bare, &["ls-remote", "--tags", "--heads", address, name])?;
+    let listed = git(bare, &["ls-remote", "--tags", "--heads", "--end-of-options", address, name])?;
     let refs: Vec<&str> = listed.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
     let tag = format!("refs/tags/{name}");
     let head = format!("refs/heads/{name}");

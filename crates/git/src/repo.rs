@@ -72,13 +72,17 @@ pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> 
     command.args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
     let output = match tokio::time::timeout(TIMEOUT, command.output()).await {
         Ok(output) => output.map_err(GitError::Spawn)?,
-        Err(_) => return Err(GitError::Timeout { command: args.join(" "), minutes: TIMEOUT.as_secs() / 60 }),
+        Err(_) => {
+            let command = crate::redact_credentials(&args.join(" "));
+            return Err(GitError::Timeout { command, minutes: TIMEOUT.as_secs() / 60 });
+        }
     };
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        Err(GitError::Failed { command: args.join(" "), stderr })
+        // What git says is shown and recorded: credentials in URLs do not go with it.
+        let stderr = crate::redact_credentials(String::from_utf8_lossy(&output.stderr).trim());
+        Err(GitError::Failed { command: crate::redact_credentials(&args.join(" ")), stderr })
     }
 }
 
@@ -89,7 +93,7 @@ pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
 
 /// The commit `name` (a branch, tag or commit) names in the repository at `repo`.
 pub async fn resolve_ref(repo: &Path, name: &str) -> Result<String, GitError> {
-    match git(repo, &["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")]).await {
+    match git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{name}^{{commit}}")]).await {
         Ok(sha) => Ok(sha.trim().to_string()),
         Err(GitError::Failed { .. }) => Err(GitError::UnknownRef(name.to_string())),
         Err(other) => Err(other),
@@ -103,10 +107,10 @@ pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), GitError> 
     }
     let parent = mirror.parent().unwrap_or(mirror);
     tokio::fs::create_dir_all(parent).await.map_err(|error| GitError::Io { path: parent.to_path_buf(), error })?;
-    run(None, &["clone", "--quiet", "--bare", source, &mirror.to_string_lossy()])
+    run(None, &["clone", "--quiet", "--bare", "--end-of-options", source, &mirror.to_string_lossy()])
         .await
         .map(|_| ())
-        .map_err(|e| GitError::Clone { url: source.to_string(), error: Box::new(e) })
+        .map_err(|e| GitError::Clone { url: crate::redact_credentials(source), error: Box::new(e) })
 }
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
@@ -175,9 +179,9 @@ pub async fn checkout(repo: &Path, sha: &str, dest: &Path, worktree: bool) -> Re
     let dest_str = dest.to_string_lossy().into_owned();
     let repo_str = repo.to_string_lossy().into_owned();
     if dest.join(".git").exists() {
-        git(dest, &["fetch", "--quiet", &repo_str, sha]).await?;
+        git(dest, &["fetch", "--quiet", "--end-of-options", &repo_str, sha]).await?;
     } else {
-        run(None, &["clone", "--quiet", "--shared", "--no-checkout", &repo_str, &dest_str]).await?;
+        run(None, &["clone", "--quiet", "--shared", "--no-checkout", "--end-of-options", &repo_str, &dest_str]).await?;
     }
     git(dest, &["checkout", "--quiet", "--force", "--detach", sha]).await?;
     if worktree {

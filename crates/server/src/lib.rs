@@ -117,6 +117,8 @@ pub struct App {
     pub run_tokens: RunTokens,
     /// One-time sign-in links of the web pages.
     pub(crate) signin_links: api::web::session::Links,
+    /// Failed sign-ins per name, to slow down guessing.
+    pub(crate) signin_failures: api::web::session::Throttle,
     /// The server's secret (sessions, CSRF tokens, acknowledgement links), read or made at first use.
     secret: std::sync::OnceLock<String>,
     /// The secrets vault, opened at first use.
@@ -185,6 +187,7 @@ impl App {
             incidents: incidents::Desk::default(),
             oncall: incidents::oncall::Roster::default(),
             signin_links: Default::default(),
+            signin_failures: Default::default(),
             run_tokens: RunTokens::default(),
             secret: std::sync::OnceLock::new(),
             vault: std::sync::OnceLock::new(),

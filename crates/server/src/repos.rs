@@ -32,16 +32,24 @@ pub async fn sync(app: &App, repo: &Repo, sha: Option<&str>) -> Result<PathBuf, 
     }
     git(
         &mirror,
-        &["fetch", "--quiet", "--prune", &repo.source, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+        &[
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--end-of-options",
+            &repo.source,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
     )
     .await?;
     if let Some(sha) = sha
         && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_err()
     {
         // Change-request heads may live outside branches; ask for the commit itself.
-        git(&mirror, &["fetch", "--quiet", &repo.source, sha])
+        git(&mirror, &["fetch", "--quiet", "--end-of-options", &repo.source, sha])
             .await
-            .map_err(|e| format!("commit {sha} is not in {}: {e}", repo.source))?;
+            .map_err(|e| format!("commit {sha} is not in {}: {e}", git::redact_credentials(&repo.source)))?;
     }
     Ok(mirror)
 }
@@ -199,7 +207,7 @@ pub fn push_change(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> (Chan
 pub fn push_payload(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> serde_json::Value {
     serde_json::json!({
         "ref": git_ref, "before": before, "after": sha,
-        "repository": {"name": repo.name.rsplit('/').next().unwrap_or(&repo.name), "full_name": repo.name, "clone_url": repo.source},
+        "repository": {"name": repo.name.rsplit('/').next().unwrap_or(&repo.name), "full_name": repo.name, "clone_url": git::redact_credentials(&repo.source)},
         "head_commit": {"id": sha}, "pusher": {"name": "tandem"},
     })
 }
@@ -225,7 +233,7 @@ pub async fn poll_forever(app: Arc<App>) {
 }
 
 async fn poll(app: &App, repo: &Repo) -> Result<(), String> {
-    let listing = git(Path::new("."), &["ls-remote", "--heads", "--tags", &repo.source]).await?;
+    let listing = git(Path::new("."), &["ls-remote", "--heads", "--tags", "--end-of-options", &repo.source]).await?;
     let remote: Vec<(String, String)> = listing
         .lines()
         .filter_map(|l| l.split_once('\t'))

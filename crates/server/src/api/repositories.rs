@@ -32,6 +32,14 @@ pub(super) async fn add_repository(
     actor: &str,
 ) -> ApiResult<api::AddedRepository> {
     let source = body.source.trim().to_string();
+    // Given to git as an argument: nothing that git could read as an option.
+    if source.starts_with('-') || source.chars().any(char::is_control) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_source",
+            format!("`{source}` is not a repository source"),
+        ));
+    }
     let is_url = source.contains("://") || source.contains('@');
     let source = if is_url {
         source
@@ -105,11 +113,13 @@ pub(super) async fn trigger(
         .await
         .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
     let wanted = body.and_then(|b| b.0.git_ref).unwrap_or_else(|| "HEAD".to_string());
-    let resolved = repos::git(&mirror, &["rev-parse", "--symbolic-full-name", &wanted]).await.unwrap_or_default();
+    let resolved = repos::git(&mirror, &["rev-parse", "--symbolic-full-name", "--end-of-options", &wanted])
+        .await
+        .unwrap_or_default();
     let git_ref = if resolved.trim().is_empty() { wanted.clone() } else { resolved.trim().to_string() };
-    let sha = repos::git(&mirror, &["rev-parse", &format!("{wanted}^{{commit}}")]).await.map_err(|_| {
-        AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}"))
-    })?;
+    let sha = repos::git(&mirror, &["rev-parse", "--end-of-options", &format!("{wanted}^{{commit}}")]).await.map_err(
+        |_| AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}")),
+    )?;
     let sha = sha.trim().to_string();
     let (change, payload) = repos::push_change(&repo, &git_ref, &"0".repeat(40), &sha);
     let ids = match repos::queue_change(&app, &repo, Some(&change), &payload, repos::Origin::Direct, &caller.0).await {

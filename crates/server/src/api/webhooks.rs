@@ -117,7 +117,7 @@ pub(super) async fn webhook(
             return Err(AppError::new(
                 StatusCode::BAD_GATEWAY,
                 "repository_unavailable",
-                format!("cannot read {}: {error}", repo.source),
+                format!("cannot read {}: {error}", git::redact_credentials(&repo.source)),
             ));
         }
     };

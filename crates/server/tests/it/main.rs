@@ -204,6 +204,57 @@ async fn a_runs_token_reads_the_api_while_it_runs_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn credentials_in_a_repository_url_are_never_shown_or_recorded() {
+    let api = Api::new().await;
+    api.app.store.add_repo("app", "https://ana:ghp_T0ken@git.example/team/app.git", "s", None, "test").await.unwrap();
+    let (_, repos) = api.get("/api/v1/repos").await;
+    assert_eq!(repos["repos"][0]["source"], "https://ana:***@git.example/team/app.git", "{repos}");
+    let (_, events) = api.get("/api/v1/events").await;
+    assert!(!events.to_string().contains("ghp_T0ken"), "{events}");
+    assert!(events.to_string().contains("https://ana:***@git.example"), "{events}");
+    // Adding one that cannot be reached: the error names the URL without its credentials.
+    let body = r#"{"source": "https://bo:s3cret-pass@127.0.0.1:9/x.git", "name": "x"}"#;
+    let (_, answer) = api.call("POST", "/api/v1/repos", Some("tdm_test"), body).await;
+    assert!(answer["warning"].as_str().unwrap().contains("cannot clone https://bo:***@127.0.0.1:9/x.git"), "{answer}");
+    assert!(!answer.to_string().contains("s3cret-pass"), "{answer}");
+    // A source git would read as an option is refused before git sees it.
+    let body = r#"{"source": "--upload-pack=touch /tmp/x;://h/x.git", "name": "y"}"#;
+    let (status, answer) = api.call("POST", "/api/v1/repos", Some("tdm_test"), body).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_source")), "{answer}");
+}
+
+#[tokio::test]
+async fn sign_in_is_refused_for_a_while_after_five_wrong_passwords() {
+    let api = Api::new().await;
+    let hash = server::hash_password("the-right-password").unwrap();
+    api.app.store.add_user("ana", &hash, "test").await.unwrap();
+    let sign_in = |password: &str| {
+        let body = format!("user=ana&password={password}&next=/");
+        Request::builder()
+            .method("POST")
+            .uri("/signin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let location = |response: &axum::response::Response| {
+        response.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    };
+    for _ in 0..5 {
+        let response = server::router(api.app.clone()).oneshot(sign_in("wrong")).await.unwrap();
+        assert!(location(&response).contains("error=The%20user%20name"), "{}", location(&response));
+    }
+    // The sixth try, with the right password, is refused without being checked.
+    let response = server::router(api.app.clone()).oneshot(sign_in("the-right-password")).await.unwrap();
+    assert!(response.headers().get("set-cookie").is_none());
+    assert!(location(&response).contains("Too%20many%20failed%20sign-ins%20for%20ana"), "{}", location(&response));
+    let (_, events) = api.get("/api/v1/events?limit=1000").await;
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "session.refused").count(), 5);
+    assert!(kinds.contains(&"session.throttled"), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn answers_read_as_the_api_types_and_bad_query_parameters_are_json_errors() {
     let api = Api::new().await;
     let repo = api.app.store.add_repo("app", "/nowhere", "s", None, "test").await.unwrap();

@@ -265,6 +265,9 @@ impl ActionRef {
         if git_ref.trim().is_empty() {
             return Err(format!("action `{reference}` names no version"));
         }
+        if git_ref.trim().starts_with('-') || git_ref.contains(char::is_whitespace) {
+            return Err(format!("`{reference}`: `{git_ref}` is not a tag, branch or commit"));
+        }
         let mut parts = name.split('/');
         let (owner, repo) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let path: Vec<&str> = parts.collect();

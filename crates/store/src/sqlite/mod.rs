@@ -79,7 +79,7 @@ impl Store for SqliteStore {
                 "repo.added",
                 &format!("repo/{}", repo.id),
                 actor,
-                serde_json::json!({"name": name, "source": source, "poll_seconds": poll_seconds}),
+                serde_json::json!({"name": name, "source": git::redact_credentials(source), "poll_seconds": poll_seconds}),
             )
             .await?;
             tx.commit().await?;

@@ -95,3 +95,13 @@ fn a_service_file_without_workflows_is_checked_too() {
     assert!(run.stdout.contains(".tandem/service.yml:5:5"), "{}", run.all());
     assert!(!run.all().contains("no workflows found"), "{}", run.all());
 }
+
+#[test]
+fn an_action_ref_that_looks_like_an_option_is_refused() {
+    let wf =
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: team/act@--upload-pack=touch\n";
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let run = repo.tandem(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("is not a tag, branch or commit"), "{}", run.stdout);
+}

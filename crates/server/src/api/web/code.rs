@@ -54,7 +54,7 @@ async fn listing(app: &App, viewer: &Viewer, flash: Option<String>) -> Repositor
         };
         repos.push(RepoRow {
             name: repo.name.clone(),
-            source: repo.source.clone(),
+            source: git::redact_credentials(&repo.source),
             poll: poll(repo.poll_seconds),
             forge: repo.forge.clone().unwrap_or_else(|| "—".into()),
             latest,
@@ -162,7 +162,7 @@ pub(super) async fn repository(
     let names = std::collections::HashMap::from([(repo.id, repo.name.clone())]);
     page(RepositoryPage {
         chrome: Chrome::new(&viewer, format!("Repository {name}"), "repositories", flash.flash),
-        source: repo.source.clone(),
+        source: git::redact_credentials(&repo.source),
         poll: poll(repo.poll_seconds),
         forge: repo.forge.clone().unwrap_or_else(|| "—".into()),
         refs,

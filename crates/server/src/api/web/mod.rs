@@ -147,12 +147,21 @@ fn signed_in(app: &App, actor: &str, next: &str, headers: &HeaderMap) -> Respons
 
 async fn signin(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> Response {
     let next = local(form.next.as_deref());
+    let key = if form.user.is_empty() { "token".to_string() } else { form.user.clone() };
+    if let Some(minutes) = app.signin_failures.blocked(&key) {
+        record(&app, "session.throttled", &key, serde_json::json!({"minutes": minutes})).await;
+        let what = format!("Too many failed sign-ins for {key}; try again in {minutes} minute(s).");
+        let to = format!("/signin?next={}&error={}", session::urlencode(&next), session::urlencode(&what));
+        return Redirect::to(&to).into_response();
+    }
     match check(&app, &form).await {
         Ok(Some((name, with))) => {
+            app.signin_failures.succeeded(&key);
             record(&app, "session.signed_in", &name, serde_json::json!({"with": with})).await;
             signed_in(&app, &name, &next, &headers)
         }
         Ok(None) => {
+            app.signin_failures.failed(&key);
             let what = if form.user.is_empty() {
                 "That token is not valid."
             } else {

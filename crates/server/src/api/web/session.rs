@@ -16,6 +16,34 @@ pub const COOKIE: &str = "tandem_session";
 /// Sessions last a day.
 const LIFETIME_MS: i64 = 24 * 3_600_000;
 
+/// Failed sign-ins per name (a user, or `token`): after [`Throttle::LIMIT`] within the window,
+/// that name is refused without a password check until the oldest failure ages out.
+#[derive(Debug, Default)]
+pub struct Throttle(Mutex<HashMap<String, Vec<i64>>>);
+
+impl Throttle {
+    pub const LIMIT: usize = 5;
+    const WINDOW_MS: i64 = 15 * 60_000;
+
+    /// Minutes until `name` may try again, when it may not now.
+    pub fn blocked(&self, name: &str) -> Option<i64> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = failures.entry(name.to_string()).or_default();
+        list.retain(|at| now - at < Self::WINDOW_MS);
+        (list.len() >= Self::LIMIT).then(|| ((list[0] + Self::WINDOW_MS - now) / 60_000).max(1))
+    }
+
+    pub fn failed(&self, name: &str) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().push(now);
+    }
+
+    pub fn succeeded(&self, name: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+}
+
 /// One-time sign-in links: secret → (actor, expiry).
 #[derive(Debug, Default)]
 pub struct Links(Mutex<HashMap<String, (String, i64)>>);
