@@ -250,6 +250,21 @@ pub struct EventsQuery {
     pub limit: Option<i64>,
 }
 
+/// A signed statement that event `seq` of the log has hash `hash` (Ed25519 over
+/// "tandem audit checkpoint v1\nseq S\nhash H\ntime T\n"). Kept elsewhere, it proves later that
+/// the log was not rewritten up to there (`tandem audit verify --checkpoint FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// When the event was recorded.
+    pub time: String,
+    /// The signer's Ed25519 public key, hex.
+    pub public_key: String,
+    /// The signature, hex.
+    pub signature: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<Event>,

@@ -3,6 +3,7 @@
 
 pub mod alerting;
 mod api;
+pub mod checkpoint;
 pub mod deploy;
 pub mod dora;
 pub mod incidents;
@@ -371,6 +372,7 @@ pub async fn start(
     incidents::replay(&app).await?;
     let responder = tokio::spawn(incidents::run_forever(app.clone()));
     let poller = tokio::spawn(repos::poll_forever(app.clone()));
+    let checkpoints = tokio::spawn(checkpoint::every_hour(app.clone()));
     let deployer = tokio::spawn(deploy::run_forever(app.clone()));
     let router = api::router(app.clone());
     let shutting_down = app.clone();
@@ -378,6 +380,7 @@ pub async fn start(
         let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         worker.abort();
         poller.abort();
+        checkpoints.abort();
         deployer.abort();
         monitor.abort();
         alerter.abort();

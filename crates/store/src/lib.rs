@@ -569,6 +569,8 @@ pub trait Store: Send + Sync {
     /// Appends several such events in one transaction, in order: all or none.
     fn record_events<'a>(&'a self, events: Vec<NewEvent>) -> BoxFuture<'a, Result<()>>;
     fn events<'a>(&'a self, after_seq: i64, limit: i64) -> BoxFuture<'a, Result<Vec<Event>>>;
+    /// The newest event, if any (the head of the chain a checkpoint signs).
+    fn last_event<'a>(&'a self) -> BoxFuture<'a, Result<Option<Event>>>;
     fn verify_chain<'a>(&'a self) -> BoxFuture<'a, Result<ChainReport>>;
 }
 

@@ -285,8 +285,18 @@ enum RunsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every link of the hash-chained event log; reports the first broken one.
-    Verify(serve::DataArgs),
+    /// Check every link of the hash-chained event log; reports the first broken one. With
+    /// `--checkpoint`, also that the log still holds the event a signed checkpoint names.
+    #[command(
+        after_help = "Examples:\n  tandem audit verify --data ./data\n  tandem audit verify --data ./data --checkpoint kept/checkpoint-1200.json --public-key 3b6a…"
+    )]
+    Verify(serve::VerifyArgs),
+    /// Sign the log's newest event now (Ed25519) and print the checkpoint: keep it elsewhere.
+    #[command(after_help = "Examples:\n  tandem audit checkpoint > /mnt/offsite/checkpoint-$(date +%F).json")]
+    Checkpoint {
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// The event log from the server, oldest first, filtered; `--format json` writes JSON lines.
     #[command(after_help = "Examples:
   tandem audit log --kind secret.
@@ -357,6 +367,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Reap(args) => serve::reap(args),
         Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args),
         Command::Audit(AuditCommand::Log(args)) => block_on(secrets::audit_log(args)),
+        Command::Audit(AuditCommand::Checkpoint { connection }) => block_on(async move {
+            let checkpoint: api::Checkpoint =
+                Client::new(&connection)?.post("/api/v1/audit/checkpoint", None::<&()>).await?;
+            println!("{}", serde_json::to_string_pretty(&checkpoint)?);
+            Ok(0)
+        }),
         Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
         Command::User(UserCommand::Add { name, password_stdin, data }) => serve::user_add(&name, password_stdin, data),
         Command::Repo(command) => block_on(repo_command(command)),

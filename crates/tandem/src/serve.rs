@@ -565,9 +565,54 @@ fn open_store(data: &Option<PathBuf>) -> Result<(tokio::runtime::Runtime, Sqlite
     Ok((runtime, store))
 }
 
-pub fn audit_verify(args: DataArgs) -> Result<i32> {
+/// `tandem audit verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A checkpoint kept elsewhere (`tandem audit checkpoint`): the log must still hold its event.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// The signer's public key (hex) to insist on; without it, the key in the checkpoint is used.
+    #[arg(long, value_name = "HEX", requires = "checkpoint")]
+    public_key: Option<String>,
+}
+
+pub fn audit_verify(VerifyArgs { data: args, checkpoint, public_key }: VerifyArgs) -> Result<i32> {
     let (runtime, store) = open_store(&args.data)?;
     let report = runtime.block_on(store.verify_chain())?;
+    if let Some(path) = checkpoint {
+        use server::checkpoint::Verify;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let checkpoint: api::Checkpoint =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a checkpoint", path.display()))?;
+        if let Err(why) = checkpoint.verify_signature(public_key.as_deref()) {
+            println!("✗ {}: {why}", path.display());
+            return Ok(1);
+        }
+        let held = runtime.block_on(store.events(checkpoint.seq - 1, 1))?;
+        let problem = match held.first() {
+            None => Some(format!("the log has no event {} any more (it has {})", checkpoint.seq, report.n_events)),
+            Some(event) if event.seq != checkpoint.seq => Some(format!("event {} is missing", checkpoint.seq)),
+            Some(event) if event.hash != checkpoint.hash => {
+                Some(format!("event {} has another hash than the one signed: the log was rewritten", checkpoint.seq))
+            }
+            Some(_) => match &report.first_broken {
+                Some((seq, why)) if *seq <= checkpoint.seq => Some(format!("the chain breaks at event {seq}: {why}")),
+                _ => None,
+            },
+        };
+        match problem {
+            Some(why) => {
+                println!("✗ checkpoint of event {} (signed by {}): {why}", checkpoint.seq, checkpoint.public_key);
+                return Ok(1);
+            }
+            None => println!(
+                "✓ checkpoint of event {} holds: signed by {}, and the log still has that event with that hash",
+                checkpoint.seq, checkpoint.public_key
+            ),
+        }
+    }
     if args.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

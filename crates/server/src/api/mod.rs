@@ -102,6 +102,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(incidents::oncall))
         .routes(routes!(incidents::add_override))
         .routes(routes!(incidents::ack_page, incidents::ack_link))
+        .routes(routes!(runs::checkpoint))
         .routes(routes!(secrets::list_secrets))
         .routes(routes!(secrets::set_secret, secrets::delete_secret))
         .routes(routes!(secrets::rotate_key))

@@ -172,3 +172,15 @@ pub(super) async fn events(
     let events = app.store.events(query.after.unwrap_or(0), query.limit.unwrap_or(100)).await?;
     Ok(Json(api::EventList { events }))
 }
+
+#[utoipa::path(post, path = "/api/v1/audit/checkpoint", tag = "audit",
+    summary = "Sign the event log's newest event now (Ed25519); keep the answer elsewhere",
+    security(("token" = [])),
+    responses((status = 200, body = api::Checkpoint), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn checkpoint(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<api::Checkpoint>> {
+    match crate::checkpoint::make(&app).await {
+        Ok(Some(checkpoint)) => Ok(Json(checkpoint)),
+        Ok(None) => Err(AppError::new(StatusCode::CONFLICT, "empty_log", "the event log is empty: nothing to sign")),
+        Err(error) => Err(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint", error)),
+    }
+}

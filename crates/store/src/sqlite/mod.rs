@@ -530,6 +530,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn last_event<'a>(&'a self) -> BoxFuture<'a, Result<Option<Event>>> {
+        Box::pin(async move {
+            let row =
+                sqlx::query("SELECT * FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&self.reader).await?;
+            row.map(|r| decode::<Event>(&r)).transpose()
+        })
+    }
+
     fn events<'a>(&'a self, after_seq: i64, limit: i64) -> BoxFuture<'a, Result<Vec<Event>>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT seq, time, kind, subject, actor, payload, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").bind(after_seq).bind(limit.clamp(1, 10_000)).fetch_all(&self.reader).await?;

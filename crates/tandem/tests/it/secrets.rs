@@ -126,3 +126,64 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
     let again = server.cli(&["secret", "rm", "DEPLOY_KEY", "--repository", "shop"]);
     assert_ne!(again.code, 0);
 }
+
+#[test]
+fn a_signed_checkpoint_detects_a_rewritten_log() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    add_repo(&server, &repo, "shop");
+    let signed = server.cli(&["audit", "checkpoint"]);
+    assert_eq!(signed.code, 0, "{}", signed.all());
+    let checkpoint: serde_json::Value = serde_json::from_str(&signed.stdout).unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("checkpoint.json");
+    std::fs::write(&file, &signed.stdout).unwrap();
+    // Another server's log: a whole database, every link of its chain valid.
+    let other = tempfile::tempdir().unwrap();
+    let forger = Server::start(other.path(), None);
+    let other_repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    add_repo(&forger, &other_repo, "shop");
+    forger.interrupt();
+    server.interrupt();
+    let data_arg = data.path().to_str().unwrap();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", "--data", data_arg];
+        args.extend_from_slice(extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_tandem")).args(&args).output().unwrap();
+        crate::Run::from(output)
+    };
+    let file_arg = file.to_str().unwrap();
+    let key = checkpoint["public_key"].as_str().unwrap();
+    let ok = verify(&["--checkpoint", file_arg, "--public-key", key]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert!(ok.stdout.contains("holds: signed by"), "{}", ok.stdout);
+    // A checkpoint edited after signing, or signed by another key, is refused.
+    let mut edited = checkpoint.clone();
+    edited["seq"] = serde_json::json!(checkpoint["seq"].as_i64().unwrap() - 1);
+    let edited_file = kept.path().join("edited.json");
+    std::fs::write(&edited_file, edited.to_string()).unwrap();
+    let refused = verify(&["--checkpoint", edited_file.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(refused.stdout.contains("signature does not match"), "{}", refused.stdout);
+    let wrong_key = verify(&["--checkpoint", file_arg, "--public-key", &"ab".repeat(32)]);
+    assert_eq!(wrong_key.code, 1, "{}", wrong_key.all());
+    // The whole database replaced by the other one: its chain is valid, the checkpoint says no.
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("tandem.db") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(other.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("tandem.db") {
+            std::fs::copy(entry.path(), data.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let chain_only = verify(&[]);
+    assert_eq!(chain_only.code, 0, "the chain alone looks fine: {}", chain_only.all());
+    let caught = verify(&["--checkpoint", file_arg]);
+    assert_eq!(caught.code, 1, "{}", caught.all());
+    assert!(caught.stdout.contains("the log was rewritten"), "{}", caught.stdout);
+}
