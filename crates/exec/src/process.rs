@@ -65,6 +65,26 @@ pub fn owner_pid(labels: Option<&std::collections::HashMap<String, String>>) -> 
     labels.and_then(|l| l.get(crate::docker::OWNER_LABEL)).and_then(|p| p.parse::<i32>().ok())
 }
 
+/// Who a process is, beyond its id: this boot's id and the process's start time (clock ticks
+/// after boot). A journal line names a process by both, so that after a reboot — or once the id
+/// was given to another process — nothing but the journaled process is killed.
+pub fn process_identity(pid: i32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) end at its last `)`: state is field 3,
+    // start time field 22.
+    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
+    Some(format!("{}:{start}", boot.trim()))
+}
+
+/// A journal line for process group `pgid`: its id and its leader's identity.
+pub fn journal_line(pgid: i32) -> String {
+    match process_identity(pgid) {
+        Some(identity) => format!("{pgid} {identity}\n"),
+        None => format!("{pgid}\n"),
+    }
+}
+
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -93,10 +113,11 @@ impl ProcessGroups {
         if let Some(journal) = &self.journal {
             use std::io::Write;
             // One write per line: appends from concurrent steps never interleave.
-            let written =
-                std::fs::OpenOptions::new().create(true).append(true).open(journal).and_then(|mut file| {
-                    file.write_all(format!("{pgid}\n").as_bytes()).and_then(|()| file.sync_data())
-                });
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(journal)
+                .and_then(|mut file| file.write_all(journal_line(pgid).as_bytes()).and_then(|()| file.sync_data()));
             if let Err(error) = written {
                 tracing::error!(
                     "cannot journal process group {pgid} in {}: it would outlive a crash of Tandem: {error}",
@@ -113,7 +134,16 @@ impl ProcessGroups {
         let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
         for entry in entries.flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            for pgid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 1) {
+            for line in text.lines() {
+                let mut words = line.split_whitespace();
+                let Some(pgid) = words.next().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 1) else { continue };
+                // A group whose leader is not the journaled process (a reboot, a reused id) is
+                // someone else's: left alone. Lines of older versions name no identity.
+                if let Some(identity) = words.next()
+                    && process_identity(pgid).as_deref() != Some(identity)
+                {
+                    continue;
+                }
                 if killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
                     n_alive += 1;
                 }
@@ -291,4 +321,31 @@ fn finish_line(line: &mut Vec<u8>, cut: bool) -> String {
         text.push_str(CUT_NOTE);
     }
     text
+}
+
+#[cfg(test)]
+mod journal {
+    /// A journaled group whose leader is gone and whose id now names another process is left
+    /// alone; the journaled one itself is killed.
+    #[test]
+    fn only_the_journaled_process_is_killed() {
+        let dir = std::env::temp_dir().join(format!("tandem-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spawn = || {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap()
+        };
+        let (mut journaled, mut other) = (spawn(), spawn());
+        let (a, b) = (journaled.id() as i32, other.id() as i32);
+        // `b` stands for a process that took a journaled id: its line names an older identity.
+        let stale = super::process_identity(b).unwrap().replace(':', ":1");
+        std::fs::write(dir.join("run-1"), format!("{}{b} {stale}\n", super::journal_line(a))).unwrap();
+        assert_eq!(super::ProcessGroups::kill_journaled(&dir), 1);
+        assert!(journaled.wait().unwrap().code().is_none(), "the journaled process was killed");
+        assert!(other.try_wait().unwrap().is_none(), "the other one lives");
+        let _ = other.kill();
+        let _ = other.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

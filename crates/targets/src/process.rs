@@ -125,7 +125,9 @@ fn journal_pgid(journal: &std::path::Path, pgid: u32) {
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(journal))
-        .and_then(|mut file| file.write_all(format!("{pgid}\n").as_bytes()).and_then(|()| file.sync_data()));
+        .and_then(|mut file| {
+            file.write_all(exec::process::journal_line(pgid as i32).as_bytes()).and_then(|()| file.sync_data())
+        });
     if let Err(error) = written {
         tracing::error!(
             "cannot journal instance process group {pgid} in {}: it would outlive a crash of the server: {error}",

@@ -239,6 +239,13 @@ pub(super) async fn run_builtin(
         }
         BuiltinAction::DownloadArtifact => {
             let dest = crate::paths::normalize(&dirs.workspace.join(input("path")));
+            // Downloads land in the job's own folders, never elsewhere on the machine.
+            if !dest.starts_with(&dirs.workspace) && !dest.starts_with(&dirs.temp) {
+                return Err(format!(
+                    "download-artifact: `{}` is outside the workspace; give a path inside it (or under $RUNNER_TEMP)",
+                    input("path")
+                ));
+            }
             let name = Some(input("name")).filter(|n| !n.is_empty());
             let (store, wanted, into) = (shared.artifacts.clone(), name.map(str::to_string), dest.clone());
             let n = tokio::task::spawn_blocking(move || store.download(wanted.as_deref(), &into))

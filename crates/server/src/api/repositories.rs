@@ -113,13 +113,16 @@ pub(super) async fn trigger(
         .await
         .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
     let wanted = body.and_then(|b| b.0.git_ref).unwrap_or_else(|| "HEAD".to_string());
-    let resolved = repos::git(&mirror, &["rev-parse", "--symbolic-full-name", "--end-of-options", &wanted])
-        .await
-        .unwrap_or_default();
+    let resolved =
+        repos::git(&mirror, &["rev-parse", "--symbolic-full-name", "--verify", "--quiet", "--end-of-options", &wanted])
+            .await
+            .unwrap_or_default();
     let git_ref = if resolved.trim().is_empty() { wanted.clone() } else { resolved.trim().to_string() };
-    let sha = repos::git(&mirror, &["rev-parse", "--end-of-options", &format!("{wanted}^{{commit}}")]).await.map_err(
-        |_| AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}")),
-    )?;
+    let sha = repos::git(&mirror, &["rev-parse", "--verify", "--end-of-options", &format!("{wanted}^{{commit}}")])
+        .await
+        .map_err(|_| {
+            AppError::new(StatusCode::NOT_FOUND, "unknown_ref", format!("`{wanted}` is not a ref of {name}"))
+        })?;
     let sha = sha.trim().to_string();
     let (change, payload) = repos::push_change(&repo, &git_ref, &"0".repeat(40), &sha);
     let ids = match repos::queue_change(&app, &repo, Some(&change), &payload, repos::Origin::Direct, &caller.0).await {

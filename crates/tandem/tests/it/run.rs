@@ -394,3 +394,23 @@ jobs:
         assert!(text.contains(shown), "missing {shown:?}:\n{text}");
     }
 }
+
+#[test]
+fn artifacts_download_only_into_the_jobs_own_folders() {
+    let wf = |path: &str| {
+        format!(
+            "on: push\njobs:\n  up:\n    runs-on: ubuntu-latest\n    steps:\n      - run: mkdir -p out && echo payload > out/f.txt\n      - uses: actions/upload-artifact@v4\n        with: {{ name: art, path: out/ }}\n  down:\n    needs: up\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/download-artifact@v4\n        with: {{ name: art, path: '{path}' }}\n      - run: cat '{path}/f.txt'\n"
+        )
+    };
+    let repo = Repo::new(&[("ci.yml", &wf("dl"))]);
+    let run = repo.tandem(&["run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("| payload"), "{}", run.all());
+    let outside = repo.data.path().join("escaped");
+    repo.write(".github/workflows/ci.yml", &wf(&format!("../../../../../../../..{}", outside.display())));
+    repo.commit("escape");
+    let run = repo.tandem(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("is outside the workspace"), "{}", run.all());
+    assert!(!outside.exists(), "the artifact left the workspace");
+}

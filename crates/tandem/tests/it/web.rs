@@ -334,6 +334,20 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let chain = driver.find(By::Css(".chain")).await.unwrap().text().await.unwrap();
     assert!(chain.starts_with("✓ The event log is intact"), "{chain}");
 
+    // Secrets: set one from the page; it is listed by name, its value never shown.
+    driver.goto(format!("{url}/secrets")).await.unwrap();
+    driver.find(By::Id("scope")).await.unwrap().clear().await.unwrap();
+    driver.find(By::Id("scope")).await.unwrap().send_keys("repo/sample-service").await.unwrap();
+    driver.find(By::Id("name")).await.unwrap().send_keys("DEPLOY_KEY").await.unwrap();
+    driver.find(By::Id("value")).await.unwrap().send_keys("v3ry-s3cret-value").await.unwrap();
+    driver.find(By::Css("form[action='/secrets/set'] button")).await.unwrap().click().await.unwrap();
+    wait_url(&driver, |u| u.contains("flash=")).await;
+    let text = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("Secret DEPLOY_KEY set in repo/sample-service."), "{text}");
+    assert!(text.contains("DEPLOY_KEY") && !driver.source().await.unwrap().contains("v3ry-s3cret-value"), "{text}");
+    driver.screenshot(&shots.join("secrets.png")).await.unwrap();
+    accessibility(&driver, "secrets").await;
+
     // Repositories: add one (its webhook secret shown once), run a branch of another.
     driver.goto(format!("{url}/repositories")).await.unwrap();
     let source = data.path().join("demo/sample-service");
@@ -436,7 +450,7 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&plain, |u| u.ends_with("/runs/1")).await;
     let log = find_soon(&plain, By::Id("log")).await.text().await.unwrap();
     assert!(log.contains("Ran 2 tests"), "{log}");
-    for page in ["/", "/runs", "/repositories", "/deployments", "/monitoring", "/incidents", "/audit"] {
+    for page in ["/", "/runs", "/repositories", "/deployments", "/monitoring", "/incidents", "/secrets", "/audit"] {
         plain.goto(format!("{url}{page}")).await.unwrap();
         let main = plain.find(By::Tag("main")).await.unwrap().text().await.unwrap();
         assert!(main.lines().count() > 2, "{page} reads nothing without JavaScript: {main}");

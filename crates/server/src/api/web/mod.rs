@@ -10,6 +10,7 @@ mod pages;
 pub mod render;
 mod response;
 pub mod session;
+mod vault;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/incidents/{id}", get(response::incident))
         .route("/incidents/{id}/postmortem", get(response::postmortem))
         .route("/audit", get(response::audit))
+        .route("/secrets", get(vault::secrets))
+        .route("/secrets/{action}", post(vault::change))
         .route("/monitoring", get(response::monitoring))
         .route("/services/{name}", get(response::service))
         .route("/runs/{id}/{action}", post(actions::run))
