@@ -99,16 +99,51 @@ fn unescape(text: &str) -> String {
     text.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",").replace("%25", "%")
 }
 
-/// Replaces every secret in `line` with `***`. Longer secrets go first so that a secret that
-/// contains another is hidden whole.
-pub fn mask(line: &str, secrets: &[String]) -> String {
-    let mut out = line.to_string();
-    for secret in secrets {
-        if !secret.is_empty() && out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
+/// The values to hide in a job's output, searched all at once (one Aho-Corasick automaton,
+/// leftmost-longest, so a secret that contains another is hidden whole): a line without any costs
+/// one pass over its bytes, however many secrets there are.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+    finder: Option<aho_corasick::AhoCorasick>,
+}
+
+impl Masker {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Masker {
+        let mut masker =
+            Masker { secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };
+        masker.secrets.sort();
+        masker.secrets.dedup();
+        masker.build();
+        masker
+    }
+
+    fn build(&mut self) {
+        self.finder = if self.secrets.is_empty() {
+            None
+        } else {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&self.secrets)
+                .ok()
+        };
+    }
+
+    /// Hides `secret` from now on (`::add-mask::`).
+    pub fn add(&mut self, secret: String) {
+        if !secret.is_empty() && !self.secrets.contains(&secret) {
+            self.secrets.push(secret);
+            self.build();
         }
     }
-    out
+
+    /// `line` with every secret replaced by `***`.
+    pub fn mask(&self, line: &str) -> String {
+        match &self.finder {
+            Some(finder) if finder.is_match(line) => finder.replace_all(line, &vec!["***"; self.secrets.len()]),
+            _ => line.to_string(),
+        }
+    }
 }
 
 /// What a secret may look like in a log, each of which is masked: the value; each line of a
@@ -203,7 +238,9 @@ mod tests {
 
     #[test]
     fn masks_longest_first() {
-        let secrets = vec!["abcdef".to_string(), "abc".to_string()];
-        assert_eq!(mask("token abcdef and abc", &secrets), "token *** and ***");
+        let masker = Masker::new(vec!["abc".to_string(), "abcdef".to_string()]);
+        assert_eq!(masker.mask("token abcdef and abc"), "token *** and ***");
+        assert_eq!(masker.mask("token abcdef and abc, abcabcdef"), "token *** and ***, ******");
+        assert_eq!(masker.mask("nothing here"), "nothing here");
     }
 }

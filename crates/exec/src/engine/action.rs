@@ -169,7 +169,7 @@ async fn node(shared: &Shared) -> Result<(String, u32), String> {
 }
 
 /// Lines said before the step's own output: the action and where it came from, warnings.
-async fn say(shared: &Shared, leg: &str, index: usize, masks: &[String], text: &str) {
+async fn say(shared: &Shared, leg: &str, index: usize, masks: &crate::commands::Masker, text: &str) {
     emit_line(shared, leg, index, crate::process::Stream::Stdout, text, masks).await;
 }
 
@@ -481,7 +481,7 @@ async fn docker_image(
     image: &str,
     leg: &str,
     index: usize,
-    masks: &[String],
+    masks: &crate::commands::Masker,
 ) -> Result<String, String> {
     if let Some(name) = image.strip_prefix("docker://") {
         return Ok(name.to_string());

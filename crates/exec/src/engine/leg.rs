@@ -21,7 +21,7 @@ use crate::{Cancel, Executor};
 pub(super) struct LegState {
     pub(super) env: BTreeMap<String, String>,
     pub(super) path_prepend: Vec<String>,
-    pub(super) masks: Vec<String>,
+    pub(super) masks: commands::Masker,
     pub(super) summary: String,
     pub(super) post: Vec<super::action::Post>,
     /// What each step saved through `$GITHUB_STATE`, by step index, for its later phases.
@@ -234,15 +234,17 @@ pub(super) async fn run_leg(
     let mut state = LegState {
         env: BTreeMap::new(),
         path_prepend: Vec::new(),
-        masks: request
-            .secrets
-            .values()
-            .chain(request.environment_secrets.values().flat_map(|e| e.values()))
-            .chain([&request.token])
-            .chain(shared.cache_service.as_ref().map(|s| &s.token))
-            .filter(|s| !s.is_empty())
-            .flat_map(|s| commands::secret_forms(s))
-            .collect(),
+        masks: commands::Masker::new(
+            request
+                .secrets
+                .values()
+                .chain(request.environment_secrets.values().flat_map(|e| e.values()))
+                .chain([&request.token])
+                .chain(shared.cache_service.as_ref().map(|s| &s.token))
+                .filter(|s| !s.is_empty())
+                .flat_map(|s| commands::secret_forms(s))
+                .collect::<Vec<_>>(),
+        ),
         summary: String::new(),
         post: Vec::new(),
         saved: HashMap::new(),
@@ -252,7 +254,6 @@ pub(super) async fn run_leg(
         network: None,
         job_id: job.id.clone(),
     };
-    state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for (key, text) in request.workflow.env.iter().chain(job.env.iter()) {
         contexts.set("env", string_map(&state.env));
         match contexts.render(text) {
@@ -463,7 +464,7 @@ pub(super) async fn run_leg(
     for (key, text) in &job.outputs {
         match contexts.render(text) {
             Ok(value) => {
-                report.outputs.insert(key.clone(), commands::mask(&value, &state.masks));
+                report.outputs.insert(key.clone(), state.masks.mask(&value));
             }
             Err(error) => {
                 emit_line(
@@ -525,7 +526,7 @@ pub(super) async fn run_leg(
 }
 
 /// Saves what a built-in cache step restored (or missed), at the end of a job that succeeded.
-async fn save_cache(shared: &Shared, leg: &str, action: PostAction, dirs: &LegDirs, masks: &[String]) {
+async fn save_cache(shared: &Shared, leg: &str, action: PostAction, dirs: &LegDirs, masks: &commands::Masker) {
     let Some(cache) = shared.cache.clone() else { return };
     let scope = shared.request.repo.repository.clone();
     let workspace = dirs.workspace.clone();
@@ -683,8 +684,15 @@ pub(super) async fn record_step(
     }
 }
 
-pub(super) async fn emit_line(shared: &Shared, job: &str, step: usize, stream: Stream, text: &str, masks: &[String]) {
-    let line = RunEvent::Line { job: job.to_string(), step, stream, text: commands::mask(text, masks) };
+pub(super) async fn emit_line(
+    shared: &Shared,
+    job: &str,
+    step: usize,
+    stream: Stream,
+    text: &str,
+    masks: &commands::Masker,
+) {
+    let line = RunEvent::Line { job: job.to_string(), step, stream, text: masks.mask(text) };
     // A reader that is gone (the run's output closed) takes nothing more; the run goes on.
     let _ = shared.events.send(line).await;
 }
@@ -694,7 +702,7 @@ pub(super) struct StepLog<'a> {
     pub(super) shared: &'a Shared,
     pub(super) leg: &'a str,
     pub(super) index: usize,
-    pub(super) masks: &'a [String],
+    pub(super) masks: &'a commands::Masker,
 }
 
 impl crate::LineSink for StepLog<'_> {

@@ -262,10 +262,7 @@ pub(super) async fn run_script(
                 Some(WorkflowCommand::StopCommands(token)) => stopped = Some(token),
                 Some(WorkflowCommand::SaveState { name, value }) => saved_state.push((name, value)),
                 Some(WorkflowCommand::AddMask(value)) => {
-                    if !value.is_empty() && !state.masks.contains(&value) {
-                        state.masks.push(value);
-                        state.masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
-                    }
+                    state.masks.add(value);
                 }
                 Some(WorkflowCommand::Group(title)) => {
                     emit_line(shared, leg, index, stream, &format!("▸ {title}"), &state.masks).await
@@ -320,7 +317,7 @@ pub(super) async fn run_script(
         let _ = std::fs::remove_file(path);
     }
     if !summary.trim().is_empty() {
-        state.summary.push_str(&commands::mask(&summary, &state.masks));
+        state.summary.push_str(&state.masks.mask(&summary));
         if !summary.ends_with('\n') {
             state.summary.push('\n');
         }
