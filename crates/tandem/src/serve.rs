@@ -133,7 +133,27 @@ pub fn up(args: ServerArgs) -> Result<i32> {
             Ok(repo) => repo,
             Err(_) => {
                 let secret = server::random_secret()?;
-                app.store.add_repo("sample-service", &demo.to_string_lossy(), &secret, Some(5), "tandem up").await?
+                let repo = app
+                    .store
+                    .add_repo("sample-service", &demo.to_string_lossy(), &secret, Some(5), "tandem up")
+                    .await?;
+                // A secret for the demo's deploy job: sealed in the vault, masked in the log.
+                let value = format!("demo-{}", server::random_secret()?);
+                let sealed = app.vault().map_err(anyhow::Error::msg)?.seal(
+                    "repo/sample-service",
+                    "DEMO_API_KEY",
+                    value.as_bytes(),
+                );
+                app.store
+                    .set_secret(
+                        "secret",
+                        "repo/sample-service",
+                        "DEMO_API_KEY",
+                        &sealed.map_err(anyhow::Error::msg)?,
+                        "tandem up",
+                    )
+                    .await?;
+                repo
             }
         };
         let mirror_ok = trigger_first_run(app, &repo).await;
@@ -166,6 +186,7 @@ pub fn up(args: ServerArgs) -> Result<i32> {
         println!("  tandem slo list                    # error budget and burn rates; `tandem alerts` for what fires");
         println!("  tandem incident list               # what paged, the suspect deployment, MTTA and MTTR");
         println!("  tandem dora                        # delivery figures from the same event log");
+        println!("  tandem secret list --repository sample-service   # the demo's secret, by name only");
         println!("  tandem audit verify --data {}", data.display());
         if fresh {
             if let Err(error) = crate::demo::start_pager(&started.app).await {
@@ -354,6 +375,9 @@ jobs:
     environment: staging
     steps:
       - run: echo "tests passed; Tandem deploys ${{ github.sha }} to staging when this job succeeds"
+      - run: echo "the deploy key (a secret from the vault) shows masked as $KEY"
+        env:
+          KEY: ${{ secrets.DEMO_API_KEY }}
       - run: echo '### sample-service ${{ needs.build.outputs.version }} passed its tests' >> "$GITHUB_STEP_SUMMARY"
 "#;
 

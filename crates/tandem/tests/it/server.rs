@@ -548,6 +548,9 @@ fn up_serves_a_demo_repository_and_runs_it() {
     assert_eq!(runs[0]["status"], "success", "{runs:#?}");
     let logs = server.cli(&["runs", "logs", "1"]);
     assert!(logs.stdout.contains("Ran 2 tests") && logs.stdout.contains("OK"), "{}", logs.all());
+    // The demo's secret reaches the deploy job, masked; the composite action said which Python.
+    assert!(logs.stdout.contains("the deploy key (a secret from the vault) shows masked as ***"), "{}", logs.all());
+    assert!(logs.stdout.contains("compiled with Python 3"), "{}", logs.all());
 
     // The demo story: the first release, a good change promoted, a bad one rolled back.
     let mut story = String::new();
