@@ -1,5 +1,5 @@
 //! Fuzz target: any bytes through the whole workflow check (YAML, spec, graph, matrix) and the
-//! service-file check, and as an action's metadata file.
+//! service-file check, as an action's metadata file and as a gitleaks configuration.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -10,5 +10,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         let _ = spec::service::parse(text);
         let _ = spec::workflow::parse_action(text);
+        if let Ok(config) = spec::gitleaks::parse_config(text) {
+            let _ = config.scan("fuzz.txt", text, &[]);
+        }
     }
 });

@@ -7,6 +7,7 @@
 pub mod alertmanager;
 pub mod diag;
 pub mod expr;
+pub mod gitleaks;
 pub mod monitors;
 pub mod oncall;
 pub mod openslo;

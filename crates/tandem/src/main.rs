@@ -11,6 +11,7 @@ mod monitoring;
 mod proxy;
 mod render;
 mod run;
+mod scan;
 mod secrets;
 mod serve;
 mod validate;
@@ -45,6 +46,9 @@ enum Command {
     Up(serve::ServerArgs),
     /// Run the repository's workflows on this machine, as the server will.
     Run(run::RunArgs),
+    /// Scan the repository: `secrets` checks its tracked files against gitleaks-format rules.
+    #[command(subcommand)]
+    Scan(ScanCommand),
     /// Actions used by `uses:`: fetch them ahead of time, list what is cached.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
@@ -189,6 +193,15 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+#[derive(Subcommand)]
+enum ScanCommand {
+    /// Secrets in the tracked files, by gitleaks-format rules; exits 1 when one is found.
+    #[command(
+        after_help = "Examples:\n  tandem scan secrets --config gitleaks.toml\n  tandem scan secrets --format json > findings.json"
+    )]
+    Secrets(scan::ScanArgs),
 }
 
 #[derive(Subcommand)]
@@ -357,6 +370,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate { paths, format } => validate::run(&repo_root(cli.repo)?, &paths, format),
         Command::Run(args) => run::run(&repo_root(cli.repo)?, args),
+        Command::Scan(ScanCommand::Secrets(args)) => scan::secrets(&repo_root(cli.repo)?, args),
         Command::Actions(command @ actions::ActionsCommand::List { .. }) => {
             actions::run(Path::new("."), command).map(|()| 0)
         }

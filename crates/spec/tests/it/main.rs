@@ -3,6 +3,7 @@
 mod alertmanager;
 mod corpus;
 mod diagnostics;
+mod gitleaks;
 mod monitors;
 mod openslo;
 mod robustness;

@@ -130,3 +130,14 @@ fn the_corpus_actions_metadata_reads_cleanly() {
     }
     assert!(n >= 4, "read {n} action files");
 }
+
+proptest::proptest! {
+    /// gitleaks configurations: arbitrary text is an error or a config, never a panic; a config's
+    /// scan of arbitrary text never panics either.
+    #[test]
+    fn gitleaks_configs_never_panic(text in "(\\[\\[rules\\]\\]|\\[allowlist\\]|id|regex|secretGroup|entropy|keywords|path|paths|regexes|stopwords| = |'''|'|\\[|\\]|\n|[a-z0-9.(){}|*+?\\\\]){0,200}", file in "[ -~\n]{0,200}") {
+        if let Ok(config) = spec::gitleaks::parse_config(&text) {
+            let _ = config.scan("f.txt", &file, &[]);
+        }
+    }
+}

@@ -105,3 +105,29 @@ fn an_action_ref_that_looks_like_an_option_is_refused() {
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stdout.contains("is not a tag, branch or commit"), "{}", run.stdout);
 }
+
+#[test]
+fn scan_secrets_finds_a_key_redacts_it_and_honours_gitleaksignore() {
+    let config = crate::project_root().join("../shared/corpus/secrets/gitleaks__gitleaks__config_gitleaks.toml");
+    assert!(config.is_file(), "{} is missing; CI lays the shared corpus beside the clone", config.display());
+    let repo = Repo::new(&[("ok.yml", GOOD)]);
+    repo.write("src/main.go", "package main\n\nfunc main() {\n\taws_token := \"AKIALALEMEL33243OLIA\"\n}\n");
+    repo.commit("a key");
+    let config = config.to_str().unwrap();
+    let run = repo.tandem(&["scan", "secrets", "--config", config]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("src/main.go:4:"), "{}", run.stdout);
+    assert!(run.stdout.contains("aws-access-token  AKIA***"), "redacted: {}", run.stdout);
+    assert!(!run.stdout.contains("AKIALALEMEL33243OLIA"), "{}", run.stdout);
+    let json = repo.tandem(&["scan", "secrets", "--config", config, "--format", "json"]).json();
+    let fingerprint = json["findings"][0]["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fingerprint, "src/main.go:aws-access-token:4");
+    repo.write(".gitleaksignore", &format!("# a test key\n{fingerprint}\n"));
+    repo.commit("accepted");
+    let run = repo.tandem(&["scan", "secrets", "--config", config]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("0 finding(s)"), "{}", run.stdout);
+    let missing = repo.tandem(&["scan", "secrets"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("add .gitleaks.toml"), "{}", missing.stderr);
+}
