@@ -9,6 +9,7 @@ pub mod dora;
 pub mod incidents;
 pub mod monitor;
 mod repos;
+pub mod scanning;
 mod status;
 pub mod vault;
 mod worker;

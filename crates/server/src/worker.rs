@@ -105,6 +105,11 @@ async fn execute_inner(
         Metrics::add(&app.metrics.runs_failure, 1);
         return Ok(());
     };
+    // The push is scanned for secrets when the repository has rules; findings lead the log.
+    let scanned = crate::scanning::scan_push(app, &mirror, run).await;
+    if !scanned.is_empty() {
+        app.store.append_log(run.id, &scanned).await.map_err(|e| e.to_string())?;
+    }
     let commit = repos::git(&mirror, &["log", "-1", "--format=%an%x00%ae%x00%B", &run.sha]).await.unwrap_or_default();
     let mut parts = commit.splitn(3, '\0');
     let (author_name, author_email, message) =

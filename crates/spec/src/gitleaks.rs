@@ -204,6 +204,11 @@ pub fn parse_config(text: &str) -> Result<Config, String> {
     Ok(Config { rules, allowlists })
 }
 
+/// The fingerprints of a `.gitleaksignore` file (`#` comments and blank lines left out).
+pub fn parse_ignore(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+}
+
 /// Shannon entropy of `text`, in bits per character.
 pub fn entropy(text: &str) -> f64 {
     let mut counts = std::collections::HashMap::new();

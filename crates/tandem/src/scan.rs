@@ -26,13 +26,8 @@ pub fn secrets(root: &Path, args: ScanArgs) -> Result<i32> {
         format!("cannot read the rules {}\n  hint: give a gitleaks configuration with --config FILE, or add .gitleaks.toml to the repository", config_path.display())
     })?;
     let config = spec::gitleaks::parse_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let ignored: Vec<String> = std::fs::read_to_string(root.join(".gitleaksignore"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let ignored =
+        spec::gitleaks::parse_ignore(&std::fs::read_to_string(root.join(".gitleaksignore")).unwrap_or_default());
     let listed = std::process::Command::new("git").arg("-C").arg(root).args(["ls-files", "-z"]).output()?;
     if !listed.status.success() {
         bail!("cannot list the files of {}: {}", root.display(), String::from_utf8_lossy(&listed.stderr).trim());

@@ -187,3 +187,24 @@ fn a_signed_checkpoint_detects_a_rewritten_log() {
     assert_eq!(caught.code, 1, "{}", caught.all());
     assert!(caught.stdout.contains("the log was rewritten"), "{}", caught.stdout);
 }
+
+#[test]
+fn a_push_with_a_secret_is_flagged_in_its_run_and_the_event_log() {
+    let rules = crate::project_root().join("../shared/corpus/secrets/gitleaks__gitleaks__config_gitleaks.toml");
+    assert!(rules.is_file(), "{} is missing; CI lays the shared corpus beside the clone", rules.display());
+    let workflow = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo built\n";
+    let repo = Repo::new(&[("ci.yml", workflow)]);
+    repo.write(".gitleaks.toml", &std::fs::read_to_string(&rules).unwrap());
+    repo.write("src/main.go", "package main\n\nfunc main() {\n\taws_token := \"AKIALALEMEL33243OLIA\"\n}\n");
+    repo.commit("a key slipped in");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+    assert_eq!(server.cli(&["repo", "run", "shop"]).code, 0);
+    let runs = server.wait_for("the run to end", |runs| runs.first().is_some_and(|r| r["status"] == "success"));
+    let logs = server.cli(&["runs", "logs", &runs[0]["id"].to_string()]).stdout;
+    assert!(logs.contains("error: src/main.go:4:") && logs.contains("aws-access-token (AKIA***)"), "{logs}");
+    assert!(!logs.contains("AKIALALEMEL33243OLIA"), "the secret is not in the log: {logs}");
+    let events = server.cli(&["audit", "log", "--kind", "scan.", "--format", "json"]).stdout;
+    assert!(events.contains("src/main.go:aws-access-token:4") && !events.contains("AKIALALEMEL33243OLIA"), "{events}");
+}

@@ -1,0 +1,70 @@
+//! Secret scanning of every push a run starts from: when the repository has a `.gitleaks.toml`
+//! at the commit, the files the commit changed (all of them for a new branch) are scanned with
+//! it, `.gitleaksignore` honoured; findings go into the run's log (redacted) and the event log
+//! (`scan.secrets_found`, with fingerprints, never the secret).
+
+use std::path::Path;
+
+use store::{LogLine, Run};
+
+use crate::App;
+use crate::repos::git;
+
+/// Files larger than this are not scanned (binaries, archives).
+const MAX_FILE: usize = 10 << 20;
+
+/// Scans the run's commit; the log lines to add (none when the repository has no rules).
+pub async fn scan_push(app: &App, mirror: &Path, run: &Run) -> Vec<LogLine> {
+    let Ok(rules) = git(mirror, &["show", &format!("{}:.gitleaks.toml", run.sha)]).await else { return Vec::new() };
+    let say = |text: String| LogLine { job: "secret scan".into(), step: None, text };
+    let config = match spec::gitleaks::parse_config(&rules) {
+        Ok(config) => config,
+        Err(error) => return vec![say(format!("warning: .gitleaks.toml: {error}; the commit was not scanned"))],
+    };
+    let ignore = git(mirror, &["show", &format!("{}:.gitleaksignore", run.sha)]).await.unwrap_or_default();
+    let ignored = spec::gitleaks::parse_ignore(&ignore);
+    let new_branch = run.before_sha.is_empty() || run.before_sha.chars().all(|c| c == '0');
+    let listed = if new_branch {
+        git(mirror, &["ls-tree", "-r", "--name-only", "--end-of-options", &run.sha]).await
+    } else {
+        git(mirror, &["diff", "--name-only", "--diff-filter=AM", "--end-of-options", &run.before_sha, &run.sha]).await
+    };
+    let files: Vec<String> = listed.unwrap_or_default().lines().map(String::from).collect();
+    let mut findings = Vec::new();
+    for file in &files {
+        let Ok(text) = git(mirror, &["show", &format!("{}:{file}", run.sha)]).await else { continue };
+        if text.len() > MAX_FILE {
+            continue;
+        }
+        findings.extend(config.scan_commit(&run.sha, file, &text, &ignored));
+    }
+    let mut lines = vec![say(format!("{} file(s) scanned with {} rule(s)", files.len(), config.rules.len()))];
+    if findings.is_empty() {
+        return lines;
+    }
+    let redacted = |secret: &str| format!("{}***", secret.chars().take(4).collect::<String>());
+    for f in &findings {
+        lines.push(say(format!(
+            "error: {}:{}:{} {} ({}) — fingerprint {}",
+            f.file,
+            f.line,
+            f.column,
+            f.rule,
+            redacted(&f.secret),
+            f.fingerprint
+        )));
+    }
+    lines.push(say(
+        "hint: revoke the secret where it was issued; add its fingerprint to .gitleaksignore if it is no secret".into(),
+    ));
+    let payload = serde_json::json!({
+        "sha": run.sha,
+        "findings": findings.iter().map(|f| serde_json::json!({"rule": f.rule, "file": f.file, "line": f.line, "fingerprint": f.fingerprint})).collect::<Vec<_>>(),
+    });
+    if let Err(error) =
+        app.store.record_event("scan.secrets_found", &format!("run/{}", run.id), "tandem", payload).await
+    {
+        tracing::warn!("cannot record the secret scan of run {}: {error}", run.id);
+    }
+    lines
+}
