@@ -105,7 +105,9 @@ fn unescape(text: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     secrets: Vec<String>,
-    finder: Option<aho_corasick::AhoCorasick>,
+    /// Shared between the jobs of a run until one of them adds a mask: building the automaton
+    /// is the costly part.
+    finder: Option<std::sync::Arc<aho_corasick::AhoCorasick>>,
 }
 
 impl Masker {
@@ -126,6 +128,7 @@ impl Masker {
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
                 .build(&self.secrets)
                 .ok()
+                .map(std::sync::Arc::new)
         };
     }
 

@@ -117,23 +117,28 @@ pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), GitError> 
 pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, GitError> {
     // Independent questions, asked at once, and as few as possible: each git call costs a
     // process start. The commit's changed files come with its log entry.
-    let (log, branch, remote, status) = tokio::join!(
-        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%B%x00", "--name-only", "HEAD"]),
-        git(root, &["symbolic-ref", "-q", "--short", "HEAD"]),
+    // The branch comes from the log's decorations (`HEAD -> main`; a detached HEAD has no arrow).
+    let (log, remote, status) = tokio::join!(
+        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%D%x00%B%x00", "--name-only", "HEAD"]),
         git(root, &["config", "--get", "remote.origin.url"]),
         async {
             if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
         },
     );
     let log = log.map_err(|e| GitError::NoCommit { error: Box::new(e) })?;
-    let mut parts = log.splitn(6, '\0');
+    let mut parts = log.splitn(7, '\0');
     let sha = parts.next().unwrap_or_default().to_string();
     let before = parts.next().and_then(|p| p.split_whitespace().next()).map_or_else(|| "0".repeat(40), str::to_string);
     let author_name = parts.next().unwrap_or_default().to_string();
     let author_email = parts.next().unwrap_or_default().to_string();
+    let branch = parts
+        .next()
+        .unwrap_or_default()
+        .split(", ")
+        .find_map(|decoration| decoration.strip_prefix("HEAD -> "))
+        .map(str::to_string);
     let commit_message = parts.next().unwrap_or_default().trim().to_string();
     let changed = parts.next().unwrap_or_default();
-    let branch = branch.ok().filter(|b| !b.is_empty());
     let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
     let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
     let repository = remote.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));

@@ -66,7 +66,7 @@ pub(super) async fn load(
             let fetched = match known {
                 Some(fetched) => fetched,
                 None => {
-                    let sources = shared.action_sources.clone();
+                    let sources = shared.action_sources().await;
                     let (o, r, g) = (owner.clone(), repo.clone(), git_ref.clone());
                     let fetched = tokio::task::spawn_blocking(move || sources.fetch(&o, &r, &g))
                         .await

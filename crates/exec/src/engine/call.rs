@@ -29,7 +29,7 @@ async fn read(shared: &Arc<Shared>, call: &WorkflowCall) -> Result<String, Strin
             })
         }
         ActionRef::Remote { owner, repo, path, git_ref } => {
-            let sources = shared.action_sources.clone();
+            let sources = shared.action_sources().await;
             let (o, r, g) = (owner.clone(), repo.clone(), git_ref.clone());
             let fetched =
                 tokio::task::spawn_blocking(move || sources.fetch(&o, &r, &g)).await.map_err(|e| e.to_string())??;

@@ -234,17 +234,7 @@ pub(super) async fn run_leg(
     let mut state = LegState {
         env: BTreeMap::new(),
         path_prepend: Vec::new(),
-        masks: commands::Masker::new(
-            request
-                .secrets
-                .values()
-                .chain(request.environment_secrets.values().flat_map(|e| e.values()))
-                .chain([&request.token])
-                .chain(shared.cache_service.as_ref().map(|s| &s.token))
-                .filter(|s| !s.is_empty())
-                .flat_map(|s| commands::secret_forms(s))
-                .collect::<Vec<_>>(),
-        ),
+        masks: shared.masks.clone(),
         summary: String::new(),
         post: Vec::new(),
         saved: HashMap::new(),

@@ -247,7 +247,11 @@ struct Shared {
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
     github: Value,
-    action_sources: crate::actions::ActionSources,
+    /// Where remote actions come from, read on first use: a run without remote actions spares
+    /// the git call that reads the repository's own sources.
+    action_sources: tokio::sync::OnceCell<crate::actions::ActionSources>,
+    /// Every form of the run's secrets and tokens, built once; each job adds its own masks.
+    masks: crate::commands::Masker,
     /// The Actions cache service, when the run has actions that may call it.
     cache_service: Option<crate::cache_service::CacheService>,
     /// Reusable workflows called so far, naming their scratch directories.
@@ -256,4 +260,21 @@ struct Shared {
     fetched: std::sync::Mutex<HashMap<String, crate::actions::Fetched>>,
     /// The `node` for JavaScript actions and its major version, found on first use.
     node: tokio::sync::OnceCell<Result<(String, u32), String>>,
+}
+
+impl Shared {
+    /// The run's action sources: the repository's own (`.tandem/action-sources`) first, then the
+    /// server's or the command line's.
+    async fn action_sources(&self) -> crate::actions::ActionSources {
+        self.action_sources
+            .get_or_init(|| async {
+                let repo = &self.request.repo;
+                let mut sources =
+                    crate::actions::repository_sources(&repo.root, &repo.sha, self.request.worktree).await;
+                sources.extend(self.config.actions.sources.iter().cloned());
+                crate::actions::ActionSources::new(&self.config.data_dir, sources)
+            })
+            .await
+            .clone()
+    }
 }

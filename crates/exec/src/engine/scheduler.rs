@@ -44,10 +44,6 @@ pub async fn run(
     }
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
     let github = github_context(&request);
-    // The repository's own action sources (`.tandem/action-sources`) come first.
-    let mut sources = crate::actions::repository_sources(&request.repo.root, &request.repo.sha, request.worktree).await;
-    sources.extend(config.actions.sources.iter().cloned());
-    let action_sources = crate::actions::ActionSources::new(&config.data_dir, sources);
     // Actions that run as themselves may call the cache service: it runs while the run does.
     let real_actions = workflow.jobs.iter().flat_map(|j| &j.steps).any(|s| {
         matches!(&s.action, spec::workflow::StepAction::Uses { builtin, target, .. }
@@ -76,10 +72,22 @@ pub async fn run(
         }
         _ => None,
     };
+    let masks = crate::commands::Masker::new(
+        request
+            .secrets
+            .values()
+            .chain(request.environment_secrets.values().flat_map(|e| e.values()))
+            .chain([&request.token])
+            .chain(cache_service.as_ref().map(|s| &s.token))
+            .filter(|s| !s.is_empty())
+            .flat_map(|s| crate::commands::secret_forms(s))
+            .collect::<Vec<_>>(),
+    );
     let shared = Arc::new(Shared {
+        masks,
         cache_service,
         n_calls: std::sync::atomic::AtomicUsize::new(0),
-        action_sources,
+        action_sources: tokio::sync::OnceCell::new(),
         fetched: std::sync::Mutex::default(),
         node: tokio::sync::OnceCell::new(),
         slots: Arc::new(Semaphore::new(config.max_parallel.max(1))),

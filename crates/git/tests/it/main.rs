@@ -1,5 +1,5 @@
 //! Every forge payload in the shared corpus yields the right repository, ref, commit and change
-//! request; signatures are checked.
+//! request; signatures are checked; a repository's facts are read right on a branch and detached.
 
 use git::webhook::{self, Forge, Parsed};
 
@@ -108,4 +108,32 @@ fn malformed_payloads_are_errors_not_panics() {
     assert!(
         webhook::parse(Forge::GitLab, "Merge Request Hook", br#"{"project": {"path_with_namespace": "a/b"}}"#).is_err()
     );
+}
+
+fn sh(dir: &std::path::Path, script: &str) {
+    let status = std::process::Command::new("sh").arg("-ec").arg(script).current_dir(dir).status().unwrap();
+    assert!(status.success(), "{script}");
+}
+
+#[test]
+fn repository_facts_name_the_branch_or_the_detached_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        dir.path(),
+        "git init -q -b feature/x . && git config user.email a@b && git config user.name A \
+         && echo 1 > a && git add a && git commit -qm one && git tag v1 \
+         && git remote add origin https://example.com/acme/widgets.git",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let facts = runtime.block_on(git::repo::repo_facts(dir.path(), false)).unwrap();
+    assert_eq!(facts.branch.as_deref(), Some("feature/x"));
+    assert_eq!(facts.git_ref, "refs/heads/feature/x");
+    assert_eq!(facts.repository, "acme/widgets");
+    assert_eq!(facts.changed_paths, vec!["a".to_string()]);
+    assert_eq!(facts.commit_message, "one");
+
+    sh(dir.path(), "git checkout -q --detach HEAD");
+    let facts = runtime.block_on(git::repo::repo_facts(dir.path(), false)).unwrap();
+    assert_eq!(facts.branch, None, "a detached HEAD (even one a tag and a branch point at) has no branch");
+    assert_eq!(facts.git_ref, facts.sha);
 }
