@@ -90,6 +90,7 @@ fn ensure_prerequisites() -> Result<()> {
         ("node", "nodejs"),
         ("npm", "npm"),
         ("zstd", "zstd"),
+        ("openssl", "openssl"),
     ];
     let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(program, _)| !have(program)).collect();
     if missing.is_empty() {

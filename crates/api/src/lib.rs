@@ -499,7 +499,7 @@ pub struct Probe {
     pub name: String,
     pub service: Option<String>,
     pub environment: Option<String>,
-    /// `http`, `tcp` or `command`.
+    /// `http`, `tcp`, `tls`, `command` or `heartbeat`.
     pub kind: String,
     /// The URL, address or command checked.
     pub target: String,
@@ -519,6 +519,9 @@ pub struct ProbeResult {
     pub error: Option<String>,
     /// RFC 3339.
     pub at: String,
+    /// TLS and https probes: when the earliest certificate the server sent expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
 }
 
 /// An SLO with its figures and alerts (`GET /api/v1/slos`).

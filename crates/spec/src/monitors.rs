@@ -82,10 +82,23 @@ pub enum Check {
         /// Accepted statuses; empty means 200–399.
         expect_status: Vec<u16>,
         expect_body: Option<BodyMatch>,
+        /// Values the JSON body must hold at each path, compared as text (`"ok"`, `3`, `true`).
+        expect_json: Vec<(JsonPath, String)>,
         max_latency_ms: Option<u64>,
+        /// For `https://` targets.
+        tls: TlsOptions,
     },
     Tcp {
         address: String,
+    },
+    /// A TLS handshake with `address` (HOST:PORT): fails when the certificate chain does not
+    /// verify or its earliest expiry is closer than `min_validity_ms`.
+    Tls {
+        address: String,
+        /// The name the certificate must carry; the address's host when not given.
+        server_name: Option<String>,
+        min_validity_ms: u64,
+        tls: TlsOptions,
     },
     Command {
         command: String,
@@ -95,6 +108,103 @@ pub enum Check {
     Heartbeat {
         period_ms: u64,
     },
+}
+
+/// How a probe's TLS connection is verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    /// Whether the chain and name are verified (`tls-verify: false` for self-signed services,
+    /// whose expiry is still checked).
+    pub verify: bool,
+    /// A PEM file of certificate authorities trusted besides the system's.
+    pub ca_file: Option<String>,
+    /// With `https://` targets: fail when the certificate expires within this.
+    pub min_validity_ms: Option<u64>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> TlsOptions {
+        TlsOptions { verify: true, ca_file: None, min_validity_ms: None }
+    }
+}
+
+/// The default `min-validity` of a `tls` probe: certificates are renewed well before.
+pub const DEFAULT_MIN_VALIDITY_MS: u64 = 14 * 24 * 3_600_000;
+
+/// A path into a JSON document: `$.status`, `$.checks[0].name`, `$['a key']`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPath {
+    pub text: String,
+    pub steps: Vec<PathStep>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonPath {
+    /// Parses the subset of JSONPath probes need: a root `$` then `.key`, `['key']`, `[N]`.
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let rest = text.trim().strip_prefix('$').ok_or("a JSON path starts with `$`")?;
+        let mut steps = Vec::new();
+        let mut chars = rest.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '.' => {
+                    let mut key = String::new();
+                    while let Some(&(_, c)) = chars.peek() {
+                        if c == '.' || c == '[' {
+                            break;
+                        }
+                        key.push(c);
+                        chars.next();
+                    }
+                    if key.is_empty() {
+                        return Err(format!("an empty key after `.` at character {}", at + 2));
+                    }
+                    steps.push(PathStep::Key(key));
+                }
+                '[' => {
+                    let close = rest[at..].find(']').ok_or(format!("`[` at character {} is not closed", at + 2))?;
+                    let inner = &rest[at + 1..at + close];
+                    let quoted = inner
+                        .strip_prefix('\'')
+                        .and_then(|t| t.strip_suffix('\''))
+                        .or_else(|| inner.strip_prefix('"').and_then(|t| t.strip_suffix('"')));
+                    match quoted {
+                        Some(key) => steps.push(PathStep::Key(key.to_string())),
+                        None => match inner.trim().parse::<usize>() {
+                            Ok(index) => steps.push(PathStep::Index(index)),
+                            Err(_) => {
+                                return Err(format!("`[{inner}]` is neither an index nor a quoted key"));
+                            }
+                        },
+                    }
+                    while chars.next_if(|&(i, _)| i <= at + close).is_some() {}
+                }
+                other => return Err(format!("unexpected `{other}` at character {}", at + 2)),
+            }
+        }
+        Ok(JsonPath { text: text.trim().to_string(), steps })
+    }
+
+    /// The value at this path, if the document has one.
+    pub fn select<'a>(&self, document: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        self.steps.iter().try_fold(document, |value, step| match step {
+            PathStep::Key(key) => value.get(key.as_str()),
+            PathStep::Index(index) => value.get(*index),
+        })
+    }
+}
+
+/// A JSON value as a probe compares it: strings bare, everything else as JSON text.
+pub fn json_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +241,13 @@ const PROBE_KEYS: &[&str] = &[
     "http",
     "heartbeat",
     "tcp",
+    "tls",
     "command",
+    "expect-json",
+    "tls-verify",
+    "ca",
+    "min-validity",
+    "server-name",
     "method",
     "headers",
     "interval",
@@ -269,7 +385,7 @@ impl Checker {
         let entries = self.entries(node, &what, PROBE_KEYS);
         let field = |key: &str| entries.iter().find(|(k, ..)| *k == key).map(|(_, v, _)| *v);
         let kinds: Vec<&str> =
-            ["http", "tcp", "command", "heartbeat"].into_iter().filter(|k| field(k).is_some()).collect();
+            ["http", "tcp", "tls", "command", "heartbeat"].into_iter().filter(|k| field(k).is_some()).collect();
         if kinds.len() != 1 {
             let message = if kinds.is_empty() {
                 format!("{what} says nothing to check")
@@ -278,8 +394,8 @@ impl Checker {
             };
             self.push(
                 Diagnostic::error("probe-kind", span, message)
-                    .expected("exactly one of `http`, `tcp`, `command` or `heartbeat`")
-                    .hint("e.g. `http: /health`, `tcp: 127.0.0.1:5432`, `command: pg_isready` or `heartbeat: 1h`"),
+                    .expected("exactly one of `http`, `tcp`, `tls`, `command` or `heartbeat`")
+                    .hint("e.g. `http: /health`, `tcp: 127.0.0.1:5432`, `tls: example.com:443`, `command: pg_isready` or `heartbeat: 1h`"),
             );
             return None;
         }
@@ -299,18 +415,41 @@ impl Checker {
         };
         let failing_after = count(self, "failing-after");
         let recovered_after = count(self, "recovered-after");
-        let http_only = ["method", "headers", "expect-status", "expect-body", "max-latency"];
-        if kinds[0] != "http" {
-            for key in http_only {
-                if let Some((_, _, key_span)) = entries.iter().find(|(k, ..)| *k == key) {
-                    self.push(Diagnostic::error(
-                        "probe-kind",
-                        *key_span,
-                        format!("`{key}` applies to http probes only; {what} is a {} probe", kinds[0]),
-                    ));
-                }
+        let http_only = ["method", "headers", "expect-status", "expect-body", "expect-json", "max-latency"];
+        let tls_keys = ["tls-verify", "ca", "min-validity"];
+        for (key, _, key_span) in &entries {
+            let misplaced = match kinds[0] {
+                "http" => *key == "server-name",
+                "tls" => http_only.contains(key),
+                _ => http_only.contains(key) || tls_keys.contains(key) || *key == "server-name",
+            };
+            if misplaced {
+                let applies = if http_only.contains(key) { "http probes" } else { "tls and https probes" };
+                self.push(Diagnostic::error(
+                    "probe-kind",
+                    *key_span,
+                    format!("`{key}` applies to {applies} only; {what} is a {} probe", kinds[0]),
+                ));
             }
         }
+        let tls = TlsOptions {
+            verify: match field("tls-verify") {
+                Some(node) => match node.as_scalar().map(str::trim) {
+                    Some("true") => true,
+                    Some("false") => false,
+                    _ => {
+                        self.push(
+                            Diagnostic::error("wrong-type", node.span, "`tls-verify` must be true or false")
+                                .expected("true (the default) or false"),
+                        );
+                        true
+                    }
+                },
+                None => true,
+            },
+            ca_file: field("ca").and_then(|n| self.string(n, "`ca`")),
+            min_validity_ms: field("min-validity").and_then(|n| self.duration(n, "`min-validity`")),
+        };
         let check = match kinds[0] {
             "tcp" => {
                 let address = self.string(field("tcp")?, "`tcp`")?;
@@ -326,25 +465,68 @@ impl Checker {
                 }
                 Check::Tcp { address }
             }
+            "tls" => {
+                let node = field("tls")?;
+                let address = self.string(node, "`tls`")?;
+                if !address.contains(':') || address.contains("://") {
+                    self.push(
+                        Diagnostic::error(
+                            "wrong-type",
+                            node.span,
+                            format!("`tls` must be HOST:PORT, found `{address}`"),
+                        )
+                        .expected("an address such as example.com:443"),
+                    );
+                }
+                let server_name = field("server-name").and_then(|n| self.string(n, "`server-name`"));
+                let min_validity_ms = tls.min_validity_ms.unwrap_or(DEFAULT_MIN_VALIDITY_MS);
+                Check::Tls { address, server_name, min_validity_ms, tls }
+            }
             "command" => Check::Command { command: self.string(field("command")?, "`command`")? },
             "heartbeat" => Check::Heartbeat { period_ms: heartbeat? },
             _ => {
                 let target_node = field("http")?;
                 let target = self.string(target_node, "`http`")?;
-                if target.starts_with("https://") {
-                    self.push(
-                        Diagnostic::error("unsupported", target_node.span, "https probes are not supported yet")
-                            .hint("probe the service over http on its proxy or instance address"),
-                    );
-                } else if !target.starts_with('/') && !target.starts_with("http://") {
+                let https = target.starts_with("https://");
+                if !https && !target.starts_with('/') && !target.starts_with("http://") {
                     self.push(
                         Diagnostic::error(
                             "wrong-type",
                             target_node.span,
-                            format!("`http` must be a path or an http:// URL, found `{target}`"),
+                            format!("`http` must be a path or an http:// or https:// URL, found `{target}`"),
                         )
-                        .expected("`/health` (on the environment's proxy) or `http://host:port/path`"),
+                        .expected("`/health` (on the environment's proxy) or `https://host:port/path`"),
                     );
+                }
+                if !https {
+                    for key in tls_keys {
+                        if let Some((_, _, key_span)) = entries.iter().find(|(k, ..)| *k == key) {
+                            self.push(Diagnostic::error(
+                                "probe-kind",
+                                *key_span,
+                                format!("`{key}` applies to https:// targets; {what} probes `{target}`"),
+                            ));
+                        }
+                    }
+                }
+                let mut expect_json = Vec::new();
+                if let Some(node) = field("expect-json") {
+                    for (path, value, key_span) in self.entries(node, "`expect-json`", &[]) {
+                        let Some(wanted) = self.string(value, &format!("the value expected at `{path}`")) else {
+                            continue;
+                        };
+                        match JsonPath::parse(path) {
+                            Ok(path) => expect_json.push((path, wanted)),
+                            Err(error) => self.push(
+                                Diagnostic::error(
+                                    "bad-json-path",
+                                    key_span,
+                                    format!("`{path}` is not a JSON path: {error}"),
+                                )
+                                .expected("`$.key`, `$.list[0]` or `$['a key']`"),
+                            ),
+                        }
+                    }
                 }
                 let method = field("method").and_then(|n| self.string(n, "`method`")).unwrap_or_else(|| "GET".into());
                 let mut headers = Vec::new();
@@ -385,7 +567,7 @@ impl Checker {
                     }
                 });
                 let max_latency_ms = field("max-latency").and_then(|n| self.duration(n, "`max-latency`"));
-                Check::Http { target, method, headers, expect_status, expect_body, max_latency_ms }
+                Check::Http { target, method, headers, expect_status, expect_body, expect_json, max_latency_ms, tls }
             }
         };
         Some(ProbeSpec { name: name.to_string(), span, check, interval_ms, timeout_ms, failing_after, recovered_after })

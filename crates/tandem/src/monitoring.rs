@@ -427,11 +427,13 @@ pub async fn probes(format: Format, connection: Connection) -> Result<i32> {
                 p.state.clone(),
                 last.map_or_else(|| "-".into(), |l| format!("{:.0} ms", l.seconds * 1000.0)),
                 format!("{}/{}", p.checks - p.failures, p.checks),
+                last.and_then(|l| l.certificate_expires.as_deref())
+                    .map_or_else(|| "-".into(), |t| t.chars().take(10).collect()),
                 last.and_then(|l| l.error.clone()).unwrap_or_default(),
             ]
         })
         .collect();
-    client::table(&["PROBE", "KIND", "TARGET", "STATE", "LAST", "OK/CHECKS", "ERROR"], &rows);
+    client::table(&["PROBE", "KIND", "TARGET", "STATE", "LAST", "OK/CHECKS", "CERT EXPIRES", "ERROR"], &rows);
     Ok(if probes.iter().any(|p| p.state == "failing") { 1 } else { 0 })
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn probe_views(app: &App) -> Vec<api::Probe> {
                     _ => ("http", target.clone()),
                 },
                 Check::Tcp { address } => ("tcp", address.clone()),
+                Check::Tls { address, .. } => ("tls", address.clone()),
                 Check::Command { command } => ("command", command.clone()),
                 Check::Heartbeat { period_ms } => ("heartbeat", format!("a ping every {}", human(*period_ms))),
             };
@@ -52,6 +53,7 @@ pub(crate) fn probe_views(app: &App) -> Vec<api::Probe> {
                     status: o.status,
                     error: o.error.clone(),
                     at: rfc3339(o.at),
+                    certificate_expires: o.cert_expiry.map(|s| rfc3339(s * 1000)),
                 }),
             }
         })

@@ -12,6 +12,7 @@ pub mod remote_write;
 pub mod rules;
 pub mod scrape;
 pub mod slos;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,11 +1,12 @@
 //! Probes: each check runs on its own interval in its own task, with a timeout; its result is a
-//! sample (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`) and, when it
-//! crosses its failing or recovered threshold, an event in the log.
+//! sample (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`,
+//! `probe_ssl_earliest_cert_expiry`) and, when it crosses its failing or recovered threshold, an
+//! event in the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spec::monitors::{BodyMatch, Check, ProbeSpec};
+use spec::monitors::{BodyMatch, Check, JsonPath, ProbeSpec};
 
 use super::Scope;
 use crate::App;
@@ -38,6 +39,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Unix ms.
     pub at: i64,
+    /// TLS probes: when the earliest certificate the server sent expires (Unix seconds).
+    pub cert_expiry: Option<i64>,
 }
 
 impl ProbeState {
@@ -144,6 +147,9 @@ async fn finish(app: &Arc<App>, key: &str, outcome: Outcome) {
     if let Some(status) = outcome.status {
         batch.push((labels.with(metrics::labels::NAME, "probe_http_status_code"), outcome.at, status as f64));
     }
+    if let Some(expiry) = outcome.cert_expiry {
+        batch.push((labels.with(metrics::labels::NAME, "probe_ssl_earliest_cert_expiry"), outcome.at, expiry as f64));
+    }
     if let Err(error) = super::store(app, &batch) {
         tracing::warn!("cannot record probe {key}: {error}");
     }
@@ -172,17 +178,19 @@ pub async fn check(probe: &ProbeState) -> Outcome {
     let started = Instant::now();
     let at = jiff::Timestamp::now().as_millisecond();
     let timeout = Duration::from_millis(probe.spec.timeout_ms.max(1));
-    let result = tokio::time::timeout(timeout, run(probe)).await;
+    let mut cert_expiry = None;
+    let result = tokio::time::timeout(timeout, run(probe, &mut cert_expiry)).await;
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(Ok(status)) => Outcome { ok: true, seconds, status, error: None, at },
-        Ok(Err((status, error))) => Outcome { ok: false, seconds, status, error: Some(error), at },
+        Ok(Ok(status)) => Outcome { ok: true, seconds, status, error: None, at, cert_expiry },
+        Ok(Err((status, error))) => Outcome { ok: false, seconds, status, error: Some(error), at, cert_expiry },
         Err(_) => Outcome {
             ok: false,
             seconds,
             status: None,
             error: Some(format!("no answer within {} ms", probe.spec.timeout_ms)),
             at,
+            cert_expiry,
         },
     }
 }
@@ -195,8 +203,56 @@ fn client() -> &'static reqwest::Client {
 
 type CheckResult = Result<Option<u16>, (Option<u16>, String)>;
 
-async fn run(probe: &ProbeState) -> CheckResult {
+/// Fails when a certificate expires (Unix seconds) within `min_validity_ms` from now.
+fn check_validity(expiry: Option<i64>, min_validity_ms: u64, what: &str) -> Result<(), String> {
+    let Some(expiry) = expiry else { return Ok(()) };
+    let now = jiff::Timestamp::now().as_second();
+    let left = expiry - now;
+    if left < 0 {
+        return Err(format!("the certificate of {what} expired {} ago", days(-left)));
+    }
+    if (left as u64) * 1000 < min_validity_ms {
+        return Err(format!(
+            "the certificate of {what} expires in {}, within the {} asked for",
+            days(left),
+            days((min_validity_ms / 1000) as i64)
+        ));
+    }
+    Ok(())
+}
+
+fn days(seconds: i64) -> String {
+    if seconds >= 86_400 { format!("{:.1} days", seconds as f64 / 86_400.0) } else { format!("{} h", seconds / 3_600) }
+}
+
+/// The first of `expected` the JSON `body` does not hold, as an error.
+fn check_json(body: &str, expected: &[(JsonPath, String)], url: &str) -> Result<(), String> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let document: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("{url}: the body is not JSON ({e})"))?;
+    for (path, wanted) in expected {
+        match path.select(&document) {
+            Some(value) if spec::monitors::json_text(value) == *wanted => {}
+            Some(value) => {
+                return Err(format!("{url}: {} is {}, expected `{wanted}`", path.text, value));
+            }
+            None => return Err(format!("{url}: the body has nothing at {}", path.text)),
+        }
+    }
+    Ok(())
+}
+
+async fn run(probe: &ProbeState, cert_expiry: &mut Option<i64>) -> CheckResult {
     match &probe.spec.check {
+        Check::Tls { address, server_name, min_validity_ms, tls } => {
+            let name = server_name.as_deref().unwrap_or_else(|| super::tls::host_of(address));
+            let (_, expiry) = super::tls::connect(address, name, tls).await.map_err(|e| (None, e))?;
+            *cert_expiry = expiry;
+            check_validity(expiry, *min_validity_ms, address).map_err(|e| (None, e))?;
+            Ok(None)
+        }
         Check::Tcp { address } => match tokio::net::TcpStream::connect(address.as_str()).await {
             Ok(_) => Ok(None),
             Err(error) => Err((None, format!("cannot connect to {address}: {error}"))),
@@ -239,7 +295,7 @@ async fn run(probe: &ProbeState) -> CheckResult {
                 ))
             }
         }
-        Check::Http { target, method, headers, expect_status, expect_body, max_latency_ms } => {
+        Check::Http { target, method, headers, expect_status, expect_body, expect_json, max_latency_ms, tls } => {
             let url = match (&probe.base, target.starts_with('/')) {
                 (Some(base), true) => format!("http://{base}{target}"),
                 (None, true) => {
@@ -248,15 +304,26 @@ async fn run(probe: &ProbeState) -> CheckResult {
                 _ => target.clone(),
             };
             let started = Instant::now();
-            let method = reqwest::Method::from_bytes(method.as_bytes())
-                .map_err(|_| (None, format!("`{method}` is not an HTTP method")))?;
-            let mut request = client().request(method, &url);
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            let response = request.send().await.map_err(|e| (None, format!("GET {url}: {e}")))?;
-            let status = response.status().as_u16();
-            let body = response.text().await.map_err(|e| (Some(status), format!("{url}: the body broke off: {e}")))?;
+            let (status, body) = if url.starts_with("https://") {
+                let answer = super::tls::request(&url, method, headers, tls).await.map_err(|e| (None, e))?;
+                *cert_expiry = answer.expiry;
+                if let Some(min) = tls.min_validity_ms {
+                    check_validity(answer.expiry, min, &url).map_err(|e| (Some(answer.status), e))?;
+                }
+                (answer.status, answer.body)
+            } else {
+                let method = reqwest::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| (None, format!("`{method}` is not an HTTP method")))?;
+                let mut request = client().request(method.clone(), &url);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.map_err(|e| (None, format!("{method} {url}: {e}")))?;
+                let status = response.status().as_u16();
+                let body =
+                    response.text().await.map_err(|e| (Some(status), format!("{url}: the body broke off: {e}")))?;
+                (status, body)
+            };
             let latency = started.elapsed();
             let status_ok =
                 if expect_status.is_empty() { (200..400).contains(&status) } else { expect_status.contains(&status) };
@@ -276,6 +343,7 @@ async fn run(probe: &ProbeState) -> CheckResult {
                 },
                 _ => {}
             }
+            check_json(&body, expect_json, &url).map_err(|e| (Some(status), e))?;
             if let Some(max) = max_latency_ms
                 && latency > Duration::from_millis(*max)
             {

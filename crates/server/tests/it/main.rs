@@ -10,6 +10,7 @@ use store::{LogLine, NewRun, SqliteStore, Store};
 use tower::ServiceExt;
 
 mod incidents;
+mod probes;
 
 struct Api {
     app: Arc<App>,

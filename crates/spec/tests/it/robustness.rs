@@ -69,10 +69,20 @@ proptest! {
 proptest::proptest! {
     /// Monitors, rule and OpenSLO files: arbitrary text gives diagnostics, never a panic.
     #[test]
-    fn monitoring_files_never_panic(text in "(probes|slos|groups|rules|apiVersion|kind|objective|expr|http|heartbeat|:|-| |\n|\\{|\\}|\\[|\\]|[a-z0-9%./]){0,300}") {
+    fn monitoring_files_never_panic(text in "(probes|slos|groups|rules|apiVersion|kind|objective|expr|http|https://|tls|expect-json|\\$\\.|heartbeat|:|-| |\n|\\{|\\}|\\[|\\]|[a-z0-9%./]){0,300}") {
         let _ = spec::monitors::parse(&text);
         let _ = spec::rules::parse(&text);
         let _ = spec::openslo::parse(&text);
+    }
+
+    /// JSON paths of probes: any text parses or is refused, never a panic, and what parses selects
+    /// without panicking either.
+    #[test]
+    fn json_paths_never_panic(text in "(\\$|\\.|\\[|\\]|'|\"|[a-z0-9 ]|é){0,40}") {
+        if let Ok(path) = spec::monitors::JsonPath::parse(&text) {
+            let document = serde_json::json!({"a": [1, {"b": "c"}], "é": null});
+            let _ = path.select(&document);
+        }
     }
 }
 

@@ -225,7 +225,12 @@ pub(super) async fn monitoring(State(app): State<Arc<App>>, viewer: Viewer, Quer
         .map(|p| {
             let last = p.last.as_ref().map_or("—".to_string(), |l| {
                 let outcome = if l.ok { "ok".to_string() } else { l.error.clone().unwrap_or_else(|| "failed".into()) };
-                format!("{} — {outcome} in {:.0} ms", time(&l.at), l.seconds * 1000.0)
+                let certificate = l
+                    .certificate_expires
+                    .as_ref()
+                    .map(|t| format!("; certificate valid until {}", t.chars().take(10).collect::<String>()))
+                    .unwrap_or_default();
+                format!("{} — {outcome} in {:.0} ms{certificate}", time(&l.at), l.seconds * 1000.0)
             });
             let state = match p.state.as_str() {
                 "up" => "success",
