@@ -128,6 +128,10 @@ pub(super) fn call(engine: &Engine<'_>, call: &Call, t: i64) -> Result<Value, Qu
         "mad_over_time" => per_series(
             &|p, _, _| {
                 let values = values(p);
+                // A NaN sample makes the deviation NaN rather than being dropped.
+                if values.iter().any(|v| v.is_nan()) {
+                    return Some(f64::NAN);
+                }
                 let median = quantile(0.5, values.clone());
                 Some(quantile(0.5, values.iter().map(|v| (v - median).abs()).collect()))
             },

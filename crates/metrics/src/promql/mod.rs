@@ -594,33 +594,58 @@ pub fn millis(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
+/// One step of Kahan–Neumaier summation: `sum + inc` and the new compensation.
+fn kahan_step(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        // Past overflow (or an infinite value) there is nothing left to compensate.
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
 pub(crate) fn kahan_sum(values: &[f64]) -> f64 {
-    let (mut sum, mut c) = (0.0f64, 0.0f64);
-    for &v in values {
-        let t = sum + v;
-        if t.is_infinite() {
-            // Past overflow (or an infinite value) there is nothing left to compensate.
-            c = 0.0;
-        } else if sum.abs() >= v.abs() {
-            c += (sum - t) + v;
-        } else {
-            c += (v - t) + sum;
-        }
-        sum = t;
-    }
+    let (sum, c) = values.iter().fold((0.0f64, 0.0f64), |(sum, c), &v| kahan_step(v, sum, c));
     if c.is_finite() { sum + c } else { sum }
 }
 
+/// The mean as Prometheus computes it: a compensated sum while it stays finite; from the value
+/// that would overflow it, an incremental mean (each side divided by the count, so that
+/// `-big, -big, big, big` averages to 0, not NaN), where infinities of one sign stay and of both
+/// signs give NaN.
 pub(crate) fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
+    let Some((&first, rest)) = values.split_first() else { return f64::NAN };
+    let (mut sum, mut c) = (first, 0.0);
+    let mut incremental: Option<(f64, f64)> = None;
+    for (i, &v) in rest.iter().enumerate() {
+        let n = (i + 2) as f64;
+        let (mean, compensation) = match &mut incremental {
+            Some(state) => state,
+            None => {
+                let (next, next_c) = kahan_step(v, sum, c);
+                if !next.is_infinite() {
+                    (sum, c) = (next, next_c);
+                    continue;
+                }
+                incremental.insert((sum / (n - 1.0), c / (n - 1.0)))
+            }
+        };
+        if mean.is_infinite() && (v.is_finite() || (v.is_infinite() && (*mean > 0.0) == (v > 0.0))) {
+            // An infinite mean stays what it is, unless the other infinity comes (or a NaN).
+            continue;
+        }
+        let current = *mean + *compensation;
+        (*mean, *compensation) = kahan_step(v / n - current / n, *mean, *compensation);
     }
-    let sum = kahan_sum(values);
-    if sum.is_finite() || values.iter().any(|v| v.is_nan() || v.is_infinite()) {
-        return sum / values.len() as f64;
+    let n = values.len() as f64;
+    match incremental {
+        Some((mean, compensation)) => mean + compensation,
+        None => sum / n + c / n,
     }
-    // Overflow: average incrementally instead.
-    values.iter().enumerate().fold(0.0, |m, (i, v)| m + (v - m) / (i + 1) as f64)
 }
 
 pub(crate) fn variance(values: &[f64]) -> f64 {

@@ -55,7 +55,9 @@ pub fn run_file(path: &Path) -> Outcome {
         if let Some(rest) = line.strip_prefix("load") {
             let interval = duration(rest.split_whitespace().last().unwrap_or("1m")).unwrap();
             i += 1;
-            let mut batch = Vec::new();
+            // A series defined twice in one block keeps its last definition, as Prometheus's
+            // test harness keeps its definitions by label set.
+            let mut definitions: Vec<(Labels, Vec<Option<f64>>)> = Vec::new();
             while i < lines.len() && !lines[i].trim().is_empty() && lines[i].starts_with([' ', '\t']) {
                 let series = lines[i].trim();
                 i += 1;
@@ -68,7 +70,12 @@ pub fn run_file(path: &Path) -> Outcome {
                     continue;
                 }
                 let (labels, values) = split_series(series);
-                for (step, value) in expand(values).into_iter().enumerate() {
+                definitions.retain(|(defined, _)| *defined != labels);
+                definitions.push((labels, expand(values)));
+            }
+            let mut batch = Vec::new();
+            for (labels, values) in definitions {
+                for (step, value) in values.into_iter().enumerate() {
                     if let Some(v) = value {
                         batch.push((labels.clone(), step as i64 * interval, v));
                     }
