@@ -165,7 +165,7 @@ fn queries_answer_over_imported_history() {
 fn averages_survive_overflow_and_infinities_as_in_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Options::default()).unwrap();
-    let big = 9.988465674311579e307;
+    let big = 9.988_465_674_311_58e307;
     let sets: [(&str, &[f64]); 5] = [
         ("bigzero", &[-big, -big, big, big]),
         ("big", &[big, big, big]),
