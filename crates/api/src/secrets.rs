@@ -49,3 +49,37 @@ pub struct VariableList {
 pub struct Rotated {
     pub resealed: usize,
 }
+
+/// `GET /api/v1/access`: who may do what — grants, teams, and tokens (never their values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccessReport {
+    pub grants: Vec<GrantInfo>,
+    pub teams: Vec<TeamMember>,
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A role granted to `user:<name>` or `team:<name>` on a scope (`*`, `repository:<name>`,
+/// `service:<name>`, `environment:<service>/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GrantInfo {
+    pub subject: String,
+    pub role: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TeamMember {
+    pub team: String,
+    pub member: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    /// The user it acts for; absent: an administrator's token.
+    pub owner: Option<String>,
+    pub scopes: Vec<String>,
+    pub expires: Option<String>,
+    pub last_used: Option<String>,
+    pub created: String,
+}

@@ -1,6 +1,7 @@
 //! `tandem server`: the durable event log, git triggers, the run queue and its worker, live logs,
 //! and the REST API — wired together.
 
+pub mod access;
 pub mod alerting;
 mod api;
 pub mod checkpoint;
@@ -22,9 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use exec::CancelSource;
 use sha2::{Digest, Sha256};
-use store::{SqliteStore, Store};
+use store::{Access, SqliteStore, Store};
 
-pub use api::{openapi, router};
+pub use api::{openapi, page_routes, router};
 pub use repos::{Origin, QueueError, git as git_output, plan_runs, push_change, push_payload, queue_change};
 
 /// Brings the repository's mirror up to date and returns its path.
@@ -352,6 +353,7 @@ pub async fn start(
         let password = random_secret()?[..20].to_string();
         let hash = hash_password(&password).map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
         store.add_user("admin", &hash, "tandem").await?;
+        store.grant("user:admin", "admin", "*", "tandem").await?;
         Some(password)
     } else {
         None

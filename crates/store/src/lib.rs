@@ -362,6 +362,67 @@ pub struct Deployment {
     pub finished: Option<String>,
 }
 
+/// An API token as stored: never its value, only who it acts for and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct TokenRow {
+    pub name: String,
+    /// The user it acts for; `None`: an administrator's token (the first token is one).
+    pub owner: Option<String>,
+    /// Comma-separated: `read`, `run`, `deploy`, `admin`.
+    pub scopes: String,
+    /// RFC 3339; `None`: it does not expire.
+    pub expires: Option<String>,
+    pub last_used: Option<String>,
+    pub created: String,
+}
+
+/// A token to create (its value hashed by the caller).
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub hash: &'a str,
+    pub owner: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub expires: Option<&'a str>,
+}
+
+/// A role granted to `user:<name>` or `team:<name>` on a scope.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct Grant {
+    pub subject: String,
+    pub role: String,
+    /// `*`, `repository:<name>`, `service:<name>` or `environment:<service>/<name>`.
+    pub scope: String,
+    pub created: String,
+}
+
+/// Who may do what: tokens, grants and teams. Part of every [`Store`].
+pub trait Access: Send + Sync {
+    /// Adds a token (event `token.created` with its owner, scopes and expiry).
+    fn create_token<'a>(&'a self, token: NewToken<'a>, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn token<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<TokenRow>>>;
+    /// Records a token's use (at most once a minute).
+    fn touch_token<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn tokens<'a>(&'a self) -> BoxFuture<'a, Result<Vec<TokenRow>>>;
+    /// Removes every token of that name (event `token.revoked`); `NotFound` when none.
+    fn revoke_token<'a>(&'a self, name: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Grants `role` to `subject` on `scope`, replacing the role it had there (event `access.granted`).
+    fn grant<'a>(
+        &'a self,
+        subject: &'a str,
+        role: &'a str,
+        scope: &'a str,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Removes the grant (event `access.revoked`); `NotFound` when there is none.
+    fn revoke<'a>(&'a self, subject: &'a str, scope: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn grants<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Grant>>>;
+    fn add_member<'a>(&'a self, team: &'a str, member: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn remove_member<'a>(&'a self, team: &'a str, member: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// (team, member) pairs.
+    fn members<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
+}
+
 /// A secret (its value sealed) or a variable (in clear).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SecretRow {
@@ -419,7 +480,7 @@ pub type LogChunk = (i64, Vec<LogLine>);
 /// usable as `dyn Store` (the server holds `Arc<dyn Store>`; any adapter can stand behind it).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pub trait Store: Send + Sync {
+pub trait Store: Access + Send + Sync {
     fn add_repo<'a>(
         &'a self,
         name: &'a str,

@@ -1,6 +1,7 @@
 //! The `tandem` command line: run and validate workflows locally, serve them to a team, and talk
 //! to a running server.
 
+mod access;
 mod actions;
 mod alerting;
 mod client;
@@ -109,12 +110,18 @@ enum Command {
     /// The tamper-evident event log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// API tokens.
+    /// API tokens: their owner, scopes and expiry.
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(access::TokenCommand),
     /// People who sign in to the web pages with a password.
     #[command(subcommand)]
-    User(UserCommand),
+    User(access::UserCommand),
+    /// Roles of users and teams on the server, a repository, a service or an environment.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
+    /// Teams: roles granted to a team apply to its members.
+    #[command(subcommand)]
+    Team(access::TeamCommand),
     /// Evaluate PromQL on the server, at one instant or over a range.
     Query(monitoring::QueryArgs),
     /// The time-series store: import past samples.
@@ -318,32 +325,6 @@ enum AuditCommand {
     Log(secrets::AuditLogArgs),
 }
 
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Add a user directly in a data directory; prints a generated password once, or reads one.
-    #[command(
-        after_help = "Examples:\n  tandem user add ana --data ./data\n  printf '%s\\n' \"$PASSWORD\" | tandem user add bo --password-stdin --data ./data"
-    )]
-    Add {
-        name: String,
-        /// Read the password (12 characters or more) from the first line of stdin.
-        #[arg(long)]
-        password_stdin: bool,
-        #[command(flatten)]
-        data: serve::DataArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create an API token directly in a data directory (prints it once).
-    Create {
-        name: String,
-        #[command(flatten)]
-        data: serve::DataArgs,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // What the server and the libraries report for operators (`TANDEM_LOG=debug` for more).
@@ -387,8 +368,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&checkpoint)?);
             Ok(0)
         }),
-        Command::Token(TokenCommand::Create { name, data }) => serve::token_create(&name, data),
-        Command::User(UserCommand::Add { name, password_stdin, data }) => serve::user_add(&name, password_stdin, data),
+        Command::Token(command) => access::token(command),
+        Command::User(command) => access::user(command),
+        Command::Access(command) => access::access(command),
+        Command::Team(command) => access::team(command),
         Command::Repo(command) => block_on(repo_command(command)),
         Command::Query(args) => block_on(monitoring::query(args)),
         Command::Metrics(command) => monitoring::metrics(command),

@@ -578,7 +578,7 @@ pub struct DataArgs {
     pub format: Format,
 }
 
-fn open_store(data: &Option<PathBuf>) -> Result<(tokio::runtime::Runtime, SqliteStore)> {
+pub(crate) fn open_store(data: &Option<PathBuf>) -> Result<(tokio::runtime::Runtime, SqliteStore)> {
     let data = data.clone().unwrap_or_else(crate::run::default_data_dir);
     let path = server::database_path(&data);
     if !path.exists() {
@@ -662,41 +662,5 @@ pub fn reap(args: DataArgs) -> Result<i32> {
             reaped.step_groups, reaped.instance_groups, reaped.containers, reaped.services
         );
     }
-    Ok(0)
-}
-
-/// `tandem user add NAME`: a person who signs in to the web pages with a password.
-pub fn user_add(name: &str, password_stdin: bool, args: DataArgs) -> Result<i32> {
-    let password = if password_stdin {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
-        if line.chars().count() < 12 {
-            bail!(
-                "the password is shorter than 12 characters\n  hint: use a longer one, or leave out --password-stdin for a generated one"
-            );
-        }
-        line
-    } else {
-        server::random_secret()?[..20].to_string()
-    };
-    let hash = server::hash_password(&password).map_err(anyhow::Error::msg)?;
-    let (runtime, store) = open_store(&args.data)?;
-    runtime.block_on(store.add_user(name, &hash, "cli"))?;
-    if !password_stdin {
-        println!("{password}");
-        eprintln!("user `{name}` created; the password is shown only now");
-    } else {
-        eprintln!("user `{name}` created");
-    }
-    Ok(0)
-}
-
-pub fn token_create(name: &str, args: DataArgs) -> Result<i32> {
-    let (runtime, store) = open_store(&args.data)?;
-    let token = format!("tdm_{}", server::random_secret()?);
-    runtime.block_on(store.add_token(name, &server::token_hash(&token), "cli"))?;
-    println!("{token}");
-    eprintln!("token `{name}` created; it is shown only now");
     Ok(0)
 }

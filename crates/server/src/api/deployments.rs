@@ -67,7 +67,22 @@ pub(super) async fn approve(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::Deployment>> {
-    let deployment = app.store.approve_deployment(parse_id(&id)?, &caller.0).await?;
+    let id = parse_id(&id)?;
+    // Four eyes: whoever asked for a deployment does not approve it.
+    let events = app.store.events_about(&format!("deployment/{id}")).await?;
+    if let Some(requested) = events.iter().find(|e| e.kind == "deployment.requested")
+        && requested.actor == caller.0
+    {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "same_person",
+            format!(
+                "`{}` requested deployment {id}; another maintainer must approve it (someone with the maintainer role on its environment)",
+                caller.0
+            ),
+        ));
+    }
+    let deployment = app.store.approve_deployment(id, &caller.0).await?;
     app.deployer.wake.notify_waiters();
     Ok(Json(deployment.into()))
 }

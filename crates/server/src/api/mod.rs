@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::{App, Metrics, deploy, repos, token_hash};
 
 mod deployments;
+mod guard;
 mod incidents;
 mod monitoring;
 mod prometheus;
@@ -108,17 +109,25 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(secrets::rotate_key))
         .routes(routes!(secrets::list_variables))
         .routes(routes!(secrets::set_variable, secrets::delete_variable))
+        .routes(routes!(secrets::access_report))
 }
 
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = routes().split_for_parts();
     router
         .merge(web::routes())
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), guard::enforce))
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+/// Every route of the web pages and their forms, (method, route): what is not in the OpenAPI
+/// document.
+pub fn page_routes() -> Vec<(&'static str, &'static str)> {
+    web::table()
 }
 
 /// The OpenAPI 3.1 document of every route, with the request and response schemas of `api`.
@@ -193,36 +202,29 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, AppError> {
-        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        // The pages' own reads (a live log) go with the session cookie; anything that changes
-        // state needs a token, or a page's form with its CSRF token.
-        if header.is_empty()
-            && parts.method == axum::http::Method::GET
-            && let Some(viewer) = web::session::Viewer::from_parts(parts, app)
-        {
-            return Ok(Caller(viewer.actor));
-        }
-        let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(AppError::new(
+        // The access layer has identified the caller and checked the route's policy.
+        let principal = match parts.extensions.get::<crate::access::Principal>() {
+            Some(principal) => Some(principal.clone()),
+            None => guard::principal(parts, app).await?,
+        };
+        match principal {
+            // The pages' own reads (a live log) go with the session cookie; anything that changes
+            // state needs a token, or a page's form with its CSRF token.
+            Some(principal)
+                if principal.via == crate::access::Via::Session && parts.method != axum::http::Method::GET =>
+            {
+                Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this call needs `Authorization: Bearer <token>` (TANDEM_TOKEN for the CLI)",
+                ))
+            }
+            Some(principal) => Ok(Caller(principal.actor)),
+            None => Err(AppError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this call needs `Authorization: Bearer <token>` (TANDEM_TOKEN for the CLI)",
-            ));
-        };
-        // A run's own token (`github.token`) reads, while its run lasts; it changes nothing.
-        if let Some(run) = app.run_tokens.run_of(token) {
-            if parts.method != axum::http::Method::GET {
-                return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("run {run}'s token (github.token) may only read; use an API token to change anything"),
-                ));
-            }
-            return Ok(Caller(format!("run:{run}")));
-        }
-        match app.store.token_name(&token_hash(token)).await? {
-            Some(name) => Ok(Caller(name)),
-            None => Err(AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token is not valid")),
+            )),
         }
     }
 }

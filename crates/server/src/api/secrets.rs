@@ -206,3 +206,31 @@ pub(crate) async fn for_run(
 
 /// Secrets per environment name.
 pub(crate) type EnvironmentSecrets = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+#[utoipa::path(get, path = "/api/v1/access", tag = "access",
+    summary = "Who may do what: grants of roles to users and teams, team members, tokens (never their values)",
+    security(("token" = [])),
+    responses((status = 200, body = api::AccessReport), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn access_report(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Json<api::AccessReport>> {
+    let grants = app.store.grants().await?;
+    let members = app.store.members().await?;
+    let tokens = app.store.tokens().await?;
+    Ok(Json(api::AccessReport {
+        grants: grants
+            .into_iter()
+            .map(|g| api::GrantInfo { subject: g.subject, role: g.role, scope: g.scope })
+            .collect(),
+        teams: members.into_iter().map(|(team, member)| api::TeamMember { team, member }).collect(),
+        tokens: tokens
+            .into_iter()
+            .map(|t| api::TokenInfo {
+                scopes: t.scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                name: t.name,
+                owner: t.owner,
+                expires: t.expires,
+                last_used: t.last_used,
+                created: t.created,
+            })
+            .collect(),
+    }))
+}

@@ -9,6 +9,7 @@ use server::{App, ServerConfig};
 use store::{LogLine, NewRun, SqliteStore, Store};
 use tower::ServiceExt;
 
+mod access;
 mod incidents;
 mod probes;
 

@@ -17,6 +17,7 @@ use crate::{
     SecretRow, Store, StoreError, Transition, event_hash,
 };
 
+mod access;
 mod people;
 mod rows;
 #[allow(unused_imports)]

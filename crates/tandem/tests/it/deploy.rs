@@ -362,12 +362,21 @@ fn gates_hold_a_release_until_approved_and_freezes_hold_it_until_rolled_back() {
     let skipped = wait_status(&server, older, &["skipped"], Duration::from_secs(30));
     assert_eq!(skipped["reason"], format!("superseded by deployment {id}"), "{skipped:#}");
     wait_status(&server, id, &["awaiting_approval"], Duration::from_secs(30));
-    let approved = server.cli(&["approve", &id.to_string()]);
+    // Four eyes: the admin asked for it, so the admin may not approve it; nor may a developer.
+    let own = server.cli(&["approve", &id.to_string()]);
+    assert_ne!(own.code, 0, "{}", own.all());
+    assert!(own.all().contains("another maintainer must approve it"), "{}", own.all());
+    let developer = server.user_token("dev", "developer", "*", "read,run,deploy");
+    let refused = server.cli_as(&developer, &["approve", &id.to_string()]);
+    assert_ne!(refused.code, 0, "{}", refused.all());
+    assert!(refused.all().contains("`dev` is a developer on environment:shop/production"), "{}", refused.all());
+    let maintainer = server.user_token("mia", "maintainer", "service:shop", "deploy");
+    let approved = server.cli_as(&maintainer, &["approve", &id.to_string()]);
     assert_eq!(approved.code, 0, "{}", approved.all());
     let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(60));
     assert_eq!(done["status"], "promoted", "{done:#}");
     assert_eq!(kinds(&done), ["requested", "gated", "approved", "started", "promoted"]);
-    assert_eq!(done["events"][2]["actor"], "admin");
+    assert_eq!(done["events"][2]["actor"], "mia");
 
     // A freeze window that covers every minute holds the next release, however long it waits.
     repo.write(

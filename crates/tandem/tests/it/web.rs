@@ -428,6 +428,8 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
         "Refused: the current password is wrong."
     );
     assert_eq!(change(password, "a-new-long-password").await, "Your password is changed.");
+    let roles = driver.find(By::Css("main table")).await.unwrap().text().await.unwrap();
+    assert!(roles.contains("admin") && roles.contains('*'), "the account page shows the roles: {roles}");
     accessibility(&driver, "account").await;
     driver.find(By::Css("form.signout button")).await.unwrap().click().await.unwrap();
     wait_url(&driver, |u| u.ends_with("/signin")).await;

@@ -26,35 +26,67 @@ use session::Viewer;
 const CSS: &str = include_str!("../../../assets/app.css");
 const JS: &str = include_str!("../../../assets/app.js");
 
+/// The pages and their forms, built once into the router and once into the table that the
+/// access test walks (so a page cannot be routed without being tested).
+struct Pages {
+    router: Router<Arc<App>>,
+    table: Vec<(&'static str, &'static str)>,
+}
+
+impl Pages {
+    fn get<H: axum::handler::Handler<T, Arc<App>>, T: 'static>(mut self, path: &'static str, handler: H) -> Pages {
+        self.table.push(("GET", path));
+        self.router = self.router.route(path, get(handler));
+        self
+    }
+
+    fn post<H: axum::handler::Handler<T, Arc<App>>, T: 'static>(mut self, path: &'static str, handler: H) -> Pages {
+        self.table.push(("POST", path));
+        self.router = self.router.route(path, post(handler));
+        self
+    }
+}
+
+fn pages() -> Pages {
+    Pages { router: Router::new(), table: Vec::new() }
+        .get("/", pages::overview)
+        .get("/runs", pages::runs)
+        .get("/runs/{id}", pages::run)
+        .get("/repositories", code::repositories)
+        .post("/repositories", code::add)
+        .get("/repositories/{name}", code::repository)
+        .post("/repositories/{name}/run", code::run)
+        .get("/deployments", delivery::deployments)
+        .get("/deployments/{id}", delivery::deployment)
+        .get("/incidents", response::incidents)
+        .get("/incidents/{id}", response::incident)
+        .get("/incidents/{id}/postmortem", response::postmortem)
+        .get("/audit", response::audit)
+        .get("/secrets", vault::secrets)
+        .post("/secrets/{action}", vault::change)
+        .get("/monitoring", response::monitoring)
+        .get("/services/{name}", response::service)
+        .post("/runs/{id}/{action}", actions::run)
+        .post("/deployments/{id}/{action}", actions::deployment)
+        .post("/environments/{service}/{environment}/rollback", actions::rollback)
+        .post("/incidents/{id}/{action}", actions::incident)
+        .get("/signin", signin_page)
+        .post("/signin", signin)
+        .get("/signin/link/{secret}", signin_link)
+        .post("/signout", signout)
+        .get("/account", account)
+        .post("/account/password", change_password)
+        .get("/assets/app.css", || async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) })
+        .get("/assets/app.js", || async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) })
+}
+
 pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/", get(pages::overview))
-        .route("/runs", get(pages::runs))
-        .route("/runs/{id}", get(pages::run))
-        .route("/repositories", get(code::repositories).post(code::add))
-        .route("/repositories/{name}", get(code::repository))
-        .route("/repositories/{name}/run", post(code::run))
-        .route("/deployments", get(delivery::deployments))
-        .route("/deployments/{id}", get(delivery::deployment))
-        .route("/incidents", get(response::incidents))
-        .route("/incidents/{id}", get(response::incident))
-        .route("/incidents/{id}/postmortem", get(response::postmortem))
-        .route("/audit", get(response::audit))
-        .route("/secrets", get(vault::secrets))
-        .route("/secrets/{action}", post(vault::change))
-        .route("/monitoring", get(response::monitoring))
-        .route("/services/{name}", get(response::service))
-        .route("/runs/{id}/{action}", post(actions::run))
-        .route("/deployments/{id}/{action}", post(actions::deployment))
-        .route("/environments/{service}/{environment}/rollback", post(actions::rollback))
-        .route("/incidents/{id}/{action}", post(actions::incident))
-        .route("/signin", get(signin_page).post(signin))
-        .route("/signin/link/{secret}", get(signin_link))
-        .route("/signout", post(signout))
-        .route("/account", get(account))
-        .route("/account/password", post(change_password))
-        .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
-        .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) }))
+    pages().router
+}
+
+/// Every page and form: (method, route).
+pub fn table() -> Vec<(&'static str, &'static str)> {
+    pages().table
 }
 
 /// Renders a template into a page (a template error is the server's fault, said plainly).
@@ -230,6 +262,8 @@ async fn record(app: &App, kind: &str, actor: &str, payload: serde_json::Value) 
 struct AccountPage {
     chrome: Chrome,
     has_password: bool,
+    /// (role, scope, through): the user's own grants and their teams'.
+    roles: Vec<(String, String, String)>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -244,7 +278,31 @@ async fn account(
     axum::extract::Query(query): axum::extract::Query<AccountQuery>,
 ) -> Response {
     let has_password = app.store.user_password(&viewer.actor).await.ok().flatten().is_some();
-    page(AccountPage { chrome: Chrome::new(&viewer, "Your account", "", query.flash), has_password })
+    let teams: Vec<String> = match app.store.members().await {
+        Ok(members) => {
+            members.into_iter().filter(|(_, m)| *m == viewer.actor).map(|(t, _)| format!("team:{t}")).collect()
+        }
+        Err(error) => {
+            tracing::error!("cannot read the teams: {error}");
+            Vec::new()
+        }
+    };
+    let own = format!("user:{}", viewer.actor);
+    let roles = match app.store.grants().await {
+        Ok(grants) => grants
+            .into_iter()
+            .filter(|g| g.subject == own || teams.contains(&g.subject))
+            .map(|g| {
+                let through = if g.subject == own { "you".to_string() } else { g.subject.clone() };
+                (g.role, g.scope, through)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::error!("cannot read the grants: {error}");
+            Vec::new()
+        }
+    };
+    page(AccountPage { chrome: Chrome::new(&viewer, "Your account", "", query.flash), has_password, roles })
 }
 
 #[derive(serde::Deserialize)]
