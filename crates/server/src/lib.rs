@@ -380,7 +380,9 @@ pub async fn start(
     let router = api::router(app.clone());
     let shutting_down = app.clone();
     let served = tokio::spawn(async move {
-        let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
         worker.abort();
         poller.abort();
         checkpoints.abort();

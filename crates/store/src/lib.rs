@@ -10,6 +10,20 @@ mod time;
 use serde::{Deserialize, Serialize};
 
 pub use sqlite::SqliteStore;
+
+tokio::task_local! {
+    /// The network address a request came from, while it is handled: every event it causes
+    /// records it as `source` (events of background work have none).
+    pub static SOURCE: String;
+}
+
+/// `payload` with the current request's `source` address, when there is one (and it has none).
+fn with_source(mut payload: serde_json::Value) -> serde_json::Value {
+    if let (Ok(source), Some(object)) = (SOURCE.try_with(String::clone), payload.as_object_mut()) {
+        object.entry("source").or_insert(serde_json::Value::String(source));
+    }
+    payload
+}
 pub use time::rfc3339;
 
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,14 @@ pub(crate) async fn principal(parts: &Parts, app: &App) -> Result<Option<Princip
 /// caller with the permission on the resource. Callers without credentials go on to the handler,
 /// which asks for them (401, or the sign-in page).
 pub(super) async fn enforce(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    // Every event this request causes records where it came from.
+    match request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        Some(info) => store::SOURCE.scope(info.0.ip().to_string(), check(app, request, next)).await,
+        None => check(app, request, next).await,
+    }
+}
+
+async fn check(app: Arc<App>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
     let (mut parts, body) = request.into_parts();
     let Some(need) = access::policy(&parts.method, &route) else {

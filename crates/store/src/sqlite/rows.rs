@@ -109,7 +109,7 @@ pub(super) async fn append_event(
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
     let seq = prev_seq + 1;
     let time = now();
-    let payload = payload.to_string();
+    let payload = crate::with_source(payload).to_string();
     let hash = event_hash(&prev_hash, seq, &time, kind, subject, actor, &payload);
     sqlx::query("INSERT INTO events (seq, time, kind, subject, actor, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(seq)

@@ -108,6 +108,7 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
         ["secret/repo/shop/DEPLOY_KEY", "secret/org/NPM_TOKEN", "secret/env/shop/production/DB_PASSWORD"]
     );
     assert!(events.iter().all(|e| e["actor"] == "admin"), "{events:?}");
+    assert!(events.iter().all(|e| e["payload"]["source"] == "127.0.0.1"), "each names where it came from: {events:?}");
     let everything = server.cli(&["audit", "log", "--format", "json"]).stdout;
     for value in ["repo-key-value-1", "org-npm-token-9", "prod-db-password-7"] {
         assert!(!everything.contains(value), "{value} is in the event log");
