@@ -5,6 +5,7 @@ pub mod access;
 pub mod alerting;
 mod api;
 pub mod checkpoint;
+pub mod credentials;
 pub mod deploy;
 pub mod dora;
 pub mod incidents;
@@ -366,6 +367,11 @@ pub async fn start(
     config.listen = addr;
     let tsdb = metrics::Db::open(&tsdb_path(&config.data_dir), metrics::Options::default())?;
     let app = Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config));
+    match credentials::seal_clear(&app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("moved {n} repository credential(s) kept in clear into the vault"),
+        Err(error) => tracing::error!("repository credentials stay in clear: {error}"),
+    }
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let monitor = tokio::spawn(monitor::run_forever(app.clone()));
     alerting::load(&app);

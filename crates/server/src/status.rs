@@ -32,6 +32,14 @@ pub fn context(run: &Run) -> String {
 /// problems are logged and recorded as `status.failed` events.
 pub async fn post(app: &App, repo: &Repo, run: &Run, status: RunStatus) {
     let (Some(forge), Some(api_url), Some(token)) = (&repo.forge, &repo.api_url, &repo.status_token) else { return };
+    let token = match crate::credentials::read(app, repo, "status_token", token).await {
+        Ok(token) => token,
+        Err(error) => {
+            tracing::error!("cannot post the status of run {}: {error}", run.id);
+            return;
+        }
+    };
+    let token = &token;
     let api = api_url.trim_end_matches('/');
     let state = state(forge, status);
     let context = context(run);

@@ -410,7 +410,7 @@ pub struct Grant {
     pub created: String,
 }
 
-/// Who may do what: tokens, grants and teams. Part of every [`Store`].
+/// Who may do what: tokens, grants and teams, and where credentials are. Part of every [`Store`].
 pub trait Access: Send + Sync {
     /// Adds a token (event `token.created` with its owner, scopes and expiry).
     fn create_token<'a>(&'a self, token: NewToken<'a>, actor: &'a str) -> BoxFuture<'a, Result<()>>;
@@ -435,6 +435,9 @@ pub trait Access: Send + Sync {
     fn remove_member<'a>(&'a self, team: &'a str, member: &'a str, actor: &'a str) -> BoxFuture<'a, Result<()>>;
     /// (team, member) pairs.
     fn members<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
+    /// Replaces what a repository's row holds as its webhook secret (the server keeps the secret
+    /// itself in the vault).
+    fn set_webhook_secret<'a>(&'a self, repo_id: i64, value: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// A secret (its value sealed) or a variable (in clear).

@@ -88,9 +88,20 @@ pub(super) async fn add_repository(
     };
     let secret = crate::random_secret()
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let mut repo = app.store.add_repo(&name, &source, &secret, body.poll_seconds, actor).await?;
+    // The credentials go to the vault first; the row only says where they are.
+    let vault_error = |e: String| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "vault", e);
+    if app.store.repos().await?.iter().any(|r| r.name == name) {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a repository named `{name}` exists already"),
+        ));
+    }
+    crate::credentials::keep(app, &name, "webhook_secret", &secret, actor).await.map_err(vault_error)?;
+    let mut repo = app.store.add_repo(&name, &source, crate::credentials::IN_VAULT, body.poll_seconds, actor).await?;
     if let Some((forge, api_url, token)) = forge {
-        repo = app.store.set_forge(repo.id, &forge, &api_url, &token, actor).await?;
+        crate::credentials::keep(app, &name, "status_token", &token, actor).await.map_err(vault_error)?;
+        repo = app.store.set_forge(repo.id, &forge, &api_url, crate::credentials::IN_VAULT, actor).await?;
     }
     // Fetch now, so that a bad source is reported at once.
     let warning = repos::sync(app, &repo, None).await.err();

@@ -93,7 +93,14 @@ pub(super) async fn webhook(
             format!("no repository here matches `{}`; add it with `tandem repo add`", name.unwrap_or_default()),
         ));
     };
-    if let Err(error) = webhook::verify(forge, &repo.webhook_secret, &header, &body) {
+    let secret = match crate::credentials::read(&app, repo, "webhook_secret", &repo.webhook_secret).await {
+        Ok(secret) => secret,
+        Err(error) => {
+            tracing::error!("cannot read the webhook secret of {}: {error}", repo.name);
+            return reject(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "vault", error));
+        }
+    };
+    if let Err(error) = webhook::verify(forge, &secret, &header, &body) {
         return reject(AppError::new(
             StatusCode::UNAUTHORIZED,
             "bad_signature",

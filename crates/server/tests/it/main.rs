@@ -136,6 +136,17 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
     let (status, body) = api.send(request(sign(b"s3cret"))).await;
     // Signed right, but the repository cannot be read: the forge is told to try again later.
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+
+    // A secret kept in clear in the row (from before the vault) moves into the vault, and
+    // deliveries signed with it are still accepted.
+    assert_eq!(server::credentials::seal_clear(&api.app).await.unwrap(), 1);
+    let repo = api.app.store.repos().await.unwrap().remove(0);
+    assert_eq!(repo.webhook_secret, server::credentials::IN_VAULT);
+    assert_eq!(server::credentials::seal_clear(&api.app).await.unwrap(), 0, "once is enough");
+    let (status, _) = api.send(request(sign(b"s3cret"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "still verified with the sealed secret");
+    let (status, _) = api.send(request(sign(b"wrong"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

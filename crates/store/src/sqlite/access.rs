@@ -171,4 +171,18 @@ impl Access for SqliteStore {
                 .await?)
         })
     }
+
+    fn set_webhook_secret<'a>(&'a self, repo_id: i64, value: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let updated = sqlx::query("UPDATE repos SET webhook_secret = $1 WHERE id = $2")
+                .bind(value)
+                .bind(repo_id)
+                .execute(&self.writer)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("repository {repo_id}")));
+            }
+            Ok(())
+        })
+    }
 }

@@ -105,7 +105,13 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
     let subjects: Vec<&str> = events.iter().map(|e| e["subject"].as_str().unwrap()).collect();
     assert_eq!(
         subjects,
-        ["secret/repo/shop/DEPLOY_KEY", "secret/org/NPM_TOKEN", "secret/env/shop/production/DB_PASSWORD"]
+        [
+            // The repository's own webhook secret, sealed when it was added.
+            "secret/credential/repo/shop/webhook_secret",
+            "secret/repo/shop/DEPLOY_KEY",
+            "secret/org/NPM_TOKEN",
+            "secret/env/shop/production/DB_PASSWORD"
+        ]
     );
     assert!(events.iter().all(|e| e["actor"] == "admin"), "{events:?}");
     assert!(events.iter().all(|e| e["payload"]["source"] == "127.0.0.1"), "each names where it came from: {events:?}");
@@ -116,7 +122,8 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
 
     // A new key seals everything again; runs read the secrets as before.
     let rotated = server.cli(&["secret", "rotate-key"]);
-    assert!(rotated.stdout.contains("3 secret(s) sealed again"), "{}", rotated.all());
+    // Three secrets and the repository's webhook secret.
+    assert!(rotated.stdout.contains("4 secret(s) sealed again"), "{}", rotated.all());
     let key_file = std::fs::read_to_string(data.path().join("secrets.key")).unwrap();
     assert_eq!(key_file.lines().count(), 1, "the old key is gone");
     let logs = run_and_log(2);

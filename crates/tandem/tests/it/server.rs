@@ -741,6 +741,14 @@ fn commit_statuses_are_posted_to_each_forge_in_its_dialect() {
     .1;
     assert!(!events.contains("tok-github") && !events.contains("tok-gitlab"), "{events}");
     assert_eq!(events.matches("status.posted").count(), 6, "{events}");
+    // Nor are they in the database in clear: the vault holds them, sealed.
+    let database = std::fs::read(data.path().join("tandem.db")).unwrap();
+    let wal = std::fs::read(data.path().join("tandem.db-wal")).unwrap_or_default();
+    for token in ["tok-github", "tok-gitea", "tok-gitlab"] {
+        for bytes in [&database, &wal] {
+            assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{token} is stored in clear");
+        }
+    }
 }
 
 #[test]
