@@ -9,6 +9,7 @@ mod bench_containers;
 mod bench_deploy;
 mod bench_monitoring;
 mod bench_proxy;
+mod bench_queue;
 mod bench_security;
 mod bench_server;
 mod tidy;
@@ -32,6 +33,7 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("alerting") => bench_alerting::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("actions") => bench_actions::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench_security::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("queue") => bench_queue::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("self-check") => self_check(),
         Some("tidy") => {
