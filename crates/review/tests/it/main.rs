@@ -113,7 +113,7 @@ proptest::proptest! {
         let mut queue = Queue::new(Config { max_batch: 3, max_parallel: 2, flaky_retries: 1, min_speculative: 1 });
         let mut outcomes: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
         let mut running: Vec<u64> = Vec::new();
-        let mut apply = |queue: &mut Queue, event: Event, running: &mut Vec<u64>, outcomes: &mut std::collections::HashMap<u64, usize>| {
+        let apply = |queue: &mut Queue, event: Event, running: &mut Vec<u64>, outcomes: &mut std::collections::HashMap<u64, usize>| {
             for action in queue.handle(event) {
                 match action {
                     Action::Test { batch, .. } => running.push(batch),
