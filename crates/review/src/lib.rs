@@ -3,3 +3,4 @@
 
 pub mod queue;
 pub mod simulate;
+pub mod owners;

@@ -440,6 +440,88 @@ pub trait Access: Send + Sync {
     fn set_webhook_secret<'a>(&'a self, repo_id: i64, value: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
+/// A change request of a hosted repository.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct ChangeRow {
+    pub id: i64,
+    pub repo_id: i64,
+    pub number: i64,
+    /// The branch it is to be merged into.
+    pub target: String,
+    /// Its `Change-Id` (or the branch it was pushed from): what ties its revisions together.
+    pub change_key: String,
+    pub title: String,
+    pub author: String,
+    /// `open`, `queued` (in the merge queue), `merged` or `abandoned`.
+    pub status: String,
+    /// Why it left the queue, or why it was abandoned.
+    pub reason: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct RevisionRow {
+    pub change_id: i64,
+    pub number: i64,
+    pub sha: String,
+    /// The target branch's commit when it was pushed.
+    pub base: String,
+    pub pushed_by: String,
+    pub created: String,
+}
+
+/// An approval or a comment (general, or on `path`:`line`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct ReviewRow {
+    pub id: i64,
+    pub change_id: i64,
+    pub revision: i64,
+    /// `approval` or `comment`.
+    pub kind: String,
+    pub author: String,
+    pub path: Option<String>,
+    pub line: Option<i64>,
+    pub body: String,
+    pub resolved: bool,
+    pub created: String,
+}
+
+/// A revision pushed for review.
+#[derive(Debug, Clone)]
+pub struct NewRevision<'a> {
+    pub repo_id: i64,
+    pub target: &'a str,
+    pub change_key: &'a str,
+    pub title: &'a str,
+    pub sha: &'a str,
+    pub base: &'a str,
+}
+
+/// Change requests, their revisions and reviews. Part of every [`Store`].
+pub trait Code: Send + Sync {
+    /// Adds a revision to the open change with this key, or opens a change (events
+    /// `change.opened` / `change.revised`); the change and the revision's number.
+    fn push_revision<'a>(&'a self, revision: NewRevision<'a>, actor: &'a str) -> BoxFuture<'a, Result<(ChangeRow, i64)>>;
+    /// The repository's changes, newest first; only those in `status` when given.
+    fn changes<'a>(&'a self, repo_id: i64, status: Option<&'a str>) -> BoxFuture<'a, Result<Vec<ChangeRow>>>;
+    fn change<'a>(&'a self, repo_id: i64, number: i64) -> BoxFuture<'a, Result<ChangeRow>>;
+    fn revisions<'a>(&'a self, change_id: i64) -> BoxFuture<'a, Result<Vec<RevisionRow>>>;
+    fn reviews<'a>(&'a self, change_id: i64) -> BoxFuture<'a, Result<Vec<ReviewRow>>>;
+    /// Adds an approval or a comment (event `change.approved` / `change.commented`).
+    fn add_review<'a>(&'a self, review: ReviewRow, actor: &'a str) -> BoxFuture<'a, Result<ReviewRow>>;
+    /// Marks a comment resolved (event `change.comment_resolved`).
+    fn resolve_comment<'a>(&'a self, change_id: i64, review_id: i64, actor: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Moves a change to `status` with an optional reason (event `change.<status>`).
+    fn set_change_status<'a>(
+        &'a self,
+        change_id: i64,
+        status: &'a str,
+        reason: Option<&'a str>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<ChangeRow>>;
+}
+
 /// A secret (its value sealed) or a variable (in clear).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SecretRow {
@@ -497,7 +579,7 @@ pub type LogChunk = (i64, Vec<LogLine>);
 /// usable as `dyn Store` (the server holds `Arc<dyn Store>`; any adapter can stand behind it).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pub trait Store: Access + Send + Sync {
+pub trait Store: Access + Code + Send + Sync {
     fn add_repo<'a>(
         &'a self,
         name: &'a str,

@@ -169,3 +169,61 @@ fn in_the_simulation_main_stays_green_and_batching_saves_runs() {
         }
     }
 }
+
+#[test]
+fn code_owners_follow_githubs_patterns_and_the_last_match_wins() {
+    use review::owners::{CodeOwners, matches};
+    // GitHub's documented examples.
+    let cases = [
+        ("*", "any/file.rs", true),
+        ("*.js", "src/app/index.js", true),
+        ("*.js", "src/app/index.ts", false),
+        ("/build/logs/", "build/logs/today.log", true),
+        ("/build/logs/", "src/build/logs/today.log", false),
+        ("docs/*", "docs/getting-started.md", true),
+        ("docs/*", "docs/build-app/troubleshooting.md", false),
+        ("apps/", "src/apps/web/main.rs", true),
+        ("apps/", "apps", false),
+        ("/docs/", "docs/a/b.md", true),
+        ("/docs/", "src/docs/a.md", false),
+        ("**/logs", "deep/down/logs/x.log", true),
+        ("/scripts/", "scripts/deploy.sh", true),
+        ("src/**/test", "src/a/b/test/x.rs", true),
+        ("src/**/test", "src/test/x.rs", true),
+        ("Cargo.toml", "crates/a/Cargo.toml", true),
+    ];
+    for (pattern, path, expected) in cases {
+        assert_eq!(matches(pattern, path), expected, "{pattern} on {path}");
+    }
+    let owners = CodeOwners::parse("# comment\n*       @global\n*.js    @js-owner # trailing\n/docs/  @org/writers\n/docs/generated/\n").unwrap();
+    assert_eq!(owners.owners_of("src/main.rs").unwrap().owners, ["@global"]);
+    assert_eq!(owners.owners_of("web/app.js").unwrap().owners, ["@js-owner"]);
+    assert_eq!(owners.owners_of("docs/app.js").unwrap().owners, ["@org/writers"], "the last match wins");
+    assert!(owners.owners_of("docs/generated/x.md").unwrap().owners.is_empty(), "no owner: anyone");
+    assert!(CodeOwners::parse("!secret.txt @a\n").unwrap_err().starts_with("line 1:"));
+    assert!(CodeOwners::parse("* ana\n").unwrap_err().contains("`ana` is not an owner"));
+}
+
+#[test]
+fn a_change_lacks_what_its_repository_requires_and_says_so() {
+    use review::owners::{CodeOwners, Standing, missing};
+    let mut standing = Standing {
+        author: "ana".into(),
+        approvers: vec!["ana".into()],
+        teams: [("writers".to_string(), vec!["cy".to_string()])].into_iter().collect(),
+        touched: vec!["src/lib.rs".into(), "docs/guide.md".into()],
+        owners: Some(CodeOwners::parse("* @bo\n/docs/ @org/writers\n").unwrap()),
+        required_approvals: 1,
+        checks: vec![("ci".into(), "failure".into())],
+        unresolved_comments: 2,
+    };
+    let lacking = missing(&standing);
+    assert_eq!(lacking.len(), 5, "{lacking:#?}");
+    assert!(lacking[0].contains("1 approval(s) from someone other than its author, 0 so far"));
+    assert!(lacking.iter().any(|m| m == "an approval from @bo (code owners of src/lib.rs)"), "{lacking:#?}");
+    assert!(lacking.iter().any(|m| m == "an approval from @org/writers (code owners of docs/guide.md)"), "{lacking:#?}");
+    standing.approvers = vec!["bo".into(), "cy".into()];
+    standing.checks = vec![("ci".into(), "success".into())];
+    standing.unresolved_comments = 0;
+    assert!(missing(&standing).is_empty(), "{:#?}", missing(&standing));
+}

@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod access;
+mod code;
 mod people;
 mod rows;
 #[allow(unused_imports)]
