@@ -150,7 +150,7 @@ pub fn missing(standing: &Standing) -> Vec<String> {
                 approvers.iter().any(|a| a.as_str() == name)
                     || standing.teams.iter().any(|(team, members)| {
                         (team == name || name.rsplit('/').next() == Some(team.as_str()))
-                            && members.iter().any(|m| approvers.iter().any(|a| *a == m))
+                            && members.iter().any(|m| approvers.contains(&m))
                     })
             });
             if !approved {
