@@ -8,9 +8,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod code;
 mod incidents;
 mod secrets;
 
+pub use code::*;
 pub use incidents::*;
 pub use secrets::*;
 pub use store::{DeploymentKind, DeploymentStatus, Event, LogLine, RunStatus};

@@ -86,6 +86,33 @@ pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> 
     }
 }
 
+/// Merges `theirs` into `ours` without a work tree (`git merge-tree --write-tree`, their merge
+/// base found by git): `Ok(tree)`, or `Err(files)` that conflict.
+pub async fn merge_tree(repo: &Path, ours: &str, theirs: &str) -> Result<Result<String, Vec<String>>, GitError> {
+    let args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "--end-of-options", ours, theirs];
+    let mut command = Command::new("git");
+    command.arg("-C").arg(repo).args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
+    let output = match tokio::time::timeout(TIMEOUT, command.output()).await {
+        Ok(output) => output.map_err(GitError::Spawn)?,
+        Err(_) => return Err(GitError::Timeout { command: args.join(" "), minutes: TIMEOUT.as_secs() / 60 }),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    let tree = lines.next().unwrap_or_default().trim().to_string();
+    match output.status.code() {
+        Some(0) => Ok(Ok(tree)),
+        Some(1) => {
+            let mut files: Vec<String> = lines.map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+            files.dedup();
+            Ok(Err(files))
+        }
+        _ => Err(GitError::Failed {
+            command: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }),
+    }
+}
+
 /// [`run`] in the repository at `dir`.
 pub async fn git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
     run(Some(dir), args).await

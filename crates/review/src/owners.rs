@@ -39,7 +39,10 @@ impl CodeOwners {
             }
             let owners: Vec<String> = words.map(str::to_string).collect();
             if let Some(bad) = owners.iter().find(|o| !o.starts_with('@') && !o.contains('@')) {
-                return Err(format!("line {}: `{bad}` is not an owner: `@user`, `@org/team` or an e-mail address", i + 1));
+                return Err(format!(
+                    "line {}: `{bad}` is not an owner: `@user`, `@org/team` or an e-mail address",
+                    i + 1
+                ));
             }
             rules.push(Rule { pattern, owners, line: i + 1 });
         }

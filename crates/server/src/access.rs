@@ -267,6 +267,18 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/healthz" | "/metrics" | "/api/v1/openapi.json" | "/api/v1/webhooks/{forge}" | "/ack/{id}" => Public,
         "/signin" | "/signin/link/{secret}" | "/signout" | "/assets/app.css" | "/assets/app.js" => Public,
         "/account" | "/account/password" => Signed,
+        // git's smart HTTP answers git's own way (a Basic challenge): the handler checks `read`
+        // to fetch and `run` to push, on the repository.
+        "/git/{*rest}" => Public,
+        "/api/v1/hosted" => Allow(Admin, Global),
+        "/api/v1/repos/{name}/changes"
+        | "/api/v1/repos/{name}/changes/{number}"
+        | "/api/v1/repos/{name}/changes/{number}/diff"
+        | "/api/v1/repos/{name}/queue" => Allow(Read, Repository("name")),
+        "/api/v1/repos/{name}/changes/{number}/comments"
+        | "/api/v1/repos/{name}/changes/{number}/comments/{id}/resolve"
+        | "/api/v1/repos/{name}/changes/{number}/approve"
+        | "/api/v1/repos/{name}/changes/{number}/merge" => Allow(Run, Repository("name")),
         "/api/v1/repos" | "/repositories" => Allow(if get { Read } else { Admin }, Global),
         "/api/v1/repos/{name}/runs" | "/repositories/{name}/run" => Allow(Run, Repository("name")),
         "/repositories/{name}" => Allow(Read, Repository("name")),

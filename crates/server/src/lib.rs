@@ -5,6 +5,7 @@ pub mod access;
 pub mod alerting;
 mod api;
 pub mod checkpoint;
+pub mod code;
 pub mod credentials;
 pub mod deploy;
 pub mod dora;
@@ -127,6 +128,8 @@ pub struct App {
     secret: std::sync::OnceLock<String>,
     /// The secrets vault, opened at first use.
     vault: std::sync::OnceLock<Result<vault::Vault, String>>,
+    /// The merge queues, by repository and target branch.
+    pub queues: code::queue::Queues,
 }
 
 impl App {
@@ -195,6 +198,7 @@ impl App {
             run_tokens: RunTokens::default(),
             secret: std::sync::OnceLock::new(),
             vault: std::sync::OnceLock::new(),
+            queues: code::queue::Queues::default(),
             store,
             config,
             metrics: Metrics::default(),
@@ -372,6 +376,7 @@ pub async fn start(
         Ok(n) => tracing::info!("moved {n} repository credential(s) kept in clear into the vault"),
         Err(error) => tracing::error!("repository credentials stay in clear: {error}"),
     }
+    code::queue::restore(&app).await;
     let worker = tokio::spawn(worker::run_forever(app.clone()));
     let monitor = tokio::spawn(monitor::run_forever(app.clone()));
     alerting::load(&app);

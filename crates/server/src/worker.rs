@@ -82,6 +82,8 @@ async fn execute(app: &Arc<App>, run: Run, cancel_source: CancelSource, cancel: 
     let finished = app.store.run(run.id).await.map_err(|e| e.to_string())?;
     let status = if result.is_err() { RunStatus::Failure } else { finished.status };
     crate::status::post(app, &repo, &finished, status).await;
+    let finished = app.store.run(run.id).await.map_err(|e| e.to_string())?;
+    crate::code::queue::run_finished(app, &finished).await;
     result
 }
 

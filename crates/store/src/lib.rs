@@ -502,7 +502,11 @@ pub struct NewRevision<'a> {
 pub trait Code: Send + Sync {
     /// Adds a revision to the open change with this key, or opens a change (events
     /// `change.opened` / `change.revised`); the change and the revision's number.
-    fn push_revision<'a>(&'a self, revision: NewRevision<'a>, actor: &'a str) -> BoxFuture<'a, Result<(ChangeRow, i64)>>;
+    fn push_revision<'a>(
+        &'a self,
+        revision: NewRevision<'a>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(ChangeRow, i64)>>;
     /// The repository's changes, newest first; only those in `status` when given.
     fn changes<'a>(&'a self, repo_id: i64, status: Option<&'a str>) -> BoxFuture<'a, Result<Vec<ChangeRow>>>;
     fn change<'a>(&'a self, repo_id: i64, number: i64) -> BoxFuture<'a, Result<ChangeRow>>;

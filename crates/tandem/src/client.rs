@@ -54,6 +54,11 @@ impl Client {
         self.send(request).await
     }
 
+    /// `GET` a path answered with text.
+    pub async fn text(&self, path: &str) -> Result<String> {
+        self.answer(self.request(reqwest::Method::GET, path)?).await
+    }
+
     /// `DELETE` a path and read the answer as `T`.
     pub async fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(reqwest::Method::DELETE, path)?).await
@@ -70,19 +75,11 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<api::ErrorBody>(&text) {
-            Ok(body) => anyhow!("{} ({}, HTTP {})", body.error.message, body.error.code, status.as_u16()),
-            Err(_) => anyhow!("{} (HTTP {})", text.trim(), status.as_u16()),
-        })
+        self.answer(request).await.map(|_| ())
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+    /// The answer's text, or its error (with the server's code and message) as an error.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<String> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}\n  hint: start it with `tandem server` or `tandem up`, or set TANDEM_URL", self.base))?;
         let status = response.status();
         let text = response.text().await.context("the server's answer broke off")?;
@@ -92,6 +89,11 @@ impl Client {
                 Err(_) => anyhow!("{} (HTTP {})", text.trim(), status.as_u16()),
             });
         }
+        Ok(text)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let text = self.answer(request).await?;
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "the server's answer does not read as this CLI expects (is the server another version?): {}",

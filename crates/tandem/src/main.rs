@@ -4,6 +4,7 @@
 mod access;
 mod actions;
 mod alerting;
+mod changes;
 mod client;
 mod demo;
 mod deployments;
@@ -116,6 +117,18 @@ enum Command {
     /// People who sign in to the web pages with a password.
     #[command(subcommand)]
     User(access::UserCommand),
+    /// Change requests of hosted repositories: list, show, diff, comment, approve, merge.
+    #[command(subcommand)]
+    Change(changes::ChangeCommand),
+    /// A hosted repository's merge queue.
+    Queue {
+        #[arg(value_name = "REPO")]
+        repository: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Roles of users and teams on the server, a repository, a service or an environment.
     #[command(subcommand)]
     Access(access::AccessCommand),
@@ -234,6 +247,18 @@ enum RepoCommand {
         /// A token allowed to post commit statuses.
         #[arg(long, env = "TANDEM_STATUS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
         status_token: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Host a new repository on the server (clone it with a token as the password).
+    #[command(
+        after_help = "Examples:\n  tandem repo create shop\n  git clone http://tandem:$TANDEM_TOKEN@127.0.0.1:8080/git/shop.git"
+    )]
+    Create {
+        name: String,
+        /// A branch that moves only through the merge queue (repeatable; default: main).
+        #[arg(long = "protect")]
+        protect: Vec<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -371,6 +396,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Token(command) => access::token(command),
         Command::User(command) => access::user(command),
         Command::Access(command) => access::access(command),
+        Command::Change(command) => block_on(changes::change(command)),
+        Command::Queue { repository, format, connection } => block_on(changes::queue(&repository, format, connection)),
         Command::Team(command) => access::team(command),
         Command::Repo(command) => block_on(repo_command(command)),
         Command::Query(args) => block_on(monitoring::query(args)),
@@ -441,6 +468,7 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
             }
             Ok(0)
         }
+        RepoCommand::Create { name, protect, connection } => changes::create(name, protect, connection).await,
         RepoCommand::List { format, connection } => {
             let list: api::RepositoryList = Client::new(&connection)?.get("/api/v1/repos").await?;
             if format == Format::Json {

@@ -195,7 +195,10 @@ fn code_owners_follow_githubs_patterns_and_the_last_match_wins() {
     for (pattern, path, expected) in cases {
         assert_eq!(matches(pattern, path), expected, "{pattern} on {path}");
     }
-    let owners = CodeOwners::parse("# comment\n*       @global\n*.js    @js-owner # trailing\n/docs/  @org/writers\n/docs/generated/\n").unwrap();
+    let owners = CodeOwners::parse(
+        "# comment\n*       @global\n*.js    @js-owner # trailing\n/docs/  @org/writers\n/docs/generated/\n",
+    )
+    .unwrap();
     assert_eq!(owners.owners_of("src/main.rs").unwrap().owners, ["@global"]);
     assert_eq!(owners.owners_of("web/app.js").unwrap().owners, ["@js-owner"]);
     assert_eq!(owners.owners_of("docs/app.js").unwrap().owners, ["@org/writers"], "the last match wins");
@@ -221,9 +224,23 @@ fn a_change_lacks_what_its_repository_requires_and_says_so() {
     assert_eq!(lacking.len(), 5, "{lacking:#?}");
     assert!(lacking[0].contains("1 approval(s) from someone other than its author, 0 so far"));
     assert!(lacking.iter().any(|m| m == "an approval from @bo (code owners of src/lib.rs)"), "{lacking:#?}");
-    assert!(lacking.iter().any(|m| m == "an approval from @org/writers (code owners of docs/guide.md)"), "{lacking:#?}");
+    assert!(
+        lacking.iter().any(|m| m == "an approval from @org/writers (code owners of docs/guide.md)"),
+        "{lacking:#?}"
+    );
     standing.approvers = vec!["bo".into(), "cy".into()];
     standing.checks = vec![("ci".into(), "success".into())];
     standing.unresolved_comments = 0;
     assert!(missing(&standing).is_empty(), "{:#?}", missing(&standing));
+}
+
+proptest::proptest! {
+    /// CODEOWNERS files and patterns: any text parses or is refused, and matching never panics.
+    #[test]
+    fn code_owners_never_panic(text in "([*/?a-z.#@!\\[\\] \n]|\\*\\*){0,80}", path in "[a-z./]{0,30}") {
+        if let Ok(owners) = review::owners::CodeOwners::parse(&text) {
+            let _ = owners.owners_of(&path);
+        }
+        let _ = review::owners::matches(&text, &path);
+    }
 }

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::{App, Metrics, deploy, repos, token_hash};
 
+mod changes;
 mod deployments;
 mod guard;
 mod incidents;
@@ -110,6 +111,15 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(secrets::list_variables))
         .routes(routes!(secrets::set_variable, secrets::delete_variable))
         .routes(routes!(secrets::access_report))
+        .routes(routes!(changes::create_hosted))
+        .routes(routes!(changes::list_changes))
+        .routes(routes!(changes::show_change))
+        .routes(routes!(changes::diff_change))
+        .routes(routes!(changes::comment_change))
+        .routes(routes!(changes::resolve_comment))
+        .routes(routes!(changes::approve_change))
+        .routes(routes!(changes::merge_change, changes::dequeue_change))
+        .routes(routes!(changes::show_queue))
 }
 
 pub fn router(app: Arc<App>) -> Router {

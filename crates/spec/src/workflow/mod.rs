@@ -461,7 +461,8 @@ const FILTER_KEYS: &[&str] = &[
 ];
 const CONTAINER_KEYS: &[&str] = &["image", "credentials", "env", "ports", "volumes", "options"];
 /// Events Tandem produces itself.
-pub const SUPPORTED_EVENTS: &[&str] = &["push", "pull_request", "pull_request_target", "schedule", "workflow_dispatch"];
+pub const SUPPORTED_EVENTS: &[&str] =
+    &["push", "pull_request", "pull_request_target", "merge_group", "schedule", "workflow_dispatch"];
 /// Events GitHub knows that Tandem does not produce: accepted with a warning.
 const GITHUB_EVENTS: &[&str] = &[
     "branch_protection_rule",
@@ -478,7 +479,6 @@ const GITHUB_EVENTS: &[&str] = &[
     "issue_comment",
     "issues",
     "label",
-    "merge_group",
     "milestone",
     "page_build",
     "project",

@@ -13,7 +13,11 @@ async fn change_by_id(tx: &mut SqliteConnection, id: i64) -> Result<ChangeRow> {
 }
 
 impl Code for SqliteStore {
-    fn push_revision<'a>(&'a self, revision: NewRevision<'a>, actor: &'a str) -> BoxFuture<'a, Result<(ChangeRow, i64)>> {
+    fn push_revision<'a>(
+        &'a self,
+        revision: NewRevision<'a>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(ChangeRow, i64)>> {
         Box::pin(async move {
             let mut tx = self.writer.begin().await?;
             let now = now();
@@ -27,12 +31,14 @@ impl Code for SqliteStore {
             .await?;
             let (id, kind) = match open {
                 Some((id,)) => {
-                    sqlx::query("UPDATE changes SET title = $1, updated = $2, status = 'open', reason = NULL WHERE id = $3")
-                        .bind(revision.title)
-                        .bind(&now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE changes SET title = $1, updated = $2, status = 'open', reason = NULL WHERE id = $3",
+                    )
+                    .bind(revision.title)
+                    .bind(&now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                     (id, "change.revised")
                 }
                 None => {

@@ -2,6 +2,7 @@
 
 mod actions;
 mod alerting;
+mod code;
 mod containers;
 mod deploy;
 mod monitoring;

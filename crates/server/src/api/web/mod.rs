@@ -26,8 +26,8 @@ use session::Viewer;
 const CSS: &str = include_str!("../../../assets/app.css");
 const JS: &str = include_str!("../../../assets/app.js");
 
-/// The pages and their forms, built once into the router and once into the table that the
-/// access test walks (so a page cannot be routed without being tested).
+/// The pages and their forms (and git's smart HTTP), built once into the router and once into
+/// the table that the access test walks (so a page cannot be routed without being tested).
 struct Pages {
     router: Router<Arc<App>>,
     table: Vec<(&'static str, &'static str)>,
@@ -42,7 +42,11 @@ impl Pages {
 
     fn post<H: axum::handler::Handler<T, Arc<App>>, T: 'static>(mut self, path: &'static str, handler: H) -> Pages {
         self.table.push(("POST", path));
-        self.router = self.router.route(path, post(handler));
+        let route = post(handler);
+        // A push carries a pack of any size (up to 2 GiB); forms stay under the API's limit.
+        let route =
+            if path.starts_with("/git/") { route.layer(axum::extract::DefaultBodyLimit::max(2 << 30)) } else { route };
+        self.router = self.router.route(path, route);
         self
     }
 }
@@ -76,6 +80,8 @@ fn pages() -> Pages {
         .post("/signout", signout)
         .get("/account", account)
         .post("/account/password", change_password)
+        .get("/git/{*rest}", crate::code::hosting::serve)
+        .post("/git/{*rest}", crate::code::hosting::serve)
         .get("/assets/app.css", || async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) })
         .get("/assets/app.js", || async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) })
 }

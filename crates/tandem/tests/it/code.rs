@@ -1,0 +1,220 @@
+//! Code management end to end, with real git over HTTP against a real server: a hosted repository
+//! whose main is protected, twenty changes pushed for review (two that break the build only in
+//! combination with others, one that conflicts with another), review requirements (approvals,
+//! code owners, checks, line comments, approvals dismissed by new code), early conflict warnings,
+//! and the merge queue — after which main is green at every commit.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::Repo;
+use crate::server::Server;
+
+fn git(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git").arg("-C").arg(dir).args(args).output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = git(dir, args);
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn changes(server: &Server) -> Vec<serde_json::Value> {
+    let listed = server.cli(&["change", "list", "shop", "--format", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    serde_json::from_str(&listed.stdout).unwrap()
+}
+
+fn show(server: &Server, number: i64) -> serde_json::Value {
+    let shown = server.cli(&["change", "show", "shop", &number.to_string(), "--format", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    serde_json::from_str(&shown.stdout).unwrap()
+}
+
+/// Waits until `change`'s latest revision has finished runs.
+fn checked(server: &Server, number: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let detail = show(server, number);
+        let sha = detail["change"]["sha"].as_str().unwrap().to_string();
+        let runs: Vec<&serde_json::Value> =
+            detail["runs"].as_array().unwrap().iter().filter(|r| r["sha"] == sha).collect();
+        if !runs.is_empty()
+            && runs.iter().all(|r| matches!(r["status"].as_str(), Some("success" | "failure" | "cancelled")))
+        {
+            return detail;
+        }
+        assert!(Instant::now() < deadline, "change {number} was never checked: {detail:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const CHECK: &str =
+    "set -e\n. ./lib.sh\nfor f in use_*.sh; do [ -e \"$f\" ] || continue; . \"./$f\"; done\necho all good\n";
+
+#[test]
+fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
+    let workflow = "on: [push, pull_request, merge_group]\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: sh check.sh\n";
+    let repo = Repo::new(&[("ci.yml", workflow)]);
+    repo.write("check.sh", CHECK);
+    repo.write("lib.sh", "helper_a() { :; }\nhelper_b() { :; }\n");
+    repo.write("shared.txt", "one\ntwo\nthree\n");
+    repo.write(".github/CODEOWNERS", "lib.sh @rita\n");
+    repo.commit("the check, its library, and code owners");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let created = server.cli(&["repo", "create", "shop"]);
+    assert_eq!(created.code, 0, "{}", created.all());
+    let url = created.stdout.trim().replace("http://", &format!("http://tandem:{}@", server.token));
+
+    // The first push creates main; after that, main is protected.
+    ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
+    repo.write("README.md", "straight to main\n");
+    repo.commit("a direct push");
+    let refused = git(repo.path(), &["push", &url, "HEAD:main"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("main is protected"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+    let base = ok(repo.path(), &["rev-parse", "HEAD"]);
+    // Without a token, git is asked for one.
+    let anonymous = git(repo.path(), &["-c", "credential.helper=", "ls-remote", created.stdout.trim()]);
+    assert!(!anonymous.status.success());
+
+    // Twenty changes, each on main as it was: odd ones use helper_a, even ones helper_b; 7 and 13
+    // remove a helper (each passes alone, and breaks the others once merged with them); 17 edits
+    // the same line as 3.
+    for i in 1..=20 {
+        ok(repo.path(), &["checkout", "-q", "--detach", &base]);
+        match i {
+            7 => repo.write("lib.sh", "helper_b() { :; }\n"),
+            13 => repo.write("lib.sh", "helper_a() { :; }\n"),
+            3 => repo.write("shared.txt", "one\nTWO (change 3)\nthree\n"),
+            17 => repo.write("shared.txt", "one\ntwo, as change 17 has it\nthree\n"),
+            _ => {}
+        }
+        let helper = if i % 2 == 1 { "helper_a" } else { "helper_b" };
+        if ![7, 13].contains(&i) {
+            repo.write(&format!("use_{i:02}.sh"), &format!("{helper}\n"));
+        }
+        repo.git(&["add", "-A"]);
+        let message = format!("Change number {i}\n\nChange-Id: I{i:040}");
+        repo.git(&["commit", "-q", "-m", &message]);
+        ok(repo.path(), &["push", "-q", &url, "HEAD:refs/for/main"]);
+    }
+    let listed = changes(&server);
+    assert_eq!(listed.len(), 20, "{listed:#?}");
+
+    // A second push with the same Change-Id is a new revision of change 1.
+    ok(repo.path(), &["checkout", "-q", "--detach", &base]);
+    repo.write("use_01.sh", "helper_a\nhelper_a\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", &format!("Change number 1, again\n\nChange-Id: I{:040}", 1)]);
+    let rita = server.user_token("rita", "developer", "*", "read,run");
+    let approve = |number: i64| {
+        let approved = server.cli_as(&rita, &["change", "approve", "shop", &number.to_string()]);
+        assert_eq!(approved.code, 0, "{}", approved.all());
+    };
+    approve(1);
+    ok(repo.path(), &["push", "-q", &url, "HEAD:refs/for/main"]);
+    let first = checked(&server, 1);
+    assert_eq!(first["revisions"].as_array().unwrap().len(), 2);
+    assert_eq!(first["approvers"], serde_json::json!([]), "new code dismisses the approval: {first:#}");
+
+    // Early warning: 3 and 17 collide, and each is told.
+    for (number, other) in [(3, 17), (17, 3)] {
+        let detail = show(&server, number);
+        assert_eq!(detail["conflicts"], serde_json::json!([{"with": other, "files": ["shared.txt"]}]), "{detail:#}");
+    }
+
+    // Requirements: an approval from someone else, the code owner for lib.sh, passing checks,
+    // resolved line comments.
+    let merge = |number: i64| server.cli(&["change", "merge", "shop", &number.to_string()]);
+    let early = merge(7);
+    assert_ne!(early.code, 0);
+    assert!(early.all().contains("1 approval(s) from someone other than its author"), "{}", early.all());
+    assert!(early.all().contains("an approval from @rita (code owners of lib.sh)"), "{}", early.all());
+    let own = server.cli(&["change", "approve", "shop", "2"]);
+    assert!(own.all().contains("someone else approves it"), "{}", own.all());
+    let comment = server
+        .cli_as(&rita, &["change", "comment", "shop", "2", "--path", "use_02.sh", "--line", "1", "--body", "why b?"]);
+    assert_eq!(comment.code, 0, "{}", comment.all());
+    let comment_id = comment.stdout.split_whitespace().nth(1).unwrap().to_string();
+    for number in 1..=20 {
+        let detail = checked(&server, number);
+        let passed = detail["runs"].as_array().unwrap().iter().any(|r| r["status"] == "success");
+        let first_run = detail["runs"][0]["id"].as_i64().unwrap().to_string();
+        assert!(passed, "each passes alone: {detail:#}\n{}", server.cli(&["runs", "logs", &first_run]).all());
+        approve(number);
+    }
+    let blocked = merge(2);
+    assert!(blocked.all().contains("1 unresolved comment(s)"), "{}", blocked.all());
+    let resolved = server.cli_as(&rita, &["change", "resolve", "shop", "2", &comment_id]);
+    assert_eq!(resolved.code, 0, "{}", resolved.all());
+
+    // Into the queue, all twenty.
+    for number in 1..=20 {
+        let queued = merge(number);
+        assert_eq!(queued.code, 0, "{}", queued.all());
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let settled = loop {
+        let list = changes(&server);
+        if list.iter().all(|c| matches!(c["status"].as_str(), Some("merged" | "ejected"))) {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never settled: {list:#?}\n{}",
+            server.cli(&["queue", "shop"]).all()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let status = |number: i64| settled.iter().find(|c| c["number"] == number).unwrap().clone();
+    let ejected: Vec<i64> =
+        settled.iter().filter(|c| c["status"] == "ejected").map(|c| c["number"].as_i64().unwrap()).collect();
+    assert_eq!(ejected.len(), 3, "two broken and one conflicting leave: {settled:#?}");
+    assert!(ejected.contains(&17) || ejected.contains(&3), "{settled:#?}");
+    let conflicting = if ejected.contains(&17) { 17 } else { 3 };
+    assert!(
+        status(conflicting)["reason"].as_str().unwrap().contains("does not merge cleanly: shared.txt"),
+        "{settled:#?}"
+    );
+    for number in ejected.iter().filter(|n| **n != conflicting) {
+        assert!(status(*number)["reason"].as_str().unwrap().contains("fails CI on top of main"), "{settled:#?}");
+    }
+
+    // main moved only to tested commits: every commit on it passes the check.
+    let clone = tempfile::tempdir().unwrap();
+    ok(clone.path(), &["clone", "-q", &url, "."]);
+    // From the first commit with the check on.
+    let history = ok(clone.path(), &["rev-list", "--first-parent", &format!("{base}..main")]);
+    let commits: Vec<&str> = history.lines().chain([base.as_str()]).collect();
+    assert!(commits.len() >= 2, "{history}");
+    for commit in &commits {
+        ok(clone.path(), &["checkout", "-q", "--detach", commit]);
+        let check = Command::new("sh").arg("check.sh").current_dir(clone.path()).output().unwrap();
+        assert!(check.status.success(), "main is red at {commit}: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    let merged = settled.iter().filter(|c| c["status"] == "merged").count();
+    assert_eq!(merged, 17);
+    let used = ok(clone.path(), &["ls-tree", "--name-only", "main"]).lines().filter(|f| f.starts_with("use_")).count();
+    assert!(used >= 15, "the merged changes' files are on main: {used}");
+    // How many CI runs the queue needed, for the record.
+    let listed = server.cli(&["runs", "list", "--limit", "1000", "--format", "json"]).stdout;
+    let runs: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let n_queue = runs["runs"].as_array().unwrap().iter().filter(|r| r["event"] == "merge_group").count();
+    let events: Vec<String> =
+        runs["runs"].as_array().unwrap().iter().map(|r| format!("{}:{}", r["event"], r["git_ref"])).collect();
+    assert!((3..20).contains(&n_queue), "batches and bisection: fewer runs than changes ({n_queue}): {events:?}");
+    eprintln!(
+        "merge queue: {merged} merged, {} ejected, {n_queue} queue runs, {} commits on main",
+        ejected.len(),
+        commits.len()
+    );
+}
