@@ -44,7 +44,8 @@ impl Forge {
         match self {
             Forge::GitHub => &["x-github-delivery"],
             Forge::Gitea => &["x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery"],
-            Forge::GitLab => &["x-gitlab-event-uuid", "idempotency-key"],
+            // GitLab keeps `Idempotency-Key` across the retries of one delivery.
+            Forge::GitLab => &["idempotency-key", "x-gitlab-event-uuid"],
         }
     }
 }

@@ -10,9 +10,20 @@ pub(super) fn payload_repository(forge: Forge, body: &serde_json::Value) -> (Opt
         paths.iter().filter_map(|p| body.pointer(p).and_then(|v| v.as_str()).map(str::to_string)).collect::<Vec<_>>()
     };
     match forge {
+        // Older hooks (jobs, pipelines of old versions) name the project only by `project_id`
+        // and the `repository` URLs.
         Forge::GitLab => (
             pick(&["/project/path_with_namespace"]).pop(),
-            pick(&["/project/git_http_url", "/project/git_ssh_url", "/project/http_url"]),
+            pick(&[
+                "/project/git_http_url",
+                "/project/git_ssh_url",
+                "/project/http_url",
+                "/project/web_url",
+                "/repository/git_http_url",
+                "/repository/git_ssh_url",
+                "/repository/url",
+                "/repository/homepage",
+            ]),
         ),
         _ => (
             pick(&["/repository/full_name"]).pop(),
@@ -22,8 +33,17 @@ pub(super) fn payload_repository(forge: Forge, body: &serde_json::Value) -> (Opt
 }
 
 pub(super) fn find_repo<'r>(repos: &'r [Repo], name: Option<&str>, urls: &[String]) -> Option<&'r Repo> {
+    let bare = |url: &str| url.trim_end_matches('/').trim_end_matches(".git").to_string();
+    // `group/sub/project` of `https://host/group/sub/project.git` or `git@host:group/project.git`.
+    let path_of = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.split_once(['/', ':']).map_or("", |(_, path)| path);
+        bare(rest)
+    };
     repos.iter().find(|r| Some(r.name.as_str()) == name).or_else(|| {
-        repos.iter().find(|r| urls.iter().any(|u| u.trim_end_matches(".git") == r.source.trim_end_matches(".git")))
+        repos.iter().find(|r| {
+            urls.iter().any(|u| bare(u) == bare(&r.source) || (!path_of(u).is_empty() && path_of(u) == r.name))
+        })
     })
 }
 
@@ -131,9 +151,17 @@ pub(super) async fn webhook(
     Metrics::add(&app.metrics.webhooks_accepted, 1);
     let body = match stored {
         Delivery::Stored(ids) => {
-            let reason = match &parsed {
-                Parsed::Ignored { reason, .. } => Some(reason.clone()),
-                Parsed::Change(_) => None,
+            let (outcome, reason) = match &parsed {
+                Parsed::Ignored { reason, .. } => (outcome, Some(reason.clone())),
+                // A delivery that starts nothing says so, and why.
+                Parsed::Change(change) if ids.is_empty() => {
+                    let what = match &change.change_request {
+                        Some(request) => format!("{} `{}`", change.event, request.action),
+                        None => format!("{} to {}", change.event, change.git_ref),
+                    };
+                    ("ignored", Some(format!("no workflow of {} runs on {what}", repo.name)))
+                }
+                Parsed::Change(_) => (outcome, None),
             };
             serde_json::json!({"status": outcome, "delivery": delivery, "runs": ids, "reason": reason})
         }

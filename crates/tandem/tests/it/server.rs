@@ -772,3 +772,64 @@ fn a_newer_run_of_a_concurrency_group_cancels_the_one_in_progress() {
     assert_eq!(cancelled.code, 0, "{}", cancelled.all());
     server.wait_for("the newer run to end", |runs| runs[0]["status"] == "cancelled");
 }
+
+#[test]
+fn forge_deliveries_that_start_nothing_say_why_and_gitlab_is_answered_as_it_means() {
+    let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    let sha = head(&repo);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    // Known to the server by a GitLab-style URL path as its name.
+    let secret = add_repo(&server, &repo, "group/sub/app");
+    let post = |forge: &str, headers: &[(&str, &str)], body: &str| {
+        http(&server.addr, "POST", &format!("/api/v1/webhooks/{forge}"), headers, body.as_bytes())
+    };
+
+    // A closed pull request starts nothing (the workflow runs on pushes to main): "ignored".
+    let closed = format!(
+        r#"{{"action":"closed","number":4,"pull_request":{{"number":4,"merged":false,"head":{{"ref":"topic","sha":"{sha}"}},"base":{{"ref":"main","sha":"{sha}"}}}},"repository":{{"full_name":"group/sub/app"}}}}"#
+    );
+    let signature = format!("sha256={}", git::webhook::sign(&secret, closed.as_bytes()));
+    let headers = [
+        ("x-github-event", "pull_request"),
+        ("x-github-delivery", "pr-closed"),
+        ("x-hub-signature-256", signature.as_str()),
+    ];
+    let (status, body) = post("github", &headers, &closed);
+    assert_eq!(status, 202, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["status"], "ignored", "{body}");
+    assert!(answer["reason"].as_str().unwrap().contains("pull_request"), "{body}");
+
+    // An older GitLab job hook names its project only by id and repository URLs: matched, not 404.
+    let job = r#"{"object_kind":"build","ref":"main","build_id":1977,"build_status":"success","project_id":380,"project_name":"group / sub / app","repository":{"name":"app","url":"git@gitlab.example:group/sub/app.git","homepage":"https://gitlab.example/group/sub/app","git_http_url":"https://gitlab.example/group/sub/app.git","git_ssh_url":"git@gitlab.example:group/sub/app.git"}}"#;
+    let gitlab = |uuid: &'static str, key: &'static str| {
+        [
+            ("x-gitlab-event", "Job Hook"),
+            ("x-gitlab-token", secret.as_str()),
+            ("x-gitlab-event-uuid", uuid),
+            ("idempotency-key", key),
+        ]
+    };
+    let (status, body) = post("gitlab", &gitlab("uuid-1", "key-1"), job);
+    assert_eq!(status, 202, "matched by its repository URL: {body}");
+    assert!(body.contains(r#""status":"ignored""#), "{body}");
+
+    // A GitLab retry carries the same Idempotency-Key (and maybe another event UUID).
+    let push = format!(
+        r#"{{"object_kind":"push","ref":"refs/heads/main","before":"{zero}","after":"{sha}","project":{{"path_with_namespace":"group/sub/app","git_http_url":"https://gitlab.example/group/sub/app.git"}},"commits":[]}}"#,
+        zero = "0".repeat(40)
+    );
+    let push_headers = |uuid: &'static str| {
+        [
+            ("x-gitlab-event", "Push Hook"),
+            ("x-gitlab-token", secret.as_str()),
+            ("x-gitlab-event-uuid", uuid),
+            ("idempotency-key", "push-1"),
+        ]
+    };
+    let (status, body) = post("gitlab", &push_headers("uuid-2"), &push);
+    assert!(status == 202 && body.contains(r#""status":"queued""#), "{body}");
+    let (status, body) = post("gitlab", &push_headers("uuid-3"), &push);
+    assert_eq!((status, body.contains("duplicate")), (202, true), "a retry is recognised: {body}");
+}
