@@ -281,7 +281,10 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         | "/api/v1/repos/{name}/changes/{number}/merge" => Allow(Run, Repository("name")),
         "/api/v1/repos" | "/repositories" => Allow(if get { Read } else { Admin }, Global),
         "/api/v1/repos/{name}/runs" | "/repositories/{name}/run" => Allow(Run, Repository("name")),
-        "/repositories/{name}" => Allow(Read, Repository("name")),
+        "/repositories/{name}" | "/repositories/{name}/changes" | "/repositories/{name}/changes/{number}" => {
+            Allow(Read, Repository("name"))
+        }
+        "/repositories/{name}/changes/{number}/{action}" => Allow(Run, Repository("name")),
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" | "/runs/{id}" => Allow(Read, RunOf("id")),
         "/api/v1/runs/{id}/cancel" | "/api/v1/runs/{id}/rerun" | "/runs/{id}/{action}" => Allow(Run, RunOf("id")),
         "/api/v1/deployments" if get => Allow(Read, Global),

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::{App, Metrics, deploy, repos, token_hash};
 
-mod changes;
+pub(crate) mod changes;
 mod deployments;
 mod guard;
 mod incidents;

@@ -382,6 +382,59 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert_eq!(flash, "Runs of refs/heads/main queued.");
 
+    // A hosted repository: a change pushed for review shows with what it lacks; its author's own
+    // approval is refused on the page.
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .env("TANDEM_URL", &url)
+            .env("TANDEM_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let clone_url = cli(&["repo", "create", "site"]).trim().replace("http://", &format!("http://tandem:{token}@"));
+    let work = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(work.path())
+            .args(["-c", "user.name=Ana", "-c", "user.email=ana@localhost"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(work.path().join("index.html"), "<h1>hello</h1>\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "First page"]);
+    git(&["push", "-q", &clone_url, "HEAD:main"]);
+    std::fs::write(work.path().join("index.html"), "<h1>hello, world</h1>\n").unwrap();
+    git(&["commit", "-q", "-am", "Greet the world"]);
+    git(&["push", "-q", &clone_url, "HEAD:refs/for/main"]);
+    driver.goto(format!("{url}/repositories/site")).await.unwrap();
+    driver.find(By::LinkText("Change requests and the merge queue →")).await.unwrap().click().await.unwrap();
+    let listed = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(listed.contains("Greet the world") && listed.contains("open"), "{listed}");
+    accessibility(&driver, "changes").await;
+    driver.find(By::LinkText("1")).await.unwrap().click().await.unwrap();
+    let detail = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(detail.contains("1 approval(s) from someone other than its author"), "{detail}");
+    driver.screenshot(&shots.join("change.png")).await.unwrap();
+    accessibility(&driver, "change").await;
+    driver
+        .find(By::Css("form[action='/repositories/site/changes/1/approve'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(&driver, |u| u.contains("flash=")).await;
+    let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
+    assert!(flash.starts_with("Refused:") && flash.contains("someone else approves it"), "{flash}");
+
     // A form without its CSRF token is refused.
     let refused = reqwest_like_post(&url, "/signout");
     assert_eq!(refused, 303, "without a session the sign-out form leads to the sign-in page");

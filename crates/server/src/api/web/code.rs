@@ -130,6 +130,8 @@ pub(super) async fn add(State(app): State<Arc<App>>, viewer: Viewer, Form(form):
 struct RepositoryPage {
     chrome: Chrome,
     name: String,
+    /// Hosted here: it has change requests and a merge queue.
+    hosted: bool,
     source: String,
     poll: String,
     forge: String,
@@ -167,6 +169,7 @@ pub(super) async fn repository(
         forge: repo.forge.clone().unwrap_or_else(|| "—".into()),
         refs,
         runs: run_rows(&runs, &names),
+        hosted: crate::code::hosting::path(&app, &name).is_dir(),
         name,
     })
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod pages;
 pub mod render;
 mod response;
+mod review;
 pub mod session;
 mod vault;
 
@@ -60,6 +61,9 @@ fn pages() -> Pages {
         .post("/repositories", code::add)
         .get("/repositories/{name}", code::repository)
         .post("/repositories/{name}/run", code::run)
+        .get("/repositories/{name}/changes", review::changes)
+        .get("/repositories/{name}/changes/{number}", review::change)
+        .post("/repositories/{name}/changes/{number}/{action}", review::act)
         .get("/deployments", delivery::deployments)
         .get("/deployments/{id}", delivery::deployment)
         .get("/incidents", response::incidents)
