@@ -198,19 +198,27 @@ fn ensure_axe() -> Result<()> {
 /// The client library `actions/upload-artifact@v4` and `download-artifact@v4` are built on, from
 /// npm into `target/npm/`: the artifact service's test runs it for real.
 const ARTIFACT_CLIENT: &str = "@actions/artifact@2.3.2";
+/// A real OpenID Connect provider for the sign-in test.
+const OIDC_PROVIDER: &str = "oidc-provider@9.13.3";
 
 fn ensure_artifact_client() -> Result<()> {
     let dir = std::path::Path::new("target/npm");
-    if dir.join("node_modules/@actions/artifact/package.json").is_file() {
-        return Ok(());
+    for (package, marker) in [
+        (ARTIFACT_CLIENT, "node_modules/@actions/artifact/package.json"),
+        (OIDC_PROVIDER, "node_modules/oidc-provider/package.json"),
+    ] {
+        if dir.join(marker).is_file() {
+            continue;
+        }
+        std::fs::create_dir_all(dir)?;
+        eprintln!("fetching {package} from the npm registry");
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(dir)
+            .arg(package))
+        .with_context(|| format!("cannot install {package} from the npm registry"))?;
     }
-    std::fs::create_dir_all(dir)?;
-    eprintln!("fetching {ARTIFACT_CLIENT} from the npm registry");
-    run(Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-        .arg(dir)
-        .arg(ARTIFACT_CLIENT))
-    .with_context(|| format!("cannot install {ARTIFACT_CLIENT} from the npm registry"))
+    Ok(())
 }
 
 fn test() -> Result<()> {

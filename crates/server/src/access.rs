@@ -265,7 +265,13 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
     let get = *method == Method::GET;
     Some(match route {
         "/healthz" | "/metrics" | "/api/v1/openapi.json" | "/api/v1/webhooks/{forge}" | "/ack/{id}" => Public,
-        "/signin" | "/signin/link/{secret}" | "/signout" | "/assets/app.css" | "/assets/app.js" => Public,
+        "/signin"
+        | "/signin/link/{secret}"
+        | "/signin/oidc"
+        | "/signin/oidc/callback"
+        | "/signout"
+        | "/assets/app.css"
+        | "/assets/app.js" => Public,
         "/account" | "/account/password" => Signed,
         // git's smart HTTP answers git's own way (a Basic challenge): the handler checks `read`
         // to fetch and `run` to push, on the repository.

@@ -27,6 +27,7 @@ use exec::CancelSource;
 use sha2::{Digest, Sha256};
 use store::{Access, SqliteStore, Store};
 
+pub use api::web::oidc::verify as oidc_verify;
 pub use api::{openapi, page_routes, router};
 pub use repos::{Origin, QueueError, git as git_output, plan_runs, push_change, push_payload, queue_change};
 
@@ -59,6 +60,20 @@ pub struct ServerConfig {
     pub oncall: Option<PathBuf>,
     /// Where runs' `uses:` actions come from and what runs them.
     pub actions: exec::engine::ActionOptions,
+    /// Sign-in with an OpenID Connect provider, when set up.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider people sign in with (the authorization code flow with PKCE).
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The role on `*` of a person who signs in for the first time.
+    pub default_role: String,
+    /// The callback URL registered with the provider; empty: `http://<listen>/signin/oidc/callback`.
+    pub redirect_url: String,
 }
 
 /// The workflow files of one commit: (path, text).
@@ -130,6 +145,8 @@ pub struct App {
     vault: std::sync::OnceLock<Result<vault::Vault, String>>,
     /// The merge queues, by repository and target branch.
     pub queues: code::queue::Queues,
+    /// OpenID Connect sign-ins begun and not finished.
+    pub(crate) oidc: api::web::oidc::Pending,
 }
 
 impl App {
@@ -199,6 +216,7 @@ impl App {
             secret: std::sync::OnceLock::new(),
             vault: std::sync::OnceLock::new(),
             queues: code::queue::Queues::default(),
+            oidc: api::web::oidc::Pending::default(),
             store,
             config,
             metrics: Metrics::default(),

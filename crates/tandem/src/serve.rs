@@ -46,6 +46,19 @@ pub struct ServerArgs {
     pub oncall: Option<PathBuf>,
     #[command(flatten)]
     pub actions: crate::run::ActionArgs,
+    /// Sign-in with an OpenID Connect provider (its issuer URL); the client secret comes from
+    /// TANDEM_OIDC_CLIENT_SECRET.
+    #[arg(long, env = "TANDEM_OIDC_ISSUER", value_name = "URL", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// The client id registered with the provider (its redirect URI: http://ADDR/signin/oidc/callback).
+    #[arg(long, env = "TANDEM_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+    /// The role on `*` of a person who signs in with the provider for the first time.
+    #[arg(long, default_value = "viewer", value_name = "ROLE", value_parser = ["viewer", "developer", "maintainer", "admin"])]
+    pub oidc_default_role: String,
+    /// The redirect URI registered with the provider, when the server is reached at another address.
+    #[arg(long, value_name = "URL")]
+    pub oidc_redirect_url: Option<String>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -69,6 +82,13 @@ fn config(args: &ServerArgs) -> ServerConfig {
         alertmanager: args.alertmanager_config.clone(),
         oncall: args.oncall.clone(),
         actions: args.actions.options(),
+        oidc: args.oidc_issuer.as_ref().map(|issuer| server::OidcConfig {
+            issuer: issuer.clone(),
+            client_id: args.oidc_client_id.clone().unwrap_or_default(),
+            client_secret: std::env::var("TANDEM_OIDC_CLIENT_SECRET").unwrap_or_default(),
+            default_role: args.oidc_default_role.clone(),
+            redirect_url: args.oidc_redirect_url.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -149,6 +149,17 @@ pub async fn request(
     headers: &[(String, String)],
     options: &TlsOptions,
 ) -> Result<HttpsAnswer, String> {
+    send(url, method, headers, Vec::new(), options).await
+}
+
+/// [`request`] with a body.
+pub async fn send(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    options: &TlsOptions,
+) -> Result<HttpsAnswer, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?.to_string();
     let port = uri.port_u16().unwrap_or(443);
@@ -165,7 +176,7 @@ pub async fn request(
     for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    let request = builder.body(Empty::<bytes::Bytes>::new()).map_err(|e| format!("{url}: {e}"))?;
+    let request = builder.body(Full::new(bytes::Bytes::from(body))).map_err(|e| format!("{url}: {e}"))?;
     let response = sender.send_request(request).await.map_err(|e| format!("{method} {url}: {e}"))?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.map_err(|e| format!("{url}: the body broke off: {e}"))?;

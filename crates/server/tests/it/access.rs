@@ -155,3 +155,41 @@ async fn scopes_expiry_teams_and_scoped_grants_narrow_what_a_token_may_do() {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
 }
+
+#[test]
+fn id_tokens_are_believed_only_with_a_signature_of_the_providers_keys() {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let b64 = |bytes: &[u8]| {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+            for i in 0..chunk.len() + 1 {
+                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = pair.public_key().as_ref();
+    let keys = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])}]});
+    let sign = |claims: &serde_json::Value| {
+        let message = format!("{}.{}", b64(br#"{"alg":"ES256","kid":"k1"}"#), b64(claims.to_string().as_bytes()));
+        let signature = pair.sign(&rng, message.as_bytes()).unwrap();
+        format!("{message}.{}", b64(signature.as_ref()))
+    };
+    let claims = serde_json::json!({"sub": "ana", "preferred_username": "ana"});
+    let token = sign(&claims);
+    assert_eq!(server::oidc_verify(&token, &keys).unwrap(), claims);
+    // Another payload under the same signature, another key, or no signature: refused.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged = b64(br#"{"sub":"admin","preferred_username":"admin"}"#);
+    parts[1] = &forged;
+    assert!(server::oidc_verify(&parts.join("."), &keys).is_err());
+    let other = serde_json::json!({"keys": [{"kty": "EC", "kid": "k1", "x": b64(&[1; 32]), "y": b64(&[2; 32])}]});
+    assert!(server::oidc_verify(&token, &other).is_err());
+    let unsigned = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(claims.to_string().as_bytes()));
+    assert!(server::oidc_verify(&unsigned, &keys).is_err());
+}

@@ -38,6 +38,7 @@ impl Api {
             alertmanager: None,
             oncall: None,
             actions: Default::default(),
+            oidc: None,
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }

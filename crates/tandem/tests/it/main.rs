@@ -6,6 +6,7 @@ mod code;
 mod containers;
 mod deploy;
 mod monitoring;
+mod oidc;
 mod proxy;
 mod run;
 mod secrets;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use thirtyfour::prelude::*;
 
-struct Killed(Child);
+pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn chromedriver() -> (Killed, u16) {
+pub fn chromedriver() -> (Killed, u16) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -65,7 +65,7 @@ async fn find_soon(driver: &WebDriver, by: By) -> WebElement {
 }
 
 /// The URL once it satisfies `want` (a click's navigation completes after the click returns).
-async fn wait_url(driver: &WebDriver, want: impl Fn(&str) -> bool) -> String {
+pub async fn wait_url(driver: &WebDriver, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let url = driver.current_url().await.unwrap().to_string();

@@ -6,6 +6,7 @@
 mod actions;
 mod code;
 mod delivery;
+pub(crate) mod oidc;
 mod pages;
 pub mod render;
 mod response;
@@ -81,6 +82,8 @@ fn pages() -> Pages {
         .get("/signin", signin_page)
         .post("/signin", signin)
         .get("/signin/link/{secret}", signin_link)
+        .get("/signin/oidc", oidc::begin)
+        .get("/signin/oidc/callback", oidc::callback)
         .post("/signout", signout)
         .get("/account", account)
         .post("/account/password", change_password)
@@ -141,6 +144,8 @@ impl Chrome {
 struct SignInPage {
     next: String,
     error: String,
+    /// An OpenID Connect provider is set up.
+    oidc: bool,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -156,8 +161,15 @@ fn local(next: Option<&str>) -> String {
     next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or("/").to_string()
 }
 
-async fn signin_page(axum::extract::Query(query): axum::extract::Query<SignInQuery>) -> Response {
-    page(SignInPage { next: local(query.next.as_deref()), error: query.error.unwrap_or_default() })
+async fn signin_page(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
+) -> Response {
+    page(SignInPage {
+        next: local(query.next.as_deref()),
+        error: query.error.unwrap_or_default(),
+        oidc: app.config.oidc.is_some(),
+    })
 }
 
 #[derive(serde::Deserialize)]
