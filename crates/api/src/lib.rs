@@ -272,8 +272,16 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
+/// `POST /api/v1/deployments/{id}/approve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApproveRequest {
+    /// Why the deployment may go although the commit has security findings (kept in the audit log).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// `POST /api/v1/deployments`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeployRequest {
     /// The service, or the repository that holds its service file.
     #[serde(alias = "repo")]

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub actions: exec::engine::ActionOptions,
     /// Sign-in with an OpenID Connect provider, when set up.
     pub oidc: Option<OidcConfig>,
+    /// An OSV export (a directory of advisories) every push's lock files are checked against.
+    pub osv: Option<PathBuf>,
 }
 
 /// An OpenID Connect provider people sign in with (the authorization code flow with PKCE).

@@ -1,7 +1,9 @@
 //! Secret scanning of every push a run starts from: when the repository has a `.gitleaks.toml`
 //! at the commit, the files the commit changed (all of them for a new branch) are scanned with
 //! it, `.gitleaksignore` honoured; findings go into the run's log (redacted) and the event log
-//! (`scan.secrets_found`, with fingerprints, never the secret).
+//! (`scan.secrets_found`, with fingerprints, never the secret). With an OSV export configured
+//! (`tandem server --osv DIR`), the lock files of the commit are checked against it too
+//! (`scan.vulnerabilities_found`).
 
 use std::path::Path;
 
@@ -65,6 +67,66 @@ pub async fn scan_push(app: &App, mirror: &Path, run: &Run) -> Vec<LogLine> {
         app.store.record_event("scan.secrets_found", &format!("run/{}", run.id), "tandem", payload).await
     {
         tracing::warn!("cannot record the secret scan of run {}: {error}", run.id);
+    }
+    lines
+}
+
+/// Checks the lock files of the run's commit against the server's OSV export, when it has one;
+/// the log lines to add.
+pub async fn scan_dependencies(app: &App, mirror: &Path, run: &Run) -> Vec<LogLine> {
+    let Some(dir) = app.config.osv.clone() else { return Vec::new() };
+    let say = |text: String| LogLine { job: "dependency scan".into(), step: None, text };
+    let loaded = tokio::task::spawn_blocking(move || spec::deps::load_export(&dir)).await;
+    let (advisories, date, _) = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(error)) => return vec![say(format!("warning: {error}; the dependencies were not checked"))],
+        Err(error) => return vec![say(format!("warning: {error}"))],
+    };
+    let listed = git(mirror, &["ls-tree", "-r", "--name-only", "--end-of-options", &run.sha]).await.unwrap_or_default();
+    let mut packages = Vec::new();
+    let mut lines = Vec::new();
+    for file in
+        listed.lines().filter(|f| spec::deps::LOCK_FILES.iter().any(|l| f == l || f.ends_with(&format!("/{l}"))))
+    {
+        let Ok(text) = git(mirror, &["show", &format!("{}:{file}", run.sha)]).await else { continue };
+        match spec::deps::packages(file, &text) {
+            Ok(found) => packages.extend(found),
+            Err(error) => lines.push(say(format!("warning: {error}"))),
+        }
+    }
+    let findings = spec::deps::scan(&packages, &advisories);
+    lines.insert(
+        0,
+        say(format!(
+            "{} package(s) checked against {} advisories (data of {})",
+            packages.len(),
+            advisories.len(),
+            date.get(..10).unwrap_or("unknown date")
+        )),
+    );
+    if spec::deps::age_days(&date, jiff::Timestamp::now().as_second()).is_some_and(|d| d > 7.0) {
+        lines.push(say(format!(
+            "warning: the OSV export is from {date}, over a week old; newer advisories are not checked"
+        )));
+    }
+    if findings.is_empty() {
+        return lines;
+    }
+    for f in &findings {
+        lines.push(say(format!(
+            "error: {} {} {} ({}) — {} [{}]",
+            f.package.source, f.package.name, f.package.version, f.severity, f.advisory, f.summary
+        )));
+    }
+    let payload = serde_json::json!({
+        "sha": run.sha,
+        "data_date": date,
+        "findings": findings.iter().map(|f| serde_json::json!({"package": f.package.name, "version": f.package.version, "ecosystem": f.package.ecosystem, "advisory": f.advisory, "severity": f.severity})).collect::<Vec<_>>(),
+    });
+    if let Err(error) =
+        app.store.record_event("scan.vulnerabilities_found", &format!("run/{}", run.id), "tandem", payload).await
+    {
+        tracing::warn!("cannot record the dependency scan of run {}: {error}", run.id);
     }
     lines
 }

@@ -108,7 +108,8 @@ async fn execute_inner(
         return Ok(());
     };
     // The push is scanned for secrets when the repository has rules; findings lead the log.
-    let scanned = crate::scanning::scan_push(app, &mirror, run).await;
+    let mut scanned = crate::scanning::scan_push(app, &mirror, run).await;
+    scanned.extend(crate::scanning::scan_dependencies(app, &mirror, run).await);
     if !scanned.is_empty() {
         app.store.append_log(run.id, &scanned).await.map_err(|e| e.to_string())?;
     }

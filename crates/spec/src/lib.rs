@@ -5,6 +5,7 @@
 //! ([`yaml`]).
 
 pub mod alertmanager;
+pub mod deps;
 pub mod diag;
 pub mod expr;
 pub mod gitleaks;

@@ -128,6 +128,9 @@ pub enum OnDeadline {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gates {
     pub approval: bool,
+    /// `security: block`: a commit with secret findings or critical vulnerabilities is held
+    /// until a maintainer overrides with a reason.
+    pub block_on_findings: bool,
     pub freezes: Vec<Freeze>,
     /// Refuse to start while the error budget is below this fraction (0..1).
     pub min_error_budget: Option<f64>,
@@ -137,7 +140,13 @@ pub struct Gates {
 
 impl Default for Gates {
     fn default() -> Gates {
-        Gates { approval: false, freezes: Vec::new(), min_error_budget: None, objective: 0.999 }
+        Gates {
+            approval: false,
+            block_on_findings: false,
+            freezes: Vec::new(),
+            min_error_budget: None,
+            objective: 0.999,
+        }
     }
 }
 
@@ -183,7 +192,7 @@ const HEALTH_KEYS: &[&str] =
 const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
 const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests", "deadline", "on-deadline"];
-const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective"];
+const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective", "security"];
 
 /// Parses a duration such as `500ms`, `30s`, `10m`, `2h` into milliseconds.
 pub fn parse_duration(text: &str) -> Option<u64> {
@@ -634,6 +643,14 @@ impl Checker {
         for (key, value, _) in self.entries(node, "`gates`", GATE_KEYS) {
             match key {
                 "approval" => gates.approval = matches!(value.to_value(), Value::Bool(true)),
+                "security" => match value.as_scalar().map(str::trim) {
+                    Some("block") => gates.block_on_findings = true,
+                    Some("allow") => gates.block_on_findings = false,
+                    _ => self.push(
+                        Diagnostic::error("wrong-type", value.span, "`gates.security` is `block` or `allow`")
+                            .hint("`block` holds commits with secret findings or critical vulnerabilities"),
+                    ),
+                },
                 "error-budget" => gates.min_error_budget = self.number(value, "`gates.error-budget`", 0.0, 1.0),
                 "objective" => {
                     gates.objective = self

@@ -153,9 +153,10 @@ pub async fn deployments(command: DeploymentsCommand) -> Result<i32> {
     }
 }
 
-pub async fn approve(id: i64, connection: Connection) -> Result<i32> {
+pub async fn approve(id: i64, reason: Option<String>, connection: Connection) -> Result<i32> {
+    let request = api::ApproveRequest { reason };
     let deployment: api::Deployment =
-        Client::new(&connection)?.post(&format!("/api/v1/deployments/{id}/approve"), None::<&()>).await?;
+        Client::new(&connection)?.post(&format!("/api/v1/deployments/{id}/approve"), Some(&request)).await?;
     println!(
         "deployment {id} approved by {}; it starts once no other gate holds it",
         deployment.approved_by.as_deref().unwrap_or("you")

@@ -8,6 +8,7 @@ mod changes;
 mod client;
 mod demo;
 mod deployments;
+mod deps;
 mod incidents;
 mod monitoring;
 mod proxy;
@@ -83,6 +84,10 @@ enum Command {
     #[command(after_help = "Examples:\n  tandem approve 12")]
     Approve {
         id: i64,
+        /// Why it may go although its commit has security findings (overrides a `security: block`
+        /// gate; kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -222,6 +227,12 @@ enum ScanCommand {
         after_help = "Examples:\n  tandem scan secrets --config gitleaks.toml\n  tandem scan secrets --format json > findings.json"
     )]
     Secrets(scan::ScanArgs),
+    /// Vulnerable dependencies: the lock files (Cargo.lock, package-lock.json, requirements.txt,
+    /// go.sum) against an offline OSV export; exits 1 when one is found.
+    #[command(
+        after_help = "Examples:\n  tandem scan deps --osv ./osv-export\n  TANDEM_OSV=/var/lib/osv tandem scan deps --format json"
+    )]
+    Deps(deps::DepsArgs),
 }
 
 #[derive(Subcommand)]
@@ -377,6 +388,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Validate { paths, format } => validate::run(&repo_root(cli.repo)?, &paths, format),
         Command::Run(args) => run::run(&repo_root(cli.repo)?, args),
         Command::Scan(ScanCommand::Secrets(args)) => scan::secrets(&repo_root(cli.repo)?, args),
+        Command::Scan(ScanCommand::Deps(args)) => deps::scan(&repo_root(cli.repo)?, args),
         Command::Actions(command @ actions::ActionsCommand::List { .. }) => {
             actions::run(Path::new("."), command).map(|()| 0)
         }
@@ -422,7 +434,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Runs(command) => block_on(runs_command(command)),
         Command::Deploy(args) => block_on(deployments::deploy(args)),
         Command::Deployments(command) => block_on(deployments::deployments(command)),
-        Command::Approve { id, connection } => block_on(deployments::approve(id, connection)),
+        Command::Approve { id, reason, connection } => block_on(deployments::approve(id, reason, connection)),
         Command::Rollback(args) => block_on(deployments::rollback(args)),
         Command::Promote { id, connection } => block_on(deployments::promote(id, connection)),
         Command::Environments { format, connection } => block_on(deployments::environments(format, connection)),

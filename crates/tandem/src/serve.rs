@@ -59,6 +59,9 @@ pub struct ServerArgs {
     /// The redirect URI registered with the provider, when the server is reached at another address.
     #[arg(long, value_name = "URL")]
     pub oidc_redirect_url: Option<String>,
+    /// An OSV export (a directory of OSV records) every push's lock files are checked against.
+    #[arg(long, env = "TANDEM_OSV", value_name = "DIR")]
+    pub osv: Option<PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -89,6 +92,7 @@ fn config(args: &ServerArgs) -> ServerConfig {
             default_role: args.oidc_default_role.clone(),
             redirect_url: args.oidc_redirect_url.clone().unwrap_or_default(),
         }),
+        osv: args.osv.clone(),
     }
 }
 

@@ -59,15 +59,17 @@ pub(super) async fn show_deployment(
 }
 
 #[utoipa::path(post, path = "/api/v1/deployments/{id}/approve", tag = "deployments",
-    summary = "Approve a deployment held for approval",
-    params(("id" = i64, Path, description = "The deployment's id")), security(("token" = [])),
+    summary = "Approve a deployment held for approval (by someone other than who asked for it); with a reason, also override a hold on security findings",
+    params(("id" = i64, Path, description = "The deployment's id")), request_body(content = Option<api::ApproveRequest>), security(("token" = [])),
     responses((status = 200, body = api::Deployment), (status = "4XX", body = api::ErrorBody)))]
 pub(super) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
+    request: Option<Json<api::ApproveRequest>>,
 ) -> ApiResult<Json<api::Deployment>> {
     let id = parse_id(&id)?;
+    let reason = request.and_then(|r| r.0.reason).map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
     // Four eyes: whoever asked for a deployment does not approve it.
     let events = app.store.events_about(&format!("deployment/{id}")).await?;
     if let Some(requested) = events.iter().find(|e| e.kind == "deployment.requested")
@@ -83,6 +85,11 @@ pub(super) async fn approve(
         ));
     }
     let deployment = app.store.approve_deployment(id, &caller.0).await?;
+    if let Some(reason) = reason {
+        // An approval with a reason overrides a hold on security findings; the reason is kept.
+        let payload = serde_json::json!({"reason": reason, "sha": deployment.sha});
+        app.store.record_event("deployment.override", &format!("deployment/{id}"), &caller.0, payload).await?;
+    }
     app.deployer.wake.notify_waiters();
     Ok(Json(deployment.into()))
 }

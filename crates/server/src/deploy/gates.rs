@@ -99,7 +99,62 @@ fn lowest_budget(app: &App, deployment: &Deployment, spec: &service::Environment
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// The security findings recorded for the commit's runs, in words (none: empty).
+async fn findings(app: &App, deployment: &Deployment) -> Result<Vec<String>, String> {
+    let runs = app
+        .store
+        .runs(store::RunFilter { repo_id: Some(deployment.repo_id), limit: 500, ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    for run in runs.iter().filter(|r| r.sha == deployment.sha) {
+        for event in app.store.events_about(&format!("run/{}", run.id)).await.map_err(|e| e.to_string())? {
+            let n = |key: &str| event.payload[key].as_array().map_or(0, Vec::len);
+            match event.kind.as_str() {
+                "scan.secrets_found" => found.push(format!("{} secret(s) (run {})", n("findings"), run.id)),
+                "scan.vulnerabilities_found" => {
+                    let critical = event.payload["findings"]
+                        .as_array()
+                        .map_or(0, |f| f.iter().filter(|f| f["severity"] == "critical").count());
+                    if critical > 0 {
+                        found.push(format!("{critical} critical vulnerabilit(ies) (run {})", run.id));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
 async fn approval(app: &App, deployment: &Deployment, spec: &service::Environment) -> Option<(Gate, String)> {
+    if spec.gates.block_on_findings {
+        // Fails closed: findings that cannot be read hold the deployment.
+        let found = match findings(app, deployment).await {
+            Ok(found) => found,
+            Err(error) => return Some((Gate::Approval, format!("cannot read the security findings: {error}"))),
+        };
+        if !found.is_empty() {
+            let overridden = app
+                .store
+                .events_about(&format!("deployment/{}", deployment.id))
+                .await
+                .is_ok_and(|events| events.iter().any(|e| e.kind == "deployment.override"));
+            if !overridden {
+                return Some((
+                    Gate::Approval,
+                    format!(
+                        "security findings on {}: {}; a maintainer may override with a reason: `tandem approve {} --reason TEXT`",
+                        &deployment.sha[..deployment.sha.len().min(12)],
+                        found.join(", "),
+                        deployment.id
+                    ),
+                ));
+            }
+        }
+    }
     if spec.gates.approval {
         // Fails closed: a deployment whose approval cannot be read stays held.
         match app.store.deployment(deployment.id).await {

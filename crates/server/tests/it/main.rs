@@ -39,6 +39,7 @@ impl Api {
             oncall: None,
             actions: Default::default(),
             oidc: None,
+            osv: None,
         };
         let tsdb = metrics::Db::open(&server::tsdb_path(dir.path()), metrics::Options::default()).unwrap();
         Api { app: Arc::new(App::new(Arc::new(store), Arc::new(tsdb), config)), token, _dir: dir }

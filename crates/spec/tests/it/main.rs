@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod corpus;
+mod deps;
 mod diagnostics;
 mod gitleaks;
 mod monitors;

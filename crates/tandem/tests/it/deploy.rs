@@ -659,3 +659,60 @@ fn the_error_budget_gate_holds_releases_while_the_service_burns_its_budget() {
     let ended = wait_status(&server, id, &["rolled_back"], Duration::from_secs(30));
     assert_eq!(ended["reason"], "rolled back before it started");
 }
+
+#[test]
+fn an_environment_can_hold_commits_with_security_findings_until_a_maintainer_overrides_with_a_reason() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      security: block");
+    // A locked crate with a critical advisory in the server's OSV export, and a workflow so that
+    // the push has a run (whose scan the gate reads).
+    repo.write(
+        "Cargo.lock",
+        "version = 3\n\n[[package]]\nname = \"time\"\nversion = \"0.1.44\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n",
+    );
+    repo.write(
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n",
+    );
+    repo.commit("a vulnerable lock file");
+    let osv = scratch.path().join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    std::fs::write(
+        osv.join("RUSTSEC-2020-0071.json"),
+        r#"{"id": "RUSTSEC-2020-0071", "modified": "2026-11-28T00:00:00Z", "summary": "Potential segfault in the time crate",
+            "database_specific": {"severity": "critical"},
+            "affected": [{"package": {"ecosystem": "crates.io", "name": "time"}, "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "0.2.23"}]}]}]}"#,
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), None, &["--osv", osv.to_str().unwrap()]);
+    add_repo(&server, &repo, "shop");
+    let queued = server.cli(&["repo", "run", "shop"]);
+    assert_eq!(queued.code, 0, "{}", queued.all());
+    server.wait_for("the push's run", |runs| runs.len() == 1 && runs[0]["status"] == "success");
+    let run_id = server.cli(&["runs", "list", "--format", "json"]).json()["runs"][0]["id"].as_i64().unwrap();
+    let log = server.cli(&["runs", "logs", &run_id.to_string()]).stdout;
+    assert!(log.contains("time 0.1.44 (critical) — RUSTSEC-2020-0071"), "{log}");
+
+    let id = request(&server, "production");
+    let held = wait_status(&server, id, &["awaiting_approval"], Duration::from_secs(30));
+    let reason = held["reason"].as_str().unwrap();
+    assert!(reason.contains("security findings") && reason.contains("1 critical vulnerabilit(ies)"), "{held:#}");
+    assert!(reason.contains(&format!("tandem approve {id} --reason")), "{reason}");
+    // An approval without a reason does not override the findings.
+    let maintainer = server.user_token("mia", "maintainer", "*", "deploy");
+    let plain = server.cli_as(&maintainer, &["approve", &id.to_string()]);
+    assert_eq!(plain.code, 0, "{}", plain.all());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(deployment(&server, id)["status"], "awaiting_approval", "still held on its findings");
+    let overridden = server.cli_as(
+        &maintainer,
+        &["approve", &id.to_string(), "--reason", "the segfault needs a local-time call we never make"],
+    );
+    assert_eq!(overridden.code, 0, "{}", overridden.all());
+    let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(60));
+    assert_eq!(done["status"], "promoted", "{done:#}");
+    let audit = server.cli(&["audit", "log", "--kind", "deployment.override", "--format", "json"]).stdout;
+    assert!(audit.contains("we never make") && audit.contains("\"actor\":\"mia\""), "{audit}");
+}

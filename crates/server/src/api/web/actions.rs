@@ -97,7 +97,9 @@ pub(super) async fn deployment(
     let caller = Caller(viewer.actor.clone());
     let path = axum::extract::Path(id.to_string());
     let outcome = match action.as_str() {
-        "approve" => deployments::approve(State(app), caller, path).await.map(|_| format!("Deployment {id} approved.")),
+        "approve" => {
+            deployments::approve(State(app), caller, path, None).await.map(|_| format!("Deployment {id} approved."))
+        }
         "promote" => {
             deployments::promote(State(app), caller, path).await.map(|_| format!("Deployment {id} is being promoted."))
         }
