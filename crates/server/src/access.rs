@@ -295,7 +295,10 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/api/v1/runs/{id}/cancel" | "/api/v1/runs/{id}/rerun" | "/runs/{id}/{action}" => Allow(Run, RunOf("id")),
         "/api/v1/deployments" if get => Allow(Read, Global),
         "/api/v1/deployments" => Allow(Deploy, DeployBody),
-        "/api/v1/deployments/{id}" | "/deployments/{id}" => Allow(Read, Deployment("id")),
+        "/api/v1/deployments/{id}"
+        | "/deployments/{id}"
+        | "/api/v1/deployments/{id}/sbom"
+        | "/api/v1/deployments/{id}/provenance" => Allow(Read, Deployment("id")),
         "/api/v1/deployments/{id}/approve" => Allow(Approve, Deployment("id")),
         "/api/v1/deployments/{id}/promote" => Allow(Deploy, Deployment("id")),
         // The page's forms: approve, promote, rollback; the handler names the action.

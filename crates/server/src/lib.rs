@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alerting;
 mod api;
+pub mod attest;
 pub mod checkpoint;
 pub mod code;
 pub mod credentials;

@@ -386,6 +386,7 @@ async fn request_deployments(
             {
                 Ok(new) => match app.store.request_deployment(new, &format!("run/{}", run.id)).await {
                     Ok(deployment) => {
+                        crate::api::attest(app, repo, &deployment).await;
                         app.deployer.wake.notify_waiters();
                         format!(
                             "deployment {} of {} to {environment} requested; follow it with `tandem deployments show {} --wait`",

@@ -131,6 +131,9 @@ pub struct Gates {
     /// `security: block`: a commit with secret findings or critical vulnerabilities is held
     /// until a maintainer overrides with a reason.
     pub block_on_findings: bool,
+    /// `provenance: required`: only releases with provenance signed by this Tandem, of a commit
+    /// on a protected branch.
+    pub require_provenance: bool,
     pub freezes: Vec<Freeze>,
     /// Refuse to start while the error budget is below this fraction (0..1).
     pub min_error_budget: Option<f64>,
@@ -143,6 +146,7 @@ impl Default for Gates {
         Gates {
             approval: false,
             block_on_findings: false,
+            require_provenance: false,
             freezes: Vec::new(),
             min_error_budget: None,
             objective: 0.999,
@@ -192,7 +196,7 @@ const HEALTH_KEYS: &[&str] =
 const LIVENESS_KEYS: &[&str] = &["path", "tcp", "command", "interval", "timeout", "threshold"];
 const STRATEGY_KEYS: &[&str] = &["canary", "rolling", "blue-green"];
 const ANALYSIS_KEYS: &[&str] = &["alpha", "min-requests", "deadline", "on-deadline"];
-const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective", "security"];
+const GATE_KEYS: &[&str] = &["approval", "freeze", "error-budget", "objective", "security", "provenance"];
 
 /// Parses a duration such as `500ms`, `30s`, `10m`, `2h` into milliseconds.
 pub fn parse_duration(text: &str) -> Option<u64> {
@@ -643,6 +647,14 @@ impl Checker {
         for (key, value, _) in self.entries(node, "`gates`", GATE_KEYS) {
             match key {
                 "approval" => gates.approval = matches!(value.to_value(), Value::Bool(true)),
+                "provenance" => match value.as_scalar().map(str::trim) {
+                    Some("required") => gates.require_provenance = true,
+                    Some("optional") => gates.require_provenance = false,
+                    _ => self.push(
+                        Diagnostic::error("wrong-type", value.span, "`gates.provenance` is `required` or `optional`")
+                            .hint("`required` deploys only releases signed by Tandem from a protected branch"),
+                    ),
+                },
                 "security" => match value.as_scalar().map(str::trim) {
                     Some("block") => gates.block_on_findings = true,
                     Some("allow") => gates.block_on_findings = false,

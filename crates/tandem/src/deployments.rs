@@ -60,6 +60,18 @@ pub enum DeploymentsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// The release's CycloneDX SBOM (JSON).
+    Sbom {
+        id: i64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The release's signed provenance: a DSSE envelope of an in-toto statement (SLSA v1).
+    Provenance {
+        id: i64,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +146,16 @@ pub async fn deployments(command: DeploymentsCommand) -> Result<i32> {
                 );
             }
             Ok(0)
+        }
+        DeploymentsCommand::Sbom { id, connection } => {
+            let sbom: serde_json::Value =
+                Client::new(&connection)?.get(&format!("/api/v1/deployments/{id}/sbom")).await?;
+            client::print_json(&sbom).map(|()| 0)
+        }
+        DeploymentsCommand::Provenance { id, connection } => {
+            let envelope: serde_json::Value =
+                Client::new(&connection)?.get(&format!("/api/v1/deployments/{id}/provenance")).await?;
+            client::print_json(&envelope).map(|()| 0)
         }
         DeploymentsCommand::Show { id, wait, format, connection } => {
             let client = Client::new(&connection)?;

@@ -21,6 +21,7 @@ pub(super) async fn request_deployment(
         .await
         .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_deploy", e))?;
     let deployment = app.store.request_deployment(new, &caller.0).await?;
+    attest(&app, &repo, &deployment).await;
     app.deployer.wake.notify_waiters();
     Ok((StatusCode::CREATED, Json(api::Deployment::from(deployment))).into_response())
 }
@@ -196,6 +197,9 @@ pub(super) async fn roll_back(
         spec: previous.spec,
     };
     let deployment = app.store.request_deployment(new, actor).await?;
+    if let Ok(repo) = app.store.repo_by_id(deployment.repo_id).await {
+        attest(app, &repo, &deployment).await;
+    }
     app.deployer.wake.notify_waiters();
     Ok((StatusCode::CREATED, deployment))
 }
@@ -222,4 +226,52 @@ pub(super) async fn promote(
     app.store.record_event("deployment.promote_requested", &format!("deployment/{id}"), &caller.0, payload).await?;
     app.deployer.promote(id);
     Ok(Json(deployment.into()))
+}
+
+/// Makes the release's SBOM and signed provenance (a failure is logged: the release may still go
+/// where provenance is not required).
+pub(crate) async fn attest(app: &App, repo: &Repo, deployment: &store::Deployment) {
+    let result = match repos::sync(app, repo, Some(&deployment.sha)).await {
+        Ok(mirror) => crate::attest::attest(app, deployment, &mirror).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        tracing::error!("cannot attest deployment {}: {error}", deployment.id);
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/sbom", tag = "deployments",
+    summary = "The release's CycloneDX 1.5 SBOM (the commit's locked packages)",
+    params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 200, body = serde_json::Value), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn sbom(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    attestation(&app, &id, 0).await
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/provenance", tag = "deployments",
+    summary = "The release's provenance: an in-toto statement with an SLSA v1 predicate, in a DSSE envelope signed with the server's Ed25519 key",
+    params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 200, body = serde_json::Value), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn provenance(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    attestation(&app, &id, 1).await
+}
+
+async fn attestation(app: &App, id: &str, which: usize) -> ApiResult<Json<serde_json::Value>> {
+    let deployment = app.store.deployment(parse_id(id)?).await?;
+    let (sbom, provenance) = crate::attest::files(app, deployment.id);
+    let path = if which == 0 { sbom } else { provenance };
+    let text = tokio::fs::read_to_string(&path).await.map_err(|_| {
+        AppError::new(StatusCode::NOT_FOUND, "not_found", format!("deployment {} has no attestation", deployment.id))
+    })?;
+    serde_json::from_str(&text)
+        .map(Json)
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }

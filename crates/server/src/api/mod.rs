@@ -22,6 +22,7 @@ use crate::{App, Metrics, deploy, repos, token_hash};
 pub(crate) mod changes;
 mod deployments;
 mod guard;
+pub(crate) use deployments::attest;
 mod incidents;
 mod monitoring;
 mod prometheus;
@@ -75,6 +76,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(deployments::list_deployments, deployments::request_deployment))
         .routes(routes!(deployments::show_deployment))
         .routes(routes!(deployments::approve))
+        .routes(routes!(deployments::sbom))
+        .routes(routes!(deployments::provenance))
         .routes(routes!(deployments::promote))
         .routes(routes!(deployments::list_environments))
         .routes(routes!(deployments::rollback))

@@ -68,6 +68,10 @@ pub async fn create(app: &App, name: &str, protected: &[String]) -> Result<PathB
     for (key, value) in [("http.receivepack", "true"), ("uploadpack.allowReachableSHA1InWant", "true")] {
         git::repo::git(&dir, &["config", key, value]).await.map_err(|e| e.to_string())?;
     }
+    // What `provenance: required` counts as protected.
+    tokio::fs::write(dir.join("tandem-protected"), protected.join("\n"))
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
     let hook = dir.join("hooks/pre-receive");
     tokio::fs::write(&hook, pre_receive(protected))
         .await

@@ -35,6 +35,15 @@ pub(super) async fn gate(
     spec: &service::Environment,
     env: &Env,
 ) -> Option<(Gate, String)> {
+    if spec.gates.require_provenance {
+        let mirror = match app.store.repo_by_id(deployment.repo_id).await {
+            Ok(repo) => crate::repos::mirror_path(app, &repo),
+            Err(error) => return Some((Gate::Freeze, format!("cannot read its repository: {error}"))),
+        };
+        if let Some(reason) = crate::attest::refusal(app, deployment, &mirror).await {
+            return Some((Gate::Freeze, format!("provenance required: {reason}")));
+        }
+    }
     let now = jiff::Timestamp::now();
     for freeze in &spec.gates.freezes {
         match freeze.active_at(now) {

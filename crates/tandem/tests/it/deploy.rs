@@ -716,3 +716,61 @@ fn an_environment_can_hold_commits_with_security_findings_until_a_maintainer_ove
     let audit = server.cli(&["audit", "log", "--kind", "deployment.override", "--format", "json"]).stdout;
     assert!(audit.contains("we never make") && audit.contains("\"actor\":\"mia\""), "{audit}");
 }
+
+#[test]
+fn releases_carry_an_sbom_and_signed_provenance_and_an_environment_can_require_them() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      provenance: required");
+    repo.write(
+        "Cargo.lock",
+        "version = 3\n\n[[package]]\nname = \"serde\"\nversion = \"1.0.200\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n",
+    );
+    repo.commit("a lock file");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+
+    // From main: attested, and deployed.
+    let id = request(&server, "production");
+    let done = wait_status(&server, id, &["promoted", "rolled_back", "failed"], Duration::from_secs(60));
+    assert_eq!(done["status"], "promoted", "{done:#}");
+    let get = |path: &str| {
+        let (status, body) = crate::server::http(
+            &server.addr,
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {}", server.token))],
+            b"",
+        );
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let sbom = get(&format!("/api/v1/deployments/{id}/sbom"));
+    assert_eq!((sbom["bomFormat"].as_str(), sbom["specVersion"].as_str()), (Some("CycloneDX"), Some("1.5")));
+    assert_eq!(sbom["components"][0]["purl"], "pkg:cargo/serde@1.0.200", "{sbom:#}");
+    let envelope = get(&format!("/api/v1/deployments/{id}/provenance"));
+    let checkpoint = server.cli(&["audit", "checkpoint"]).json();
+    let statement = server::attest::verify(&envelope, checkpoint["public_key"].as_str().unwrap()).unwrap();
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(statement["subject"][0]["digest"]["gitCommit"], done["sha"], "{statement:#}");
+    let mut forged = envelope.clone();
+    forged["payload"] = serde_json::Value::String(envelope["payload"].as_str().unwrap().replace('A', "B"));
+    assert!(
+        server::attest::verify(&forged, checkpoint["public_key"].as_str().unwrap()).is_err(),
+        "a changed statement does not verify"
+    );
+
+    // A commit only on a side branch is refused, with why.
+    repo.git(&["checkout", "-q", "-b", "experiment"]);
+    repo.write("version", "v2\n");
+    repo.commit("v2 on a side branch");
+    let run = server.cli(&["deploy", "shop", "production", "--ref", "experiment", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let side = run.json()["id"].as_i64().unwrap();
+    let held = wait_status(&server, side, &["gated"], Duration::from_secs(30));
+    assert!(
+        held["reason"].as_str().unwrap().contains("provenance required: its commit is on no protected branch (main)"),
+        "{held:#}"
+    );
+}
