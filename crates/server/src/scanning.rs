@@ -68,6 +68,15 @@ pub async fn scan_push(app: &App, mirror: &Path, run: &Run) -> Vec<LogLine> {
     {
         tracing::warn!("cannot record the secret scan of run {}: {error}", run.id);
     }
+    let repository = app.store.repo_by_id(run.repo_id).await.map(|r| r.name).unwrap_or_default();
+    let summary = format!(
+        "{} secret(s) pushed to {repository} at {} (run {})",
+        findings.len(),
+        &run.sha[..run.sha.len().min(12)],
+        run.id
+    );
+    let labels = [("repository", repository), ("run", run.id.to_string())];
+    crate::alerting::security(app, "SecretCommitted", "critical", &labels, summary).await;
     lines
 }
 
@@ -127,6 +136,21 @@ pub async fn scan_dependencies(app: &App, mirror: &Path, run: &Run) -> Vec<LogLi
         app.store.record_event("scan.vulnerabilities_found", &format!("run/{}", run.id), "tandem", payload).await
     {
         tracing::warn!("cannot record the dependency scan of run {}: {error}", run.id);
+    }
+    let serious: Vec<&spec::deps::Finding> =
+        findings.iter().filter(|f| matches!(f.severity.as_str(), "critical" | "high")).collect();
+    if !serious.is_empty() {
+        let repository = app.store.repo_by_id(run.repo_id).await.map(|r| r.name).unwrap_or_default();
+        let severity = if serious.iter().any(|f| f.severity == "critical") { "critical" } else { "warning" };
+        let names: Vec<String> =
+            serious.iter().map(|f| format!("{} {} ({})", f.package.name, f.package.version, f.advisory)).collect();
+        let summary = format!(
+            "{repository} at {} locks vulnerable packages: {}",
+            &run.sha[..run.sha.len().min(12)],
+            names.join(", ")
+        );
+        let labels = [("repository", repository), ("run", run.id.to_string())];
+        crate::alerting::security(app, "VulnerableDependency", severity, &labels, summary).await;
     }
     lines
 }

@@ -529,6 +529,33 @@ pub fn from_event(app: &App, kind: &str, payload: &serde_json::Value) {
     app.router.receive(vec![alert], now, true);
 }
 
+/// A security event as an alert (`category="security"`), routed like any other and resolved on
+/// its own after an hour; also an event (`security.alert`), so that it is in the audit log even
+/// without a router.
+pub async fn security(app: &App, name: &str, severity: &str, labels: &[(&str, String)], summary: String) {
+    let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    all.insert("alertname".into(), name.into());
+    all.insert("severity".into(), severity.into());
+    all.insert("category".into(), "security".into());
+    let payload = serde_json::json!({"labels": all, "summary": summary});
+    if let Err(error) = app.store.record_event("security.alert", &format!("alert/{name}"), "tandem", payload).await {
+        tracing::error!("cannot record the security alert {name}: {error}");
+    }
+    if !app.router.configured() {
+        return;
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    let annotations = BTreeMap::from([("summary".to_string(), summary)]);
+    let alert = Alert {
+        labels: all,
+        annotations,
+        starts_at: Some(rfc3339(now)),
+        ends_at: Some(rfc3339(now + 3_600_000)),
+        generator_url: None,
+    };
+    app.router.receive(vec![alert], now, true);
+}
+
 /// An alert event's labels: its `labels`, and the fields Tandem's own alerts carry beside them.
 pub fn labels_of(payload: &serde_json::Value) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = BTreeMap::new();

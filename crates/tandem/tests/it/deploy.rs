@@ -686,7 +686,19 @@ fn an_environment_can_hold_commits_with_security_findings_until_a_maintainer_ove
     )
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start_with(data.path(), None, &["--osv", osv.to_str().unwrap()]);
+    // Security findings are alerts, routed like any other.
+    let (port, received) = crate::monitoring::webhook_receiver();
+    let routes = data.path().join("alertmanager.yml");
+    std::fs::write(
+        &routes,
+        format!("route:\n  receiver: security\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: security\n    webhook_configs: [{{ url: 'http://127.0.0.1:{port}/' }}]\n"),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        data.path(),
+        None,
+        &["--osv", osv.to_str().unwrap(), "--alertmanager-config", routes.to_str().unwrap()],
+    );
     add_repo(&server, &repo, "shop");
     let queued = server.cli(&["repo", "run", "shop"]);
     assert_eq!(queued.code, 0, "{}", queued.all());
@@ -694,6 +706,28 @@ fn an_environment_can_hold_commits_with_security_findings_until_a_maintainer_ove
     let run_id = server.cli(&["runs", "list", "--format", "json"]).json()["runs"][0]["id"].as_i64().unwrap();
     let log = server.cli(&["runs", "logs", &run_id.to_string()]).stdout;
     assert!(log.contains("time 0.1.44 (critical) — RUSTSEC-2020-0071"), "{log}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let bodies = received.lock().unwrap().clone();
+        if let Some(alert) = bodies
+            .iter()
+            .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["labels"]["alertname"] == "VulnerableDependency")
+        {
+            assert_eq!(
+                (alert["labels"]["category"].as_str(), alert["labels"]["severity"].as_str()),
+                (Some("security"), Some("critical")),
+                "{alert:#}"
+            );
+            assert!(
+                alert["annotations"]["summary"].as_str().unwrap().contains("time 0.1.44 (RUSTSEC-2020-0071)"),
+                "{alert:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no security alert reached the receiver: {bodies:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let id = request(&server, "production");
     let held = wait_status(&server, id, &["awaiting_approval"], Duration::from_secs(30));

@@ -207,6 +207,8 @@ async fn signin(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): For
     let key = if form.user.is_empty() { "token".to_string() } else { form.user.clone() };
     if let Some(minutes) = app.signin_failures.blocked(&key) {
         record(&app, "session.throttled", &key, serde_json::json!({"minutes": minutes})).await;
+        let summary = format!("sign-in for `{key}` refused for {minutes} minute(s) after repeated wrong passwords");
+        crate::alerting::security(&app, "SignInThrottled", "warning", &[("user", key.clone())], summary).await;
         let what = format!("Too many failed sign-ins for {key}; try again in {minutes} minute(s).");
         let to = format!("/signin?next={}&error={}", session::urlencode(&next), session::urlencode(&what));
         return Redirect::to(&to).into_response();
