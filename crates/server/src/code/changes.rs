@@ -213,6 +213,21 @@ pub async fn standing(
             break;
         }
     }
+    // `.tandem/review.yml` of the target branch: `approvals: N` (default 1).
+    let mut required_approvals = 1;
+    if let Ok(text) = git::repo::git(&dir, &["show", &format!("{}:.tandem/review.yml", change.target)]).await {
+        for (i, line) in text.lines().enumerate() {
+            if let Some(value) = line.split('#').next().unwrap_or("").trim().strip_prefix("approvals:") {
+                required_approvals = value.trim().parse::<usize>().map_err(|_| {
+                    format!(
+                        ".tandem/review.yml:{}: `approvals` must be a whole number, found `{}`",
+                        i + 1,
+                        value.trim()
+                    )
+                })?;
+            }
+        }
+    }
     let mut teams: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (team, member) in app.store.members().await.map_err(|e| e.to_string())? {
         teams.entry(team).or_default().push(member);
@@ -233,7 +248,7 @@ pub async fn standing(
         teams,
         touched,
         owners,
-        required_approvals: 1,
+        required_approvals,
         checks,
         unresolved_comments: reviews.iter().filter(|r| r.kind == "comment" && r.path.is_some() && !r.resolved).count(),
     };

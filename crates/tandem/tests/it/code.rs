@@ -62,6 +62,7 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     repo.write("lib.sh", "helper_a() { :; }\nhelper_b() { :; }\n");
     repo.write("shared.txt", "one\ntwo\nthree\n");
     repo.write(".github/CODEOWNERS", "lib.sh @rita\n");
+    repo.write(".tandem/review.yml", "approvals: 2 # two people other than the author\n");
     repo.commit("the check, its library, and code owners");
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
@@ -116,10 +117,12 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", &format!("Change number 1, again\n\nChange-Id: I{:040}", 1)]);
     let rita = server.user_token("rita", "developer", "*", "read,run");
-    let approve = |number: i64| {
-        let approved = server.cli_as(&rita, &["change", "approve", "shop", &number.to_string()]);
+    let sam = server.user_token("sam", "developer", "*", "read,run");
+    let approve_as = |token: &str, number: i64| {
+        let approved = server.cli_as(token, &["change", "approve", "shop", &number.to_string()]);
         assert_eq!(approved.code, 0, "{}", approved.all());
     };
+    let approve = |number: i64| approve_as(&rita, number);
     approve(1);
     ok(repo.path(), &["push", "-q", &url, "HEAD:refs/for/main"]);
     let first = checked(&server, 1);
@@ -137,7 +140,7 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     let merge = |number: i64| server.cli(&["change", "merge", "shop", &number.to_string()]);
     let early = merge(7);
     assert_ne!(early.code, 0);
-    assert!(early.all().contains("1 approval(s) from someone other than its author"), "{}", early.all());
+    assert!(early.all().contains("2 approval(s) from someone other than its author, 0 so far"), "{}", early.all());
     assert!(early.all().contains("an approval from @rita (code owners of lib.sh)"), "{}", early.all());
     let own = server.cli(&["change", "approve", "shop", "2"]);
     assert!(own.all().contains("someone else approves it"), "{}", own.all());
@@ -151,6 +154,11 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
         let first_run = detail["runs"][0]["id"].as_i64().unwrap().to_string();
         assert!(passed, "each passes alone: {detail:#}\n{}", server.cli(&["runs", "logs", &first_run]).all());
         approve(number);
+    }
+    let one = merge(4);
+    assert!(one.all().contains("2 approval(s) from someone other than its author, 1 so far"), "{}", one.all());
+    for number in 1..=20 {
+        approve_as(&sam, number);
     }
     let blocked = merge(2);
     assert!(blocked.all().contains("1 unresolved comment(s)"), "{}", blocked.all());
