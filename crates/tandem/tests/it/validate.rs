@@ -1,5 +1,7 @@
 //! `tandem validate` on good, bad and oversized files.
 
+use std::process::Command;
+
 use crate::Repo;
 
 const GOOD: &str = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ok\n";
@@ -130,4 +132,29 @@ fn scan_secrets_finds_a_key_redacts_it_and_honours_gitleaksignore() {
     let missing = repo.tandem(&["scan", "secrets"]);
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("add .gitleaks.toml"), "{}", missing.stderr);
+}
+
+#[test]
+fn scan_secrets_history_finds_a_key_a_later_commit_removed() {
+    let config = crate::project_root().join("../shared/corpus/secrets/gitleaks__gitleaks__config_gitleaks.toml");
+    assert!(config.is_file(), "{} is missing; CI lays the shared corpus beside the clone", config.display());
+    let config = config.to_str().unwrap();
+    let repo = Repo::new(&[("ok.yml", GOOD)]);
+    repo.write("main.go", "package main\n\nfunc main() {\n\t// fine\n}\n");
+    repo.commit("clean");
+    repo.write("main.go", "package main\n\nfunc main() {\n\taws_token := \"AKIALALEMEL33243OLIA\"\n}\n");
+    repo.commit("a key");
+    repo.write("main.go", "package main\n\nfunc main() {\n\taws_token := os.Getenv(\"AWS_TOKEN\")\n}\n");
+    repo.commit("the key removed");
+    // Today's files are clean; the history is not.
+    assert_eq!(repo.tandem(&["scan", "secrets", "--config", config]).code, 0);
+    let run = repo.tandem(&["scan", "secrets", "--config", config, "--history", "--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let json = run.json();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "found once, in the commit that added it: {json:#}");
+    let added = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD~1"]).output().unwrap();
+    let added = String::from_utf8(added.stdout).unwrap().trim().to_string();
+    assert_eq!(findings[0]["fingerprint"], format!("{added}:main.go:aws-access-token:4"));
+    assert_eq!(json["files"], 4, "four commits scanned (the first commit included)");
 }
