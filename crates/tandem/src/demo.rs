@@ -107,3 +107,51 @@ pub async fn incident_story(app: &Arc<server::App>, bad_deployment: i64) {
         Err(error) => println!("demo: cannot write the postmortem draft to {}: {error}", path.display()),
     }
 }
+
+/// The demo's code review: a hosted repository, `sample-site`, whose `main` is protected, and a
+/// change pushed for review with git over HTTP — what it lacks is what `tandem change show` says.
+pub async fn code_story(url: &str, token: &str, work: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let connection = crate::client::Connection { url: url.to_string(), token: Some(token.to_string()) };
+    let request = api::CreateHosted { name: "sample-site".into(), protected: None };
+    let hosted: api::HostedRepository =
+        crate::client::Client::new(&connection)?.post("/api/v1/hosted", Some(&request)).await?;
+    let remote = hosted.clone_url.replace("http://", &format!("http://tandem:{token}@"));
+    std::fs::create_dir_all(work.join(".github/workflows"))?;
+    std::fs::write(work.join("index.html"), "<h1>Sample site</h1>\n")?;
+    std::fs::write(
+        work.join(".github/workflows/ci.yml"),
+        "on: [push, pull_request, merge_group]\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: grep -q '<h1>' index.html\n",
+    )?;
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(work)
+            .args(["-c", "user.name=Demo", "-c", "user.email=demo@localhost"])
+            .args(args)
+            .output()
+            .context("cannot run git")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "The sample site"])?;
+    git(&["push", "-q", &remote, "HEAD:main"])?;
+    std::fs::write(work.join("index.html"), "<h1>Sample site</h1>\n<p>Now with a greeting.</p>\n")?;
+    git(&["commit", "-q", "-am", "Greet visitors\n\nChange-Id: I0000000000000000000000000000000000000001"])?;
+    git(&["push", "-q", &remote, "HEAD:refs/for/main"])?;
+    println!("demo: code review — change 1 of the hosted repository sample-site is open (main is protected):");
+    println!(
+        "demo:   tandem change show sample-site 1     # its runs, and what it lacks: an approval from someone else"
+    );
+    println!("demo:   tandem user add ana --role developer && tandem token create ana --user ana   # a reviewer");
+    println!("demo:   TANDEM_TOKEN=<ana's> tandem change approve sample-site 1 && tandem change merge sample-site 1");
+    println!("demo:   tandem queue sample-site                # the merge queue tests it on main, then main moves");
+    Ok(())
+}

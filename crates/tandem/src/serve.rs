@@ -217,7 +217,14 @@ pub fn up(args: ServerArgs) -> Result<i32> {
                 println!("the demo's on-call webhook cannot start: {error:#}");
             }
             println!("\nThe demo deploys sample-service to staging, then ships a good change and a bad one:");
-            tokio::spawn(demo_story(started.app.clone(), demo.clone()));
+            let (story_url, story_token, site) = (url.clone(), token.clone(), data.join("demo/sample-site"));
+            let (started_app, demo_dir) = (started.app.clone(), demo.clone());
+            tokio::spawn(async move {
+                demo_story(started_app, demo_dir).await;
+                if let Err(error) = crate::demo::code_story(&story_url, &story_token, &site).await {
+                    println!("demo: the code review part did not start: {error:#}");
+                }
+            });
         }
         println!("\nPress Ctrl-C to stop.");
         started.served.await.context("the server task failed")?;
