@@ -87,7 +87,8 @@ fn unb64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Makes and keeps the SBOM and the signed provenance of `deployment` (event `release.attested`).
+/// Makes and keeps the SBOM and the signed provenance of `deployment` (event `release.attested`,
+/// about `release/<deployment>`: the deployment's own record stays its moves).
 pub async fn attest(app: &App, deployment: &Deployment, mirror: &Path) -> Result<(), String> {
     let repo = app.store.repo_by_id(deployment.repo_id).await.map_err(|e| e.to_string())?;
     let listed = git::repo::git(mirror, &["ls-tree", "-r", "--name-only", "--end-of-options", &deployment.sha])
@@ -143,7 +144,7 @@ pub async fn attest(app: &App, deployment: &Deployment, mirror: &Path) -> Result
         .map_err(|e| e.to_string())?;
     let event = serde_json::json!({"sha": deployment.sha, "packages": packages.len(), "keyid": keyid});
     app.store
-        .record_event("release.attested", &format!("deployment/{}", deployment.id), "tandem", event)
+        .record_event("release.attested", &format!("release/{}", deployment.id), "tandem", event)
         .await
         .map_err(|e| e.to_string())
 }
