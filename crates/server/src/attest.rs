@@ -61,32 +61,6 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn b64(bytes: &[u8]) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
-
-fn unb64(text: &str) -> Option<Vec<u8>> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        buffer = (buffer << 6) | alphabet.iter().position(|a| *a == c)? as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// Makes and keeps the SBOM and the signed provenance of `deployment` (event `release.attested`,
 /// about `release/<deployment>`: the deployment's own record stays its moves).
 pub async fn attest(app: &App, deployment: &Deployment, mirror: &Path) -> Result<(), String> {
@@ -132,8 +106,8 @@ pub async fn attest(app: &App, deployment: &Deployment, mirror: &Path) -> Result
     let keyid = hex::encode(key.verifying_key().to_bytes());
     let envelope = serde_json::json!({
         "payloadType": PAYLOAD_TYPE,
-        "payload": b64(&payload),
-        "signatures": [{"keyid": keyid, "sig": b64(&signature.to_bytes())}],
+        "payload": crate::encoding::base64(&payload),
+        "signatures": [{"keyid": keyid, "sig": crate::encoding::base64(&signature.to_bytes())}],
     });
     let (sbom_path, provenance_path) = files(app, deployment.id);
     let dir = dir(app, deployment.id);
@@ -154,14 +128,14 @@ pub fn verify(envelope: &serde_json::Value, public_key: &str) -> Result<serde_js
     if envelope["payloadType"].as_str() != Some(PAYLOAD_TYPE) {
         return Err("not an in-toto envelope".into());
     }
-    let payload = envelope["payload"].as_str().and_then(unb64).ok_or("the payload is not base64")?;
+    let payload = envelope["payload"].as_str().and_then(crate::encoding::decode).ok_or("the payload is not base64")?;
     let key: [u8; 32] =
         hex::decode(public_key).ok().and_then(|b| b.try_into().ok()).ok_or("the public key is not 32 bytes of hex")?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| "not an Ed25519 key")?;
     let signed = envelope["signatures"].as_array().into_iter().flatten().any(|s| {
         s["sig"]
             .as_str()
-            .and_then(unb64)
+            .and_then(crate::encoding::decode)
             .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
             .is_some_and(|bytes| key.verify(&pae(PAYLOAD_TYPE, &payload), &Signature::from_bytes(&bytes)).is_ok())
     });

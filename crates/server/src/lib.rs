@@ -10,6 +10,7 @@ pub mod code;
 pub mod credentials;
 pub mod deploy;
 pub mod dora;
+pub mod encoding;
 pub mod incidents;
 pub mod monitor;
 mod repos;

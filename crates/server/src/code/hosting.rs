@@ -105,23 +105,9 @@ fn token(headers: &HeaderMap) -> Option<String> {
     if let Some(token) = header.strip_prefix("Bearer ") {
         return Some(token.trim().to_string());
     }
-    let decoded = decode_base64(header.strip_prefix("Basic ")?.trim())?;
+    let decoded = crate::encoding::decode(header.strip_prefix("Basic ")?.trim())?;
     let text = String::from_utf8(decoded).ok()?;
     Some(text.split_once(':').map_or(text.clone(), |(_, password)| password.to_string()))
-}
-
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        buffer = (buffer << 6) | alphabet.iter().position(|a| *a == c)? as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// `/git/<name>.git/…`: git's smart HTTP, for fetches and pushes.

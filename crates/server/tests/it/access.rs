@@ -160,17 +160,7 @@ async fn scopes_expiry_teams_and_scoped_grants_narrow_what_a_token_may_do() {
 fn id_tokens_are_believed_only_with_a_signature_of_the_providers_keys() {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     let rng = ring::rand::SystemRandom::new();
-    let b64 = |bytes: &[u8]| {
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-            for i in 0..chunk.len() + 1 {
-                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    };
+    let b64 = server::encoding::base64url;
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let point = pair.public_key().as_ref();

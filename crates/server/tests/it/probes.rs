@@ -166,23 +166,8 @@ fn certificate_expiry_is_read_as_openssl_reads_it() {
         let text = String::from_utf8_lossy(&output.stdout);
         let expected: jiff::Timestamp = text.trim().trim_start_matches("notAfter=").replace(' ', "T").parse().unwrap();
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64_decode(&body);
+        let der = server::encoding::decode(&body).unwrap();
         assert_eq!(server::monitor::tls::not_after(&der), Some(expected.as_second()), "{days} days");
     }
     assert_eq!(server::monitor::tls::not_after(b"\x30\x03\x02\x01"), None, "a truncated certificate is no date");
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        buffer = (buffer << 6) | alphabet.iter().position(|a| *a == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
 }

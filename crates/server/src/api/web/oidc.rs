@@ -27,43 +27,6 @@ pub struct Pending {
     flows: Mutex<HashMap<String, (String, String, String, Instant)>>,
 }
 
-fn base64url(bytes: &[u8]) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-        for i in 0..chunk.len() + 1 {
-            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn base64_standard(bytes: &[u8]) -> String {
-    let url = base64url(bytes).replace('-', "+").replace('_', "/");
-    let padding = (4 - url.len() % 4) % 4;
-    url + &"=".repeat(padding)
-}
-
-fn decode_base64url(text: &str) -> Option<Vec<u8>> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
-    for c in text.trim_end_matches('=').bytes() {
-        let c = match c {
-            b'+' => b'-',
-            b'/' => b'_',
-            c => c,
-        };
-        buffer = (buffer << 6) | alphabet.iter().position(|a| *a == c)? as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// A JSON answer from the provider: over TLS (verified against the system's authorities) for
 /// `https://`, as is for `http://` (a provider on this machine).
 async fn json(url: &str, headers: &[(String, String)], form: Option<String>) -> Result<serde_json::Value, String> {
@@ -142,7 +105,7 @@ pub(super) async fn begin(State(app): State<Arc<App>>, Query(query): Query<Begin
     if state.is_empty() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     }
-    let challenge = base64url(&sha2::Sha256::digest(verifier.as_bytes()));
+    let challenge = crate::encoding::base64url(&sha2::Sha256::digest(verifier.as_bytes()));
     let next = super::local(query.next.as_deref());
     if let Ok(mut flows) = app.oidc.flows.lock() {
         flows.retain(|_, flow| flow.3.elapsed() < LIFETIME);
@@ -232,7 +195,7 @@ async fn finish(app: &App, code: &str, verifier: &str, nonce: &str) -> Result<St
         ("code_verifier", verifier),
     ];
     let body: String = form.iter().map(|(k, v)| format!("{k}={}", session::urlencode(v))).collect::<Vec<_>>().join("&");
-    let credentials = base64_standard(
+    let credentials = crate::encoding::base64(
         format!("{}:{}", session::urlencode(&config.client_id), session::urlencode(&config.client_secret)).as_bytes(),
     );
     let answer = json(token_endpoint, &[("authorization".into(), format!("Basic {credentials}"))], Some(body))
@@ -284,11 +247,11 @@ pub fn verify(token: &str, keys: &serde_json::Value) -> Result<serde_json::Value
         return Err("the ID token is not a JWT".into());
     };
     let json = |part: &str| -> Result<serde_json::Value, String> {
-        let bytes = decode_base64url(part).ok_or("the ID token is not base64url")?;
+        let bytes = crate::encoding::decode(part).ok_or("the ID token is not base64url")?;
         serde_json::from_slice(&bytes).map_err(|e| format!("the ID token: {e}"))
     };
     let header = json(head)?;
-    let signature = decode_base64url(signature).ok_or("the ID token's signature is not base64url")?;
+    let signature = crate::encoding::decode(signature).ok_or("the ID token's signature is not base64url")?;
     let message = format!("{head}.{body}");
     let alg = header["alg"].as_str().unwrap_or("");
     let kid = header["kid"].as_str();
@@ -296,7 +259,7 @@ pub fn verify(token: &str, keys: &serde_json::Value) -> Result<serde_json::Value
         kid.is_none_or(|kid| k["kid"].as_str() == Some(kid)) && k["use"].as_str().is_none_or(|u| u == "sig")
     });
     for key in candidates {
-        let b = |name: &str| key[name].as_str().and_then(decode_base64url);
+        let b = |name: &str| key[name].as_str().and_then(crate::encoding::decode);
         let verified = match (alg, key["kty"].as_str()) {
             ("RS256", Some("RSA")) => match (b("n"), b("e")) {
                 (Some(n), Some(e)) => ring::signature::RsaPublicKeyComponents { n, e }
