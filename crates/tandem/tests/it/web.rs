@@ -434,6 +434,20 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&driver, |u| u.contains("flash=")).await;
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert!(flash.starts_with("Refused:") && flash.contains("someone else approves it"), "{flash}");
+    // A line comment from the page; the change then lacks its resolution too.
+    driver.find(By::Id("comment-body")).await.unwrap().send_keys("Say hello to whom?").await.unwrap();
+    driver.find(By::Id("comment-path")).await.unwrap().send_keys("index.html").await.unwrap();
+    driver.find(By::Id("comment-line")).await.unwrap().send_keys("1").await.unwrap();
+    driver
+        .find(By::Css("form[action='/repositories/site/changes/1/comment'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(&driver, |u| u.contains("flash=Comment")).await;
+    let detail = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(detail.contains("Say hello to whom?") && detail.contains("1 unresolved comment(s)"), "{detail}");
 
     // A form without its CSRF token is refused.
     let refused = reqwest_like_post(&url, "/signout");

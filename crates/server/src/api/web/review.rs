@@ -1,6 +1,7 @@
 //! Change request pages of hosted repositories: the changes and the merge queue, and one change
 //! with its revisions, runs, reviews, what it lacks and what it collides with — with forms to
-//! approve it and to put it in the queue. They show what the API's handlers answer.
+//! approve it, comment on it, and put it in the queue or take it out. They show what the API's
+//! handlers answer.
 
 use std::sync::Arc;
 
@@ -81,9 +82,16 @@ pub(super) async fn change(
 pub(super) struct ActionForm {
     #[serde(default)]
     csrf: String,
+    /// A comment's text, and where it applies (a line of a file, or the change).
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    line: String,
 }
 
-/// The forms of a change's page: `approve` or `merge`.
+/// The forms of a change's page: `approve`, `merge`, `dequeue` or `comment`.
 pub(super) async fn act(
     State(app): State<Arc<App>>,
     viewer: Viewer,
@@ -102,6 +110,17 @@ pub(super) async fn act(
         "merge" => handlers::merge_change(State(app), caller, path, None)
             .await
             .map(|_| format!("Change {number} is in the merge queue.")),
+        "dequeue" => handlers::dequeue_change(State(app), caller, path)
+            .await
+            .map(|_| format!("Change {number} is out of the merge queue.")),
+        "comment" => {
+            let place = (!form.path.trim().is_empty()).then(|| form.path.trim().to_string());
+            let line = form.line.trim().parse::<i64>().ok();
+            let request = api::CommentRequest { body: form.body.clone(), path: place, line };
+            handlers::comment_change(State(app), caller, path, Ok(Json(request)))
+                .await
+                .map(|_| "Comment added.".to_string())
+        }
         _ => return missing(&viewer, format!("There is no action {}.", escape(&action))),
     };
     let message = match answer {
