@@ -227,6 +227,25 @@ pub struct CancelResponse {
     pub cancel_requested: bool,
 }
 
+/// `POST /api/v1/runs/{id}/approve`: let a job held at its environment's gates start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApproveJob {
+    /// The job's id in the workflow.
+    pub job: String,
+    /// Why it may go although the commit has security findings (kept in the audit log).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What `POST /api/v1/runs/{id}/approve` recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobApproval {
+    pub run: i64,
+    pub job: String,
+    pub environment: String,
+    pub approved_by: String,
+}
+
 /// `POST /api/v1/runs/{id}/rerun`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RerunRequest {

@@ -65,11 +65,18 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60)
 /// whitespace. Git never prompts for credentials here (a prompt would hang a server); a command
 /// still running after [`TIMEOUT`] is killed and reported.
 pub async fn run(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
+    run_env(dir, args, &[]).await
+}
+
+/// [`run`] with variables added to git's environment: how credentials reach git without being
+/// arguments (which any user of the machine can list) or files (`GIT_CONFIG_COUNT` and its pairs).
+pub async fn run_env(dir: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Result<String, GitError> {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }
     command.args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     let output = match tokio::time::timeout(TIMEOUT, command.output()).await {
         Ok(output) => output.map_err(GitError::Spawn)?,
         Err(_) => {
@@ -127,14 +134,15 @@ pub async fn resolve_ref(repo: &Path, name: &str) -> Result<String, GitError> {
     }
 }
 
-/// A bare mirror of `source` at `mirror`, cloned when it does not exist yet.
-pub async fn ensure_mirror(source: &str, mirror: &Path) -> Result<(), GitError> {
+/// A bare mirror of `source` at `mirror`, cloned when it does not exist yet (with `env` as in
+/// [`run_env`]).
+pub async fn ensure_mirror(source: &str, mirror: &Path, env: &[(String, String)]) -> Result<(), GitError> {
     if mirror.join("HEAD").exists() {
         return Ok(());
     }
     let parent = mirror.parent().unwrap_or(mirror);
     tokio::fs::create_dir_all(parent).await.map_err(|error| GitError::Io { path: parent.to_path_buf(), error })?;
-    run(None, &["clone", "--quiet", "--bare", "--end-of-options", source, &mirror.to_string_lossy()])
+    run_env(None, &["clone", "--quiet", "--bare", "--end-of-options", source, &mirror.to_string_lossy()], env)
         .await
         .map(|_| ())
         .map_err(|e| GitError::Clone { url: crate::redact_credentials(source), error: Box::new(e) })

@@ -293,6 +293,7 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/repositories/{name}/changes/{number}/{action}" => Allow(Run, Repository("name")),
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" | "/runs/{id}" => Allow(Read, RunOf("id")),
         "/api/v1/runs/{id}/cancel" | "/api/v1/runs/{id}/rerun" | "/runs/{id}/{action}" => Allow(Run, RunOf("id")),
+        "/api/v1/runs/{id}/approve" => Allow(Deploy, RunOf("id")),
         "/api/v1/deployments" if get => Allow(Read, Global),
         "/api/v1/deployments" => Allow(Deploy, DeployBody),
         "/api/v1/deployments/{id}"

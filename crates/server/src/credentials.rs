@@ -1,6 +1,8 @@
-//! A repository's own credentials — its webhook secret and its forge status token — sealed in the
-//! vault like any secret (scope `credential/repo/<name>`, never given to runs nor listed by the
-//! secrets API; resealed by a key rotation). The repository's row keeps only [`IN_VAULT`].
+//! A repository's own credentials — its webhook secret, its forge status token and the user and
+//! password of its source URL — sealed in the vault like any secret (scope
+//! `credential/repo/<name>`, never given to runs nor listed by the secrets API; resealed by a key
+//! rotation). The repository's row keeps only [`IN_VAULT`], or its URL with `***` for the
+//! password; git gets them through its environment ([`remote`]), never as an argument.
 
 use store::Repo;
 
@@ -36,6 +38,76 @@ pub async fn read(app: &App, repo: &Repo, name: &str, column: &str) -> Result<St
     String::from_utf8(value).map_err(|_| format!("the {name} of {} is not text", repo.name))
 }
 
+/// The vault name of a source URL's `user:password`.
+const URL_CREDENTIALS: &str = "url_credentials";
+
+/// The parts of `scheme://userinfo@rest`: (scheme, userinfo, rest), when the URL has userinfo.
+fn url_parts(source: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, after) = source.split_once("://")?;
+    let authority_end = after.find('/').unwrap_or(after.len());
+    let sign = after[..authority_end].rfind('@')?;
+    Some((scheme, &after[..sign], &after[sign + 1..]))
+}
+
+/// Whether the userinfo is what [`git::redact_credentials`] leaves: `***` or `user:***`.
+fn is_redacted(userinfo: &str) -> bool {
+    userinfo == "***" || userinfo.ends_with(":***")
+}
+
+/// Splits the credentials off a source URL: `Ok(Some((kept, credentials)))` for
+/// `https://user:password@host/…` — the URL as the repository keeps it (`https://user:***@host/…`)
+/// and `user:password`; `Ok(None)` when it has none to keep (no userinfo, an SSH user name, or
+/// already `***`). A password in a URL git cannot be given a header for is refused.
+pub fn split_url(source: &str) -> Result<Option<(String, String)>, String> {
+    let Some((scheme, userinfo, _)) = url_parts(source) else { return Ok(None) };
+    if is_redacted(userinfo) {
+        return Ok(None);
+    }
+    match scheme {
+        "http" | "https" => Ok(Some((git::redact_credentials(source), userinfo.to_string()))),
+        _ if userinfo.contains(':') => Err(format!(
+            "a password in a {scheme}:// URL cannot be kept safely; use an SSH key (ssh://user@host/…) or an https URL"
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Where git fetches `repo` from: the URL without credentials, and the environment that hands
+/// git the credentials as an `Authorization` header for that URL only (`GIT_CONFIG_COUNT`), so
+/// that they are in no argument, no file and no message.
+pub async fn remote(app: &App, repo: &Repo) -> Result<(String, Vec<(String, String)>), String> {
+    let Some((scheme, userinfo, rest)) = url_parts(&repo.source) else { return Ok((repo.source.clone(), Vec::new())) };
+    if !matches!(scheme, "http" | "https") {
+        return Ok((repo.source.clone(), Vec::new()));
+    }
+    let credentials =
+        if is_redacted(userinfo) { read(app, repo, URL_CREDENTIALS, IN_VAULT).await? } else { userinfo.to_string() };
+    let (user, password) = credentials.split_once(':').unwrap_or((&credentials, ""));
+    let decode = |text| crate::encoding::percent_decode(text, false);
+    let pair = format!("{}:{}", decode(user), decode(password));
+    let url = format!("{scheme}://{rest}");
+    let env = vec![
+        ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+        ("GIT_CONFIG_KEY_0".to_string(), format!("http.{url}.extraHeader")),
+        (
+            "GIT_CONFIG_VALUE_0".to_string(),
+            format!("Authorization: Basic {}", crate::encoding::base64(pair.as_bytes())),
+        ),
+    ];
+    Ok((url, env))
+}
+
+/// Keeps a source URL's credentials in the vault and returns the source the row keeps.
+pub async fn keep_url(app: &App, repo: &str, source: &str, actor: &str) -> Result<String, String> {
+    match split_url(source)? {
+        Some((kept, credentials)) => {
+            keep(app, repo, URL_CREDENTIALS, &credentials, actor).await?;
+            Ok(kept)
+        }
+        None => Ok(source.to_string()),
+    }
+}
+
 /// Moves every credential still kept in clear in a repository's row into the vault (at start:
 /// rows written before the vault, or by `tandem up`).
 pub async fn seal_clear(app: &App) -> Result<usize, String> {
@@ -44,6 +116,17 @@ pub async fn seal_clear(app: &App) -> Result<usize, String> {
         if repo.webhook_secret != IN_VAULT {
             keep(app, &repo.name, "webhook_secret", &repo.webhook_secret, "tandem").await?;
             app.store.set_webhook_secret(repo.id, IN_VAULT).await.map_err(|e| e.to_string())?;
+            moved += 1;
+        }
+        if let Ok(Some(_)) = split_url(&repo.source) {
+            let kept = keep_url(app, &repo.name, &repo.source, "tandem").await?;
+            app.store.set_repo_source(repo.id, &kept).await.map_err(|e| e.to_string())?;
+            // The mirror was cloned from the URL with its credentials: git wrote it in its config.
+            let mirror = crate::repos::mirror_path(app, &repo);
+            if mirror.join("HEAD").exists() {
+                let (url, _) = remote(app, &Repo { source: kept, ..repo.clone() }).await?;
+                crate::repos::git(&mirror, &["config", "remote.origin.url", &url]).await?;
+            }
             moved += 1;
         }
         if let (Some(forge), Some(api_url), Some(token)) = (&repo.forge, &repo.api_url, &repo.status_token)

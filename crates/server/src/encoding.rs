@@ -1,5 +1,5 @@
 //! Base64 in its two alphabets (standard with padding, and URL-safe without, as JWTs and PKCE
-//! use it), encoded and decoded in one place.
+//! use it), encoded and decoded in one place; and URL percent-decoding.
 
 const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -48,9 +48,38 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Undoes URL percent-encoding (`%40` is `@`); in a form body (`form`), `+` is a space too. A `%`
+/// not followed by two hex digits stays as it is.
+pub fn percent_decode(text: &str, form: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', _) if form => out.push(b' '),
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 2;
+            }
+            (byte, _) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_of_urls_and_forms() {
+        assert_eq!(percent_decode("p%40ss%3Aword+x", false), "p@ss:word+x");
+        assert_eq!(percent_decode("a+b%2Bc", true), "a b+c");
+        assert_eq!(percent_decode("100%", false), "100%");
+        assert_eq!(percent_decode("%zz%4", false), "%zz%4");
+    }
 
     #[test]
     fn known_encodings_both_ways() {

@@ -24,30 +24,29 @@ pub async fn sync(app: &App, repo: &Repo, sha: Option<&str>) -> Result<PathBuf, 
     let lock = app.fetch_locks.lock().await.entry(repo.id).or_default().clone();
     let _guard = lock.lock().await;
     let mirror = mirror_path(app, repo);
-    git::repo::ensure_mirror(&repo.source, &mirror).await?;
+    let (url, env) = crate::credentials::remote(app, repo).await?;
+    git::repo::ensure_mirror(&url, &mirror, &env).await?;
     if let Some(sha) = sha
         && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_ok()
     {
         return Ok(mirror);
     }
-    git(
-        &mirror,
-        &[
-            "fetch",
-            "--quiet",
-            "--prune",
-            "--end-of-options",
-            &repo.source,
-            "+refs/heads/*:refs/heads/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-    )
-    .await?;
+    let fetch = |args: &[&str]| {
+        let mut all = vec!["fetch", "--quiet"];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+        let (mirror, env) = (&mirror, &env);
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            git::repo::run_env(Some(mirror), &all, env).await
+        }
+    };
+    fetch(&["--prune", "--end-of-options", &url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]).await?;
     if let Some(sha) = sha
         && git(&mirror, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await.is_err()
     {
         // Change-request heads may live outside branches; ask for the commit itself.
-        git(&mirror, &["fetch", "--quiet", "--end-of-options", &repo.source, sha])
+        fetch(&["--end-of-options", &url, sha])
             .await
             .map_err(|e| format!("commit {sha} is not in {}: {e}", git::redact_credentials(&repo.source)))?;
     }
@@ -233,7 +232,10 @@ pub async fn poll_forever(app: Arc<App>) {
 }
 
 async fn poll(app: &App, repo: &Repo) -> Result<(), String> {
-    let listing = git(Path::new("."), &["ls-remote", "--heads", "--tags", "--end-of-options", &repo.source]).await?;
+    let (url, env) = crate::credentials::remote(app, repo).await?;
+    let listing =
+        git::repo::run_env(Some(Path::new(".")), &["ls-remote", "--heads", "--tags", "--end-of-options", &url], &env)
+            .await?;
     let remote: Vec<(String, String)> = listing
         .lines()
         .filter_map(|l| l.split_once('\t'))

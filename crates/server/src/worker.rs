@@ -166,6 +166,10 @@ async fn execute_inner(
         token: exec::engine::run_token(),
         call_depth: 0,
         environment_secrets,
+        environment_gate: Some(exec::engine::EnvironmentGate(Arc::new(crate::deploy::job_gate::JobGate::new(
+            app.clone(),
+            run.clone(),
+        )))),
     };
     let config = EngineConfig {
         data_dir: app.config.data_dir.clone(),
@@ -386,6 +390,12 @@ async fn request_deployments(
             {
                 Ok(new) => match app.store.request_deployment(new, &format!("run/{}", run.id)).await {
                     Ok(deployment) => {
+                        // Whoever let the job use the environment approved what it deploys there.
+                        if let Some((approver, reason)) =
+                            crate::deploy::job_gate::approval(app, run.id, job, environment).await
+                        {
+                            carry_approval(app, deployment.id, &approver, reason).await;
+                        }
                         crate::api::attest(app, repo, &deployment).await;
                         app.deployer.wake.notify_waiters();
                         format!(
@@ -400,6 +410,22 @@ async fn request_deployments(
         };
         if let Err(error) = app.store.append_log(run.id, &[line(job, None, text)]).await {
             tracing::error!("run {}: cannot log what job {job} deployed: {error}", run.id);
+        }
+    }
+}
+
+/// Approves deployment `id` as `approver` did its job (and keeps their reason as an override).
+async fn carry_approval(app: &App, id: i64, approver: &str, reason: Option<String>) {
+    if let Err(error) = app.store.approve_deployment(id, approver).await {
+        tracing::error!("deployment {id}: cannot carry the job's approval over: {error}");
+        return;
+    }
+    if let Some(reason) = reason {
+        let payload = serde_json::json!({"reason": reason, "approved_for": "the job that deployed it"});
+        if let Err(error) =
+            app.store.record_event("deployment.override", &format!("deployment/{id}"), approver, payload).await
+        {
+            tracing::error!("deployment {id}: cannot record the override: {error}");
         }
     }
 }

@@ -438,6 +438,9 @@ pub trait Access: Send + Sync {
     /// Replaces what a repository's row holds as its webhook secret (the server keeps the secret
     /// itself in the vault).
     fn set_webhook_secret<'a>(&'a self, repo_id: i64, value: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Replaces a repository's source (the server moves credentials out of URLs into the vault
+    /// and keeps the URL with `***` in their place).
+    fn set_repo_source<'a>(&'a self, repo_id: i64, source: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// A change request of a hosted repository.

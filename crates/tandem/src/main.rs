@@ -337,6 +337,22 @@ enum RunsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Let a job held at its environment's gates start (and get the environment's secrets); the
+    /// deployment it then requests is approved by you too. Needs a maintainer other than whoever
+    /// started the run.
+    #[command(
+        after_help = "Examples:\n  tandem runs approve 42 deploy\n  tandem runs approve 42 deploy --reason \"the finding is a test fixture\""
+    )]
+    Approve {
+        id: i64,
+        /// The job's id in the workflow (its log says it is waiting, and for what).
+        job: String,
+        /// Why it may go although the commit has security findings (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -471,7 +487,7 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
                 forge,
             };
             let added: api::AddedRepository = client.post("/api/v1/repos", Some(&request)).await?;
-            println!("added {} ({source})", added.repo.name);
+            println!("added {} ({})", added.repo.name, added.repo.source);
             println!("webhook secret (shown once): {}", added.webhook_secret);
             let base = connection.url.trim_end_matches('/');
             println!("webhook URLs: {base}/api/v1/webhooks/github | /gitea | /gitlab");
@@ -551,6 +567,16 @@ async fn runs_command(command: RunsCommand) -> Result<i32> {
             let answer: api::CancelResponse =
                 Client::new(&connection)?.post(&format!("/api/v1/runs/{id}/cancel"), None::<&()>).await?;
             println!("run {id}: cancel requested (now {})", answer.status.as_str());
+            Ok(0)
+        }
+        RunsCommand::Approve { id, job, reason, connection } => {
+            let answer: api::JobApproval = Client::new(&connection)?
+                .post(&format!("/api/v1/runs/{id}/approve"), Some(&api::ApproveJob { job, reason }))
+                .await?;
+            println!(
+                "run {id}: job {} may use environment {} (approved by {})",
+                answer.job, answer.environment, answer.approved_by
+            );
             Ok(0)
         }
         RunsCommand::Rerun { id, failed, connection } => {

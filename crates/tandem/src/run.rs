@@ -182,6 +182,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             token: exec::engine::run_token(),
             call_depth: 0,
             environment_secrets: BTreeMap::new(),
+            environment_gate: None,
         };
         let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));

@@ -144,6 +144,34 @@ pub struct RunRequest {
     /// Secrets of each environment (by name): given, on top of `secrets`, only to the jobs whose
     /// `environment:` is that one.
     pub environment_secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// What a job naming an environment waits for before it starts (and gets that environment's
+    /// secrets); `None`: nothing holds it (a run on a laptop).
+    pub environment_gate: Option<EnvironmentGate>,
+}
+
+/// What holds a job that names an environment before it starts, and so before it gets that
+/// environment's secrets: on the server, the environment's approval and security gates.
+pub trait Gate: Send + Sync {
+    /// Why `job` may not use `environment` yet (`Ok(None)`: it may now). The engine asks again
+    /// every [`GATE_POLL`] while the answer is a reason; an `Err` fails the job with it.
+    fn holds<'a>(
+        &'a self,
+        job: &'a str,
+        environment: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+}
+
+/// How often a held job asks its [`Gate`] again.
+pub const GATE_POLL: Duration = Duration::from_secs(1);
+
+/// A shared [`Gate`].
+#[derive(Clone)]
+pub struct EnvironmentGate(pub Arc<dyn Gate>);
+
+impl std::fmt::Debug for EnvironmentGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvironmentGate")
+    }
 }
 
 /// A fresh random token for a run (`tdm_run_` and 48 hex digits).
@@ -276,5 +304,13 @@ impl Shared {
             })
             .await
             .clone()
+    }
+
+    /// A line in `job`'s log from the engine itself (what holds the job, for instance).
+    async fn say(&self, job: &str, text: String) {
+        let line = RunEvent::Line { job: job.to_string(), step: 0, stream: crate::process::Stream::Stdout, text };
+        if self.events.send(line).await.is_err() {
+            tracing::debug!("nobody reads the run's events any more");
+        }
     }
 }

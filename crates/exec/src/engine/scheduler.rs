@@ -184,17 +184,14 @@ pub(super) async fn run_job(
     contexts.set("vars", string_map(&request.vars));
     let mut secrets = request.secrets.clone();
     secrets.entry("GITHUB_TOKEN".to_string()).or_insert_with(|| request.token.clone());
-    // An environment's secrets go only to the jobs that deploy there.
-    if let Some(environment) = &job.environment {
+    // An environment's secrets go only to the jobs that deploy there, once its gates let them.
+    let environment = job.environment.as_ref().map(|environment| {
         let mut named = Contexts::default();
         named.set("github", shared.github.clone());
         named.set("inputs", Value::Object(request.inputs.clone()));
         named.set("vars", string_map(&request.vars));
-        let name = named.render(&environment.name).unwrap_or_else(|_| environment.name.raw.clone());
-        if let Some(own) = request.environment_secrets.get(&name) {
-            secrets.extend(own.clone());
-        }
-    }
+        named.render(&environment.name).unwrap_or_else(|_| environment.name.raw.clone())
+    });
     contexts.set("secrets", string_map(&secrets));
     let needs_value = needs
         .iter()
@@ -245,6 +242,19 @@ pub(super) async fn run_job(
         Ok(false) if cancel.is_cancelled() => return finish(Status::Cancelled, None).await,
         Ok(false) => return finish(Status::Skipped, None).await,
         Err(error) => return finish(Status::Failure, Some(error)).await,
+    }
+    if let Some(environment) = &environment {
+        if let Some(gate) = &request.environment_gate {
+            let mut cancel = cancel.clone();
+            if let Err((status, error)) = wait_at_gate(shared, gate, &display, &job.id, environment, &mut cancel).await
+            {
+                return finish(status, error).await;
+            }
+        }
+        if let Some(own) = request.environment_secrets.get(environment) {
+            secrets.extend(own.clone());
+            contexts.set("secrets", string_map(&secrets));
+        }
     }
     let legs = match matrix_legs(job, &contexts) {
         Ok(legs) => legs,
@@ -377,5 +387,38 @@ fn panicked_leg(job: &Job, reason: &str) -> JobReport {
         summary: String::new(),
         error: Some(format!("internal error in Tandem while running this job: {reason}")),
         outputs: BTreeMap::new(),
+    }
+}
+
+/// Holds `job` until `gate` lets it use `environment`, saying in the job's log what it waits for
+/// (each new reason once). `Err` ends the job: cancelled while waiting, or refused.
+async fn wait_at_gate(
+    shared: &Shared,
+    gate: &super::EnvironmentGate,
+    display: &str,
+    job: &str,
+    environment: &str,
+    cancel: &mut Cancel,
+) -> Result<(), (Status, Option<String>)> {
+    let mut said: Option<String> = None;
+    loop {
+        let reason = match gate.0.holds(job, environment).await {
+            Ok(None) => {
+                if said.is_some() {
+                    shared.say(display, format!("environment {environment}: its gates passed; the job starts")).await;
+                }
+                return Ok(());
+            }
+            Ok(Some(reason)) => reason,
+            Err(error) => return Err((Status::Failure, Some(format!("environment {environment}: {error}")))),
+        };
+        if said.as_deref() != Some(reason.as_str()) {
+            shared.say(display, format!("⏸ waiting for environment {environment}: {reason}")).await;
+            said = Some(reason);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(super::GATE_POLL) => {}
+            () = cancel.cancelled() => return Err((Status::Cancelled, None)),
+        }
     }
 }

@@ -114,6 +114,16 @@ fn start(workflow: &str, max_parallel: usize, attempt: u64) -> Run {
 }
 
 fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) -> Run {
+    start_request(workflow, max_parallel, attempt, buffer, |_| {})
+}
+
+fn start_request(
+    workflow: &str,
+    max_parallel: usize,
+    attempt: u64,
+    buffer: usize,
+    adjust: impl FnOnce(&mut RunRequest),
+) -> Run {
     let (parsed, diagnostics) = ci::check::validate(workflow);
     assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
     let dir = tempfile::tempdir().unwrap();
@@ -137,7 +147,10 @@ fn start_with(workflow: &str, max_parallel: usize, attempt: u64, buffer: usize) 
         token: exec::engine::run_token(),
         call_depth: 0,
         environment_secrets: BTreeMap::new(),
+        environment_gate: None,
     };
+    let mut request = request;
+    adjust(&mut request);
     let config = EngineConfig {
         data_dir: dir.path().join("data"),
         max_parallel,
@@ -419,4 +432,91 @@ jobs:
     let report = run.report.await.unwrap();
     assert_eq!(report.status, Status::Success);
     assert_eq!(received, (0..5000).map(|n| n.to_string()).collect::<Vec<_>>(), "every line, in order");
+}
+
+/// A gate that holds every job until the test opens it (or refuses, when told to).
+#[derive(Default)]
+struct Door {
+    open: std::sync::atomic::AtomicBool,
+    refuse: bool,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl engine::Gate for Door {
+    fn holds<'a>(
+        &'a self,
+        job: &'a str,
+        environment: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
+        self.asked.lock().unwrap().push((job.to_string(), environment.to_string()));
+        let answer = if self.refuse {
+            Err("the approval was refused".to_string())
+        } else if self.open.load(Ordering::SeqCst) {
+            Ok(None)
+        } else {
+            Ok(Some("waits for approval".to_string()))
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+const GATED: &str = "on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo key given ${{ secrets.KEY == 'sesame' }}
+  deploy:
+    runs-on: ubuntu-latest
+    needs: build
+    environment: production
+    steps:
+      - run: echo key given ${{ secrets.KEY == 'sesame' }}
+";
+
+fn gated(door: &Arc<Door>) -> Run {
+    let door = door.clone();
+    start_request(GATED, 2, 1, engine::EVENT_BUFFER, move |request| {
+        request.environment_gate = Some(engine::EnvironmentGate(door));
+        let key = BTreeMap::from([("KEY".to_string(), "sesame".to_string())]);
+        request.environment_secrets = BTreeMap::from([("production".to_string(), key)]);
+    })
+}
+
+#[tokio::test]
+async fn a_job_naming_an_environment_waits_at_its_gate_and_only_then_gets_its_secrets() {
+    let door = Arc::new(Door::default());
+    let mut run = gated(&door);
+    let waiting = |e: &RunEvent| matches!(e, RunEvent::Line { job, text, .. } if job == "deploy" && text.contains("waiting for environment production: waits for approval"));
+    // The job without an environment runs, without the secret; then the deploy job is held.
+    run.until("build to finish", finished("build")).await;
+    run.until("the deploy job waiting at its gate", waiting).await;
+    assert_eq!(run.fake.started(), vec!["build: echo key given false"]);
+    door.open.store(true, Ordering::SeqCst);
+    let (report, started, lines) = run.finish().await;
+    assert_eq!(report.status, Status::Success);
+    assert_eq!(started, vec!["build: echo key given false", "deploy: echo key given true"]);
+    assert!(lines.iter().any(|l| l == "deploy: environment production: its gates passed; the job starts"), "{lines:?}");
+    assert!(door.asked.lock().unwrap().iter().all(|(job, env)| job == "deploy" && env == "production"));
+}
+
+#[tokio::test]
+async fn a_job_refused_at_its_gate_fails_and_one_cancelled_there_is_cancelled() {
+    let door = Arc::new(Door { refuse: true, ..Door::default() });
+    let (report, started, _) = gated(&door).finish().await;
+    let deploy = report.jobs.iter().find(|j| j.id == "deploy").unwrap();
+    assert_eq!(
+        (deploy.status, deploy.error.as_deref()),
+        (Status::Failure, Some("environment production: the approval was refused"))
+    );
+    assert_eq!(started, vec!["build: echo key given false"]);
+
+    let door = Arc::new(Door::default());
+    let mut run = gated(&door);
+    let waiting = |e: &RunEvent| matches!(e, RunEvent::Line { job, text, .. } if job == "deploy" && text.contains("waiting for environment"));
+    run.until("the deploy job waiting at its gate", waiting).await;
+    run.cancel.cancel();
+    let (report, started, _) = run.finish().await;
+    assert_eq!(statuses(&report)["deploy"], Status::Cancelled);
+    assert_eq!(started, vec!["build: echo key given false"]);
 }

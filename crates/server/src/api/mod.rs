@@ -71,6 +71,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(runs::show_run))
         .routes(routes!(runs::logs))
         .routes(routes!(runs::cancel))
+        .routes(routes!(runs::approve_job))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::events))
         .routes(routes!(deployments::list_deployments, deployments::request_deployment))

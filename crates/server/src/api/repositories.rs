@@ -40,6 +40,9 @@ pub(super) async fn add_repository(
             format!("`{source}` is not a repository source"),
         ));
     }
+    if let Err(error) = crate::credentials::split_url(&source) {
+        return Err(AppError::new(StatusCode::BAD_REQUEST, "bad_source", error));
+    }
     let is_url = source.contains("://") || source.contains('@');
     let source = if is_url {
         source
@@ -98,6 +101,7 @@ pub(super) async fn add_repository(
         ));
     }
     crate::credentials::keep(app, &name, "webhook_secret", &secret, actor).await.map_err(vault_error)?;
+    let source = crate::credentials::keep_url(app, &name, &source, actor).await.map_err(vault_error)?;
     let mut repo = app.store.add_repo(&name, &source, crate::credentials::IN_VAULT, body.poll_seconds, actor).await?;
     if let Some((forge, api_url, token)) = forge {
         crate::credentials::keep(app, &name, "status_token", &token, actor).await.map_err(vault_error)?;

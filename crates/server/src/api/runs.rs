@@ -102,6 +102,50 @@ pub(super) async fn cancel(
     Ok(Json(api::CancelResponse { id, status: run.status, cancel_requested: true }))
 }
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
+    summary = "Let a job held at its environment's gates start (by a maintainer other than who started the run); with a reason, also past a hold on security findings",
+    params(("id" = i64, Path, description = "The run's id")), request_body = api::ApproveJob, security(("token" = [])),
+    responses((status = 200, body = api::JobApproval), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn approve_job(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    request: Result<Json<api::ApproveJob>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<api::JobApproval>> {
+    let request = body(request)?;
+    let run = app.store.run(parse_id(&id)?).await?;
+    let subject = format!("run/{}", run.id);
+    let events = app.store.events_about(&subject).await?;
+    let Some(waiting) = events.iter().find(|e| e.kind == "job.waiting" && e.payload["job"] == request.job.as_str())
+    else {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "not_waiting",
+            format!("job `{}` of run {} is not waiting at an environment's gates", request.job, run.id),
+        ));
+    };
+    if run.status.is_finished() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("run {} is {}", run.id, run.status.as_str()),
+        ));
+    }
+    // Four eyes: whoever started the run does not let it into a gated environment.
+    if events.iter().any(|e| e.kind == "run.queued" && e.actor == caller.0) {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "same_person",
+            format!("`{}` started run {}; another maintainer must approve its job `{}`", caller.0, run.id, request.job),
+        ));
+    }
+    let environment = waiting.payload["environment"].as_str().unwrap_or_default().to_string();
+    let reason = request.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+    let payload = serde_json::json!({"job": request.job, "environment": environment, "reason": reason});
+    app.store.record_event("job.approved", &subject, &caller.0, payload).await?;
+    Ok(Json(api::JobApproval { run: run.id, job: request.job, environment, approved_by: caller.0 }))
+}
+
 #[utoipa::path(post, path = "/api/v1/runs/{id}/rerun", tag = "runs",
     summary = "Queue the run again, all jobs or only the failed ones",
     params(("id" = i64, Path, description = "The run's id")), request_body(content = Option<api::RerunRequest>),

@@ -33,7 +33,18 @@ pub(super) fn payload_repository(forge: Forge, body: &serde_json::Value) -> (Opt
 }
 
 pub(super) fn find_repo<'r>(repos: &'r [Repo], name: Option<&str>, urls: &[String]) -> Option<&'r Repo> {
-    let bare = |url: &str| url.trim_end_matches('/').trim_end_matches(".git").to_string();
+    // Without `.git`, a trailing slash, or a user (`https://user:***@host/…` is `https://host/…`).
+    let bare = |url: &str| {
+        let url = url.trim_end_matches('/').trim_end_matches(".git");
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find('/').unwrap_or(rest.len());
+                let rest = rest[..authority_end].rfind('@').map_or(rest, |at| &rest[at + 1..]);
+                format!("{scheme}://{rest}")
+            }
+            None => url.to_string(),
+        }
+    };
     // `group/sub/project` of `https://host/group/sub/project.git` or `git@host:group/project.git`.
     let path_of = |url: &str| {
         let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -168,4 +179,33 @@ pub(super) async fn webhook(
         Delivery::Duplicate => serde_json::json!({"status": "duplicate", "delivery": delivery, "runs": []}),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(name: &str, source: &str) -> Repo {
+        Repo {
+            id: 1,
+            name: name.into(),
+            source: source.into(),
+            webhook_secret: String::new(),
+            poll_seconds: None,
+            created: String::new(),
+            forge: None,
+            api_url: None,
+            status_token: None,
+        }
+    }
+
+    #[test]
+    fn a_hook_finds_a_repository_by_its_url_whatever_user_the_source_names() {
+        let repos = [repo("app", "https://ana:***@git.example/team/app.git")];
+        let urls = |u: &str| vec![u.to_string()];
+        assert!(find_repo(&repos, Some("other"), &urls("https://git.example/team/app")).is_some());
+        assert!(find_repo(&repos, None, &urls("https://git.example/team/app.git/")).is_some());
+        assert!(find_repo(&repos, None, &urls("https://git.example/team/other.git")).is_none());
+        assert!(find_repo(&repos, None, &urls("https://elsewhere.example/team/app.git")).is_none());
+    }
 }

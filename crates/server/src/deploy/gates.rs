@@ -44,18 +44,8 @@ pub(super) async fn gate(
             return Some((Gate::Freeze, format!("provenance required: {reason}")));
         }
     }
-    let now = jiff::Timestamp::now();
-    for freeze in &spec.gates.freezes {
-        match freeze.active_at(now) {
-            Ok(Some(end)) => {
-                return Some((
-                    Gate::Freeze,
-                    format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone),
-                ));
-            }
-            Ok(None) => {}
-            Err(error) => return Some((Gate::Freeze, format!("freeze window cannot be read: {error}"))),
-        }
+    if let Some(reason) = frozen(spec) {
+        return Some((Gate::Freeze, reason));
     }
     if let Some(floor) = spec.gates.min_error_budget {
         // The environment's SLOs, as the monitor last evaluated them, decide when they have data.
@@ -95,6 +85,16 @@ pub(super) async fn gate(
     approval(app, deployment, spec).await
 }
 
+/// The freeze window the environment is in now, in words (a window that cannot be read holds too).
+pub(crate) fn frozen(spec: &service::Environment) -> Option<String> {
+    let now = jiff::Timestamp::now();
+    spec.gates.freezes.iter().find_map(|freeze| match freeze.active_at(now) {
+        Ok(Some(end)) => Some(format!("freeze window `{}` ({}) until {end}", freeze.cron, freeze.timezone)),
+        Ok(None) => None,
+        Err(error) => Some(format!("freeze window cannot be read: {error}")),
+    })
+}
+
 /// The SLO of this environment with the least budget left, among those with data.
 fn lowest_budget(app: &App, deployment: &Deployment, spec: &service::Environment) -> Option<(String, f64)> {
     let slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,15 +108,16 @@ fn lowest_budget(app: &App, deployment: &Deployment, spec: &service::Environment
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// The security findings recorded for the commit's runs, in words (none: empty).
-async fn findings(app: &App, deployment: &Deployment) -> Result<Vec<String>, String> {
+/// The security findings recorded for the runs of commit `sha` of repository `repo_id`, in words
+/// (none: empty).
+pub(crate) async fn findings(app: &App, repo_id: i64, sha: &str) -> Result<Vec<String>, String> {
     let runs = app
         .store
-        .runs(store::RunFilter { repo_id: Some(deployment.repo_id), limit: 500, ..Default::default() })
+        .runs(store::RunFilter { repo_id: Some(repo_id), limit: 500, ..Default::default() })
         .await
         .map_err(|e| e.to_string())?;
     let mut found = Vec::new();
-    for run in runs.iter().filter(|r| r.sha == deployment.sha) {
+    for run in runs.iter().filter(|r| r.sha == sha) {
         for event in app.store.events_about(&format!("run/{}", run.id)).await.map_err(|e| e.to_string())? {
             let n = |key: &str| event.payload[key].as_array().map_or(0, Vec::len);
             match event.kind.as_str() {
@@ -141,7 +142,7 @@ async fn findings(app: &App, deployment: &Deployment) -> Result<Vec<String>, Str
 async fn approval(app: &App, deployment: &Deployment, spec: &service::Environment) -> Option<(Gate, String)> {
     if spec.gates.block_on_findings {
         // Fails closed: findings that cannot be read hold the deployment.
-        let found = match findings(app, deployment).await {
+        let found = match findings(app, deployment.repo_id, &deployment.sha).await {
             Ok(found) => found,
             Err(error) => return Some((Gate::Approval, format!("cannot read the security findings: {error}"))),
         };

@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use crate::{App, repos};
 
 mod driver;
-mod gates;
+pub(crate) mod gates;
 mod instances;
+pub mod job_gate;
 mod traffic;
 #[allow(unused_imports)]
 use driver::*;
@@ -188,7 +189,7 @@ impl Deployer {
 }
 
 /// Parses a service file and fails with every error diagnostic, rendered, when it has any.
-fn checked_service(text: &str, sha: &str) -> Result<service::Service, String> {
+pub(crate) fn checked_service(text: &str, sha: &str) -> Result<service::Service, String> {
     let (parsed, diagnostics) = service::parse(text);
     let errors: Vec<String> =
         diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render(".tandem/service.yml", text)).collect();

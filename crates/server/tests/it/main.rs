@@ -227,11 +227,28 @@ async fn credentials_in_a_repository_url_are_never_shown_or_recorded() {
     let (_, events) = api.get("/api/v1/events").await;
     assert!(!events.to_string().contains("ghp_T0ken"), "{events}");
     assert!(events.to_string().contains("https://ana:***@git.example"), "{events}");
+    // A row from before the vault: its password moves there at start, and git gets it as a
+    // header for that URL through its environment.
+    // Two: the URL's password and the webhook secret, both in the row in clear.
+    assert_eq!(server::credentials::seal_clear(&api.app).await.unwrap(), 2);
+    let repo = api.app.store.repo("app").await.unwrap();
+    assert_eq!(repo.source, "https://ana:***@git.example/team/app.git");
+    let (url, env) = server::credentials::remote(&api.app, &repo).await.unwrap();
+    assert_eq!(url, "https://git.example/team/app.git");
+    let header = format!("Authorization: Basic {}", server::encoding::base64(b"ana:ghp_T0ken"));
+    assert!(env.contains(&("GIT_CONFIG_VALUE_0".to_string(), header)), "{env:?}");
+    assert!(env.contains(&("GIT_CONFIG_KEY_0".to_string(), format!("http.{url}.extraHeader"))), "{env:?}");
     // Adding one that cannot be reached: the error names the URL without its credentials.
     let body = r#"{"source": "https://bo:s3cret-pass@127.0.0.1:9/x.git", "name": "x"}"#;
     let (_, answer) = api.call("POST", "/api/v1/repos", Some("tdm_test"), body).await;
-    assert!(answer["warning"].as_str().unwrap().contains("cannot clone https://bo:***@127.0.0.1:9/x.git"), "{answer}");
+    assert!(answer["warning"].as_str().unwrap().contains("cannot clone https://127.0.0.1:9/x.git"), "{answer}");
+    assert_eq!(answer["repo"]["source"], "https://bo:***@127.0.0.1:9/x.git", "{answer}");
     assert!(!answer.to_string().contains("s3cret-pass"), "{answer}");
+    // A password git could only be given as an argument is refused.
+    let body = r#"{"source": "ssh://bo:s3cret-pass@127.0.0.1/x.git", "name": "z"}"#;
+    let (status, answer) = api.call("POST", "/api/v1/repos", Some("tdm_test"), body).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_source")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("SSH key"), "{answer}");
     // A source git would read as an option is refused before git sees it.
     let body = r#"{"source": "--upload-pack=touch /tmp/x;://h/x.git", "name": "y"}"#;
     let (status, answer) = api.call("POST", "/api/v1/repos", Some("tdm_test"), body).await;

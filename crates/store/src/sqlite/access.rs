@@ -173,16 +173,21 @@ impl Access for SqliteStore {
     }
 
     fn set_webhook_secret<'a>(&'a self, repo_id: i64, value: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let updated = sqlx::query("UPDATE repos SET webhook_secret = $1 WHERE id = $2")
-                .bind(value)
-                .bind(repo_id)
-                .execute(&self.writer)
-                .await?;
-            if updated.rows_affected() == 0 {
-                return Err(StoreError::NotFound(format!("repository {repo_id}")));
-            }
-            Ok(())
-        })
+        Box::pin(self.set_repo_column("UPDATE repos SET webhook_secret = $1 WHERE id = $2", repo_id, value))
+    }
+
+    fn set_repo_source<'a>(&'a self, repo_id: i64, source: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_repo_column("UPDATE repos SET source = $1 WHERE id = $2", repo_id, source))
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql` (an `UPDATE repos SET … = $1 WHERE id = $2`) for one repository.
+    async fn set_repo_column(&self, sql: &'static str, repo_id: i64, value: &str) -> Result<()> {
+        let updated = sqlx::query(sql).bind(value).bind(repo_id).execute(&self.writer).await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("repository {repo_id}")));
+        }
+        Ok(())
     }
 }

@@ -226,3 +226,61 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
         commits.len()
     );
 }
+
+/// A repository added by a URL with a user and password (here: another of the server's own hosted
+/// repositories, which needs a token): the password goes to the vault, the row, the answers, the
+/// events and the mirror's configuration keep `***`, and fetching still works — git gets the
+/// password as a header through its environment, not as an argument.
+#[test]
+fn the_password_in_a_source_url_is_sealed_and_still_fetches() {
+    let workflow = "on: push\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"fetched $(cat name.txt)\"\n";
+    let repo = Repo::new(&[("ci.yml", workflow)]);
+    repo.write("name.txt", "through the vault\n");
+    repo.commit("name");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let created = server.cli(&["repo", "create", "upstream"]);
+    assert_eq!(created.code, 0, "{}", created.all());
+    let url = created.stdout.trim().replace("http://", &format!("http://tandem:{}@", server.token));
+    ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
+
+    let added = server.cli(&["repo", "add", &url, "--name", "downstream"]);
+    assert_eq!(added.code, 0, "{}", added.all());
+    assert!(!added.all().contains("warning"), "{}", added.all());
+    assert!(!added.all().contains(&server.token), "{}", added.all());
+    let listed = server.cli(&["repo", "list", "--format", "json"]);
+    let downstream = listed.json()["repos"].as_array().unwrap().iter().find(|r| r["name"] == "downstream").cloned();
+    let downstream = downstream.expect("listed");
+    let (id, source) = (downstream["id"].clone(), downstream["source"].as_str().unwrap().to_string());
+    assert!(source.starts_with("http://tandem:***@127.0.0.1:"), "{source}");
+
+    let queued = server.cli(&["repo", "run", "downstream"]);
+    assert_eq!(queued.code, 0, "{}", queued.all());
+    let runs = server.wait_for("the run of downstream", |runs| {
+        runs.iter().any(|r| r["repo_id"] == id && matches!(r["status"].as_str(), Some("success" | "failure")))
+    });
+    let run = runs.iter().find(|r| r["repo_id"] == id).unwrap();
+    let logs = server.cli(&["runs", "logs", &run["id"].to_string()]);
+    assert_eq!(run["status"], "success", "{run:#}\n{}", logs.all());
+    assert!(logs.stdout.contains("fetched through the vault"), "{}", logs.all());
+
+    // Nothing on disk holds the password in clear: not the database (its rows, events and
+    // journal), not the mirror's git configuration.
+    let mut leaks = Vec::new();
+    for entry in walk(data.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        if bytes.windows(server.token.len()).any(|w| w == server.token.as_bytes()) {
+            leaks.push(entry);
+        }
+    }
+    assert!(leaks.is_empty(), "the password is in clear in {leaks:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}

@@ -24,6 +24,14 @@ fn set_secret(server: &Server, name: &str, scope: &[&str], value: &str) {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// The repository `shop` with a secret of its own, one of the organisation and one of production.
+fn add_shop(server: &Server, repo: &Repo) {
+    add_repo(server, repo, "shop");
+    set_secret(server, "DEPLOY_KEY", &["--repository", "shop"], "repo-key-value-1");
+    set_secret(server, "NPM_TOKEN", &["--org"], "org-npm-token-9");
+    set_secret(server, "DB_PASSWORD", &["--env", "shop/production"], "prod-db-password-7");
+}
+
 // The workflow checks each value without naming it whole: it would be in the run's record.
 const WORKFLOW: &str = r#"on: push
 jobs:
@@ -55,10 +63,7 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
     let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
-    add_repo(&server, &repo, "shop");
-    set_secret(&server, "DEPLOY_KEY", &["--repository", "shop"], "repo-key-value-1");
-    set_secret(&server, "NPM_TOKEN", &["--org"], "org-npm-token-9");
-    set_secret(&server, "DB_PASSWORD", &["--env", "shop/production"], "prod-db-password-7");
+    add_shop(&server, &repo);
     let var = server.cli(&["var", "set", "REGION", "eu-west-1", "--repository", "shop"]);
     assert_eq!(var.code, 0, "{}", var.all());
     // Refused: no scope, a scope of no repository, a reserved name.
@@ -133,6 +138,77 @@ fn secrets_reach_their_runs_sealed_masked_and_scoped() {
     assert_eq!(removed.code, 0, "{}", removed.all());
     let again = server.cli(&["secret", "rm", "DEPLOY_KEY", "--repository", "shop"]);
     assert_ne!(again.code, 0);
+}
+
+const GATED_SERVICE: &str = "service: shop
+environments:
+  production:
+    target: process
+    command: sleep 600
+    health:
+      path: /health
+      ready-within: 1s
+    gates:
+      approval: true
+";
+
+/// A job deploying to an environment that needs approval waits before it starts, without the
+/// environment's secrets; another maintainer lets it go, and its deployment carries the approval.
+#[test]
+fn a_job_for_a_gated_environment_waits_for_another_maintainer_before_it_gets_secrets() {
+    let repo = Repo::new(&[("ci.yml", WORKFLOW)]);
+    repo.write(".tandem/service.yml", GATED_SERVICE);
+    repo.commit("production needs approval");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_shop(&server, &repo);
+    let queued = server.cli(&["repo", "run", "shop"]);
+    assert_eq!(queued.code, 0, "{}", queued.all());
+    let runs = server.wait_for("the run to start", |runs| runs.len() == 1);
+    let id = runs[0]["id"].to_string();
+    let logs = || server.cli(&["runs", "logs", &id]).stdout;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !logs().contains("waiting for environment production") {
+        assert!(std::time::Instant::now() < deadline, "the release job never waited: {}", logs());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let held = logs();
+    assert!(held.contains(&format!("the approval of a maintainer: `tandem runs approve {id} release`")), "{held}");
+    assert!(!held.contains("release sees production's"), "{held}");
+    assert_eq!(server.wait_for("the run", |_| true)[0]["status"], "running");
+
+    // Whoever started the run may not let it in; a developer may not either; another maintainer may.
+    let own = server.cli(&["runs", "approve", &id, "release"]);
+    assert!(own.code != 0 && own.stderr.contains("another maintainer must approve"), "{}", own.all());
+    let dev = server.user_token("dev", "developer", "*", "read,run,deploy");
+    let refused = server.cli_as(&dev, &["runs", "approve", &id, "release"]);
+    assert!(refused.code != 0, "{}", refused.all());
+    let not_waiting = server.cli(&["runs", "approve", &id, "build"]);
+    assert!(not_waiting.stderr.contains("is not waiting"), "{}", not_waiting.all());
+    let mia = server.user_token("mia", "maintainer", "*", "read,deploy");
+    let approved = server.cli_as(&mia, &["runs", "approve", &id, "release"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    assert!(
+        approved.stdout.contains("job release may use environment production (approved by mia)"),
+        "{}",
+        approved.all()
+    );
+
+    let runs = server.wait_for("the run to end", |runs| runs[0]["status"] != "running");
+    let log = logs();
+    assert_eq!(runs[0]["status"], "success", "{log}");
+    assert!(
+        log.contains("its gates passed; the job starts") && log.contains("release sees production's: ***"),
+        "{log}"
+    );
+    // The deployment the job asked for is approved by the same person: nobody approves twice.
+    let listed = server.cli(&["deployments", "list", "--format", "json"]);
+    let deployment = listed.json().as_array().unwrap().iter().find(|d| d["run_id"] == runs[0]["id"]).cloned();
+    assert_eq!(deployment.expect("requested by the run")["approved_by"], "mia", "{}", listed.stdout);
+    let audit = server.cli(&["audit", "log", "--kind", "job.", "--format", "json"]).stdout;
+    let kinds: Vec<String> =
+        audit.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string()).collect();
+    assert_eq!(kinds, ["\"job.waiting\"", "\"job.approved\""], "{audit}");
 }
 
 #[test]
