@@ -116,3 +116,35 @@ pub struct BatchInfo {
     pub changes: Vec<i64>,
     pub commit: Option<String>,
 }
+
+/// `GET /api/v1/repos/{name}/commits/{sha}`: one commit, what ran on it, what its scans found and
+/// where it was deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CommitDetail {
+    pub repo: String,
+    pub sha: String,
+    pub author: String,
+    /// RFC 3339.
+    pub date: String,
+    pub message: String,
+    pub runs: Vec<crate::RunSummary>,
+    pub findings: Vec<CommitFinding>,
+    pub deployments: Vec<crate::Deployment>,
+}
+
+/// A security finding of a commit's run: a secret (`rule`, `file`, `line`, `fingerprint`) or a
+/// vulnerable dependency (`package`, `version`, `advisory`, `severity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CommitFinding {
+    /// `secret` or `vulnerability`.
+    pub kind: String,
+    /// The run whose scan found it.
+    pub run: i64,
+    /// One line for people: what, where.
+    pub summary: String,
+    /// `critical`, `high`, …; secrets are `critical`.
+    pub severity: String,
+    /// The scan's own record (without the secret).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}

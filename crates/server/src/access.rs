@@ -280,7 +280,9 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/api/v1/repos/{name}/changes"
         | "/api/v1/repos/{name}/changes/{number}"
         | "/api/v1/repos/{name}/changes/{number}/diff"
-        | "/api/v1/repos/{name}/queue" => Allow(Read, Repository("name")),
+        | "/api/v1/repos/{name}/queue"
+        | "/api/v1/repos/{name}/commits/{rev}"
+        | "/repositories/{name}/commits/{rev}" => Allow(Read, Repository("name")),
         "/api/v1/repos/{name}/changes/{number}/comments"
         | "/api/v1/repos/{name}/changes/{number}/comments/{id}/resolve"
         | "/api/v1/repos/{name}/changes/{number}/approve"
@@ -293,7 +295,7 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/repositories/{name}/changes/{number}/{action}" => Allow(Run, Repository("name")),
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" | "/runs/{id}" => Allow(Read, RunOf("id")),
         "/api/v1/runs/{id}/cancel" | "/api/v1/runs/{id}/rerun" | "/runs/{id}/{action}" => Allow(Run, RunOf("id")),
-        "/api/v1/runs/{id}/approve" => Allow(Deploy, RunOf("id")),
+        "/api/v1/runs/{id}/approve" | "/runs/{id}/approve" => Allow(Deploy, RunOf("id")),
         "/api/v1/deployments" if get => Allow(Read, Global),
         "/api/v1/deployments" => Allow(Deploy, DeployBody),
         "/api/v1/deployments/{id}"

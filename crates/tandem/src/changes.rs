@@ -258,3 +258,51 @@ pub async fn create(name: String, protected: Vec<String>, connection: Connection
     );
     Ok(0)
 }
+
+/// `tandem repo commit NAME REV`.
+pub async fn commit(name: String, rev: String, format: Format, connection: Connection) -> Result<i32> {
+    let path = format!("/api/v1/repos/{}/commits/{}", client::path_segment(&name), client::path_segment(&rev));
+    let detail: api::CommitDetail = Client::new(&connection)?.get(&path).await?;
+    if format == Format::Json {
+        client::print_json(&detail)?;
+        return Ok(0);
+    }
+    println!("commit {} of {}", detail.sha, detail.repo);
+    println!("author: {}  ({})", detail.author, detail.date);
+    println!();
+    for line in detail.message.lines() {
+        println!("    {line}");
+    }
+    println!();
+    if detail.findings.is_empty() {
+        println!("security findings: none recorded");
+    } else {
+        println!("security findings: {}", detail.findings.len());
+        for f in &detail.findings {
+            println!("  {:<8} {:<13} {}  (run {})", f.severity, f.kind, f.summary, f.run);
+        }
+    }
+    let runs: Vec<Vec<String>> = detail
+        .runs
+        .iter()
+        .map(|r| vec![r.id.to_string(), r.workflow.clone(), r.event.clone(), r.status.as_str().to_string()])
+        .collect();
+    println!();
+    if runs.is_empty() {
+        println!("runs: none")
+    } else {
+        client::table(&["RUN", "WORKFLOW", "EVENT", "STATUS"], &runs)
+    }
+    let deployments: Vec<Vec<String>> = detail
+        .deployments
+        .iter()
+        .map(|d| vec![d.id.to_string(), d.service.clone(), d.environment.clone(), d.status.as_str().to_string()])
+        .collect();
+    println!();
+    if deployments.is_empty() {
+        println!("deployments: none");
+    } else {
+        client::table(&["DEPLOYMENT", "SERVICE", "ENVIRONMENT", "STATUS"], &deployments);
+    }
+    Ok(0)
+}

@@ -288,6 +288,19 @@ enum RepoCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// One commit: its runs, the security findings of their scans, and its deployments.
+    #[command(
+        after_help = "Examples:\n  tandem repo commit shop 3f2c1e9\n  tandem repo commit shop main --format json"
+    )]
+    Commit {
+        name: String,
+        /// A commit (full or short), branch or tag.
+        rev: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -497,6 +510,7 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
             Ok(0)
         }
         RepoCommand::Create { name, protect, connection } => changes::create(name, protect, connection).await,
+        RepoCommand::Commit { name, rev, format, connection } => changes::commit(name, rev, format, connection).await,
         RepoCommand::List { format, connection } => {
             let list: api::RepositoryList = Client::new(&connection)?.get("/api/v1/repos").await?;
             if format == Format::Json {

@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::{App, Metrics, deploy, repos, token_hash};
 
 pub(crate) mod changes;
+pub(crate) mod commits;
 mod deployments;
 mod guard;
 pub(crate) use deployments::attest;
@@ -72,6 +73,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(runs::logs))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::approve_job))
+        .routes(routes!(commits::show))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::events))
         .routes(routes!(deployments::list_deployments, deployments::request_deployment))

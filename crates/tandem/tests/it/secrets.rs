@@ -291,4 +291,20 @@ fn a_push_with_a_secret_is_flagged_in_its_run_and_the_event_log() {
     assert!(!logs.contains("AKIALALEMEL33243OLIA"), "the secret is not in the log: {logs}");
     let events = server.cli(&["audit", "log", "--kind", "scan.", "--format", "json"]).stdout;
     assert!(events.contains("src/main.go:aws-access-token:4") && !events.contains("AKIALALEMEL33243OLIA"), "{events}");
+    // The commit shows it too (CLI and API), with the run that found it.
+    let sha = runs[0]["sha"].as_str().unwrap();
+    let shown = server.cli(&["repo", "commit", "shop", &sha[..10], "--format", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    let detail = shown.json();
+    assert_eq!(detail["sha"], sha);
+    assert_eq!(detail["findings"][0]["kind"], "secret", "{detail:#}");
+    assert_eq!(detail["findings"][0]["summary"], "aws-access-token in src/main.go:4", "{detail:#}");
+    assert_eq!(detail["findings"][0]["run"], runs[0]["id"], "{detail:#}");
+    assert!(!shown.stdout.contains("AKIALALEMEL33243OLIA"), "{}", shown.stdout);
+    let text = server.cli(&["repo", "commit", "shop", sha]);
+    let line = text.stdout.lines().find(|l| l.contains("aws-access-token in src/main.go:4")).unwrap_or_default();
+    assert!(line.contains("critical") && line.contains("secret") && line.contains("(run 1)"), "{}", text.all());
+    assert!(text.stdout.contains("a key slipped in"), "{}", text.all());
+    let missing = server.cli(&["repo", "commit", "shop", "no-such-ref"]);
+    assert!(missing.code != 0 && missing.stderr.contains("is not a commit of shop"), "{}", missing.all());
 }

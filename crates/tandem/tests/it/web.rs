@@ -143,14 +143,19 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
 
     // The first run's log streams in while it runs, then the page shows the outcome.
     driver.goto(format!("{url}/runs/1")).await.unwrap();
-    let log = driver.find(By::Id("log")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !log.text().await.map(|t| t.contains("Ran 2 tests")).unwrap_or(false) {
-        assert!(Instant::now() < deadline, "the log never showed the tests");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if driver.find(By::Id("log")).await.is_err() {
-            continue;
+    loop {
+        // Found again each time: the page reloads itself when the run ends.
+        let log = driver.find(By::Id("log")).await;
+        let shown = match log {
+            Ok(log) => log.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown.contains("Ran 2 tests") {
+            break;
         }
+        assert!(Instant::now() < deadline, "the log never showed the tests: {shown}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let text = wait_for_text(&driver, "run 1", &format!("{url}/runs/1"), "success", Duration::from_secs(120)).await;
     assert!(text.contains("Re-run all jobs"), "{text}");
@@ -273,20 +278,38 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     ] {
         assert!(Command::new("git").arg("-C").arg(&repo).args(args).status().unwrap().success());
     }
+    // The deploy job of that commit's run now waits at staging's gate — before it gets staging's
+    // secrets; the run's page says what it waits for and lets a maintainer approve it.
+    let api_get = |path: &str| {
+        let addr = url.trim_start_matches("http://").to_string();
+        let (_, body) = crate::server::http(&addr, "GET", path, &[("authorization", &format!("Bearer {token}"))], b"");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let held = loop {
-        let list = deployments(&token);
-        if let Some(held) = list.as_array().unwrap().iter().find(|d| d["status"] == "awaiting_approval") {
-            break held["id"].as_i64().unwrap();
+    let mut after = 0;
+    let held_run = loop {
+        let page = api_get(&format!("/api/v1/events?after={after}&limit=1000"));
+        let events = page["events"].as_array().unwrap();
+        after = events.last().map_or(after, |e| e["seq"].as_i64().unwrap());
+        if let Some(event) = events.iter().find(|e| e["kind"] == "job.waiting") {
+            break event["subject"].as_str().unwrap().trim_start_matches("run/").parse::<i64>().unwrap();
         }
-        assert!(Instant::now() < deadline, "no deployment waited for approval: {list}");
+        assert!(Instant::now() < deadline, "no job waited at staging's gate: {}", api_get("/api/v1/runs"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    driver.goto(format!("{url}/deployments/{held}")).await.unwrap();
+    let text = wait_for_text(
+        &driver,
+        "the held job",
+        &format!("{url}/runs/{held_run}"),
+        "waits for environment staging",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(text.contains(&format!("tandem runs approve {held_run} deploy")), "{text}");
     driver.screenshot(&shots.join("approval.png")).await.unwrap();
     accessibility(&driver, "approval").await;
     driver
-        .find(By::Css(format!("form[action='/deployments/{held}/approve'] button")))
+        .find(By::Css(format!("form[action='/runs/{held_run}/approve'] button")))
         .await
         .unwrap()
         .click()
@@ -294,7 +317,19 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
         .unwrap();
     wait_url(&driver, |u| u.contains("flash=")).await;
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
-    assert_eq!(flash, format!("Deployment {held} approved."));
+    assert_eq!(flash, "Job deploy may use environment staging now.");
+    // The deployment the job then asks for carries the approval: nobody approves twice.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held = loop {
+        let list = deployments(&token);
+        let requested = list.as_array().unwrap().iter().find(|d| d["run_id"].as_i64() == Some(held_run)).cloned();
+        if let Some(deployment) = requested {
+            assert_eq!(deployment["approved_by"], "admin", "{deployment}");
+            break deployment["id"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the approved job deployed nothing: {list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     wait_for_text(
         &driver,
         "the approved release",
@@ -381,6 +416,15 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&driver, |u| u.contains("flash=")).await;
     let flash = driver.find(By::Css(".flash")).await.unwrap().text().await.unwrap();
     assert_eq!(flash, "Runs of refs/heads/main queued.");
+    // A run's commit has its own page: its runs, its findings, where it went.
+    driver.goto(format!("{url}/runs/1")).await.unwrap();
+    driver.find(By::Css("dl.facts a[href*='/commits/']")).await.unwrap().click().await.unwrap();
+    wait_url(&driver, |u| u.contains("/repositories/sample-service/commits/")).await;
+    let commit = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(driver.title().await.unwrap().starts_with("Commit "), "{commit}");
+    assert!(commit.contains("Security findings") && commit.contains("#1") && commit.contains("staging"), "{commit}");
+    driver.screenshot(&shots.join("commit.png")).await.unwrap();
+    accessibility(&driver, "commit").await;
 
     // A hosted repository: a change pushed for review shows with what it lacks; its author's own
     // approval is refused on the page.

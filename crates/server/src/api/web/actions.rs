@@ -1,4 +1,4 @@
-//! What people do from the pages: cancel and re-run runs; approve, promote and roll back
+//! What people do from the pages: cancel and re-run runs, let a held job go; approve, promote and roll back
 //! deployments; acknowledge, resolve and annotate incidents. Each form carries the CSRF token of
 //! its session; each action calls the API's own handler as the signed-in person, then sends the
 //! browser back to the page with what happened.
@@ -82,6 +82,33 @@ pub(super) async fn run(
         }
         other => Err(AppError::new(StatusCode::NOT_FOUND, "not_found", format!("`{other}` is not an action on a run"))),
     };
+    back(&format!("/runs/{id}"), outcome)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ApproveJobForm {
+    #[serde(default)]
+    csrf: String,
+    job: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Lets a job held at its environment's gates go (its own route: it needs a maintainer).
+pub(super) async fn approve_job(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Form(form): Form<ApproveJobForm>,
+) -> Response {
+    if !csrf_ok(&viewer, &form.csrf) {
+        return refused();
+    }
+    let caller = Caller(viewer.actor.clone());
+    let body = Ok(Json(api::ApproveJob { job: form.job.clone(), reason: form.reason }));
+    let outcome = runs::approve_job(State(app), caller, axum::extract::Path(id.to_string()), body)
+        .await
+        .map(|a| format!("Job {} may use environment {} now.", a.job, a.environment));
     back(&format!("/runs/{id}"), outcome)
 }
 

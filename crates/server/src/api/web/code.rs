@@ -201,3 +201,73 @@ pub(super) async fn run(
     };
     Redirect::to(&format!("/repositories/{name}?flash={}", urlencode(&message))).into_response()
 }
+
+pub(super) struct DeploymentRow {
+    id: i64,
+    service: String,
+    environment: String,
+    status: String,
+    approved_by: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "commit.html")]
+struct CommitPage {
+    chrome: Chrome,
+    repo: String,
+    sha: String,
+    author: String,
+    date: String,
+    message: String,
+    findings: Vec<api::CommitFinding>,
+    runs: Vec<RunRow>,
+    deployments: Vec<DeploymentRow>,
+}
+
+/// One commit: what it says, its security findings, its runs and where it was deployed.
+pub(super) async fn commit(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    Path((name, rev)): Path<(String, String)>,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let Ok(repo) = app.store.repo(&name).await else {
+        return missing(&viewer, format!("There is no repository named {}.", escape(&name)));
+    };
+    let detail = match super::super::commits::detail(&app, &repo, &rev).await {
+        Ok(detail) => detail,
+        Err(error) => return missing(&viewer, escape(&error.message)),
+    };
+    let runs: Vec<store::Run> = app
+        .store
+        .runs(RunFilter { repo_id: Some(repo.id), limit: 1000, ..Default::default() })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.sha == detail.sha)
+        .collect();
+    let names = std::collections::HashMap::from([(repo.id, repo.name.clone())]);
+    let deployments = detail
+        .deployments
+        .iter()
+        .map(|d| DeploymentRow {
+            id: d.id,
+            service: d.service.clone(),
+            environment: d.environment.clone(),
+            status: d.status.as_str().to_string(),
+            approved_by: d.approved_by.clone().unwrap_or_else(|| "—".into()),
+        })
+        .collect();
+    let short = detail.sha.get(..12).unwrap_or(&detail.sha).to_string();
+    page(CommitPage {
+        chrome: Chrome::new(&viewer, format!("Commit {short} of {name}"), "repositories", flash.flash),
+        runs: run_rows(&runs, &names),
+        repo: detail.repo,
+        sha: detail.sha,
+        author: detail.author,
+        date: detail.date,
+        message: detail.message,
+        findings: detail.findings,
+        deployments,
+    })
+}

@@ -372,6 +372,8 @@ struct RunPage {
     query: String,
     matches: Vec<(usize, String, String, String)>,
     n_matches: usize,
+    /// Jobs held at an environment's gates: (job, environment, what they wait for).
+    waiting: Vec<(String, String, String)>,
 }
 
 /// Lines rendered in the page; the rest is a search or a download away.
@@ -501,6 +503,7 @@ pub(super) async fn run(
             .collect();
         (matches, total)
     };
+    let waiting = if run.status.is_finished() { Vec::new() } else { held_jobs(&app, id).await };
     // The log streams in through its own connection; the page reloads when the run ends.
     let chrome = Chrome::new(&viewer, format!("Run #{id}"), "runs", flash.flash);
     page(RunPage {
@@ -538,7 +541,23 @@ pub(super) async fn run(
         query,
         matches,
         n_matches,
+        waiting,
     })
+}
+
+/// The jobs of run `id` held at an environment's gates and not approved yet.
+async fn held_jobs(app: &App, id: i64) -> Vec<(String, String, String)> {
+    let events = app.store.events_about(&format!("run/{id}")).await.unwrap_or_default();
+    let approved =
+        |job: &serde_json::Value| events.iter().any(|e| e.kind == "job.approved" && &e.payload["job"] == job);
+    events
+        .iter()
+        .filter(|e| e.kind == "job.waiting" && !approved(&e.payload["job"]))
+        .map(|e| {
+            let text = |key: &str| e.payload[key].as_str().unwrap_or_default().to_string();
+            (text("job"), text("environment"), text("reason"))
+        })
+        .collect()
 }
 
 /// The run's workflow at its commit, drawn from `needs`, each job with the status it reached.
