@@ -43,6 +43,9 @@ pub struct Repository {
     /// Where commit statuses go: `github`, `gitea`, `forgejo` or `gitlab`.
     pub forge: Option<String>,
     pub api_url: Option<String>,
+    /// When it was archived: read-only, no new runs. `null` while active.
+    #[serde(default)]
+    pub archived: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -442,6 +445,7 @@ impl From<store::Repo> for Repository {
             created: repo.created,
             forge: repo.forge,
             api_url: repo.api_url,
+            archived: repo.archived,
         }
     }
 }

@@ -289,6 +289,7 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         | "/api/v1/repos/{name}/changes/{number}/merge" => Allow(Run, Repository("name")),
         "/api/v1/repos" | "/repositories" => Allow(if get { Read } else { Admin }, Global),
         "/api/v1/repos/{name}/runs" | "/repositories/{name}/run" => Allow(Run, Repository("name")),
+        "/api/v1/repos/{name}/archive" | "/api/v1/repos/{name}/unarchive" => Allow(Admin, Repository("name")),
         "/repositories/{name}" | "/repositories/{name}/changes" | "/repositories/{name}/changes/{number}" => {
             Allow(Read, Repository("name"))
         }

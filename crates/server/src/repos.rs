@@ -167,6 +167,8 @@ pub async fn queue_change(
     actor: &str,
 ) -> Result<store::Delivery, QueueError> {
     let runs = match change {
+        // An archived repository starts nothing, whatever asks.
+        Some(_) if repo.archived.is_some() => Vec::new(),
         Some(change) => plan_runs(app, repo, change, payload).await.map_err(QueueError::Repository)?,
         None => Vec::new(),
     };
@@ -219,7 +221,8 @@ pub async fn poll_forever(app: Arc<App>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Ok(repos) = app.store.repos().await else { continue };
         for repo in repos {
-            let Some(seconds) = repo.poll_seconds.filter(|s| *s > 0) else { continue };
+            // An archived repository is not polled.
+            let Some(seconds) = repo.poll_seconds.filter(|s| *s > 0 && repo.archived.is_none()) else { continue };
             if last_polled.get(&repo.id).is_some_and(|at| at.elapsed() < Duration::from_secs(seconds as u64)) {
                 continue;
             }

@@ -12,6 +12,7 @@ pub mod gitleaks;
 pub mod monitors;
 pub mod oncall;
 pub mod openslo;
+pub mod review;
 pub mod rules;
 pub mod service;
 pub mod workflow;

@@ -111,6 +111,9 @@ pub struct Repo {
     pub api_url: Option<String>,
     #[serde(skip_serializing)]
     pub status_token: Option<String>,
+    /// When it was archived (read-only: no pushes, no new runs); `None` while active.
+    #[sqlx(default)]
+    pub archived: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -527,6 +530,9 @@ pub trait Code: Send + Sync {
         reason: Option<&'a str>,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<ChangeRow>>;
+    /// Archives a repository (`archived`) or makes it active again (events `repo.archived` /
+    /// `repo.unarchived`).
+    fn set_archived<'a>(&'a self, repo_id: i64, archived: bool, actor: &'a str) -> BoxFuture<'a, Result<Repo>>;
 }
 
 /// A secret (its value sealed) or a variable (in clear).

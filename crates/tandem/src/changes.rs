@@ -306,3 +306,15 @@ pub async fn commit(name: String, rev: String, format: Format, connection: Conne
     }
     Ok(0)
 }
+
+/// `tandem repo archive NAME` (`archive`), `tandem repo unarchive NAME`.
+pub async fn archive(name: String, archive: bool, connection: Connection) -> Result<i32> {
+    let action = if archive { "archive" } else { "unarchive" };
+    let path = format!("/api/v1/repos/{}/{action}", client::path_segment(&name));
+    let repo: api::Repository = Client::new(&connection)?.post(&path, None::<&()>).await?;
+    match repo.archived {
+        Some(when) => println!("{} archived ({when}): read-only, no new runs", repo.name),
+        None => println!("{} is active again", repo.name),
+    }
+    Ok(0)
+}

@@ -288,6 +288,20 @@ enum RepoCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Archive a repository: read-only (pushes refused), no new runs, no polling; its history
+    /// (runs, changes, deployments) stays.
+    #[command(after_help = "Examples:\n  tandem repo archive old-site\n  tandem repo unarchive old-site")]
+    Archive {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Make an archived repository active again.
+    Unarchive {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// One commit: its runs, the security findings of their scans, and its deployments.
     #[command(
         after_help = "Examples:\n  tandem repo commit shop 3f2c1e9\n  tandem repo commit shop main --format json"
@@ -510,6 +524,8 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
             Ok(0)
         }
         RepoCommand::Create { name, protect, connection } => changes::create(name, protect, connection).await,
+        RepoCommand::Archive { name, connection } => changes::archive(name, true, connection).await,
+        RepoCommand::Unarchive { name, connection } => changes::archive(name, false, connection).await,
         RepoCommand::Commit { name, rev, format, connection } => changes::commit(name, rev, format, connection).await,
         RepoCommand::List { format, connection } => {
             let list: api::RepositoryList = Client::new(&connection)?.get("/api/v1/repos").await?;
@@ -521,10 +537,11 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
                     .iter()
                     .map(|r| {
                         let triggers = r.poll_seconds.map(|s| format!("{s}s")).unwrap_or_else(|| "webhooks".into());
-                        vec![r.name.clone(), r.source.clone(), triggers]
+                        let state = if r.archived.is_some() { "archived" } else { "active" };
+                        vec![r.name.clone(), r.source.clone(), triggers, state.to_string()]
                     })
                     .collect();
-                client::table(&["NAME", "SOURCE", "TRIGGERS"], &rows);
+                client::table(&["NAME", "SOURCE", "TRIGGERS", "STATE"], &rows);
             }
             Ok(0)
         }

@@ -302,6 +302,9 @@ pub(super) async fn merge_change(
     request: Option<Json<api::MergeRequest>>,
 ) -> ApiResult<Response> {
     let repo = hosted_repo(&app, &name).await?;
+    if repo.archived.is_some() {
+        return Err(AppError::new(StatusCode::CONFLICT, "archived", format!("{name} is archived and read-only")));
+    }
     let change = change(&app, &repo, &number).await?;
     if !matches!(change.status.as_str(), "open" | "ejected") {
         return Err(AppError::new(

@@ -74,6 +74,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::approve_job))
         .routes(routes!(commits::show))
+        .routes(routes!(repositories::archive))
+        .routes(routes!(repositories::unarchive))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::events))
         .routes(routes!(deployments::list_deployments, deployments::request_deployment))

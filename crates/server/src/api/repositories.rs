@@ -1,4 +1,4 @@
-//! Repositories: list, add (the webhook secret shown once), and queue what a push of a ref would run.
+//! Repositories: list, add (the webhook secret shown once), archive, and queue what a push of a ref would run.
 
 #[allow(unused_imports)]
 use super::*;
@@ -112,6 +112,39 @@ pub(super) async fn add_repository(
     Ok(api::AddedRepository { repo: repo.into(), webhook_secret: secret, warning })
 }
 
+#[utoipa::path(post, path = "/api/v1/repos/{name}/archive", tag = "repositories",
+    summary = "Archive a repository: read-only (pushes refused), no new runs, no polling; its history stays",
+    params(("name" = String, Path, description = "The repository's name")), security(("token" = [])),
+    responses((status = 200, body = api::Repository), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn archive(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<api::Repository>> {
+    set_archived(&app, &name, true, &caller.0).await
+}
+
+#[utoipa::path(post, path = "/api/v1/repos/{name}/unarchive", tag = "repositories",
+    summary = "Make an archived repository active again",
+    params(("name" = String, Path, description = "The repository's name")), security(("token" = [])),
+    responses((status = 200, body = api::Repository), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn unarchive(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<api::Repository>> {
+    set_archived(&app, &name, false, &caller.0).await
+}
+
+async fn set_archived(app: &App, name: &str, archived: bool, actor: &str) -> ApiResult<Json<api::Repository>> {
+    let repo = app.store.repo(name).await?;
+    if repo.archived.is_some() == archived {
+        let state = if archived { "archived already" } else { "not archived" };
+        return Err(AppError::new(StatusCode::CONFLICT, "conflict", format!("{name} is {state}")));
+    }
+    Ok(Json(app.store.set_archived(repo.id, archived, actor).await?.into()))
+}
+
 #[utoipa::path(post, path = "/api/v1/repos/{name}/runs", tag = "repositories",
     summary = "Queue the runs a push of a ref would start",
     params(("name" = String, Path, description = "The repository's name")),
@@ -124,6 +157,13 @@ pub(super) async fn trigger(
     body: Option<Json<api::TriggerRequest>>,
 ) -> ApiResult<Response> {
     let repo = app.store.repo(&name).await?;
+    if repo.archived.is_some() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "archived",
+            format!("{name} is archived: it starts no runs (`tandem repo unarchive {name}` makes it active again)"),
+        ));
+    }
     let mirror = repos::sync(&app, &repo, None)
         .await
         .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;

@@ -142,6 +142,14 @@ pub(super) async fn webhook(
         Ok(parsed) => parsed,
         Err(error) => return reject(AppError::new(StatusCode::BAD_REQUEST, "malformed_payload", error.to_string())),
     };
+    // An archived repository takes deliveries (the forge keeps its hook) and starts nothing.
+    let parsed = match (&repo.archived, parsed) {
+        (Some(_), Parsed::Change(change)) => Parsed::Ignored {
+            event: change.event.to_string(),
+            reason: format!("{} is archived: it starts no runs", repo.name),
+        },
+        (_, parsed) => parsed,
+    };
     let (change, outcome) = match &parsed {
         Parsed::Change(change) => (Some(change), "queued"),
         Parsed::Ignored { .. } => (None, "ignored"),
@@ -196,6 +204,7 @@ mod tests {
             forge: None,
             api_url: None,
             status_token: None,
+            archived: None,
         }
     }
 

@@ -213,21 +213,7 @@ pub async fn standing(
             break;
         }
     }
-    // `.tandem/review.yml` of the target branch: `approvals: N` (default 1).
-    let mut required_approvals = 1;
-    if let Ok(text) = git::repo::git(&dir, &["show", &format!("{}:.tandem/review.yml", change.target)]).await {
-        for (i, line) in text.lines().enumerate() {
-            if let Some(value) = line.split('#').next().unwrap_or("").trim().strip_prefix("approvals:") {
-                required_approvals = value.trim().parse::<usize>().map_err(|_| {
-                    format!(
-                        ".tandem/review.yml:{}: `approvals` must be a whole number, found `{}`",
-                        i + 1,
-                        value.trim()
-                    )
-                })?;
-            }
-        }
-    }
+    let required_approvals = review_settings(&dir, &change.target).await?.approvals;
     let mut teams: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (team, member) in app.store.members().await.map_err(|e| e.to_string())? {
         teams.entry(team).or_default().push(member);
@@ -254,4 +240,16 @@ pub async fn standing(
     };
     let missing = review::owners::missing(&standing);
     Ok((standing, missing))
+}
+
+/// `.tandem/review.yml` of branch `target` of the repository at `dir` (defaults without one).
+pub async fn review_settings(dir: &std::path::Path, target: &str) -> Result<spec::review::ReviewSettings, String> {
+    const FILE: &str = ".tandem/review.yml";
+    let Ok(text) = git::repo::git(dir, &["show", "--end-of-options", &format!("{target}:{FILE}")]).await else {
+        return Ok(spec::review::ReviewSettings::default());
+    };
+    let (parsed, diagnostics) = spec::review::parse(&text);
+    parsed.ok_or_else(|| {
+        diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render(FILE, &text)).collect::<Vec<_>>().join("\n")
+    })
 }

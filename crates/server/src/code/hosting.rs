@@ -156,6 +156,9 @@ pub async fn serve(
         Ok(Some(message)) => return (StatusCode::FORBIDDEN, format!("{message}\n")).into_response(),
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
+    if pushing && repo.archived.is_some() {
+        return archived(&name, &method);
+    }
     // One push at a time per repository, with what it starts: `refs/for/…` is free again for
     // the next push only once this one's revision is taken from it.
     let lock = if pushing && method == Method::POST {
@@ -182,6 +185,19 @@ pub async fn serve(
         }
     }
     response
+}
+
+/// The answer to a push to an archived repository: git's own `ERR` packet in the ref
+/// advertisement, which git shows as `remote error: …`.
+fn archived(name: &str, method: &Method) -> Response {
+    let message =
+        format!("ERR {name} is archived and read-only (`tandem repo unarchive {name}` makes it active again)\n");
+    if method != Method::GET {
+        return (StatusCode::FORBIDDEN, message).into_response();
+    }
+    let pkt = |line: &str| format!("{:04x}{line}", line.len() + 4);
+    let body = format!("{}0000{}", pkt("# service=git-receive-pack\n"), pkt(&message));
+    ([(axum::http::header::CONTENT_TYPE, "application/x-git-receive-pack-advertisement")], body).into_response()
 }
 
 /// Runs `git http-backend` for one request and turns its CGI answer into a response.

@@ -124,7 +124,10 @@ pub async fn run_finished(app: &App, run: &store::Run) {
         .map(|r| format!("run {} ({}) {}", r.id, r.workflow, r.status.as_str()))
         .collect();
     let Ok(repo) = app.store.repo_by_id(repo_id).await else { return };
-    let event = Event::Finished { batch, passed: failed.is_empty(), flaky: false, detail: failed.join(", ") };
+    let flaky = !failed.is_empty() && only_flaky_jobs_failed(app, &repo, &target, &statuses).await;
+    let detail =
+        if flaky { format!("{} (only jobs marked flaky failed)", failed.join(", ")) } else { failed.join(", ") };
+    let event = Event::Finished { batch, passed: failed.is_empty(), flaky, detail };
     drive(app, &repo, &target, event).await;
 }
 
@@ -296,4 +299,31 @@ async fn queue_runs(app: &App, repo: &Repo, queue_ref: &str, commit: &str, targe
         return Ok(ids);
     }
     Ok(Vec::new())
+}
+
+/// Whether every failed job of `runs` is one `.tandem/review.yml` of the target marks flaky
+/// (`flaky-jobs`): such a batch is tested once more before it counts as failed.
+async fn only_flaky_jobs_failed(app: &App, repo: &Repo, target: &str, runs: &[store::Run]) -> bool {
+    let dir = crate::code::hosting::path(app, &repo.name);
+    let settings = match crate::code::changes::review_settings(&dir, target).await {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::warn!("{}: {error}", repo.name);
+            return false;
+        }
+    };
+    if settings.flaky_jobs.is_empty() {
+        return false;
+    }
+    let mut failed_jobs = Vec::new();
+    for run in runs.iter().filter(|r| r.status != RunStatus::Success) {
+        let Some(report) = run.report.clone().and_then(|r| serde_json::from_value::<api::RunReport>(r).ok()) else {
+            // A run that failed without a report (it could not start) is no flaky job.
+            return false;
+        };
+        failed_jobs.extend(
+            report.jobs.into_iter().filter(|j| matches!(j.status.as_str(), "failure" | "cancelled")).map(|j| j.id),
+        );
+    }
+    !failed_jobs.is_empty() && failed_jobs.iter().all(|job| settings.flaky_jobs.contains(job))
 }

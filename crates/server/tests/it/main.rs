@@ -149,6 +149,14 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "still verified with the sealed secret");
     let (status, _) = api.send(request(sign(b"wrong"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Archived, the repository takes the delivery (the forge keeps its hook) and starts nothing,
+    // saying why — without reading the repository at all.
+    let repo = api.app.store.repo("team/app").await.unwrap();
+    api.app.store.set_archived(repo.id, true, "test").await.unwrap();
+    let (status, body) = api.send(request(sign(b"s3cret"))).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("ignored")), "{body}");
+    assert_eq!(body["reason"], "team/app is archived: it starts no runs", "{body}");
 }
 
 #[tokio::test]

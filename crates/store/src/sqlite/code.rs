@@ -2,7 +2,7 @@
 //! comments; every change of state is an event.
 
 use super::*;
-use crate::{ChangeRow, Code, NewRevision, ReviewRow, RevisionRow};
+use crate::{ChangeRow, Code, NewRevision, Repo, ReviewRow, RevisionRow};
 
 async fn change_by_id(tx: &mut SqliteConnection, id: i64) -> Result<ChangeRow> {
     sqlx::query_as("SELECT id, repo_id, number, target, change_key, title, author, status, reason, created, updated FROM changes WHERE id = $1")
@@ -207,6 +207,26 @@ impl Code for SqliteStore {
             append_event(&mut tx, &format!("change.{status}"), &format!("change/{change_id}"), actor, payload).await?;
             tx.commit().await?;
             Ok(change)
+        })
+    }
+
+    fn set_archived<'a>(&'a self, repo_id: i64, archived: bool, actor: &'a str) -> BoxFuture<'a, Result<Repo>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
+            let when = archived.then(now);
+            let updated = sqlx::query("UPDATE repos SET archived = $1 WHERE id = $2")
+                .bind(&when)
+                .bind(repo_id)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("repository {repo_id}")));
+            }
+            let kind = if archived { "repo.archived" } else { "repo.unarchived" };
+            append_event(&mut tx, kind, &format!("repo/{repo_id}"), actor, serde_json::json!({})).await?;
+            let row = sqlx::query("SELECT * FROM repos WHERE id = $1").bind(repo_id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            decode::<Repo>(&row)
         })
     }
 }

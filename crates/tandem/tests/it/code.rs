@@ -51,6 +51,17 @@ fn checked(server: &Server, number: i64) -> serde_json::Value {
     }
 }
 
+/// A server hosting a new repository `name`: its data directory, the server, and the clone URL
+/// with the server's token as the password.
+fn host(name: &str) -> (tempfile::TempDir, Server, String) {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let created = server.cli(&["repo", "create", name]);
+    assert_eq!(created.code, 0, "{}", created.all());
+    let url = created.stdout.trim().replace("http://", &format!("http://tandem:{}@", server.token));
+    (data, server, url)
+}
+
 const CHECK: &str =
     "set -e\n. ./lib.sh\nfor f in use_*.sh; do [ -e \"$f\" ] || continue; . \"./$f\"; done\necho all good\n";
 
@@ -64,11 +75,7 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     repo.write(".github/CODEOWNERS", "lib.sh @rita\n");
     repo.write(".tandem/review.yml", "approvals: 2 # two people other than the author\n");
     repo.commit("the check, its library, and code owners");
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), None);
-    let created = server.cli(&["repo", "create", "shop"]);
-    assert_eq!(created.code, 0, "{}", created.all());
-    let url = created.stdout.trim().replace("http://", &format!("http://tandem:{}@", server.token));
+    let (_data, server, url) = host("shop");
 
     // The first push creates main; after that, main is protected.
     ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
@@ -84,7 +91,7 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     ok(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
     let base = ok(repo.path(), &["rev-parse", "HEAD"]);
     // Without a token, git is asked for one.
-    let anonymous = git(repo.path(), &["-c", "credential.helper=", "ls-remote", created.stdout.trim()]);
+    let anonymous = git(repo.path(), &["-c", "credential.helper=", "ls-remote", &url.replace(&format!("tandem:{}@", server.token), "")]);
     assert!(!anonymous.status.success());
 
     // Twenty changes, each on main as it was: odd ones use helper_a, even ones helper_b; 7 and 13
@@ -237,11 +244,7 @@ fn the_password_in_a_source_url_is_sealed_and_still_fetches() {
     let repo = Repo::new(&[("ci.yml", workflow)]);
     repo.write("name.txt", "through the vault\n");
     repo.commit("name");
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), None);
-    let created = server.cli(&["repo", "create", "upstream"]);
-    assert_eq!(created.code, 0, "{}", created.all());
-    let url = created.stdout.trim().replace("http://", &format!("http://tandem:{}@", server.token));
+    let (data, server, url) = host("upstream");
     ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
 
     let added = server.cli(&["repo", "add", &url, "--name", "downstream"]);
@@ -283,4 +286,80 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+/// An archived repository is read-only: pushes are refused with git's own remote error, nothing
+/// runs, and it says so where it is listed; unarchived, it takes pushes again.
+#[test]
+fn an_archived_repository_refuses_pushes_and_starts_nothing_until_unarchived() {
+    let workflow = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n";
+    let repo = Repo::new(&[("ci.yml", workflow)]);
+    let (_data, server, url) = host("old-site");
+    ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
+    server.wait_for("the first push's run", |runs| runs.len() == 1);
+
+    let archived = server.cli(&["repo", "archive", "old-site"]);
+    assert_eq!(archived.code, 0, "{}", archived.all());
+    assert!(archived.stdout.contains("old-site archived"), "{}", archived.all());
+    let again = server.cli(&["repo", "archive", "old-site"]);
+    assert!(again.code != 0 && again.stderr.contains("archived already"), "{}", again.all());
+    let listed = server.cli(&["repo", "list"]);
+    assert!(listed.stdout.lines().any(|l| l.starts_with("old-site") && l.ends_with("archived")), "{}", listed.all());
+
+    repo.write("more.txt", "more\n");
+    repo.commit("more");
+    let refused = git(repo.path(), &["push", &url, "HEAD:refs/heads/topic"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("remote error: old-site is archived"), "{stderr}");
+    let run = server.cli(&["repo", "run", "old-site"]);
+    assert!(run.code != 0 && run.stderr.contains("is archived"), "{}", run.all());
+    // Reading goes on: it can still be cloned.
+    let clone = tempfile::tempdir().unwrap();
+    ok(clone.path(), &["clone", "-q", &url, "copy"]);
+
+    let active = server.cli(&["repo", "unarchive", "old-site"]);
+    assert_eq!(active.code, 0, "{}", active.all());
+    ok(repo.path(), &["push", "-q", &url, "HEAD:refs/heads/topic"]);
+    let runs = server.wait_for("the run of the push after unarchiving", |runs| runs.len() == 2);
+    assert_eq!(runs.len(), 2);
+    let audit = server.cli(&["audit", "log", "--kind", "repo.", "--format", "json"]).stdout;
+    assert!(audit.contains("repo.archived") && audit.contains("repo.unarchived"), "{audit}");
+}
+
+/// A batch failing only in a job `.tandem/review.yml` marks flaky is tested once more before it
+/// counts: the change merges instead of being ejected.
+#[test]
+fn a_failure_in_a_job_marked_flaky_is_tested_again_before_it_ejects() {
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("flaked");
+    let workflow = format!(
+        "on: [push, pull_request, merge_group]\njobs:\n  e2e:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          if [ \"$GITHUB_EVENT_NAME\" = merge_group ] && [ ! -e '{mark}' ]; then touch '{mark}'; echo flaked; exit 1; fi\n          echo passed\n",
+        mark = mark.display()
+    );
+    let repo = Repo::new(&[("ci.yml", &workflow)]);
+    repo.write(".tandem/review.yml", "approvals: 1\nflaky-jobs: [e2e]\n");
+    repo.commit("e2e is flaky");
+    let (_data, server, url) = host("shop");
+    ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
+    repo.write("feature.txt", "a feature\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "A feature\n\nChange-Id: I0000000000000000000000000000000000000001"]);
+    ok(repo.path(), &["push", "-q", &url, "HEAD:refs/for/main"]);
+    checked(&server, 1);
+    let rita = server.user_token("rita", "developer", "*", "read,run");
+    let approved = server.cli_as(&rita, &["change", "approve", "shop", "1"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    let merged = server.cli(&["change", "merge", "shop", "1"]);
+    assert_eq!(merged.code, 0, "{}", merged.all());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while show(&server, 1)["change"]["status"] != "merged" {
+        assert!(Instant::now() < deadline, "never merged: {:#}", show(&server, 1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(mark.exists(), "the first test of the batch did fail");
+    let audit = server.cli(&["audit", "log", "--kind", "queue.", "--format", "json"]).stdout;
+    let testing = audit.lines().filter(|l| l.contains("\"queue.testing\"")).count();
+    assert_eq!(testing, 2, "tested twice: {audit}");
+    assert!(!audit.contains("queue.ejected"), "{audit}");
 }

@@ -492,6 +492,17 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     wait_url(&driver, |u| u.contains("flash=Comment")).await;
     let detail = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
     assert!(detail.contains("Say hello to whom?") && detail.contains("1 unresolved comment(s)"), "{detail}");
+    // Resolved from the page, it no longer holds the change.
+    driver
+        .find(By::Css("form[action='/repositories/site/changes/1/resolve'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url(&driver, |u| u.contains("resolved")).await;
+    let detail = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+    assert!(detail.contains(", resolved)") && !detail.contains("unresolved comment"), "{detail}");
 
     // A form without its CSRF token is refused.
     let refused = reqwest_like_post(&url, "/signout");

@@ -21,6 +21,7 @@ pub(super) struct RepoRow {
     pub(super) poll: String,
     pub(super) forge: String,
     pub(super) latest: String,
+    pub(super) archived: bool,
 }
 
 #[derive(askama::Template)]
@@ -58,6 +59,7 @@ async fn listing(app: &App, viewer: &Viewer, flash: Option<String>) -> Repositor
             poll: poll(repo.poll_seconds),
             forge: repo.forge.clone().unwrap_or_else(|| "—".into()),
             latest,
+            archived: repo.archived.is_some(),
         });
     }
     RepositoriesPage {
@@ -137,6 +139,8 @@ struct RepositoryPage {
     forge: String,
     refs: Vec<(String, String, String)>,
     runs: Vec<RunRow>,
+    /// When it was archived; empty while active.
+    archived: String,
 }
 
 pub(super) async fn repository(
@@ -170,6 +174,7 @@ pub(super) async fn repository(
         refs,
         runs: run_rows(&runs, &names),
         hosted: crate::code::hosting::path(&app, &name).is_dir(),
+        archived: repo.archived.clone().unwrap_or_default(),
         name,
     })
 }

@@ -89,9 +89,12 @@ pub(super) struct ActionForm {
     path: String,
     #[serde(default)]
     line: String,
+    /// The comment to resolve.
+    #[serde(default)]
+    comment: String,
 }
 
-/// The forms of a change's page: `approve`, `merge`, `dequeue` or `comment`.
+/// The forms of a change's page: `approve`, `merge`, `dequeue`, `comment` or `resolve`.
 pub(super) async fn act(
     State(app): State<Arc<App>>,
     viewer: Viewer,
@@ -120,6 +123,12 @@ pub(super) async fn act(
             handlers::comment_change(State(app), caller, path, Ok(Json(request)))
                 .await
                 .map(|_| "Comment added.".to_string())
+        }
+        "resolve" => {
+            let id = form.comment.trim().to_string();
+            handlers::resolve_comment(State(app), caller, Path((name.clone(), number.clone(), id.clone())))
+                .await
+                .map(|_| format!("Comment {id} resolved."))
         }
         _ => return missing(&viewer, format!("There is no action {}.", escape(&action))),
     };
