@@ -2,8 +2,9 @@
 //! written ahead to a log before it is acknowledged, and a snapshot of the chunks that replaces
 //! the log when it grows (`checkpoint`).
 //!
-//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, written to a
-//! temporary file and renamed, so it is whole or absent) and `wal` (records appended since the
+//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, deflated —
+//! labels repeat from series to series —, written to a temporary file and renamed, so it is whole
+//! or absent) and `wal` (records appended since the
 //! snapshot, each with its length and a checksum; a torn record at the end, as `kill -9` leaves
 //! it, ends the replay). Retention counts back from the newest sample, not from the clock, so
 //! imported history stays.
@@ -183,6 +184,11 @@ impl Db {
         let snapshot = dir.join("snapshot");
         if snapshot.exists() {
             let bytes = fs::read(&snapshot).map_err(io(&snapshot))?;
+            let bytes = inflate_snapshot(bytes).map_err(|what| DbError::Corrupt {
+                path: snapshot.clone(),
+                offset: DEFLATED.len(),
+                what,
+            })?;
             read_snapshot(&bytes, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
                 path: snapshot.clone(),
                 offset,
@@ -322,6 +328,7 @@ impl Db {
             }
         }
         drop(inner);
+        let bytes = deflate_snapshot(&bytes);
         let temporary = self.dir.join("snapshot.tmp");
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -478,6 +485,26 @@ fn replay_record(input: &mut &[u8], inner: &mut Inner) -> Option<bool> {
         }
         _ => Some(false),
     }
+}
+
+/// The magic of a deflated snapshot; what follows inflates to a `TSNAP1` one.
+const DEFLATED: &[u8] = b"TSNAPZ";
+
+fn deflate_snapshot(plain: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::DeflateEncoder::new(DEFLATED.to_vec(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    encoder.write_all(plain).expect("deflating into memory");
+    encoder.finish().expect("deflating into memory")
+}
+
+/// A snapshot as [`read_snapshot`] reads it: inflated when deflated (older ones are not).
+fn inflate_snapshot(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let Some(deflated) = bytes.strip_prefix(DEFLATED) else { return Ok(bytes) };
+    let mut plain = Vec::with_capacity(deflated.len() * 4);
+    flate2::read::DeflateDecoder::new(deflated)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("the deflated snapshot does not inflate: {e}"))?;
+    Ok(plain)
 }
 
 fn read_snapshot(bytes: &[u8], inner: &mut Inner) -> Result<(), (usize, String)> {

@@ -115,8 +115,16 @@ fn a_checkpoint_compresses_and_retention_counts_back_from_the_newest_sample() {
     // ordinary case, labels and chunk headers included.
     assert!((snapshot as f64) / (kept.len() as f64) < 2.5, "{snapshot} bytes for {} samples", kept.len());
     drop(db);
-    let db = Db::open(dir.path(), options).unwrap();
+    let db = Db::open(dir.path(), options.clone()).unwrap();
     assert_eq!(db.select(&[Match::Equal("code".into(), "200".into())], 0, i64::MAX)[0].samples, kept);
+    // The snapshot is deflated; one cut short is refused as corrupt, never half read.
+    drop(db);
+    let path = dir.path().join("snapshot");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"TSNAPZ"));
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let Err(refused) = Db::open(dir.path(), options) else { panic!("a torn snapshot is refused") };
+    assert!(refused.to_string().contains("does not inflate"), "{refused}");
 }
 
 #[test]
@@ -212,6 +220,32 @@ proptest! {
         }
         let got: Vec<(i64, u64)> = chunk.iter().map(|(t, v)| (t, v.to_bits())).collect();
         prop_assert_eq!(&got, &want);
+        let mut bytes = Vec::new();
+        chunk.encode(&mut bytes);
+        let back = metrics::chunk::Chunk::decode(&mut bytes.as_slice()).unwrap();
+        prop_assert_eq!(back, chunk);
+    }
+
+    /// Short decimals (stored as differences of scaled integers), mixed with values that are not
+    /// (stored as XORs), at every magnitude and both signs.
+    #[test]
+    fn decimal_values_give_back_what_they_were_given(
+        values in proptest::collection::vec(
+            prop_oneof![
+                (-10_000_000_000i64..10_000_000_000, 0u32..7).prop_map(|(m, s)| m as f64 / 10f64.powi(s as i32)),
+                proptest::num::f64::ANY,
+                Just(-0.0),
+                Just(9.0e15),
+            ],
+            1..300,
+        ),
+    ) {
+        let mut chunk = metrics::chunk::Chunk::new();
+        for (i, v) in values.iter().enumerate() {
+            chunk.push(i as i64 * 15_000, *v);
+        }
+        let got: Vec<u64> = chunk.iter().map(|(_, v)| v.to_bits()).collect();
+        prop_assert_eq!(got, values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         let mut bytes = Vec::new();
         chunk.encode(&mut bytes);
         let back = metrics::chunk::Chunk::decode(&mut bytes.as_slice()).unwrap();

@@ -91,7 +91,10 @@ fn changes_reach_main_only_through_the_queue_and_main_stays_green() {
     ok(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
     let base = ok(repo.path(), &["rev-parse", "HEAD"]);
     // Without a token, git is asked for one.
-    let anonymous = git(repo.path(), &["-c", "credential.helper=", "ls-remote", &url.replace(&format!("tandem:{}@", server.token), "")]);
+    let anonymous = git(
+        repo.path(),
+        &["-c", "credential.helper=", "ls-remote", &url.replace(&format!("tandem:{}@", server.token), "")],
+    );
     assert!(!anonymous.status.success());
 
     // Twenty changes, each on main as it was: odd ones use helper_a, even ones helper_b; 7 and 13
