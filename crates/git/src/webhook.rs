@@ -136,8 +136,12 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 /// What a delivery is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per delivery, moved once: boxing the change would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Change(Change),
+    /// An approval of a change request given (or taken back) on the forge.
+    Review(Review),
     /// A valid delivery Tandem does not act on (ping, issues, a deleted branch...).
     Ignored {
         event: String,
@@ -169,6 +173,20 @@ pub struct ChangeRequest {
     pub head_ref: String,
     pub base_ref: String,
     pub merged: bool,
+    pub title: String,
+    /// The forge login of who opened it.
+    pub author: String,
+}
+
+/// A review of a change request on its forge: `approved` (or an approval withdrawn or
+/// dismissed: `false`) by `reviewer`, a forge login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    pub repository: String,
+    pub clone_urls: Vec<String>,
+    pub number: i64,
+    pub reviewer: String,
+    pub approved: bool,
 }
 
 fn text(value: &Value, path: &str) -> Option<String> {
@@ -199,6 +217,7 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
     let kind = match (forge, event) {
         (Forge::GitLab, "Push Hook" | "Tag Push Hook") | (Forge::GitHub | Forge::Gitea, "push") => "push",
         (Forge::GitLab, "Merge Request Hook") | (Forge::GitHub | Forge::Gitea, "pull_request") => "pull_request",
+        (Forge::GitHub, "pull_request_review") | (Forge::Gitea, "pull_request_review_approved") => "review",
         _ => {
             return Ok(Parsed::Ignored {
                 event: event.to_string(),
@@ -222,6 +241,10 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
                 .collect(),
         ),
     };
+    let attributes_action = json.pointer("/object_attributes/action").and_then(Value::as_str);
+    if kind == "review" || (forge == Forge::GitLab && matches!(attributes_action, Some("approved" | "unapproved"))) {
+        return review(forge, event, &json, repository, clone_urls);
+    }
     if kind == "push" {
         let mut git_ref = required(&json, "ref", kind)?;
         // Older Gitea versions describe a pushed tag as `{sha, ref: "v1.0.0", ref_type: "tag"}`.
@@ -296,6 +319,8 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
                 head_ref: required(attributes, "source_branch", kind)?,
                 base_ref: required(attributes, "target_branch", kind)?,
                 merged: text(attributes, "action").as_deref() == Some("merge"),
+                title: text(attributes, "title").unwrap_or_default(),
+                author: text(&json, "user.username").unwrap_or_default(),
             }
         }
         _ => {
@@ -309,6 +334,8 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
                 head_ref: required(&json, "pull_request.head.ref", kind)?,
                 base_ref: required(&json, "pull_request.base.ref", kind)?,
                 merged: json.pointer("/pull_request/merged").and_then(Value::as_bool).unwrap_or(false),
+                title: text(&json, "pull_request.title").unwrap_or_default(),
+                author: text(&json, "pull_request.user.login").unwrap_or_default(),
             }
         }
     };
@@ -331,4 +358,42 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Parsed, WebhookEr
         change_request: Some(request),
         changed_paths: Vec::new(),
     }))
+}
+
+/// A review delivery: GitHub's `pull_request_review` (`submitted` with state `approved`, or
+/// `dismissed`), Gitea's `pull_request_review_approved`, GitLab's merge request `approved` /
+/// `unapproved`. Other reviews (comments, changes requested) are ignored: only approvals count.
+fn review(
+    forge: Forge,
+    event: &str,
+    json: &Value,
+    repository: String,
+    clone_urls: Vec<String>,
+) -> Result<Parsed, WebhookError> {
+    let ignored = |reason: &str| Ok(Parsed::Ignored { event: event.to_string(), reason: reason.to_string() });
+    let number = |path: &str| -> Result<i64, WebhookError> {
+        required(json, path, "review")?
+            .parse()
+            .map_err(|_| WebhookError::Malformed(format!("`{path}` is not a number")))
+    };
+    let (number, reviewer, approved) = match forge {
+        Forge::GitHub => {
+            let state = text(json, "review.state").unwrap_or_default().to_ascii_lowercase();
+            let approved = match (text(json, "action").as_deref(), state.as_str()) {
+                (Some("submitted"), "approved") => true,
+                (Some("dismissed"), _) => false,
+                _ => return ignored("only approvals (and their dismissal) count as reviews"),
+            };
+            (number("pull_request.number")?, required(json, "review.user.login", "review")?, approved)
+        }
+        Forge::Gitea => {
+            let number = number("number").or_else(|_| number("pull_request.number"))?;
+            (number, required(json, "sender.login", "review")?, true)
+        }
+        Forge::GitLab => {
+            let approved = text(json, "object_attributes.action").as_deref() == Some("approved");
+            (number("object_attributes.iid")?, required(json, "user.username", "review")?, approved)
+        }
+    };
+    Ok(Parsed::Review(Review { repository, clone_urls, number, reviewer, approved }))
 }

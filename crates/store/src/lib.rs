@@ -483,7 +483,7 @@ pub struct ReviewRow {
     pub id: i64,
     pub change_id: i64,
     pub revision: i64,
-    /// `approval` or `comment`.
+    /// `approval`, `comment`, or `dismissal` (its author's approvals withdrawn, on a forge).
     pub kind: String,
     pub author: String,
     pub path: Option<String>,
@@ -497,6 +497,8 @@ pub struct ReviewRow {
 #[derive(Debug, Clone)]
 pub struct NewRevision<'a> {
     pub repo_id: i64,
+    /// The change's number when the forge numbered it (a pull request); else the next one.
+    pub number: Option<i64>,
     pub target: &'a str,
     pub change_key: &'a str,
     pub title: &'a str,
@@ -518,7 +520,8 @@ pub trait Code: Send + Sync {
     fn change<'a>(&'a self, repo_id: i64, number: i64) -> BoxFuture<'a, Result<ChangeRow>>;
     fn revisions<'a>(&'a self, change_id: i64) -> BoxFuture<'a, Result<Vec<RevisionRow>>>;
     fn reviews<'a>(&'a self, change_id: i64) -> BoxFuture<'a, Result<Vec<ReviewRow>>>;
-    /// Adds an approval or a comment (event `change.approved` / `change.commented`).
+    /// Adds an approval, a dismissal or a comment (event `change.approved` /
+    /// `change.approval_dismissed` / `change.commented`).
     fn add_review<'a>(&'a self, review: ReviewRow, actor: &'a str) -> BoxFuture<'a, Result<ReviewRow>>;
     /// Marks a comment resolved (event `change.comment_resolved`).
     fn resolve_comment<'a>(&'a self, change_id: i64, review_id: i64, actor: &'a str) -> BoxFuture<'a, Result<()>>;

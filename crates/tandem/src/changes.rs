@@ -93,14 +93,15 @@ pub enum ChangeCommand {
 }
 
 fn base(repo: &str, number: i64) -> String {
-    format!("/api/v1/repos/{repo}/changes/{number}")
+    format!("/api/v1/repos/{}/changes/{number}", client::path_segment(repo))
 }
 
 pub async fn change(command: ChangeCommand) -> Result<i32> {
     match command {
         ChangeCommand::List { repository: repo, format, connection } => {
-            let list: Vec<api::ChangeSummary> =
-                Client::new(&connection)?.get(&format!("/api/v1/repos/{repo}/changes")).await?;
+            let list: Vec<api::ChangeSummary> = Client::new(&connection)?
+                .get(&format!("/api/v1/repos/{}/changes", client::path_segment(&repo)))
+                .await?;
             if format == Format::Json {
                 return client::print_json(&list).map(|()| 0);
             }
@@ -222,7 +223,8 @@ pub async fn change(command: ChangeCommand) -> Result<i32> {
 
 /// `tandem queue REPO`.
 pub async fn queue(repo: &str, format: Format, connection: Connection) -> Result<i32> {
-    let queues: Vec<api::QueueInfo> = Client::new(&connection)?.get(&format!("/api/v1/repos/{repo}/queue")).await?;
+    let queues: Vec<api::QueueInfo> =
+        Client::new(&connection)?.get(&format!("/api/v1/repos/{}/queue", client::path_segment(repo))).await?;
     if format == Format::Json {
         return client::print_json(&queues).map(|()| 0);
     }

@@ -55,6 +55,9 @@ fn every_corpus_payload_is_understood() {
                     .unwrap_or_default();
                 format!("{name}: {} {} {} {}{cr}", c.event, c.repository, c.git_ref, &c.sha[..8])
             }
+            Parsed::Review(r) => {
+                format!("{name}: review {} #{} by {} approved={}", r.repository, r.number, r.reviewer, r.approved)
+            }
             Parsed::Ignored { reason, .. } => format!("{name}: ignored ({reason})"),
         };
         table.push(row);
@@ -70,6 +73,8 @@ fn every_corpus_payload_is_understood() {
         "gitlab__merge_request__opened.json: pull_request demoaccount2-commits-group/test_ci_tmp refs/heads/real6543-main-patch-42541 2f767050 #3 opened real6543-main-patch-42541→main",
         "github__push__default.json: ignored (refs/tags/simple-tag was deleted)",
         "github__ping__default.json: ignored",
+        "gitlab__merge_request__approved.json: review anbraten/woodpecker #3 by anbraten approved=true",
+        "github__pull_request__opened.json: pull_request",
     ] {
         assert!(table.contains(expected), "missing `{expected}` in\n{table}");
     }
@@ -136,4 +141,32 @@ fn repository_facts_name_the_branch_or_the_detached_commit() {
     let facts = runtime.block_on(git::repo::repo_facts(dir.path(), false)).unwrap();
     assert_eq!(facts.branch, None, "a detached HEAD (even one a tag and a branch point at) has no branch");
     assert_eq!(facts.git_ref, facts.sha);
+}
+
+#[test]
+fn approvals_given_on_each_forge_are_reviews_and_other_reviews_are_ignored() {
+    let github = |action: &str, state: &str| {
+        format!(
+            r#"{{"action":"{action}","review":{{"state":"{state}","user":{{"login":"rita"}}}},"pull_request":{{"number":7}},"repository":{{"full_name":"team/app"}}}}"#
+        )
+    };
+    let review = |forge, event: &str, body: String| match webhook::parse(forge, event, body.as_bytes()).unwrap() {
+        Parsed::Review(r) => Some((r.number, r.reviewer, r.approved)),
+        _ => None,
+    };
+    assert_eq!(
+        review(Forge::GitHub, "pull_request_review", github("submitted", "approved")),
+        Some((7, "rita".into(), true))
+    );
+    assert_eq!(
+        review(Forge::GitHub, "pull_request_review", github("dismissed", "dismissed")),
+        Some((7, "rita".into(), false))
+    );
+    assert_eq!(review(Forge::GitHub, "pull_request_review", github("submitted", "commented")), None);
+    assert_eq!(review(Forge::GitHub, "pull_request_review", github("submitted", "changes_requested")), None);
+    let gitea = r#"{"action":"reviewed","number":4,"pull_request":{"number":4},"review":{"type":"pull_request_review_approved","content":""},"sender":{"login":"gordon"},"repository":{"full_name":"gordon/hello-world"}}"#;
+    assert_eq!(review(Forge::Gitea, "pull_request_review_approved", gitea.into()), Some((4, "gordon".into(), true)));
+    // A review without its reviewer is malformed, not an anonymous approval.
+    let anonymous = r#"{"action":"submitted","review":{"state":"approved"},"pull_request":{"number":7},"repository":{"full_name":"team/app"}}"#;
+    assert!(webhook::parse(Forge::GitHub, "pull_request_review", anonymous.as_bytes()).is_err());
 }

@@ -22,11 +22,13 @@ fn summary(change: &store::ChangeRow, latest: Option<&store::RevisionRow>) -> ap
 async fn hosted_repo(app: &App, name: &str) -> ApiResult<Repo> {
     let repo = app.store.repos().await?.into_iter().find(|r| r.name == name);
     match repo {
-        Some(repo) if code::hosting::path(app, name).is_dir() => Ok(repo),
+        Some(repo) if code::reviews_changes(app, &repo) => Ok(repo),
         Some(_) => Err(AppError::new(
             StatusCode::BAD_REQUEST,
             "not_hosted",
-            format!("`{name}` is not hosted here: its changes live on its forge"),
+            format!(
+                "`{name}` has no change requests here: host it (`tandem repo create`) or add it with its forge (`--forge`) so that its pull requests arrive"
+            ),
         )),
         None => Err(AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no repository `{name}`"))),
     }
@@ -187,7 +189,7 @@ pub(super) async fn diff_change(
         .await
         .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "not_found", "no revision"))?;
     let range = format!("{}...{}", latest.base, latest.sha);
-    let diff = git::repo::git(&code::hosting::path(&app, &name), &["diff", "--no-color", &range])
+    let diff = git::repo::git(&code::git_dir(&app, &repo), &["diff", "--no-color", &range])
         .await
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "git", e.to_string()))?;
     Ok(([("content-type", "text/plain; charset=utf-8")], diff + "\n").into_response())

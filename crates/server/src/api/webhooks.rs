@@ -152,6 +152,7 @@ pub(super) async fn webhook(
     };
     let (change, outcome) = match &parsed {
         Parsed::Change(change) => (Some(change), "queued"),
+        Parsed::Review(_) => (None, "reviewed"),
         Parsed::Ignored { .. } => (None, "ignored"),
     };
     let origin = repos::Origin::Delivery { forge: forge.name(), id: &delivery, event: &event };
@@ -168,10 +169,32 @@ pub(super) async fn webhook(
         }
     };
     Metrics::add(&app.metrics.webhooks_accepted, 1);
+    // A pull request or a review of a repository on a forge: its change here follows.
+    let mut review_note = None;
+    if matches!(stored, Delivery::Stored(_))
+        && repo.archived.is_none()
+        && !crate::code::hosting::path(&app, &repo.name).is_dir()
+    {
+        let applied = match &parsed {
+            Parsed::Change(change) if change.change_request.is_some() => {
+                crate::code::forge::pull_request(&app, repo, change).await.map(|()| None)
+            }
+            Parsed::Review(review) => crate::code::forge::review(&app, repo, review).await.map(Some),
+            _ => Ok(None),
+        };
+        match applied {
+            Ok(note) => review_note = note,
+            Err(error) => {
+                tracing::warn!("the change request of {} does not follow: {error}", repo.name);
+                review_note = Some(error);
+            }
+        }
+    }
     let body = match stored {
         Delivery::Stored(ids) => {
             let (outcome, reason) = match &parsed {
                 Parsed::Ignored { reason, .. } => (outcome, Some(reason.clone())),
+                Parsed::Review(_) => (outcome, review_note.clone()),
                 // A delivery that starts nothing says so, and why.
                 Parsed::Change(change) if ids.is_empty() => {
                     let what = match &change.change_request {

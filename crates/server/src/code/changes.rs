@@ -85,7 +85,7 @@ async fn revision(
         // Without either, each push is its own change.
         (None, None) => format!("commit:{sha}"),
     };
-    let new = NewRevision { repo_id: repo.id, target, change_key: &key, title, sha, base: &base };
+    let new = NewRevision { repo_id: repo.id, number: None, target, change_key: &key, title, sha, base: &base };
     let (change, number) = app.store.push_revision(new, actor).await.map_err(|e| e.to_string())?;
     git(vec!["update-ref".into(), format!("refs/changes/{}/{number}", change.number), sha.into()]).await?;
     // A new revision leaves the queue: it is tested anew once it qualifies again.
@@ -99,6 +99,8 @@ async fn revision(
         head_ref: head_ref.clone(),
         base_ref: target.to_string(),
         merged: false,
+        title: change.title.clone(),
+        author: change.author.clone(),
     };
     let pr = git::webhook::Change {
         repository: repo.name.clone(),
@@ -127,8 +129,8 @@ async fn revision(
 
 /// Tells both changes which files collide when `sha` is merged with each other open change of
 /// the same target (an event on each: `change.conflict_warning`).
-async fn warn_conflicts(app: &App, repo: &Repo, change: &ChangeRow, sha: &str) {
-    let dir = super::hosting::path(app, &repo.name);
+pub(super) async fn warn_conflicts(app: &App, repo: &Repo, change: &ChangeRow, sha: &str) {
+    let dir = super::git_dir(app, repo);
     let Ok(others) = app.store.changes(repo.id, None).await else { return };
     for other in others.iter().filter(|o| o.id != change.id && o.target == change.target) {
         if !matches!(other.status.as_str(), "open" | "queued" | "ejected") {
@@ -182,14 +184,22 @@ pub async fn standing(
     repo: &Repo,
     change: &ChangeRow,
 ) -> Result<(review::owners::Standing, Vec<String>), String> {
-    let dir = super::hosting::path(app, &repo.name);
+    let dir = super::git_dir(app, repo);
     let revisions = app.store.revisions(change.id).await.map_err(|e| e.to_string())?;
     let current = revisions.last().ok_or("the change has no revision")?;
     let current_code = code_of(&dir, current).await;
     let reviews = app.store.reviews(change.id).await.map_err(|e| e.to_string())?;
     // Approvals of revisions whose code is the current one's count; others were dismissed.
-    let mut approvers = Vec::new();
-    for review in reviews.iter().filter(|r| r.kind == "approval") {
+    // A dismissal (an approval withdrawn on the forge) takes its author's approvals away.
+    let mut approvers: Vec<String> = Vec::new();
+    for review in &reviews {
+        if review.kind == "dismissal" {
+            approvers.retain(|a| *a != review.author);
+            continue;
+        }
+        if review.kind != "approval" {
+            continue;
+        }
         let same = review.revision == current.number
             || match revisions.iter().find(|r| r.number == review.revision) {
                 Some(revision) => code_of(&dir, revision).await == current_code,

@@ -70,10 +70,6 @@ impl Queues {
     }
 }
 
-fn git_dir(app: &App, repo: &Repo) -> std::path::PathBuf {
-    super::hosting::path(app, &repo.name)
-}
-
 /// Puts `change` in its queue (its requirements were checked by the caller).
 pub async fn enqueue(app: &App, repo: &Repo, change: &ChangeRow, priority: i32, actor: &str) -> Result<(), String> {
     app.store.set_change_status(change.id, "queued", None, actor).await.map_err(|e| e.to_string())?;
@@ -157,7 +153,7 @@ async fn act(
     action: Action,
     pending: &mut Vec<Event>,
 ) -> Result<(), String> {
-    let dir = git_dir(app, repo);
+    let dir = super::git_dir(app, repo);
     let record = |kind: &'static str, payload: serde_json::Value| async move {
         if let Err(error) =
             app.store.record_event(kind, &format!("queue/{}/{target}", repo.name), "tandem", payload).await
@@ -167,6 +163,10 @@ async fn act(
     };
     match action {
         Action::Test { batch, after, changes } => {
+            if after.is_none() && !super::hosting::path(app, &repo.name).is_dir() {
+                // On a forge, the branch may have moved there: build on what it is now.
+                repos::sync(app, repo, None).await?;
+            }
             let mut base = match after.and_then(|a| lane.commits.get(&a).cloned()) {
                 Some(commit) => commit,
                 None => {
@@ -225,6 +225,10 @@ async fn act(
             git::repo::git(&dir, &["merge-base", "--is-ancestor", &old, &commit])
                 .await
                 .map_err(|_| format!("{target} moved outside the queue; batch {batch} is not merged"))?;
+            if !super::hosting::path(app, &repo.name).is_dir() {
+                // On a forge: its branch moves first (a plain push, refused if it moved there).
+                super::forge::push_branch(app, repo, &dir, &branch, &commit).await?;
+            }
             git::repo::git(&dir, &["update-ref", &branch, &commit, &old]).await.map_err(|e| e.to_string())?;
             let _ = git::repo::git(&dir, &["update-ref", "-d", &format!("refs/queue/{batch}")]).await;
             let mut numbers = Vec::new();
@@ -267,7 +271,7 @@ async fn change_by_id(app: &App, repo: &Repo, id: i64) -> Result<ChangeRow, Stri
 
 /// Queues the runs of a batch's commit: workflows triggered by `merge_group`, else by `pull_request`.
 async fn queue_runs(app: &App, repo: &Repo, queue_ref: &str, commit: &str, target: &str) -> Result<Vec<i64>, String> {
-    let base = git::repo::resolve_ref(&git_dir(app, repo), &format!("refs/heads/{target}"))
+    let base = git::repo::resolve_ref(&super::git_dir(app, repo), &format!("refs/heads/{target}"))
         .await
         .map_err(|e| e.to_string())?;
     for event in ["merge_group", "pull_request"] {
@@ -304,7 +308,7 @@ async fn queue_runs(app: &App, repo: &Repo, queue_ref: &str, commit: &str, targe
 /// Whether every failed job of `runs` is one `.tandem/review.yml` of the target marks flaky
 /// (`flaky-jobs`): such a batch is tested once more before it counts as failed.
 async fn only_flaky_jobs_failed(app: &App, repo: &Repo, target: &str, runs: &[store::Run]) -> bool {
-    let dir = crate::code::hosting::path(app, &repo.name);
+    let dir = super::git_dir(app, repo);
     let settings = match crate::code::changes::review_settings(&dir, target).await {
         Ok(settings) => settings,
         Err(error) => {

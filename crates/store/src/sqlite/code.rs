@@ -42,11 +42,12 @@ impl Code for SqliteStore {
                     (id, "change.revised")
                 }
                 None => {
-                    let (number,): (i64,) =
+                    let (next,): (i64,) =
                         sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM changes WHERE repo_id = $1")
                             .bind(revision.repo_id)
                             .fetch_one(&mut *tx)
                             .await?;
+                    let number = revision.number.unwrap_or(next);
                     let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO changes (repo_id, number, target, change_key, title, author, status, created, updated) \
                          VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7) RETURNING id",
@@ -157,7 +158,11 @@ impl Code for SqliteStore {
             .bind(&now)
             .fetch_one(&mut *tx)
             .await?;
-            let kind = if review.kind == "approval" { "change.approved" } else { "change.commented" };
+            let kind = match review.kind.as_str() {
+                "approval" => "change.approved",
+                "dismissal" => "change.approval_dismissed",
+                _ => "change.commented",
+            };
             let payload = serde_json::json!({
                 "revision": review.revision, "path": review.path, "line": review.line, "review": id,
             });

@@ -366,3 +366,119 @@ fn a_failure_in_a_job_marked_flaky_is_tested_again_before_it_ejects() {
     assert_eq!(testing, 2, "tested twice: {audit}");
     assert!(!audit.contains("queue.ejected"), "{audit}");
 }
+
+/// A repository on a forge (here a bare repository standing for GitHub, whose API cannot run
+/// here; its deliveries are GitHub's own shapes, signed): its pull request becomes a change
+/// numbered as on the forge, approvals given there count (code owners by forge login), and the
+/// merge queue tests the batch and pushes the forge's main forward to it.
+#[test]
+fn a_pull_request_on_a_forge_goes_through_the_same_review_and_queue() {
+    let work = Repo::new(&[(
+        "ci.yml",
+        "on: [push, pull_request, merge_group]\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: sh check.sh\n",
+    )]);
+    work.write("check.sh", CHECK);
+    work.write("lib.sh", "helper_a() { :; }\n");
+    work.write(".github/CODEOWNERS", "lib.sh @rita\n");
+    work.commit("the check and its owners");
+    let forge = tempfile::tempdir().unwrap();
+    let upstream = forge.path().join("app.git");
+    ok(forge.path(), &["init", "-q", "--bare", "-b", "main", upstream.to_str().unwrap()]);
+    let upstream_url = upstream.to_str().unwrap();
+    ok(work.path(), &["push", "-q", upstream_url, "HEAD:main"]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    let added = server.cli(&[
+        "repo",
+        "add",
+        upstream_url,
+        "--name",
+        "team/app",
+        "--forge",
+        "github",
+        "--api-url",
+        "http://127.0.0.1:9",
+        "--status-token",
+        "unused-here",
+    ]);
+    assert_eq!(added.code, 0, "{}", added.all());
+    let secret =
+        added.stdout.lines().find_map(|l| l.strip_prefix("webhook secret (shown once): ")).unwrap().trim().to_string();
+    let deliver = |event: &str, id: &str, body: String| {
+        let signature = format!("sha256={}", git::webhook::sign(&secret, body.as_bytes()));
+        let headers =
+            [("x-github-event", event), ("x-github-delivery", id), ("x-hub-signature-256", signature.as_str())];
+        let (status, answer) =
+            crate::server::http(&server.addr, "POST", "/api/v1/webhooks/github", &headers, body.as_bytes());
+        assert_eq!(status, 202, "{answer}");
+        answer
+    };
+
+    // Sam's pull request #7 changes lib.sh, which Rita owns.
+    let base = ok(work.path(), &["rev-parse", "HEAD"]);
+    work.write("lib.sh", "helper_a() { :; }\nhelper_b() { :; }\n");
+    work.write("use_b.sh", "helper_b\n");
+    work.commit("Add helper_b");
+    let head = ok(work.path(), &["rev-parse", "HEAD"]);
+    ok(work.path(), &["push", "-q", upstream_url, "HEAD:refs/heads/feature"]);
+    let pull = |action: &str| {
+        format!(
+            r#"{{"action":"{action}","number":7,"pull_request":{{"number":7,"title":"Add helper_b","user":{{"login":"sam"}},"merged":false,"head":{{"ref":"feature","sha":"{head}"}},"base":{{"ref":"main","sha":"{base}"}}}},"repository":{{"full_name":"team/app","clone_url":"https://github.example/team/app.git"}}}}"#
+        )
+    };
+    deliver("pull_request", "pr-7-opened", pull("opened"));
+    let detail = checked_in(&server, "team/app", 7);
+    assert_eq!(detail["change"]["author"], "sam", "{detail:#}");
+    let missing = detail["missing"].to_string();
+    assert!(missing.contains("approval") && missing.contains("@rita"), "{detail:#}");
+
+    let review = |who: &str, state: &str| {
+        format!(
+            r#"{{"action":"submitted","review":{{"state":"{state}","user":{{"login":"{who}"}}}},"pull_request":{{"number":7}},"repository":{{"full_name":"team/app"}}}}"#
+        )
+    };
+    let answer = deliver("pull_request_review", "review-1", review("octo", "approved"));
+    assert!(answer.contains("approval of change 7 by octo recorded"), "{answer}");
+    let detail = show_in(&server, "team/app", 7);
+    assert!(detail["missing"].to_string().contains("@rita"), "an approval, but not the owner's: {detail:#}");
+    deliver("pull_request_review", "review-2", review("rita", "approved"));
+    assert_eq!(show_in(&server, "team/app", 7)["missing"], serde_json::json!([]));
+
+    let merged = server.cli(&["change", "merge", "team/app", "7"]);
+    assert_eq!(merged.code, 0, "{}", merged.all());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while show_in(&server, "team/app", 7)["change"]["status"] != "merged" {
+        assert!(Instant::now() < deadline, "never merged: {:#}", show_in(&server, "team/app", 7));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The forge's main moved forward to the tested batch, which holds the pull request's head.
+    let main = ok(Path::new(upstream_url), &["rev-parse", "refs/heads/main"]);
+    assert_ne!(main, base);
+    ok(Path::new(upstream_url), &["merge-base", "--is-ancestor", &head, &main]);
+    ok(Path::new(upstream_url), &["merge-base", "--is-ancestor", &base, &main]);
+    // The forge then says it is merged: nothing changes here.
+    deliver("pull_request", "pr-7-closed", pull("closed").replace(r#""merged":false"#, r#""merged":true"#));
+    assert_eq!(show_in(&server, "team/app", 7)["change"]["status"], "merged");
+}
+
+fn show_in(server: &Server, repo: &str, number: i64) -> serde_json::Value {
+    let shown = server.cli(&["change", "show", repo, &number.to_string(), "--format", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    serde_json::from_str(&shown.stdout).unwrap()
+}
+
+/// Waits until change `number` of `repo` has finished runs on its latest revision.
+fn checked_in(server: &Server, repo: &str, number: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let detail = show_in(server, repo, number);
+        let sha = detail["change"]["sha"].as_str().unwrap_or_default().to_string();
+        let runs: Vec<&serde_json::Value> =
+            detail["runs"].as_array().unwrap().iter().filter(|r| r["sha"] == sha).collect();
+        if !runs.is_empty() && runs.iter().all(|r| matches!(r["status"].as_str(), Some("success" | "failure"))) {
+            return detail;
+        }
+        assert!(Instant::now() < deadline, "change {number} was never checked: {detail:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
