@@ -83,3 +83,26 @@ pub struct TokenInfo {
     pub last_used: Option<String>,
     pub created: String,
 }
+
+/// `POST /api/v1/repos/{name}/scan`: what the secret scan of a repository's whole history found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryScan {
+    pub repo: String,
+    pub commits: usize,
+    pub bytes: u64,
+    pub rules: usize,
+    pub findings: Vec<SecretFinding>,
+}
+
+/// A secret found in a commit (its first four characters, never more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SecretFinding {
+    pub rule: String,
+    pub file: String,
+    pub line: usize,
+    /// The commit that added it.
+    pub commit: String,
+    /// `commit:file:rule:line`, as `.gitleaksignore` takes it.
+    pub fingerprint: String,
+    pub secret: String,
+}

@@ -289,7 +289,9 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         | "/api/v1/repos/{name}/changes/{number}/merge" => Allow(Run, Repository("name")),
         "/api/v1/repos" | "/repositories" => Allow(if get { Read } else { Admin }, Global),
         "/api/v1/repos/{name}/runs" | "/repositories/{name}/run" => Allow(Run, Repository("name")),
-        "/api/v1/repos/{name}/archive" | "/api/v1/repos/{name}/unarchive" => Allow(Admin, Repository("name")),
+        "/api/v1/repos/{name}/archive" | "/api/v1/repos/{name}/unarchive" | "/api/v1/repos/{name}/scan" => {
+            Allow(Admin, Repository("name"))
+        }
         "/repositories/{name}" | "/repositories/{name}/changes" | "/repositories/{name}/changes/{number}" => {
             Allow(Read, Repository("name"))
         }

@@ -3,7 +3,8 @@
 //! it, `.gitleaksignore` honoured; findings go into the run's log (redacted) and the event log
 //! (`scan.secrets_found`, with fingerprints, never the secret). With an OSV export configured
 //! (`tandem server --osv DIR`), the lock files of the commit are checked against it too
-//! (`scan.vulnerabilities_found`).
+//! (`scan.vulnerabilities_found`). And the whole history of a repository, on demand
+//! (`tandem repo scan`, and `tandem scan secrets --history` on a clone).
 
 use std::path::Path;
 
@@ -153,4 +154,55 @@ pub async fn scan_dependencies(app: &App, mirror: &Path, run: &Run) -> Vec<LogLi
         crate::alerting::security(app, "VulnerableDependency", severity, &labels, summary).await;
     }
     lines
+}
+
+/// What every commit reachable from any ref of the repository at `root` added: each commit's
+/// changed files are scanned as the commit has them, and a finding counts where its line is one
+/// the commit added; each is named `commit:file:rule:line`, as gitleaks names a finding of the
+/// history. Returns the findings, the number of commits and the bytes scanned.
+pub async fn history(
+    root: &Path,
+    config: &spec::gitleaks::Config,
+    ignored: &[String],
+) -> Result<(Vec<spec::gitleaks::Finding>, usize, u64), String> {
+    let listed = git(root, &["rev-list", "--all"]).await?;
+    let commits: Vec<&str> = listed.lines().collect();
+    let (mut findings, mut bytes) = (Vec::new(), 0u64);
+    for commit in &commits {
+        let args =
+            ["diff-tree", "-r", "--root", "--no-commit-id", "-U0", "--no-color", "--no-renames", "--no-ext-diff"];
+        let diff = git(root, &[&args[..], &["--end-of-options", commit]].concat()).await?;
+        // The lines each file gained in this commit.
+        let mut added: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+        for line in diff.lines() {
+            if let Some(path) = line.strip_prefix("+++ b/") {
+                added.push((path.to_string(), Vec::new()));
+            } else if let Some(hunk) = line.strip_prefix("@@ ")
+                && let Some(new) = hunk.split_whitespace().find(|w| w.starts_with('+'))
+                && let Some((_, ranges)) = added.last_mut()
+            {
+                let mut parts = new.trim_start_matches('+').split(',');
+                let start: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let count: usize = parts.next().map_or(1, |n| n.parse().unwrap_or(0));
+                if count > 0 {
+                    ranges.push((start, start + count - 1));
+                }
+            }
+        }
+        for (path, ranges) in added.into_iter().filter(|(_, r)| !r.is_empty()) {
+            let Ok(text) = git(root, &["show", &format!("{commit}:{path}")]).await else { continue };
+            if text.len() > MAX_FILE || text.contains('\0') {
+                continue;
+            }
+            bytes += text.len() as u64;
+            findings.extend(
+                config
+                    .scan_commit(commit, &path, &text, ignored)
+                    .into_iter()
+                    .filter(|f| ranges.iter().any(|(first, last)| (*first..=*last).contains(&f.line)))
+                    .map(|f| spec::gitleaks::Finding { fingerprint: format!("{commit}:{}", f.fingerprint), ..f }),
+            );
+        }
+    }
+    Ok((findings, commits.len(), bytes))
 }

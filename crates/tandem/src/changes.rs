@@ -320,3 +320,26 @@ pub async fn archive(name: String, archive: bool, connection: Connection) -> Res
     }
     Ok(0)
 }
+
+/// `tandem repo scan NAME`: exit code 1 when a secret is found.
+pub async fn scan(name: String, format: Format, connection: Connection) -> Result<i32> {
+    let path = format!("/api/v1/repos/{}/scan", client::path_segment(&name));
+    let scan: api::HistoryScan = Client::new(&connection)?.post(&path, None::<&()>).await?;
+    if format == Format::Json {
+        client::print_json(&scan)?;
+    } else {
+        for f in &scan.findings {
+            println!("{}:{}  {}  {}  (fingerprint {})", f.file, f.line, f.rule, f.secret, f.fingerprint);
+        }
+        println!(
+            "\n{} finding(s) in {} commit(s) of {} ({} bytes, {} rule(s)){}",
+            scan.findings.len(),
+            scan.commits,
+            scan.repo,
+            scan.bytes,
+            scan.rules,
+            if scan.findings.is_empty() { "" } else { "; add a fingerprint to .gitleaksignore to accept one" }
+        );
+    }
+    Ok(i32::from(!scan.findings.is_empty()))
+}

@@ -302,6 +302,16 @@ enum RepoCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Scan a repository's whole history for secrets on the server (the rules of `.gitleaks.toml`
+    /// at its head; `.gitleaksignore` honoured). Exit code 1 when something is found.
+    #[command(after_help = "Examples:\n  tandem repo scan shop\n  tandem repo scan shop --format json")]
+    Scan {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// One commit: its runs, the security findings of their scans, and its deployments.
     #[command(
         after_help = "Examples:\n  tandem repo commit shop 3f2c1e9\n  tandem repo commit shop main --format json"
@@ -526,6 +536,7 @@ async fn repo_command(command: RepoCommand) -> Result<i32> {
         RepoCommand::Create { name, protect, connection } => changes::create(name, protect, connection).await,
         RepoCommand::Archive { name, connection } => changes::archive(name, true, connection).await,
         RepoCommand::Unarchive { name, connection } => changes::archive(name, false, connection).await,
+        RepoCommand::Scan { name, format, connection } => changes::scan(name, format, connection).await,
         RepoCommand::Commit { name, rev, format, connection } => changes::commit(name, rev, format, connection).await,
         RepoCommand::List { format, connection } => {
             let list: api::RepositoryList = Client::new(&connection)?.get("/api/v1/repos").await?;

@@ -39,7 +39,9 @@ pub fn secrets(root: &Path, args: ScanArgs) -> Result<i32> {
     let mut findings = Vec::new();
     let (mut n_files, mut n_bytes) = (0usize, 0u64);
     if args.history {
-        let (found, n_commits, bytes) = history(root, &config, &ignored)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (found, n_commits, bytes) =
+            runtime.block_on(server::scanning::history(root, &config, &ignored)).map_err(anyhow::Error::msg)?;
         findings = found;
         n_files = n_commits;
         n_bytes = bytes;
@@ -93,76 +95,4 @@ pub fn secrets(root: &Path, args: ScanArgs) -> Result<i32> {
         );
     }
     Ok(if findings.is_empty() { 0 } else { 1 })
-}
-
-fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let output = std::process::Command::new("git").arg("-C").arg(root).args(args).output()?;
-    if !output.status.success() {
-        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(output.stdout)
-}
-
-/// What every commit reachable from any ref added: each commit's changed files are scanned as
-/// the commit has them, and a finding counts where its line is one the commit added. Returns the
-/// findings, the number of commits and the bytes scanned.
-fn history(
-    root: &Path,
-    config: &spec::gitleaks::Config,
-    ignored: &[String],
-) -> Result<(Vec<spec::gitleaks::Finding>, usize, u64)> {
-    let listed = String::from_utf8_lossy(&git_output(root, &["rev-list", "--all"])?).into_owned();
-    let commits: Vec<&str> = listed.lines().collect();
-    let (mut findings, mut bytes) = (Vec::new(), 0u64);
-    for commit in &commits {
-        let diff = git_output(
-            root,
-            &[
-                "diff-tree",
-                "-r",
-                "--root",
-                "--no-commit-id",
-                "-U0",
-                "--no-color",
-                "--no-renames",
-                "--no-ext-diff",
-                "--end-of-options",
-                commit,
-            ],
-        )?;
-        // The lines each file gained in this commit.
-        let mut added: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
-        for line in String::from_utf8_lossy(&diff).lines() {
-            if let Some(path) = line.strip_prefix("+++ b/") {
-                added.push((path.to_string(), Vec::new()));
-            } else if let Some(hunk) = line.strip_prefix("@@ ")
-                && let Some(new) = hunk.split_whitespace().find(|w| w.starts_with('+'))
-                && let Some((_, ranges)) = added.last_mut()
-            {
-                let mut parts = new.trim_start_matches('+').split(',');
-                let start: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                let count: usize = parts.next().map_or(1, |n| n.parse().unwrap_or(0));
-                if count > 0 {
-                    ranges.push((start, start + count - 1));
-                }
-            }
-        }
-        for (path, ranges) in added.into_iter().filter(|(_, r)| !r.is_empty()) {
-            let Ok(content) = git_output(root, &["show", &format!("{commit}:{path}")]) else { continue };
-            if content.len() > 10 << 20 || content.contains(&0) {
-                continue;
-            }
-            bytes += content.len() as u64;
-            let text = String::from_utf8_lossy(&content);
-            findings.extend(
-                config
-                    .scan_commit(commit, &path, &text, ignored)
-                    .into_iter()
-                    .filter(|f| ranges.iter().any(|(first, last)| (*first..=*last).contains(&f.line)))
-                    // As gitleaks names a finding of the history: `commit:file:rule:line`.
-                    .map(|f| spec::gitleaks::Finding { fingerprint: format!("{commit}:{}", f.fingerprint), ..f }),
-            );
-        }
-    }
-    Ok((findings, commits.len(), bytes))
 }

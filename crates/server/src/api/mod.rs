@@ -76,6 +76,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(commits::show))
         .routes(routes!(repositories::archive))
         .routes(routes!(repositories::unarchive))
+        .routes(routes!(repositories::scan_history))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::events))
         .routes(routes!(deployments::list_deployments, deployments::request_deployment))

@@ -1,4 +1,5 @@
-//! Repositories: list, add (the webhook secret shown once), archive, and queue what a push of a ref would run.
+//! Repositories: list, add (the webhook secret shown once), archive, scan their history for
+//! secrets, and queue what a push of a ref would run.
 
 #[allow(unused_imports)]
 use super::*;
@@ -143,6 +144,60 @@ async fn set_archived(app: &App, name: &str, archived: bool, actor: &str) -> Api
         return Err(AppError::new(StatusCode::CONFLICT, "conflict", format!("{name} is {state}")));
     }
     Ok(Json(app.store.set_archived(repo.id, archived, actor).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/repos/{name}/scan", tag = "repositories",
+    summary = "Scan the whole history for secrets with the rules of .gitleaks.toml at its head (.gitleaksignore honoured)",
+    params(("name" = String, Path, description = "The repository's name")), security(("token" = [])),
+    responses((status = 200, body = api::HistoryScan), (status = "4XX", body = api::ErrorBody)))]
+pub(super) async fn scan_history(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<api::HistoryScan>> {
+    let repo = app.store.repo(&name).await?;
+    let dir = crate::code::git_dir(&app, &repo);
+    if !crate::code::hosting::path(&app, &name).is_dir() {
+        repos::sync(&app, &repo, None)
+            .await
+            .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
+    }
+    let rules = repos::git(&dir, &["show", "HEAD:.gitleaks.toml"]).await.map_err(|_| {
+        AppError::new(
+            StatusCode::CONFLICT,
+            "no_rules",
+            format!("{name} has no .gitleaks.toml at its head; add gitleaks-format rules there (gitleaks' default configuration works unchanged)"),
+        )
+    })?;
+    let config = spec::gitleaks::parse_config(&rules)
+        .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_rules", format!(".gitleaks.toml: {e}")))?;
+    let ignored =
+        spec::gitleaks::parse_ignore(&repos::git(&dir, &["show", "HEAD:.gitleaksignore"]).await.unwrap_or_default());
+    let (found, commits, bytes) = crate::scanning::history(&dir, &config, &ignored)
+        .await
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "git", e))?;
+    let findings: Vec<api::SecretFinding> = found
+        .iter()
+        .map(|f| api::SecretFinding {
+            rule: f.rule.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            commit: f.fingerprint.split(':').next().unwrap_or_default().to_string(),
+            fingerprint: f.fingerprint.clone(),
+            secret: format!("{}***", f.secret.chars().take(4).collect::<String>()),
+        })
+        .collect();
+    let recorded: Vec<serde_json::Value> = findings
+        .iter()
+        .map(|f| serde_json::json!({"rule": f.rule, "file": f.file, "line": f.line, "fingerprint": f.fingerprint}))
+        .collect();
+    let payload = serde_json::json!({"commits": commits, "findings": recorded});
+    app.store.record_event("scan.history", &format!("repo/{}", repo.id), &caller.0, payload).await?;
+    if !findings.is_empty() {
+        let summary = format!("{} secret(s) in the history of {name}", findings.len());
+        crate::alerting::security(&app, "SecretCommitted", "critical", &[("repository", name.clone())], summary).await;
+    }
+    Ok(Json(api::HistoryScan { repo: name, commits, bytes, rules: config.rules.len(), findings }))
 }
 
 #[utoipa::path(post, path = "/api/v1/repos/{name}/runs", tag = "repositories",
