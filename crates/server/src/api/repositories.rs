@@ -28,7 +28,7 @@ pub(super) async fn add_repo(
 /// Adds a repository (checks its source and forge settings, fetches it once); its webhook
 /// secret is in the answer, and nowhere else ever again.
 pub(super) async fn add_repository(
-    app: &App,
+    app: &Arc<App>,
     body: api::AddRepository,
     actor: &str,
 ) -> ApiResult<api::AddedRepository> {
@@ -110,6 +110,20 @@ pub(super) async fn add_repository(
     }
     // Fetch now, so that a bad source is reported at once.
     let warning = repos::sync(app, &repo, None).await.err();
+    if warning.is_none() {
+        // Its history is scanned for secrets once, in the background, when it has rules.
+        let (app, repo, actor) = (app.clone(), repo.clone(), actor.to_string());
+        tokio::spawn(async move {
+            match history_scan(&app, &repo, &actor).await {
+                Ok(scan) if !scan.findings.is_empty() => {
+                    tracing::warn!("{} secret(s) in the history of {}", scan.findings.len(), repo.name)
+                }
+                Ok(_) => {}
+                Err(error) if error.code == "no_rules" => {}
+                Err(error) => tracing::warn!("the history of {} was not scanned: {}", repo.name, error.message),
+            }
+        });
+    }
     Ok(api::AddedRepository { repo: repo.into(), webhook_secret: secret, warning })
 }
 
@@ -156,9 +170,16 @@ pub(super) async fn scan_history(
     Path(name): Path<String>,
 ) -> ApiResult<Json<api::HistoryScan>> {
     let repo = app.store.repo(&name).await?;
-    let dir = crate::code::git_dir(&app, &repo);
-    if !crate::code::hosting::path(&app, &name).is_dir() {
-        repos::sync(&app, &repo, None)
+    Ok(Json(history_scan(&app, &repo, &caller.0).await?))
+}
+
+/// Scans the whole history of `repo` with the rules at its head; records it (`scan.history`) and
+/// raises `SecretCommitted` when something is found.
+async fn history_scan(app: &App, repo: &Repo, actor: &str) -> ApiResult<api::HistoryScan> {
+    let name = repo.name.clone();
+    let dir = crate::code::git_dir(app, repo);
+    if !crate::code::hosting::path(app, &name).is_dir() {
+        repos::sync(app, repo, None)
             .await
             .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e))?;
     }
@@ -192,12 +213,12 @@ pub(super) async fn scan_history(
         .map(|f| serde_json::json!({"rule": f.rule, "file": f.file, "line": f.line, "fingerprint": f.fingerprint}))
         .collect();
     let payload = serde_json::json!({"commits": commits, "findings": recorded});
-    app.store.record_event("scan.history", &format!("repo/{}", repo.id), &caller.0, payload).await?;
+    app.store.record_event("scan.history", &format!("repo/{}", repo.id), actor, payload).await?;
     if !findings.is_empty() {
         let summary = format!("{} secret(s) in the history of {name}", findings.len());
-        crate::alerting::security(&app, "SecretCommitted", "critical", &[("repository", name.clone())], summary).await;
+        crate::alerting::security(app, "SecretCommitted", "critical", &[("repository", name.clone())], summary).await;
     }
-    Ok(Json(api::HistoryScan { repo: name, commits, bytes, rules: config.rules.len(), findings }))
+    Ok(api::HistoryScan { repo: name, commits, bytes, rules: config.rules.len(), findings })
 }
 
 #[utoipa::path(post, path = "/api/v1/repos/{name}/runs", tag = "repositories",

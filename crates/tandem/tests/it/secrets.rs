@@ -284,6 +284,17 @@ fn a_push_with_a_secret_is_flagged_in_its_run_and_the_event_log() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
     add_repo(&server, &repo, "shop");
+    // Added with rules at its head, its history is scanned once, in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let audit = server.cli(&["audit", "log", "--kind", "scan.history", "--format", "json"]).stdout;
+        if audit.contains(":src/main.go:aws-access-token:4") {
+            assert!(!audit.contains("AKIALALEMEL33243OLIA"), "{audit}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the history was never scanned: {audit}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(server.cli(&["repo", "run", "shop"]).code, 0);
     let runs = server.wait_for("the run to end", |runs| runs.first().is_some_and(|r| r["status"] == "success"));
     let logs = server.cli(&["runs", "logs", &runs[0]["id"].to_string()]).stdout;
