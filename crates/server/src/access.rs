@@ -241,6 +241,8 @@ pub enum Target {
     RunOf(&'static str),
     /// A deployment's id: its environment.
     Deployment(&'static str),
+    /// A run's id and the job the body names: the environment the job waits for.
+    HeldJob(&'static str),
     /// The JSON body's `service` and `environment` (a deploy request).
     DeployBody,
 }
@@ -298,7 +300,7 @@ pub fn policy(method: &Method, route: &str) -> Option<Need> {
         "/repositories/{name}/changes/{number}/{action}" => Allow(Run, Repository("name")),
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" | "/runs/{id}" => Allow(Read, RunOf("id")),
         "/api/v1/runs/{id}/cancel" | "/api/v1/runs/{id}/rerun" | "/runs/{id}/{action}" => Allow(Run, RunOf("id")),
-        "/api/v1/runs/{id}/approve" | "/runs/{id}/approve" => Allow(Deploy, RunOf("id")),
+        "/api/v1/runs/{id}/approve" | "/runs/{id}/approve" => Allow(Deploy, HeldJob("id")),
         "/api/v1/deployments" if get => Allow(Read, Global),
         "/api/v1/deployments" => Allow(Deploy, DeployBody),
         "/api/v1/deployments/{id}"

@@ -145,6 +145,32 @@ async fn resource(app: &Arc<App>, parts: &mut Parts, body: &mut Body, from: Targ
             },
             Err(_) => Resource::Global,
         },
+        Target::HeldJob(id) => {
+            let bytes = axum::body::to_bytes(std::mem::take(body), MAX_BODY_BYTES)
+                .await
+                .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body: {e}")))?;
+            // The API's JSON body, or the page's form.
+            let job = serde_json::from_slice::<api::ApproveJob>(&bytes).map(|r| r.job).ok().or_else(|| {
+                String::from_utf8_lossy(&bytes)
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("job=").map(|v| crate::encoding::percent_decode(v, true)))
+            });
+            *body = Body::from(bytes);
+            let events = match param(id).parse::<i64>() {
+                Ok(run) => app.store.events_about(&format!("run/{run}")).await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let waiting =
+                events.iter().rev().find(|e| e.kind == "job.waiting" && job.as_deref() == e.payload["job"].as_str());
+            match waiting {
+                Some(event) => Resource::Environment(
+                    event.payload["service"].as_str().unwrap_or_default().to_string(),
+                    event.payload["environment"].as_str().unwrap_or_default().to_string(),
+                ),
+                // No such job waits: the handler says so to those who may approve anywhere.
+                None => Resource::Global,
+            }
+        }
         Target::DeployBody => {
             let bytes = axum::body::to_bytes(std::mem::take(body), MAX_BODY_BYTES)
                 .await

@@ -25,7 +25,8 @@ impl JobGate {
         JobGate { app, run, service: Default::default(), recorded: Default::default() }
     }
 
-    async fn environment(&self, name: &str) -> Result<Option<service::Environment>, String> {
+    /// The environment `name` of the service file at the run's commit, with the service's name.
+    async fn environment(&self, name: &str) -> Result<Option<(String, service::Environment)>, String> {
         let service = self
             .service
             .get_or_init(|| async {
@@ -39,12 +40,25 @@ impl JobGate {
             })
             .await
             .clone()?;
-        Ok(service.and_then(|s| s.environments.into_iter().find(|e| e.name == name)))
+        Ok(service.and_then(|s| {
+            let service = s.name.clone();
+            s.environments.into_iter().find(|e| e.name == name).map(|e| (service, e))
+        }))
     }
 
-    async fn hold(&self, job: &str, environment: &str) -> Result<Option<String>, String> {
-        let Some(spec) = self.environment(environment).await? else { return Ok(None) };
-        if let Some(reason) = super::gates::frozen(&spec) {
+    /// What holds `job` now, and the service whose environment it is.
+    async fn hold(&self, job: &str, environment: &str) -> Result<Option<(String, String)>, String> {
+        let Some((service, spec)) = self.environment(environment).await? else { return Ok(None) };
+        Ok(self.reason(job, environment, &spec).await?.map(|reason| (service, reason)))
+    }
+
+    async fn reason(
+        &self,
+        job: &str,
+        environment: &str,
+        spec: &service::Environment,
+    ) -> Result<Option<String>, String> {
+        if let Some(reason) = super::gates::frozen(spec) {
             return Ok(Some(reason));
         }
         let subject = format!("run/{}", self.run.id);
@@ -80,8 +94,9 @@ impl exec::engine::Gate for JobGate {
             let hold = self.hold(job, environment).await?;
             let first =
                 hold.is_some() && self.recorded.lock().unwrap_or_else(|e| e.into_inner()).insert(job.to_string());
-            if let (true, Some(reason)) = (first, &hold) {
-                let payload = serde_json::json!({"job": job, "environment": environment, "reason": reason});
+            if let (true, Some((service, reason))) = (first, &hold) {
+                let payload =
+                    serde_json::json!({"job": job, "service": service, "environment": environment, "reason": reason});
                 let subject = format!("run/{}", self.run.id);
                 self.app
                     .store
@@ -89,7 +104,7 @@ impl exec::engine::Gate for JobGate {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Ok(hold)
+            Ok(hold.map(|(_, reason)| reason))
         })
     }
 }
