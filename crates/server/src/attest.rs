@@ -24,36 +24,6 @@ pub fn files(app: &App, deployment: i64) -> (PathBuf, PathBuf) {
     (dir.join("sbom.cdx.json"), dir.join("provenance.dsse.json"))
 }
 
-/// The package URL of a locked package.
-fn purl(package: &spec::deps::Package) -> String {
-    let kind = match package.ecosystem {
-        "crates.io" => "cargo",
-        "npm" => "npm",
-        "PyPI" => "pypi",
-        _ => "golang",
-    };
-    format!("pkg:{kind}/{}@{}", package.name, package.version)
-}
-
-/// A CycloneDX 1.5 SBOM of `packages`, for `name` at `version`.
-pub fn sbom(name: &str, version: &str, packages: &[spec::deps::Package], timestamp: &str) -> serde_json::Value {
-    let components: Vec<serde_json::Value> = packages
-        .iter()
-        .map(|p| serde_json::json!({"type": "library", "name": p.name, "version": p.version, "purl": purl(p), "bom-ref": purl(p)}))
-        .collect();
-    serde_json::json!({
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "version": 1,
-        "metadata": {
-            "timestamp": timestamp,
-            "tools": {"components": [{"type": "application", "name": "tandem", "version": env!("CARGO_PKG_VERSION")}]},
-            "component": {"type": "application", "name": name, "version": version, "bom-ref": format!("{name}@{version}")},
-        },
-        "components": components,
-    })
-}
-
 /// DSSE's pre-authentication encoding: what is signed.
 fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).into_bytes();
@@ -79,7 +49,8 @@ pub async fn attest(app: &App, deployment: &Deployment, mirror: &Path) -> Result
         }
     }
     let now = store::rfc3339(jiff::Timestamp::now().as_millisecond());
-    let bom = serde_json::to_vec_pretty(&sbom(&deployment.service, &deployment.release, &packages, &now))
+    let subject = spec::deps::Subject { kind: "application", name: &deployment.service, version: &deployment.release };
+    let bom = serde_json::to_vec_pretty(&spec::deps::cyclonedx(&subject, &packages, &now, env!("CARGO_PKG_VERSION")))
         .map_err(|e| e.to_string())?;
     let statement = serde_json::json!({
         "_type": "https://in-toto.io/Statement/v1",

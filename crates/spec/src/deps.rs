@@ -2,7 +2,7 @@
 //! `requirements.txt`, `go.sum`) matched against advisories in OSV's format (an offline export:
 //! a directory of `<ID>.json` records, as osv.dev publishes per ecosystem). Versions compare as
 //! their ecosystem orders them closely enough for advisories: numeric dot-separated parts, then a
-//! pre-release (which sorts before its release).
+//! pre-release (which sorts before its release). And the same packages as a CycloneDX SBOM.
 
 use std::cmp::Ordering;
 
@@ -309,4 +309,45 @@ pub fn load_export(dir: &std::path::Path) -> Result<(Vec<Advisory>, String, Vec<
 pub fn age_days(date: &str, now: i64) -> Option<f64> {
     let at: jiff::Timestamp = date.parse().ok()?;
     Some((now - at.as_second()) as f64 / 86_400.0)
+}
+
+/// The package URL of a locked package.
+pub fn purl(package: &Package) -> String {
+    let kind = match package.ecosystem {
+        "crates.io" => "cargo",
+        "npm" => "npm",
+        "PyPI" => "pypi",
+        _ => "golang",
+    };
+    format!("pkg:{kind}/{}@{}", package.name, package.version)
+}
+
+/// What an SBOM describes: a release (`application`) or an image (`container`).
+pub struct Subject<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub version: &'a str,
+}
+
+/// A CycloneDX 1.5 SBOM of `packages`, for `subject`, made at `timestamp` (RFC 3339) by Tandem
+/// `tool_version`.
+pub fn cyclonedx(subject: &Subject, packages: &[Package], timestamp: &str, tool_version: &str) -> serde_json::Value {
+    let components: Vec<serde_json::Value> = packages
+        .iter()
+        .map(|p| serde_json::json!({"type": "library", "name": p.name, "version": p.version, "purl": purl(p), "bom-ref": purl(p)}))
+        .collect();
+    serde_json::json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": {
+            "timestamp": timestamp,
+            "tools": {"components": [{"type": "application", "name": "tandem", "version": tool_version}]},
+            "component": {
+                "type": subject.kind, "name": subject.name, "version": subject.version,
+                "bom-ref": format!("{}@{}", subject.name, subject.version),
+            },
+        },
+        "components": components,
+    })
 }

@@ -26,10 +26,11 @@ pub struct BuiltImage {
     pub digest: Option<String>,
 }
 
-/// Writes the build context of `dir` to the tar file `out` and returns its size: every file below
-/// `dir` except `.git` and what `.dockerignore` lists (its patterns, `!` exceptions included).
+/// Writes the build context of `dir` to the tar file `out` and returns its size and the lock files
+/// in it (for the image's SBOM): every file below `dir` except `.git` and what `.dockerignore`
+/// lists (its patterns, `!` exceptions included).
 /// Blocking file-system work: call it off the async threads.
-pub fn context_tar(dir: &std::path::Path, out: &std::path::Path) -> Result<u64, String> {
+pub fn context_tar(dir: &std::path::Path, out: &std::path::Path) -> Result<(u64, Vec<String>), String> {
     let ignore: Vec<String> = std::fs::read_to_string(dir.join(".dockerignore"))
         .unwrap_or_default()
         .lines()
@@ -41,6 +42,7 @@ pub fn context_tar(dir: &std::path::Path, out: &std::path::Path) -> Result<u64, 
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     builder.follow_symlinks(false);
     let mut failure = None;
+    let mut locks = Vec::new();
     crate::paths::walk(dir, &mut |path| {
         if failure.is_some() {
             return;
@@ -67,13 +69,19 @@ pub fn context_tar(dir: &std::path::Path, out: &std::path::Path) -> Result<u64, 
         if let Err(error) = builder.append_path_with_name(path, relative) {
             failure = Some(format!("cannot add {text} to the build context: {error}"));
         }
+        let name = text.rsplit('/').next().unwrap_or(&text);
+        if spec::deps::LOCK_FILES.contains(&name) {
+            locks.push(text.into_owned());
+        }
     });
     if let Some(error) = failure {
         return Err(error);
     }
     let mut written = builder.into_inner().map_err(|e| e.to_string())?;
     std::io::Write::flush(&mut written).map_err(|e| e.to_string())?;
-    std::fs::metadata(out).map(|m| m.len()).map_err(|e| e.to_string())
+    let size = std::fs::metadata(out).map(|m| m.len()).map_err(|e| e.to_string())?;
+    locks.sort();
+    Ok((size, locks))
 }
 
 /// The file at `path` as a stream of chunks, for a request body that never holds it whole.

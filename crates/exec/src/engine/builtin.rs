@@ -72,7 +72,7 @@ pub(super) async fn run_builtin(
             labels.insert("org.opencontainers.image.source".into(), request.repo.repository.clone());
             // The context is written to a file off the async threads and streamed to the engine.
             let context = dirs.files.join("context.tar");
-            let size = {
+            let (size, locks) = {
                 let (dir, out) = (context_dir.clone(), context.clone());
                 tokio::task::spawn_blocking(move || crate::docker::context_tar(&dir, &out))
                     .await
@@ -107,6 +107,27 @@ pub(super) async fn run_builtin(
             let slug: String =
                 repo.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
             shared.artifacts.upload(&format!("image-{slug}"), &[record], true)?;
+            // Its SBOM: the packages of the lock files the build context gave it.
+            let mut packages = Vec::new();
+            for lock in &locks {
+                let text = std::fs::read_to_string(context_dir.join(lock)).unwrap_or_default();
+                match spec::deps::packages(lock, &text) {
+                    Ok(found) => packages.extend(found),
+                    Err(error) => log.line(format!("warning: {lock}: {error}; left out of the SBOM")).await,
+                }
+            }
+            let subject = spec::deps::Subject { kind: "container", name: &repo, version: short };
+            let now = jiff::Timestamp::now().to_string();
+            let bom = spec::deps::cyclonedx(&subject, &packages, &now, env!("CARGO_PKG_VERSION"));
+            let sbom = dirs.temp.join("sbom.cdx.json");
+            std::fs::write(&sbom, serde_json::to_vec_pretty(&bom).unwrap_or_default()).map_err(|e| e.to_string())?;
+            shared.artifacts.upload(&format!("sbom-{slug}"), &[sbom], true)?;
+            log.line(format!(
+                "SBOM of {repo}:{short}: {} package(s) from {} lock file(s) (artifact sbom-{slug})",
+                packages.len(),
+                locks.len()
+            ))
+            .await;
             outputs.insert("imageid".into(), built.id.clone());
             outputs.insert("digest".into(), built.digest.clone().unwrap_or_default());
             outputs.insert("metadata".into(), serde_json::to_string(&built).unwrap_or_default());

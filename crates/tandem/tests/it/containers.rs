@@ -335,8 +335,10 @@ jobs:
     );
     let repo = Repo::new(&[("ci.yml", &unique(&wf))]);
     repo.write("app/Dockerfile", "FROM tandem-test/busybox:1\nARG GREETING\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n");
-    repo.write("app/.dockerignore", "secret.txt\n");
     repo.write("app/secret.txt", "never in the image\n");
+    repo.write("app/requirements.txt", "flask==2.3.2\nrequests==2.31.0\n");
+    repo.write("app/ignored/requirements.txt", "left-out==1.0\n");
+    repo.write("app/.dockerignore", "secret.txt\nignored\n");
     repo.commit("app");
     let sha = {
         let out = Command::new("git").arg("-C").arg(repo.path()).args(["rev-parse", "HEAD"]).output().unwrap();
@@ -373,6 +375,20 @@ jobs:
         .join("image.json");
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
     assert_eq!(record["digest"], digest.as_str());
+    // Its SBOM lists the packages of the lock files the context gave it (not those it ignores).
+    let sbom = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("sbom-"))
+        .expect("an SBOM artifact")
+        .path()
+        .join("sbom.cdx.json");
+    let sbom: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sbom).unwrap()).unwrap();
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["metadata"]["component"]["type"], "container", "{sbom:#}");
+    assert_eq!(sbom["metadata"]["component"]["version"], &sha[..12], "{sbom:#}");
+    let purls: Vec<&str> = sbom["components"].as_array().unwrap().iter().map(|c| c["purl"].as_str().unwrap()).collect();
+    assert_eq!(purls, ["pkg:pypi/flask@2.3.2", "pkg:pypi/requests@2.31.0"], "{sbom:#}");
     assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&sha[..12])), "{record}");
     let content_tag = format!(":sha256-{}", &record["id"].as_str().unwrap().trim_start_matches("sha256:")[..12]);
     assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&content_tag)), "{record}");
