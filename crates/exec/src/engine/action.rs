@@ -507,7 +507,7 @@ async fn docker_image(
     }
     let context = shared.request.run_dir.join(format!("action-context-{index}-{}.tar", std::process::id()));
     let (dir, out) = (action.dir.clone(), context.clone());
-    tokio::task::spawn_blocking(move || crate::docker::context_tar(&dir, &out)).await.map_err(|e| e.to_string())??.0;
+    tokio::task::spawn_blocking(move || crate::docker::context_tar(&dir, &out)).await.map_err(|e| e.to_string())??;
     let build = crate::docker::ImageBuild {
         context: context.clone(),
         dockerfile: image.to_string(),
