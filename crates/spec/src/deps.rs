@@ -20,7 +20,11 @@ pub struct Package {
 /// The lock files this reads, by file name.
 pub const LOCK_FILES: [&str; 4] = ["Cargo.lock", "package-lock.json", "requirements.txt", "go.sum"];
 
-/// The packages of one lock file (`path` names it; its file name says which format).
+/// The package databases of operating systems in an image: Debian's and Alpine's.
+pub const OS_DATABASES: [&str; 2] = ["var/lib/dpkg/status", "lib/apk/db/installed"];
+
+/// The packages of one lock file or OS package database (`path` names it; its name says which
+/// format).
 pub fn packages(path: &str, text: &str) -> Result<Vec<Package>, String> {
     let file = path.rsplit('/').next().unwrap_or(path);
     let package = |ecosystem, name: &str, version: &str| Package {
@@ -30,6 +34,42 @@ pub fn packages(path: &str, text: &str) -> Result<Vec<Package>, String> {
         source: path.to_string(),
     };
     let mut out = Vec::new();
+    let database =
+        OS_DATABASES.iter().find(|d| path.trim_start_matches('/') == **d || path.ends_with(&format!("/{d}")));
+    match database.copied() {
+        // Paragraphs of `Field: value`; only what is installed counts.
+        Some("var/lib/dpkg/status") => {
+            for paragraph in text.split("\n\n") {
+                let field = |name: &str| {
+                    paragraph
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+                        .map(str::trim)
+                };
+                if let (Some(name), Some(version)) = (field("Package"), field("Version"))
+                    && field("Status").is_none_or(|s| s.ends_with(" installed"))
+                {
+                    out.push(package("Debian", name, version));
+                }
+            }
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
+        // Records of `X:value` lines, blank-line separated: `P:` the name, `V:` the version.
+        Some(_) => {
+            for record in text.split("\n\n") {
+                let field = |key: &str| record.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+                if let (Some(name), Some(version)) = (field("P:"), field("V:")) {
+                    out.push(package("Alpine", name, version));
+                }
+            }
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
+        None => {}
+    }
     match file {
         "Cargo.lock" => {
             let value: toml::Value = toml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
@@ -317,6 +357,8 @@ pub fn purl(package: &Package) -> String {
         "crates.io" => "cargo",
         "npm" => "npm",
         "PyPI" => "pypi",
+        "Debian" => "deb/debian",
+        "Alpine" => "apk/alpine",
         _ => "golang",
     };
     format!("pkg:{kind}/{}@{}", package.name, package.version)

@@ -23,6 +23,7 @@ use crate::process::{Exit, ProcessGroups, ProcessSpec, Stream};
 use crate::{Cancel, Executor};
 
 mod build;
+mod catalog;
 mod executors;
 mod options;
 #[allow(unused_imports)]

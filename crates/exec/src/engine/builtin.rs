@@ -107,15 +107,23 @@ pub(super) async fn run_builtin(
             let slug: String =
                 repo.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
             shared.artifacts.upload(&format!("image-{slug}"), &[record], true)?;
-            // Its SBOM: the packages of the lock files the build context gave it.
-            let mut packages = Vec::new();
-            for lock in &locks {
-                let text = std::fs::read_to_string(context_dir.join(lock)).unwrap_or_default();
-                match spec::deps::packages(lock, &text) {
-                    Ok(found) => packages.extend(found),
-                    Err(error) => log.line(format!("warning: {lock}: {error}; left out of the SBOM")).await,
+            // Its SBOM: what its layers hold (OS package databases, lock files); when the image
+            // cannot be read back, the lock files its build context gave it.
+            let (packages, from) = match engine.image_packages(&built.id, &dirs.temp).await {
+                Ok(packages) => (packages, "its layers".to_string()),
+                Err(error) => {
+                    log.line(format!("warning: {error}; the SBOM lists the build context's lock files only")).await;
+                    let mut packages = Vec::new();
+                    for lock in &locks {
+                        let text = std::fs::read_to_string(context_dir.join(lock)).unwrap_or_default();
+                        match spec::deps::packages(lock, &text) {
+                            Ok(found) => packages.extend(found),
+                            Err(error) => log.line(format!("warning: {error}; left out of the SBOM")).await,
+                        }
+                    }
+                    (packages, format!("{} lock file(s) of the build context", locks.len()))
                 }
-            }
+            };
             let subject = spec::deps::Subject { kind: "container", name: &repo, version: short };
             let now = jiff::Timestamp::now().to_string();
             let bom = spec::deps::cyclonedx(&subject, &packages, &now, env!("CARGO_PKG_VERSION"));
@@ -123,9 +131,8 @@ pub(super) async fn run_builtin(
             std::fs::write(&sbom, serde_json::to_vec_pretty(&bom).unwrap_or_default()).map_err(|e| e.to_string())?;
             shared.artifacts.upload(&format!("sbom-{slug}"), &[sbom], true)?;
             log.line(format!(
-                "SBOM of {repo}:{short}: {} package(s) from {} lock file(s) (artifact sbom-{slug})",
-                packages.len(),
-                locks.len()
+                "SBOM of {repo}:{short}: {} package(s) from {from} (artifact sbom-{slug})",
+                packages.len()
             ))
             .await;
             outputs.insert("imageid".into(), built.id.clone());

@@ -138,3 +138,18 @@ fn versions_order_as_their_ecosystems_do_closely_enough() {
     let now = "2026-12-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second();
     assert_eq!(deps::age_days("2026-11-20T00:00:00Z", now).map(|d| d.round()), Some(11.0));
 }
+
+#[test]
+fn os_package_databases_of_an_image_are_read() {
+    let dpkg = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n continued line\n\nPackage: removed-one\nStatus: deinstall ok config-files\nVersion: 1.0\n\nPackage: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13.dfsg-1\n";
+    let found = deps::packages("var/lib/dpkg/status", dpkg).unwrap();
+    let purls: Vec<String> = found.iter().map(deps::purl).collect();
+    assert_eq!(purls, ["pkg:deb/debian/libc6@2.36-9+deb12u4", "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1"]);
+    assert!(found.iter().all(|p| p.ecosystem == "Debian"));
+    let apk = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\n\nC:Q1def=\nP:busybox\nV:1.36.1-r5\n";
+    let found = deps::packages("/lib/apk/db/installed", apk).unwrap();
+    let purls: Vec<String> = found.iter().map(deps::purl).collect();
+    assert_eq!(purls, ["pkg:apk/alpine/busybox@1.36.1-r5", "pkg:apk/alpine/musl@1.2.4-r2"]);
+    // A file merely named `status` elsewhere is no package database.
+    assert!(deps::packages("app/status", "Package: x\nVersion: 1\n").is_err());
+}

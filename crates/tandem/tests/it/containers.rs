@@ -334,7 +334,9 @@ jobs:
         addr = registry.addr
     );
     let repo = Repo::new(&[("ci.yml", &unique(&wf))]);
-    repo.write("app/Dockerfile", "FROM tandem-test/busybox:1\nARG GREETING\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n");
+    repo.write("app/Dockerfile", "FROM tandem-test/busybox:1\nARG GREETING\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && echo \"$GREETING\" > /greeting\nRUN mkdir -p /var/lib/dpkg && cp /ctx/dpkg-status /var/lib/dpkg/status\nCMD [\"cat\", \"/greeting\"]\n");
+    // A package database as Debian keeps it, for the SBOM to find in the image's layers.
+    repo.write("app/dpkg-status", "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n");
     repo.write("app/secret.txt", "never in the image\n");
     repo.write("app/requirements.txt", "flask==2.3.2\nrequests==2.31.0\n");
     repo.write("app/ignored/requirements.txt", "left-out==1.0\n");
@@ -388,7 +390,11 @@ jobs:
     assert_eq!(sbom["metadata"]["component"]["type"], "container", "{sbom:#}");
     assert_eq!(sbom["metadata"]["component"]["version"], &sha[..12], "{sbom:#}");
     let purls: Vec<&str> = sbom["components"].as_array().unwrap().iter().map(|c| c["purl"].as_str().unwrap()).collect();
-    assert_eq!(purls, ["pkg:pypi/flask@2.3.2", "pkg:pypi/requests@2.31.0"], "{sbom:#}");
+    assert_eq!(
+        purls,
+        ["pkg:deb/debian/libc6@2.36-9", "pkg:pypi/flask@2.3.2", "pkg:pypi/requests@2.31.0"],
+        "its layers: the package database and the lock file it copied (not the one .dockerignore left out): {sbom:#}"
+    );
     assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&sha[..12])), "{record}");
     let content_tag = format!(":sha256-{}", &record["id"].as_str().unwrap().trim_start_matches("sha256:")[..12]);
     assert!(record["tags"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with(&content_tag)), "{record}");
