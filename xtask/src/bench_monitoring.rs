@@ -208,14 +208,20 @@ pub fn run(args: &[String]) -> Result<()> {
 
     eprintln!("monitoring bench: {targets} targets × 100 series every 15 s; warm-up {warmup} s, window {window} s");
     std::thread::sleep(Duration::from_secs(warmup));
+    let chunk_bytes_at =
+        || -> Result<f64> { Ok(metric(&get(TANDEM_PORT, "/metrics", None)?, "tandem_tsdb_chunk_bytes")) };
     let snapshot = || -> Result<(f64, f64, f64, f64)> {
         let ours = metric(&get(TANDEM_PORT, "/metrics", None)?, "tandem_tsdb_samples");
         let theirs = metric(&get(PROMETHEUS_PORT, "/metrics", None)?, "prometheus_tsdb_head_samples_appended_total");
         Ok((ours, theirs, cpu_seconds(tandem_pid)?, cpu_seconds(prometheus_pid)?))
     };
+    let bytes_before = chunk_bytes_at()?;
     let start = snapshot()?;
     std::thread::sleep(Duration::from_secs(window));
     let end = snapshot()?;
+    // What each sample of the window added to the chunks: the steady-state cost, without the
+    // first sample each series' chunk spends on a whole timestamp and value.
+    let marginal = (chunk_bytes_at()? - bytes_before) / (end.0 - start.0);
     let (rss_ours, rss_theirs) = (rss_mib(tandem_pid)?, rss_mib(prometheus_pid)?);
     let cpu_ours = (end.2 - start.2) / ((end.0 - start.0) / 1000.0);
     let cpu_theirs = (end.3 - start.3) / ((end.1 - start.1) / 1000.0);
@@ -269,6 +275,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let _ = writeln!(
         report,
         "| compressed samples alone (Tandem: chunk bytes; Prometheus: 1.3–4.1 B in its docs and the peer's 10-minute run) | {chunk_bytes:.2} B | — | — |"
+    );
+    let _ = writeln!(
+        report,
+        "| chunk bytes each sample of the window added (steady state: no chunk starts within it) | {marginal:.2} B | — | — |"
     );
     report.push_str(&query_rows);
     report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
