@@ -133,9 +133,10 @@ impl Chunk {
         self.write_window(bits ^ self.last_v);
     }
 
-    /// A signed difference: `0` and 8 bits, `10` and 16, `110` and 32, `111` and 64.
+    /// A signed difference: `0` and 8 bits, `10` and 12, `110` and 16, `1110` and 32, `1111`
+    /// and 64 (a `%.3f` gauge moving by about 2 takes 12 bits; a counter's increment, 8).
     fn write_delta(&mut self, delta: i64) {
-        const BUCKETS: [(u64, u8, u8); 3] = [(0b0, 1, 8), (0b10, 2, 16), (0b110, 3, 32)];
+        const BUCKETS: [(u64, u8, u8); 4] = [(0b0, 1, 8), (0b10, 2, 12), (0b110, 3, 16), (0b1110, 4, 32)];
         for (prefix, prefix_bits, bits) in BUCKETS {
             let limit = 1i64 << (bits - 1);
             if -limit <= delta && delta < limit {
@@ -144,7 +145,7 @@ impl Chunk {
                 return;
             }
         }
-        self.write(0b111, 3);
+        self.write(0b1111, 4);
         self.write(delta as u64, 64);
     }
 
@@ -333,13 +334,14 @@ impl ChunkIter<'_> {
 
     fn read_delta(&mut self) -> Option<i64> {
         let mut prefix = 0;
-        while prefix < 3 && self.read(1)? == 1 {
+        while prefix < 4 && self.read(1)? == 1 {
             prefix += 1;
         }
         let bits = match prefix {
             0 => 8,
-            1 => 16,
-            2 => 32,
+            1 => 12,
+            2 => 16,
+            3 => 32,
             _ => return Some(self.read(64)? as i64),
         };
         let raw = self.read(bits)?;
@@ -435,6 +437,26 @@ mod tests {
         assert_eq!(back, legacy);
         back.push(1_800_000_000_000, 1.5);
         assert_eq!(back.iter().last(), Some((1_800_000_000_000, 1.5)));
+    }
+
+    #[test]
+    fn differences_at_the_edges_of_every_bucket_come_back() {
+        let mut value = 0i64;
+        let mut values = vec![0.0];
+        for edge in [8, 12, 16, 32] {
+            let half = 1i64 << (edge - 1);
+            for delta in [half - 1, -half, half, -half - 1] {
+                value += delta;
+                values.push(value as f64);
+            }
+        }
+        values.push(4.0e15);
+        values.push(-4.0e15);
+        let mut chunk = Chunk::new();
+        for (i, v) in values.iter().enumerate() {
+            chunk.push(i as i64 * 15_000, *v);
+        }
+        assert_eq!(chunk.iter().map(|(_, v)| v).collect::<Vec<_>>(), values);
     }
 
     #[test]
