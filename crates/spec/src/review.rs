@@ -4,6 +4,9 @@
 //! ```yaml
 //! approvals: 2                   # people other than the author (default 1)
 //! flaky-jobs: [e2e, browser]     # a queue batch failing only in these is tested once more
+//! queue:
+//!   parallel: 4                  # batches under test at once (1: no speculation)
+//!   batch: 8                     # changes tested together at most
 //! ```
 
 use crate::diag::Diagnostic;
@@ -16,15 +19,19 @@ pub struct ReviewSettings {
     /// Job ids whose failures are marked flaky: the merge queue tests a batch again once when
     /// they are its only failures.
     pub flaky_jobs: Vec<String>,
+    /// Batches under test at once; `None`: the queue's default.
+    pub parallel: Option<usize>,
+    /// Changes tested together at most; `None`: the queue's default.
+    pub batch: Option<usize>,
 }
 
 impl Default for ReviewSettings {
     fn default() -> ReviewSettings {
-        ReviewSettings { approvals: 1, flaky_jobs: Vec::new() }
+        ReviewSettings { approvals: 1, flaky_jobs: Vec::new(), parallel: None, batch: None }
     }
 }
 
-const KEYS: &[&str] = &["approvals", "flaky-jobs"];
+const KEYS: &[&str] = &["approvals", "flaky-jobs", "queue"];
 
 /// Reads the file; errors come with their place, what was expected and a hint.
 pub fn parse(text: &str) -> (Option<ReviewSettings>, Vec<Diagnostic>) {
@@ -45,6 +52,26 @@ pub fn parse(text: &str) -> (Option<ReviewSettings>, Vec<Diagnostic>) {
                 ),
             },
             "flaky-jobs" => settings.flaky_jobs = job_names(value, &mut diagnostics),
+            "queue" => {
+                for (key, value, _) in yaml::entries(value, "`queue`", &["parallel", "batch"], true, &mut diagnostics) {
+                    let n =
+                        value.as_scalar().and_then(|t| t.trim().parse::<usize>().ok()).filter(|n| (1..=64).contains(n));
+                    if n.is_none() {
+                        diagnostics.push(
+                            Diagnostic::error(
+                                "wrong-type",
+                                value.span,
+                                format!("`queue.{key}` must be a number from 1 to 64"),
+                            )
+                            .expected("a whole number, like 4"),
+                        );
+                    }
+                    match key {
+                        "parallel" => settings.parallel = n,
+                        _ => settings.batch = n,
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -84,7 +111,18 @@ mod tests {
     fn reads_both_settings_and_defaults_the_rest() {
         let (parsed, diagnostics) = parse("approvals: 2 # two\nflaky-jobs: [e2e, browser]\n");
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        assert_eq!(parsed, Some(ReviewSettings { approvals: 2, flaky_jobs: vec!["e2e".into(), "browser".into()] }));
+        assert_eq!(
+            parsed,
+            Some(ReviewSettings {
+                approvals: 2,
+                flaky_jobs: vec!["e2e".into(), "browser".into()],
+                ..ReviewSettings::default()
+            })
+        );
+        let queue = parse("queue:\n  parallel: 1\n  batch: 3\n").0.unwrap();
+        assert_eq!((queue.parallel, queue.batch), (Some(1), Some(3)));
+        let (parsed, diagnostics) = parse("queue:\n  parallel: 0\n");
+        assert!(parsed.is_none() && diagnostics[0].message.contains("from 1 to 64"), "{diagnostics:?}");
         assert_eq!(parse("").0, Some(ReviewSettings::default()));
         assert_eq!(parse("flaky-jobs: e2e\n").0.unwrap().flaky_jobs, ["e2e"]);
     }

@@ -130,8 +130,11 @@ pub async fn run_finished(app: &App, run: &store::Run) {
 /// Feeds one event to a queue and carries out what it decides (which may feed it more).
 pub async fn drive(app: &App, repo: &Repo, target: &str, event: Event) {
     let mut lanes = app.queues.inner.lock().await;
-    let lane = lanes.entry((repo.id, target.to_string())).or_insert_with(|| Lane {
-        queue: Queue::new(review::queue::Config::default()),
+    let key = (repo.id, target.to_string());
+    // A queue takes its settings (`queue:` of `.tandem/review.yml`) when it starts.
+    let config = if lanes.contains_key(&key) { None } else { Some(config(app, repo, target).await) };
+    let lane = lanes.entry(key).or_insert_with(|| Lane {
+        queue: Queue::new(config.unwrap_or_default()),
         commits: HashMap::new(),
         runs: HashMap::new(),
     });
@@ -330,4 +333,22 @@ async fn only_flaky_jobs_failed(app: &App, repo: &Repo, target: &str, runs: &[st
         );
     }
     !failed_jobs.is_empty() && failed_jobs.iter().all(|job| settings.flaky_jobs.contains(job))
+}
+
+/// The queue's settings for `target`: Tandem's defaults, with `queue.parallel` and `queue.batch`
+/// of `.tandem/review.yml` on that branch.
+async fn config(app: &App, repo: &Repo, target: &str) -> review::queue::Config {
+    let mut config = review::queue::Config::default();
+    match crate::code::changes::review_settings(&super::git_dir(app, repo), target).await {
+        Ok(settings) => {
+            config.max_parallel = settings.parallel.unwrap_or(config.max_parallel);
+            config.max_batch = settings.batch.unwrap_or(config.max_batch);
+            // Without speculation, nothing waits for company.
+            if config.max_parallel == 1 {
+                config.min_speculative = 1;
+            }
+        }
+        Err(error) => tracing::warn!("{}: {error}; the merge queue keeps its defaults", repo.name),
+    }
+    config
 }

@@ -482,3 +482,45 @@ fn checked_in(server: &Server, repo: &str, number: i64) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `queue:` of `.tandem/review.yml` sets how many changes a batch takes and how many batches are
+/// tested at once: one and one tests changes one at a time, in order.
+#[test]
+fn the_queue_takes_its_batch_size_and_parallelism_from_the_review_settings() {
+    // A check slow enough that the later changes queue up while the first is tested.
+    let workflow = "on: [push, pull_request, merge_group]\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 2\n";
+    let repo = Repo::new(&[("ci.yml", workflow)]);
+    repo.write(".tandem/review.yml", "approvals: 1\nqueue:\n  parallel: 1\n  batch: 1\n");
+    repo.commit("one at a time");
+    let (_data, server, url) = host("shop");
+    ok(repo.path(), &["push", "-q", &url, "HEAD:main"]);
+    let base = ok(repo.path(), &["rev-parse", "HEAD"]);
+    for i in 1..=3 {
+        ok(repo.path(), &["checkout", "-q", "--detach", &base]);
+        repo.write(&format!("file_{i}.txt"), "content\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", &format!("Change {i}\n\nChange-Id: I{i:040}")]);
+        ok(repo.path(), &["push", "-q", &url, "HEAD:refs/for/main"]);
+    }
+    let rita = server.user_token("rita", "developer", "*", "read,run");
+    for number in [1, 2, 3] {
+        checked(&server, number);
+        let approved = server.cli_as(&rita, &["change", "approve", "shop", &number.to_string()]);
+        assert_eq!(approved.code, 0, "{}", approved.all());
+    }
+    for number in ["1", "2", "3"] {
+        let merged = server.cli(&["change", "merge", "shop", number]);
+        assert_eq!(merged.code, 0, "{}", merged.all());
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while [1, 2, 3].iter().any(|n| show(&server, *n)["change"]["status"] != "merged") {
+        assert!(Instant::now() < deadline, "never merged: {:#}", show(&server, 3));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let audit = server.cli(&["audit", "log", "--kind", "queue.", "--format", "json"]).stdout;
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    // Tandem's defaults would test the two waiting behind the first as one batch.
+    assert_eq!(kinds, ["queue.testing", "queue.merged"].repeat(3), "{audit}");
+    assert!(events.iter().all(|e| e["payload"]["changes"].as_array().is_some_and(|c| c.len() == 1)), "{audit}");
+}
