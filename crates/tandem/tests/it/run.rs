@@ -364,6 +364,8 @@ jobs:
           python3 -c 'import os, urllib.parse; print("url:", urllib.parse.quote(os.environ["TOKEN"], safe=""))'
           python3 -c 'import os, json; print("json:", json.dumps({"t": os.environ["TOKEN"]}))'
           printf '%s\n' "$KEY" | sed 's/^/key line: /'
+          # One line, written in two pieces with a pause between them.
+          printf 'split: '; printf '%s' "$TOKEN" | head -c 5; sleep 0.3; printf '%s\n' "$(printf '%s' "$TOKEN" | tail -c +6)"
         env:
           TOKEN: ${{ secrets.TOKEN }}
           KEY: ${{ secrets.KEY }}
@@ -390,7 +392,7 @@ jobs:
     ] {
         assert!(!text.contains(&form), "the {label} form leaked:\n{text}");
     }
-    for shown in ["plain: ***", "base64: ***", "unpadded: ***", "url: ***", "key line: ***"] {
+    for shown in ["plain: ***", "base64: ***", "unpadded: ***", "url: ***", "key line: ***", "split: ***"] {
         assert!(text.contains(shown), "missing {shown:?}:\n{text}");
     }
 }
