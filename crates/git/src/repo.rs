@@ -149,7 +149,8 @@ pub async fn ensure_mirror(source: &str, mirror: &Path, env: &[(String, String)]
 }
 
 /// Reads the facts of the repository at `root`. `worktree` adds uncommitted changes to the changed paths.
-pub async fn repo_facts(root: &Path, worktree: bool) -> Result<RepoFacts, GitError> {
+pub async fn repo_facts(root: impl AsRef<Path>, worktree: bool) -> Result<RepoFacts, GitError> {
+    let root = root.as_ref();
     // Independent questions, asked at once, and as few as possible: each git call costs a
     // process start. The commit's changed files come with its log entry.
     // The branch comes from the log's decorations (`HEAD -> main`; a detached HEAD has no arrow).

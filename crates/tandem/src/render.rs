@@ -52,8 +52,10 @@ impl Renderer {
         }
     }
 
-    pub async fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>) {
-        while let Some(event) = rx.recv().await {
+    /// Renders events until the run ends. It runs on a thread of its own: the terminal and the
+    /// log files never hold up the thread that starts the next job.
+    pub fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>) {
+        while let Some(event) = rx.blocking_recv() {
             self.event(event);
             // Whatever else arrived meanwhile is rendered with it, then written at once.
             while let Ok(event) = rx.try_recv() {

@@ -109,14 +109,19 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(run_async(root, args))
 }
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
+    // git answers in its own processes while the workflows are read and checked here.
+    let facts = tokio::spawn(git::repo::repo_facts(root.to_path_buf(), args.worktree));
     let loaded = workflows::load_all(root)?;
-    let repo = git::repo::repo_facts(root, args.worktree).await.map_err(anyhow::Error::msg)?;
+    let repo = facts.await.context("the git task failed")?.map_err(anyhow::Error::msg)?;
     let selected = select(&loaded, &args, &repo)?;
     let broken: Vec<&LoadedWorkflow> = selected.iter().map(|(w, _)| *w).filter(|w| w.n_errors() > 0).collect();
     if !broken.is_empty() {
@@ -186,8 +191,8 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         };
         let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));
-        let render = tokio::spawn(async move {
-            renderer.consume(rx).await;
+        let render = tokio::task::spawn_blocking(move || {
+            renderer.consume(rx);
             renderer
         });
         let report = engine::run(request, config.clone(), tx, cancel.clone(), groups.clone()).await;

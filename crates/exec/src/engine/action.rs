@@ -303,11 +303,9 @@ async fn run_composite(
     let mut inner = contexts.clone();
     inner.set("inputs", Value::Object(values.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect()));
     inner.set("steps", Value::Object(BTreeMap::new()));
-    if let Some(Value::Object(github)) = inner.values.get_mut("github") {
-        github.insert("action_path".into(), Value::str(action.dir.to_string_lossy()));
-        github.insert("action_repository".into(), Value::str(&action.repository));
-        github.insert("action_ref".into(), Value::str(&action.git_ref));
-    }
+    inner.set_github("action_path", Value::str(action.dir.to_string_lossy()));
+    inner.set_github("action_repository", Value::str(&action.repository));
+    inner.set_github("action_ref", Value::str(&action.git_ref));
     // What the calling step's `env:` set, on top of the job's environment as it is
     // when each inner step starts (an inner step may change it through `$GITHUB_ENV`).
     let own_env: BTreeMap<String, String> =

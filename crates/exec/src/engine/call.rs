@@ -253,7 +253,7 @@ async fn prepare(
         return Err(format!("`{}` cannot be called: it has no `on: workflow_call`", call.uses));
     };
     let inputs = inputs(call, &trigger.inputs, contexts)?;
-    let caller_secrets: BTreeMap<String, String> = match contexts.values.get("secrets") {
+    let caller_secrets: BTreeMap<String, String> = match spec::expr::Host::context(contexts, "secrets") {
         Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.to_text())).collect(),
         _ => BTreeMap::new(),
     };

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use spec::expr::{self, Host, Value};
 use spec::workflow::{Condition, Text};
@@ -49,17 +50,33 @@ pub(super) fn github_context(request: &RunRequest) -> Value {
     Value::Object(map.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
-/// Contexts for expression evaluation inside a job.
+/// Contexts for expression evaluation inside a job. Each context is shared until changed: a job
+/// and each of its legs start from a copy, and copying `github` (which holds the event) for every
+/// job was the largest cost of starting a short one.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Contexts {
-    pub(super) values: BTreeMap<String, Value>,
+    values: BTreeMap<String, Arc<Value>>,
+    /// What this job adds to the shared `github` context (`job`, `workspace`, `action_path`…),
+    /// merged into a copy only when an expression reads `github`.
+    github_extra: BTreeMap<String, Value>,
+    github_merged: std::sync::OnceLock<Value>,
     pub(super) status: expr::Status,
     pub(super) workspace: PathBuf,
 }
 
 impl Host for Contexts {
     fn context(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
+        if name == "github" && !self.github_extra.is_empty() {
+            let base = self.values.get(name)?;
+            return Some(self.github_merged.get_or_init(|| {
+                let mut merged = (**base).clone();
+                if let Value::Object(map) = &mut merged {
+                    map.extend(self.github_extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                merged
+            }));
+        }
+        self.values.get(name).map(|value| &**value)
     }
 
     fn status(&self) -> expr::Status {
@@ -73,11 +90,30 @@ impl Host for Contexts {
 
 impl Contexts {
     pub(super) fn set(&mut self, name: &str, value: Value) {
+        self.set_shared(name, Arc::new(value));
+    }
+
+    /// Sets a context shared with other jobs (copied only if one of them changes it).
+    pub(super) fn set_shared(&mut self, name: &str, value: Arc<Value>) {
+        if name == "github" {
+            self.github_merged.take();
+        }
         self.values.insert(name.to_string(), value);
     }
 
+    /// Sets `github.KEY` for this job only.
+    pub(super) fn set_github(&mut self, key: &str, value: Value) {
+        self.github_extra.insert(key.to_string(), value);
+        self.github_merged.take();
+    }
+
+    /// The context `name`, to change in this job only.
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.values.get_mut(name).map(Arc::make_mut)
+    }
+
     pub(super) fn insert_step(&mut self, id: &str, value: Value) {
-        match self.values.get_mut("steps") {
+        match self.get_mut("steps") {
             Some(Value::Object(steps)) => {
                 steps.insert(id.to_string(), value);
             }

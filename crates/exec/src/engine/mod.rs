@@ -274,7 +274,7 @@ struct Shared {
     n_container_jobs: std::sync::atomic::AtomicUsize,
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
-    github: Value,
+    github: Arc<Value>,
     /// Where remote actions come from, read on first use: a run without remote actions spares
     /// the git call that reads the repository's own sources.
     action_sources: tokio::sync::OnceCell<crate::actions::ActionSources>,

@@ -43,7 +43,7 @@ pub async fn run(
         tracing::warn!("cannot write the event payload to {}: steps will not find it: {error}", event_path.display());
     }
     let artifacts = ArtifactStore::new(&request.run_dir.join("artifacts"));
-    let github = github_context(&request);
+    let github = Arc::new(github_context(&request));
     // Actions that run as themselves may call the cache service: it runs while the run does.
     let real_actions = workflow.jobs.iter().flat_map(|j| &j.steps).any(|s| {
         matches!(&s.action, spec::workflow::StepAction::Uses { builtin, target, .. }
@@ -179,7 +179,7 @@ pub(super) async fn run_job(
 ) -> (JobResult, Vec<JobReport>) {
     let request = &shared.request;
     let mut contexts = Contexts::default();
-    contexts.set("github", shared.github.clone());
+    contexts.set_shared("github", shared.github.clone());
     contexts.set("inputs", Value::Object(request.inputs.clone()));
     contexts.set("vars", string_map(&request.vars));
     let mut secrets = request.secrets.clone();
@@ -187,7 +187,7 @@ pub(super) async fn run_job(
     // An environment's secrets go only to the jobs that deploy there, once its gates let them.
     let environment = job.environment.as_ref().map(|environment| {
         let mut named = Contexts::default();
-        named.set("github", shared.github.clone());
+        named.set_shared("github", shared.github.clone());
         named.set("inputs", Value::Object(request.inputs.clone()));
         named.set("vars", string_map(&request.vars));
         named.render(&environment.name).unwrap_or_else(|_| environment.name.raw.clone())

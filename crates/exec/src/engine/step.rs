@@ -169,7 +169,7 @@ pub(super) async fn run_script(
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
     let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
-    let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { std::env::vars().collect() };
+    let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { own_environment().clone() };
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
     let fixed = [
@@ -285,8 +285,15 @@ pub(super) async fn run_script(
         state.pgids.push(pgid);
     }
 
-    // What the step wrote back.
-    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    // What the step wrote back. Each file is removed once read, so that the next step of the same
+    // index (inside a composite action) starts with fresh files; most steps write none.
+    let read = |path: &Path| match std::fs::read_to_string(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        read => {
+            let _ = std::fs::remove_file(path);
+            read.unwrap_or_default()
+        }
+    };
     let mut problems = Vec::new();
     match commands::parse_key_values(&read(&output_file)) {
         Ok(pairs) => step_outputs.extend(pairs),
@@ -312,10 +319,6 @@ pub(super) async fn run_script(
         Err(error) => problems.push(format!("$GITHUB_STATE: {error}")),
     }
     let summary = read(&summary_file);
-    // The next step of the same index (inside a composite action) starts with fresh files.
-    for path in [&output_file, &env_file, &path_file, &summary_file, &state_file] {
-        let _ = std::fs::remove_file(path);
-    }
     if !summary.trim().is_empty() {
         state.summary.push_str(&state.masks.mask(&summary));
         if !summary.ends_with('\n') {
@@ -374,6 +377,18 @@ pub(super) async fn run_script(
         Exit::NotStarted => Status::Failure,
     };
     Ok((status, step_outputs))
+}
+
+/// Tandem's own environment, which steps on this machine inherit; read once, as nothing in
+/// Tandem changes it. Variables that are not UTF-8 are left out.
+fn own_environment() -> &'static BTreeMap<String, String> {
+    static ENVIRONMENT: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        // A variable that is not UTF-8 cannot be shown to expressions; it is left out, not a panic.
+        std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+            .collect()
+    })
 }
 
 /// Whether `ACTIONS_STEP_DEBUG` is `true` as a secret or a variable (GitHub's switch for
