@@ -223,8 +223,8 @@ impl Db {
     /// of the batch is kept and the log is cut back to its last whole record.
     pub fn append(&self, batch: &[(Labels, i64, f64)]) -> Result<usize, DbError> {
         // The log's lock first, then the series' (as `checkpoint` takes them).
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut new_series: Vec<Labels> = Vec::new();
         let mut last: HashMap<u32, i64> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
@@ -255,6 +255,54 @@ impl Db {
             last.insert(id, *t);
             accepted.push((id, *t, v.to_bits()));
         }
+        self.commit(wal, inner, &new_series, &accepted)?;
+        match first_error {
+            Some(error) if accepted.is_empty() => Err(error),
+            _ => Ok(accepted.len()),
+        }
+    }
+
+    /// Appends samples of series known by id (from [`Db::id`]), as a scrape cache does: no labels
+    /// are looked up. Ids this store did not give are refused like out-of-order samples.
+    pub fn append_ids(&self, batch: &[(u32, i64, f64)]) -> Result<usize, DbError> {
+        let wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut last: HashMap<u32, i64> = HashMap::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut first_error = None;
+        for &(id, t, v) in batch {
+            let Some(series) = inner.series.get(id as usize) else {
+                first_error.get_or_insert(DbError::OutOfOrder { labels: format!("series #{id}"), t, last: 0 });
+                continue;
+            };
+            let previous = last.get(&id).copied().or_else(|| series.last_t());
+            if let Some(previous) = previous.filter(|previous| t <= *previous) {
+                first_error.get_or_insert(DbError::OutOfOrder { labels: series.labels.to_string(), t, last: previous });
+                continue;
+            }
+            last.insert(id, t);
+            accepted.push((id, t, v.to_bits()));
+        }
+        self.commit(wal, inner, &[], &accepted)?;
+        match first_error {
+            Some(error) if accepted.is_empty() => Err(error),
+            _ => Ok(accepted.len()),
+        }
+    }
+
+    /// The id of the series with exactly these labels, once it has a sample.
+    pub fn id(&self, labels: &Labels) -> Option<u32> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).by_labels.get(labels).copied()
+    }
+
+    /// Writes new series and accepted samples to the log, then to memory; checkpoints when due.
+    fn commit(
+        &self,
+        mut wal: std::sync::MutexGuard<'_, Wal>,
+        mut inner: std::sync::RwLockWriteGuard<'_, Inner>,
+        new_series: &[Labels],
+        accepted: &[(u32, i64, u64)],
+    ) -> Result<(), DbError> {
         let mut record = Vec::new();
         for (i, labels) in new_series.iter().enumerate() {
             let mut payload = vec![RECORD_SERIES];
@@ -266,7 +314,7 @@ impl Db {
             let mut payload = Vec::with_capacity(5 + accepted.len() * 20);
             payload.push(RECORD_SAMPLES);
             payload.extend_from_slice(&(accepted.len() as u32).to_le_bytes());
-            for (id, t, v) in &accepted {
+            for (id, t, v) in accepted {
                 payload.extend_from_slice(&id.to_le_bytes());
                 payload.extend_from_slice(&t.to_le_bytes());
                 payload.extend_from_slice(&v.to_le_bytes());
@@ -284,10 +332,10 @@ impl Db {
             }
             wal.bytes += record.len() as u64;
         }
-        for labels in &new_series {
+        for labels in new_series {
             inner.id_of(labels);
         }
-        for (id, t, v) in &accepted {
+        for (id, t, v) in accepted {
             inner.push(*id, *t, f64::from_bits(*v));
         }
         drop(inner);
@@ -296,10 +344,7 @@ impl Db {
         if due {
             self.checkpoint()?;
         }
-        match first_error {
-            Some(error) if accepted.is_empty() => Err(error),
-            _ => Ok(accepted.len()),
-        }
+        Ok(())
     }
 
     /// Appends that failed because the log could not be written.

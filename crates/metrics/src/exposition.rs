@@ -39,6 +39,69 @@ pub fn parse(text: &str) -> Result<Vec<Exposed>, ParseError> {
     Ok(out)
 }
 
+/// A sample line read for a scrape cache: a series seen before is named by the text the target
+/// wrote for it (`name{labels}`) and only its value and timestamp are read; a new one is read whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scanned<'a, K> {
+    Known { series: K, value: f64, t: Option<i64> },
+    New { key: &'a str, sample: Exposed },
+}
+
+/// Reads a whole exposition as [`parse`] does (the same errors), but asks `known` for each line's
+/// series text first: labels are built only for series it does not know. Prometheus's scrape
+/// cache works the same way; building and hashing every sample's labels was most of a scrape's
+/// cost.
+pub fn parse_cached<'a, K>(
+    text: &'a str,
+    known: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<Scanned<'a, K>>, ParseError> {
+    let openmetrics = text.lines().any(|l| l.trim_end() == "# EOF");
+    let mut out = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let start = line.len() - trimmed.len();
+        let mut cursor = Cursor { text: line, pos: start, line: index + 1 };
+        let cached = series_end(trimmed).and_then(|end| Some((end, known(&trimmed[..end])?)));
+        match cached {
+            Some((end, series)) => {
+                cursor.pos = start + end;
+                let (value, t) = cursor.value_and_time(openmetrics)?;
+                out.push(Scanned::Known { series, value, t });
+            }
+            None => {
+                let sample = cursor.sample(openmetrics)?;
+                let key = series_end(trimmed).map_or(trimmed, |end| &trimmed[..end]);
+                out.push(Scanned::New { key, sample });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where the series part of a sample line ends: after the name, or after the `}` closing its
+/// labels (quotes and escapes honoured). `None` when the line is malformed there.
+fn series_end(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut i = bytes.iter().position(|b| matches!(b, b'{' | b' ' | b'\t'))?;
+    if bytes[i] != b'{' {
+        return Some(i);
+    }
+    let mut quoted = false;
+    while i < bytes.len() {
+        match (bytes[i], quoted) {
+            (b'\\', true) => i += 1,
+            (b'"', _) => quoted = !quoted,
+            (b'}', false) => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 struct Cursor<'a> {
     text: &'a str,
     pos: usize,
@@ -121,6 +184,12 @@ impl Cursor<'_> {
                 }
             }
         }
+        let (value, t) = self.value_and_time(openmetrics)?;
+        Ok(Exposed { labels: Labels::new(pairs), value, t })
+    }
+
+    /// The value and optional timestamp after a series.
+    fn value_and_time(&mut self, openmetrics: bool) -> Result<(f64, Option<i64>), ParseError> {
         if !matches!(self.peek(), Some(' ' | '\t')) {
             return Err(self.error("a space, then the value"));
         }
@@ -137,7 +206,7 @@ impl Cursor<'_> {
         if !self.rest().is_empty() && !self.rest().starts_with('#') {
             return Err(self.error("the end of the line"));
         }
-        Ok(Exposed { labels: Labels::new(pairs), value, t })
+        Ok((value, t))
     }
 
     fn quoted(&mut self) -> Result<String, ParseError> {

@@ -218,7 +218,8 @@ pub fn push_payload(repo: &Repo, git_ref: &str, before: &str, sha: &str) -> serd
 pub async fn poll_forever(app: Arc<App>) {
     let mut last_polled: std::collections::HashMap<i64, Instant> = std::collections::HashMap::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Poll intervals are whole seconds.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let Ok(repos) = app.store.repos().await else { continue };
         for repo in repos {
             // An archived repository is not polled.

@@ -199,10 +199,82 @@ fn averages_survive_overflow_and_infinities_as_in_prometheus() {
     assert_eq!(avg("plain"), 3.0);
 }
 
+#[test]
+fn samples_appended_by_id_as_a_scrape_cache_does_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = labels(&[("__name__", "requests_total"), ("job", "api")]);
+    {
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(db.id(&requests), None, "no id before the first sample");
+        db.append(&[(requests.clone(), 0, 1.0)]).unwrap();
+        let id = db.id(&requests).unwrap();
+        let batch: Vec<_> = (1..100).map(|i| (id, i * 15_000, i as f64)).collect();
+        assert_eq!(db.append_ids(&batch).unwrap(), 99);
+        // Out of order, and an id this store never gave: refused, with what was refused.
+        let refused = db.append_ids(&[(id, 15_000, 9.0)]).unwrap_err().to_string();
+        assert!(refused.contains("requests_total"), "{refused}");
+        assert!(db.append_ids(&[(id + 1, 2_000_000, 1.0)]).is_err());
+    }
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    let series = db.select(&[Match::Equal("job".into(), "api".into())], 0, i64::MAX);
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].samples.len(), 100);
+    assert_eq!(series[0].samples[99], (99 * 15_000, 99.0));
+}
+
+/// What a scrape cache reading `text` stores: every sample's series, value and timestamp, the
+/// known series by what `parse` made of the same line the first time.
+fn read_twice(text: &str) -> Result<Vec<(Labels, f64, Option<i64>)>, String> {
+    use metrics::exposition::{Scanned, parse_cached};
+    let first = parse_cached(text, |_| None::<usize>).map_err(|e| e.to_string())?;
+    let mut keys: Vec<(String, Labels)> = Vec::new();
+    for sample in &first {
+        let Scanned::New { key, sample } = sample else { return Err("nothing is known yet".into()) };
+        keys.push((key.to_string(), sample.labels.clone()));
+    }
+    let second = parse_cached(text, |series| keys.iter().position(|(k, _)| k == series)).map_err(|e| e.to_string())?;
+    Ok(second
+        .into_iter()
+        .map(|sample| match sample {
+            Scanned::Known { series, value, t } => (keys[series].1.clone(), value, t),
+            Scanned::New { sample, .. } => (sample.labels, sample.value, sample.t),
+        })
+        .collect())
+}
+
+#[test]
+fn a_scrape_cache_reads_what_the_parser_reads() {
+    let text = "# TYPE x counter\nx_total{path=\"/a }\\\" b\",code=\"200\"} 7 1000\nup 1\nh_bucket{le=\"+Inf\"}\t3\n";
+    let full: Vec<_> =
+        metrics::exposition::parse(text).unwrap().into_iter().map(|s| (s.labels, s.value, s.t)).collect();
+    assert_eq!(full[0].0.get("path"), "/a }\" b");
+    assert_eq!(read_twice(text).unwrap(), full);
+    // A known series followed by a malformed value is the same error as without the cache.
+    let bad = "up 1\nup{} 2\n";
+    let known_bad = "up 1\nup x\n";
+    assert!(read_twice(bad).is_ok());
+    assert_eq!(read_twice(known_bad).unwrap_err(), metrics::exposition::parse(known_bad).unwrap_err().to_string());
+}
+
 proptest! {
     #[test]
     fn the_exposition_parser_never_panics(text in "\\PC{0,200}") {
         let _ = metrics::exposition::parse(&text);
+        let _ = metrics::exposition::parse_cached(&text, |_| Some(0u32));
+    }
+
+    #[test]
+    fn the_scrape_cache_agrees_with_the_parser(
+        lines in proptest::collection::vec("[a-c]{1,3}(\\{[a-c]{1,2}=\"[ a-c}\\\\\"]{0,4}\"\\})? [0-9]{1,3}( [0-9]{1,4})?", 1..8)
+    ) {
+        let text = lines.join("\n");
+        match metrics::exposition::parse(&text) {
+            Ok(samples) => {
+                let full: Vec<_> = samples.into_iter().map(|s| (s.labels, s.value, s.t)).collect();
+                prop_assert_eq!(read_twice(&text).unwrap(), full);
+            }
+            Err(error) => prop_assert_eq!(read_twice(&text).unwrap_err(), error.to_string()),
+        }
     }
 
     #[test]

@@ -299,6 +299,11 @@ pub async fn run_forever(app: Arc<App>) {
         }
     }
     loop {
+        // Registered before the deployments are read, so that a request arriving while this
+        // pass runs wakes the next one at once; the timer only catches what nobody announced.
+        let wake = app.deployer.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
         let filter = DeploymentFilter { active_only: true, limit: 1000, ..Default::default() };
         match app.store.deployments(filter).await {
             Ok(mut active) => {
@@ -362,8 +367,8 @@ pub async fn run_forever(app: Arc<App>) {
             Err(error) => tracing::error!("cannot read deployments: {error}"),
         }
         tokio::select! {
-            () = app.deployer.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = wake => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Monitor {
     pub insights: Mutex<Vec<insights::Insight>>,
     /// Since when (Unix ms) the time-series store cannot write (a full disk): a paging alert.
     pub store_failing: Mutex<Option<i64>>,
+    /// Each target's series as it writes them (`name{labels}`) → the store's series id.
+    pub scrape_cache: Mutex<HashMap<String, scrape::Cache>>,
 }
 
 pub async fn run_forever(app: Arc<App>) {

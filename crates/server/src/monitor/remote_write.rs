@@ -50,6 +50,11 @@ impl RemoteWrite {
     }
 
     /// Queues a stored batch for every receiver; never waits.
+    /// Whether samples are sent anywhere (`--remote-write` given).
+    pub fn is_enabled(&self) -> bool {
+        !self.queues.is_empty()
+    }
+
     pub fn offer(&self, batch: &[(Labels, i64, f64)]) {
         for queue in &self.queues {
             if queue.try_send(batch.to_vec()).is_err() {

@@ -4,6 +4,7 @@
 //! every series splits by release. Each target also gets `up`, `scrape_duration_seconds` and
 //! `scrape_samples_scraped`, as Prometheus records them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,39 +98,118 @@ pub async fn scrape_all(app: &Arc<App>, now: i64) {
         let app = app.clone();
         async move {
             let started = Instant::now();
-            let result = scrape(&client, &target).await;
+            let body = fetch(&client, &target).await;
             let seconds = started.elapsed().as_secs_f64();
-            let mut batch = Vec::new();
-            let (up, n) = match result {
-                Ok(samples) => {
-                    let n = samples.len();
-                    batch.extend(samples.into_iter().map(|(labels, t, v)| (labels, t.unwrap_or(now), v)));
-                    (1.0, n)
-                }
-                Err(error) => {
-                    tracing::warn!("scrape of {} failed: {error}", target.url);
-                    (0.0, 0)
-                }
-            };
-            for (name, value) in
-                [("up", up), ("scrape_duration_seconds", seconds), ("scrape_samples_scraped", n as f64)]
-            {
-                batch.push((target.labels.with(NAME, name), now, value));
-            }
             let storing = app.clone();
-            match tokio::task::spawn_blocking(move || super::store(&storing, &batch)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => tracing::warn!("samples of {} not stored: {error}", target.url),
-                Err(error) => tracing::error!("storing the samples of {} failed: {error}", target.url),
+            let url = target.url.clone();
+            match tokio::task::spawn_blocking(move || ingest(&storing, &target, body, now, seconds)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!("samples of {url} not stored: {error}"),
+                Err(error) => tracing::error!("storing the samples of {url} failed: {error}"),
             }
         }
     });
     futures_util::future::join_all(scrapes).await;
 }
 
-type Scraped = Vec<(Labels, Option<i64>, f64)>;
+/// What a target's last scrapes taught: the series it writes, by their text, and their ids.
+pub type Cache = HashMap<Box<str>, u32>;
 
-async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scraped, String> {
+/// Stores what one scrape gave (or `up` 0 and why not), with the target's own figures.
+fn ingest(app: &App, target: &Target, body: Result<String, String>, now: i64, seconds: f64) -> Result<(), String> {
+    // The cache is the target's while it is scraped; the target's labels are part of its name,
+    // as a change of the monitors file changes what its series are.
+    let key = format!("{}\u{0}{}", target.url, target.labels);
+    let mut cache = app.monitor.scrape_cache.lock().ok().and_then(|mut all| all.remove(&key)).unwrap_or_default();
+    let scraped = body.and_then(|text| read(app, target, &text, &mut cache, now));
+    if let Ok(mut all) = app.monitor.scrape_cache.lock() {
+        all.insert(key, cache);
+    }
+    let (up, n, not_stored) = match scraped {
+        Ok((n, not_stored)) => (1.0, n, not_stored),
+        Err(error) => {
+            tracing::warn!("scrape of {} failed: {error}", target.url);
+            (0.0, 0, None)
+        }
+    };
+    let own: Vec<(Labels, i64, f64)> =
+        [("up", up), ("scrape_duration_seconds", seconds), ("scrape_samples_scraped", n as f64)]
+            .into_iter()
+            .map(|(name, value)| (target.labels.with(NAME, name), now, value))
+            .collect();
+    let stored = super::store(app, &own).map(|_| ()).map_err(|e| e.to_string());
+    match not_stored {
+        Some(error) => Err(error),
+        None => stored,
+    }
+}
+
+/// Reads one exposition and stores its samples: how many it held, and why some were not stored.
+/// Series seen in earlier scrapes are stored by id, without building their labels.
+fn read(
+    app: &App,
+    target: &Target,
+    text: &str,
+    cache: &mut Cache,
+    now: i64,
+) -> Result<(usize, Option<String>), String> {
+    let malformed = |e: metrics::exposition::ParseError| format!("malformed exposition at {e}");
+    let too_many = |n: usize| {
+        format!("{n} series, over the {MAX_SERIES_PER_TARGET} allowed per target; nothing of this scrape was stored")
+    };
+    // `remote_write` needs every sample's labels: the plain way.
+    if app.remote.is_enabled() {
+        let samples = metrics::exposition::parse(text).map_err(malformed)?;
+        if samples.len() > MAX_SERIES_PER_TARGET {
+            return Err(too_many(samples.len()));
+        }
+        // The target's labels win, as Prometheus's `honor_labels: false` does.
+        let batch: Vec<_> =
+            samples.into_iter().map(|s| (s.labels.merged(&target.labels), s.t.unwrap_or(now), s.value)).collect();
+        let not_stored = super::store(app, &batch).err().map(|e| e.to_string());
+        return Ok((batch.len(), not_stored));
+    }
+    let scanned = metrics::exposition::parse_cached(text, |series| cache.get(series).copied()).map_err(malformed)?;
+    if scanned.len() > MAX_SERIES_PER_TARGET {
+        return Err(too_many(scanned.len()));
+    }
+    let n = scanned.len();
+    let (mut known, mut new, mut keys) = (Vec::with_capacity(n), Vec::new(), Vec::new());
+    for sample in scanned {
+        match sample {
+            metrics::exposition::Scanned::Known { series, value, t } => known.push((series, t.unwrap_or(now), value)),
+            metrics::exposition::Scanned::New { key, sample } => {
+                let labels = sample.labels.merged(&target.labels);
+                keys.push((key, labels.clone()));
+                new.push((labels, sample.t.unwrap_or(now), sample.value));
+            }
+        }
+    }
+    let mut not_stored = None;
+    if !new.is_empty()
+        && let Err(error) = super::store(app, &new)
+    {
+        not_stored = Some(error.to_string());
+    }
+    remember(app, cache, keys);
+    if !known.is_empty()
+        && let Err(error) = app.tsdb.append_ids(&known)
+    {
+        not_stored.get_or_insert(error.to_string());
+    }
+    Ok((n, not_stored))
+}
+
+/// Notes the ids the store gave to the series first seen in this scrape.
+fn remember(app: &App, cache: &mut Cache, keys: Vec<(&str, Labels)>) {
+    for (key, labels) in keys {
+        if let Some(id) = app.tsdb.id(&labels) {
+            cache.insert(key.into(), id);
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, target: &Target) -> Result<String, String> {
     let response =
         tokio::time::timeout(TIMEOUT, client.get(&target.url).header("accept", "text/plain;version=0.0.4").send())
             .await
@@ -138,20 +218,8 @@ async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scraped, St
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));
     }
-    let text = tokio::time::timeout(TIMEOUT, response.text())
+    tokio::time::timeout(TIMEOUT, response.text())
         .await
         .map_err(|_| "the body did not arrive in time".to_string())?
-        .map_err(|e| e.to_string())?;
-    let samples = metrics::exposition::parse(&text).map_err(|e| format!("malformed exposition at {e}"))?;
-    if samples.len() > MAX_SERIES_PER_TARGET {
-        return Err(format!(
-            "{} series, over the {MAX_SERIES_PER_TARGET} allowed per target; nothing of this scrape was stored",
-            samples.len()
-        ));
-    }
-    Ok(samples
-        .into_iter()
-        // The target's labels win, as Prometheus's `honor_labels: false` does.
-        .map(|s| (s.labels.merged(&target.labels), s.t, s.value))
-        .collect())
+        .map_err(|e| e.to_string())
 }
