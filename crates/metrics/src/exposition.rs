@@ -26,17 +26,14 @@ pub struct ParseError {
 
 /// Reads a whole exposition; the first malformed line is the error (nothing is half-read).
 pub fn parse(text: &str) -> Result<Vec<Exposed>, ParseError> {
-    let openmetrics = text.lines().any(|l| l.trim_end() == "# EOF");
-    let mut out = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let mut cursor = Cursor { text: line, pos: line.len() - trimmed.len(), line: index + 1 };
-        out.push(cursor.sample(openmetrics)?);
-    }
-    Ok(out)
+    let scanned = parse_cached(text, |_| None::<()>)?;
+    Ok(scanned
+        .into_iter()
+        .filter_map(|line| match line {
+            Scanned::New { sample, .. } => Some(sample),
+            Scanned::Known { .. } => None,
+        })
+        .collect())
 }
 
 /// A sample line read for a scrape cache: a series seen before is named by the text the target
