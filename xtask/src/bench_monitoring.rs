@@ -142,7 +142,8 @@ pub fn run(args: &[String]) -> Result<()> {
     // `cargo xtask bench monitoring detection`: that part alone.
     if args.iter().any(|a| a == "detection") {
         let row = detection(&tandem, &peer, &scratch)?;
-        println!("| measure | Tandem | peer | ratio |\n|---|---|---|---|\n{row}");
+        let live = crate::bench_deploy::live_page(&tandem, &peer, 5)?;
+        println!("| measure | Tandem | peer | ratio |\n|---|---|---|---|\n{row}{live}");
         let _ = std::fs::remove_dir_all(&scratch);
         return Ok(());
     }
@@ -283,6 +284,7 @@ pub fn run(args: &[String]) -> Result<()> {
     report.push_str(&query_rows);
     report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
     report.push_str(&detection(&tandem, &peer, &scratch)?);
+    report.push_str(&crate::bench_deploy::live_page(&tandem, &peer, 5)?);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

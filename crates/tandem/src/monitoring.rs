@@ -393,7 +393,11 @@ pub async fn slo(command: SloCommand) -> Result<i32> {
                     vec![
                         a.name.clone(),
                         a.severity.clone(),
-                        format!("{}/{}", a.long_window, a.short_window),
+                        if a.long_window == a.short_window {
+                            a.long_window.clone()
+                        } else {
+                            format!("{}/{}", a.long_window, a.short_window)
+                        },
                         if a.factor > 0.0 { format!("{}×", a.factor) } else { "-".into() },
                         a.firing_since.as_ref().map_or_else(|| "no".into(), |t| format!("since {t}")),
                     ]

@@ -91,8 +91,17 @@ pub(crate) fn slo_views(app: &App) -> Vec<api::Slo> {
                 .map(|a| api::SloAlert {
                     name: a.name.clone(),
                     severity: a.severity.into(),
-                    long_window: human(a.long_ms),
-                    short_window: human(a.short_ms),
+                    // The live page has no windows: it judges each second as it ends.
+                    long_window: if a.name == crate::monitor::slos::LIVE_ALERT {
+                        "live".into()
+                    } else {
+                        human(a.long_ms)
+                    },
+                    short_window: if a.name == crate::monitor::slos::LIVE_ALERT {
+                        "live".into()
+                    } else {
+                        human(a.short_ms)
+                    },
                     factor: a.factor,
                     firing_since: a.firing_since.map(rfc3339),
                     value: a.value,

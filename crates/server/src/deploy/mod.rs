@@ -186,6 +186,18 @@ impl Deployer {
         list.sort();
         list
     }
+
+    /// An environment's proxied traffic per second, for the seconds after `after` that have
+    /// ended: (Unix second, requests, errors). Seconds without requests are left out.
+    pub async fn seconds_after(&self, service: &str, environment: &str, after: u64) -> Vec<(u64, u64, u64)> {
+        let env = self.envs.lock().await.get(&(service.to_string(), environment.to_string())).cloned();
+        let Some(env) = env else { return Vec::new() };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        env.window
+            .lock()
+            .map(|w| w.iter().copied().filter(|(second, ..)| *second > after && *second < now).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Parses a service file and fails with every error diagnostic, rendered, when it has any.

@@ -141,6 +141,7 @@ pub async fn run_forever(app: Arc<App>) {
                 }
             }
         }
+        slos::observe_live(&app).await;
         probes::start_due(&app);
         evaluate_rules(&app).await;
         seconds += 1;

@@ -4,7 +4,13 @@
 //! scaled to the SLO's window) with a minimum-events guard and an alert when the SLI has no data.
 //!
 //! Burn rate = error ratio ÷ (1 − objective): 1 spends exactly the budget over the window.
+//!
+//! An SLO on the proxy's requests also has a live page (`SLOFastBurn`): every second, the
+//! sequential test of [`metrics::burn`] takes the seconds of traffic the proxy has counted since,
+//! so a service that starts failing pages within seconds instead of after a scrape, an evaluation
+//! and a window's worth of samples.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use metrics::promql::{Engine, Value};
@@ -28,6 +34,25 @@ pub const BURN_WINDOWS: [u64; 5] = [300_000, 1_800_000, 3_600_000, 6 * 3_600_000
 /// How long an SLI must have been watched, and silent, before its absence alerts.
 const ABSENT_AFTER_MS: i64 = 10 * 60_000;
 
+/// The live page's name; its state moves with the proxy's traffic, not with the evaluations.
+pub const LIVE_ALERT: &str = "SLOFastBurn";
+
+/// The page burn rate the live test looks for (the fastest windowed page's).
+const LIVE_FACTOR: f64 = 14.4;
+
+/// Seconds of traffic an alert's summary gives as evidence.
+const EVIDENCE_SECONDS: u64 = 10;
+
+/// The live page of an SLO on the proxy's requests.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub test: metrics::burn::BurnTest,
+    /// The last second (Unix) given to the test.
+    pub last_second: u64,
+    /// The last [`EVIDENCE_SECONDS`] given: (second, requests, errors).
+    pub recent: VecDeque<(u64, u64, u64)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SloState {
     pub scope: Scope,
@@ -35,6 +60,8 @@ pub struct SloState {
     pub watched_since: i64,
     pub status: Option<SloStatus>,
     pub alerts: Vec<AlertState>,
+    /// For an SLI on the proxy's requests of an environment: the live page's test.
+    pub live: Option<Live>,
     /// Alert transitions not yet written to the event log: (kind, payload).
     pending: Vec<(&'static str, serde_json::Value)>,
 }
@@ -97,19 +124,119 @@ impl SloState {
             value: 0.0,
             summary: String::new(),
         });
-        SloState {
-            scope,
-            spec,
-            watched_since: jiff::Timestamp::now().as_millisecond(),
-            status: None,
-            alerts,
-            pending: Vec::new(),
+        let now = jiff::Timestamp::now();
+        let live = (spec.sli == Sli::Requests && scope.service.is_some() && scope.environment.is_some())
+            .then(|| metrics::burn::BurnTest::new(spec.objective, LIVE_FACTOR, metrics::burn::DEFAULT_FALSE_ALARM))
+            .flatten()
+            .map(|test| Live { test, last_second: now.as_second().max(0) as u64, recent: VecDeque::new() });
+        if live.is_some() {
+            alerts.push(AlertState {
+                name: LIVE_ALERT.into(),
+                severity: "page",
+                long_ms: 0,
+                short_ms: 0,
+                factor: LIVE_FACTOR,
+                firing_since: None,
+                value: 0.0,
+                summary: String::new(),
+            });
         }
+        SloState { scope, spec, watched_since: now.as_millisecond(), status: None, alerts, live, pending: Vec::new() }
     }
 
     pub fn key(&self) -> String {
         format!("{}/{}", self.scope.key(), self.spec.name)
     }
+
+    /// Gives the live test seconds of the proxy's traffic, (Unix second, requests, errors) in
+    /// order, and queues the live page's transitions.
+    pub fn feed(&mut self, seconds: &[(u64, u64, u64)], now: i64) {
+        let key = self.key();
+        let Some(live) = self.live.as_mut() else { return };
+        let mut moves = Vec::new();
+        for &(second, requests, errors) in seconds {
+            if second <= live.last_second {
+                continue;
+            }
+            live.last_second = second;
+            live.recent.push_back((second, requests, errors));
+            while live.recent.front().is_some_and(|(s, ..)| s + EVIDENCE_SECONDS <= second) {
+                live.recent.pop_front();
+            }
+            if let Some(transition) = live.test.observe(requests, errors) {
+                let (n, e) = live.recent.iter().fold((0, 0), |(n, e), (_, dn, de)| (n + dn, e + de));
+                moves.push((transition, n, e));
+            }
+        }
+        let page_ratio = live.test.page_ratio();
+        let Some(index) = self.alerts.iter().position(|a| a.name == LIVE_ALERT) else { return };
+        for (transition, requests, errors) in moves {
+            let ratio = errors as f64 / requests.max(1) as f64;
+            let state = &mut self.alerts[index];
+            let firing = transition == metrics::burn::Transition::Fired;
+            state.firing_since = firing.then_some(now);
+            state.value = ratio / (1.0 - self.spec.objective);
+            state.summary = if firing {
+                format!(
+                    "SLO {key}: {errors} of {requests} requests through the proxy failed in the last {EVIDENCE_SECONDS} s ({:.1}%; it pages above {:.2}%, {LIVE_FACTOR}× the error budget's rate)",
+                    ratio * 100.0,
+                    page_ratio * 100.0
+                )
+            } else {
+                format!(
+                    "SLO {key}: the proxy's traffic is back under the page rate ({errors} of {requests} requests failed in the last {EVIDENCE_SECONDS} s)"
+                )
+            };
+            let payload = serde_json::json!({
+                "alertname": LIVE_ALERT,
+                "slo": self.spec.name,
+                "service": self.scope.service,
+                "environment": self.scope.environment,
+                "severity": state.severity,
+                "long_window": "live",
+                "factor": LIVE_FACTOR,
+                "value": state.value,
+                "requests": requests,
+                "errors": errors,
+                "summary": state.summary,
+            });
+            self.pending.push((if firing { "alert.firing" } else { "alert.resolved" }, payload));
+        }
+    }
+}
+
+/// Gives every live page the seconds of traffic its environment's proxy counted since its last
+/// look, and records what fires or resolves.
+pub async fn observe_live(app: &Arc<App>) {
+    let watching: Vec<(String, String, String, u64)> = {
+        let slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
+        slos.iter()
+            .filter_map(|s| {
+                let live = s.live.as_ref()?;
+                Some((s.key(), s.scope.service.clone()?, s.scope.environment.clone()?, live.last_second))
+            })
+            .collect()
+    };
+    let mut fed = Vec::new();
+    for (key, service, environment, after) in watching {
+        let seconds = app.deployer.seconds_after(&service, &environment, after).await;
+        if !seconds.is_empty() {
+            fed.push((key, seconds));
+        }
+    }
+    if fed.is_empty() {
+        return;
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    {
+        let mut slos = app.monitor.slos.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, seconds) in fed {
+            if let Some(slo) = slos.iter_mut().find(|s| s.key() == key) {
+                slo.feed(&seconds, now);
+            }
+        }
+    }
+    record_transitions(app).await;
 }
 
 fn selector(scope: &Scope, extra: &str) -> String {
@@ -205,6 +332,9 @@ pub fn evaluate_one(db: &metrics::Db, slo: &mut SloState, now: i64) {
     let watched_long_enough = now - slo.watched_since >= ABSENT_AFTER_MS;
     for index in 0..slo.alerts.len() {
         let alert = slo.alerts[index].clone();
+        if alert.name == LIVE_ALERT {
+            continue;
+        }
         let (firing, value, summary) = if alert.name == "SLODataAbsent" {
             let absent = ratio(alert.long_ms).is_none() && watched_long_enough;
             (absent, 0.0, format!("SLO {key} has had no data for an hour"))

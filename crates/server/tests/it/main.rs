@@ -411,6 +411,50 @@ fn burn_rate_alerts_fire_on_a_fast_burn_not_on_one_failure_of_a_quiet_service() 
 }
 
 #[test]
+fn the_live_page_fires_within_seconds_of_proxied_failures_and_resolves_after_the_fix() {
+    use server::monitor::slos::{LIVE_ALERT, evaluate_one};
+    let mut slo = requests_slo(10.0);
+    let live =
+        |slo: &server::monitor::slos::SloState| slo.alerts.iter().find(|a| a.name == LIVE_ALERT).cloned().unwrap();
+    assert_eq!(live(&slo).severity, "page");
+    let start = slo.live.as_ref().expect("a requests SLI of an environment is watched live").last_second + 1;
+    // A minute of healthy traffic at 100 requests a second.
+    let healthy: Vec<(u64, u64, u64)> = (0..60).map(|i| (start + i, 100, 0)).collect();
+    slo.feed(&healthy, 1_000);
+    assert_eq!(live(&slo).firing_since, None);
+    // 10% of requests fail: the page fires at the third second, with its evidence.
+    for i in 0..3u64 {
+        slo.feed(&[(start + 60 + i, 100, 10)], 2_000 + i as i64);
+    }
+    let page = live(&slo);
+    assert_eq!(page.firing_since, Some(2_002), "{page:#?}");
+    assert!(
+        page.summary
+            .contains("30 of 1000 requests through the proxy failed in the last 10 s (3.0%; it pages above 1.44%"),
+        "{}",
+        page.summary
+    );
+    // A second already given is not counted again, and the windowed evaluation leaves the live
+    // page to the live test.
+    slo.feed(&healthy, 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let db = metrics::Db::open(dir.path(), metrics::Options::default()).unwrap();
+    evaluate_one(&db, &mut slo, 1_800_000_000_000);
+    assert_eq!(live(&slo).firing_since, Some(2_002));
+    // Fixed: three healthy seconds resolve it.
+    for i in 0..3u64 {
+        slo.feed(&[(start + 63 + i, 100, 0)], 4_000 + i as i64);
+        assert_eq!(live(&slo).firing_since.is_none(), i == 2, "second {i}");
+    }
+    assert!(live(&slo).summary.contains("back under the page rate"), "{}", live(&slo).summary);
+
+    // A probe's SLI has no live traffic to judge.
+    let spec = spec::monitors::SloSpec { sli: spec::monitors::Sli::Probe("home".into()), ..requests_slo(1.0).spec };
+    let probe = server::monitor::slos::SloState::new(requests_slo(1.0).scope, spec);
+    assert!(probe.live.is_none() && probe.alerts.iter().all(|a| a.name != LIVE_ALERT));
+}
+
+#[test]
 fn an_alerting_rule_goes_pending_firing_and_resolved_and_a_recording_rule_writes_its_series() {
     use server::monitor::rules::{GroupState, expand};
     let dir = tempfile::tempdir().unwrap();
