@@ -165,12 +165,13 @@ impl SloState {
             }
             if let Some(transition) = live.test.observe(requests, errors) {
                 let (n, e) = live.recent.iter().fold((0, 0), |(n, e), (_, dn, de)| (n + dn, e + de));
-                moves.push((transition, n, e));
+                let span = live.recent.front().map_or(1, |(first, ..)| second - first + 1);
+                moves.push((transition, n, e, span));
             }
         }
         let page_ratio = live.test.page_ratio();
         let Some(index) = self.alerts.iter().position(|a| a.name == LIVE_ALERT) else { return };
-        for (transition, requests, errors) in moves {
+        for (transition, requests, errors, span) in moves {
             let ratio = errors as f64 / requests.max(1) as f64;
             let state = &mut self.alerts[index];
             let firing = transition == metrics::burn::Transition::Fired;
@@ -178,13 +179,13 @@ impl SloState {
             state.value = ratio / (1.0 - self.spec.objective);
             state.summary = if firing {
                 format!(
-                    "SLO {key}: {errors} of {requests} requests through the proxy failed in the last {EVIDENCE_SECONDS} s ({:.1}%; it pages above {:.2}%, {LIVE_FACTOR}× the error budget's rate)",
+                    "SLO {key}: {errors} of {requests} requests through the proxy failed in the last {span} s ({:.1}%; it pages above {:.2}%, {LIVE_FACTOR}× the error budget's rate)",
                     ratio * 100.0,
                     page_ratio * 100.0
                 )
             } else {
                 format!(
-                    "SLO {key}: the proxy's traffic is back under the page rate ({errors} of {requests} requests failed in the last {EVIDENCE_SECONDS} s)"
+                    "SLO {key}: the proxy's traffic is back under the page rate ({errors} of {requests} requests failed in the last {span} s)"
                 )
             };
             let payload = serde_json::json!({

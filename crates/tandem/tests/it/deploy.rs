@@ -100,6 +100,15 @@ environments:
     gates:
       error-budget: 0.5
       objective: 99
+  watched:
+    target: process
+    command: python3 app.py
+    health:
+      path: /health
+      ready-within: 20s
+    slos:
+      availability:
+        objective: 99.9%
 "
     )
 }
@@ -658,6 +667,49 @@ fn the_error_budget_gate_holds_releases_while_the_service_burns_its_budget() {
     assert_eq!(stopped.code, 0, "{}", stopped.all());
     let ended = wait_status(&server, id, &["rolled_back"], Duration::from_secs(30));
     assert_eq!(ended["reason"], "rolled back before it started");
+}
+
+#[test]
+fn a_service_failing_through_its_proxy_gets_the_live_page_within_seconds() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pids");
+    let repo = shop(&pidfile, "      approval: false");
+    repo.write("fail_every", "5\n");
+    repo.commit("v1 fails one request in five");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None);
+    add_repo(&server, &repo, "shop");
+    let first = server.cli(&["deploy", "shop", "watched", "--wait"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    // The SLO is read at the monitor's next look (every scrape interval); wait until it is known.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !server.cli(&["slo", "list"]).stdout.contains("shop/watched/availability") {
+        assert!(Instant::now() < deadline, "the SLO never showed up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let load = Load::start(&proxy_of(&server, "watched"));
+    let started = Instant::now();
+    let page = loop {
+        let alerts = server.cli(&["alerts", "--format", "json"]).json();
+        let live =
+            alerts["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "SLOFastBurn").cloned();
+        if let Some(live) = live {
+            break live;
+        }
+        // 20% of 50 requests a second against a 99.9% objective: a few seconds of evidence; the
+        // windowed pages need a scrape interval or more.
+        assert!(started.elapsed() < Duration::from_secs(30), "no live page: {alerts}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(page["labels"]["severity"], "page", "{page}");
+    assert_eq!(page["labels"]["service"], "shop", "{page}");
+    let summary = page["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("requests through the proxy failed in the last"), "{summary}");
+    drop(load);
+    // Its move is in the event log, as every alert's.
+    let log =
+        server.cli(&["audit", "log", "--kind", "alert.firing", "--subject", "slo/shop/watched", "--format", "json"]);
+    assert!(log.stdout.lines().any(|l| l.contains("SLOFastBurn")), "{}", log.all());
 }
 
 #[test]
