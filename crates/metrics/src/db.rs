@@ -75,7 +75,12 @@ impl Series {
 #[derive(Default)]
 struct Inner {
     series: Vec<Series>,
-    by_labels: HashMap<Labels, u32>,
+    /// Series ids by a hash of their labels: the labels themselves are kept once, in `series`
+    /// (a second copy as a map key was about a fifth of the store's memory).
+    by_hash: HashMap<u64, u32>,
+    /// The rare series whose labels hash as an earlier series' do: hash → their ids.
+    collided: HashMap<u64, Vec<u32>>,
+    hasher: std::hash::RandomState,
     /// label name → value → series ids.
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     newest: Option<i64>,
@@ -83,15 +88,31 @@ struct Inner {
 }
 
 impl Inner {
+    /// The id of the series with exactly these labels.
+    fn find(&self, labels: &Labels) -> Option<u32> {
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, labels);
+        let first = *self.by_hash.get(&hash)?;
+        if self.series[first as usize].labels == *labels {
+            return Some(first);
+        }
+        self.collided.get(&hash)?.iter().copied().find(|id| self.series[*id as usize].labels == *labels)
+    }
+
     fn id_of(&mut self, labels: &Labels) -> (u32, bool) {
-        if let Some(id) = self.by_labels.get(labels) {
-            return (*id, false);
+        if let Some(id) = self.find(labels) {
+            return (id, false);
         }
         let id = self.series.len() as u32;
         for (name, value) in labels.iter() {
             self.postings.entry(name.to_string()).or_default().entry(value.to_string()).or_default().push(id);
         }
-        self.by_labels.insert(labels.clone(), id);
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, labels);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.entry(hash).or_default().push(id),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
+        }
         self.series.push(Series { labels: labels.clone(), sealed: Vec::new(), head: Chunk::new() });
         (id, true)
     }
@@ -230,8 +251,8 @@ impl Db {
         let mut accepted = Vec::with_capacity(batch.len());
         let mut first_error = None;
         for (labels, t, v) in batch {
-            let id = match inner.by_labels.get(labels) {
-                Some(id) => *id,
+            let id = match inner.find(labels) {
+                Some(id) => id,
                 None => match new_series.iter().position(|l| l == labels) {
                     Some(i) => (inner.series.len() + i) as u32,
                     None => {
@@ -292,7 +313,7 @@ impl Db {
 
     /// The id of the series with exactly these labels, once it has a sample.
     pub fn id(&self, labels: &Labels) -> Option<u32> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).by_labels.get(labels).copied()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).find(labels)
     }
 
     /// Writes new series and accepted samples to the log, then to memory; checkpoints when due.
