@@ -247,14 +247,17 @@ impl Db {
         let wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
         let inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut new_series: Vec<Labels> = Vec::new();
+        // The batch's new series by their labels: a batch that brings many (an import) must not
+        // search them one by one for each of its samples.
+        let mut new_ids: HashMap<&Labels, u32> = HashMap::new();
         let mut last: HashMap<u32, i64> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut first_error = None;
         for (labels, t, v) in batch {
             let id = match inner.find(labels) {
                 Some(id) => id,
-                None => match new_series.iter().position(|l| l == labels) {
-                    Some(i) => (inner.series.len() + i) as u32,
+                None => match new_ids.get(labels) {
+                    Some(id) => *id,
                     None => {
                         if inner.series.len() + new_series.len() >= self.options.max_series {
                             first_error.get_or_insert(DbError::TooManySeries {
@@ -264,7 +267,9 @@ impl Db {
                             continue;
                         }
                         new_series.push(labels.clone());
-                        (inner.series.len() + new_series.len() - 1) as u32
+                        let id = (inner.series.len() + new_series.len() - 1) as u32;
+                        new_ids.insert(labels, id);
+                        id
                     }
                 },
             };
