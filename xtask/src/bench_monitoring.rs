@@ -58,7 +58,7 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
-fn get(port: u16, path: &str, token: Option<&str>) -> Result<String> {
+pub fn get(port: u16, path: &str, token: Option<&str>) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -92,7 +92,7 @@ pub fn wait_for(port: u16, path: &str, within: Duration) -> Result<()> {
     bail!("nothing answered on 127.0.0.1:{port}{path}")
 }
 
-fn encode(query: &str) -> String {
+pub fn encode(query: &str) -> String {
     query
         .bytes()
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
@@ -100,7 +100,7 @@ fn encode(query: &str) -> String {
 }
 
 /// Median milliseconds of 10 evaluations of `query` at now.
-fn query_ms(port: u16, token: Option<&str>, query: &str) -> Result<f64> {
+pub fn query_ms(port: u16, token: Option<&str>, query: &str) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
@@ -139,6 +139,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let scratch: PathBuf = std::env::temp_dir().join(format!("tandem-bench-monitoring-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(scratch.join("prometheus"))?;
+    // `cargo xtask bench monitoring history`: that part alone.
+    if args.iter().any(|a| a == "history") {
+        let rows = crate::bench_history::run(&tandem, &scratch)?;
+        println!("{rows}");
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
     // `cargo xtask bench monitoring detection`: that part alone.
     if args.iter().any(|a| a == "detection") {
         let row = detection(&tandem, &peer, &scratch)?;
@@ -285,6 +292,7 @@ pub fn run(args: &[String]) -> Result<()> {
     report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
     report.push_str(&detection(&tandem, &peer, &scratch)?);
     report.push_str(&crate::bench_deploy::live_page(&tandem, &peer, 5)?);
+    report.push_str(&crate::bench_history::run(&tandem, &scratch)?);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

@@ -7,6 +7,7 @@ mod bench_alerting;
 mod bench_canary;
 mod bench_containers;
 mod bench_deploy;
+mod bench_history;
 mod bench_monitoring;
 mod bench_proxy;
 mod bench_queue;
