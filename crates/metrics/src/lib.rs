@@ -6,6 +6,7 @@ pub mod burn;
 pub mod chunk;
 pub mod db;
 pub mod exposition;
+pub mod import;
 pub mod labels;
 pub mod predict;
 pub mod promql;

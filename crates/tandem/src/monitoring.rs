@@ -186,25 +186,16 @@ pub fn metrics(command: MetricsCommand) -> Result<i32> {
                 );
             }
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let samples = metrics::exposition::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", file.display()))?;
-            let mut batch = Vec::with_capacity(samples.len());
-            for (n, sample) in samples.into_iter().enumerate() {
-                let Some(t) = sample.t else {
-                    bail!(
-                        "{}: sample {} ({}) has no timestamp\n  hint: imported history needs a timestamp on every sample",
-                        file.display(),
-                        n + 1,
-                        sample.labels
-                    );
-                };
-                batch.push((sample.labels, t, sample.value));
-            }
-            batch.sort_by_key(|(_, t, _)| *t);
             let db = metrics::Db::open(&server::tsdb_path(&dir), metrics::Options::default())?;
-            let accepted = db.append(&batch)?;
+            let imported = metrics::import::import(&db, &text).map_err(|e| match e {
+                metrics::import::ImportError::Store(error) => anyhow::Error::new(error),
+                metrics::import::ImportError::Parse(error) => anyhow::anyhow!("{}:{error}", file.display()),
+                other => anyhow::anyhow!("{}: {other}", file.display()),
+            })?;
             db.checkpoint()?;
             let stats = db.stats();
-            let refused = batch.len() - accepted;
+            let accepted = imported.accepted;
+            let refused = imported.samples - accepted;
             if data.format == Format::Json {
                 println!(
                     "{}",
