@@ -205,7 +205,13 @@ pub(super) async fn monitoring(State(app): State<Arc<App>>, viewer: Viewer, Quer
                 .alerts
                 .iter()
                 .filter(|a| a.firing_since.is_some())
-                .map(|a| format!("{} {} ({} / {})", a.severity, a.name, a.long_window, a.short_window))
+                .map(|a| {
+                    if a.long_window == a.short_window {
+                        format!("{} {} ({})", a.severity, a.name, a.long_window)
+                    } else {
+                        format!("{} {} ({} / {})", a.severity, a.name, a.long_window, a.short_window)
+                    }
+                })
                 .collect();
             SloRow {
                 key: s.key.clone(),
