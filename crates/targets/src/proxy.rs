@@ -11,9 +11,8 @@ use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use rollout::analysis::Arm;
 use tokio::sync::mpsc;
 
@@ -147,13 +146,15 @@ fn fnv(text: &str) -> u64 {
 /// What the proxy answers: the upstream's body as it streams, or a short message of its own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
+/// Upstream connections of one client connection, by upstream: HTTP/1.1 sends one request at a
+/// time on a connection, so a client's requests can reuse the same upstream connection without a
+/// shared pool (no lock, no idle list, no hand-off between tasks).
+type Upstreams = Arc<std::sync::Mutex<Vec<(Authority, SendRequest<Incoming>)>>>;
+
 /// Serves the proxy on `listener` until the returned future is dropped: HTTP/1.1 with keep-alive
-/// on plain hyper (no router in the way), `TCP_NODELAY` on both sides, and a pool of upstream
-/// connections of its own (so that each connection's work stays on the runtime that serves it).
+/// on plain hyper (no router in the way), `TCP_NODELAY` on both sides, and each client
+/// connection with upstream connections of its own, kept while they stay open.
 pub async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -165,16 +166,65 @@ pub async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, client) = (proxy.clone(), client.clone());
+        let proxy = proxy.clone();
         tokio::spawn(async move {
+            let upstreams: Upstreams = Arc::default();
             let service = hyper::service::service_fn(move |request| {
-                let (proxy, client) = (proxy.clone(), client.clone());
-                async move { Ok::<_, std::convert::Infallible>(forward(&proxy, &client, request).await) }
+                let (proxy, upstreams) = (proxy.clone(), upstreams.clone());
+                async move { Ok::<_, std::convert::Infallible>(forward(&proxy, &upstreams, request).await) }
             });
             // A client that goes away mid-request is not the proxy's problem.
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// An open connection to `authority`: one this client connection used before, or a new one.
+async fn connect(upstreams: &Upstreams, authority: &Authority) -> Result<SendRequest<Incoming>, String> {
+    let reused = {
+        let mut list = upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|(_, sender)| !sender.is_closed());
+        list.iter().position(|(a, _)| a == authority).map(|i| list.swap_remove(i).1)
+    };
+    if let Some(sender) = reused {
+        return Ok(sender);
+    }
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        // An upstream that closes its end (after each answer, for HTTP/1.0 servers) ends this.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `request` upstream; a request a reused connection could not take (the upstream had
+/// closed it) is sent once more on a new connection.
+async fn send(
+    upstreams: &Upstreams,
+    authority: &Authority,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, String> {
+    let mut request = request;
+    for attempt in 0..2 {
+        let mut sender = connect(upstreams, authority).await?;
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                upstreams.lock().unwrap_or_else(|e| e.into_inner()).push((authority.clone(), sender));
+                return Ok(response);
+            }
+            Err(mut error) => match error.take_message() {
+                Some(unsent) if attempt == 0 => request = unsent,
+                _ => return Err(error.into_error().to_string()),
+            },
+        }
+    }
+    Err("the upstream closed the connection".into())
 }
 
 fn message(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
@@ -251,31 +301,30 @@ impl Threads {
     }
 }
 
-async fn forward(
-    proxy: &Proxy,
-    client: &Client<HttpConnector, Incoming>,
-    mut request: Request<Incoming>,
-) -> Response<ProxyBody> {
+async fn forward(proxy: &Proxy, upstreams: &Upstreams, mut request: Request<Incoming>) -> Response<ProxyBody> {
     // Blue-green previews: `x-tandem-preview` reaches the new version before the switch.
     let chosen =
         if request.headers().contains_key(PREVIEW_HEADER) { proxy.preview() } else { proxy.choose(request.headers()) };
     let Some((arm, authority)) = chosen else {
         return message(StatusCode::SERVICE_UNAVAILABLE, "no upstream is serving this environment\n");
     };
-    let mut parts = request.uri().clone().into_parts();
-    parts.scheme = Some(axum::http::uri::Scheme::HTTP);
-    parts.authority = Some(authority);
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(axum::http::uri::PathAndQuery::from_static("/"));
+    // Origin form upstream (`/path?query`), as a client sends it to a server.
+    if request.uri().authority().is_some() || request.uri().path_and_query().is_none() {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let Ok(uri) = path.parse::<Uri>() else {
+            return message(StatusCode::BAD_REQUEST, "bad request path\n");
+        };
+        *request.uri_mut() = uri;
     }
-    let Ok(uri) = Uri::from_parts(parts) else {
-        return message(StatusCode::BAD_REQUEST, "bad request path\n");
-    };
-    *request.uri_mut() = uri;
+    if !request.headers().contains_key(axum::http::header::HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(axum::http::header::HOST, host);
+    }
     let version = if arm == Arm::Canary { "canary" } else { "stable" };
     request.headers_mut().insert("x-tandem-version", HeaderValue::from_static(version));
     let started = Instant::now();
-    let result = client.request(request).await;
+    let result = send(upstreams, &authority, request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(response) => {
