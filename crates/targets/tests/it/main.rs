@@ -280,3 +280,58 @@ async fn probes_by_tcp_and_command_and_a_liveness_failure_restarts_the_instance(
     assert!(failure.contains("failed its liveness check (GET /health) 3 times in a row"), "{failure}");
     instance.stop().await;
 }
+
+/// An upstream that promises keep-alive but closes each connection right after its first answer:
+/// the proxy must not hand the client the closed connection's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_its_keep_alive_connections_never_fails_a_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 4096];
+                let mut read = 0;
+                while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                // Closed without a `connection: close`: the proxy finds out only when it reuses it.
+            });
+        }
+    });
+    let (proxy, _outcomes) = Proxy::new(Routing {
+        stable: vec![upstream],
+        canary: vec![],
+        canary_weight: 0.0,
+        sticky_header: None,
+        sticky_cookie: None,
+    });
+    let addr = serve_proxy(proxy).await;
+    // One client connection, keep-alive, requests one after another (some right away, some after
+    // the upstream's close has arrived).
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for n in 0..20u64 {
+        if n % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client.write_all(format!("GET /{n} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !answer.ends_with(b"ok") {
+            let n = client.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the proxy closed the client's connection: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "request {n}: {text}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 20, "one upstream connection per request");
+}
