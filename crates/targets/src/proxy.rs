@@ -174,7 +174,10 @@ pub async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
                 async move { Ok::<_, std::convert::Infallible>(forward(&proxy, &upstreams, request).await) }
             });
             // A client that goes away mid-request is not the proxy's problem.
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .writev(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -191,8 +194,11 @@ async fn connect(upstreams: &Upstreams, authority: &Authority) -> Result<SendReq
     }
     let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         // An upstream that closes its end (after each answer, for HTTP/1.0 servers) ends this.
         let _ = connection.await;
