@@ -234,7 +234,12 @@ jobs:
         home = home.path().display()
     );
     let repo = Repo::new(&[("ci.yml", &workflow)]);
-    let out = run(&repo, &[]);
+    // A runner's environment names no toolchain; cargo's (rustup 1.29 and later) names the one it
+    // runs with, which rustup would then look for in the home above instead of the default.
+    let source = source_arg();
+    let mut command = repo.command(&["run", "--format", "json", "--action-source", source.as_str()]);
+    command.env_remove("RUSTUP_TOOLCHAIN").env_remove("RUSTUP_TOOLCHAIN_SOURCE");
+    let out = crate::Run::from(command.output().unwrap());
     assert_eq!(out.code, 0, "{}\n{}", out.all(), log(&repo));
     let log = log(&repo);
     // Outputs computed from inner steps' outputs; `$GITHUB_ENV` from inside the action.
