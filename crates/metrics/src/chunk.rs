@@ -6,7 +6,16 @@
 //! what exporters print) are stored as the difference of their scaled integers (`53.127` at scale
 //! 3 is 53127) instead of an XOR of their bits, which for such values flips most mantissa bits:
 //! the scale is chosen at a chunk's first sample, and any value it does not hold exactly falls
-//! back to XOR. Chunks written before this (`legacy`) read back as they were written.
+//! back to XOR.
+//!
+//! A chunk's first sample is where Gorilla spends most (a whole timestamp and value, then a
+//! first delta in the widest bucket: about 150 bits), and a series' first chunk pays it over few
+//! samples — as every series does in its first half hour, and Tandem labels series by release, so
+//! each deploy starts new ones. So ([`Format::Compact`]) the first timestamp and the first
+//! delta are kept beside the bits (as varints in a snapshot, where the series of one target share
+//! them and deflate takes the repeats), and the first value, when it is a short decimal, is its
+//! scaled integer in as many bits as it needs. Chunks of the earlier formats read back as they
+//! were written, and take more samples in their own format.
 //!
 //! A chunk is its bytes plus the encoder's state, so a chunk read back from disk can take more
 //! samples. Values are kept bit for bit, NaN payloads (the staleness marker) included.
@@ -26,10 +35,66 @@ pub struct Chunk {
     last_v: u64,
     leading: u8,
     trailing: u8,
+    /// The delta between the first two timestamps ([`Format::Compact`] keeps it out of the bits).
+    first_delta: i64,
     /// Powers of ten its decimal values are scaled by ([`NO_SCALE`]: XOR only).
     scale: u8,
-    /// Written by the first format (every value XORed, no scale).
-    legacy: bool,
+    format: Format,
+}
+
+/// How a chunk's samples are written; every format reads back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The first format: every value XORed with the previous one.
+    Xor,
+    /// Short decimals as differences of their scaled integers; the first sample whole.
+    Scaled,
+    /// As `Scaled`, with the first timestamp and delta beside the bits and the first value in
+    /// as many bits as its scaled integer needs.
+    #[default]
+    Compact,
+}
+
+impl Format {
+    /// The format's bits in a snapshot's flag byte (the low bits count the unused bits).
+    fn flags(self) -> u8 {
+        match self {
+            Format::Xor => 0,
+            Format::Scaled => 0x80,
+            Format::Compact => 0xC0,
+        }
+    }
+
+    fn from_flags(flags: u8) -> Option<Format> {
+        match flags & 0xC0 {
+            0 => Some(Format::Xor),
+            0x80 => Some(Format::Scaled),
+            0xC0 => Some(Format::Compact),
+            _ => None,
+        }
+    }
+}
+
+/// The previous chunk's first timestamp and delta in a snapshot, which the next chunk's head is
+/// written as differences from (the series of one target share theirs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Heads {
+    first_t: i64,
+    first_delta: i64,
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = input.split_at_checked(n)?;
+    *input = tail;
+    Some(head)
+}
+
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    (z >> 1) as i64 ^ -((z & 1) as i64)
 }
 
 /// The scale of a chunk whose first value is no short decimal.
@@ -56,6 +121,11 @@ fn unscale(m: i64, scale: u8) -> f64 {
 impl Chunk {
     pub fn new() -> Chunk {
         Chunk::default()
+    }
+
+    /// An empty chunk that writes in `format` (new chunks write [`Format::Compact`]).
+    pub fn with_format(format: Format) -> Chunk {
+        Chunk { format, ..Chunk::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -86,22 +156,34 @@ impl Chunk {
     /// Appends a sample; `t` must be after the last one (the caller checks).
     pub fn push(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
-        match self.count {
-            0 => {
+        match (self.count, self.format) {
+            (0, Format::Compact) => {
+                self.first_t = t;
+                self.scale = (0..NO_SCALE).find(|s| scaled(v, *s).is_some()).unwrap_or(NO_SCALE);
+                self.write(self.scale as u64, 3);
+                match (self.scale < NO_SCALE).then(|| scaled(v, self.scale)).flatten() {
+                    Some(m) => self.write_varbits(zigzag(m)),
+                    None => self.write(bits, 64),
+                }
+            }
+            (0, _) => {
                 self.write(t as u64, 64);
                 self.write(bits, 64);
                 self.first_t = t;
                 self.scale = NO_SCALE;
-                if !self.legacy {
+                if self.format == Format::Scaled {
                     self.scale = (0..NO_SCALE).find(|s| scaled(v, *s).is_some()).unwrap_or(NO_SCALE);
                     self.write(self.scale as u64, 3);
                 }
             }
-            _ => {
+            (count, format) => {
                 let delta = t - self.last_t;
-                let dod = delta - self.last_delta;
-                self.write_dod(dod);
-                if self.legacy {
+                if count == 1 && format == Format::Compact {
+                    self.first_delta = delta;
+                } else {
+                    self.write_dod(delta - self.last_delta);
+                }
+                if format == Format::Xor {
                     self.write_xor(bits)
                 } else {
                     self.write_value(v)
@@ -112,6 +194,17 @@ impl Chunk {
         self.last_t = t;
         self.last_v = bits;
         self.count += 1;
+    }
+
+    /// `z` in as many bits as it needs: their number (6 bits), then those below the leading one.
+    fn write_varbits(&mut self, z: u64) {
+        let n = 64 - z.leading_zeros() as u8;
+        // A scaled integer is under 9e15, so `z` is under 2^55 and `n` fits six bits.
+        debug_assert!(n < 64);
+        self.write(n as u64, 6);
+        if n > 1 {
+            self.write(z, n - 1);
+        }
     }
 
     /// `0`: the same value; `10` and a difference of scaled integers; `11` and an XOR.
@@ -218,35 +311,82 @@ impl Chunk {
         ChunkIter { chunk: self, pos: 0, index: 0, t: 0, delta: 0, v: 0, leading: 0, trailing: 0, scale: NO_SCALE }
     }
 
-    /// The chunk as bytes for a snapshot: its length, sample count and unused bits, then the
-    /// encoded samples. The encoder's state is not stored: reading the samples back restores it.
+    /// The chunk as bytes, whole: its length, sample count, unused bits and format,
+    /// ([`Format::Compact`]) its first timestamp and delta as varints, then the encoded samples.
+    /// The encoder's state is not stored: reading the samples back restores it.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
-        // The unused bits (0..=7) with the format in the high bit: set for scaled values.
-        let format = if self.legacy { 0 } else { 0x80 };
-        out.push((self.bytes.len() as u64 * 8 - self.bits) as u8 | format);
+        out.push(self.flags());
+        if self.format == Format::Compact {
+            write_varint(zigzag(self.first_t), out);
+            write_varint(zigzag(self.first_delta), out);
+        }
         out.extend_from_slice(&self.bytes);
+    }
+
+    /// The chunk in two parts, as a snapshot lays them out: its head (length and sample count as
+    /// varints, unused bits and format, and for [`Format::Compact`] its first timestamp and delta
+    /// as differences from the previous chunk's) and its encoded samples.
+    pub fn encode_split(&self, previous: &mut Heads, heads: &mut Vec<u8>, bits: &mut Vec<u8>) {
+        write_varint(self.bytes.len() as u64, heads);
+        write_varint(self.count as u64, heads);
+        heads.push(self.flags());
+        if self.format == Format::Compact {
+            write_varint(zigzag(self.first_t.wrapping_sub(previous.first_t)), heads);
+            write_varint(zigzag(self.first_delta.wrapping_sub(previous.first_delta)), heads);
+            *previous = Heads { first_t: self.first_t, first_delta: self.first_delta };
+        }
+        bits.extend_from_slice(&self.bytes);
+    }
+
+    /// The unused bits (0..=7) with the format in the high bits.
+    fn flags(&self) -> u8 {
+        (self.bytes.len() as u64 * 8 - self.bits) as u8 | self.format.flags()
     }
 
     /// Reads what [`Chunk::encode`] wrote; `None` when the bytes are cut short or do not decode
     /// to as many samples as they claim.
     pub fn decode(input: &mut &[u8]) -> Option<Chunk> {
-        fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (head, tail) = input.split_at_checked(n)?;
-            *input = tail;
-            Some(head)
-        }
         let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
         let count = u16::from_le_bytes(take(input, 2)?.try_into().ok()?);
         let flags = take(input, 1)?[0];
-        let (unused, legacy) = ((flags & 0x7f) as u64, flags & 0x80 == 0);
+        let format = Format::from_flags(flags)?;
+        let (mut first_t, mut first_delta) = (0, 0);
+        if format == Format::Compact {
+            first_t = unzigzag(read_varint(input)?);
+            first_delta = unzigzag(read_varint(input)?);
+        }
         let bytes = take(input, len)?.to_vec();
-        let bits = (len as u64 * 8).checked_sub(unused)?;
-        if unused > 7 || (len == 0) != (count == 0) {
+        Chunk::restore(bytes, count, flags, first_t, first_delta)
+    }
+
+    /// Reads what [`Chunk::encode_split`] wrote, from the two parts.
+    pub fn decode_split(previous: &mut Heads, heads: &mut &[u8], bits: &mut &[u8]) -> Option<Chunk> {
+        let len = usize::try_from(read_varint(heads)?).ok()?;
+        let count = u16::try_from(read_varint(heads)?).ok()?;
+        let flags = take(heads, 1)?[0];
+        let (mut first_t, mut first_delta) = (0, 0);
+        if Format::from_flags(flags)? == Format::Compact {
+            first_t = previous.first_t.wrapping_add(unzigzag(read_varint(heads)?));
+            first_delta = previous.first_delta.wrapping_add(unzigzag(read_varint(heads)?));
+            *previous = Heads { first_t, first_delta };
+        }
+        let bytes = take(bits, len)?.to_vec();
+        Chunk::restore(bytes, count, flags, first_t, first_delta)
+    }
+
+    /// A chunk from its parts, its encoder's state restored by reading its samples back.
+    fn restore(bytes: Vec<u8>, count: u16, flags: u8, first_t: i64, first_delta: i64) -> Option<Chunk> {
+        let (unused, format) = ((flags & 0x3f) as u64, Format::from_flags(flags)?);
+        let bits = (bytes.len() as u64 * 8).checked_sub(unused)?;
+        if unused > 7 || bytes.is_empty() != (count == 0) {
             return None;
         }
-        let mut chunk = Chunk { bytes, bits, count, legacy, ..Chunk::default() };
+        if format == Format::Compact && count < 2 && first_delta != 0 {
+            return None;
+        }
+        let mut chunk = Chunk { bytes, bits, count, format, first_t, first_delta, ..Chunk::default() };
         let mut iter = chunk.iter();
         let mut first_t = 0;
         let mut n = 0;
@@ -363,7 +503,8 @@ impl ChunkIter<'_> {
             if width == 0 {
                 width = 64;
             }
-            self.trailing = 64 - self.leading - width;
+            // A damaged chunk can claim a window wider than the bits left of it.
+            self.trailing = 64u8.checked_sub(self.leading + width)?;
         }
         let width = 64 - self.leading - self.trailing;
         let meaningful = self.read(width)?;
@@ -378,21 +519,63 @@ impl Iterator for ChunkIter<'_> {
         if self.index >= self.chunk.count {
             return None;
         }
-        if self.index == 0 {
+        let format = self.chunk.format;
+        if self.index == 0 && format == Format::Compact {
+            self.t = self.chunk.first_t;
+            self.scale = self.read(3)? as u8;
+            self.v = if self.scale < NO_SCALE {
+                let n = self.read(6)? as u8;
+                let z = match n {
+                    0 => 0,
+                    1 => 1,
+                    // At most 63 bits; more would not be a scaled integer's.
+                    _ => (1u64 << (n - 1)) | self.read(n - 1)?,
+                };
+                unscale(unzigzag(z), self.scale).to_bits()
+            } else {
+                self.read(64)?
+            };
+        } else if self.index == 0 {
             self.t = self.read(64)? as i64;
             self.v = self.read(64)?;
-            if !self.chunk.legacy {
+            if format == Format::Scaled {
                 self.scale = self.read(3)? as u8;
             }
         } else {
-            let dod = self.read_dod()?;
-            self.delta += dod;
-            self.t += self.delta;
-            self.v = if self.chunk.legacy { self.read_xor()? } else { self.read_value()? };
+            if self.index == 1 && format == Format::Compact {
+                self.delta = self.chunk.first_delta;
+            } else {
+                self.delta = self.delta.checked_add(self.read_dod()?)?;
+            }
+            // A damaged chunk's times can run past the ends of the range.
+            self.t = self.t.checked_add(self.delta)?;
+            self.v = if format == Format::Xor { self.read_xor()? } else { self.read_value()? };
         }
         self.index += 1;
         Some((self.t, f64::from_bits(self.v)))
     }
+}
+
+/// LEB128: seven bits a byte, low first, the high bit set on every byte but the last.
+pub fn write_varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+pub fn read_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        n |= ((byte & 0x7f) as u64).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -422,7 +605,7 @@ mod tests {
                 (1_700_000_000_000 + i * 15_000, value)
             })
             .collect();
-        let (mut scaled, mut legacy) = (Chunk::new(), Chunk { legacy: true, ..Chunk::new() });
+        let (mut scaled, mut legacy) = (Chunk::new(), Chunk::with_format(Format::Xor));
         for &(t, v) in &samples {
             scaled.push(t, v);
             legacy.push(t, v);
@@ -437,6 +620,34 @@ mod tests {
         assert_eq!(back, legacy);
         back.push(1_800_000_000_000, 1.5);
         assert_eq!(back.iter().last(), Some((1_800_000_000_000, 1.5)));
+    }
+
+    #[test]
+    fn a_new_series_pays_little_for_its_first_sample() {
+        // Six minutes of a counter at 15 s, as every series has in its first minutes.
+        let samples: Vec<(i64, f64)> =
+            (0..24).map(|i| (1_700_000_000_000 + i * 15_000, (123_456 + i * 37 + i % 5) as f64)).collect();
+        let (mut compact, mut scaled) = (Chunk::new(), Chunk::with_format(Format::Scaled));
+        for &(t, v) in &samples {
+            compact.push(t, v);
+            scaled.push(t, v);
+        }
+        assert_eq!(compact.iter().collect::<Vec<_>>(), samples);
+        assert_eq!(scaled.iter().collect::<Vec<_>>(), samples);
+        // The first sample took 131 bits and the first delta 20; now 3 + 6 + 17 and none.
+        assert_eq!(scaled.size() - compact.size(), 16, "{} against {} bytes", compact.size(), scaled.size());
+        assert!(compact.size() < 2 * 24, "{} bytes for 24 samples", compact.size());
+        // Both read back from a snapshot and go on in their own format.
+        for chunk in [compact, scaled] {
+            let mut bytes = Vec::new();
+            chunk.encode(&mut bytes);
+            let mut back = Chunk::decode(&mut bytes.as_slice()).unwrap();
+            assert_eq!(back, chunk);
+            back.push(1_700_000_360_000, 124_500.0);
+            back.push(1_700_000_375_000, 124_501.5);
+            let tail: Vec<_> = back.iter().skip(24).collect();
+            assert_eq!(tail, [(1_700_000_360_000, 124_500.0), (1_700_000_375_000, 124_501.5)]);
+        }
     }
 
     #[test]

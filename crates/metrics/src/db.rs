@@ -2,9 +2,9 @@
 //! written ahead to a log before it is acknowledged, and a snapshot of the chunks that replaces
 //! the log when it grows (`checkpoint`).
 //!
-//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, deflated —
-//! labels repeat from series to series —, written to a temporary file and renamed, so it is whole
-//! or absent) and `wal` (records appended since the
+//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, see
+//! [`crate::snapshot`]; written to a temporary file and renamed, so it is whole or absent) and
+//! `wal` (records appended since the
 //! snapshot, each with its length and a checksum; a torn record at the end, as `kill -9` leaves
 //! it, ends the replay). Retention counts back from the newest sample, not from the clock, so
 //! imported history stays.
@@ -17,6 +17,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::chunk::Chunk;
 use crate::labels::Labels;
+use crate::snapshot;
 
 /// Prometheus's staleness marker: a NaN with this payload ends a series at its timestamp.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -60,10 +61,10 @@ impl Default for Options {
     }
 }
 
-struct Series {
-    labels: Labels,
-    sealed: Vec<Chunk>,
-    head: Chunk,
+pub(crate) struct Series {
+    pub(crate) labels: Labels,
+    pub(crate) sealed: Vec<Chunk>,
+    pub(crate) head: Chunk,
 }
 
 impl Series {
@@ -73,8 +74,8 @@ impl Series {
 }
 
 #[derive(Default)]
-struct Inner {
-    series: Vec<Series>,
+pub(crate) struct Inner {
+    pub(crate) series: Vec<Series>,
     /// Series ids by a hash of their labels: the labels themselves are kept once, in `series`
     /// (a second copy as a map key was about a fifth of the store's memory).
     by_hash: HashMap<u64, u32>,
@@ -83,8 +84,8 @@ struct Inner {
     hasher: std::hash::RandomState,
     /// label name → value → series ids.
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
-    newest: Option<i64>,
-    samples: u64,
+    pub(crate) newest: Option<i64>,
+    pub(crate) samples: u64,
 }
 
 impl Inner {
@@ -98,7 +99,7 @@ impl Inner {
         self.collided.get(&hash)?.iter().copied().find(|id| self.series[*id as usize].labels == *labels)
     }
 
-    fn id_of(&mut self, labels: &Labels) -> (u32, bool) {
+    pub(crate) fn id_of(&mut self, labels: &Labels) -> (u32, bool) {
         if let Some(id) = self.find(labels) {
             return (id, false);
         }
@@ -205,12 +206,7 @@ impl Db {
         let snapshot = dir.join("snapshot");
         if snapshot.exists() {
             let bytes = fs::read(&snapshot).map_err(io(&snapshot))?;
-            let bytes = inflate_snapshot(bytes).map_err(|what| DbError::Corrupt {
-                path: snapshot.clone(),
-                offset: DEFLATED.len(),
-                what,
-            })?;
-            read_snapshot(&bytes, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
+            snapshot::read(bytes, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
                 path: snapshot.clone(),
                 offset,
                 what,
@@ -389,17 +385,9 @@ impl Db {
                 series.sealed.retain(|c| c.last_t() >= cutoff);
             }
         }
-        let mut bytes = b"TSNAP1".to_vec();
-        bytes.extend_from_slice(&(inner.series.len() as u32).to_le_bytes());
-        for series in &inner.series {
-            encode_labels(&series.labels, &mut bytes);
-            bytes.extend_from_slice(&(series.sealed.len() as u32 + 1).to_le_bytes());
-            for chunk in series.sealed.iter().chain([&series.head]) {
-                chunk.encode(&mut bytes);
-            }
-        }
+        let parts = snapshot::encode(&inner);
         drop(inner);
-        let bytes = deflate_snapshot(&bytes);
+        let bytes = snapshot::deflate(parts);
         let temporary = self.dir.join("snapshot.tmp");
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -481,7 +469,7 @@ fn encode_labels(labels: &Labels, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_labels(input: &mut &[u8]) -> Option<Labels> {
+pub(crate) fn decode_labels(input: &mut &[u8]) -> Option<Labels> {
     let n = u16::from_le_bytes(take(input, 2)?.try_into().ok()?);
     let mut pairs = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -496,7 +484,7 @@ fn decode_labels(input: &mut &[u8]) -> Option<Labels> {
     Some(Labels::new(pairs))
 }
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (head, tail) = input.split_at_checked(n)?;
     *input = tail;
     Some(head)
@@ -556,65 +544,4 @@ fn replay_record(input: &mut &[u8], inner: &mut Inner) -> Option<bool> {
         }
         _ => Some(false),
     }
-}
-
-/// The magic of a deflated snapshot; what follows inflates to a `TSNAP1` one.
-const DEFLATED: &[u8] = b"TSNAPZ";
-
-fn deflate_snapshot(plain: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::DeflateEncoder::new(DEFLATED.to_vec(), flate2::Compression::fast());
-    // Writing to a Vec cannot fail.
-    encoder.write_all(plain).expect("deflating into memory");
-    encoder.finish().expect("deflating into memory")
-}
-
-/// A snapshot as [`read_snapshot`] reads it: inflated when deflated (older ones are not).
-fn inflate_snapshot(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    let Some(deflated) = bytes.strip_prefix(DEFLATED) else { return Ok(bytes) };
-    let mut plain = Vec::with_capacity(deflated.len() * 4);
-    flate2::read::DeflateDecoder::new(deflated)
-        .read_to_end(&mut plain)
-        .map_err(|e| format!("the deflated snapshot does not inflate: {e}"))?;
-    Ok(plain)
-}
-
-fn read_snapshot(bytes: &[u8], inner: &mut Inner) -> Result<(), (usize, String)> {
-    let mut input = bytes;
-    let at = |input: &[u8]| bytes.len() - input.len();
-    if take(&mut input, 6) != Some(b"TSNAP1".as_slice()) {
-        return Err((0, "not a snapshot of this store".into()));
-    }
-    let n = take(&mut input, 4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or((6, "cut short".to_string()))?;
-    for _ in 0..n {
-        let labels =
-            decode_labels(&mut input).ok_or_else(|| (at(input), "a series' labels are cut short".to_string()))?;
-        let (id, _) = inner.id_of(&labels);
-        let chunks = take(&mut input, 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| (at(input), "cut short".to_string()))?;
-        let mut all = Vec::with_capacity(chunks as usize);
-        for _ in 0..chunks {
-            all.push(
-                Chunk::decode(&mut input)
-                    .ok_or_else(|| (at(input), format!("a chunk of {labels} does not read back")))?,
-            );
-        }
-        let head = all.pop().unwrap_or_default();
-        let series = &mut inner.series[id as usize];
-        inner.samples += all.iter().chain([&head]).map(|c| c.len() as u64).sum::<u64>();
-        if let Some(t) = series_last(&all, &head) {
-            inner.newest = Some(inner.newest.map_or(t, |n| n.max(t)));
-        }
-        series.sealed = all;
-        series.head = head;
-    }
-    Ok(())
-}
-
-fn series_last(sealed: &[Chunk], head: &Chunk) -> Option<i64> {
-    if !head.is_empty() { Some(head.last_t()) } else { sealed.last().map(Chunk::last_t) }
 }

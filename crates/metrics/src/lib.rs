@@ -11,6 +11,7 @@ pub mod labels;
 pub mod predict;
 pub mod promql;
 pub mod remote;
+mod snapshot;
 
 pub use db::{Db, DbError, Match, Options, SeriesData};
 pub use labels::Labels;

@@ -3,9 +3,11 @@
 //! on arbitrary input.
 
 mod promqltest;
+mod snapshot;
 
 use std::path::PathBuf;
 
+use metrics::chunk::Format;
 use metrics::promql::{Engine, Value};
 use metrics::{Db, Labels, Match, Options};
 use proptest::prelude::*;
@@ -281,8 +283,9 @@ proptest! {
     fn chunks_give_back_what_they_were_given(
         deltas in proptest::collection::vec(1i64..5_000_000, 1..300),
         values in proptest::collection::vec(proptest::num::f64::ANY, 300),
+        format in prop_oneof![Just(Format::Xor), Just(Format::Scaled), Just(Format::Compact)],
     ) {
-        let mut chunk = metrics::chunk::Chunk::new();
+        let mut chunk = metrics::chunk::Chunk::with_format(format);
         let mut t = -1_000_000_000i64;
         let mut want = Vec::new();
         for (d, v) in deltas.iter().zip(&values) {
@@ -311,10 +314,12 @@ proptest! {
             ],
             1..300,
         ),
+        format in prop_oneof![Just(Format::Scaled), Just(Format::Compact)],
+        start in proptest::num::i64::ANY.prop_map(|t| t / 4),
     ) {
-        let mut chunk = metrics::chunk::Chunk::new();
+        let mut chunk = metrics::chunk::Chunk::with_format(format);
         for (i, v) in values.iter().enumerate() {
-            chunk.push(i as i64 * 15_000, *v);
+            chunk.push(i as i64 * 15_000 - start, *v);
         }
         let got: Vec<u64> = chunk.iter().map(|(_, v)| v.to_bits()).collect();
         prop_assert_eq!(got, values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
@@ -322,6 +327,35 @@ proptest! {
         chunk.encode(&mut bytes);
         let back = metrics::chunk::Chunk::decode(&mut bytes.as_slice()).unwrap();
         prop_assert_eq!(back, chunk);
+    }
+}
+
+proptest! {
+    /// A damaged snapshot's chunk is refused, never a panic.
+    #[test]
+    fn a_damaged_chunk_decodes_to_a_chunk_or_to_nothing(
+        values in proptest::collection::vec(
+            prop_oneof![(0i64..1_000_000).prop_map(|m| m as f64 / 1000.0), proptest::num::f64::ANY],
+            1..40,
+        ),
+        format in prop_oneof![Just(Format::Xor), Just(Format::Scaled), Just(Format::Compact)],
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut chunk = metrics::chunk::Chunk::with_format(format);
+        for (i, v) in values.iter().enumerate() {
+            chunk.push(i as i64 * 15_000, *v);
+        }
+        let mut bytes = Vec::new();
+        chunk.encode(&mut bytes);
+        for (at, byte) in &damage {
+            let at = at.index(bytes.len());
+            bytes[at] = *byte;
+        }
+        bytes.truncate(bytes.len() - cut.index(bytes.len() / 4 + 1));
+        if let Some(back) = metrics::chunk::Chunk::decode(&mut bytes.as_slice()) {
+            prop_assert_eq!(back.iter().count(), back.len());
+        }
     }
 }
 
