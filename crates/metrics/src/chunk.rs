@@ -14,8 +14,12 @@
 //! each deploy starts new ones. So ([`Format::Compact`]) the first timestamp and the first
 //! delta are kept beside the bits (as varints in a snapshot, where the series of one target share
 //! them and deflate takes the repeats), and the first value, when it is a short decimal, is its
-//! scaled integer in as many bits as it needs. Chunks of the earlier formats read back as they
-//! were written, and take more samples in their own format.
+//! scaled integer in as many bits as it needs. Its differences of scaled integers take an
+//! adaptive Rice code ([`Rice`]) instead of fixed buckets of 8, 12, 16 or 32 bits: a counter that
+//! moves by 1 or 2 a scrape pays 5 to 6 bits for it instead of 11, a `%.3f` gauge a bit or two
+//! less than before (on the peer's synthetic exporter, 14% fewer chunk bytes at 30 minutes).
+//! Chunks of the earlier formats read back as they were written, and take more samples in their
+//! own format.
 //!
 //! A chunk is its bytes plus the encoder's state, so a chunk read back from disk can take more
 //! samples. Values are kept bit for bit, NaN payloads (the staleness marker) included.
@@ -40,6 +44,8 @@ pub struct Chunk {
     /// Powers of ten its decimal values are scaled by ([`NO_SCALE`]: XOR only).
     scale: u8,
     format: Format,
+    /// The adaptive code of [`Format::Compact`]'s differences.
+    rice: Rice,
 }
 
 /// How a chunk's samples are written; every format reads back.
@@ -87,6 +93,40 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (head, tail) = input.split_at_checked(n)?;
     *input = tail;
     Some(head)
+}
+
+/// Differences of scaled integers in [`Format::Compact`]: an adaptive Rice code (as JPEG-LS
+/// adapts its Golomb codes): the first in as many bits as it needs, each later one `z` as
+/// `z >> k` in unary and its `k` low bits, where `2^k` is about half the mean of recent ones
+/// (the Golomb parameter of a geometric distribution with that mean, rounded to a power of two).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Rice {
+    /// Sum and count of the recent differences (zigzagged), halved every [`Rice::RESET`].
+    sum: u64,
+    count: u16,
+}
+
+impl Rice {
+    const RESET: u16 = 16;
+    /// Quotients from this one up are escaped: the difference follows in the bits it needs.
+    const ESCAPE: u64 = 24;
+
+    fn k(&self) -> u8 {
+        let mut k = 0;
+        while k < 62 && ((self.count as u64) << (k + 1)) < self.sum {
+            k += 1;
+        }
+        k
+    }
+
+    fn update(&mut self, z: u64) {
+        self.sum = self.sum.saturating_add(z);
+        self.count += 1;
+        if self.count >= Rice::RESET {
+            self.sum >>= 1;
+            self.count >>= 1;
+        }
+    }
 }
 
 fn zigzag(n: i64) -> u64 {
@@ -219,11 +259,37 @@ impl Chunk {
             && let Some(delta) = m.checked_sub(last)
         {
             self.write(0b10, 2);
-            self.write_delta(delta);
+            if self.format == Format::Compact {
+                self.write_rice(zigzag(delta));
+            } else {
+                self.write_delta(delta);
+            }
             return;
         }
         self.write(0b11, 2);
         self.write_window(bits ^ self.last_v);
+    }
+
+    fn write_rice(&mut self, z: u64) {
+        if self.rice.count == 0 {
+            self.write_varbits(z);
+        } else {
+            let k = self.rice.k();
+            let quotient = z >> k;
+            if quotient < Rice::ESCAPE {
+                self.write_ones(quotient as u8);
+                self.write(0, 1);
+                self.write(z, k);
+            } else {
+                self.write_ones(Rice::ESCAPE as u8);
+                self.write_varbits(z);
+            }
+        }
+        self.rice.update(z);
+    }
+
+    fn write_ones(&mut self, n: u8) {
+        self.write(u64::MAX, n);
     }
 
     /// A signed difference: `0` and 8 bits, `10` and 12, `110` and 16, `1110` and 32, `1111`
@@ -308,7 +374,18 @@ impl Chunk {
 
     /// The samples, oldest first.
     pub fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter { chunk: self, pos: 0, index: 0, t: 0, delta: 0, v: 0, leading: 0, trailing: 0, scale: NO_SCALE }
+        ChunkIter {
+            chunk: self,
+            pos: 0,
+            index: 0,
+            t: 0,
+            delta: 0,
+            v: 0,
+            leading: 0,
+            trailing: 0,
+            scale: NO_SCALE,
+            rice: Rice::default(),
+        }
     }
 
     /// The chunk as bytes, whole: its length, sample count, unused bits and format,
@@ -400,7 +477,8 @@ impl Chunk {
         if n != count as usize || iter.pos != bits {
             return None;
         }
-        let (last_t, last_delta, last_v, leading, trailing) = (iter.t, iter.delta, iter.v, iter.leading, iter.trailing);
+        let (last_t, last_delta, last_v, leading, trailing, rice) =
+            (iter.t, iter.delta, iter.v, iter.leading, iter.trailing, iter.rice);
         if count > 0 {
             chunk.scale = iter.scale;
         }
@@ -410,6 +488,7 @@ impl Chunk {
         chunk.last_v = last_v;
         chunk.leading = leading;
         chunk.trailing = trailing;
+        chunk.rice = rice;
         Some(chunk)
     }
 }
@@ -424,6 +503,7 @@ pub struct ChunkIter<'a> {
     leading: u8,
     trailing: u8,
     scale: u8,
+    rice: Rice,
 }
 
 impl ChunkIter<'_> {
@@ -467,9 +547,38 @@ impl ChunkIter<'_> {
         if self.read(1)? == 1 {
             return self.read_window();
         }
-        let delta = self.read_delta()?;
+        let delta = if self.chunk.format == Format::Compact { unzigzag(self.read_rice()?) } else { self.read_delta()? };
         let last = base(f64::from_bits(self.v), self.scale)?;
         Some(unscale(last.checked_add(delta)?, self.scale).to_bits())
+    }
+
+    fn read_rice(&mut self) -> Option<u64> {
+        let z = if self.rice.count == 0 {
+            self.read_varbits()?
+        } else {
+            let k = self.rice.k();
+            let mut quotient = 0;
+            while quotient < Rice::ESCAPE && self.read(1)? == 1 {
+                quotient += 1;
+            }
+            if quotient == Rice::ESCAPE {
+                self.read_varbits()?
+            } else {
+                quotient.checked_shl(k as u32)? | self.read(k)?
+            }
+        };
+        self.rice.update(z);
+        Some(z)
+    }
+
+    /// What [`Chunk::write_varbits`] wrote.
+    fn read_varbits(&mut self) -> Option<u64> {
+        let n = self.read(6)? as u8;
+        Some(match n {
+            0 => 0,
+            1 => 1,
+            _ => (1u64 << (n - 1)) | self.read(n - 1)?,
+        })
     }
 
     fn read_delta(&mut self) -> Option<i64> {
@@ -524,14 +633,7 @@ impl Iterator for ChunkIter<'_> {
             self.t = self.chunk.first_t;
             self.scale = self.read(3)? as u8;
             self.v = if self.scale < NO_SCALE {
-                let n = self.read(6)? as u8;
-                let z = match n {
-                    0 => 0,
-                    1 => 1,
-                    // At most 63 bits; more would not be a scaled integer's.
-                    _ => (1u64 << (n - 1)) | self.read(n - 1)?,
-                };
-                unscale(unzigzag(z), self.scale).to_bits()
+                unscale(unzigzag(self.read_varbits()?), self.scale).to_bits()
             } else {
                 self.read(64)?
             };
@@ -635,8 +737,12 @@ mod tests {
         assert_eq!(compact.iter().collect::<Vec<_>>(), samples);
         assert_eq!(scaled.iter().collect::<Vec<_>>(), samples);
         // The first sample took 131 bits and the first delta 20; now 3 + 6 + 17 and none.
-        assert_eq!(scaled.size() - compact.size(), 16, "{} against {} bytes", compact.size(), scaled.size());
-        assert!(compact.size() < 2 * 24, "{} bytes for 24 samples", compact.size());
+        let (mut first, mut first_scaled) = (Chunk::new(), Chunk::with_format(Format::Scaled));
+        first.push(samples[0].0, samples[0].1);
+        first_scaled.push(samples[0].0, samples[0].1);
+        assert_eq!((first.size(), first_scaled.size()), (4, 17));
+        // And the increments of 37 to 41 take 10 bits each instead of 11.
+        assert!(compact.size() <= 36, "{} bytes for 24 samples against {}", compact.size(), scaled.size());
         // Both read back from a snapshot and go on in their own format.
         for chunk in [compact, scaled] {
             let mut bytes = Vec::new();
