@@ -128,10 +128,16 @@ fn dir_bytes(dir: &Path) -> u64 {
 pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let (warmup, window) = if quick { (45, 90) } else { (60, 300) };
-    let targets = 200;
+    // `--targets=N`: the exporter's targets of 100 series each (the peer's figures are at 200).
+    let targets: usize = match args.iter().find_map(|a| a.strip_prefix("--targets=")) {
+        Some(n) => n.parse().ok().filter(|n| (10..=5000).contains(n)).context("--targets takes 10 to 5000")?,
+        None => 200,
+    };
     let peer =
         Path::new("../shared/peers/prometheus").canonicalize().context("the Prometheus peer scripts are missing")?;
-    if !Path::new("/usr/bin/prometheus").exists() {
+    let peer_binaries =
+        ["/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager", "/usr/bin/prometheus-blackbox-exporter"];
+    if peer_binaries.iter().any(|b| !Path::new(b).exists()) {
         crate::run(Command::new("bash").arg(peer.join("setup.sh")))?;
     }
     crate::run(Command::new("cargo").args(["build", "--release", "-p", "tandem", "--quiet"]))?;
@@ -289,6 +295,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "| chunk bytes each sample of the window added (steady state: no chunk starts within it) | {marginal:.2} B | — | — |"
     );
     report.push_str(&query_rows);
+    // `cargo xtask bench monitoring ingestion`: that part alone.
+    if args.iter().any(|a| a == "ingestion") {
+        println!("{report}");
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
     report.push_str(&probes(&tandem, &peer, &scratch, quick)?);
     report.push_str(&detection(&tandem, &peer, &scratch)?);
     report.push_str(&crate::bench_deploy::live_page(&tandem, &peer, 5)?);
