@@ -358,17 +358,21 @@ impl Chunk {
         self.trailing = trailing;
     }
 
+    /// Appends the `n` low bits of `value`, highest first, a byte's worth at a time.
     fn write(&mut self, value: u64, n: u8) {
-        for i in (0..n).rev() {
-            let bit = (value >> i) & 1;
-            let byte = (self.bits / 8) as usize;
-            if byte == self.bytes.len() {
+        let mut left = n;
+        while left > 0 {
+            let used = (self.bits % 8) as u8;
+            if used == 0 {
                 self.bytes.push(0);
             }
-            if bit == 1 {
-                self.bytes[byte] |= 0x80 >> (self.bits % 8);
+            let take = (8 - used).min(left);
+            let part = ((value >> (left - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= part << (8 - used - take);
             }
-            self.bits += 1;
+            self.bits += take as u64;
+            left -= take;
         }
     }
 
@@ -507,16 +511,21 @@ pub struct ChunkIter<'a> {
 }
 
 impl ChunkIter<'_> {
+    /// The next `n` bits, highest first, a byte's worth at a time.
     fn read(&mut self, n: u8) -> Option<u64> {
         if self.pos + n as u64 > self.chunk.bits {
             return None;
         }
         let mut value = 0u64;
-        for _ in 0..n {
+        let mut left = n;
+        while left > 0 {
+            let used = (self.pos % 8) as u8;
+            let take = (8 - used).min(left);
             let byte = self.chunk.bytes[(self.pos / 8) as usize];
-            let bit = (byte >> (7 - (self.pos % 8))) & 1;
-            value = (value << 1) | bit as u64;
-            self.pos += 1;
+            let part = (byte >> (8 - used - take)) as u64 & ((1u64 << take) - 1);
+            value = (value << take) | part;
+            self.pos += take as u64;
+            left -= take;
         }
         Some(value)
     }
