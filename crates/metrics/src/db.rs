@@ -121,7 +121,8 @@ impl Inner {
     fn push(&mut self, id: u32, t: i64, v: f64) {
         let series = &mut self.series[id as usize];
         if series.head.is_full() {
-            let full = std::mem::take(&mut series.head);
+            let mut full = std::mem::take(&mut series.head);
+            full.seal();
             series.sealed.push(full);
         }
         series.head.push(t, v);

@@ -4,6 +4,7 @@
 
 pub mod burn;
 pub mod chunk;
+mod codes;
 pub mod db;
 pub mod exposition;
 pub mod import;

@@ -15,7 +15,8 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
-use crate::chunk::{Chunk, Heads, read_varint, write_varint};
+use crate::chunk::{Chunk, Heads};
+use crate::codes::{read_varint, write_varint};
 use crate::db::{Inner, decode_labels, take};
 use crate::labels::Labels;
 
