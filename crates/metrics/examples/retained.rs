@@ -1,8 +1,8 @@
 //! Memory per retained sample: 2,000 series (a third `%.3f` gauges on a random walk, the rest
 //! counters) appended every 15 s for two days, and the process's resident memory before and after.
 //!
-//! `cargo run --release -p metrics --example retained` (add `--no-checkpoint` to keep the
-//! snapshot's buffers out of the figure).
+//! `cargo run --release -p metrics --example retained` (add `--no-checkpoint` to leave the
+//! snapshots the store writes as its log grows out of it).
 
 fn resident_bytes() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -83,6 +83,31 @@ impl Format {
     }
 }
 
+/// A chunk's head as a snapshot keeps it, apart from its bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    len: usize,
+    count: u16,
+    flags: u8,
+    first_t: i64,
+    first_delta: i64,
+}
+
+impl Head {
+    /// How many bytes the chunk's bits take.
+    pub fn bytes_len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk, from its `bytes_len()` bytes; `None` when they do not decode to what the head says.
+    pub fn chunk(&self, bytes: Vec<u8>) -> Option<Chunk> {
+        if bytes.len() != self.len {
+            return None;
+        }
+        Chunk::restore(bytes, self.count, self.flags, self.first_t, self.first_delta)
+    }
+}
+
 /// The previous chunk's first timestamp and delta in a snapshot, which the next chunk's head is
 /// written as differences from (the series of one target share theirs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -366,10 +391,10 @@ impl Chunk {
         out.extend_from_slice(&self.bytes);
     }
 
-    /// The chunk in two parts, as a snapshot lays them out: its head (length and sample count as
-    /// varints, unused bits and format, and for [`Format::Compact`] its first timestamp and delta
-    /// as differences from the previous chunk's) and its encoded samples.
-    pub fn encode_split(&self, previous: &mut Heads, heads: &mut Vec<u8>, bits: &mut Vec<u8>) {
+    /// The chunk's head as a snapshot lays it out, apart from its bits ([`Chunk::bytes`]): length
+    /// and sample count as varints, unused bits and format, and for [`Format::Compact`] its first
+    /// timestamp and delta as differences from the previous chunk's.
+    pub fn encode_head(&self, previous: &mut Heads, heads: &mut Vec<u8>) {
         write_varint(self.bytes.len() as u64, heads);
         write_varint(self.count as u64, heads);
         heads.push(self.flags());
@@ -378,7 +403,11 @@ impl Chunk {
             write_varint(zigzag(self.first_delta.wrapping_sub(previous.first_delta)), heads);
             *previous = Heads { first_t: self.first_t, first_delta: self.first_delta };
         }
-        bits.extend_from_slice(&self.bytes);
+    }
+
+    /// The encoded samples.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The unused bits (0..=7) with the format in the high bits.
@@ -402,8 +431,9 @@ impl Chunk {
         Chunk::restore(bytes, count, flags, first_t, first_delta)
     }
 
-    /// Reads what [`Chunk::encode_split`] wrote, from the two parts.
-    pub fn decode_split(previous: &mut Heads, heads: &mut &[u8], bits: &mut &[u8]) -> Option<Chunk> {
+    /// Reads a head [`Chunk::encode_head`] wrote; its chunk then comes from [`Head::chunk`]
+    /// with the head's [`Head::bytes_len`] bytes.
+    pub fn decode_head(previous: &mut Heads, heads: &mut &[u8]) -> Option<Head> {
         let len = usize::try_from(read_varint(heads)?).ok()?;
         let count = u16::try_from(read_varint(heads)?).ok()?;
         let flags = take(heads, 1)?[0];
@@ -413,8 +443,7 @@ impl Chunk {
             first_delta = previous.first_delta.wrapping_add(unzigzag(read_varint(heads)?));
             *previous = Heads { first_t, first_delta };
         }
-        let bytes = take(bits, len)?.to_vec();
-        Chunk::restore(bytes, count, flags, first_t, first_delta)
+        Some(Head { len, count, flags, first_t, first_delta })
     }
 
     /// A chunk from its parts, its encoder's state restored by reading its samples back.

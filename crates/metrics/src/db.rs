@@ -206,8 +206,8 @@ impl Db {
         let mut inner = Inner::default();
         let snapshot = dir.join("snapshot");
         if snapshot.exists() {
-            let bytes = fs::read(&snapshot).map_err(io(&snapshot))?;
-            snapshot::read(bytes, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
+            let file = File::open(&snapshot).map_err(io(&snapshot))?;
+            snapshot::read(file, &mut inner).map_err(|(offset, what)| DbError::Corrupt {
                 path: snapshot.clone(),
                 offset,
                 what,
@@ -386,16 +386,20 @@ impl Db {
                 series.sealed.retain(|c| c.last_t() >= cutoff);
             }
         }
-        let parts = snapshot::encode(&inner);
         drop(inner);
-        let bytes = snapshot::deflate(parts);
+        // Appends wait for the log's lock; queries go on while the snapshot streams to its file.
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let temporary = self.dir.join("snapshot.tmp");
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |error| DbError::Io { path, error }
         };
-        let mut file = File::create(&temporary).map_err(io(&temporary))?;
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
+        let file = File::create(&temporary).map_err(io(&temporary))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        snapshot::write(&inner, &mut out).map_err(io(&temporary))?;
+        drop(inner);
+        let file = out.into_inner().map_err(|e| e.into_error()).map_err(io(&temporary))?;
+        file.sync_all().map_err(io(&temporary))?;
         fs::rename(&temporary, self.dir.join("snapshot")).map_err(io(&temporary))?;
         let wal_path = self.dir.join("wal");
         wal.file.set_len(0).map_err(io(&wal_path))?;
