@@ -255,9 +255,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let samples_theirs = end.1;
     let prometheus_disk = dir_bytes(&scratch.join("prometheus/chunks_head")) as f64;
     let prometheus_wal = dir_bytes(&scratch.join("prometheus/wal")) as f64;
-    // Stopping Tandem writes its snapshot (and empties its log).
+    // Stopping Tandem writes its snapshot (and empties its log); sealed chunks old or many enough
+    // are in blocks beside it.
     drop(tandem_process);
-    let snapshot_bytes = std::fs::metadata(scratch.join("tandem/tsdb/snapshot")).map_or(0, |m| m.len()) as f64;
+    let snapshot_bytes = std::fs::metadata(scratch.join("tandem/tsdb/snapshot")).map_or(0, |m| m.len()) as f64
+        + dir_bytes(&scratch.join("tandem/tsdb/blocks")) as f64;
     let samples_ours = end.0;
     drop(prometheus);
     let mut report = String::new();
@@ -280,7 +282,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "| bytes per sample on disk (Tandem: snapshot of compressed chunks; Prometheus: chunks_head + WAL) | {:.2} B | {:.2} B ({:.2} B chunks alone) | {:.2}× |",
+        "| bytes per sample on disk (Tandem: snapshot and blocks of compressed chunks; Prometheus: chunks_head + WAL) | {:.2} B | {:.2} B ({:.2} B chunks alone) | {:.2}× |",
         snapshot_bytes / samples_ours,
         (prometheus_disk + prometheus_wal) / samples_theirs,
         prometheus_disk / samples_theirs,

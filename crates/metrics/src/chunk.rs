@@ -106,6 +106,18 @@ impl Head {
         }
         Chunk::restore(bytes, self.count, self.flags, self.first_t, self.first_delta)
     }
+
+    /// The chunk for reading its samples only, without reading them first to restore the
+    /// encoder's state (as [`Head::chunk`] does): it takes no more samples, and its `last_t` is 0.
+    pub(crate) fn for_reading(&self, bytes: Vec<u8>) -> Option<Chunk> {
+        let (unused, format) = ((self.flags & 0x3f) as u64, Format::from_flags(self.flags)?);
+        let bits = (bytes.len() as u64 * 8).checked_sub(unused)?;
+        if bytes.len() != self.len || unused > 7 {
+            return None;
+        }
+        let (count, first_t, first_delta) = (self.count, self.first_t, self.first_delta);
+        Some(Chunk { bytes, bits, count, format, first_t, first_delta, ..Chunk::default() })
+    }
 }
 
 /// The previous chunk's first timestamp and delta in a snapshot, which the next chunk's head is

@@ -1,13 +1,14 @@
 //! The embedded time-series store: series in memory as compressed chunks, every accepted batch
-//! written ahead to a log before it is acknowledged, and a snapshot of the chunks that replaces
-//! the log when it grows (`checkpoint`).
+//! written ahead to a log before it is acknowledged, and a snapshot that replaces the log when it
+//! grows (`checkpoint`). Sealed chunks old or many enough leave memory for blocks on disk
+//! ([`crate::blocks`]); a series then keeps where they lie, and queries read them back.
 //!
-//! On disk (in the store's directory): `snapshot` (every series' labels and chunks, see
-//! [`crate::snapshot`]; written to a temporary file and renamed, so it is whole or absent) and
-//! `wal` (records appended since the
-//! snapshot, each with its length and a checksum; a torn record at the end, as `kill -9` leaves
-//! it, ends the replay). Retention counts back from the newest sample, not from the clock, so
-//! imported history stays.
+//! On disk (in the store's directory): `snapshot` (every series' labels, its runs in blocks and
+//! the chunks still in memory, see [`crate::snapshot`]; written to a temporary file and renamed,
+//! so it is whole or absent), `blocks/` (immutable files of sealed chunks, each written whole
+//! before a snapshot names it) and `wal` (records appended since the snapshot, each with its
+//! length and a checksum; a torn record at the end, as `kill -9` leaves it, ends the replay).
+//! Retention counts back from the newest sample, not from the clock, so imported history stays.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -15,6 +16,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use crate::blocks::{self, Blocks, Run};
 use crate::chunk::Chunk;
 use crate::labels::Labels;
 use crate::snapshot;
@@ -44,6 +46,10 @@ pub enum DbError {
     TooManySeries { limit: usize, labels: String },
     #[error("{labels}: sample at {t} ms is not after the series' last one at {last} ms")]
     OutOfOrder { labels: String, t: i64, last: i64 },
+    #[error(
+        "{path} is missing, and the snapshot keeps sealed chunks there\n  hint: restore it from a backup of the store's directory, or move the directory aside to start empty"
+    )]
+    MissingBlock { path: PathBuf },
 }
 
 /// Where and how long the store keeps samples.
@@ -53,23 +59,39 @@ pub struct Options {
     pub max_series: usize,
     /// A checkpoint is due when the log grows past this.
     pub wal_bytes_before_checkpoint: u64,
+    /// A checkpoint moves the sealed chunks to a block on disk once the oldest of them ended
+    /// this long before the newest sample…
+    pub cold_after_ms: i64,
+    /// …or once they take this many bytes, whichever comes first.
+    pub warm_bytes_before_cold: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { retention_ms: 30 * 24 * 3600 * 1000, max_series: 1_000_000, wal_bytes_before_checkpoint: 64 << 20 }
+        Options {
+            retention_ms: 30 * 24 * 3600 * 1000,
+            max_series: 1_000_000,
+            wal_bytes_before_checkpoint: 64 << 20,
+            cold_after_ms: 2 * 3600 * 1000,
+            warm_bytes_before_cold: 64 << 20,
+        }
     }
 }
 
 pub(crate) struct Series {
     pub(crate) labels: Labels,
+    /// Runs of sealed chunks in blocks on disk, oldest first; all older than `sealed`.
+    pub(crate) cold: Vec<Run>,
     pub(crate) sealed: Vec<Chunk>,
     pub(crate) head: Chunk,
 }
 
 impl Series {
     fn last_t(&self) -> Option<i64> {
-        if !self.head.is_empty() { Some(self.head.last_t()) } else { self.sealed.last().map(Chunk::last_t) }
+        if !self.head.is_empty() {
+            return Some(self.head.last_t());
+        }
+        self.sealed.last().map(Chunk::last_t).or_else(|| self.cold.last().map(|run| run.last_t))
     }
 }
 
@@ -86,6 +108,7 @@ pub(crate) struct Inner {
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     pub(crate) newest: Option<i64>,
     pub(crate) samples: u64,
+    pub(crate) blocks: Blocks,
 }
 
 impl Inner {
@@ -114,7 +137,7 @@ impl Inner {
                 slot.insert(id);
             }
         }
-        self.series.push(Series { labels: labels.clone(), sealed: Vec::new(), head: Chunk::new() });
+        self.series.push(Series { labels: labels.clone(), cold: Vec::new(), sealed: Vec::new(), head: Chunk::new() });
         (id, true)
     }
 
@@ -179,6 +202,7 @@ pub struct Db {
     inner: RwLock<Inner>,
     wal: Mutex<Wal>,
     failed_appends: std::sync::atomic::AtomicU64,
+    failed_reads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Db {
@@ -213,6 +237,7 @@ impl Db {
                 what,
             })?;
         }
+        settle_blocks(dir, &mut inner)?;
         let wal_path = dir.join("wal");
         let mut valid = 0u64;
         if wal_path.exists() {
@@ -232,6 +257,7 @@ impl Db {
             inner: RwLock::new(inner),
             wal: Mutex::new(Wal { file, bytes: valid }),
             failed_appends: std::sync::atomic::AtomicU64::new(0),
+            failed_reads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -375,25 +401,48 @@ impl Db {
         self.failed_appends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Drops chunks older than the retention (from the newest sample), writes a snapshot of
-    /// every series and empties the log.
+    /// Drops chunks older than the retention (from the newest sample), moves sealed chunks to a
+    /// block on disk when they are old or many enough ([`Options::cold_after_ms`]), writes a
+    /// snapshot of every series and empties the log. Each file is whole before the next names
+    /// it: the block before the snapshot that refers to it, the snapshot before the log is
+    /// emptied and expired blocks deleted.
     pub fn checkpoint(&self) -> Result<(), DbError> {
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(newest) = inner.newest {
-            let cutoff = newest - self.options.retention_ms;
-            for series in &mut inner.series {
-                series.sealed.retain(|c| c.last_t() >= cutoff);
-            }
-        }
-        drop(inner);
-        // Appends wait for the log's lock; queries go on while the snapshot streams to its file.
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let temporary = self.dir.join("snapshot.tmp");
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |error| DbError::Io { path, error }
         };
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut expired = Vec::new();
+        if let Some(newest) = inner.newest {
+            let cutoff = newest - self.options.retention_ms;
+            for series in &mut inner.series {
+                series.sealed.retain(|c| c.last_t() >= cutoff);
+                series.cold.retain(|run| run.last_t >= cutoff);
+            }
+            expired = inner.blocks.expire(cutoff);
+        }
+        drop(inner);
+        // Appends wait for the log's lock; queries go on while the block and the snapshot stream
+        // to their files.
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if self.cold_due(&inner) {
+            let number = inner.blocks.next();
+            let path = Blocks::path(&self.dir, number);
+            let (runs, newest) = blocks::write(&self.dir, number, &inner).map_err(io(&path))?;
+            drop(inner);
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            for (id, run) in runs {
+                let series = &mut inner.series[id as usize];
+                series.sealed = Vec::new();
+                series.cold.push(run);
+            }
+            inner.blocks.newest.insert(number, newest);
+        } else {
+            drop(inner);
+        }
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let temporary = self.dir.join("snapshot.tmp");
         let file = File::create(&temporary).map_err(io(&temporary))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
         snapshot::write(&inner, &mut out).map_err(io(&temporary))?;
@@ -405,7 +454,31 @@ impl Db {
         wal.file.set_len(0).map_err(io(&wal_path))?;
         std::io::Seek::seek(&mut wal.file, std::io::SeekFrom::Start(0)).map_err(io(&wal_path))?;
         wal.bytes = 0;
+        for number in expired {
+            let path = Blocks::path(&self.dir, number);
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
         Ok(())
+    }
+
+    /// Whether the sealed chunks in memory are old or many enough to move to a block.
+    fn cold_due(&self, inner: &Inner) -> bool {
+        let Some(newest) = inner.newest else { return false };
+        let (mut oldest, mut bytes) = (None::<i64>, 0usize);
+        for series in &inner.series {
+            if let Some(first) = series.sealed.first() {
+                oldest = Some(oldest.map_or(first.last_t(), |o| o.min(first.last_t())));
+                bytes += series.sealed.iter().map(Chunk::size).sum::<usize>();
+            }
+        }
+        oldest.is_some_and(|oldest| {
+            newest.saturating_sub(oldest) >= self.options.cold_after_ms || bytes >= self.options.warm_bytes_before_cold
+        })
+    }
+
+    /// Reads that failed because a block could not be read or was damaged (each also logged).
+    pub fn failed_reads(&self) -> u64 {
+        self.failed_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The series every matcher accepts, with their samples in `[mint, maxt]`. A label a series
@@ -422,12 +495,26 @@ impl Db {
             None => (0..inner.series.len() as u32).collect(),
         };
         let mut out = Vec::new();
+        let mut reader = blocks::Reader::new(&self.dir);
         for id in candidates {
             let series = &inner.series[id as usize];
             if !matchers.iter().all(|m| m.matches(series.labels.get(m.name()))) {
                 continue;
             }
             let mut samples = Vec::new();
+            for run in series.cold.iter().filter(|run| run.last_t >= mint && run.first_t <= maxt) {
+                match reader.chunks(run) {
+                    Ok(chunks) => {
+                        for chunk in chunks {
+                            samples.extend(chunk.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+                        }
+                    }
+                    Err(error) => {
+                        self.failed_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!("samples of {} are left out of a query: {error}", series.labels);
+                    }
+                }
+            }
             for chunk in series.sealed.iter().chain([&series.head]) {
                 if chunk.is_empty() || chunk.last_t() < mint || chunk.first_t() > maxt {
                     continue;
@@ -458,10 +545,38 @@ impl Db {
 
     pub fn stats(&self) -> Stats {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let chunk_bytes =
-            inner.series.iter().flat_map(|s| s.sealed.iter().chain([&s.head])).map(Chunk::size).sum::<usize>();
+        let warm = inner.series.iter().flat_map(|s| s.sealed.iter().chain([&s.head])).map(Chunk::size);
+        let cold = inner.series.iter().flat_map(|s| s.cold.iter()).map(|run| run.len as usize);
+        let chunk_bytes = warm.sum::<usize>() + cold.sum::<usize>();
         Stats { series: inner.series.len(), samples: inner.samples, chunk_bytes, newest: inner.newest }
     }
+}
+
+/// Matches the blocks on disk with the runs the snapshot names: each named block must be there;
+/// a block no run names (written by a checkpoint that did not finish) is deleted.
+fn settle_blocks(dir: &Path, inner: &mut Inner) -> Result<(), DbError> {
+    for series in &inner.series {
+        for run in &series.cold {
+            let newest = inner.blocks.newest.entry(run.block).or_insert(run.last_t);
+            *newest = (*newest).max(run.last_t);
+        }
+    }
+    for number in inner.blocks.newest.keys() {
+        let path = Blocks::path(dir, *number);
+        if !path.exists() {
+            return Err(DbError::MissingBlock { path });
+        }
+    }
+    let blocks = Blocks::dir(dir);
+    let Ok(entries) = fs::read_dir(&blocks) else { return Ok(()) };
+    for entry in entries {
+        let entry = entry.map_err(|error| DbError::Io { path: blocks.clone(), error })?;
+        let named = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+        if named.is_none_or(|n| !inner.blocks.newest.contains_key(&n)) {
+            fs::remove_file(entry.path()).map_err(|error| DbError::Io { path: entry.path(), error })?;
+        }
+    }
+    Ok(())
 }
 
 fn encode_labels(labels: &Labels, out: &mut Vec<u8>) {
@@ -495,8 +610,8 @@ pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
-/// FNV-1a: enough to tell a torn or garbled record from a whole one.
-fn checksum(bytes: &[u8]) -> u32 {
+/// FNV-1a: enough to tell a torn or garbled record (or block run) from a whole one.
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }
 

@@ -2,6 +2,7 @@
 //! write-ahead log and compressed chunks, and PromQL evaluated over it with Prometheus's
 //! semantics (parsed by `promql-parser`, evaluated here).
 
+mod blocks;
 pub mod burn;
 pub mod chunk;
 mod codes;

@@ -5,7 +5,11 @@
 //! so each part is deflated among bytes that look alike: at six minutes of 20,000 series, 1.8
 //! bytes a sample against 2.3 for `TSNAP1`'s series after series (`crate::chunk` has the rest).
 //!
-//! Layout (inflated): `TSNAP2`, the series count and the name-and-value count as varints, then
+//! Since `TSNAP3` each series' runs of sealed chunks in blocks on disk (`crate::blocks`) follow
+//! its labels: their count, then each run's block, offset, length and sample count, its first
+//! timestamp as a difference from the previous run's last, and its span, all varints.
+//!
+//! Layout (inflated): `TSNAP3`, the series count and the name-and-value count as varints, then
 //! four parts, each its length as a varint and its bytes: the names and values (each a varint
 //! length and UTF-8), the series (each a varint label count, varint numbers of each label's name
 //! and value, and a varint chunk count, the head chunk last), the chunks' heads and the chunks'
@@ -19,8 +23,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 
+use crate::blocks::Run;
 use crate::chunk::{Chunk, Head, Heads};
-use crate::codes::{read_varint, write_varint};
+use crate::codes::{read_varint, unzigzag, write_varint, zigzag};
 use crate::db::{Inner, decode_labels, take};
 use crate::labels::Labels;
 
@@ -28,6 +33,8 @@ use crate::labels::Labels;
 const DEFLATED: &[u8] = b"TSNAPZ";
 const SERIES_AFTER_SERIES: &[u8] = b"TSNAP1";
 const BY_KIND: &[u8] = b"TSNAP2";
+/// As `TSNAP2`, each series' runs in blocks after its labels.
+const WITH_RUNS: &[u8] = b"TSNAP3";
 
 /// Writes the snapshot of every series to `out`, deflated, as [`read`] reads it: the small parts
 /// built first, the chunks' bits then streamed from the series.
@@ -49,6 +56,16 @@ pub(crate) fn write(inner: &Inner, mut out: impl Write) -> std::io::Result<()> {
                 write_varint(number, &mut series);
             }
         }
+        write_varint(one.cold.len() as u64, &mut series);
+        let mut previous_last = 0i64;
+        for run in &one.cold {
+            for n in [run.block as u64, run.offset, run.len as u64, run.samples as u64] {
+                write_varint(n, &mut series);
+            }
+            write_varint(zigzag(run.first_t.wrapping_sub(previous_last)), &mut series);
+            write_varint(zigzag(run.last_t.wrapping_sub(run.first_t)), &mut series);
+            previous_last = run.last_t;
+        }
         write_varint(one.sealed.len() as u64 + 1, &mut series);
         for chunk in one.sealed.iter().chain([&one.head]) {
             chunk.encode_head(&mut previous, &mut heads);
@@ -57,7 +74,7 @@ pub(crate) fn write(inner: &Inner, mut out: impl Write) -> std::io::Result<()> {
     }
     out.write_all(DEFLATED)?;
     let mut encoder = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
-    let mut start = BY_KIND.to_vec();
+    let mut start = WITH_RUNS.to_vec();
     write_varint(inner.series.len() as u64, &mut start);
     write_varint(numbers.len() as u64, &mut start);
     encoder.write_all(&start)?;
@@ -113,8 +130,8 @@ impl<R: BufRead> Read for Counted<R> {
 }
 
 fn read_plain<R: BufRead>(magic: [u8; 6], mut input: Counted<R>, inner: &mut Inner) -> Result<(), (usize, String)> {
-    if magic == BY_KIND {
-        return read_by_kind(&mut input, inner);
+    if magic == BY_KIND || magic == WITH_RUNS {
+        return read_by_kind(&mut input, inner, magic == WITH_RUNS);
     }
     if magic != SERIES_AFTER_SERIES {
         return Err((0, "not a snapshot of this store".into()));
@@ -138,7 +155,7 @@ fn varint<R: BufRead>(input: &mut Counted<R>, what: &str) -> Result<u64, (usize,
     Err((input.at, format!("{what} is no number")))
 }
 
-fn read_by_kind<R: BufRead>(input: &mut Counted<R>, inner: &mut Inner) -> Result<(), (usize, String)> {
+fn read_by_kind<R: BufRead>(input: &mut Counted<R>, inner: &mut Inner, runs: bool) -> Result<(), (usize, String)> {
     let n_series = varint(input, "the series count is")?;
     let n_texts = varint(input, "the label count is")?;
     // The small parts whole, then the chunks' bits as each chunk needs them.
@@ -186,6 +203,24 @@ fn read_by_kind<R: BufRead>(input: &mut Counted<R>, inner: &mut Inner) -> Result
             pairs.push(text().zip(text()).ok_or_else(damaged)?);
         }
         let labels = Labels::new(pairs);
+        let mut cold = Vec::new();
+        if runs {
+            let n_runs = read_varint(&mut series_rest).ok_or_else(damaged)?;
+            let mut previous_last = 0i64;
+            for _ in 0..n_runs {
+                let mut numbers = [0u64; 6];
+                for n in &mut numbers {
+                    *n = read_varint(&mut series_rest).ok_or_else(damaged)?;
+                }
+                let [block, offset, len, samples, first, span] = numbers;
+                let first_t = previous_last.wrapping_add(unzigzag(first));
+                let last_t = first_t.wrapping_add(unzigzag(span));
+                let narrow = |n: u64| u32::try_from(n).map_err(|_| damaged());
+                let (block, len, samples) = (narrow(block)?, narrow(len)?, narrow(samples)?);
+                cold.push(Run { offset, first_t, last_t, len, block, samples });
+                previous_last = last_t;
+            }
+        }
         let n_chunks = read_varint(&mut series_rest).ok_or_else(damaged)?;
         let mut chunks = Vec::new();
         for _ in 0..n_chunks {
@@ -200,7 +235,7 @@ fn read_by_kind<R: BufRead>(input: &mut Counted<R>, inner: &mut Inner) -> Result
             input.by_ref().take(head.bytes_len() as u64).read_to_end(&mut bytes).map_err(|_| refused())?;
             chunks.push(head.chunk(bytes).ok_or_else(refused)?);
         }
-        add(inner, &labels, chunks);
+        add(inner, &labels, cold, chunks);
     }
     let left = [texts_rest, series_rest, heads_rest].iter().any(|rest| !rest.is_empty());
     let mut more = [0u8];
@@ -231,21 +266,24 @@ fn read_series_after_series(bytes: &[u8], inner: &mut Inner) -> Result<(), (usiz
                     .ok_or_else(|| (at(input), format!("a chunk of {labels} does not read back")))?,
             );
         }
-        add(inner, &labels, all);
+        add(inner, &labels, Vec::new(), all);
     }
     Ok(())
 }
 
-/// A series read back: its chunks, the head last.
-fn add(inner: &mut Inner, labels: &Labels, mut chunks: Vec<Chunk>) {
+/// A series read back: its runs in blocks and its chunks, the head last.
+fn add(inner: &mut Inner, labels: &Labels, cold: Vec<Run>, mut chunks: Vec<Chunk>) {
     let (id, _) = inner.id_of(labels);
     let head = chunks.pop().unwrap_or_default();
     inner.samples += chunks.iter().chain([&head]).map(|c| c.len() as u64).sum::<u64>();
+    inner.samples += cold.iter().map(|run| run.samples as u64).sum::<u64>();
     let last = if !head.is_empty() { Some(head.last_t()) } else { chunks.last().map(Chunk::last_t) };
+    let last = last.or_else(|| cold.last().map(|run| run.last_t));
     if let Some(t) = last {
         inner.newest = Some(inner.newest.map_or(t, |n| n.max(t)));
     }
     let series = &mut inner.series[id as usize];
+    series.cold = cold;
     series.sealed = chunks;
     series.head = head;
 }

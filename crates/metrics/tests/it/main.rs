@@ -2,6 +2,7 @@
 //! durability (write-ahead log, torn records, snapshots) and retention, and the exposition parser
 //! on arbitrary input.
 
+mod blocks;
 mod promqltest;
 mod snapshot;
 

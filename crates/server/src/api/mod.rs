@@ -357,6 +357,11 @@ pub(crate) async fn exposition(app: &App) -> Result<String, StoreError> {
     );
     let _ = writeln!(
         out,
+        "# HELP tandem_tsdb_read_failures_total Reads of sealed chunks on disk that failed or found them damaged; their samples were left out of a query.\n# TYPE tandem_tsdb_read_failures_total counter\ntandem_tsdb_read_failures_total {}",
+        app.tsdb.failed_reads()
+    );
+    let _ = writeln!(
+        out,
         "# HELP tandem_tsdb_chunk_bytes Bytes of compressed samples in the time-series store.\n# TYPE tandem_tsdb_chunk_bytes gauge\ntandem_tsdb_chunk_bytes {}",
         stats.chunk_bytes
     );
