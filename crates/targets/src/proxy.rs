@@ -307,6 +307,9 @@ impl Threads {
     }
 }
 
+/// Answers up to this many bytes are read whole before they are passed on.
+const SMALL_BODY: u64 = 16 * 1024;
+
 async fn forward(proxy: &Proxy, upstreams: &Upstreams, mut request: Request<Incoming>) -> Response<ProxyBody> {
     // Blue-green previews: `x-tandem-preview` reaches the new version before the switch.
     let chosen =
@@ -337,6 +340,21 @@ async fn forward(proxy: &Proxy, upstreams: &Upstreams, mut request: Request<Inco
             let error = response.status().is_server_error();
             let status = response.status().as_u16();
             let _ = proxy.outcomes.send(Outcome { arm, status, error, latency_ms });
+            // A small answer of known length is read whole first, so that its head and body
+            // leave in one write instead of two.
+            let small = response
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|length| length <= SMALL_BODY);
+            if small {
+                use http_body_util::BodyExt;
+                let (parts, body) = response.into_parts();
+                return match body.collect().await {
+                    Ok(whole) => Response::from_parts(parts, Either::Right(Full::new(whole.to_bytes()))),
+                    Err(_) => message(StatusCode::BAD_GATEWAY, "the upstream's answer was cut short\n"),
+                };
+            }
             response.map(Either::Left)
         }
         Err(_) => {

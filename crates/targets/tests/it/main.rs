@@ -38,6 +38,18 @@ async fn serve_proxy(proxy: Arc<Proxy>) -> SocketAddr {
     addr
 }
 
+/// A proxy that sends everything to one stable upstream (its outcomes unread).
+fn only_stable(upstream: SocketAddr) -> Arc<Proxy> {
+    let routing = Routing {
+        stable: vec![upstream],
+        canary: vec![],
+        canary_weight: 0.0,
+        sticky_header: None,
+        sticky_cookie: None,
+    };
+    Proxy::new(routing).0
+}
+
 /// Sends `rate` requests per second to `addr` until dropped.
 fn load(addr: SocketAddr, rate: f64, header: Option<(&'static str, String)>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -307,14 +319,7 @@ async fn an_upstream_closing_its_keep_alive_connections_never_fails_a_request() 
             });
         }
     });
-    let (proxy, _outcomes) = Proxy::new(Routing {
-        stable: vec![upstream],
-        canary: vec![],
-        canary_weight: 0.0,
-        sticky_header: None,
-        sticky_cookie: None,
-    });
-    let addr = serve_proxy(proxy).await;
+    let addr = serve_proxy(only_stable(upstream)).await;
     // One client connection, keep-alive, requests one after another (some right away, some after
     // the upstream's close has arrived).
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -334,4 +339,44 @@ async fn an_upstream_closing_its_keep_alive_connections_never_fails_a_request() 
         assert!(text.starts_with("HTTP/1.1 200"), "request {n}: {text}");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 20, "one upstream connection per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_small_large_streamed_and_to_head_pass_through_whole() {
+    use http_body_util::BodyExt;
+    let large = "x".repeat(200_000);
+    let chunks = || futures_util::stream::iter((0..50).map(|i| Ok::<_, std::io::Error>(format!("part {i}\n"))));
+    let app = axum::Router::new()
+        .route("/small", axum::routing::get(|| async { "small answer" }))
+        .route("/large", axum::routing::get(move || async move { large }))
+        .route("/streamed", axum::routing::get(move || async move { axum::body::Body::from_stream(chunks()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_proxy(only_stable(upstream)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    let fetch = |method: &str, path: &str| {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let length = response.headers().get("content-length").map(|v| v.to_str().unwrap().to_string());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (length, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    assert_eq!(fetch("GET", "/small").await, (Some("12".into()), "small answer".into()));
+    let (length, body) = fetch("GET", "/large").await;
+    assert_eq!((length.as_deref(), body.len()), (Some("200000"), 200_000));
+    let (length, body) = fetch("GET", "/streamed").await;
+    assert_eq!(length, None, "a streamed answer stays streamed");
+    assert!(body.starts_with("part 0\n") && body.ends_with("part 49\n"), "{body}");
+    // A HEAD answer says the length of what GET would send, and sends nothing.
+    assert_eq!(fetch("HEAD", "/small").await, (Some("12".into()), String::new()));
+    assert_eq!(fetch("GET", "/small").await.1, "small answer", "the connection still works after HEAD");
 }
