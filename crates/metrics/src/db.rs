@@ -37,7 +37,7 @@ pub enum DbError {
         error: std::io::Error,
     },
     #[error(
-        "{path} is damaged at byte {offset}: {what}\n  hint: move it aside to start from the write-ahead log alone"
+        "{path} is damaged at byte {offset}: {what}\n  hint: move it aside to start from the write-ahead log alone (its blocks are then set aside too, not deleted)"
     )]
     Corrupt { path: PathBuf, offset: usize, what: String },
     #[error(
@@ -237,7 +237,7 @@ impl Db {
                 what,
             })?;
         }
-        settle_blocks(dir, &mut inner)?;
+        settle_blocks(dir, &mut inner, snapshot.exists())?;
         let wal_path = dir.join("wal");
         let mut valid = 0u64;
         if wal_path.exists() {
@@ -553,8 +553,17 @@ impl Db {
 }
 
 /// Matches the blocks on disk with the runs the snapshot names: each named block must be there;
-/// a block no run names (written by a checkpoint that did not finish) is deleted.
-fn settle_blocks(dir: &Path, inner: &mut Inner) -> Result<(), DbError> {
+/// a block no run names (written by a checkpoint that did not finish, or expired) is deleted.
+/// Without a snapshot (one moved aside as damaged) no block can be read, and none is deleted:
+/// the folder is set aside whole, beside the store, for whoever mends the snapshot.
+fn settle_blocks(dir: &Path, inner: &mut Inner, snapshot: bool) -> Result<(), DbError> {
+    let blocks = Blocks::dir(dir);
+    if !snapshot && blocks.is_dir() {
+        let aside = dir.join(format!("blocks.without-snapshot.{}", jiff::Timestamp::now().as_second()));
+        fs::rename(&blocks, &aside).map_err(|error| DbError::Io { path: blocks.clone(), error })?;
+        tracing::warn!("the store has blocks but no snapshot that names them; they were moved to {}", aside.display());
+        return Ok(());
+    }
     for series in &inner.series {
         for run in &series.cold {
             let newest = inner.blocks.newest.entry(run.block).or_insert(run.last_t);
@@ -567,7 +576,6 @@ fn settle_blocks(dir: &Path, inner: &mut Inner) -> Result<(), DbError> {
             return Err(DbError::MissingBlock { path });
         }
     }
-    let blocks = Blocks::dir(dir);
     let Ok(entries) = fs::read_dir(&blocks) else { return Ok(()) };
     for entry in entries {
         let entry = entry.map_err(|error| DbError::Io { path: blocks.clone(), error })?;

@@ -107,6 +107,23 @@ fn a_block_no_snapshot_names_is_cleared_and_a_missing_one_is_refused() {
     assert_eq!(blocks(dir.path()), ["00000001"]);
     assert_eq!(all(&db), want);
     drop(db);
+    // A snapshot moved aside (as a damaged one's hint says): the blocks are set aside, not deleted.
+    std::fs::rename(dir.path().join("snapshot"), dir.path().join("snapshot.damaged")).unwrap();
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    drop(db);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("blocks.without-snapshot."))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(dir.path().join(&aside[0]).join("00000001").exists());
+    std::fs::remove_file(dir.path().join("snapshot")).ok();
+    std::fs::rename(dir.path().join("snapshot.damaged"), dir.path().join("snapshot")).unwrap();
+    std::fs::rename(dir.path().join(&aside[0]), dir.path().join("blocks")).unwrap();
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(all(&db), want, "the snapshot and its blocks put back read as before");
+    drop(db);
     std::fs::remove_file(dir.path().join("blocks/00000001")).unwrap();
     match Db::open(dir.path(), Options::default()) {
         Err(error @ DbError::MissingBlock { .. }) => {
