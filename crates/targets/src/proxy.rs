@@ -16,6 +16,9 @@ use hyper_util::rt::TokioIo;
 use rollout::analysis::Arm;
 use tokio::sync::mpsc;
 
+mod chunked;
+mod relay;
+
 /// Where traffic goes now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routing {
@@ -94,13 +97,24 @@ impl Proxy {
     /// Picks the version and upstream for a request, under one read of the routing. Weights never
     /// send traffic to an empty set.
     fn choose(&self, headers: &HeaderMap) -> Option<(Arm, Authority)> {
+        let cookies = headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
+        self.choose_by(|name| headers.get(name).and_then(|v| v.to_str().ok()), cookies)
+    }
+
+    /// [`Proxy::choose`] for a request whose header fields are read by `header` (the first
+    /// field of a name) and whose `cookie` fields are `cookies`.
+    fn choose_by<'a>(
+        &self,
+        header: impl Fn(&str) -> Option<&'a str>,
+        cookies: impl Iterator<Item = &'a str>,
+    ) -> Option<(Arm, Authority)> {
         let table = self.table.read().ok()?;
         let routing = &table.routing;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let by_header = routing.sticky_header.as_deref().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
+        let by_header = routing.sticky_header.as_deref().and_then(header);
         let sticky = by_header.map(fnv).or_else(|| {
             let name = routing.sticky_cookie.as_deref()?;
-            cookie_value(headers, name).map(|value| fnv(&value))
+            cookie_value(cookies, name).map(|value| fnv(&value))
         });
         // A low-discrepancy sequence spreads the canary's share evenly over requests.
         let position = match sticky {
@@ -131,9 +145,9 @@ impl Proxy {
     }
 }
 
-/// The value of cookie `name` in the request's `cookie` headers.
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+/// The value of cookie `name` in a request's `cookie` header fields.
+fn cookie_value<'a>(cookies: impl Iterator<Item = &'a str>, name: &str) -> Option<String> {
+    cookies.flat_map(|v| v.split(';')).find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
         (key == name).then(|| value.to_string())
     })
@@ -151,9 +165,10 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// shared pool (no lock, no idle list, no hand-off between tasks).
 type Upstreams = Arc<std::sync::Mutex<Vec<(Authority, SendRequest<Incoming>)>>>;
 
-/// Serves the proxy on `listener` until the returned future is dropped: HTTP/1.1 with keep-alive
-/// on plain hyper (no router in the way), `TCP_NODELAY` on both sides, and each client
-/// connection with upstream connections of its own, kept while they stay open.
+/// Serves the proxy on `listener` until the returned future is dropped: HTTP/1.1 with keep-alive,
+/// `TCP_NODELAY` on both sides, and each client connection with upstream connections of its own,
+/// kept while they stay open. Plain requests take the direct path ([`relay`]); a connection that
+/// sends anything else goes on on hyper ([`serve_hyper`]).
 pub async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
     loop {
         let stream = match listener.accept().await {
@@ -166,20 +181,22 @@ pub async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let upstreams: Upstreams = Arc::default();
-            let service = hyper::service::service_fn(move |request| {
-                let (proxy, upstreams) = (proxy.clone(), upstreams.clone());
-                async move { Ok::<_, std::convert::Infallible>(forward(&proxy, &upstreams, request).await) }
-            });
-            // A client that goes away mid-request is not the proxy's problem.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(relay::serve_connection(stream, proxy.clone()));
     }
+}
+
+/// Serves one client connection on plain hyper (no router in the way) until it closes.
+async fn serve_hyper<Io>(io: Io, proxy: Arc<Proxy>)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let upstreams: Upstreams = Arc::default();
+    let service = hyper::service::service_fn(move |request| {
+        let (proxy, upstreams) = (proxy.clone(), upstreams.clone());
+        async move { Ok::<_, std::convert::Infallible>(forward(&proxy, &upstreams, request).await) }
+    });
+    // A client that goes away mid-request is not the proxy's problem.
+    let _ = hyper::server::conn::http1::Builder::new().writev(false).serve_connection(TokioIo::new(io), service).await;
 }
 
 /// An open connection to `authority`: one this client connection used before, or a new one.

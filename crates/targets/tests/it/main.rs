@@ -10,6 +10,8 @@ use rollout::analysis::Config;
 use targets::canary::{self, Plan, Record};
 use targets::proxy::{self, Proxy, Routing};
 
+mod relay;
+
 /// An upstream that answers 500 to every `fail_every`-th request (0: never), counting hits.
 async fn upstream(fail_every: u64) -> (SocketAddr, Arc<AtomicU64>) {
     let hits = Arc::new(AtomicU64::new(0));
@@ -298,27 +300,9 @@ async fn probes_by_tcp_and_command_and_a_liveness_failure_restarts_the_instance(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_closing_its_keep_alive_connections_never_fails_a_request() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicU64::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 4096];
-                let mut read = 0;
-                while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer[read..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => read += n,
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                // Closed without a `connection: close`: the proxy finds out only when it reuses it.
-            });
-        }
-    });
+    // Closed without a `connection: close`: the proxy finds out only when it reuses it.
+    let (upstream, connections) =
+        relay::raw_upstream(|_| (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)).await;
     let addr = serve_proxy(only_stable(upstream)).await;
     // One client connection, keep-alive, requests one after another (some right away, some after
     // the upstream's close has arrived).
