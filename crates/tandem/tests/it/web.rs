@@ -577,7 +577,10 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
     for page in ["/", "/runs", "/repositories", "/deployments", "/monitoring", "/incidents", "/secrets", "/audit"] {
         plain.goto(format!("{url}{page}")).await.unwrap();
         let main = plain.find(By::Tag("main")).await.unwrap().text().await.unwrap();
-        assert!(main.lines().count() > 2, "{page} reads nothing without JavaScript: {main}");
+        // Whether an incident is open yet depends on how far the demo's bad release has got;
+        // an empty list says so in the page's own words.
+        let empty_incidents = page == "/incidents" && main.contains("No incidents.");
+        assert!(main.lines().count() > 2 || empty_incidents, "{page} reads nothing without JavaScript: {main}");
     }
     // The script is really off: a link to a line on another page is not followed there.
     plain.goto(format!("{url}/runs/1#L99999")).await.unwrap();

@@ -74,9 +74,13 @@ struct Answer {
     head_len: usize,
     status: u16,
     framing: Framing,
-    /// The connection stays open after the answer (for the upstream and, as it reads the same
-    /// head, for the client).
-    persist: bool,
+    /// The upstream's connection stays open after the answer.
+    upstream_persists: bool,
+    /// The client's connection stays open after the answer (it reads the same head, but as
+    /// HTTP/1.1: an HTTP/1.0 upstream's answer does not close the client's connection).
+    client_persists: bool,
+    /// The answer's status line says HTTP/1.0 (passed on as HTTP/1.1).
+    old_version: bool,
 }
 
 /// An upstream connection this client connection owns, with what was read from it.
@@ -163,11 +167,16 @@ async fn exchange(
         error: answer.status >= 500,
         latency_ms,
     });
+    if answer.old_version {
+        // `HTTP/1.0` → `HTTP/1.1`: the proxy speaks HTTP/1.1 to its client, whose connection
+        // outlives the upstream's.
+        upstream.input[7] = b'1';
+    }
     let complete = pass_body(client, &mut upstream, &answer).await?;
-    if complete && answer.persist && upstream.input.is_empty() {
+    if complete && answer.upstream_persists && upstream.input.is_empty() {
         upstreams.push(upstream);
     }
-    Ok(complete && answer.persist)
+    Ok(complete && answer.client_persists)
 }
 
 /// Answers 502 and records the failure; the client connection stays usable.
@@ -357,11 +366,11 @@ fn parse_answer(bytes: &[u8], head_method: bool) -> Result<Option<Answer>, ()> {
             (None, None) => Framing::UntilClose,
         }
     };
-    // Both a length and a coding: the coding wins, and the connection is not trusted further.
-    let persist = if response.version == Some(1) { !close } else { keep_alive }
-        && framing != Framing::UntilClose
-        && !(chunked.is_some() && length.is_some());
-    Ok(Some(Answer { head_len, status, framing, persist }))
+    // Both a length and a coding: the coding wins, and neither connection is trusted further.
+    let framed = framing != Framing::UntilClose && !(chunked.is_some() && length.is_some());
+    let old_version = response.version == Some(0);
+    let upstream_persists = framed && if old_version { keep_alive && !close } else { !close };
+    Ok(Some(Answer { head_len, status, framing, upstream_persists, client_persists: framed && !close, old_version }))
 }
 
 /// Parses a request head from `bytes` and, when it is complete with its body, writes what goes

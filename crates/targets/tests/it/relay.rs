@@ -225,3 +225,21 @@ async fn no_upstream_is_a_503_and_a_dead_one_a_502_on_a_connection_that_stays_us
     let outcome = outcomes.try_recv().unwrap();
     assert!(!outcome.error && outcome.status == 200, "{outcome:?}");
 }
+
+/// An HTTP/1.0 upstream (Python's `http.server`) closes its connection after each answer; the
+/// client's connection stays open and reads HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstream_does_not_close_the_clients_connection() {
+    let (upstream, connections) =
+        raw_upstream(|_| (b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\ncontent-length: 2\r\n\r\nok".to_vec(), true))
+            .await;
+    let addr = serve_proxy(only_stable(upstream)).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    for n in 0..5 {
+        client.write_all(format!("GET /{n} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes()).await.unwrap();
+        let (head, body) = read_answers(&mut client, 1).await.remove(0);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\nServer: BaseHTTP/0.6"), "{head}");
+        assert_eq!(body, "ok");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5, "the upstream's connections are not reused");
+}
