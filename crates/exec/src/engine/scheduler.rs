@@ -120,10 +120,12 @@ pub async fn run(
             let shared = shared.clone();
             let cancel = cancel.clone();
             let job = workflow.jobs[index].clone();
-            let handle = running.spawn(async move {
+            // Boxed where it is made: the task then takes a pointer, not a copy of the whole
+            // (large) future at each layer of spawning.
+            let handle = running.spawn(Box::pin(async move {
                 let (result, legs) = run_job(&shared, &job, needs, cancel).await;
                 (index, result, legs)
-            });
+            }));
             task_jobs.insert(handle.id(), index);
         }
         match running.join_next_with_id().await {
@@ -285,7 +287,7 @@ pub(super) async fn run_job(
         let leg_slots = leg_slots.clone();
         let mut job_cancel = job_cancel.clone();
         let is_matrix = job.strategy.as_ref().is_some_and(|s| s.matrix.is_some());
-        set.spawn(async move {
+        set.spawn(Box::pin(async move {
             let name = match (&job.name, is_matrix) {
                 (Some(_), _) | (None, false) if !is_matrix => contexts_name(&job, &contexts),
                 _ => format!("{} {}", contexts_name(&job, &contexts), combination.label()),
@@ -320,7 +322,7 @@ pub(super) async fn run_job(
             }
             let report = run_leg(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
             (index, report, tolerated, Vec::new())
-        });
+        }));
     }
     let mut reports: Vec<(usize, JobReport)> = Vec::new();
     let mut called: Vec<(usize, Vec<JobReport>)> = Vec::new();
