@@ -182,6 +182,49 @@ impl ProcessGroups {
     }
 }
 
+/// Tandem's own environment, read once, as nothing in Tandem changes it: the variables steps on
+/// this machine inherit, and the names of those that are not UTF-8 (which expressions cannot see,
+/// and which a step's environment therefore never holds).
+pub struct OwnEnvironment {
+    pub vars: BTreeMap<String, String>,
+    pub not_utf8: Vec<std::ffi::OsString>,
+}
+
+pub fn own_environment() -> &'static OwnEnvironment {
+    static ENVIRONMENT: std::sync::OnceLock<OwnEnvironment> = std::sync::OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut own = OwnEnvironment { vars: BTreeMap::new(), not_utf8: Vec::new() };
+        for (key, value) in std::env::vars_os() {
+            match (key.into_string(), value.into_string()) {
+                (Ok(key), Ok(value)) => {
+                    own.vars.insert(key, value);
+                }
+                (Ok(key), Err(_)) => own.not_utf8.push(key.into()),
+                (Err(key), _) => own.not_utf8.push(key),
+            }
+        }
+        own
+    })
+}
+
+/// Gives `command` exactly `env`, by naming only what differs from Tandem's own environment (which
+/// a child inherits): std copies every variable it is given into maps of its own at each spawn,
+/// which made a full environment the largest cost of a trivial step.
+fn set_environment(command: &mut Command, env: &BTreeMap<String, String>) {
+    let own = own_environment();
+    for (key, value) in env {
+        if own.vars.get(key) != Some(value) {
+            command.env(key, value);
+        }
+    }
+    for key in own.vars.keys().filter(|key| !env.contains_key(*key)) {
+        command.env_remove(key);
+    }
+    for key in &own.not_utf8 {
+        command.env_remove(key);
+    }
+}
+
 /// Runs `spec` to completion. Every output line goes to `lines`. Returns the exit and the process
 /// group id (which may still hold background children the caller decides to kill later).
 pub async fn run(
@@ -195,10 +238,9 @@ pub async fn run(
         return (Exit::NotStarted, None);
     };
     let mut command = Command::new(program);
+    command.args(args);
+    set_environment(&mut command, &spec.env);
     command
-        .args(args)
-        .env_clear()
-        .envs(&spec.env)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -225,23 +267,42 @@ pub async fn run(
     if let Some(pgid) = pgid {
         groups.add(pgid);
     }
-    let readers = [
-        child.stdout.take().map(|s| tokio::spawn(forward(s, Stream::Stdout, lines.clone()))),
-        child.stderr.take().map(|s| tokio::spawn(forward(s, Stream::Stderr, lines.clone()))),
-    ];
-    let timeout = crate::sleep_for(spec.timeout);
-    let mut cancel_watch = cancel.clone();
-    let exit = tokio::select! {
-        status = child.wait() => match status {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => Exit::Code(code),
-                (None, Some(signal)) => Exit::Signal(signal),
-                (None, None) => Exit::Code(-1),
+    // The two readers run inside this task, beside the wait: a step's output and its exit arrive
+    // on the same thread, without a task of their own to start and wake for each stream.
+    let stdout = child.stdout.take().map(|s| forward(s, Stream::Stdout, lines.clone()));
+    let stderr = child.stderr.take().map(|s| forward(s, Stream::Stderr, lines.clone()));
+    let mut readers = Box::pin(async move {
+        tokio::join!(
+            async {
+                if let Some(reader) = stdout {
+                    reader.await;
+                }
             },
-            Err(_) => Exit::Code(-1),
-        },
-        () = timeout => Exit::TimedOut,
-        () = cancel_watch.cancelled() => Exit::Cancelled,
+            async {
+                if let Some(reader) = stderr {
+                    reader.await;
+                }
+            }
+        );
+    });
+    let mut readers_done = false;
+    let timeout = crate::sleep_for(spec.timeout);
+    tokio::pin!(timeout);
+    let mut cancel_watch = cancel.clone();
+    let exit = loop {
+        tokio::select! {
+            () = &mut readers, if !readers_done => readers_done = true,
+            status = child.wait() => break match status {
+                Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(signal)) => Exit::Signal(signal),
+                    (None, None) => Exit::Code(-1),
+                },
+                Err(_) => Exit::Code(-1),
+            },
+            () = &mut timeout => break Exit::TimedOut,
+            () = cancel_watch.cancelled() => break Exit::Cancelled,
+        }
     };
     if matches!(exit, Exit::TimedOut | Exit::Cancelled)
         && let Some(pgid) = pgid
@@ -249,11 +310,10 @@ pub async fn run(
         terminate_group(pgid, &mut child).await;
     }
     // Output still buffered in the pipes arrives shortly after exit; a background child that keeps
-    // the pipe open must not hold the step, so the readers get a short grace period only.
-    for reader in readers.into_iter().flatten() {
-        if tokio::time::timeout(Duration::from_millis(500), reader).await.is_err() {
-            // The reader is dropped (its task detached) and ends when the group is killed.
-        }
+    // the pipe open must not hold this call, so the readers get a short grace period here and then
+    // go on in a task of their own (which ends when the group is killed or closes the pipe).
+    if !readers_done && tokio::time::timeout(Duration::from_millis(500), &mut readers).await.is_err() {
+        tokio::spawn(readers);
     }
     (exit, pgid)
 }

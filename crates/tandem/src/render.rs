@@ -16,6 +16,10 @@ use crate::Format;
 /// Lines of a failed step shown again at the end on a terminal.
 const TAIL_LINES: usize = 25;
 
+/// How long the renderer lets events gather after writing a batch: short enough to look live,
+/// long enough that a busy run does not wake it (and preempt a worker) for every line.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
+
 pub struct Renderer {
     live: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
@@ -53,8 +57,11 @@ impl Renderer {
     }
 
     /// Renders events until the run ends. It runs on a thread of its own: the terminal and the
-    /// log files never hold up the thread that starts the next job.
-    pub fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>) {
+    /// log files never hold up the thread that starts the next job. Between batches it rests for
+    /// [`BATCH_PAUSE`] while events gather, so that a busy run wakes it about fifty times a second
+    /// rather than once per line; `run_ended` (dropped or sent to when the engine returns) ends
+    /// the rest at once, so the last lines never wait.
+    pub fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>, run_ended: std::sync::mpsc::Receiver<()>) {
         while let Some(event) = rx.blocking_recv() {
             self.event(event);
             // Whatever else arrived meanwhile is rendered with it, then written at once.
@@ -62,6 +69,8 @@ impl Renderer {
                 self.event(event);
             }
             self.flush();
+            // Nothing is ever sent: this returns after the pause, or at once when the run ended.
+            let _ = run_ended.recv_timeout(BATCH_PAUSE);
         }
         self.flush();
     }

@@ -191,11 +191,16 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         };
         let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
         let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));
+        let (run_ended, ended) = std::sync::mpsc::channel::<()>();
         let render = tokio::task::spawn_blocking(move || {
-            renderer.consume(rx);
+            renderer.consume(rx, ended);
             renderer
         });
-        let report = engine::run(request, config.clone(), tx, cancel.clone(), groups.clone()).await;
+        // The engine runs on the runtime's workers, not on this thread: a job that ends wakes the
+        // scheduler where it already runs instead of handing over to another thread.
+        let engine = tokio::spawn(engine::run(request, config.clone(), tx, cancel.clone(), groups.clone()));
+        let report = engine.await.context("the engine task failed")?;
+        drop(run_ended);
         let renderer = render.await.context("the output task failed")?;
         renderer.finish(&report);
         reports.push(report);

@@ -169,7 +169,8 @@ pub(super) async fn run_script(
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
     let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
-    let mut env: BTreeMap<String, String> = if in_container { BTreeMap::new() } else { own_environment().clone() };
+    let mut env: BTreeMap<String, String> =
+        if in_container { BTreeMap::new() } else { crate::process::own_environment().vars.clone() };
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
     let fixed = [
@@ -377,18 +378,6 @@ pub(super) async fn run_script(
         Exit::NotStarted => Status::Failure,
     };
     Ok((status, step_outputs))
-}
-
-/// Tandem's own environment, which steps on this machine inherit; read once, as nothing in
-/// Tandem changes it. Variables that are not UTF-8 are left out.
-fn own_environment() -> &'static BTreeMap<String, String> {
-    static ENVIRONMENT: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
-    ENVIRONMENT.get_or_init(|| {
-        // A variable that is not UTF-8 cannot be shown to expressions; it is left out, not a panic.
-        std::env::vars_os()
-            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
-            .collect()
-    })
 }
 
 /// Whether `ACTIONS_STEP_DEBUG` is `true` as a secret or a variable (GitHub's switch for

@@ -129,3 +129,33 @@ async fn long_lines_are_cut_and_a_slow_reader_loses_nothing() {
     assert_eq!(lines.len(), 2 + 2000, "every line arrives through a one-slot channel");
     assert_eq!(lines.last().map(String::as_str), Some("2000"));
 }
+
+/// The process sees exactly the environment it is given: changed and added variables, and none
+/// of Tandem's own that the spec leaves out.
+#[tokio::test]
+async fn the_environment_is_exactly_the_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("env", dir.path(), None);
+    let own: BTreeMap<String, String> = std::env::vars().collect();
+    // Not one the shell sets for itself.
+    let shells_own = ["PATH", "PWD", "OLDPWD", "SHLVL", "_", "IFS", "PS1", "PS2", "PS4", "OPTIND"];
+    let (dropped, _) =
+        own.iter().find(|(key, _)| !shells_own.contains(&key.as_str())).expect("the test runs with some variables");
+    let dropped = dropped.clone();
+    spec.env.remove(&dropped);
+    spec.env.insert("PATH".into(), format!("/tandem-test-bin:{}", own.get("PATH").cloned().unwrap_or_default()));
+    spec.env.insert("TANDEM_TEST_ADDED".into(), "a value with spaces".into());
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (exit, _) = process::run(&spec, &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    drop(tx);
+    assert_eq!(exit, Exit::Code(0));
+    let mut seen = BTreeMap::new();
+    while let Some((_, line)) = rx.recv().await {
+        if let Some((key, value)) = line.split_once('=') {
+            seen.insert(key.to_string(), value.to_string());
+        }
+    }
+    assert_eq!(seen.get("TANDEM_TEST_ADDED").map(String::as_str), Some("a value with spaces"));
+    assert!(seen.get("PATH").is_some_and(|p| p.starts_with("/tandem-test-bin:")), "{:?}", seen.get("PATH"));
+    assert!(!seen.contains_key(&dropped), "`{dropped}` was left out of the spec but reached the process");
+}
