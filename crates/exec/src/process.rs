@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -22,15 +22,23 @@ pub const CUT_NOTE: &str = " … [line cut at 64 KiB]";
 /// Output lines in flight between a process and whoever logs them: a slow reader slows the
 /// process (its pipe fills), instead of lines piling up in memory.
 pub const LINE_BUFFER: usize = 1024;
+/// How much of a process's output is read at a time.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Time a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
-/// A command to run: argv, environment (the whole of it), working directory.
+/// A command to run: argv, environment, working directory.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
     pub argv: Vec<String>,
+    /// The process's variables: the whole of its environment, or with `inherit`, what it adds to
+    /// Tandem's own (a step on this machine gets Tandem's environment and a few dozen variables
+    /// more; copying the rest for every step was the largest cost of a trivial one).
     pub env: BTreeMap<String, String>,
+    /// Whether the process starts from Tandem's own environment. Only a process on this machine
+    /// can: an executor that runs elsewhere (a container) gives it `env` alone.
+    pub inherit: bool,
     pub cwd: PathBuf,
     pub timeout: Option<Duration>,
 }
@@ -207,22 +215,33 @@ pub fn own_environment() -> &'static OwnEnvironment {
     })
 }
 
-/// Gives `command` exactly `env`, by naming only what differs from Tandem's own environment (which
-/// a child inherits): std copies every variable it is given into maps of its own at each spawn,
-/// which made a full environment the largest cost of a trivial step.
-fn set_environment(command: &mut Command, env: &BTreeMap<String, String>) {
+/// Gives `command` the environment `spec` describes. Inheriting, only what differs from Tandem's
+/// own environment (which a child gets unasked) is named: std copies every variable it is given
+/// into maps of its own at each spawn.
+fn set_environment(command: &mut Command, spec: &ProcessSpec) {
     let own = own_environment();
-    for (key, value) in env {
+    if !spec.inherit {
+        command.env_clear();
+        command.envs(&spec.env);
+        return;
+    }
+    for (key, value) in &spec.env {
         if own.vars.get(key) != Some(value) {
             command.env(key, value);
         }
     }
-    for key in own.vars.keys().filter(|key| !env.contains_key(*key)) {
-        command.env_remove(key);
-    }
+    // What expressions cannot see, a step does not get either.
     for key in &own.not_utf8 {
         command.env_remove(key);
     }
+}
+
+/// `/dev/null` for a step's input: a copy of a handle opened once, which spares the file system a
+/// lookup per step.
+fn null_input() -> Stdio {
+    static DEV_NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let opened = DEV_NULL.get_or_init(|| std::fs::File::open("/dev/null").ok());
+    opened.as_ref().and_then(|file| file.try_clone().ok()).map_or_else(Stdio::null, Stdio::from)
 }
 
 /// Runs `spec` to completion. Every output line goes to `lines`. Returns the exit and the process
@@ -239,10 +258,10 @@ pub async fn run(
     };
     let mut command = Command::new(program);
     command.args(args);
-    set_environment(&mut command, &spec.env);
+    set_environment(&mut command, spec);
     command
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(null_input())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -328,41 +347,47 @@ async fn terminate_group(pgid: i32, child: &mut tokio::process::Child) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-async fn forward(stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::Sender<(Stream, String)>) {
-    let mut reader = BufReader::new(stream);
+async fn forward(mut stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::Sender<(Stream, String)>) {
+    // Read into spare capacity: a buffer that is zeroed first (as `BufReader`'s is) costs a
+    // trivial step more than its output.
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut line: Vec<u8> = Vec::new();
     // The line at hand was cut at its limit: the rest of it, up to its newline, is dropped.
     let mut cut = false;
     loop {
-        let available = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(bytes) => bytes,
-        };
-        let newline = available.iter().position(|b| *b == b'\n');
-        let taken = newline.map_or(available.len(), |at| at + 1);
-        let mut done = None;
-        if cut {
-            // The rest of a line already sent cut: dropped up to its newline.
-            cut = newline.is_none();
-        } else {
-            let part = &available[..newline.unwrap_or(available.len())];
-            let room = MAX_LINE_BYTES - line.len();
-            if part.len() > room {
-                line.extend_from_slice(&part[..room]);
-                done = Some(finish_line(&mut line, true));
+        buffer.clear();
+        match stream.read_buf(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut available = &buffer[..];
+        while !available.is_empty() {
+            let newline = available.iter().position(|b| *b == b'\n');
+            let taken = newline.map_or(available.len(), |at| at + 1);
+            let mut done = None;
+            if cut {
+                // The rest of a line already sent cut: dropped up to its newline.
                 cut = newline.is_none();
             } else {
-                line.extend_from_slice(part);
-                if newline.is_some() {
-                    done = Some(finish_line(&mut line, false));
+                let part = &available[..newline.unwrap_or(available.len())];
+                let room = MAX_LINE_BYTES - line.len();
+                if part.len() > room {
+                    line.extend_from_slice(&part[..room]);
+                    done = Some(finish_line(&mut line, true));
+                    cut = newline.is_none();
+                } else {
+                    line.extend_from_slice(part);
+                    if newline.is_some() {
+                        done = Some(finish_line(&mut line, false));
+                    }
                 }
             }
-        }
-        reader.consume(taken);
-        if let Some(text) = done
-            && lines.send((which, text)).await.is_err()
-        {
-            return;
+            available = &available[taken..];
+            if let Some(text) = done
+                && lines.send((which, text)).await.is_err()
+            {
+                return;
+            }
         }
     }
     if !line.is_empty() {

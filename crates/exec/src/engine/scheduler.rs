@@ -106,15 +106,24 @@ pub async fn run(
     let mut results: BTreeMap<usize, JobResult> = BTreeMap::new();
     let mut reports: Vec<(usize, Vec<JobReport>)> = Vec::new();
     let mut running: JoinSet<(usize, JobResult, Vec<JobReport>)> = JoinSet::new();
-    let mut started_jobs = std::collections::BTreeSet::new();
+    // How many needs each job still waits for, and which jobs wait for each: a job that ends
+    // makes ready only those that need it, without a look at every job of the graph.
+    let mut waiting: HashMap<usize, usize> = HashMap::new();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); graph.ids.len()];
+    for &index in &wanted {
+        let mut needs = graph.needs[index].clone();
+        needs.sort_unstable();
+        needs.dedup();
+        waiting.insert(index, needs.len());
+        for need in needs {
+            dependents[need].push(index);
+        }
+    }
+    let mut ready: Vec<usize> = wanted.iter().copied().filter(|index| waiting[index] == 0).collect();
     // Which job each task runs, so that a task that panics fails its own job with the reason.
     let mut task_jobs: HashMap<tokio::task::Id, usize> = HashMap::new();
     loop {
-        for &index in &wanted {
-            if started_jobs.contains(&index) || !graph.needs[index].iter().all(|n| results.contains_key(n)) {
-                continue;
-            }
-            started_jobs.insert(index);
+        for index in ready.drain(..) {
             let needs: BTreeMap<String, JobResult> =
                 graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
             let shared = shared.clone();
@@ -128,10 +137,11 @@ pub async fn run(
             }));
             task_jobs.insert(handle.id(), index);
         }
-        match running.join_next_with_id().await {
+        let ended = match running.join_next_with_id().await {
             Some(Ok((_, (index, result, legs)))) => {
                 results.insert(index, result);
                 reports.push((index, legs));
+                index
             }
             Some(Err(error)) => {
                 let Some(&index) = task_jobs.get(&error.id()) else { break };
@@ -148,8 +158,17 @@ pub async fn run(
                     .await;
                 results.insert(index, JobResult { status: Status::Failure, outputs: BTreeMap::new() });
                 reports.push((index, vec![panicked_leg(job, &error.to_string())]));
+                index
             }
             None => break,
+        };
+        for &dependent in &dependents[ended] {
+            if let Some(count) = waiting.get_mut(&dependent) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.push(dependent);
+                }
+            }
         }
     }
     reports.sort_by_key(|(index, _)| *index);

@@ -169,8 +169,9 @@ pub(super) async fn run_script(
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
     let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
-    let mut env: BTreeMap<String, String> =
-        if in_container { BTreeMap::new() } else { crate::process::own_environment().vars.clone() };
+    // On this machine, `env` holds what the step adds to Tandem's own environment.
+    let inherit = !in_container;
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
     let github = &shared.github;
     let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
     let fixed = [
@@ -222,8 +223,10 @@ pub(super) async fn run_script(
     }
     env.extend(step_env);
     if !state.path_prepend.is_empty() {
+        let inherited = || crate::process::own_environment().vars.get("PATH").filter(|_| inherit);
         let base = env
             .get("PATH")
+            .or_else(inherited)
             .cloned()
             .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
         let mut parts = state.path_prepend.clone();
@@ -232,7 +235,7 @@ pub(super) async fn run_script(
         env.insert("PATH".to_string(), parts.join(":"));
     }
 
-    let spec = ProcessSpec { argv, env, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
+    let spec = ProcessSpec { argv, env, inherit, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
     let (tx, mut rx) = mpsc::channel(crate::process::LINE_BUFFER);
     let executor: Arc<dyn Executor> = match image_step {
         Some(step) => Arc::new(step),
@@ -390,11 +393,13 @@ pub(super) fn step_debug(request: &RunRequest) -> bool {
 
 /// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that
 /// was truncated to zero forces a flush to disk (`auto_da_alloc`), which costs more than the step.
+/// The file is cut only where the old contents were longer.
 pub(super) fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let old_len = file.metadata()?.len();
     file.write_all(bytes)?;
-    file.set_len(bytes.len() as u64)
+    if old_len > bytes.len() as u64 { file.set_len(bytes.len() as u64) } else { Ok(()) }
 }
 
 pub(super) fn which(program: &str) -> bool {
@@ -420,4 +425,18 @@ pub(super) fn resolve_program(program: &str) -> Option<String> {
     });
     cache.lock().ok()?.insert(program.to_string(), found.clone());
     found
+}
+
+#[cfg(test)]
+mod script_file {
+    /// A step's script replaces the previous one whole, whether it is longer or shorter.
+    #[test]
+    fn overwrite_leaves_nothing_of_the_previous_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.sh");
+        for script in ["echo a rather long first script", "echo short", "echo longer than the short one"] {
+            super::overwrite(&path, script.as_bytes()).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), script);
+        }
+    }
 }

@@ -9,7 +9,13 @@ use tokio::sync::mpsc;
 
 fn spec(script: &str, dir: &std::path::Path, timeout: Option<Duration>) -> ProcessSpec {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    ProcessSpec { argv: vec!["sh".into(), "-c".into(), script.into()], env, cwd: dir.to_path_buf(), timeout }
+    ProcessSpec {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env,
+        inherit: false,
+        cwd: dir.to_path_buf(),
+        timeout,
+    }
 }
 
 fn alive(pid: i32) -> bool {
@@ -130,6 +136,21 @@ async fn long_lines_are_cut_and_a_slow_reader_loses_nothing() {
     assert_eq!(lines.last().map(String::as_str), Some("2000"));
 }
 
+/// The variables a process running `spec` (which prints them with `env`) sees.
+async fn environment_seen(spec: &ProcessSpec) -> BTreeMap<String, String> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (exit, _) = process::run(spec, &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    drop(tx);
+    assert_eq!(exit, Exit::Code(0));
+    let mut seen = BTreeMap::new();
+    while let Some((_, line)) = rx.recv().await {
+        if let Some((key, value)) = line.split_once('=') {
+            seen.insert(key.to_string(), value.to_string());
+        }
+    }
+    seen
+}
+
 /// The process sees exactly the environment it is given: changed and added variables, and none
 /// of Tandem's own that the spec leaves out.
 #[tokio::test]
@@ -145,17 +166,30 @@ async fn the_environment_is_exactly_the_specs() {
     spec.env.remove(&dropped);
     spec.env.insert("PATH".into(), format!("/tandem-test-bin:{}", own.get("PATH").cloned().unwrap_or_default()));
     spec.env.insert("TANDEM_TEST_ADDED".into(), "a value with spaces".into());
-    let (tx, mut rx) = mpsc::channel(1024);
-    let (exit, _) = process::run(&spec, &tx, &Cancel::never(), &ProcessGroups::default()).await;
-    drop(tx);
-    assert_eq!(exit, Exit::Code(0));
-    let mut seen = BTreeMap::new();
-    while let Some((_, line)) = rx.recv().await {
-        if let Some((key, value)) = line.split_once('=') {
-            seen.insert(key.to_string(), value.to_string());
-        }
-    }
+    let seen = environment_seen(&spec).await;
     assert_eq!(seen.get("TANDEM_TEST_ADDED").map(String::as_str), Some("a value with spaces"));
     assert!(seen.get("PATH").is_some_and(|p| p.starts_with("/tandem-test-bin:")), "{:?}", seen.get("PATH"));
     assert!(!seen.contains_key(&dropped), "`{dropped}` was left out of the spec but reached the process");
+}
+
+/// Inheriting, a process gets Tandem's own environment with the spec's variables added or
+/// changed, and nothing else.
+#[tokio::test]
+async fn an_inheriting_process_gets_our_environment_and_the_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let own: BTreeMap<String, String> = std::env::vars().collect();
+    let mut spec = spec("env", dir.path(), None);
+    spec.inherit = true;
+    spec.env = BTreeMap::from([
+        ("TANDEM_TEST_ADDED".to_string(), "added".to_string()),
+        ("PATH".to_string(), format!("/tandem-test-bin:{}", own.get("PATH").cloned().unwrap_or_default())),
+    ]);
+    let seen = environment_seen(&spec).await;
+    assert_eq!(seen.get("TANDEM_TEST_ADDED").map(String::as_str), Some("added"));
+    assert!(seen.get("PATH").is_some_and(|p| p.starts_with("/tandem-test-bin:")), "{:?}", seen.get("PATH"));
+    let shells_own = ["PATH", "PWD", "OLDPWD", "SHLVL", "_"];
+    // `env` prints a value over several lines when it holds newlines: those are not compared.
+    for (key, value) in own.iter().filter(|(key, value)| !shells_own.contains(&key.as_str()) && !value.contains('\n')) {
+        assert_eq!(seen.get(key), Some(value), "`{key}` of our environment did not reach the process");
+    }
 }
