@@ -1,4 +1,5 @@
-//! Resolving the path patterns of `actions/cache`, `upload-artifact` and `hashFiles` on disk.
+//! Resolving the path patterns of `actions/cache`, `upload-artifact` and `hashFiles` on disk,
+//! and rewriting small files in place.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -132,4 +133,29 @@ pub fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, Strin
         outer.update(Sha256::digest(&bytes));
     }
     Ok(hex::encode(outer.finalize()))
+}
+
+/// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that
+/// was truncated to zero forces a flush to disk (`auto_da_alloc`), which costs more than a short
+/// step. The file is cut only where the old contents were longer.
+pub fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let old_len = file.metadata()?.len();
+    file.write_all(bytes)?;
+    if old_len > bytes.len() as u64 { file.set_len(bytes.len() as u64) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod rewriting {
+    /// New contents replace the old whole, whether they are longer or shorter.
+    #[test]
+    fn overwrite_leaves_nothing_of_the_previous_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.sh");
+        for script in ["echo a rather long first script", "echo short", "echo longer than the short one"] {
+            super::overwrite(&path, script.as_bytes()).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), script);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Showing a run to people: a live view of jobs and steps on a terminal, prefixed log lines
-//! otherwise, and at the end a summary table, the step summaries and where the logs are.
+//! otherwise, and at the end a summary table, the step summaries and where the log is.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -26,15 +26,17 @@ pub struct Renderer {
     steps: HashMap<String, Vec<String>>,
     /// Last lines of each (job, step), for showing failures again.
     tails: HashMap<(String, usize), Vec<String>>,
-    logs_dir: PathBuf,
-    log_files: HashMap<String, std::io::BufWriter<std::fs::File>>,
+    /// The run's log on disk: every job's lines, each prefixed with its job (`[build] …`).
+    log_path: PathBuf,
+    log: std::io::BufWriter<std::fs::File>,
     to_stderr: bool,
     /// Plain lines wait here until the events at hand are rendered: one write, not one per line.
     out: String,
 }
 
 impl Renderer {
-    pub fn new(format: Format, workflow: &str, event: &str, logs_dir: &Path) -> Renderer {
+    /// `log_path` is the run's log file, created here.
+    pub fn new(format: Format, workflow: &str, event: &str, log_path: &Path) -> Renderer {
         let live =
             format == Format::Text && std::io::stderr().is_terminal() && std::env::var_os("TANDEM_NO_LIVE").is_none();
         let header = format!("▶ {workflow} (on {event})");
@@ -43,14 +45,16 @@ impl Renderer {
         } else {
             println!("{header}")
         }
-        let _ = std::fs::create_dir_all(logs_dir);
+        // One file for the run, not one per job: creating a file costs a journaling file system
+        // more than a short job's whole process, and a job's lines are one `grep '^\[job\] '` away.
+        let log = std::io::BufWriter::new(std::fs::File::create(log_path).unwrap_or_else(|_| null_sink()));
         Renderer {
             live: live.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))),
             bars: HashMap::new(),
             steps: HashMap::new(),
             tails: HashMap::new(),
-            logs_dir: logs_dir.to_path_buf(),
-            log_files: HashMap::new(),
+            log_path: log_path.to_path_buf(),
+            log,
             to_stderr: format == Format::Json,
             out: String::new(),
         }
@@ -80,8 +84,9 @@ impl Renderer {
         self.out.push('\n');
     }
 
-    /// Writes the lines rendered so far.
+    /// Writes the lines rendered so far, and the log's, so that the log can be followed.
     fn flush(&mut self) {
+        let _ = self.log.flush();
         if self.out.is_empty() {
             return;
         }
@@ -96,14 +101,7 @@ impl Renderer {
     }
 
     fn log(&mut self, job: &str, line: &str) {
-        let file = self.log_files.entry(job.to_string()).or_insert_with(|| {
-            let slug: String =
-                job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-            std::io::BufWriter::new(
-                std::fs::File::create(self.logs_dir.join(format!("{slug}.log"))).unwrap_or_else(|_| null_sink()),
-            )
-        });
-        let _ = writeln!(file, "{line}");
+        let _ = writeln!(self.log, "[{job}] {line}");
     }
 
     fn event(&mut self, event: RunEvent) {
@@ -169,9 +167,6 @@ impl Renderer {
                     self.log(&job, &format!("error: {error}"));
                 }
                 self.log(&job, &format!("== job {job}: {}", status.as_str()));
-                if let Some(mut file) = self.log_files.remove(&job) {
-                    let _ = file.flush();
-                }
                 let text = format!(
                     "{} {job}: {}{} ({})",
                     symbol(status),
@@ -223,7 +218,7 @@ impl Renderer {
                 report.artifacts_dir.display()
             ));
         }
-        out.push_str(&format!("logs: {}\n", self.logs_dir.display()));
+        out.push_str(&format!("log: {}\n", self.log_path.display()));
         let verdict = match report.status {
             Status::Success => format!("✓ {} succeeded in {}", report.workflow, human(report.duration)),
             Status::Failure => format!("✗ {} failed after {}", report.workflow, human(report.duration)),

@@ -108,12 +108,13 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// A local run drives its jobs from one thread: the work between processes is short, and a
+/// second worker costs more in wake-ups (each one a cross-CPU interrupt) than it saves; the
+/// jobs' processes have the other cores. Slow file work goes to the blocking pool, the terminal
+/// and the log file to the renderer's thread.
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(run_async(root, args))
 }
 
@@ -190,14 +191,12 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             environment_gate: None,
         };
         let (tx, rx) = mpsc::channel(exec::engine::EVENT_BUFFER);
-        let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("logs"));
+        let mut renderer = Renderer::new(args.format, &loaded.display_name(), &event_name, &run_dir.join("run.log"));
         let (run_ended, ended) = std::sync::mpsc::channel::<()>();
         let render = tokio::task::spawn_blocking(move || {
             renderer.consume(rx, ended);
             renderer
         });
-        // The engine runs on the runtime's workers, not on this thread: a job that ends wakes the
-        // scheduler where it already runs instead of handing over to another thread.
         let engine = tokio::spawn(engine::run(request, config.clone(), tx, cancel.clone(), groups.clone()));
         let report = engine.await.context("the engine task failed")?;
         drop(run_ended);
@@ -436,6 +435,6 @@ fn next_run_number(data_dir: &Path) -> u64 {
     let path = data_dir.join("run-number");
     let current: u64 = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     let next = current + 1;
-    let _ = std::fs::write(&path, next.to_string());
+    let _ = exec::paths::overwrite(&path, next.to_string().as_bytes());
     next
 }

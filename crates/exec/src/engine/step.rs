@@ -127,7 +127,8 @@ pub(super) async fn run_script(
             // after the other, and reusing the inode spares the file system an allocation per
             // step (the largest cost of a trivial step on ext4).
             let script_path = dirs.files.join(format!("step{extension}"));
-            overwrite(&script_path, script.as_bytes()).map_err(|e| format!("cannot write the step's script: {e}"))?;
+            crate::paths::overwrite(&script_path, script.as_bytes())
+                .map_err(|e| format!("cannot write the step's script: {e}"))?;
             let mut argv: Vec<String> =
                 template.split_whitespace().map(|part| part.replace("{0}", &script_path.to_string_lossy())).collect();
             // Resolving the program once here spares the child a search of every PATH entry per step.
@@ -391,17 +392,6 @@ pub(super) fn step_debug(request: &RunRequest) -> bool {
         .any(|v| v.is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
-/// Replaces a file's contents without truncating it to zero first: on ext4, closing a file that
-/// was truncated to zero forces a flush to disk (`auto_da_alloc`), which costs more than the step.
-/// The file is cut only where the old contents were longer.
-pub(super) fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
-    let old_len = file.metadata()?.len();
-    file.write_all(bytes)?;
-    if old_len > bytes.len() as u64 { file.set_len(bytes.len() as u64) } else { Ok(()) }
-}
-
 pub(super) fn which(program: &str) -> bool {
     resolve_program(program).is_some()
 }
@@ -425,18 +415,4 @@ pub(super) fn resolve_program(program: &str) -> Option<String> {
     });
     cache.lock().ok()?.insert(program.to_string(), found.clone());
     found
-}
-
-#[cfg(test)]
-mod script_file {
-    /// A step's script replaces the previous one whole, whether it is longer or shorter.
-    #[test]
-    fn overwrite_leaves_nothing_of_the_previous_script() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("step.sh");
-        for script in ["echo a rather long first script", "echo short", "echo longer than the short one"] {
-            super::overwrite(&path, script.as_bytes()).unwrap();
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), script);
-        }
-    }
 }

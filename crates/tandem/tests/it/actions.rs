@@ -47,15 +47,12 @@ fn run(repo: &Repo, extra: &[&str]) -> crate::Run {
     repo.tandem(&args)
 }
 
-/// The lines of a job's log in a finished run.
+/// The logs of the finished runs.
 fn log(repo: &Repo) -> String {
     let runs = repo.data.path().join("runs");
     let mut text = String::new();
     for run in std::fs::read_dir(runs).unwrap() {
-        let logs = run.unwrap().path().join("logs");
-        for file in std::fs::read_dir(&logs).into_iter().flatten() {
-            text.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap_or_default());
-        }
+        text.push_str(&std::fs::read_to_string(run.unwrap().path().join("run.log")).unwrap_or_default());
     }
     text
 }

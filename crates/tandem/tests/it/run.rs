@@ -216,10 +216,9 @@ jobs:
     assert!(out.contains("push main Linux"), "{out}");
     assert!(out.contains("── summary of env\n### Report"), "{out}");
     // Logs on disk are masked too.
-    let logs =
-        std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("logs/env.log");
-    let log = std::fs::read_to_string(logs).unwrap();
-    assert!(log.contains("the token is ***") && !log.contains("s3cr3t-value"), "{log}");
+    let log = std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("run.log");
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("[env] the token is ***") && !log.contains("s3cr3t-value"), "{log}");
 }
 
 #[test]
@@ -378,11 +377,9 @@ jobs:
     command.env("TOKEN", token).env("KEY", key);
     let run = crate::Run::from(command.output().unwrap());
     assert_eq!(run.code, 0, "{}", run.all());
-    let logs = std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("logs");
+    let log = std::fs::read_dir(repo.data.path().join("runs")).unwrap().next().unwrap().unwrap().path().join("run.log");
     let mut text = run.all();
-    for file in std::fs::read_dir(logs).unwrap() {
-        text.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
-    }
+    text.push_str(&std::fs::read_to_string(log).unwrap());
     for (form, label) in [
         (token.to_string(), "plain"),
         ("cEBzcy93b3JkK3dpdGggInF1b3RlcyIgJiBtb3Jl".to_string(), "base64"),
