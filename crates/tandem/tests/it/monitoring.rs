@@ -30,8 +30,9 @@ impl Prometheus {
                 .expect("Debian's prometheus; `cargo xtask test` installs it"),
         );
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || get(port, "/api/v1/query?query=1", None)["status"] != "success"
+        // Until its storage is open, Prometheus refuses connections, then answers 503 in plain text.
+        while answer(port, "/api/v1/query?query=1", None).ok().and_then(|r| json_body(&r)).map(|v| v["status"].clone())
+            != Some(serde_json::Value::from("success"))
         {
             assert!(Instant::now() < deadline, "Prometheus did not start");
             std::thread::sleep(Duration::from_millis(200));
@@ -138,14 +139,24 @@ const QUERIES: &[&str] = &[
     "max_over_time(rate(http_requests_total{job=\"api\"}[2m])[10m:30s])",
 ];
 
-fn get(port: u16, path: &str, token: Option<&str>) -> serde_json::Value {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// The whole HTTP/1.0 response to `GET path`.
+fn answer(port: u16, path: &str, token: Option<&str>) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n{auth}\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n{auth}\r\n")?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|_| panic!("GET {path} on {port}: {response}"))
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// A response's body, when it is JSON.
+fn json_body(response: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")).ok()
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> serde_json::Value {
+    let response = answer(port, path, token).unwrap_or_else(|e| panic!("GET {path} on {port}: {e}"));
+    json_body(&response).unwrap_or_else(|| panic!("GET {path} on {port}: {response}"))
 }
 
 fn encode(text: &str) -> String {
