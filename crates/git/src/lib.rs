@@ -1,8 +1,10 @@
 //! Git and forges: what their webhooks say (GitHub, Gitea/Forgejo, GitLab) and how to trust it
 //! (`webhook`, pure: payload bytes and header values in, a normalized [`webhook::Change`] out),
 //! and every git command Tandem runs (`repo`: one runner with a timeout, repository facts,
-//! clean and working-tree checkouts, mirrors).
+//! clean and working-tree checkouts, mirrors; `config`: a value read from a repository's own
+//! config file where starting git would cost more than the answer).
 
+pub mod config;
 pub mod repo;
 pub mod webhook;
 

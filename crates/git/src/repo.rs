@@ -152,11 +152,17 @@ pub async fn ensure_mirror(source: &str, mirror: &Path, env: &[(String, String)]
 pub async fn repo_facts(root: impl AsRef<Path>, worktree: bool) -> Result<RepoFacts, GitError> {
     let root = root.as_ref();
     // Independent questions, asked at once, and as few as possible: each git call costs a
-    // process start. The commit's changed files come with its log entry.
+    // process start. The commit's changed files come with its log entry; the remote's URL is
+    // read from the config file when it can be.
     // The branch comes from the log's decorations (`HEAD -> main`; a detached HEAD has no arrow).
     let (log, remote, status) = tokio::join!(
         git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%D%x00%B%x00", "--name-only", "HEAD"]),
-        git(root, &["config", "--get", "remote.origin.url"]),
+        async {
+            match crate::config::remote_url(root, "origin") {
+                Some(url) => url.ok_or(()),
+                None => git(root, &["config", "--get", "remote.origin.url"]).await.map_err(drop),
+            }
+        },
         async {
             if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
         },

@@ -119,8 +119,17 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 }
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
-    // git answers in its own processes while the workflows are read and checked here.
+    // git answers in its own process while this thread makes the first run's folders and reads
+    // and checks the workflows. The yield lets the one-thread runtime start the git task now.
     let facts = tokio::spawn(git::repo::repo_facts(root.to_path_buf(), args.worktree));
+    tokio::task::yield_now().await;
+    let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let max_parallel = args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // One slot more than can run at once: a job that ended hands its slot on before its folders
+    // are emptied, so the next one starts in a spare.
+    let mut prepared = PreparedRunDir::new(&data_dir, if args.keep { 0 } else { max_parallel + 1 })?;
     let loaded = workflows::load_all(root)?;
     let repo = facts.await.context("the git task failed")?.map_err(anyhow::Error::msg)?;
     let selected = select(&loaded, &args, &repo)?;
@@ -131,12 +140,9 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
         }
         bail!("{} workflow(s) have errors and cannot run; fix them (see `tandem validate`)", broken.len());
     }
-    let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let config = EngineConfig {
         data_dir: data_dir.clone(),
-        max_parallel: args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        max_parallel,
         cache_limit: exec::cache::DEFAULT_LIMIT,
         keep_workspaces: args.keep,
         actions: args.actions.options(),
@@ -163,12 +169,10 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             }
             None => synthesize_event(&event_name, &repo, &inputs, &workflow),
         };
-        let run_id = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let run_dir = data_dir.join("runs").join(format!("local-{run_id}"));
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+        let (run_id, run_dir) = match prepared.take() {
+            Some(made) => made,
+            None => new_run_dir(&data_dir)?,
+        };
         let request = RunRequest {
             workflow: Arc::new(workflow),
             workflow_path: loaded.path.clone(),
@@ -220,6 +224,44 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     } else {
         1
     })
+}
+
+/// A new run's id (the time in milliseconds) and its directory, made.
+fn new_run_dir(data_dir: &Path) -> Result<(u64, PathBuf)> {
+    let run_id =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let run_dir = data_dir.join("runs").join(format!("local-{run_id}"));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    Ok((run_id, run_dir))
+}
+
+/// The first run's directory, with its job slots, made while git answers. Removed again when the
+/// run does not start (no such workflow, a workflow with errors, not a git repository).
+struct PreparedRunDir(Option<(u64, PathBuf)>);
+
+impl PreparedRunDir {
+    fn new(data_dir: &Path, slots: usize) -> Result<Self> {
+        let prepared = PreparedRunDir(Some(new_run_dir(data_dir)?));
+        if let Some((_, run_dir)) = &prepared.0 {
+            exec::engine::prepare_slots(run_dir, slots)
+                .with_context(|| format!("cannot create the job folders in {}", run_dir.display()))?;
+        }
+        Ok(prepared)
+    }
+
+    fn take(&mut self) -> Option<(u64, PathBuf)> {
+        self.0.take()
+    }
+}
+
+impl Drop for PreparedRunDir {
+    fn drop(&mut self) {
+        if let Some((_, run_dir)) = self.0.take()
+            && let Err(error) = std::fs::remove_dir_all(&run_dir)
+        {
+            tracing::warn!("cannot remove the unused run directory {}: {error}", run_dir.display());
+        }
+    }
 }
 
 /// First Ctrl-C cancels (steps are killed, `always()` steps still run); the second kills

@@ -68,7 +68,7 @@ impl WorkspacePool {
             return (slot, true);
         }
         let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (run_dir.join("slots").join(n.to_string()), false)
+        (slot_dir(run_dir, n), false)
     }
 
     /// Empties a job's directories and makes them available to the next job.
@@ -94,6 +94,24 @@ impl WorkspacePool {
             free.push(slot);
         }
     }
+}
+
+/// Where the `n`th job slot of a run lives.
+fn slot_dir(run_dir: &Path, n: usize) -> PathBuf {
+    run_dir.join("slots").join(n.to_string())
+}
+
+/// Makes the folders of the first `n` job slots under `run_dir` ahead of the run. A caller that
+/// has to wait anyway (for git, say) spares the first jobs these directory creations, which cost
+/// an ext4 file system more than a short job's process; the jobs find them made.
+pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
+    for n in 0..n {
+        let slot = slot_dir(run_dir, n);
+        for dir in ["workspace", "temp"] {
+            std::fs::create_dir_all(slot.join(dir))?;
+        }
+    }
+    Ok(())
 }
 
 /// Empties a job's directories off the async threads (a workspace may hold gigabytes) and hands
@@ -161,7 +179,7 @@ pub(super) async fn run_leg(
     }
     // Global concurrency: one slot per running leg.
     let mut cancel_wait = cancel.clone();
-    let _permit = tokio::select! {
+    let permit = tokio::select! {
         permit = shared.slots.clone().acquire_owned() => permit.ok(),
         () = cancel_wait.cancelled() => None,
     };
@@ -494,6 +512,10 @@ pub(super) async fn run_leg(
             }
         }
     }
+    // The job's processes have ended: its slot goes to the next job now, and what is left here
+    // (emptying its folders, its report) happens while that job starts rather than before.
+    drop(permit);
+    tokio::task::yield_now().await;
     if !shared.config.keep_workspaces {
         release(&shared.workspaces, slot).await;
     }

@@ -27,6 +27,7 @@ mod leg;
 mod scheduler;
 mod step;
 
+pub use leg::prepare_slots;
 pub use scheduler::run;
 
 /// The run's workflow-level `concurrency`: its group and whether a newer run of the group cancels

@@ -144,6 +144,29 @@ fn repository_facts_name_the_branch_or_the_detached_commit() {
 }
 
 #[test]
+fn the_remote_is_named_from_the_config_file_or_by_git_in_a_worktree() {
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        dir.path(),
+        "git init -q -b main repo && cd repo && git config user.email a@b && git config user.name A \
+         && echo 1 > a && git add a && git commit -qm one \
+         && git remote add origin git@forge.example:team/app.git && git worktree add -q ../tree",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // What git wrote, read without git.
+    assert_eq!(
+        git::config::remote_url(&dir.path().join("repo"), "origin"),
+        Some(Some("git@forge.example:team/app.git".into()))
+    );
+    // A worktree's `.git` is a file: git answers.
+    assert_eq!(git::config::remote_url(&dir.path().join("tree"), "origin"), None);
+    for checkout in ["repo", "tree"] {
+        let facts = runtime.block_on(git::repo::repo_facts(dir.path().join(checkout), false)).unwrap();
+        assert_eq!(facts.repository, "team/app", "{checkout}");
+    }
+}
+
+#[test]
 fn approvals_given_on_each_forge_are_reviews_and_other_reviews_are_ignored() {
     let github = |action: &str, state: &str| {
         format!(

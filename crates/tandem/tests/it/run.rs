@@ -250,6 +250,9 @@ fn branch_filters_select_workflows() {
         run.stderr
     );
     assert!(run.stderr.contains("no changed file passes the paths filter"), "{}", run.stderr);
+    // The folders made for a run while git answered go again when no run starts.
+    let runs = repo.data.path().join("runs");
+    assert!(std::fs::read_dir(&runs).map_or(true, |mut entries| entries.next().is_none()), "{runs:?} kept a run");
     repo.git(&["checkout", "-q", "-b", "release/1.0"]);
     repo.write("src.rs", "fn main() {}\n");
     repo.commit("code");
