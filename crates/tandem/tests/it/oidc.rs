@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use thirtyfour::prelude::*;
 
-use crate::web::{Killed, chromedriver, wait_url};
+use crate::web::{Killed, Up, chromedriver, wait_url};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -50,7 +50,7 @@ async fn people_sign_in_with_an_openid_connect_provider() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = Killed(server);
+    let _server = Up { child: server, data: data.path().to_path_buf() };
     wait_for_port(tandem_port, "tandem server");
 
     let (_driver_process, port) = chromedriver();

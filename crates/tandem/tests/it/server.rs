@@ -141,18 +141,24 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        stop(&mut self.child, &self.data);
+    }
+}
+
+/// Stops a server as systemd would (SIGTERM: it stops what it deployed), kills it if it has not
+/// stopped within 20 s, then reaps what it left in `data` (nothing, unless it was killed).
+pub fn stop(child: &mut Child, data: &std::path::Path) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if !self.data.as_os_str().is_empty() {
-            reap(&self.data);
-        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if !data.as_os_str().is_empty() {
+        reap(data);
     }
 }
 

@@ -18,6 +18,19 @@ impl Drop for Killed {
     }
 }
 
+/// `tandem up` or `tandem server` for the length of a test: stopped like the other tests'
+/// servers when dropped.
+pub struct Up {
+    pub child: Child,
+    pub data: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        crate::server::stop(&mut self.child, &self.data);
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -103,7 +116,8 @@ async fn a_person_signs_in_watches_the_demo_and_rolls_back_from_the_browser() {
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(up.stdout.take().unwrap());
-    let _up = Killed(up);
+    // Stopped and reaped, not killed: a `kill -9` would leave the demo's service instances running.
+    let _up = Up { child: up, data: data.path().to_path_buf() };
     let (mut url, mut link, mut password, mut token) = (String::new(), String::new(), String::new(), String::new());
     while link.is_empty() || url.is_empty() || password.is_empty() || token.is_empty() {
         let mut line = String::new();
