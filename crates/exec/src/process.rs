@@ -22,7 +22,10 @@ pub const CUT_NOTE: &str = " … [line cut at 64 KiB]";
 /// Output lines in flight between a process and whoever logs them: a slow reader slows the
 /// process (its pipe fills), instead of lines piling up in memory.
 pub const LINE_BUFFER: usize = 1024;
-/// How much of a process's output is read at a time.
+/// How much of a process's output is read at a time: a little at first, as most steps write a
+/// few lines (and a request of a kilobyte or more makes the allocator tidy up its free lists), then
+/// more once a read fills what it had.
+const FIRST_READ: usize = 512;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// Time a process group gets between SIGTERM and SIGKILL.
@@ -350,7 +353,7 @@ async fn terminate_group(pgid: i32, child: &mut tokio::process::Child) {
 async fn forward(mut stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc::Sender<(Stream, String)>) {
     // Read into spare capacity: a buffer that is zeroed first (as `BufReader`'s is) costs a
     // trivial step more than its output.
-    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buffer: Vec<u8> = Vec::with_capacity(FIRST_READ);
     let mut line: Vec<u8> = Vec::new();
     // The line at hand was cut at its limit: the rest of it, up to its newline, is dropped.
     let mut cut = false;
@@ -358,6 +361,7 @@ async fn forward(mut stream: impl AsyncRead + Unpin, which: Stream, lines: mpsc:
         buffer.clear();
         match stream.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => break,
+            Ok(n) if n == buffer.capacity() && n < READ_CHUNK => buffer.reserve_exact(READ_CHUNK),
             Ok(_) => {}
         }
         let mut available = &buffer[..];

@@ -415,7 +415,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_run(&std::env::args_os().collect::<Vec<_>>()).unwrap_or_else(Cli::parse);
     // What the server and the libraries report for operators (`TANDEM_LOG=debug` for more).
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -434,6 +434,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `tandem run …` parsed against the `run` subcommand alone. Building every subcommand's
+/// arguments, as [`Cli::parse`] does, costs a local run more than a millisecond before its first
+/// job. Anything else — another subcommand, `--help`, a mistake — returns `None`, and the full
+/// parser answers with its usual help and errors.
+fn parse_run(args: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::{Args, FromArgMatches};
+    if args.get(1).is_none_or(|word| word != "run") {
+        return None;
+    }
+    let repo = clap::Arg::new("repo").short('C').long("repo").value_parser(clap::value_parser!(PathBuf));
+    let command = run::RunArgs::augment_args(clap::Command::new("run").arg(repo).disable_help_flag(true));
+    let mut matches = command.try_get_matches_from(&args[1..]).ok()?;
+    let repo = matches.remove_one::<PathBuf>("repo");
+    let args = run::RunArgs::from_arg_matches_mut(&mut matches).ok()?;
+    Some(Cli { repo, command: Command::Run(args) })
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
@@ -641,4 +658,39 @@ fn repo_root(repo: Option<PathBuf>) -> Result<PathBuf> {
     // The nearest folder with a `.git` (a directory, or a file in a worktree), as git finds it.
     let start = std::path::absolute(&start).unwrap_or(start);
     Ok(start.ancestors().find(|dir| dir.join(".git").exists()).map_or_else(|| start.clone(), Path::to_path_buf))
+}
+
+#[cfg(test)]
+mod parse_run_tests {
+    use clap::Parser;
+
+    fn words(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    /// The `run` fast path reads a command line exactly as the full parser does, and leaves to it
+    /// what it does not handle itself.
+    #[test]
+    fn the_run_fast_path_agrees_with_the_full_parser() {
+        for line in [
+            "tandem run",
+            "tandem run ci --job test -j 3",
+            "tandem run -C /tmp/repo --event pull_request --worktree",
+            "tandem run deploy --input env=prod --var a=b --secret X=y --keep",
+            "tandem run -P ubuntu-latest=debian:12 --format json",
+        ] {
+            let fast = super::parse_run(&words(line)).unwrap_or_else(|| panic!("`{line}` took the slow path"));
+            let full = super::Cli::try_parse_from(words(line)).unwrap();
+            let (super::Command::Run(fast_args), super::Command::Run(full_args)) = (fast.command, full.command) else {
+                panic!("`{line}` is not a run")
+            };
+            assert_eq!(format!("{fast_args:?}"), format!("{full_args:?}"), "{line}");
+            assert_eq!(fast.repo, full.repo, "{line}");
+        }
+        for line in
+            ["tandem run --help", "tandem run -h", "tandem run --no-such-flag", "tandem -C /tmp run", "tandem validate"]
+        {
+            assert!(super::parse_run(&words(line)).is_none(), "`{line}` is for the full parser");
+        }
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ci::filter::{EventFacts, fires};
@@ -119,9 +118,14 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 }
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
-    // git answers in its own process while this thread makes the first run's folders and reads
-    // and checks the workflows. The yield lets the one-thread runtime start the git task now.
+    // git answers in its own process, the workflows are read and checked on a thread of the
+    // blocking pool (which the renderer takes over later), and this thread makes the first run's
+    // folders, all at once. The yield lets the one-thread runtime start the git task now.
     let facts = tokio::spawn(git::repo::repo_facts(root.to_path_buf(), args.worktree));
+    let loading = tokio::task::spawn_blocking({
+        let root = root.to_path_buf();
+        move || workflows::load_all(&root)
+    });
     tokio::task::yield_now().await;
     let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -130,7 +134,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     // One slot more than can run at once: a job that ended hands its slot on before its folders
     // are emptied, so the next one starts in a spare.
     let mut prepared = PreparedRunDir::new(&data_dir, if args.keep { 0 } else { max_parallel + 1 })?;
-    let loaded = workflows::load_all(root)?;
+    let loaded = loading.await.context("the workflow reader failed")??;
     let repo = facts.await.context("the git task failed")?.map_err(anyhow::Error::msg)?;
     let selected = select(&loaded, &args, &repo)?;
     let broken: Vec<&LoadedWorkflow> = selected.iter().map(|(w, _)| *w).filter(|w| w.n_errors() > 0).collect();
@@ -174,7 +178,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
             None => new_run_dir(&data_dir)?,
         };
         let request = RunRequest {
-            workflow: Arc::new(workflow),
+            workflow,
             workflow_path: loaded.path.clone(),
             jobs: if args.jobs.is_empty() { None } else { Some(args.jobs.clone()) },
             repo: repo.clone(),

@@ -11,7 +11,8 @@ pub struct LoadedWorkflow {
     /// Path relative to the repository root, as users see it in messages.
     pub path: String,
     pub source: String,
-    pub workflow: Option<Workflow>,
+    /// Shared with the runs it starts, which hold it as long as they last.
+    pub workflow: Option<std::sync::Arc<Workflow>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -96,7 +97,7 @@ pub fn load_file(path: &Path, display: String) -> Result<LoadedWorkflow> {
         return Ok(LoadedWorkflow { path: display, source, workflow: None, diagnostics });
     }
     let (workflow, diagnostics) = ci::check::validate(&source);
-    Ok(LoadedWorkflow { path: display, source, workflow, diagnostics })
+    Ok(LoadedWorkflow { path: display, source, workflow: workflow.map(std::sync::Arc::new), diagnostics })
 }
 
 /// The repository's service file, `.tandem/service.yml` (or `.yaml`), if it has one.
