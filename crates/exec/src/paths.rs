@@ -1,5 +1,5 @@
 //! Resolving the path patterns of `actions/cache`, `upload-artifact` and `hashFiles` on disk,
-//! and rewriting small files in place.
+//! rewriting small files in place, and telling whether a directory's entries changed.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -144,6 +144,70 @@ pub fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let old_len = file.metadata()?.len();
     file.write_all(bytes)?;
     if old_len > bytes.len() as u64 { file.set_len(bytes.len() as u64) } else { Ok(()) }
+}
+
+/// A directory's change time, taken to tell later, with one `stat`, that no entry was added to it
+/// or removed from it since (which listing it would take four system calls to tell).
+///
+/// Adding, removing or renaming an entry, like any change to the directory's own metadata, sets
+/// its change time to the present, and nothing lets a program set it back. File systems take that
+/// time from a clock that may run a tick (up to ten milliseconds) behind, so a stamp is trusted
+/// only once its time is [`DirStamp::SETTLED`] in the past, when any later change would carry a
+/// later time; and never on file systems that keep whole seconds (a zero nanosecond part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirStamp {
+    seconds: i64,
+    nanoseconds: i64,
+}
+
+impl DirStamp {
+    /// How old a change time must be to tell apart from a change that follows it.
+    pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// The stamp of `dir`, or `None` when it cannot be read or cannot be trusted (see above).
+    pub fn take(dir: &Path) -> Option<DirStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(dir).ok()?;
+        let stamp = DirStamp { seconds: metadata.ctime(), nanoseconds: metadata.ctime_nsec() };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        let then = std::time::Duration::new(u64::try_from(stamp.seconds).ok()?, u32::try_from(stamp.nanoseconds).ok()?);
+        let settled = now.checked_sub(then).is_some_and(|age| age >= Self::SETTLED);
+        (settled && stamp.nanoseconds != 0).then_some(stamp)
+    }
+
+    /// Whether `dir` has the same entries as when this stamp was taken. `false` when unsure.
+    pub fn unchanged(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).is_ok_and(|m| m.ctime() == self.seconds && m.ctime_nsec() == self.nanoseconds)
+    }
+}
+
+#[cfg(test)]
+mod stamps {
+    use super::DirStamp;
+
+    /// A settled stamp sees any entry added or removed afterwards, however soon.
+    #[test]
+    fn a_settled_stamp_notices_every_entry_added_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        // Just made: too recent to be trusted.
+        assert_eq!(DirStamp::take(path), None);
+        std::thread::sleep(DirStamp::SETTLED + std::time::Duration::from_millis(5));
+        let stamp = DirStamp::take(path).expect("a settled stamp on a file system with nanoseconds");
+        assert!(stamp.unchanged(path));
+        std::fs::write(path.join("output"), "x=1").unwrap();
+        assert!(!stamp.unchanged(path), "a new file");
+        std::thread::sleep(DirStamp::SETTLED + std::time::Duration::from_millis(5));
+        let stamp = DirStamp::take(path).unwrap();
+        std::fs::remove_file(path.join("output")).unwrap();
+        assert!(!stamp.unchanged(path), "a removed file");
+        std::thread::sleep(DirStamp::SETTLED + std::time::Duration::from_millis(5));
+        let stamp = DirStamp::take(path).unwrap();
+        std::fs::create_dir(path.join("sub")).unwrap();
+        assert!(!stamp.unchanged(path), "a new directory");
+        assert!(!stamp.unchanged(&path.join("missing")), "a directory that is gone");
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::step::*;
 use super::*;
 use crate::cache::Saved;
 use crate::commands::{self};
+use crate::paths::DirStamp;
 use crate::process::Stream;
 use crate::{Cancel, Executor};
 
@@ -116,10 +117,16 @@ pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
 
 /// Empties a job's directories off the async threads (a workspace may hold gigabytes) and hands
 /// them to the next job. Directories left empty, as by most short jobs, go back at once: a hop
-/// to another thread costs more than looking.
-async fn release(pool: &Arc<WorkspacePool>, slot: PathBuf) {
-    let is_empty = |dir: &str| std::fs::read_dir(slot.join(dir)).is_ok_and(|mut entries| entries.next().is_none());
-    if is_empty("workspace") && is_empty("temp") {
+/// to another thread costs more than looking. `stamps`, taken when the job got the directories
+/// (which were empty then), spare the look when they show that nothing was added.
+async fn release(pool: &Arc<WorkspacePool>, slot: PathBuf, stamps: [Option<DirStamp>; 2]) {
+    let is_empty = |dir: &str, stamp: Option<DirStamp>| {
+        let dir = slot.join(dir);
+        stamp.is_some_and(|stamp| stamp.unchanged(&dir))
+            || std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+    };
+    let [workspace, temp] = stamps;
+    if is_empty("workspace", workspace) && is_empty("temp", temp) {
         if let Ok(mut free) = pool.free.lock() {
             free.push(slot);
         }
@@ -228,6 +235,7 @@ pub(super) async fn run_leg(
     let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() }).await;
     let (slot, reused) = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
     let dirs = LegDirs { workspace: slot.join("workspace"), temp: slot.join("temp"), files: slot.clone() };
+    let stamps = [DirStamp::take(&dirs.workspace), DirStamp::take(&dirs.temp)];
     let tool_cache = shared.config.data_dir.join("toolcache");
     // A reused slot was emptied, not removed: its folders (and the tool cache) exist.
     if !reused {
@@ -299,7 +307,7 @@ pub(super) async fn run_leg(
             }
             Err(error) => {
                 if !shared.config.keep_workspaces {
-                    release(&shared.workspaces, slot).await;
+                    release(&shared.workspaces, slot, stamps).await;
                 }
                 return fail(report, Status::Failure, error).await;
             }
@@ -517,7 +525,7 @@ pub(super) async fn run_leg(
     drop(permit);
     tokio::task::yield_now().await;
     if !shared.config.keep_workspaces {
-        release(&shared.workspaces, slot).await;
+        release(&shared.workspaces, slot, stamps).await;
     }
     let timed_out = timeout_source.token().is_cancelled() && !cancel.is_cancelled();
     report.status = if timed_out {

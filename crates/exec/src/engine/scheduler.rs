@@ -128,11 +128,12 @@ pub async fn run(
                 graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
             let shared = shared.clone();
             let cancel = cancel.clone();
-            let job = workflow.jobs[index].clone();
+            // The task borrows its job from the shared workflow instead of taking a copy of it.
+            let workflow = workflow.clone();
             // Boxed where it is made: the task then takes a pointer, not a copy of the whole
             // (large) future at each layer of spawning.
             let handle = running.spawn(Box::pin(async move {
-                let (result, legs) = run_job(&shared, &job, needs, cancel).await;
+                let (result, legs) = run_job(&shared, &workflow.jobs[index], needs, cancel).await;
                 (index, result, legs)
             }));
             task_jobs.insert(handle.id(), index);
@@ -298,63 +299,41 @@ pub(super) async fn run_job(
     let leg_slots = Arc::new(Semaphore::new(max_parallel));
     let (fail_fast_source, job_cancel) = cancel.child();
     let n_legs = legs.len();
+    let plan = LegPlan { fail_fast, n_legs, max_parallel, leg_slots, job_cancel };
+    // A job of one leg (most jobs) runs it in its own task: no task to spawn and wake, and the
+    // first jobs to become ready reach their processes before the others are prepared. Its
+    // panic still fails only this job, as the scheduler's task fails it with the reason.
+    let mut inline: Option<LegOutcome> = None;
     let mut set = JoinSet::new();
-    for (index, combination) in legs.into_iter().enumerate() {
-        let shared = shared.clone();
-        let job = job.clone();
-        let mut contexts = contexts.clone();
-        let leg_slots = leg_slots.clone();
-        let mut job_cancel = job_cancel.clone();
-        let is_matrix = job.strategy.as_ref().is_some_and(|s| s.matrix.is_some());
-        set.spawn(Box::pin(async move {
-            let name = match (&job.name, is_matrix) {
-                (Some(_), _) | (None, false) if !is_matrix => contexts_name(&job, &contexts),
-                _ => format!("{} {}", contexts_name(&job, &contexts), combination.label()),
-            };
-            let strategy = [
-                ("fail-fast", Value::Bool(fail_fast)),
-                ("job-index", Value::Number(index as f64)),
-                ("job-total", Value::Number(n_legs as f64)),
-                ("max-parallel", Value::Number(max_parallel as f64)),
-            ];
-            contexts.set("strategy", Value::Object(strategy.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
-            contexts.set("matrix", combination.to_value());
-            // The leg's name may use the matrix, so it is rendered once the matrix is known.
-            let name = match &job.name {
-                Some(text) if is_matrix && text.raw.contains("matrix") => contexts.render(text).unwrap_or(name),
-                _ => name,
-            };
-            let _leg_permit = tokio::select! {
-                permit = leg_slots.acquire_owned() => permit.ok(),
-                () = job_cancel.cancelled() => None,
-            };
-            // Job-level `continue-on-error` (often `${{ matrix.experimental }}`): a failure of
-            // this leg neither cancels its siblings nor fails the job.
-            let tolerated = match &job.continue_on_error {
-                Some(text) => contexts.evaluate(text).map(|v| v.is_truthy()).unwrap_or(false),
-                None => false,
-            };
-            if job.call.is_some() {
-                let (report, inner) =
-                    super::call::run_call(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
-                return (index, report, tolerated, inner);
-            }
-            let report = run_leg(&shared, &job, name.clone(), contexts, job_cancel.clone()).await;
-            (index, report, tolerated, Vec::new())
-        }));
+    if n_legs == 1 {
+        let combination = legs.into_iter().next().unwrap_or_default();
+        inline = Some(run_matrix_leg(shared.clone(), job, 0, combination, contexts, &plan).await);
+    } else {
+        for (index, combination) in legs.into_iter().enumerate() {
+            let (shared, job, contexts) = (shared.clone(), job.clone(), contexts.clone());
+            let plan = plan.clone();
+            set.spawn(Box::pin(async move { run_matrix_leg(shared, &job, index, combination, contexts, &plan).await }));
+        }
     }
     let mut reports: Vec<(usize, JobReport)> = Vec::new();
     let mut called: Vec<(usize, Vec<JobReport>)> = Vec::new();
     let mut outputs = BTreeMap::new();
     let mut failed = false;
-    while let Some(joined) = set.join_next().await {
+    loop {
+        let joined = match inline.take() {
+            Some(done) => Ok(done),
+            None => match set.join_next().await {
+                Some(joined) => joined.map_err(|error| error.to_string()),
+                None => break,
+            },
+        };
         let (index, report, tolerated, inner) = match joined {
             Ok(done) => done,
             Err(error) => {
                 // A leg's task panicked: its job fails with the reason instead of hanging or vanishing.
                 failed = true;
                 fail_fast_source.cancel();
-                reports.push((usize::MAX, panicked_leg(job, &error.to_string())));
+                reports.push((usize::MAX, panicked_leg(job, &error)));
                 continue;
             }
         };
@@ -382,6 +361,67 @@ pub(super) async fn run_job(
         Status::Success
     };
     (JobResult { status, outputs }, reports)
+}
+
+/// What every leg of a job shares: the job's strategy and the cancellation its fail-fast uses.
+#[derive(Clone)]
+struct LegPlan {
+    fail_fast: bool,
+    n_legs: usize,
+    max_parallel: usize,
+    leg_slots: Arc<Semaphore>,
+    job_cancel: Cancel,
+}
+
+/// A leg's position in its job, its report, whether its failure is tolerated, and the reports of
+/// the jobs of the workflow it called.
+type LegOutcome = (usize, JobReport, bool, Vec<JobReport>);
+
+/// Runs leg `index` of `job` (its matrix `combination`) once the job's `max-parallel` lets it.
+async fn run_matrix_leg(
+    shared: Arc<Shared>,
+    job: &Job,
+    index: usize,
+    combination: Combination,
+    mut contexts: Contexts,
+    plan: &LegPlan,
+) -> LegOutcome {
+    let LegPlan { fail_fast, n_legs, max_parallel, .. } = *plan;
+    let mut job_cancel = plan.job_cancel.clone();
+    let is_matrix = job.strategy.as_ref().is_some_and(|s| s.matrix.is_some());
+    let name = match (&job.name, is_matrix) {
+        (Some(_), _) | (None, false) if !is_matrix => contexts_name(job, &contexts),
+        _ => format!("{} {}", contexts_name(job, &contexts), combination.label()),
+    };
+    let strategy = [
+        ("fail-fast", Value::Bool(fail_fast)),
+        ("job-index", Value::Number(index as f64)),
+        ("job-total", Value::Number(n_legs as f64)),
+        ("max-parallel", Value::Number(max_parallel as f64)),
+    ];
+    contexts.set("strategy", Value::Object(strategy.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+    contexts.set("matrix", combination.to_value());
+    // The leg's name may use the matrix, so it is rendered once the matrix is known.
+    let name = match &job.name {
+        Some(text) if is_matrix && text.raw.contains("matrix") => contexts.render(text).unwrap_or(name),
+        _ => name,
+    };
+    let _leg_permit = tokio::select! {
+        permit = plan.leg_slots.acquire() => permit.ok(),
+        () = job_cancel.cancelled() => None,
+    };
+    // Job-level `continue-on-error` (often `${{ matrix.experimental }}`): a failure of
+    // this leg neither cancels its siblings nor fails the job.
+    let tolerated = match &job.continue_on_error {
+        Some(text) => contexts.evaluate(text).map(|v| v.is_truthy()).unwrap_or(false),
+        None => false,
+    };
+    if job.call.is_some() {
+        let (report, inner) = super::call::run_call(&shared, job, name.clone(), contexts, job_cancel.clone()).await;
+        return (index, report, tolerated, inner);
+    }
+    let report = run_leg(&shared, job, name.clone(), contexts, job_cancel.clone()).await;
+    (index, report, tolerated, Vec::new())
 }
 
 pub(super) fn contexts_name(job: &Job, contexts: &Contexts) -> String {

@@ -148,7 +148,8 @@ pub(super) async fn run_script(
             (args, Some(step))
         }
     };
-    if !cwd.is_dir() {
+    // The job's workspace exists (a step that removes it gets a clear error when the next starts).
+    if cwd != dirs.workspace && !cwd.is_dir() {
         return Err(format!(
             "working directory `{}` does not exist in the workspace",
             cwd.strip_prefix(&dirs.workspace).unwrap_or(cwd).display()
@@ -167,6 +168,12 @@ pub(super) async fn run_script(
         }
     }
     let event_path = request.run_dir.join("event.json");
+    // Whether the step wrote any of them shows in its folder's change time (one `stat`, where
+    // looking for each file takes five opens). That holds because none of them exists when a
+    // script step starts (appending to a file already there would not touch the folder): each is
+    // removed once read, and a step is never abandoned midway (a cancelled step's process is
+    // stopped and what it wrote is read as usual).
+    let talk_back = crate::paths::DirStamp::take(&dirs.files);
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
     let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
@@ -292,11 +299,17 @@ pub(super) async fn run_script(
 
     // What the step wrote back. Each file is removed once read, so that the next step of the same
     // index (inside a composite action) starts with fresh files; most steps write none.
-    let read = |path: &Path| match std::fs::read_to_string(path) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        read => {
-            let _ = std::fs::remove_file(path);
-            read.unwrap_or_default()
+    let wrote_none = talk_back.is_some_and(|stamp| stamp.unchanged(&dirs.files));
+    let read = |path: &Path| {
+        if wrote_none {
+            return String::new();
+        }
+        match std::fs::read_to_string(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => {
+                let _ = std::fs::remove_file(path);
+                read.unwrap_or_default()
+            }
         }
     };
     let mut problems = Vec::new();
