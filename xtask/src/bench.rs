@@ -1,7 +1,8 @@
 //! Benchmarks, each run side by side with its baseline on this machine:
 //! (a) engine overhead against a shell script running the same processes with the same parallelism;
 //! (b) `tandem validate` throughput over the real-world corpus;
-//! (c) a wide DAG against `make -j` with the same graph.
+//! (c) a wide DAG against `make -j` with the same graph, and against `make -j` whose recipes
+//! follow a step's contract (a script file, GitHub's variables) as a diagnostic.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -58,17 +59,26 @@ pub fn run(args: &[String]) -> Result<()> {
         "| (b) `tandem validate` over the corpus ({n_files} files per pass) | {:.0} files/s | — | — |",
         n_files as f64 / elapsed.as_secs_f64()
     )?;
-    let (ours, theirs) = wide_dag(&tandem, &scratch, &settings)?;
+    let dag = wide_dag(&tandem, &scratch, &settings)?;
     writeln!(
         report,
         "| (c) wide DAG: 1 → {} → 1 jobs, {} at a time ({} runs each) | {} | `make -j{}`, same graph and recipes: {} | **{:.2}×** |",
         settings.dag_width,
         settings.parallel,
         settings.repeats * 3,
-        secs(ours),
+        secs(dag.tandem),
         settings.parallel,
-        secs(theirs),
-        ratio(ours, theirs)
+        secs(dag.make),
+        ratio(dag.tandem, dag.make)
+    )?;
+    writeln!(
+        report,
+        "| (c′) the same, against make whose recipes run as steps do (`bash -e FILE`, {} exported variables) | {} | {} | {:.2}× (that make: {:.2}× plain make) |",
+        STEP_VARIABLES.len(),
+        secs(dag.tandem),
+        secs(dag.make_as_steps),
+        ratio(dag.tandem, dag.make_as_steps),
+        ratio(dag.make_as_steps, dag.make)
     )?;
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{report}");
@@ -211,8 +221,54 @@ fn validate_throughput(tandem: &Path, scratch: &Path, s: &Settings) -> Result<(u
     Ok((n_files, median(samples)))
 }
 
+/// The variables a step of a local run gets besides its environment (`engine::step` sets them).
+const STEP_VARIABLES: [&str; 34] = [
+    "CI",
+    "TANDEM",
+    "GITHUB_ACTIONS",
+    "GITHUB_WORKSPACE",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    "GITHUB_REF_NAME",
+    "GITHUB_REF_TYPE",
+    "GITHUB_HEAD_REF",
+    "GITHUB_BASE_REF",
+    "GITHUB_REPOSITORY",
+    "GITHUB_REPOSITORY_OWNER",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_NUMBER",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_JOB",
+    "GITHUB_WORKFLOW",
+    "GITHUB_WORKFLOW_REF",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_ACTOR",
+    "GITHUB_ACTION",
+    "GITHUB_OUTPUT",
+    "GITHUB_ENV",
+    "GITHUB_PATH",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_STATE",
+    "RUNNER_OS",
+    "RUNNER_ARCH",
+    "RUNNER_NAME",
+    "RUNNER_ENVIRONMENT",
+    "RUNNER_TEMP",
+    "RUNNER_TOOL_CACHE",
+    "RUNNER_WORKSPACE",
+];
+
+/// Median wall times of the wide DAG through Tandem, plain make, and make running its recipes
+/// as a step runs (a script file, the step's variables).
+struct WideDag {
+    tandem: Duration,
+    make: Duration,
+    make_as_steps: Duration,
+}
+
 /// (c) A fan-out / fan-in graph through Tandem and through make with the same recipes.
-fn wide_dag(tandem: &Path, scratch: &Path, s: &Settings) -> Result<(Duration, Duration)> {
+fn wide_dag(tandem: &Path, scratch: &Path, s: &Settings) -> Result<WideDag> {
     let mut workflow =
         String::from("on: push\njobs:\n  root:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo root\n");
     let mut makefile = String::from(".PHONY: all root sink");
@@ -237,21 +293,46 @@ fn wide_dag(tandem: &Path, scratch: &Path, s: &Settings) -> Result<(Duration, Du
     writeln!(makefile, "sink: {}\n\t@bash -e -c 'echo sink'", middles.join(" "))?;
     let repo = scratch.join("dag");
     git_repo(&repo, &workflow)?;
-    std::fs::write(scratch.join("Makefile"), makefile)?;
-    let data = scratch.join("dag-data");
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    // A run of this graph takes a tenth of a second, so it is timed three times as often as the
-    // others; and who goes first alternates, as the first of a pair measured faster here.
-    for repeat in 0..s.repeats * 3 {
-        let mut make = Command::new("make");
-        make.arg("-s").arg(format!("-j{}", s.parallel)).arg("-C").arg(scratch);
-        if repeat % 2 == 0 {
-            ours.push(time(&mut tandem_run(tandem, &repo, &data, s.parallel))?);
-            theirs.push(time(&mut make)?);
-        } else {
-            theirs.push(time(&mut make)?);
-            ours.push(time(&mut tandem_run(tandem, &repo, &data, s.parallel))?);
+    std::fs::write(scratch.join("Makefile"), &makefile)?;
+    // The diagnostic: the same graph, each recipe a script file run with `bash -e FILE` and the
+    // step's variables exported (values as long as a local run's), as a step of a run is.
+    let as_steps = scratch.join("as-steps");
+    std::fs::create_dir_all(as_steps.join("scripts"))?;
+    let mut steps_makefile = String::new();
+    for name in STEP_VARIABLES {
+        writeln!(steps_makefile, "export {name}={}", scratch.join("dag-data/runs/1/slots/1").join(name).display())?;
+    }
+    for (n, line) in makefile.lines().enumerate() {
+        match line.strip_prefix("\t@bash -e -c '").and_then(|l| l.strip_suffix('\'')) {
+            Some(command) => {
+                std::fs::write(as_steps.join(format!("scripts/{n}.sh")), format!("{command}\n"))?;
+                writeln!(steps_makefile, "\t@bash -e scripts/{n}.sh")?;
+            }
+            None => writeln!(steps_makefile, "{line}")?,
         }
     }
-    Ok((median(ours), median(theirs)))
+    std::fs::write(as_steps.join("Makefile"), steps_makefile)?;
+    let data = scratch.join("dag-data");
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    // A run of this graph takes a tenth of a second, so it is timed three times as often as the
+    // others; and who goes first rotates, as the first of a round measured faster here.
+    for repeat in 0..s.repeats * 3 {
+        for turn in 0..3 {
+            let contender = (repeat + turn) % 3;
+            let mut command = match contender {
+                0 => tandem_run(tandem, &repo, &data, s.parallel),
+                1 => make_in(scratch, s.parallel),
+                _ => make_in(&as_steps, s.parallel),
+            };
+            samples[contender].push(time(&mut command)?);
+        }
+    }
+    let [tandem, make, make_as_steps] = samples.map(median);
+    Ok(WideDag { tandem, make, make_as_steps })
+}
+
+fn make_in(dir: &Path, parallel: usize) -> Command {
+    let mut make = Command::new("make");
+    make.arg("-s").arg(format!("-j{parallel}")).arg("-C").arg(dir);
+    make
 }
