@@ -294,6 +294,52 @@ jobs:
     assert!(run.stderr.contains("input `count` is required"), "{}", run.stderr);
 }
 
+/// A step's folder and a job's folders are checked by their change time once it is old enough to
+/// trust (50 ms): writes made after a quiet spell are still read, and a job that left files
+/// behind still hands the next job empty folders.
+#[test]
+fn files_written_after_a_quiet_spell_are_read_and_folders_come_back_empty() {
+    let wf = r#"
+on: push
+jobs:
+  quiet:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 0.2
+      - id: late
+        run: |
+          echo "value=written-late" >> "$GITHUB_OUTPUT"
+          echo "LATE_ENV=set-late" >> "$GITHUB_ENV"
+      - run: sleep 0.2
+      - run: echo "seen ${{ steps.late.outputs.value }} $LATE_ENV"
+  litter:
+    needs: quiet
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 0.2
+      - run: echo left > "$GITHUB_WORKSPACE/left-behind" && echo left > "$RUNNER_TEMP/left-behind"
+  after:
+    needs: litter
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          sleep 0.2
+          echo "workspace holds [$(ls -A "$GITHUB_WORKSPACE")] temp holds [$(ls -A "$RUNNER_TEMP")]"
+  last:
+    needs: after
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "workspace holds [$(ls -A "$GITHUB_WORKSPACE")] temp holds [$(ls -A "$RUNNER_TEMP")]"
+"#;
+    let repo = Repo::new(&[("ci.yml", wf)]);
+    let run = repo.tandem(&["run", "-j", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("seen written-late set-late"), "{}", run.stdout);
+    // With one job at a time the run keeps two slots, so `after` and `last` get the slots that
+    // `quiet` and `litter` used, one of them the littered one.
+    assert_eq!(run.stdout.matches("workspace holds [] temp holds []").count(), 2, "{}", run.stdout);
+}
+
 #[test]
 fn the_parallel_limit_is_respected() {
     let job = |name: &str| {
