@@ -94,7 +94,12 @@ async fn wait_for_text(driver: &WebDriver, what: &str, url: &str, needle: &str, 
     let deadline = Instant::now() + within;
     loop {
         driver.goto(url).await.unwrap();
-        let text = driver.find(By::Tag("main")).await.unwrap().text().await.unwrap();
+        // A live page may replace its content between finding it and reading it (a stale
+        // element): that read is retried like a page that does not show the text yet.
+        let text = match driver.find(By::Tag("main")).await {
+            Ok(main) => main.text().await.unwrap_or_else(|error| format!("(the page changed while read: {error})")),
+            Err(error) => format!("(no content yet: {error})"),
+        };
         if text.contains(needle) {
             return text;
         }
