@@ -114,7 +114,10 @@ pub fn default_data_dir() -> PathBuf {
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(run_async(root, args))
+    let result = runtime.block_on(run_async(root, args));
+    // Every task has ended; the idle threads of the blocking pool need not be woken and joined.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {

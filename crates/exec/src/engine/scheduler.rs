@@ -123,7 +123,14 @@ pub async fn run(
     // Which job each task runs, so that a task that panics fails its own job with the reason.
     let mut task_jobs: HashMap<tokio::task::Id, usize> = HashMap::new();
     loop {
-        for index in ready.drain(..) {
+        // When a job ends and makes many ready (a fan-out), the first few — as many as there are
+        // free slots — go ahead of the others: their tasks reach their processes before the rest
+        // are even spawned, instead of after every ready job was prepared.
+        let head_start = shared.slots.available_permits().max(1);
+        for (n, index) in ready.drain(..).enumerate() {
+            if n == head_start {
+                tokio::task::yield_now().await;
+            }
             let needs: BTreeMap<String, JobResult> =
                 graph.needs[index].iter().map(|&n| (graph.ids[n].clone(), results[&n].clone())).collect();
             let shared = shared.clone();
