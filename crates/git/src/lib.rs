@@ -2,9 +2,11 @@
 //! (`webhook`, pure: payload bytes and header values in, a normalized [`webhook::Change`] out),
 //! and every git command Tandem runs (`repo`: one runner with a timeout, repository facts,
 //! clean and working-tree checkouts, mirrors; `config`: a value read from a repository's own
-//! config file where starting git would cost more than the answer).
+//! config file, and `objects`: HEAD's commit read from its files, where starting git would cost
+//! more than the answer).
 
 pub mod config;
+pub mod objects;
 pub mod repo;
 pub mod webhook;
 

@@ -152,11 +152,16 @@ pub async fn ensure_mirror(source: &str, mirror: &Path, env: &[(String, String)]
 pub async fn repo_facts(root: impl AsRef<Path>, worktree: bool) -> Result<RepoFacts, GitError> {
     let root = root.as_ref();
     // Independent questions, asked at once, and as few as possible: each git call costs a
-    // process start. The commit's changed files come with its log entry; the remote's URL is
-    // read from the config file when it can be.
-    // The branch comes from the log's decorations (`HEAD -> main`; a detached HEAD has no arrow).
+    // process start. The commit's changed files come with its log entry; the commit and the
+    // remote's URL are read from the repository's files when they can be.
     let (log, remote, status) = tokio::join!(
-        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%D%x00%B%x00", "--name-only", "HEAD"]),
+        async {
+            // HEAD's commit is read from the repository's files where it can be; git reads the rest.
+            match crate::objects::head_commit(root) {
+                Some(commit) => Ok(commit),
+                None => head_commit(root).await,
+            }
+        },
         async {
             match crate::config::remote_url(root, "origin") {
                 Some(url) => url.ok_or(()),
@@ -167,25 +172,14 @@ pub async fn repo_facts(root: impl AsRef<Path>, worktree: bool) -> Result<RepoFa
             if worktree { git(root, &["status", "--porcelain", "--untracked-files=all"]).await.ok() } else { None }
         },
     );
-    let log = log.map_err(|e| GitError::NoCommit { error: Box::new(e) })?;
-    let mut parts = log.splitn(7, '\0');
-    let sha = parts.next().unwrap_or_default().to_string();
-    let before = parts.next().and_then(|p| p.split_whitespace().next()).map_or_else(|| "0".repeat(40), str::to_string);
-    let author_name = parts.next().unwrap_or_default().to_string();
-    let author_email = parts.next().unwrap_or_default().to_string();
-    let branch = parts
-        .next()
-        .unwrap_or_default()
-        .split(", ")
-        .find_map(|decoration| decoration.strip_prefix("HEAD -> "))
-        .map(str::to_string);
-    let commit_message = parts.next().unwrap_or_default().trim().to_string();
-    let changed = parts.next().unwrap_or_default();
+    let commit = log.map_err(|e| GitError::NoCommit { error: Box::new(e) })?;
+    let crate::objects::HeadCommit { sha, parents, author_name, author_email, branch, message, changed } = commit;
+    let before = parents.into_iter().next().unwrap_or_else(|| "0".repeat(40));
+    let commit_message = message.trim().to_string();
     let git_ref = branch.as_ref().map_or_else(|| sha.clone(), |b| format!("refs/heads/{b}"));
     let dir_name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
     let repository = remote.ok().and_then(|url| owner_and_name(&url)).unwrap_or_else(|| format!("local/{dir_name}"));
-    let mut changed_paths: Vec<String> =
-        changed.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let mut changed_paths = changed;
     if let Some(status) = status {
         changed_paths.extend(
             status.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()),
@@ -207,6 +201,24 @@ pub async fn repo_facts(root: impl AsRef<Path>, worktree: bool) -> Result<RepoFa
         before,
         changed_paths,
     })
+}
+
+/// HEAD's commit as git shows it (`git log -1 --name-only`), which
+/// [`crate::objects::head_commit`] reads without git where it can.
+pub async fn head_commit(root: &Path) -> Result<crate::objects::HeadCommit, GitError> {
+    let log =
+        git(root, &["log", "-1", "--format=%H%x00%P%x00%an%x00%ae%x00%D%x00%B%x00", "--name-only", "HEAD"]).await?;
+    let mut parts = log.splitn(7, '\0');
+    let mut next = || parts.next().unwrap_or_default();
+    let sha = next().to_string();
+    let parents = next().split_whitespace().map(str::to_string).collect();
+    let author_name = next().to_string();
+    let author_email = next().to_string();
+    // The branch comes from the decorations (`HEAD -> main`; a detached HEAD has no arrow).
+    let branch = next().split(", ").find_map(|decoration| decoration.strip_prefix("HEAD -> ")).map(str::to_string);
+    let message = next().to_string();
+    let changed = next().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    Ok(crate::objects::HeadCommit { sha, parents, author_name, author_email, branch, message, changed })
 }
 
 /// `owner/name` from a remote URL such as `git@host:owner/name.git` or `https://host/owner/name`.

@@ -1,6 +1,7 @@
 //! Showing a run to people: a live view of jobs and steps on a terminal, prefixed log lines
 //! otherwise, and at the end a summary table, the step summaries and where the log is.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -261,33 +262,107 @@ pub fn human(duration: Duration) -> String {
 
 /// The job / step / status / duration table.
 pub fn summary_table(report: &RunReport) -> String {
-    let mut rows: Vec<[String; 4]> = vec![["JOB".into(), "STEP".into(), "STATUS".into(), "DURATION".into()]];
+    use std::fmt::Write;
+    // Written straight into one string: a run of many short jobs ends with this table, and a
+    // string per cell cost more than the table is worth.
+    let mut rows: Vec<[Cow<'_, str>; 4]> = vec![["JOB".into(), "STEP".into(), "STATUS".into(), "DURATION".into()]];
     for job in &report.jobs {
-        rows.push([
-            job.name.clone(),
-            String::new(),
-            format!("{} {}", symbol(job.status), job.status.as_str()),
-            human(job.duration),
-        ]);
+        rows.push([job.name.as_str().into(), "".into(), status_label(job.status).into(), human(job.duration).into()]);
         for step in &job.steps {
             let status = if step.outcome == Status::Failure && step.status == Status::Success {
-                "✓ success (failed, continue-on-error)".to_string()
+                "✓ success (failed, continue-on-error)"
             } else {
-                format!("{} {}", symbol(step.status), step.status.as_str())
+                status_label(step.status)
             };
-            rows.push([String::new(), step.name.chars().take(60).collect(), status, human(step.duration)]);
+            let name = match step.name.char_indices().nth(60) {
+                Some((end, _)) => &step.name[..end],
+                None => step.name.as_str(),
+            };
+            rows.push(["".into(), name.into(), status.into(), human(step.duration).into()]);
         }
     }
     let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> =
-            row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
-        out.push_str(line.join("  ").trim_end());
+    let mut out = String::with_capacity(rows.len() * (widths.iter().sum::<usize>() + 8));
+    for row in &rows {
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            if c < 3 {
+                out.extend(std::iter::repeat_n(' ', widths[c] - cell.chars().count()));
+            }
+        }
+        out.truncate(out.trim_end_matches(' ').len());
         out.push('\n');
     }
     for job in report.jobs.iter().filter(|j| j.error.is_some()) {
-        out.push_str(&format!("error in {}: {}\n", job.name, job.error.as_deref().unwrap_or_default()));
+        let _ = writeln!(out, "error in {}: {}", job.name, job.error.as_deref().unwrap_or_default());
     }
     out
+}
+
+/// A status with its symbol, as the summary shows it.
+fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Success => "✓ success",
+        Status::Failure => "✗ failure",
+        Status::Cancelled => "⊘ cancelled",
+        Status::Skipped => "– skipped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exec::engine::{JobReport, StepReport};
+
+    #[test]
+    fn the_summary_lines_up_its_columns_and_shortens_long_step_names() {
+        let step = |name: &str, status, outcome, ms| StepReport {
+            name: name.to_string(),
+            status,
+            outcome,
+            started_at_ms: 0,
+            duration: Duration::from_millis(ms),
+        };
+        let job = |name: &str, status, error: Option<&str>, steps| JobReport {
+            id: name.to_string(),
+            name: name.to_string(),
+            status,
+            started_at_ms: 0,
+            duration: Duration::from_millis(1500),
+            steps,
+            summary: String::new(),
+            error: error.map(str::to_string),
+            outputs: Default::default(),
+        };
+        let long = "Run a step whose name goes on well past the sixty characters the table shows";
+        let report = RunReport {
+            workflow: "ci".into(),
+            status: Status::Failure,
+            duration: Duration::from_secs(3),
+            jobs: vec![
+                job("build", Status::Success, None, vec![step(long, Status::Success, Status::Failure, 20)]),
+                job(
+                    "test",
+                    Status::Failure,
+                    Some("exit code 1"),
+                    vec![step("Run cargo test", Status::Failure, Status::Failure, 900)],
+                ),
+            ],
+            artifacts: Vec::new(),
+            artifacts_dir: PathBuf::new(),
+        };
+        let shown = long.chars().take(60).collect::<String>();
+        let expected = [
+            format!("JOB    STEP{}  STATUS                                 DURATION", " ".repeat(56)),
+            format!("build  {}  ✓ success                              1.5s", " ".repeat(60)),
+            format!("       {shown}  ✓ success (failed, continue-on-error)  20ms"),
+            format!("test   {}  ✗ failure                              1.5s", " ".repeat(60)),
+            format!("       Run cargo test{}  ✗ failure                              900ms", " ".repeat(46)),
+            "error in test: exit code 1".to_string(),
+        ];
+        assert_eq!(summary_table(&report), expected.join("\n") + "\n");
+    }
 }

@@ -121,15 +121,13 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 }
 
 async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
-    // git answers in its own process, the workflows are read and checked on a thread of the
-    // blocking pool (which the renderer takes over later), and this thread makes the first run's
-    // folders, all at once. The yield lets the one-thread runtime start the git task now.
+    // HEAD's commit is read from the repository's files (or git answers, in its own process), the
+    // workflows are read and checked, and the first run's folders are made, all on this thread:
+    // nothing else runs yet, and a second thread for the workflows cost more to start and wake
+    // than it saved. The yield lets the one-thread runtime start the facts task (and git) first.
     let facts = tokio::spawn(git::repo::repo_facts(root.to_path_buf(), args.worktree));
-    let loading = tokio::task::spawn_blocking({
-        let root = root.to_path_buf();
-        move || workflows::load_all(&root)
-    });
     tokio::task::yield_now().await;
+    let loaded = workflows::load_all(root);
     let data_dir = args.data.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -137,7 +135,7 @@ async fn run_async(root: &Path, args: RunArgs) -> Result<i32> {
     // One slot more than can run at once: a job that ended hands its slot on before its folders
     // are emptied, so the next one starts in a spare.
     let mut prepared = PreparedRunDir::new(&data_dir, if args.keep { 0 } else { max_parallel + 1 })?;
-    let loaded = loading.await.context("the workflow reader failed")??;
+    let loaded = loaded?;
     let repo = facts.await.context("the git task failed")?.map_err(anyhow::Error::msg)?;
     let selected = select(&loaded, &args, &repo)?;
     let broken: Vec<&LoadedWorkflow> = selected.iter().map(|(w, _)| *w).filter(|w| w.n_errors() > 0).collect();

@@ -193,3 +193,81 @@ fn approvals_given_on_each_forge_are_reviews_and_other_reviews_are_ignored() {
     let anonymous = r#"{"action":"submitted","review":{"state":"approved"},"pull_request":{"number":7},"repository":{"full_name":"team/app"}}"#;
     assert!(webhook::parse(Forge::GitHub, "pull_request_review", anonymous.as_bytes()).is_err());
 }
+
+/// HEAD's commit read from the repository's files is what `git log` says, in every case the
+/// reader takes; in the cases it leaves to git (packed objects, a setting about first commits,
+/// a merge, a possible rename), it says so rather than guess.
+#[test]
+fn heads_commit_read_from_files_is_what_git_says_or_left_to_git() {
+    use git::objects::head_commit;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let from_git = || {
+        let mut commit = runtime.block_on(git::repo::head_commit(root)).unwrap();
+        commit.changed.sort();
+        commit
+    };
+    let from_files = || {
+        head_commit(root).map(|mut commit| {
+            commit.changed.sort();
+            commit
+        })
+    };
+    sh(
+        root,
+        "git init -q -b main . && git config user.email ann@example.com && git config user.name 'Ann Lee' \
+         && mkdir -p src/deep docs && echo 1 > a && echo 2 > src/deep/b && echo 3 > docs/c && echo 4 > gone \
+         && git add -A && git commit -qm first",
+    );
+    assert_eq!(from_files(), Some(from_git()), "a first commit shows its files");
+    sh(root, "git config log.showRoot false");
+    assert_eq!(from_files(), None, "a setting about first commits is left to git");
+    assert_eq!(from_git().changed, Vec::<String>::new());
+    sh(root, "git config --unset log.showRoot");
+    let steps: [(&str, bool); 8] = [
+        // Modified, added in a new folder, mode changed: read.
+        (
+            "echo 5 >> src/deep/b && mkdir -p new/inner && echo 6 > new/inner/d && chmod +x a \
+          && git add -A && git commit -qm 'Change things' -m 'With a body.'",
+            true,
+        ),
+        // Removed files and folders only: read.
+        ("git rm -rq docs gone && git commit -qm 'Remove docs'", true),
+        // An empty commit: no files.
+        ("git commit -q --allow-empty -m 'Nothing'", true),
+        // Added and removed at once may be a rename: git answers.
+        ("git mv a renamed && git commit -qm 'Rename'", false),
+        // A file that becomes a folder: git answers.
+        ("git rm -q renamed && mkdir renamed && echo 7 > renamed/x && git add -A && git commit -qm 'Folder'", false),
+        // Refs packed, HEAD detached: read.
+        (
+            "echo 8 >> src/deep/b && git commit -qam 'Packed refs' && git pack-refs --all && git checkout -q --detach",
+            true,
+        ),
+        // A path git would quote: git answers.
+        ("printf x > 'sp\"ace' && git add -A && git commit -qm 'Quote'", false),
+        // Objects in a pack: git answers.
+        ("git checkout -q main && echo 9 >> src/deep/b && git commit -qam 'Packed' && git gc -q", false),
+    ];
+    for (script, read) in steps {
+        sh(root, script);
+        let git = from_git();
+        match from_files() {
+            Some(files) => {
+                assert!(read, "{script}: read, though git should answer");
+                assert_eq!(files, git, "{script}");
+            }
+            None => assert!(!read, "{script}: left to git"),
+        }
+    }
+    // A merge shows no files by default; git says so.
+    sh(
+        root,
+        "git checkout -q -b side && echo 10 > side && git add side && git commit -qm side && git checkout -q main \
+         && echo 11 > other && git add other && git commit -qm other && git merge -q --no-edit side",
+    );
+    assert_eq!(from_files(), None, "a merge is left to git");
+    let facts = runtime.block_on(git::repo::repo_facts(root, false)).unwrap();
+    assert_eq!((facts.branch.as_deref(), facts.changed_paths.len()), (Some("main"), 0));
+}
