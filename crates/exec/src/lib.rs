@@ -12,6 +12,7 @@ pub mod docker;
 pub mod engine;
 pub mod paths;
 pub mod process;
+mod spawn;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -259,17 +259,23 @@ pub async fn run(
         let _ = lines.send((Stream::Stderr, "empty command line".to_string())).await;
         return (Exit::NotStarted, None);
     };
-    let mut command = Command::new(program);
-    command.args(args);
-    set_environment(&mut command, spec);
-    command
-        .current_dir(&spec.cwd)
-        .stdin(null_input())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let started = match crate::spawn::start(spec) {
+        Some(started) => started.map(Running::Direct),
+        None => {
+            let mut command = Command::new(program);
+            command.args(args);
+            set_environment(&mut command, spec);
+            command
+                .current_dir(&spec.cwd)
+                .stdin(null_input())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            command.spawn().map(Running::Tokio)
+        }
+    };
+    let mut child = match started {
         Ok(child) => child,
         Err(error) => {
             let hint = if error.kind() == std::io::ErrorKind::NotFound {
@@ -291,8 +297,9 @@ pub async fn run(
     }
     // The two readers run inside this task, beside the wait: a step's output and its exit arrive
     // on the same thread, without a task of their own to start and wake for each stream.
-    let stdout = child.stdout.take().map(|s| forward(s, Stream::Stdout, lines.clone()));
-    let stderr = child.stderr.take().map(|s| forward(s, Stream::Stderr, lines.clone()));
+    let (stdout, stderr) = child.take_output();
+    let stdout = stdout.map(|s| forward(s, Stream::Stdout, lines.clone()));
+    let stderr = stderr.map(|s| forward(s, Stream::Stderr, lines.clone()));
     let mut readers = Box::pin(async move {
         tokio::join!(
             async {
@@ -340,7 +347,42 @@ pub async fn run(
     (exit, pgid)
 }
 
-async fn terminate_group(pgid: i32, child: &mut tokio::process::Child) {
+/// A started process, by `posix_spawn` or by `Command`.
+enum Running {
+    Direct(crate::spawn::Child),
+    Tokio(tokio::process::Child),
+}
+
+type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Running {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Running::Direct(child) => Some(child.id()),
+            Running::Tokio(child) => child.id(),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Running::Direct(child) => child.wait().await,
+            Running::Tokio(child) => child.wait().await,
+        }
+    }
+
+    fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
+        match self {
+            Running::Direct(child) => {
+                (child.stdout.take().map(|s| Box::new(s) as Output), child.stderr.take().map(|s| Box::new(s) as Output))
+            }
+            Running::Tokio(child) => {
+                (child.stdout.take().map(|s| Box::new(s) as Output), child.stderr.take().map(|s| Box::new(s) as Output))
+            }
+        }
+    }
+}
+
+async fn terminate_group(pgid: i32, child: &mut Running) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
