@@ -177,8 +177,15 @@ fn start_absolute(spec: &ProcessSpec) -> io::Result<Child> {
     let invalid = |_| io::Error::new(io::ErrorKind::InvalidInput, "an argument or variable holds a NUL byte");
     let argv: Vec<CString> =
         spec.argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(invalid)?;
-    let added: Vec<CString> =
-        spec.env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>().map_err(invalid)?;
+    // Each string made at its final size: `CString::new` adds the NUL without growing it.
+    let entry = |key: &str, value: &str| {
+        let mut bytes = Vec::with_capacity(key.len() + value.len() + 2);
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(value.as_bytes());
+        CString::new(bytes)
+    };
+    let added: Vec<CString> = spec.env.iter().map(|(k, v)| entry(k, v)).collect::<Result<_, _>>().map_err(invalid)?;
     let mut envp: Vec<&std::ffi::CStr> =
         Vec::with_capacity(added.len() + if spec.inherit { own_entries().len() } else { 0 });
     if spec.inherit {
