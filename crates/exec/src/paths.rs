@@ -1,6 +1,7 @@
 //! Resolving the path patterns of `actions/cache`, `upload-artifact` and `hashFiles` on disk,
 //! rewriting small files in place, and telling whether a directory's entries changed.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Component, Path, PathBuf};
 
 use ci::filter::Pattern;
@@ -168,7 +169,28 @@ impl DirStamp {
     pub fn take(dir: &Path) -> Option<DirStamp> {
         use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::metadata(dir).ok()?;
-        let stamp = DirStamp { seconds: metadata.ctime(), nanoseconds: metadata.ctime_nsec() };
+        Self::settled(DirStamp { seconds: metadata.ctime(), nanoseconds: metadata.ctime_nsec() })
+    }
+
+    /// [`DirStamp::take`] of `name` in the open directory `parent` (`""`: `parent` itself), which
+    /// spares the file system the walk of a long path.
+    pub fn take_in(parent: BorrowedFd<'_>, name: &str) -> Option<DirStamp> {
+        Self::settled(Self::read_in(parent, name)?)
+    }
+
+    /// [`DirStamp::unchanged`] of `name` in the open directory `parent`.
+    pub fn unchanged_in(&self, parent: BorrowedFd<'_>, name: &str) -> bool {
+        Self::read_in(parent, name).is_some_and(|now| now == *self)
+    }
+
+    fn read_in(parent: BorrowedFd<'_>, name: &str) -> Option<DirStamp> {
+        use nix::fcntl::AtFlags;
+        let flags = if name.is_empty() { AtFlags::AT_EMPTY_PATH } else { AtFlags::empty() };
+        let stat = nix::sys::stat::fstatat(parent, name, flags).ok()?;
+        Some(DirStamp { seconds: stat.st_ctime, nanoseconds: stat.st_ctime_nsec })
+    }
+
+    fn settled(stamp: DirStamp) -> Option<DirStamp> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
         let then = std::time::Duration::new(u64::try_from(stamp.seconds).ok()?, u32::try_from(stamp.nanoseconds).ok()?);
         let settled = now.checked_sub(then).is_some_and(|age| age >= Self::SETTLED);
@@ -207,6 +229,27 @@ mod stamps {
         std::fs::create_dir(path.join("sub")).unwrap();
         assert!(!stamp.unchanged(path), "a new directory");
         assert!(!stamp.unchanged(&path.join("missing")), "a directory that is gone");
+    }
+
+    /// Through an open parent, a stamp is the same as through the path, for the parent itself
+    /// (`""`) and for a folder in it.
+    #[test]
+    fn a_stamp_taken_through_an_open_parent_is_the_same() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::create_dir(path.join("workspace")).unwrap();
+        let parent = std::fs::File::open(path).unwrap();
+        assert_eq!(DirStamp::take_in(parent.as_fd(), "workspace"), None, "too recent");
+        std::thread::sleep(DirStamp::SETTLED + std::time::Duration::from_millis(5));
+        for name in ["", "workspace"] {
+            let stamp = DirStamp::take_in(parent.as_fd(), name).expect("settled");
+            assert_eq!(Some(stamp), DirStamp::take(&path.join(name)));
+            assert!(stamp.unchanged_in(parent.as_fd(), name));
+            assert!(!stamp.unchanged_in(parent.as_fd(), "missing"));
+            std::fs::write(path.join(name).join(format!("new-{}", name.len())), "x").unwrap();
+            assert!(!stamp.unchanged_in(parent.as_fd(), name), "{name:?}: a new file");
+        }
     }
 }
 

@@ -51,29 +51,29 @@ pub(super) struct PostAction {
 /// creating and deleting directories for every job is the largest cost of short jobs.
 #[derive(Debug, Default)]
 pub(super) struct WorkspacePool {
-    pub(super) free: std::sync::Mutex<Vec<PathBuf>>,
+    pub(super) free: std::sync::Mutex<Vec<(PathBuf, Option<Handle>)>>,
     pub(super) n_made: std::sync::atomic::AtomicUsize,
 }
 
 impl WorkspacePool {
     /// A clean directory for one job, and whether it was used before (its folders exist then);
     /// `keep` gives each job its own, named after it, to inspect later.
-    pub(super) fn take(&self, run_dir: &Path, name: &str, keep: bool) -> (PathBuf, bool) {
+    pub(super) fn take(&self, run_dir: &Path, name: &str, keep: bool) -> (PathBuf, Option<Handle>, bool) {
         if keep {
             let slug: String =
                 name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
             let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return (run_dir.join("jobs").join(format!("{slug}-{n}")), false);
+            return (run_dir.join("jobs").join(format!("{slug}-{n}")), None, false);
         }
-        if let Some(slot) = self.free.lock().ok().and_then(|mut free| free.pop()) {
-            return (slot, true);
+        if let Some((slot, handle)) = self.free.lock().ok().and_then(|mut free| free.pop()) {
+            return (slot, handle, true);
         }
         let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (slot_dir(run_dir, n), false)
+        (slot_dir(run_dir, n), None, false)
     }
 
     /// Empties a job's directories and makes them available to the next job.
-    pub(super) fn give_back(&self, slot: PathBuf) {
+    pub(super) fn give_back(&self, slot: PathBuf, handle: Option<Handle>) {
         for dir in ["workspace", "temp"] {
             let dir = slot.join(dir);
             if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -92,8 +92,38 @@ impl WorkspacePool {
             }
         }
         if let Ok(mut free) = self.free.lock() {
-            free.push(slot);
+            free.push((slot, handle));
         }
+    }
+}
+
+/// A job slot's directory, open, so that its folders are looked at without walking the long path
+/// to them each time.
+pub(super) type Handle = Arc<std::os::fd::OwnedFd>;
+
+/// The slot directory `slot`, opened for [`DirStamp::take_in`]; `None` when it cannot be (the
+/// stamps then walk the path).
+fn open_handle(slot: &Path) -> Option<Handle> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(slot, flags, nix::sys::stat::Mode::empty()).ok().map(Arc::new)
+}
+
+/// The stamp of `name` in the slot (`""`: the slot itself), through its handle when it has one.
+pub(super) fn stamp(dirs: &LegDirs, name: &str) -> Option<DirStamp> {
+    use std::os::fd::AsFd;
+    match &dirs.handle {
+        Some(handle) => DirStamp::take_in(handle.as_fd(), name),
+        None => DirStamp::take(&dirs.files.join(name)),
+    }
+}
+
+/// Whether `name` in the slot still has the entries `stamp` saw.
+pub(super) fn unchanged(dirs: &LegDirs, name: &str, stamp: &DirStamp) -> bool {
+    use std::os::fd::AsFd;
+    match &dirs.handle {
+        Some(handle) => stamp.unchanged_in(handle.as_fd(), name),
+        None => stamp.unchanged(&dirs.files.join(name)),
     }
 }
 
@@ -119,21 +149,21 @@ pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
 /// them to the next job. Directories left empty, as by most short jobs, go back at once: a hop
 /// to another thread costs more than looking. `stamps`, taken when the job got the directories
 /// (which were empty then), spare the look when they show that nothing was added.
-async fn release(pool: &Arc<WorkspacePool>, slot: PathBuf, stamps: [Option<DirStamp>; 2]) {
+async fn release(pool: &Arc<WorkspacePool>, dirs: &LegDirs, stamps: [Option<DirStamp>; 2]) {
     let is_empty = |dir: &str, stamp: Option<DirStamp>| {
-        let dir = slot.join(dir);
-        stamp.is_some_and(|stamp| stamp.unchanged(&dir))
-            || std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+        stamp.is_some_and(|stamp| unchanged(dirs, dir, &stamp))
+            || std::fs::read_dir(dirs.files.join(dir)).is_ok_and(|mut entries| entries.next().is_none())
     };
     let [workspace, temp] = stamps;
+    let (slot, handle) = (dirs.files.clone(), dirs.handle.clone());
     if is_empty("workspace", workspace) && is_empty("temp", temp) {
         if let Ok(mut free) = pool.free.lock() {
-            free.push(slot);
+            free.push((slot, handle));
         }
         return;
     }
     let pool = pool.clone();
-    if let Err(error) = tokio::task::spawn_blocking(move || pool.give_back(slot)).await {
+    if let Err(error) = tokio::task::spawn_blocking(move || pool.give_back(slot, handle)).await {
         tracing::warn!("cannot empty a job's directory: {error}");
     }
 }
@@ -141,8 +171,11 @@ async fn release(pool: &Arc<WorkspacePool>, slot: PathBuf, stamps: [Option<DirSt
 pub(super) struct LegDirs {
     pub(super) workspace: PathBuf,
     pub(super) temp: PathBuf,
-    /// Where a step's script and its talk-back files live (not `RUNNER_TEMP`, which is the user's).
+    /// Where a step's script and its talk-back files live (not `RUNNER_TEMP`, which is the user's):
+    /// the slot, which holds the other two.
     pub(super) files: PathBuf,
+    /// The slot, open (see [`Handle`]).
+    pub(super) handle: Option<Handle>,
 }
 
 pub(super) async fn run_leg(
@@ -233,9 +266,8 @@ pub(super) async fn run_leg(
     };
     // Started means running: a job waiting for a slot or its concurrency group has not started.
     let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() }).await;
-    let (slot, reused) = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
-    let dirs = LegDirs { workspace: slot.join("workspace"), temp: slot.join("temp"), files: slot.clone() };
-    let stamps = [DirStamp::take(&dirs.workspace), DirStamp::take(&dirs.temp)];
+    let (slot, handle, reused) = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);
+    let mut dirs = LegDirs { workspace: slot.join("workspace"), temp: slot.join("temp"), files: slot, handle };
     let tool_cache = shared.config.data_dir.join("toolcache");
     // A reused slot was emptied, not removed: its folders (and the tool cache) exist.
     if !reused {
@@ -244,7 +276,11 @@ pub(super) async fn run_leg(
                 return fail(report, Status::Failure, format!("cannot create {}: {error}", dir.display())).await;
             }
         }
+        if !shared.config.keep_workspaces {
+            dirs.handle = open_handle(&dirs.files);
+        }
     }
+    let stamps = [stamp(&dirs, "workspace"), stamp(&dirs, "temp")];
     contexts.workspace = dirs.workspace.clone();
     contexts.set_github("job", Value::str(&job.id));
     contexts.set_github("workspace", Value::str(dirs.workspace.to_string_lossy()));
@@ -307,7 +343,7 @@ pub(super) async fn run_leg(
             }
             Err(error) => {
                 if !shared.config.keep_workspaces {
-                    release(&shared.workspaces, slot, stamps).await;
+                    release(&shared.workspaces, &dirs, stamps).await;
                 }
                 return fail(report, Status::Failure, error).await;
             }
@@ -525,7 +561,7 @@ pub(super) async fn run_leg(
     drop(permit);
     tokio::task::yield_now().await;
     if !shared.config.keep_workspaces {
-        release(&shared.workspaces, slot, stamps).await;
+        release(&shared.workspaces, &dirs, stamps).await;
     }
     let timed_out = timeout_source.token().is_cancelled() && !cancel.is_cancelled();
     report.status = if timed_out {
