@@ -77,9 +77,14 @@ impl Drop for Child {
         }
         let _ = kill(self.pid, Signal::SIGKILL);
         let pid = self.pid;
-        std::thread::spawn(move || {
+        // Reaped on a thread of its own: a process in the middle of dying may take a moment, and a
+        // drop must not wait. Without a thread, the process stays a zombie until Tandem exits.
+        let reaper = std::thread::Builder::new().name("reaper".into()).spawn(move || {
             let _ = nix::sys::wait::waitpid(pid, None);
         });
+        if let Err(error) = reaper {
+            tracing::warn!("process {pid} was killed but cannot be reaped: {error}");
+        }
     }
 }
 
