@@ -162,8 +162,9 @@ pub struct DirStamp {
 }
 
 impl DirStamp {
-    /// How old a change time must be to tell apart from a change that follows it.
-    pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(50);
+    /// How old a change time must be to tell apart from a change that follows it: twice the
+    /// longest tick (10 ms, at 100 Hz; 4 ms at the usual 250 Hz).
+    pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(20);
 
     /// The stamp of `dir`, or `None` when it cannot be read or cannot be trusted (see above).
     pub fn take(dir: &Path) -> Option<DirStamp> {

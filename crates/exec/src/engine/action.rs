@@ -13,6 +13,7 @@ use spec::workflow::{Action, ActionRef, Condition, Job, Runs, Step, StepAction, 
 
 use super::contexts::*;
 use super::leg::*;
+use super::slots::*;
 use super::step::*;
 use super::*;
 use crate::Cancel;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use spec::workflow::BuiltinAction;
 
 use super::leg::*;
+use super::slots::*;
 use super::*;
 
 pub(super) type BuiltinResult = Result<(Status, BTreeMap<String, String>, Option<PostAction>), String>;

@@ -2,7 +2,7 @@
 //! containers, steps in order, post actions and outputs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,11 +10,11 @@ use spec::expr::{self, Value};
 use spec::workflow::{Job, Step, StepAction};
 
 use super::contexts::*;
+use super::slots::*;
 use super::step::*;
 use super::*;
 use crate::cache::Saved;
 use crate::commands::{self};
-use crate::paths::DirStamp;
 use crate::process::Stream;
 use crate::{Cancel, Executor};
 
@@ -47,148 +47,16 @@ pub(super) struct PostAction {
     pub(super) version: String,
 }
 
-/// Job directories, reused from one job to the next as a runner reuses its work folder:
-/// creating and deleting directories for every job is the largest cost of short jobs.
-#[derive(Debug, Default)]
-pub(super) struct WorkspacePool {
-    pub(super) free: std::sync::Mutex<Vec<(PathBuf, Option<Handle>)>>,
-    pub(super) n_made: std::sync::atomic::AtomicUsize,
-}
-
-impl WorkspacePool {
-    /// A clean directory for one job, and whether it was used before (its folders exist then);
-    /// `keep` gives each job its own, named after it, to inspect later.
-    pub(super) fn take(&self, run_dir: &Path, name: &str, keep: bool) -> (PathBuf, Option<Handle>, bool) {
-        if keep {
-            let slug: String =
-                name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-            let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return (run_dir.join("jobs").join(format!("{slug}-{n}")), None, false);
-        }
-        if let Some((slot, handle)) = self.free.lock().ok().and_then(|mut free| free.pop()) {
-            return (slot, handle, true);
-        }
-        let n = self.n_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (slot_dir(run_dir, n), None, false)
-    }
-
-    /// Empties a job's directories and makes them available to the next job.
-    pub(super) fn give_back(&self, slot: PathBuf, handle: Option<Handle>) {
-        for dir in ["workspace", "temp"] {
-            let dir = slot.join(dir);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                    if removed.is_err() {
-                        // Something the job left cannot be removed; do not hand it to another job.
-                        return;
-                    }
-                }
-            }
-        }
-        if let Ok(mut free) = self.free.lock() {
-            free.push((slot, handle));
-        }
-    }
-}
-
-/// A job slot's directory, open, so that its folders are looked at without walking the long path
-/// to them each time.
-pub(super) type Handle = Arc<std::os::fd::OwnedFd>;
-
-/// The slot directory `slot`, opened for [`DirStamp::take_in`]; `None` when it cannot be (the
-/// stamps then walk the path).
-fn open_handle(slot: &Path) -> Option<Handle> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    nix::fcntl::open(slot, flags, nix::sys::stat::Mode::empty()).ok().map(Arc::new)
-}
-
-/// The stamp of `name` in the slot (`""`: the slot itself), through its handle when it has one.
-pub(super) fn stamp(dirs: &LegDirs, name: &str) -> Option<DirStamp> {
-    use std::os::fd::AsFd;
-    match &dirs.handle {
-        Some(handle) => DirStamp::take_in(handle.as_fd(), name),
-        None => DirStamp::take(&dirs.files.join(name)),
-    }
-}
-
-/// Whether `name` in the slot still has the entries `stamp` saw.
-pub(super) fn unchanged(dirs: &LegDirs, name: &str, stamp: &DirStamp) -> bool {
-    use std::os::fd::AsFd;
-    match &dirs.handle {
-        Some(handle) => stamp.unchanged_in(handle.as_fd(), name),
-        None => stamp.unchanged(&dirs.files.join(name)),
-    }
-}
-
-/// Where the `n`th job slot of a run lives.
-fn slot_dir(run_dir: &Path, n: usize) -> PathBuf {
-    run_dir.join("slots").join(n.to_string())
-}
-
-/// Makes the folders of the first `n` job slots under `run_dir` ahead of the run. A caller that
-/// has to wait anyway (for git, say) spares the first jobs these directory creations, which cost
-/// an ext4 file system more than a short job's process; the jobs find them made.
-pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
-    for n in 0..n {
-        let slot = slot_dir(run_dir, n);
-        for dir in ["workspace", "temp"] {
-            std::fs::create_dir_all(slot.join(dir))?;
-        }
-    }
-    Ok(())
-}
-
-/// Empties a job's directories off the async threads (a workspace may hold gigabytes) and hands
-/// them to the next job. Directories left empty, as by most short jobs, go back at once: a hop
-/// to another thread costs more than looking. `stamps`, taken when the job got the directories
-/// (which were empty then), spare the look when they show that nothing was added.
-async fn release(pool: &Arc<WorkspacePool>, dirs: &LegDirs, stamps: [Option<DirStamp>; 2]) {
-    let is_empty = |dir: &str, stamp: Option<DirStamp>| {
-        stamp.is_some_and(|stamp| unchanged(dirs, dir, &stamp))
-            || std::fs::read_dir(dirs.files.join(dir)).is_ok_and(|mut entries| entries.next().is_none())
-    };
-    let [workspace, temp] = stamps;
-    let (slot, handle) = (dirs.files.clone(), dirs.handle.clone());
-    if is_empty("workspace", workspace) && is_empty("temp", temp) {
-        if let Ok(mut free) = pool.free.lock() {
-            free.push((slot, handle));
-        }
-        return;
-    }
-    let pool = pool.clone();
-    if let Err(error) = tokio::task::spawn_blocking(move || pool.give_back(slot, handle)).await {
-        tracing::warn!("cannot empty a job's directory: {error}");
-    }
-}
-
-pub(super) struct LegDirs {
-    pub(super) workspace: PathBuf,
-    pub(super) temp: PathBuf,
-    /// Where a step's script and its talk-back files live (not `RUNNER_TEMP`, which is the user's):
-    /// the slot, which holds the other two.
-    pub(super) files: PathBuf,
-    /// The slot, open (see [`Handle`]).
-    pub(super) handle: Option<Handle>,
-}
-
 pub(super) async fn run_leg(
     shared: &Arc<Shared>,
     job: &Job,
     name: String,
-    mut contexts: Contexts,
+    contexts: Contexts,
     cancel: Cancel,
 ) -> JobReport {
     let started = Instant::now();
-    let request = &shared.request;
     let step_names: Vec<String> = job.steps.iter().enumerate().map(|(i, s)| step_name(s, i, &contexts)).collect();
-    let mut report = JobReport {
+    let report = JobReport {
         id: job.id.clone(),
         name: name.clone(),
         status: Status::Success,
@@ -199,21 +67,8 @@ pub(super) async fn run_leg(
         error: None,
         outputs: BTreeMap::new(),
     };
-    let fail = async |mut report: JobReport, status: Status, error: String| {
-        report.status = status;
-        report.error = Some(error.clone());
-        report.duration = started.elapsed();
-        let _ = shared
-            .events
-            .send(RunEvent::JobFinished {
-                job: report.name.clone(),
-                status,
-                duration: report.duration,
-                error: Some(error),
-            })
-            .await;
-        report
-    };
+    let fail =
+        async |report: JobReport, status: Status, error: String| fail_leg(shared, started, report, status, error).await;
     if let Err(error) = check_executor(job, &contexts) {
         return fail(report, Status::Failure, error).await;
     }
@@ -264,6 +119,55 @@ pub(super) async fn run_leg(
         }
         None => None,
     };
+    // What follows holds the slot. Its large state is made only now, in a box: the legs that
+    // wait for a slot stay small (a fan-out of a hundred jobs does not touch a hundred of them),
+    // and the box that the job before freed is used again.
+    let held = Held { permit, group_lock, group_source, report, started, step_names };
+    Box::pin(run_held(shared, job, name, contexts, cancel, held)).await
+}
+
+/// What a leg holds once it has a slot, and what it brings from before.
+struct Held {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    group_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Kept while the leg runs: the source of the token that `cancel-in-progress` cancels.
+    group_source: crate::CancelSource,
+    report: JobReport,
+    started: Instant,
+    step_names: Vec<String>,
+}
+
+/// Ends a leg that did not run its steps: `status`, with `error`, reported as the job's end.
+async fn fail_leg(
+    shared: &Shared,
+    started: Instant,
+    mut report: JobReport,
+    status: Status,
+    error: String,
+) -> JobReport {
+    report.status = status;
+    report.error = Some(error.clone());
+    report.duration = started.elapsed();
+    let _ = shared
+        .events
+        .send(RunEvent::JobFinished { job: report.name.clone(), status, duration: report.duration, error: Some(error) })
+        .await;
+    report
+}
+
+/// The leg from its start to its end, holding its slot (and its concurrency group).
+async fn run_held(
+    shared: &Arc<Shared>,
+    job: &Job,
+    name: String,
+    mut contexts: Contexts,
+    cancel: Cancel,
+    held: Held,
+) -> JobReport {
+    let Held { permit, group_lock, group_source: _group_source, mut report, started, step_names } = held;
+    let request = &shared.request;
+    let fail =
+        async |report: JobReport, status: Status, error: String| fail_leg(shared, started, report, status, error).await;
     // Started means running: a job waiting for a slot or its concurrency group has not started.
     let _ = shared.events.send(RunEvent::JobStarted { job: name.clone(), steps: step_names.clone() }).await;
     let (slot, handle, reused) = shared.workspaces.take(&request.run_dir, &name, shared.config.keep_workspaces);

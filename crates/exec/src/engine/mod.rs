@@ -17,7 +17,7 @@ use crate::artifacts::ArtifactStore;
 use crate::cache::CacheStore;
 use crate::process::{ProcessGroups, Stream};
 use git::repo::RepoFacts;
-use leg::WorkspacePool;
+use slots::WorkspacePool;
 
 mod action;
 mod builtin;
@@ -25,10 +25,11 @@ mod call;
 mod contexts;
 mod leg;
 mod scheduler;
+mod slots;
 mod step;
 
-pub use leg::prepare_slots;
 pub use scheduler::run;
+pub use slots::prepare_slots;
 
 /// The run's workflow-level `concurrency`: its group and whether a newer run of the group cancels
 /// the one in progress — evaluated with the `github`, `inputs` and `vars` contexts, as GitHub

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::contexts::*;
 use super::leg::*;
+use super::slots::*;
 use super::*;
 use crate::commands::{self, WorkflowCommand};
 use crate::process::{Exit, ProcessSpec, Stream};
@@ -173,7 +174,7 @@ pub(super) async fn run_script(
     // script step starts (appending to a file already there would not touch the folder): each is
     // removed once read, and a step is never abandoned midway (a cancelled step's process is
     // stopped and what it wrote is read as usual).
-    let talk_back = super::leg::stamp(dirs, "");
+    let talk_back = super::slots::stamp(dirs, "");
 
     // On this machine a step inherits Tandem's environment; in a container, the image's.
     let in_container = (state.container_shell.is_some() && !on_host) || image_step.is_some();
@@ -299,7 +300,7 @@ pub(super) async fn run_script(
 
     // What the step wrote back. Each file is removed once read, so that the next step of the same
     // index (inside a composite action) starts with fresh files; most steps write none.
-    let wrote_none = talk_back.is_some_and(|stamp| super::leg::unchanged(dirs, "", &stamp));
+    let wrote_none = talk_back.is_some_and(|stamp| super::slots::unchanged(dirs, "", &stamp));
     let read = |path: &Path| {
         if wrote_none {
             return String::new();
