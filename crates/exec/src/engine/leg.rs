@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use spec::expr::{self, Value};
 use spec::workflow::{Job, Step, StepAction};
@@ -122,7 +124,7 @@ pub(super) async fn run_leg(
     // What follows holds the slot. Its large state is made only now, in a box: the legs that
     // wait for a slot stay small (a fan-out of a hundred jobs does not touch a hundred of them),
     // and the box that the job before freed is used again.
-    let held = Held { permit, group_lock, group_source, report, started, step_names };
+    let held = Held { permit, group_lock, group_source, report, step_names };
     Box::pin(run_held(shared, job, name, contexts, cancel, held)).await
 }
 
@@ -133,7 +135,6 @@ struct Held {
     /// Kept while the leg runs: the source of the token that `cancel-in-progress` cancels.
     group_source: crate::CancelSource,
     report: JobReport,
-    started: Instant,
     step_names: Vec<String>,
 }
 
@@ -164,7 +165,10 @@ async fn run_held(
     cancel: Cancel,
     held: Held,
 ) -> JobReport {
-    let Held { permit, group_lock, group_source: _group_source, mut report, started, step_names } = held;
+    let Held { permit, group_lock, group_source: _group_source, mut report, step_names } = held;
+    // The job starts now, with its slot: its time, and its `timeout-minutes`, do not count the wait.
+    let started = Instant::now();
+    report.started_at_ms = unix_ms();
     let request = &shared.request;
     let fail =
         async |report: JobReport, status: Status, error: String| fail_leg(shared, started, report, status, error).await;
@@ -276,7 +280,7 @@ async fn run_held(
     let timer = tokio::spawn({
         let source = timeout_source.clone();
         async move {
-            tokio::time::sleep_until(deadline.into()).await;
+            tokio::time::sleep_until(deadline).await;
             source.cancel();
         }
     });

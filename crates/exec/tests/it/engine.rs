@@ -1,7 +1,8 @@
 //! The scheduler, driven through a fake executor: no processes, no sockets, no sleeps. The fake
 //! reads each step's script and acts it out: `exit N`, `echo TEXT`, `output K=V`, `block NAME`
 //! (until the test releases NAME or the step is cancelled), `yield` (a step that takes a few turns
-//! of the runtime), `lines N` and `panic`.
+//! of the runtime), `sleep SECONDS` (on tokio's clock, which a test may pause), `lines N` and
+//! `panic`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -67,6 +68,13 @@ impl Fake {
                         () = cancel.cancelled() => return Exit::Cancelled,
                     }
                 },
+                "sleep" => {
+                    let mut cancel = cancel.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(arg.parse().unwrap())) => {}
+                        () = cancel.cancelled() => return Exit::Cancelled,
+                    }
+                }
                 "yield" => {
                     for _ in 0..50 {
                         tokio::task::yield_now().await;
@@ -245,6 +253,40 @@ jobs:
     assert_eq!(report.status, Status::Success);
     assert_eq!(started.len(), 6);
     assert_eq!(fake.most_running.load(Ordering::SeqCst), 2, "two slots: two legs at once, never more");
+}
+
+/// `timeout-minutes` counts from the job's start, when it gets a slot, as on GitHub (from when a
+/// runner picks the job up), not from when its needs were met: a job that waited longer than its
+/// timeout for a slot still runs. The clock is tokio's, paused: no real time passes.
+#[tokio::test(start_paused = true)]
+async fn a_job_timeout_counts_from_its_start_not_from_its_wait_for_a_slot() {
+    let wf = "on: push
+jobs:
+  first:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 20
+  second:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.1
+    steps:
+      - run: sleep 1
+  third:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.1
+    steps:
+      - run: sleep 10
+";
+    let (report, started, lines) = start(wf, 1, 1).finish().await;
+    assert_eq!(started, ["first: sleep 20", "second: sleep 1", "third: sleep 10"], "one slot: each job waits for it");
+    let jobs = statuses(&report);
+    assert_eq!(jobs["second"], Status::Success, "a 6 s timeout, and 20 s spent waiting: {lines:?}");
+    let second = report.jobs.iter().find(|j| j.name == "second").unwrap();
+    assert!(second.duration < Duration::from_secs(6), "its duration is its run, not its wait: {:?}", second.duration);
+    // A job that runs longer than its timeout still ends there.
+    let third = report.jobs.iter().find(|j| j.name == "third").unwrap();
+    assert_eq!(third.status, Status::Failure, "{lines:?}");
+    assert!(third.error.as_deref().is_some_and(|e| e.contains("exceeded its timeout")), "{:?}", third.error);
 }
 
 #[tokio::test]
