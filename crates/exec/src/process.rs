@@ -42,8 +42,42 @@ pub struct ProcessSpec {
     /// Whether the process starts from Tandem's own environment. Only a process on this machine
     /// can: an executor that runs elsewhere (a container) gives it `env` alone.
     pub inherit: bool,
+    /// Variables every step of a run gets, made once for the run; `env` has the last word.
+    pub base: Arc<BaseEnvironment>,
     pub cwd: PathBuf,
     pub timeout: Option<Duration>,
+}
+
+impl ProcessSpec {
+    /// Every variable the spec names: those of `base` that `env` does not override, then `env`.
+    pub fn vars(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.base.vars.iter().filter(|(key, _)| !self.env.contains_key(*key)).chain(&self.env)
+    }
+}
+
+/// Variables shared by every step of a run (`GITHUB_SHA`, `RUNNER_OS`…), each also as the
+/// `NAME=value` string a process is given: made once, where each step made its own copies.
+#[derive(Debug, Default)]
+pub struct BaseEnvironment {
+    vars: BTreeMap<String, String>,
+    /// `NAME=value` for each of `vars`, in its order; `None` where a NUL byte makes that impossible.
+    entries: Vec<Option<std::ffi::CString>>,
+}
+
+impl BaseEnvironment {
+    pub fn new(vars: BTreeMap<String, String>) -> BaseEnvironment {
+        let entries = vars.iter().map(|(key, value)| std::ffi::CString::new(format!("{key}={value}")).ok()).collect();
+        BaseEnvironment { vars, entries }
+    }
+
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+
+    /// Each variable with its `NAME=value` string (`None`: it holds a NUL byte).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&String, Option<&std::ffi::CStr>)> {
+        self.vars.keys().zip(self.entries.iter().map(Option::as_deref))
+    }
 }
 
 /// How a process ended.
@@ -225,10 +259,10 @@ fn set_environment(command: &mut Command, spec: &ProcessSpec) {
     let own = own_environment();
     if !spec.inherit {
         command.env_clear();
-        command.envs(&spec.env);
+        command.envs(spec.vars());
         return;
     }
-    for (key, value) in &spec.env {
+    for (key, value) in spec.vars() {
         if own.vars.get(key) != Some(value) {
             command.env(key, value);
         }

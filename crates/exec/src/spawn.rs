@@ -178,25 +178,43 @@ pub fn start(spec: &ProcessSpec) -> Option<io::Result<Child>> {
     Some(start_absolute(spec))
 }
 
+/// The error for an argument or a variable that holds a NUL byte, which no process can be given.
+fn nul_inside() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "an argument or variable holds a NUL byte")
+}
+
 fn start_absolute(spec: &ProcessSpec) -> io::Result<Child> {
-    let invalid = |_| io::Error::new(io::ErrorKind::InvalidInput, "an argument or variable holds a NUL byte");
     let argv: Vec<CString> =
-        spec.argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(invalid)?;
-    // Each string made at its final size: `CString::new` adds the NUL without growing it.
-    let entry = |key: &str, value: &str| {
-        let mut bytes = Vec::with_capacity(key.len() + value.len() + 2);
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.push(b'=');
-        bytes.extend_from_slice(value.as_bytes());
-        CString::new(bytes)
-    };
-    let added: Vec<CString> = spec.env.iter().map(|(k, v)| entry(k, v)).collect::<Result<_, _>>().map_err(invalid)?;
-    let mut envp: Vec<&std::ffi::CStr> =
-        Vec::with_capacity(added.len() + if spec.inherit { own_entries().len() } else { 0 });
-    if spec.inherit {
-        envp.extend(own_entries().iter().filter(|(key, _)| !spec.env.contains_key(key)).map(|(_, kv)| kv.as_c_str()));
+        spec.argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(|_| nul_inside())?;
+    // The step's variables as `NAME=value` strings laid end to end in one buffer, each ended by
+    // its NUL: one allocation for all of them, where a string each cost a step dozens.
+    let size: usize = spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut added: Vec<u8> = Vec::with_capacity(size);
+    for (key, value) in &spec.env {
+        added.extend_from_slice(key.as_bytes());
+        added.push(b'=');
+        added.extend_from_slice(value.as_bytes());
+        added.push(0);
     }
-    envp.extend(added.iter().map(|kv| kv.as_c_str()));
+    let base = &spec.base;
+    let mut envp: Vec<&std::ffi::CStr> =
+        Vec::with_capacity(spec.env.len() + base.vars().len() + if spec.inherit { own_entries().len() } else { 0 });
+    let ours = |key: &String| spec.env.contains_key(key) || base.vars().contains_key(key);
+    if spec.inherit {
+        envp.extend(own_entries().iter().filter(|(key, _)| !ours(key)).map(|(_, kv)| kv.as_c_str()));
+    }
+    for (key, entry) in base.entries() {
+        if !spec.env.contains_key(key) {
+            envp.push(entry.ok_or_else(nul_inside)?);
+        }
+    }
+    // Each entry is a string that ends at its own NUL; a NUL inside a name or a value is refused.
+    let mut rest = added.as_slice();
+    for (key, value) in &spec.env {
+        let (entry, after) = rest.split_at_checked(key.len() + value.len() + 2).ok_or_else(nul_inside)?;
+        envp.push(std::ffi::CStr::from_bytes_with_nul(entry).map_err(|_| nul_inside())?);
+        rest = after;
+    }
 
     let null = null_input()?;
     let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -246,6 +264,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             inherit,
+            base: Default::default(),
             cwd: cwd.to_path_buf(),
             timeout: None,
         }
@@ -262,12 +281,20 @@ mod tests {
     async fn a_process_starts_in_its_folder_with_its_variables_and_the_caller_stays_where_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let before = std::env::current_dir().unwrap();
-        let script = "pwd; echo \"$ADDED|$HOME|$PATH\"; echo oops >&2; read line || echo no-input; exit 3";
-        let mut child =
-            start(&spec(script, dir.path(), &[("ADDED", "yes"), ("HOME", "/elsewhere")], true)).unwrap().unwrap();
+        let script =
+            "pwd; echo \"$ADDED|$HOME|$PATH|$FROM_BASE|$LANG\"; echo oops >&2; read line || echo no-input; exit 3";
+        let mut with_base = spec(script, dir.path(), &[("ADDED", "yes"), ("HOME", "/elsewhere")], true);
+        // The run's base variables come over Tandem's own and under the step's.
+        let base = [("FROM_BASE", "b"), ("ADDED", "the step's wins"), ("LANG", "base-lang")];
+        with_base.base = std::sync::Arc::new(crate::process::BaseEnvironment::new(
+            base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ));
+        let mut child = start(&with_base).unwrap().unwrap();
         let (out, err, status) = output(&mut child).await;
         let path = own_environment().vars.get("PATH").cloned().unwrap_or_default();
-        assert_eq!(out, format!("{}\nyes|/elsewhere|{path}\nno-input\n", dir.path().canonicalize().unwrap().display()));
+        let expected =
+            format!("{}\nyes|/elsewhere|{path}|b|base-lang\nno-input\n", dir.path().canonicalize().unwrap().display());
+        assert_eq!(out, expected);
         assert_eq!((err.as_str(), status.code()), ("oops\n", Some(3)));
         // The calling thread is back where it was, and so is every other thread.
         assert_eq!(std::env::current_dir().unwrap(), before);
@@ -302,6 +329,11 @@ mod tests {
         assert_eq!(start(&no_program).unwrap().err().unwrap().kind(), io::ErrorKind::NotFound);
         no_program.argv = vec!["sh".into()];
         assert!(start(&no_program).is_none());
+        // A NUL byte cannot be handed to a process, in a variable's value or in its name.
+        for env in [[("GOOD", "1"), ("BAD", "a\0b")], [("GOOD", "1"), ("B\0AD", "x")]] {
+            let error = start(&spec("true", dir.path(), &env, false)).unwrap().err().unwrap();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{env:?}");
+        }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ impl ContainerExecutor {
     ) -> Exit {
         let config = ExecConfig {
             cmd: Some(spec.argv.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(spec.vars().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -229,7 +229,7 @@ impl ImageStep {
             image: Some(self.image.clone()),
             cmd: if spec.argv.is_empty() { None } else { Some(spec.argv.clone()) },
             entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(spec.vars().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
             labels: Some(labels(0, "step")),
             host_config: Some(HostConfig {

@@ -277,13 +277,16 @@ struct Shared {
     artifacts: ArtifactStore,
     cache: Option<CacheStore>,
     github: Arc<Value>,
+    /// The variables every step of the run gets (see [`step::base_environment`]).
+    base_env: Arc<crate::process::BaseEnvironment>,
     /// Where remote actions come from, read on first use: a run without remote actions spares
     /// the git call that reads the repository's own sources.
     action_sources: tokio::sync::OnceCell<crate::actions::ActionSources>,
     /// Every form of the run's secrets and tokens, built once; each job adds its own masks.
     masks: crate::commands::Masker,
-    /// The Actions cache service, when the run has actions that may call it.
-    cache_service: Option<crate::cache_service::CacheService>,
+    /// The Actions cache service, when the run has actions that may call it: held for the run,
+    /// as it stops when dropped (steps find its address in `base_env`).
+    _cache_service: Option<crate::cache_service::CacheService>,
     /// Reusable workflows called so far, naming their scratch directories.
     n_calls: std::sync::atomic::AtomicUsize,
     /// Remote actions fetched in this run, by `owner/repo@ref`: each is resolved once per run.

@@ -83,9 +83,11 @@ pub async fn run(
             .flat_map(|s| crate::commands::secret_forms(s))
             .collect::<Vec<_>>(),
     );
+    let base_env = Arc::new(super::step::base_environment(&request, &config, &github, cache_service.as_ref()));
     let shared = Arc::new(Shared {
+        base_env,
         masks,
-        cache_service,
+        _cache_service: cache_service,
         n_calls: std::sync::atomic::AtomicUsize::new(0),
         action_sources: tokio::sync::OnceCell::new(),
         fetched: std::sync::Mutex::default(),
@@ -275,7 +277,8 @@ pub(super) async fn run_job(
     if let Some(environment) = &environment {
         if let Some(gate) = &request.environment_gate {
             let mut cancel = cancel.clone();
-            if let Err((status, error)) = wait_at_gate(shared, gate, &display, &job.id, environment, &mut cancel).await
+            if let Err((status, error)) =
+                Box::pin(wait_at_gate(shared, gate, &display, &job.id, environment, &mut cancel)).await
             {
                 return finish(status, error).await;
             }
@@ -314,7 +317,9 @@ pub(super) async fn run_job(
     let mut set = JoinSet::new();
     if n_legs == 1 {
         let combination = legs.into_iter().next().unwrap_or_default();
-        inline = Some(run_matrix_leg(shared.clone(), job, 0, combination, contexts, &plan).await);
+        // Boxed: inline, the job's future reserved room for the leg's beside its own state (8 KB
+        // where the two boxes hold 5 KB), and a fan-out of a hundred jobs waits with a hundred.
+        inline = Some(Box::pin(run_matrix_leg(shared.clone(), job, 0, combination, contexts, &plan)).await);
     } else {
         for (index, combination) in legs.into_iter().enumerate() {
             let (shared, job, contexts) = (shared.clone(), job.clone(), contexts.clone());
@@ -424,7 +429,10 @@ async fn run_matrix_leg(
         None => false,
     };
     if job.call.is_some() {
-        let (report, inner) = super::call::run_call(&shared, job, name.clone(), contexts, job_cancel.clone()).await;
+        // Boxed, as a called workflow's state is large: every leg that waits for a slot would
+        // otherwise hold room for one.
+        let called = Box::pin(super::call::run_call(&shared, job, name.clone(), contexts, job_cancel.clone()));
+        let (report, inner) = called.await;
         return (index, report, tolerated, inner);
     }
     let report = run_leg(&shared, job, name.clone(), contexts, job_cancel.clone()).await;

@@ -170,7 +170,6 @@ pub(super) async fn run_script(
             std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         }
     }
-    let event_path = request.run_dir.join("event.json");
     // Whether the step wrote any of them shows in its folder's change time (one `stat`, where
     // looking for each file takes five opens). That holds because none of them exists when a
     // script step starts (appending to a file already there would not touch the folder): each is
@@ -183,54 +182,21 @@ pub(super) async fn run_script(
     // On this machine, `env` holds what the step adds to Tandem's own environment.
     let inherit = !in_container;
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let github = &shared.github;
-    let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
+    // What is the same for every step of the run is in the run's base environment.
     let fixed = [
-        ("CI", "true".to_string()),
-        ("TANDEM", "true".to_string()),
-        ("GITHUB_ACTIONS", "true".to_string()),
         ("GITHUB_WORKSPACE", dirs.workspace.to_string_lossy().into_owned()),
-        ("GITHUB_SHA", g("sha")),
-        ("GITHUB_REF", g("ref")),
-        ("GITHUB_REF_NAME", g("ref_name")),
-        ("GITHUB_REF_TYPE", g("ref_type")),
-        ("GITHUB_HEAD_REF", g("head_ref")),
-        ("GITHUB_BASE_REF", g("base_ref")),
-        ("GITHUB_REPOSITORY", g("repository")),
-        ("GITHUB_REPOSITORY_OWNER", g("repository_owner")),
-        ("GITHUB_RUN_ID", g("run_id")),
-        ("GITHUB_RUN_NUMBER", g("run_number")),
-        ("GITHUB_RUN_ATTEMPT", g("run_attempt")),
         ("GITHUB_JOB", state.job_id.clone()),
-        ("GITHUB_WORKFLOW", g("workflow")),
-        ("GITHUB_WORKFLOW_REF", g("workflow_ref")),
-        ("GITHUB_EVENT_NAME", g("event_name")),
-        ("GITHUB_EVENT_PATH", event_path.to_string_lossy().into_owned()),
-        ("GITHUB_ACTOR", g("actor")),
         ("GITHUB_ACTION", step.id.clone().unwrap_or_else(|| format!("__run_{index}"))),
         ("GITHUB_OUTPUT", output_file.to_string_lossy().into_owned()),
         ("GITHUB_ENV", env_file.to_string_lossy().into_owned()),
         ("GITHUB_PATH", path_file.to_string_lossy().into_owned()),
         ("GITHUB_STEP_SUMMARY", summary_file.to_string_lossy().into_owned()),
         ("GITHUB_STATE", state_file.to_string_lossy().into_owned()),
-        ("RUNNER_OS", "Linux".to_string()),
-        ("RUNNER_ARCH", if cfg!(target_arch = "aarch64") { "ARM64".to_string() } else { "X64".to_string() }),
-        ("RUNNER_NAME", "tandem-local".to_string()),
-        ("RUNNER_ENVIRONMENT", "self-hosted".to_string()),
         ("RUNNER_TEMP", dirs.temp.to_string_lossy().into_owned()),
-        ("RUNNER_TOOL_CACHE", shared.config.data_dir.join("toolcache").to_string_lossy().into_owned()),
         ("RUNNER_WORKSPACE", dirs.workspace.parent().unwrap_or(&dirs.workspace).to_string_lossy().into_owned()),
     ];
     for (key, value) in fixed {
         env.insert(key.to_string(), value);
-    }
-    if step_debug(request) {
-        env.insert("RUNNER_DEBUG".into(), "1".into());
-    }
-    if let Some(service) = &shared.cache_service {
-        env.insert("ACTIONS_CACHE_URL".into(), service.url.clone());
-        env.insert("ACTIONS_RESULTS_URL".into(), service.url.clone());
-        env.insert("ACTIONS_RUNTIME_TOKEN".into(), service.token.clone());
     }
     env.extend(step_env);
     if !state.path_prepend.is_empty() {
@@ -246,7 +212,8 @@ pub(super) async fn run_script(
         env.insert("PATH".to_string(), parts.join(":"));
     }
 
-    let spec = ProcessSpec { argv, env, inherit, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
+    let base = shared.base_env.clone();
+    let spec = ProcessSpec { argv, env, inherit, base, cwd: cwd.to_path_buf(), timeout: Some(timeout) };
     let (tx, mut rx) = mpsc::channel(crate::process::LINE_BUFFER);
     let executor: Arc<dyn Executor> = match image_step {
         Some(step) => Arc::new(step),
@@ -398,6 +365,55 @@ pub(super) async fn run_script(
         Exit::NotStarted => Status::Failure,
     };
     Ok((status, step_outputs))
+}
+
+/// The variables every step of a run gets, whatever its job: the run's facts from the `github`
+/// context, the runner's, and the cache service's address when it runs.
+pub(super) fn base_environment(
+    request: &RunRequest,
+    config: &EngineConfig,
+    github: &Value,
+    cache_service: Option<&crate::cache_service::CacheService>,
+) -> crate::process::BaseEnvironment {
+    let g = |key: &str| github.get(key).map(Value::to_text).unwrap_or_default();
+    let mut vars: BTreeMap<String, String> = [
+        ("CI", "true".to_string()),
+        ("TANDEM", "true".to_string()),
+        ("GITHUB_ACTIONS", "true".to_string()),
+        ("GITHUB_SHA", g("sha")),
+        ("GITHUB_REF", g("ref")),
+        ("GITHUB_REF_NAME", g("ref_name")),
+        ("GITHUB_REF_TYPE", g("ref_type")),
+        ("GITHUB_HEAD_REF", g("head_ref")),
+        ("GITHUB_BASE_REF", g("base_ref")),
+        ("GITHUB_REPOSITORY", g("repository")),
+        ("GITHUB_REPOSITORY_OWNER", g("repository_owner")),
+        ("GITHUB_RUN_ID", g("run_id")),
+        ("GITHUB_RUN_NUMBER", g("run_number")),
+        ("GITHUB_RUN_ATTEMPT", g("run_attempt")),
+        ("GITHUB_WORKFLOW", g("workflow")),
+        ("GITHUB_WORKFLOW_REF", g("workflow_ref")),
+        ("GITHUB_EVENT_NAME", g("event_name")),
+        ("GITHUB_EVENT_PATH", request.run_dir.join("event.json").to_string_lossy().into_owned()),
+        ("GITHUB_ACTOR", g("actor")),
+        ("RUNNER_OS", "Linux".to_string()),
+        ("RUNNER_ARCH", if cfg!(target_arch = "aarch64") { "ARM64".to_string() } else { "X64".to_string() }),
+        ("RUNNER_NAME", "tandem-local".to_string()),
+        ("RUNNER_ENVIRONMENT", "self-hosted".to_string()),
+        ("RUNNER_TOOL_CACHE", config.data_dir.join("toolcache").to_string_lossy().into_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
+    if step_debug(request) {
+        vars.insert("RUNNER_DEBUG".into(), "1".into());
+    }
+    if let Some(service) = cache_service {
+        vars.insert("ACTIONS_CACHE_URL".into(), service.url.clone());
+        vars.insert("ACTIONS_RESULTS_URL".into(), service.url.clone());
+        vars.insert("ACTIONS_RUNTIME_TOKEN".into(), service.token.clone());
+    }
+    crate::process::BaseEnvironment::new(vars)
 }
 
 /// Whether `ACTIONS_STEP_DEBUG` is `true` as a secret or a variable (GitHub's switch for

@@ -13,6 +13,7 @@ fn spec(script: &str, dir: &std::path::Path, timeout: Option<Duration>) -> Proce
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env,
         inherit: false,
+        base: Default::default(),
         cwd: dir.to_path_buf(),
         timeout,
     }
