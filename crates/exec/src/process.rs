@@ -30,6 +30,8 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// Time a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long a started step's output is left in its pipes, unread, unless it ends sooner.
+const QUIET_START: Duration = Duration::from_millis(10);
 
 /// A command to run: argv, environment, working directory.
 #[derive(Debug, Clone)]
@@ -329,9 +331,25 @@ pub async fn run(
     if let Some(pgid) = pgid {
         groups.add(pgid);
     }
+    // Most steps end within moments: their output waits in the pipes until they have, and is
+    // read then, so that Tandem wakes once for such a step rather than for each of its writes
+    // as well. A step that runs longer has its output read as it comes after `QUIET_START`
+    // (a live log that late is not noticed; a step that fills a pipe before waits that long).
+    if matches!(child, Running::Direct(_)) {
+        tokio::select! {
+            _ = child.wait() => {}
+            () = tokio::time::sleep(QUIET_START) => {}
+        }
+    }
     // The two readers run inside this task, beside the wait: a step's output and its exit arrive
     // on the same thread, without a task of their own to start and wake for each stream.
-    let (stdout, stderr) = child.take_output();
+    let (stdout, stderr) = match child.take_output() {
+        Ok(output) => output,
+        Err(error) => {
+            let _ = lines.send((Stream::Stderr, format!("cannot read the step's output: {error}"))).await;
+            (None, None)
+        }
+    };
     let stdout = stdout.map(|s| forward(s, Stream::Stdout, lines.clone()));
     let stderr = stderr.map(|s| forward(s, Stream::Stderr, lines.clone()));
     let mut readers = Box::pin(async move {
@@ -404,15 +422,16 @@ impl Running {
         }
     }
 
-    fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
-        match self {
+    fn take_output(&mut self) -> std::io::Result<(Option<Output>, Option<Output>)> {
+        Ok(match self {
             Running::Direct(child) => {
-                (child.stdout.take().map(|s| Box::new(s) as Output), child.stderr.take().map(|s| Box::new(s) as Output))
+                let (stdout, stderr) = child.take_output()?;
+                (stdout.map(|s| Box::new(s) as Output), stderr.map(|s| Box::new(s) as Output))
             }
             Running::Tokio(child) => {
                 (child.stdout.take().map(|s| Box::new(s) as Output), child.stderr.take().map(|s| Box::new(s) as Output))
             }
-        }
+        })
     }
 }
 

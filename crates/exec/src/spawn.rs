@@ -34,13 +34,22 @@ pub struct Child {
     pid: Pid,
     exit: Option<ExitStatus>,
     pidfd: AsyncFd<OwnedFd>,
-    pub stdout: Option<Receiver>,
-    pub stderr: Option<Receiver>,
+    /// The output pipes, not yet watched by the runtime (see [`Child::take_output`]).
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
 }
 
 impl Child {
     pub fn id(&self) -> u32 {
         self.pid.as_raw() as u32
+    }
+
+    /// The output pipes, from now on watched by the runtime. Until they are taken, output only
+    /// fills the pipes (64 KiB each before the process waits): a short step that is waited for
+    /// first wakes Tandem once, when it ends, instead of once more for each write.
+    pub fn take_output(&mut self) -> io::Result<(Option<Receiver>, Option<Receiver>)> {
+        let receiver = |fd: OwnedFd| Receiver::from_owned_fd_unchecked(fd);
+        Ok((self.stdout.take().map(receiver).transpose()?, self.stderr.take().map(receiver).transpose()?))
     }
 
     /// Waits for the process to end, and reaps it.
@@ -239,15 +248,15 @@ fn start_absolute(spec: &ProcessSpec) -> io::Result<Child> {
     let child_pid = rustix::process::Pid::from_raw(pid.as_raw())
         .ok_or_else(|| io::Error::other(format!("posix_spawn gave the process id {pid}")))?;
     let pidfd = rustix::process::pidfd_open(child_pid, rustix::process::PidfdFlags::NONBLOCK)?;
-    let receiver = |fd: OwnedFd| -> io::Result<Receiver> {
+    let nonblocking = |fd: OwnedFd| -> io::Result<OwnedFd> {
         fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        Receiver::from_owned_fd_unchecked(fd)
+        Ok(fd)
     };
     // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while it is
     // registered; this one is owned by the `AsyncFd` and closed only when it is dropped.
     #[allow(deprecated)]
     let pidfd = AsyncFd::new(pidfd)?;
-    Ok(Child { pid, exit: None, pidfd, stdout: Some(receiver(out_read)?), stderr: Some(receiver(err_read)?) })
+    Ok(Child { pid, exit: None, pidfd, stdout: Some(nonblocking(out_read)?), stderr: Some(nonblocking(err_read)?) })
 }
 
 #[cfg(test)]
@@ -272,8 +281,9 @@ mod tests {
 
     async fn output(child: &mut Child) -> (String, String, ExitStatus) {
         let (mut out, mut err) = (String::new(), String::new());
-        child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-        child.stderr.take().unwrap().read_to_string(&mut err).await.unwrap();
+        let (stdout, stderr) = child.take_output().unwrap();
+        stdout.unwrap().read_to_string(&mut out).await.unwrap();
+        stderr.unwrap().read_to_string(&mut err).await.unwrap();
         (out, err, child.wait().await.unwrap())
     }
 

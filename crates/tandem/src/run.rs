@@ -248,7 +248,7 @@ impl PreparedRunDir {
     fn new(data_dir: &Path, slots: usize) -> Result<Self> {
         let prepared = PreparedRunDir(Some(new_run_dir(data_dir)?));
         if let Some((_, run_dir)) = &prepared.0 {
-            exec::engine::prepare_slots(run_dir, slots)
+            exec::engine::prepare_slots(data_dir, run_dir, slots)
                 .with_context(|| format!("cannot create the job folders in {}", run_dir.display()))?;
         }
         Ok(prepared)

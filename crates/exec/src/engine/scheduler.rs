@@ -181,6 +181,9 @@ pub async fn run(
             }
         }
     }
+    if !shared.config.keep_workspaces {
+        super::slots::park_slots(&shared.workspaces, &shared.config.data_dir, &shared.request.run_dir);
+    }
     reports.sort_by_key(|(index, _)| *index);
     let jobs: Vec<JobReport> = reports.into_iter().flat_map(|(_, legs)| legs).collect();
     let status = if cancel.is_cancelled() {

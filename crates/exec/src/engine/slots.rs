@@ -91,10 +91,21 @@ fn slot_dir(run_dir: &Path, n: usize) -> PathBuf {
     run_dir.join("slots").join(n.to_string())
 }
 
+/// Where a run that ended with every job slot emptied leaves them for the next run to take.
+fn spare_slots(data_dir: &Path) -> PathBuf {
+    data_dir.join("spare-slots")
+}
+
 /// Makes the folders of the first `n` job slots under `run_dir` ahead of the run. A caller that
 /// has to wait anyway (for git, say) spares the first jobs these directory creations, which cost
-/// an ext4 file system more than a short job's process; the jobs find them made.
-pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
+/// an ext4 file system more than a short job's process; the jobs find them made. The slots the
+/// last run left in `data_dir` (see [`park_slots`]) are taken with one rename instead; slots
+/// beyond those are made by the jobs that need them.
+pub fn prepare_slots(data_dir: &Path, run_dir: &Path, n: usize) -> std::io::Result<()> {
+    // Two runs that start together race for the spare slots; the rename gives them to one.
+    if std::fs::rename(spare_slots(data_dir), run_dir.join("slots")).is_ok() {
+        return Ok(());
+    }
     for n in 0..n {
         let slot = slot_dir(run_dir, n);
         for dir in ["workspace", "temp"] {
@@ -102,6 +113,18 @@ pub fn prepare_slots(run_dir: &Path, n: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Leaves the run's job slots in `data_dir` for the next run, when every slot came back emptied
+/// (a slot whose files could not be removed stays where it is, with the run). Another run's
+/// parked slots are not replaced: the rename refuses a folder that is not empty.
+pub(super) fn park_slots(pool: &WorkspacePool, data_dir: &Path, run_dir: &Path) {
+    let made = pool.n_made.load(std::sync::atomic::Ordering::Relaxed);
+    let all_back = pool.free.lock().is_ok_and(|free| free.len() == made);
+    if made > 0 && all_back {
+        // Failing only costs the next run its folder creations.
+        let _ = std::fs::rename(run_dir.join("slots"), spare_slots(data_dir));
+    }
 }
 
 /// Empties a job's directories off the async threads (a workspace may hold gigabytes) and hands
