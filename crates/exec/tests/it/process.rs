@@ -194,3 +194,49 @@ async fn an_inheriting_process_gets_our_environment_and_the_specs() {
         assert_eq!(seen.get(key), Some(value), "`{key}` of our environment did not reach the process");
     }
 }
+
+#[tokio::test]
+async fn a_running_step_shows_its_output_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    // The step prints, then waits for the test to let it go: its line must arrive while it runs.
+    let script = "echo started; i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo done";
+    let step = spec(script, dir.path(), Some(Duration::from_secs(60)));
+    let run = tokio::spawn(async move {
+        let (exit, _) = process::run(&step, &tx, &Cancel::never(), &ProcessGroups::default()).await;
+        exit
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert_eq!(
+        first.ok().flatten(),
+        Some((Stream::Stdout, "started".to_string())),
+        "the first line arrives while the step runs"
+    );
+    assert!(!run.is_finished(), "the step is still waiting for the test");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(run.await.unwrap(), Exit::Code(0));
+    assert_eq!(rx.recv().await, Some((Stream::Stdout, "done".to_string())));
+    assert_eq!(rx.recv().await, None, "nothing after the last line");
+}
+
+#[tokio::test]
+async fn a_quick_step_has_all_its_output_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(4096);
+    // Ends within moments, on both streams, the last line without a newline.
+    let script = "seq 1 500; seq 1 300 >&2; printf tail";
+    let (exit, _) =
+        process::run(&spec(script, dir.path(), None), &tx, &Cancel::never(), &ProcessGroups::default()).await;
+    drop(tx);
+    assert_eq!(exit, Exit::Code(0));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some((stream, line)) = rx.recv().await {
+        match stream {
+            Stream::Stdout => out.push(line),
+            Stream::Stderr => err.push(line),
+        }
+    }
+    let expected: Vec<String> = (1..=500).map(|n| n.to_string()).chain(["tail".to_string()]).collect();
+    assert_eq!(out, expected);
+    assert_eq!(err, (1..=300).map(|n| n.to_string()).collect::<Vec<_>>());
+}
