@@ -90,6 +90,8 @@ pub fn run(_args: &[String]) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("tandem-bench-containers-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
+    // Like the tests, the benchmark starts the engine when none answers.
+    crate::ensure_docker_engine()?;
     images(&scratch)?;
     let data = scratch.join("data");
     let mut report = String::new();

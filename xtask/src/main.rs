@@ -118,7 +118,7 @@ fn ensure_prerequisites() -> Result<()> {
 }
 
 /// Starts `dockerd` when no engine answers, and waits (bounded) until it does.
-fn ensure_docker_engine() -> Result<()> {
+pub(crate) fn ensure_docker_engine() -> Result<()> {
     let answers = || {
         Command::new("docker")
             .args(["version", "--format", "{{.Server.Version}}"])
