@@ -100,14 +100,36 @@ fn scan_speeds(tandem: &Path, scratch: &Path) -> Result<(f64, Duration, Duration
     for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         bytes += std::fs::metadata(repo.join(String::from_utf8_lossy(name).as_ref())).map(|m| m.len()).unwrap_or(0);
     }
-    let timed = |command: &mut Command| -> Result<Duration> {
+    let timed = |command: &mut Command| -> Result<(Duration, std::process::ExitStatus)> {
         let started = Instant::now();
-        command.current_dir(&repo).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-        Ok(started.elapsed())
+        let status = command.current_dir(&repo).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        Ok((started.elapsed(), status))
     };
-    let ours = timed(Command::new(tandem).args(["scan", "secrets", "--config"]).arg(&rules))?;
+    let (ours, status) = timed(Command::new(tandem).args(["scan", "secrets", "--config"]).arg(&rules))?;
+    // Exit 1 says secrets were found (the crates' test keys); anything else is a failure.
+    if !matches!(status.code(), Some(0 | 1)) {
+        bail!("`tandem scan secrets` failed ({status})");
+    }
+    let installed =
+        Command::new("detect-secrets").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !installed.is_ok_and(|s| s.success()) {
+        bail!("detect-secrets is not installed (pip install detect-secrets)");
+    }
     // detect-secrets may take very long: it gets ten minutes, and a time-out is reported as such.
-    let theirs = timed(Command::new("timeout").args(["600", "detect-secrets", "scan"]))
-        .map_err(|e| anyhow::anyhow!("detect-secrets is not installed (pip install detect-secrets): {e}"))?;
+    let (theirs, status) =
+        timed(Command::new("timeout").args([&DETECT_SECRETS_LIMIT.as_secs().to_string(), "detect-secrets", "scan"]))?;
+    match status.code() {
+        Some(0) => {}
+        Some(124) => bail!(
+            "detect-secrets had not finished after {} s; `tandem scan secrets` took {:.1} s ({:.1} MB/s)",
+            DETECT_SECRETS_LIMIT.as_secs(),
+            ours.as_secs_f64(),
+            bytes as f64 / 1e6 / ours.as_secs_f64()
+        ),
+        _ => bail!("`detect-secrets scan` failed ({status})"),
+    }
     Ok((bytes as f64 / 1e6, ours, theirs))
 }
+
+/// How long detect-secrets gets: it has taken longer than seven minutes over this repository.
+const DETECT_SECRETS_LIMIT: Duration = Duration::from_secs(600);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,12 +22,15 @@ const TAIL_LINES: usize = 25;
 /// long enough that a busy run does not wake it (and preempt a worker) for every line.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
+/// The pause is taken in this many slices, each ending with a look at how full the channel is.
+const PAUSE_SLICES: u32 = 4;
+
 pub struct Renderer {
     live: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
     steps: HashMap<String, Vec<String>>,
     /// Last lines of each (job, step), for showing failures again.
-    tails: HashMap<(String, usize), Vec<String>>,
+    tails: HashMap<(String, usize), std::collections::VecDeque<String>>,
     /// The run's log on disk: every job's lines, each prefixed with its job (`[build] …`).
     log_path: PathBuf,
     log: std::io::BufWriter<std::fs::File>,
@@ -64,18 +68,34 @@ impl Renderer {
     /// Renders events until the run ends. It runs on a thread of its own: the terminal and the
     /// log files never hold up the thread that starts the next job. Between batches it rests for
     /// [`BATCH_PAUSE`] while events gather, so that a busy run wakes it about fifty times a second
-    /// rather than once per line; `run_ended` (dropped or sent to when the engine returns) ends
+    /// rather than once per line, unless the batch was large (then the producer is never held up
+    /// by the pause); `run_ended` (dropped or sent to when the engine returns) ends
     /// the rest at once, so the last lines never wait.
     pub fn consume(&mut self, mut rx: mpsc::Receiver<RunEvent>, run_ended: std::sync::mpsc::Receiver<()>) {
+        // A batch this large means a step prints faster than the pause lets through (the channel
+        // holds `EVENT_BUFFER` events, so pausing would cap a chatty step at that many lines per
+        // pause): the next batch is taken at once, and each wake-up still renders many lines.
+        let busy = rx.max_capacity() / 16;
         while let Some(event) = rx.blocking_recv() {
             self.event(event);
+            let mut batch = 1;
             // Whatever else arrived meanwhile is rendered with it, then written at once.
             while let Ok(event) = rx.try_recv() {
                 self.event(event);
+                batch += 1;
             }
             self.flush();
-            // Nothing is ever sent: this returns after the pause, or at once when the run ended.
-            let _ = run_ended.recv_timeout(BATCH_PAUSE);
+            if batch < busy {
+                // The pause, in slices: it ends early when the run ends (nothing is ever sent, the
+                // sender is dropped) or when the channel fills up, so a step that starts printing
+                // fast during the pause waits on a full channel for a slice at most.
+                for _ in 0..PAUSE_SLICES {
+                    let slice = run_ended.recv_timeout(BATCH_PAUSE / PAUSE_SLICES);
+                    if matches!(slice, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) || rx.len() >= busy {
+                        break;
+                    }
+                }
+            }
         }
         self.flush();
     }
@@ -137,11 +157,6 @@ impl Renderer {
             }
             RunEvent::Line { job, step, stream, text } => {
                 self.log(&job, &text);
-                let tail = self.tails.entry((job.clone(), step)).or_default();
-                tail.push(text.clone());
-                if tail.len() > TAIL_LINES {
-                    tail.remove(0);
-                }
                 match self.bars.get(&job) {
                     Some(bar) => {
                         let name = self.step_name(&job, step);
@@ -150,9 +165,15 @@ impl Renderer {
                     }
                     None => {
                         let marker = if stream == Stream::Stderr { "!" } else { "|" };
-                        self.print(&format!("[{job}] {marker} {text}"));
+                        let _ = writeln!(self.out, "[{job}] {marker} {text}");
                     }
                 }
+                // The line and its job's name end here, kept rather than copied.
+                let tail = self.tails.entry((job, step)).or_default();
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text);
             }
             RunEvent::StepFinished { job, step, status, duration } => {
                 let name = self.step_name(&job, step);

@@ -668,6 +668,19 @@ pub(super) async fn emit_line(
     let _ = shared.events.send(line).await;
 }
 
+/// [`emit_line`] of a line the caller gives away (a step's output line, most of the run's lines).
+pub(super) async fn emit_owned_line(
+    shared: &Shared,
+    job: &str,
+    step: usize,
+    stream: Stream,
+    text: String,
+    masks: &commands::Masker,
+) {
+    let line = RunEvent::Line { job: job.to_string(), step, stream, text: masks.mask_owned(text) };
+    let _ = shared.events.send(line).await;
+}
+
 /// The lines of a built-in action, as the step's output.
 pub(super) struct StepLog<'a> {
     pub(super) shared: &'a Shared,

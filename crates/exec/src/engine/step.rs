@@ -236,7 +236,7 @@ pub(super) async fn run_script(
                 if line.trim() == format!("::{token}::") {
                     stopped = None;
                 } else {
-                    emit_line(shared, leg, index, stream, &line, &state.masks).await;
+                    emit_owned_line(shared, leg, index, stream, line, &state.masks).await;
                 }
                 continue;
             }
@@ -258,7 +258,7 @@ pub(super) async fn run_script(
                 Some(WorkflowCommand::SetOutput { name, value }) => {
                     step_outputs.insert(name, value);
                 }
-                None => emit_line(shared, leg, index, stream, &line, &state.masks).await,
+                None => emit_owned_line(shared, leg, index, stream, line, &state.masks).await,
             }
         }
     };
